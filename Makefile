@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+# Both create .venv on first use and re-install only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/modeldeck --demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check core tui tests benchmarks sample_data
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

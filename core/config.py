@@ -1,0 +1,448 @@
+"""TOML config -> typed, immutable settings. Every error names the file and the key.
+
+Relative paths resolve against the config file's folder. ``${VAR}`` in header values and
+secrets expands from the environment when used (``expand``), never at load time, so the
+expanded values never sit in a settings object that might be logged or stored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from core import paths
+from core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_CONFIG = "MODELDECK_CONFIG"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand(value: str, where: str = "") -> str:
+    """Expand ``${VAR}`` from the environment. A missing variable is a ConfigError that
+    names the variable and the key, never the value."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set" if where
+                              else f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _VAR.sub(sub, value)
+
+
+def mentions_variables(value: str) -> bool:
+    return bool(_VAR.search(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# settings values
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    interval: float = 2.0  # seconds between polls of one endpoint
+    timeout: float = 1.0  # per request
+    metrics_interval: float = 0.0  # 0 -> same as interval
+    drift_every: int = 5  # compare the live window every N polls
+    drift_window: int = 1000  # the last N captured records form the live window
+    history: int = 300  # snapshots kept in memory per endpoint (sparklines, trends)
+    store_interval: float = 30.0  # seconds between snapshot writes to the registry (0: never)
+    retention_hours: float = 168.0  # stored snapshots older than this are pruned
+    max_body_bytes: int = 1 << 20  # health and metadata answers larger than this are cut off
+    max_metrics_bytes: int = 8 << 20
+    max_backoff: float = 30.0  # an endpoint that stays down is retried at most this far apart
+
+    @property
+    def effective_metrics_interval(self) -> float:
+        return self.metrics_interval or self.interval
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    error_ratio_warn: float = 0.05
+    error_ratio_crit: float = 0.20
+    p95_ms_warn: float = 500.0
+    p95_ms_crit: float = 2000.0
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    missing_jump: float = 0.10  # missing share in current minus reference
+    drift_share: float = 0.5  # share of drifted columns that makes dataset drift
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    secret: str | None = None  # may hold ${VAR}; signs the body with HMAC-SHA256
+    headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
+    status_url: str | None = None  # retrain: polled until the run ends ({run_id} templated)
+    poll_interval: float = 5.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    command: tuple[str, ...] | None = None  # argv, templated, never through a shell
+    webhook: WebhookConfig | None = None
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Champion/challenger metric gate, as MLflow's MetricThreshold."""
+
+    metric: str
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    retrain: HookConfig | None = None
+    deploy: HookConfig | None = None
+    gates: tuple[GateConfig, ...] = ()
+    verify_timeout: float = 60.0  # endpoints must serve the new version within this
+    bake_seconds: float = 60.0  # then watched this long before the release counts as done
+    retrain_cooldown: float = 6 * 3600.0  # --retrain-on-drift starts at most one job per this
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    name: str
+    model: str
+    url: str
+    environment: str = "production"
+    served_model: str = ""
+    metrics_url: str = ""
+    capture: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
+    metrics_profile: str | None = None  # mlserver, triton, torchserve, bentoml, demo; None: detect
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def resolved_headers(self) -> dict[str, str]:
+        return {k: expand(v, f"endpoint {self.name}: header {k}") for k, v in self.headers.items()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path | None
+    registry: Path
+    poll: PollSettings = field(default_factory=PollSettings)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    endpoints: tuple[EndpointConfig, ...] = ()
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    read_only: bool = False
+    report_sample: float = 5.0
+
+    def model(self, name: str) -> ModelConfig:
+        return self.models.get(name) or ModelConfig(name=name)
+
+    def endpoints_for(self, model: str, environment: str | None = None) -> list[EndpointConfig]:
+        return [e for e in self.endpoints
+                if e.model == model and (environment is None or e.environment == environment)]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """--config, then $MODELDECK_CONFIG, then ./modeldeck.toml, then the XDG config file."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    local = Path("modeldeck.toml")
+    if local.is_file():
+        return local
+    xdg = paths.default_config_file()
+    if xdg.is_file():
+        return xdg
+    return None
+
+
+def load(path: str | os.PathLike[str] | None = None, registry: str | os.PathLike[str] | None = None,
+         *, required: bool = False) -> Settings:
+    """Load settings. ``registry`` (from --registry) overrides the file's. Without any config
+    file, defaults apply (registry in the XDG data folder) unless ``required``."""
+    found = find_config(path)
+    if found is None:
+        if required:
+            raise ConfigError(
+                f"no config file: pass --config FILE, set ${ENV_CONFIG}, create ./modeldeck.toml "
+                f"or {paths.default_config_file()} (or try: modeldeck --demo)")
+        reg = Path(registry).expanduser() if registry else paths.default_registry_file()
+        return Settings(path=None, registry=reg)
+    settings = parse_file(found)
+    if registry:
+        settings = replace(settings, registry=Path(registry).expanduser())
+    return settings
+
+
+def parse_file(path: Path) -> Settings:
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{name}: is a folder, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read config: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name}: invalid TOML: {e}") from None
+    return parse(data, path)
+
+
+def parse(data: Mapping[str, Any], path: Path | None = None) -> Settings:
+    r = _Reader(str(path) if path else "config", path.parent if path else Path.cwd())
+    return r.settings(data)
+
+
+class _Reader:
+    def __init__(self, filename: str, base: Path) -> None:
+        self.filename = filename
+        self.base = base
+
+    # -- helpers ---------------------------------------------------------------------------
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.filename}: {key}: {message}")
+
+    def check_keys(self, table: Mapping[str, Any], allowed: set[str] | list[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise self.fail(f"{where}{'.' if where else ''}{key}", f"unknown key{hint}")
+
+    def table(self, value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"must be a table, not {_kind(value)}")
+        return value
+
+    def string(self, value: Any, key: str, *, empty_ok: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, not {_kind(value)}")
+        if not empty_ok and not value.strip():
+            raise self.fail(key, "must not be empty")
+        return value
+
+    def number(self, value: Any, key: str, *, minimum: float | None = None, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"must be a number, not {_kind(value)}")
+        if positive and not value > 0:
+            raise self.fail(key, f"must be greater than 0, not {value}")
+        if minimum is not None and value < minimum:
+            raise self.fail(key, f"must be at least {minimum}, not {value}")
+        return float(value)
+
+    def integer(self, value: Any, key: str, *, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be a whole number, not {_kind(value)}")
+        if value < minimum:
+            raise self.fail(key, f"must be at least {minimum}, not {value}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {_kind(value)}")
+        return value
+
+    def str_map(self, value: Any, key: str) -> dict[str, str]:
+        t = self.table(value, key)
+        return {str(k): self.string(v, f"{key}.{k}", empty_ok=True) for k, v in t.items()}
+
+    def url(self, value: Any, key: str) -> str:
+        s = self.string(value, key).strip()
+        if not re.match(r"^https?://[^/\s]+", s):
+            raise self.fail(key, f"must be an http:// or https:// URL, not {s!r}")
+        return s.rstrip("/")
+
+    def path(self, value: Any, key: str) -> Path:
+        p = Path(self.string(value, key)).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    # -- sections --------------------------------------------------------------------------
+    def settings(self, data: Mapping[str, Any]) -> Settings:
+        self.check_keys(data, {"registry", "read_only", "poll", "thresholds", "endpoints", "models",
+                               "report"}, "")
+        registry = (self.path(data["registry"], "registry") if "registry" in data
+                    else paths.default_registry_file())
+        poll = self.poll(data.get("poll", {}))
+        thresholds = self.thresholds(data.get("thresholds", {}), "thresholds", Thresholds())
+        endpoints = self.endpoints(data.get("endpoints", []), thresholds)
+        models = self.models(data.get("models", {}))
+        report = self.table(data.get("report", {}), "report")
+        self.check_keys(report, {"sample"}, "report")
+        sample = self.number(report["sample"], "report.sample", minimum=0) if "sample" in report else 5.0
+        read_only = self.boolean(data["read_only"], "read_only") if "read_only" in data else False
+        return Settings(path=None if self.filename == "config" else Path(self.filename),
+                        registry=registry, poll=poll, thresholds=thresholds, endpoints=endpoints,
+                        models=models, read_only=read_only, report_sample=sample)
+
+    def poll(self, value: Any) -> PollSettings:
+        t = self.table(value, "poll")
+        names = {f.name for f in fields(PollSettings)}
+        self.check_keys(t, names, "poll")
+        kw: dict[str, Any] = {}
+        for k, v in t.items():
+            key = f"poll.{k}"
+            if k in ("drift_every", "drift_window", "history", "max_body_bytes", "max_metrics_bytes"):
+                kw[k] = self.integer(v, key, minimum=1)
+            elif k in ("interval", "timeout"):
+                kw[k] = self.number(v, key, positive=True)
+            else:
+                kw[k] = self.number(v, key, minimum=0)
+        return PollSettings(**kw)
+
+    def thresholds(self, value: Any, where: str, base: Thresholds) -> Thresholds:
+        t = self.table(value, where)
+        self.check_keys(t, {f.name for f in fields(Thresholds)}, where)
+        kw = {k: self.number(v, f"{where}.{k}", minimum=0) for k, v in t.items()}
+        return replace(base, **kw)
+
+    def endpoints(self, value: Any, thresholds: Thresholds) -> tuple[EndpointConfig, ...]:
+        if not isinstance(value, list):
+            raise self.fail("endpoints", "must be an array of tables ([[endpoints]])")
+        out: list[EndpointConfig] = []
+        seen: set[str] = set()
+        allowed = {"name", "model", "environment", "url", "served_model", "metrics_url", "capture",
+                   "headers", "metrics_profile", "thresholds"}
+        for i, item in enumerate(value):
+            where = f"endpoints[{i}]"
+            t = self.table(item, where)
+            self.check_keys(t, allowed, where)
+            for req in ("name", "model", "url"):
+                if req not in t:
+                    raise self.fail(where, f"missing required key '{req}'")
+            name = self.string(t["name"], f"{where}.name")
+            if name in seen:
+                raise self.fail(f"{where}.name", f"duplicate endpoint name {name!r}")
+            seen.add(name)
+            model = self.string(t["model"], f"{where}.model")
+            url = self.url(t["url"], f"{where}.url")
+            capture = None
+            if "capture" in t:
+                c = self.string(t["capture"], f"{where}.capture")
+                if re.match(r"^https?://", c) or Path(c).expanduser().is_absolute():
+                    capture = c
+                else:
+                    capture = str(self.base / c)
+            profile = None
+            if "metrics_profile" in t:
+                profile = self.string(t["metrics_profile"], f"{where}.metrics_profile")
+            out.append(EndpointConfig(
+                name=name, model=model, url=url,
+                environment=self.string(t.get("environment", "production"), f"{where}.environment"),
+                served_model=self.string(t.get("served_model", model), f"{where}.served_model"),
+                metrics_url=(self.url(t["metrics_url"], f"{where}.metrics_url") if "metrics_url" in t
+                             else url + "/metrics"),
+                capture=capture,
+                headers=self.str_map(t.get("headers", {}), f"{where}.headers"),
+                metrics_profile=profile,
+                thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),
+            ))
+        return tuple(out)
+
+    def hook(self, value: Any, where: str, *, retrain: bool) -> HookConfig:
+        t = self.table(value, where)
+        self.check_keys(t, {"command", "webhook", "timeout"}, where)
+        command = None
+        if "command" in t:
+            c = t["command"]
+            if not isinstance(c, list) or not c or not all(isinstance(a, str) for a in c):
+                raise self.fail(f"{where}.command",
+                                "must be a non-empty array of strings (argv; no shell is used)")
+            command = tuple(c)
+        webhook = None
+        if "webhook" in t:
+            w = t["webhook"]
+            if isinstance(w, str):
+                w = {"url": w}
+            wt = self.table(w, f"{where}.webhook")
+            allowed = {"url", "secret", "headers", "timeout"}
+            if retrain:
+                allowed |= {"status_url", "poll_interval"}
+            self.check_keys(wt, allowed, f"{where}.webhook")
+            if "url" not in wt:
+                raise self.fail(f"{where}.webhook", "missing required key 'url'")
+            webhook = WebhookConfig(
+                url=self.url(wt["url"], f"{where}.webhook.url"),
+                secret=self.string(wt["secret"], f"{where}.webhook.secret") if "secret" in wt else None,
+                headers=self.str_map(wt.get("headers", {}), f"{where}.webhook.headers"),
+                status_url=(self.string(wt["status_url"], f"{where}.webhook.status_url")
+                            if "status_url" in wt else None),
+                poll_interval=(self.number(wt["poll_interval"], f"{where}.webhook.poll_interval",
+                                           positive=True) if "poll_interval" in wt else 5.0),
+                timeout=(self.number(wt["timeout"], f"{where}.webhook.timeout", positive=True)
+                         if "timeout" in wt else 10.0),
+            )
+        if command is None and webhook is None:
+            raise self.fail(where, "needs a 'command' or a 'webhook'")
+        timeout = self.number(t["timeout"], f"{where}.timeout", positive=True) if "timeout" in t else 600.0
+        return HookConfig(command=command, webhook=webhook, timeout=timeout)
+
+    def gate(self, value: Any, where: str) -> GateConfig:
+        t = self.table(value, where)
+        self.check_keys(t, {f.name for f in fields(GateConfig)}, where)
+        if "metric" not in t:
+            raise self.fail(where, "missing required key 'metric'")
+        kw: dict[str, Any] = {"metric": self.string(t["metric"], f"{where}.metric")}
+        for k in ("threshold", "min_absolute_change", "min_relative_change"):
+            if k in t:
+                kw[k] = self.number(t[k], f"{where}.{k}")
+        if "greater_is_better" in t:
+            kw["greater_is_better"] = self.boolean(t["greater_is_better"], f"{where}.greater_is_better")
+        if len(kw) == 1 or (len(kw) == 2 and "greater_is_better" in kw):
+            raise self.fail(where, "needs at least one of threshold, min_absolute_change, "
+                                   "min_relative_change")
+        return GateConfig(**kw)
+
+    def models(self, value: Any) -> dict[str, ModelConfig]:
+        t = self.table(value, "models")
+        out: dict[str, ModelConfig] = {}
+        for name, item in t.items():
+            where = f"models.{name}"
+            m = self.table(item, where)
+            self.check_keys(m, {"retrain", "deploy", "gates", "verify_timeout", "bake_seconds",
+                                "retrain_cooldown"}, where)
+            gates_raw = m.get("gates", [])
+            if not isinstance(gates_raw, list):
+                raise self.fail(f"{where}.gates", "must be an array of tables")
+            out[name] = ModelConfig(
+                name=name,
+                retrain=self.hook(m["retrain"], f"{where}.retrain", retrain=True) if "retrain" in m else None,
+                deploy=self.hook(m["deploy"], f"{where}.deploy", retrain=False) if "deploy" in m else None,
+                gates=tuple(self.gate(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)),
+                verify_timeout=(self.number(m["verify_timeout"], f"{where}.verify_timeout", minimum=0)
+                                if "verify_timeout" in m else 60.0),
+                bake_seconds=(self.number(m["bake_seconds"], f"{where}.bake_seconds", minimum=0)
+                              if "bake_seconds" in m else 60.0),
+                retrain_cooldown=(self.number(m["retrain_cooldown"], f"{where}.retrain_cooldown", minimum=0)
+                                  if "retrain_cooldown" in m else 6 * 3600.0),
+            )
+        return out
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)

@@ -1,0 +1,59 @@
+"""Where modeldeck keeps things: XDG base directories, resolved at call time (cron-safe)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP = "modeldeck"
+
+
+def _home() -> Path:
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        return Path.home()
+    except RuntimeError:  # no HOME and no passwd entry: fall back to the working directory
+        return Path.cwd()
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var, "")
+    # The XDG spec says relative paths are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value) / APP
+    return _home() / default / APP
+
+
+def config_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config")
+
+
+def data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share")
+
+
+def state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state")
+
+
+def cache_dir() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache")
+
+
+def default_config_file() -> Path:
+    return config_dir() / "config.toml"
+
+
+def default_registry_file() -> Path:
+    return data_dir() / "registry.db"
+
+
+def log_file() -> Path:
+    return state_dir() / "modeldeck.log"
+
+
+def ensure_parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
