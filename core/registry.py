@@ -1,0 +1,1001 @@
+"""The release registry: one SQLite file (sqlite-utils) holding models, versions with their
+lineage, approvals, environment aliases with their full history, retraining jobs, stored
+endpoint snapshots, and a hash-chained audit log.
+
+Every mutation is one ``BEGIN IMMEDIATE`` transaction together with its audit row, so a
+crash or a concurrent writer never leaves an alias moved without its history and audit
+entries. Promote and rollback are compare-and-set on the alias.
+
+Times are UTC ISO-8601 strings with microseconds (``2026-11-26T14:05:00.000000Z``): they
+sort as text, so "what served production at 14:05 yesterday" is an indexed query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from core.errors import ConflictError, GateError, NotFoundError, RegistryError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
+BUSY_TIMEOUT_MS = 15_000
+GENESIS = "0" * 64
+APPROVAL_STATES = ("pending", "approved", "rejected")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_TRIGGERS = ("manual", "drift", "schedule")
+PROTECTED_ENVIRONMENTS = ("production",)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def utcnow() -> str:
+    return format_time(datetime.now(timezone.utc))
+
+
+def format_time(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # a naive time is local time, as a user typing it means
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a user-given or stored time: ISO-8601 (``Z`` or offset; naive means local),
+    or a relative ``-90m`` / ``-2h`` / ``-1d``."""
+    s = text.strip()
+    if s.startswith("-") and s[-1:] in ("s", "m", "h", "d") and s[1:-1].replace(".", "", 1).isdigit():
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[s[-1]]
+        return datetime.now(timezone.utc) - timedelta(seconds=float(s[1:-1]) * unit)
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise RegistryError(f"cannot read time {text!r}: use ISO-8601 like 2026-11-25T14:05 "
+                            f"or a relative -2h") from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()
+    return dt.astimezone(timezone.utc)
+
+
+def current_actor() -> str:
+    """``MODELDECK_ACTOR``, else the login user plus the SSH client address when present."""
+    actor = os.environ.get("MODELDECK_ACTOR", "").strip()
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (containers, cron)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    ssh = os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION") or ""
+    addr = ssh.split()[0] if ssh.split() else ""
+    return f"{user}@{addr}" if addr else user
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents, in order)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    try:
+        if p.is_dir():
+            for f in sorted(x for x in p.rglob("*") if x.is_file()):
+                h.update(str(f.relative_to(p)).encode() + b"\0")
+                _hash_into(h, f)
+        else:
+            _hash_into(h, p)
+    except FileNotFoundError:
+        raise RegistryError(f"{p}: no such file") from None
+    except OSError as e:
+        raise RegistryError(f"{p}: cannot read: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def _hash_into(h: Any, f: Path) -> None:
+    with open(f, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _loads(text: str | None, default: Any = None) -> Any:
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def entry_hash(prev: str, entry_id: int, at: str, actor: str, action: str, subject: str,
+               before: str, after: str, reason: str) -> str:
+    """The audit chain: SHA-256 over the previous hash and this row's fields as stored."""
+    payload = "\x1f".join((prev, str(entry_id), at, actor, action, subject, before, after, reason))
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    created_at: str
+    created_by: str
+    description: str = ""
+    latest_version: int | None = None
+    n_versions: int = 0
+    aliases: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Version:
+    model: str
+    version: int
+    artifact: str
+    created_at: str
+    created_by: str
+    dataset_path: str | None = None
+    dataset_sha256: str | None = None
+    reference_path: str | None = None
+    code_version: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    approval: str = "pending"
+    approval_reason: str | None = None
+    approval_by: str | None = None
+    approval_at: str | None = None
+    job_id: int | None = None  # the retraining job that produced it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    id: int
+    model: str
+    environment: str
+    from_version: int | None
+    to_version: int
+    action: str  # promote | rollback
+    actor: str
+    at: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: str
+    actor: str
+    action: str
+    subject: str
+    before: Any
+    after: Any
+    reason: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    model: str
+    trigger: str
+    actor: str
+    reason: str
+    status: str
+    runner: str
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None
+    log_path: str | None
+    produced_version: int | None
+    external_id: str | None
+    pid: int | None
+    message: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad: int | None = None
+    problem: str = ""
+    head: str = GENESIS
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"audit chain intact: {self.checked} entries, head {self.head[:16]}"
+        return f"audit chain BROKEN at entry {self.first_bad}: {self.problem}"
+
+
+# ---------------------------------------------------------------------------------------------
+# schema and migrations
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["models"].create({"name": str, "created_at": str, "created_by": str, "description": str},
+                        pk="name", not_null=["created_at", "created_by"])
+    db["versions"].create({
+        "model": str, "version": int, "artifact": str, "created_at": str, "created_by": str,
+        "dataset_path": str, "dataset_sha256": str, "reference_path": str, "code_version": str,
+        "params": str, "metrics": str, "tags": str, "approval": str, "approval_reason": str,
+        "approval_by": str, "approval_at": str, "job_id": int,
+    }, pk=("model", "version"), foreign_keys=[("model", "models", "name")],
+        not_null=["artifact", "created_at", "created_by", "approval"])
+    db["aliases"].create({"model": str, "environment": str, "version": int, "updated_at": str,
+                          "updated_by": str, "history_id": int},
+                         pk=("model", "environment"), foreign_keys=[("model", "models", "name")])
+    db["alias_history"].create({"id": int, "model": str, "environment": str, "from_version": int,
+                                "to_version": int, "action": str, "actor": str, "at": str,
+                                "reason": str}, pk="id", not_null=["to_version", "action", "at"])
+    db["alias_history"].create_index(["model", "environment", "at"])
+    db["audit"].create({"id": int, "at": str, "actor": str, "action": str, "subject": str,
+                        "before": str, "after": str, "reason": str, "prev_hash": str, "hash": str},
+                       pk="id")
+    db["audit"].create_index(["subject", "id"])
+    db["jobs"].create({"id": int, "model": str, "trigger": str, "actor": str, "reason": str,
+                       "status": str, "runner": str, "created_at": str, "started_at": str,
+                       "ended_at": str, "exit_code": int, "log_path": str, "produced_version": int,
+                       "external_id": str, "pid": int, "message": str}, pk="id")
+    db["jobs"].create_index(["model", "id"])
+    db["jobs"].create_index(["status"])
+    db["snapshots"].create({"id": int, "endpoint": str, "taken_at": str, "source": str, "data": str},
+                           pk="id")
+    db["snapshots"].create_index(["endpoint", "taken_at"])
+    db["snapshots"].create_index(["taken_at"])
+
+
+# Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
+MIGRATIONS = [_migrate_1]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+
+
+class Registry:
+    """A connection to one registry file. Cheap to open; safe to use from one thread at a
+    time (open one per thread or process). Use as a context manager or call close()."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.readonly = readonly
+        self.conn = _open(self.path, create=create, readonly=readonly)
+        self.db = sqlite_utils.Database(self.conn)
+        try:
+            self._prepare()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def _prepare(self) -> None:
+        name = self.path
+        try:
+            app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise RegistryError(f"{name}: not a modeldeck registry ({_sqlite_reason(e)})") from None
+        version = 0
+        if tables:
+            if app_id != APPLICATION_ID or "meta" not in tables:
+                raise RegistryError(f"{name}: an SQLite database, but not a modeldeck registry; "
+                                    f"nothing was changed")
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RegistryError(f"{name}: written by a newer modeldeck (schema {version}, this one "
+                                f"understands up to {SCHEMA_VERSION}); upgrade modeldeck; the file "
+                                f"was not changed")
+        if self.readonly:
+            if version < SCHEMA_VERSION:
+                raise RegistryError(f"{name}: needs a schema upgrade ({version} -> {SCHEMA_VERSION}); "
+                                    f"open it once without read-only")
+            return
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as e:
+            raise RegistryError(f"{name}: cannot use the registry: {_sqlite_reason(e)}") from None
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        with self._write():
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            row = None
+            if self.db["meta"].exists():
+                row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            for step in range(current, SCHEMA_VERSION):
+                MIGRATIONS[step](self.db)
+            if current < SCHEMA_VERSION:
+                self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                                  (str(SCHEMA_VERSION),))
+                if current == 0:
+                    self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('audit_head', ?)",
+                                      (_dumps({"id": 0, "hash": GENESIS}),))
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so a writer
+        waits (busy timeout) instead of failing on a read-to-write upgrade."""
+        if self.readonly:
+            raise RegistryError(f"{self.path}: opened read-only")
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    if time.monotonic() < deadline:
+                        time.sleep(0.01)
+                        continue
+                    raise RegistryError(f"{self.path}: the registry stayed locked by another writer "
+                                        f"for {BUSY_TIMEOUT_MS // 1000} s; try again") from None
+                raise RegistryError(f"{self.path}: {_sqlite_reason(e)}") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise RegistryError(f"{self.path}: could not commit: {_sqlite_reason(e)}") from None
+
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            raise RegistryError(f"{self.path}: {_sqlite_reason(e)}") from None
+
+    # -- audit ----------------------------------------------------------------------------------
+    def _audit(self, action: str, subject: str, before: Any, after: Any, reason: str, actor: str,
+               at: str) -> int:
+        """Append one chained audit row. Called inside a write transaction."""
+        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
+        prev = head["hash"]
+        entry_id = int(head["id"]) + 1
+        b, a = _dumps(before), _dumps(after)
+        h = entry_hash(prev, entry_id, at, actor, action, subject, b, a, reason)
+        self.conn.execute(
+            "INSERT INTO audit(id, at, actor, action, subject, before, after, reason, prev_hash, hash) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)", (entry_id, at, actor, action, subject, b, a, reason, prev, h))
+        self.conn.execute("UPDATE meta SET value=? WHERE key='audit_head'",
+                          (_dumps({"id": entry_id, "hash": h}),))
+        return entry_id
+
+    def audit(self, *, subject: str | None = None, action: str | None = None, actor: str | None = None,
+              limit: int | None = None, before_id: int | None = None) -> list[AuditEntry]:
+        """Newest first. ``subject`` matches a model name or ``model:...`` subjects."""
+        where, params = [], []
+        if subject:
+            where.append("(subject = ? OR subject LIKE ? ESCAPE '\\')")
+            params += [subject, _like_prefix(subject) + "%"]
+        if action:
+            where.append("action LIKE ? ESCAPE '\\'")
+            params.append(_like_prefix(action) + "%")
+        if actor:
+            where.append("actor = ?")
+            params.append(actor)
+        if before_id:
+            where.append("id < ?")
+            params.append(before_id)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [AuditEntry(id=r["id"], at=r["at"], actor=r["actor"], action=r["action"],
+                           subject=r["subject"], before=_loads(r["before"]), after=_loads(r["after"]),
+                           reason=r["reason"], hash=r["hash"]) for r in self._read(sql, params)]
+
+    def verify_audit(self) -> VerifyResult:
+        """Walk the chain from the first entry: ids contiguous from 1, each prev_hash the
+        previous entry's hash, each hash recomputed from the stored fields, and the last one
+        the head recorded in meta (so deleting the newest rows shows too)."""
+        cur = self.conn.execute(
+            "SELECT id, at, actor, action, subject, before, after, reason, prev_hash, hash "
+            "FROM audit ORDER BY id")
+        prev = GENESIS
+        expected_id = 1
+        checked = 0
+        sha = hashlib.sha256
+        while rows := cur.fetchmany(10_000):
+            for (i, at, actor, action, subject, before, after, reason, prev_hash, h) in rows:
+                if i != expected_id:
+                    return VerifyResult(False, checked, expected_id,
+                                        f"entry {expected_id} is missing (next present is {i})", prev)
+                if prev_hash != prev:
+                    return VerifyResult(False, checked, i, "its link to the previous entry does not match "
+                                        "(an earlier entry was edited or removed)", prev)
+                payload = "\x1f".join((prev, str(i), at or "", actor or "", action or "", subject or "",
+                                       before or "", after or "", reason or ""))
+                if sha(payload.encode("utf-8", "surrogatepass")).hexdigest() != h:
+                    return VerifyResult(False, checked, i, "its contents do not match its hash "
+                                        "(the entry was edited)", prev)
+                prev = h
+                expected_id += 1
+                checked += 1
+        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
+        if head and int(head["id"]) != checked:
+            return VerifyResult(False, checked, checked + 1,
+                                f"the log ends at entry {checked} but entry {head['id']} was written "
+                                f"(newest entries were removed)", prev)
+        if head and head["hash"] != prev:
+            return VerifyResult(False, checked, checked, "the newest entry differs from the one written",
+                                prev)
+        return VerifyResult(True, checked, None, "", prev)
+
+    # -- models and versions ----------------------------------------------------------------------
+    def models(self) -> list[Model]:
+        rows = self._read(
+            "SELECT m.name, m.created_at, m.created_by, m.description, "
+            "  (SELECT max(version) FROM versions v WHERE v.model = m.name) AS latest, "
+            "  (SELECT count(*) FROM versions v WHERE v.model = m.name) AS n "
+            "FROM models m ORDER BY m.name")
+        aliases: dict[str, dict[str, int]] = {}
+        for r in self._read("SELECT model, environment, version FROM aliases ORDER BY model, environment"):
+            aliases.setdefault(r["model"], {})[r["environment"]] = r["version"]
+        return [Model(name=r["name"], created_at=r["created_at"], created_by=r["created_by"],
+                      description=r["description"] or "", latest_version=r["latest"], n_versions=r["n"],
+                      aliases=aliases.get(r["name"], {})) for r in rows]
+
+    def model(self, name: str) -> Model:
+        rows = self._read("SELECT * FROM models WHERE name=?", (name,))
+        if not rows:
+            raise NotFoundError(self._unknown_model(name))
+        r = rows[0]
+        agg = self._read("SELECT max(version), count(*) FROM versions WHERE model=?", (name,))[0]
+        return Model(name=r["name"], created_at=r["created_at"], created_by=r["created_by"],
+                     description=r["description"] or "", latest_version=agg[0], n_versions=agg[1],
+                     aliases=self.aliases(name))
+
+    def has_model(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM models WHERE name=?", (name,)))
+
+    def _unknown_model(self, name: str) -> str:
+        names = [r[0] for r in self._read("SELECT name FROM models ORDER BY name LIMIT 50")]
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ("" if names else " (the registry is empty)")
+        return f"no model named {name!r} in {self.path}{hint}"
+
+    def versions(self, model: str) -> list[Version]:
+        rows = self._read("SELECT * FROM versions WHERE model=? ORDER BY version", (model,))
+        if not rows and not self.has_model(model):
+            raise NotFoundError(self._unknown_model(model))
+        return [_version(r) for r in rows]
+
+    def version(self, model: str, version: int) -> Version:
+        rows = self._read("SELECT * FROM versions WHERE model=? AND version=?", (model, int(version)))
+        if not rows:
+            raise NotFoundError(self._no_version(model, version))
+        return _version(rows[0])
+
+    def _no_version(self, model: str, version: int) -> str:
+        if not self.has_model(model):
+            return self._unknown_model(model)
+        latest = self._read("SELECT max(version) FROM versions WHERE model=?", (model,))[0][0]
+        if latest is None:
+            return f"model {model} has no versions yet"
+        return f"model {model} has no version {version} (latest is {latest})"
+
+    def register(self, model: str, artifact: str, *, dataset: str | None = None,
+                 dataset_sha256: str | None = None, reference: str | None = None,
+                 code_version: str | None = None, params: Mapping[str, Any] | None = None,
+                 metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+                 description: str | None = None, job_id: int | None = None,
+                 actor: str | None = None, reason: str = "") -> Version:
+        """Add the next version of ``model`` (created on first use). The dataset's SHA-256 is
+        computed here unless given, before the transaction, so the write lock is held briefly."""
+        _check_name(model, "model name")
+        if not artifact or not str(artifact).strip():
+            raise RegistryError("an artifact URI is required (--artifact)")
+        if dataset and not dataset_sha256:
+            dataset_sha256 = sha256_file(dataset)
+        if dataset:
+            dataset = _abs_if_local(dataset)
+        if reference:
+            if not Path(reference).exists() and "://" not in reference:
+                raise RegistryError(f"{reference}: reference data not found")
+            reference = _abs_if_local(reference)
+        for label, value in (("metrics", metrics), ("params", params), ("tags", tags)):
+            if value is not None and not isinstance(value, Mapping):
+                raise RegistryError(f"{label} must be a JSON object, not {type(value).__name__}")
+        if metrics:
+            for k, v in metrics.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise RegistryError(f"metric {k!r} must be a number, not {v!r}")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                c.execute("INSERT INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
+                          (model, at, actor, description or ""))
+            n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
+            row = {"model": model, "version": n, "artifact": str(artifact), "created_at": at,
+                   "created_by": actor, "dataset_path": dataset, "dataset_sha256": dataset_sha256,
+                   "reference_path": reference, "code_version": code_version,
+                   "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
+                   "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
+                   "approval": "pending", "approval_reason": None, "approval_by": None,
+                   "approval_at": None, "job_id": job_id}
+            c.execute(f"INSERT INTO versions({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                      list(row.values()))
+            after = {k: row[k] for k in ("artifact", "dataset_path", "dataset_sha256", "reference_path",
+                                         "code_version", "job_id")}
+            after.update(version=n, params=dict(params or {}), metrics=dict(metrics or {}))
+            self._audit("register", f"{model}:{n}", None, after, reason, actor, at)
+            if job_id is not None:
+                c.execute("UPDATE jobs SET produced_version=? WHERE id=? AND model=?", (n, job_id, model))
+        return self.version(model, n)
+
+    def _set_approval(self, model: str, version: int, state: str, reason: str, actor: str | None,
+                      force: bool = False) -> Version:
+        if not reason or not reason.strip():
+            raise RegistryError(f"a reason is required to {'approve' if state == 'approved' else 'reject'} "
+                                f"(--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT approval FROM versions WHERE model=? AND version=?",
+                            (model, int(version))).fetchone()
+            if not row:
+                raise NotFoundError(self._no_version(model, version))
+            before = row[0]
+            if before == state:
+                raise ConflictError(f"{model} version {version} is already {state}")
+            if state == "rejected" and not force:
+                holders = [r[0] for r in c.execute(
+                    "SELECT environment FROM aliases WHERE model=? AND version=? ORDER BY environment",
+                    (model, int(version)))]
+                if PROTECTED_ENVIRONMENTS[0] in holders:
+                    raise GateError(f"{model} version {version} serves production; roll production back "
+                                    f"before rejecting it")
+            c.execute("UPDATE versions SET approval=?, approval_reason=?, approval_by=?, approval_at=? "
+                      "WHERE model=? AND version=?", (state, reason, actor, at, model, int(version)))
+            self._audit("approve" if state == "approved" else "reject", f"{model}:{version}",
+                        {"approval": before}, {"approval": state}, reason, actor, at)
+        return self.version(model, version)
+
+    def approve(self, model: str, version: int, reason: str, actor: str | None = None) -> Version:
+        return self._set_approval(model, version, "approved", reason, actor)
+
+    def reject(self, model: str, version: int, reason: str, actor: str | None = None) -> Version:
+        return self._set_approval(model, version, "rejected", reason, actor)
+
+    def tag(self, model: str, version: int, key: str, value: str | None, actor: str | None = None,
+            reason: str = "") -> Version:
+        """Set (or with ``value=None`` remove) a free-form tag on a version."""
+        _check_name(key, "tag name")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT tags FROM versions WHERE model=? AND version=?",
+                            (model, int(version))).fetchone()
+            if not row:
+                raise NotFoundError(self._no_version(model, version))
+            tags = _loads(row[0], {})
+            before = tags.get(key)
+            if value is None:
+                tags.pop(key, None)
+            else:
+                tags[key] = str(value)
+            c.execute("UPDATE versions SET tags=? WHERE model=? AND version=?",
+                      (_dumps(tags), model, int(version)))
+            self._audit("tag", f"{model}:{version}", {key: before}, {key: value}, reason, actor, at)
+        return self.version(model, version)
+
+    # -- aliases ----------------------------------------------------------------------------------
+    def aliases(self, model: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._read(
+            "SELECT environment, version FROM aliases WHERE model=? ORDER BY environment", (model,))}
+
+    def alias(self, model: str, environment: str) -> int | None:
+        rows = self._read("SELECT version FROM aliases WHERE model=? AND environment=?", (model, environment))
+        return rows[0][0] if rows else None
+
+    def all_aliases(self) -> dict[tuple[str, str], int]:
+        """Every (model, environment) -> version, in one query (the poller's per-cycle view)."""
+        return {(r[0], r[1]): r[2] for r in self._read("SELECT model, environment, version FROM aliases")}
+
+    def history(self, model: str, environment: str | None = None, *, limit: int | None = None) -> list[AliasChange]:
+        """Alias changes, newest first."""
+        if not self.has_model(model):
+            raise NotFoundError(self._unknown_model(model))
+        sql = "SELECT * FROM alias_history WHERE model=?"
+        params: list[Any] = [model]
+        if environment:
+            sql += " AND environment=?"
+            params.append(environment)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_change(r) for r in self._read(sql, params)]
+
+    def alias_at(self, model: str, environment: str, when: datetime | str) -> AliasChange | None:
+        """The alias change in force at ``when``: which version served ``environment`` then."""
+        at = when if isinstance(when, str) else format_time(when)
+        rows = self._read("SELECT * FROM alias_history WHERE model=? AND environment=? AND at <= ? "
+                          "ORDER BY at DESC, id DESC LIMIT 1", (model, environment, at))
+        return _change(rows[0]) if rows else None
+
+    def promote(self, model: str, version: int, environment: str, reason: str, *,
+                expect: int | str | None = "current", actor: str | None = None, force: bool = False,
+                details: Mapping[str, Any] | None = None) -> AliasChange:
+        """Move ``environment`` to ``version``. ``expect`` is the version the caller saw
+        holding the alias (None: it was unset); if another writer moved it meanwhile, this
+        raises ConflictError and writes nothing. ``expect="current"`` takes whatever holds
+        it now (no check). Promoting to production requires an approved version unless
+        ``force``; ``details`` (gate results, rollout notes) go into the audit entry."""
+        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details)
+
+    def rollback_target(self, model: str, environment: str) -> int | None:
+        """The version that held the alias before the current one, skipping versions that
+        were themselves rolled back (replay of the history as a stack)."""
+        stack = self._alias_stack(self.conn, model, environment)
+        return stack[-2] if len(stack) >= 2 else None
+
+    def rollback(self, model: str, environment: str, reason: str, *, to: int | None = None,
+                 expect: int | str | None = "current", actor: str | None = None, force: bool = False,
+                 details: Mapping[str, Any] | None = None) -> AliasChange:
+        """Move ``environment`` back to the previous holder (or ``to``). Compare-and-set
+        like promote."""
+        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details)
+
+    def _alias_stack(self, c: sqlite3.Connection, model: str, environment: str) -> list[int]:
+        stack: list[int] = []
+        for action, to in c.execute("SELECT action, to_version FROM alias_history WHERE model=? AND "
+                                    "environment=? ORDER BY id", (model, environment)):
+            if action == "rollback" and to in stack:
+                while stack[-1] != to:
+                    stack.pop()
+            else:
+                stack.append(to)
+        return stack
+
+    def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
+              expect: int | str | None, actor: str | None, force: bool,
+              details: Mapping[str, Any] | None) -> AliasChange:
+        _check_name(environment, "environment name")
+        if not reason or not reason.strip():
+            raise RegistryError(f"a reason is required to {action} (--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                raise NotFoundError(self._unknown_model(model))
+            row = c.execute("SELECT version, updated_by, updated_at FROM aliases WHERE model=? AND "
+                            "environment=?", (model, environment)).fetchone()
+            current = row[0] if row else None
+            if expect != "current" and expect != current:
+                seen = "unset" if expect is None else f"version {expect}"
+                now = "unset" if current is None else f"version {current}"
+                who = f" by {row[1]} at {row[2]}" if row else ""
+                raise ConflictError(f"{environment} of {model} moved to {now}{who} since you saw it at "
+                                    f"{seen}; nothing was changed; look again and retry")
+            if action == "rollback":
+                if current is None:
+                    raise RegistryError(f"{model} has nothing in {environment} to roll back")
+                if version is None:
+                    stack = self._alias_stack(c, model, environment)
+                    if len(stack) < 2:
+                        raise RegistryError(f"{environment} of {model} has no earlier version to roll "
+                                            f"back to (it only ever held {current}); use --to N")
+                    version = stack[-2]
+            assert version is not None
+            vrow = c.execute("SELECT approval FROM versions WHERE model=? AND version=?",
+                             (model, version)).fetchone()
+            if not vrow:
+                raise NotFoundError(self._no_version(model, version))
+            if version == current:
+                raise ConflictError(f"{environment} of {model} already holds version {version}")
+            approval = vrow[0]
+            if environment in PROTECTED_ENVIRONMENTS and not force:
+                if action == "promote" and approval != "approved":
+                    raise GateError(f"{model} version {version} is {approval}, not approved; only an "
+                                    f"approved version can be promoted to {environment}")
+                if action == "rollback" and approval == "rejected":
+                    raise GateError(f"{model} version {version} was rejected; rolling {environment} back "
+                                    f"to it needs --force")
+            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
+                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
+                            (model, environment, current, version, action, actor, at, reason))
+            hid = cur.lastrowid
+            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
+                      "version=excluded.version, updated_at=excluded.updated_at, "
+                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
+                      (model, environment, version, at, actor, hid))
+            after: dict[str, Any] = {"version": version}
+            if force:
+                after["forced"] = True
+            if details:
+                after.update(details)
+            self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
+        return AliasChange(id=hid or 0, model=model, environment=environment, from_version=current,
+                           to_version=version, action=action, actor=actor, at=at, reason=reason)
+
+    # -- retraining jobs -----------------------------------------------------------------------
+    def create_job(self, model: str, *, trigger: str, runner: str, reason: str = "",
+                   actor: str | None = None, log_path: str | None = None,
+                   not_since: str | None = None) -> Job:
+        """Queue a retraining job. With ``not_since`` (a time), refuse with ConflictError when a
+        job with the same trigger was created for this model since then (drift cool-down),
+        checked inside the write transaction so two cron runs cannot both start one."""
+        if trigger not in JOB_TRIGGERS:
+            raise RegistryError(f"unknown trigger {trigger!r} (one of {', '.join(JOB_TRIGGERS)})")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                raise NotFoundError(self._unknown_model(model))
+            if not_since is not None:
+                recent = c.execute("SELECT id, created_at FROM jobs WHERE model=? AND trigger=? AND "
+                                   "created_at >= ? ORDER BY id DESC LIMIT 1",
+                                   (model, trigger, not_since)).fetchone()
+                if recent:
+                    raise ConflictError(f"{model}: a {trigger} retraining job (#{recent[0]}) already "
+                                        f"started at {recent[1]}; cooling down")
+            cur = c.execute("INSERT INTO jobs(model, trigger, actor, reason, status, runner, created_at, "
+                            "log_path) VALUES (?,?,?,?,?,?,?,?)",
+                            (model, trigger, actor, reason, "queued", runner, at, log_path))
+            job_id = int(cur.lastrowid or 0)
+            self._audit("retrain.start", f"{model}#job{job_id}", None,
+                        {"job": job_id, "trigger": trigger, "runner": runner}, reason, actor, at)
+        return self.job(job_id)
+
+    def update_job(self, job_id: int, *, actor: str | None = None, **changes: Any) -> Job:
+        """Update a job's fields; a move to an end state (succeeded, failed, cancelled) is
+        audited. Allowed fields: status, started_at, ended_at, exit_code, log_path,
+        produced_version, external_id, pid, message."""
+        allowed = {"status", "started_at", "ended_at", "exit_code", "log_path", "produced_version",
+                   "external_id", "pid", "message"}
+        bad = set(changes) - allowed
+        if bad:
+            raise RegistryError(f"cannot update job field(s) {', '.join(sorted(bad))}")
+        status = changes.get("status")
+        if status is not None and status not in JOB_STATES:
+            raise RegistryError(f"unknown job status {status!r}")
+        actor = actor or current_actor()
+        at = utcnow()
+        if status in ("succeeded", "failed", "cancelled"):
+            changes.setdefault("ended_at", at)
+        if status == "running":
+            changes.setdefault("started_at", at)
+        with self._write() as c:
+            row = c.execute("SELECT model, status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if not row:
+                raise NotFoundError(f"no retraining job #{job_id}")
+            model, before = row
+            if before in ("succeeded", "failed", "cancelled") and status and status != before:
+                raise ConflictError(f"job #{job_id} already ended ({before})")
+            if changes:
+                sets = ", ".join(f"{k}=?" for k in changes)
+                c.execute(f"UPDATE jobs SET {sets} WHERE id=?", [*changes.values(), job_id])
+            if status in ("succeeded", "failed", "cancelled") and status != before:
+                after = {"status": status}
+                for k in ("exit_code", "produced_version", "message"):
+                    if changes.get(k) is not None:
+                        after[k] = changes[k]
+                self._audit(f"retrain.{status}", f"{model}#job{job_id}", {"status": before}, after,
+                            "", actor, at)
+        return self.job(job_id)
+
+    def job(self, job_id: int) -> Job:
+        rows = self._read("SELECT * FROM jobs WHERE id=?", (job_id,))
+        if not rows:
+            raise NotFoundError(f"no retraining job #{job_id}")
+        return _job(rows[0])
+
+    def jobs(self, model: str | None = None, *, status: Iterable[str] | None = None,
+             since: str | None = None, limit: int | None = 200) -> list[Job]:
+        """Newest first."""
+        where, params = [], []
+        if model:
+            where.append("model=?")
+            params.append(model)
+        if status:
+            st = list(status)
+            where.append(f"status IN ({', '.join('?' * len(st))})")
+            params += st
+        if since:
+            where.append("created_at >= ?")
+            params.append(since)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_job(r) for r in self._read(sql, params)]
+
+    # -- endpoint snapshots ------------------------------------------------------------------------
+    def store_snapshots(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]], *, source: str = "tui",
+                        retention_hours: float | None = None) -> int:
+        """Store (endpoint, taken_at, data) rows; prune rows older than the retention. Not
+        audited: snapshots are observations, not release decisions."""
+        items = [(e, t, source, _dumps(d)) for e, t, d in rows]
+        with self._write() as c:
+            c.executemany("INSERT INTO snapshots(endpoint, taken_at, source, data) VALUES (?,?,?,?)", items)
+            if retention_hours is not None:
+                cutoff = format_time(datetime.now(timezone.utc) - timedelta(hours=retention_hours))
+                c.execute("DELETE FROM snapshots WHERE taken_at < ?", (cutoff,))
+        return len(items)
+
+    def snapshots(self, endpoint: str, *, since: str | None = None, limit: int = 300) -> list[dict[str, Any]]:
+        """Stored snapshots of one endpoint, oldest first (the newest ``limit``)."""
+        sql = "SELECT taken_at, source, data FROM snapshots WHERE endpoint=?"
+        params: list[Any] = [endpoint]
+        if since:
+            sql += " AND taken_at >= ?"
+            params.append(since)
+        sql += f" ORDER BY taken_at DESC LIMIT {int(limit)}"
+        out = []
+        for r in reversed(self._read(sql, params)):
+            d = _loads(r["data"], {})
+            d.setdefault("taken_at", r["taken_at"])
+            d["_source"] = r["source"]
+            out.append(d)
+        return out
+
+    def latest_snapshots(self) -> dict[str, dict[str, Any]]:
+        """The newest stored snapshot of every endpoint."""
+        rows = self._read("SELECT s.endpoint, s.taken_at, s.source, s.data FROM snapshots s JOIN "
+                          "(SELECT endpoint, max(taken_at) AS t FROM snapshots GROUP BY endpoint) m "
+                          "ON s.endpoint = m.endpoint AND s.taken_at = m.t")
+        out = {}
+        for r in rows:
+            d = _loads(r["data"], {})
+            d.setdefault("taken_at", r["taken_at"])
+            d["_source"] = r["source"]
+            out[r["endpoint"]] = d
+        return out
+
+    def last_audit_id(self) -> int:
+        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
+        return int(head["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# module helpers
+
+
+def _open(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
+    name = str(path)
+    if path.is_dir():
+        raise RegistryError(f"{name}: is a folder, not a registry file")
+    exists = path.exists()
+    if not exists:
+        if readonly or not create:
+            raise RegistryError(f"{name}: no registry here (register a model first, or pass --registry)")
+        if not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise RegistryError(f"{name}: cannot create its folder: {e.strerror or e}") from None
+    elif not os.access(path, os.R_OK):
+        raise RegistryError(f"{name}: permission denied (cannot read the registry)")
+    elif not readonly and not os.access(path, os.W_OK):
+        raise RegistryError(f"{name}: permission denied (cannot write the registry; try --read-only)")
+    if exists and path.stat().st_size and not _looks_like_sqlite(path):
+        raise RegistryError(f"{name}: not a modeldeck registry (not an SQLite database); nothing was changed")
+    uri = f"file:{_quote_uri(path)}?mode={'ro' if readonly else 'rwc'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as e:
+        raise RegistryError(f"{name}: cannot open the registry: {_sqlite_reason(e)}") from None
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _quote_uri(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(path.absolute()))
+
+
+def _sqlite_reason(e: BaseException) -> str:
+    msg = str(e)
+    if "file is not a database" in msg or "file is encrypted" in msg:
+        return "not an SQLite database"
+    if "unable to open" in msg:
+        return "cannot open the file (missing folder or permission denied)"
+    if "readonly" in msg:
+        return "the file or its folder is read-only"
+    if "disk I/O" in msg:
+        return "disk I/O error"
+    return msg
+
+
+def _check_name(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise RegistryError(f"{what} must not be empty")
+    if value != value.strip() or any(ch in value for ch in "\n\r\t\x00"):
+        raise RegistryError(f"{what} {value!r} has leading/trailing spaces or control characters")
+    if len(value) > 200:
+        raise RegistryError(f"{what} is longer than 200 characters")
+
+
+def _abs_if_local(p: str) -> str:
+    if "://" in p:
+        return p
+    return str(Path(p).expanduser().resolve())
+
+
+def _like_prefix(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _version(r: sqlite3.Row) -> Version:
+    return Version(model=r["model"], version=r["version"], artifact=r["artifact"],
+                   created_at=r["created_at"], created_by=r["created_by"], dataset_path=r["dataset_path"],
+                   dataset_sha256=r["dataset_sha256"], reference_path=r["reference_path"],
+                   code_version=r["code_version"], params=_loads(r["params"], {}),
+                   metrics=_loads(r["metrics"], {}), tags=_loads(r["tags"], {}), approval=r["approval"],
+                   approval_reason=r["approval_reason"], approval_by=r["approval_by"],
+                   approval_at=r["approval_at"], job_id=r["job_id"])
+
+
+def _change(r: sqlite3.Row) -> AliasChange:
+    return AliasChange(id=r["id"], model=r["model"], environment=r["environment"],
+                       from_version=r["from_version"], to_version=r["to_version"], action=r["action"],
+                       actor=r["actor"], at=r["at"], reason=r["reason"] or "")
+
+
+def _job(r: sqlite3.Row) -> Job:
+    return Job(**{k: r[k] for k in r.keys()})  # noqa: SIM118 (Row iterates values)
