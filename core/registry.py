@@ -17,6 +17,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -53,18 +54,25 @@ def format_time(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_RELATIVE = re.compile(r"^(?:-\s*(?P<a>\d+(?:\.\d+)?)\s*(?P<u>[smhd])|(?P<b>\d+(?:\.\d+)?)\s*"
+                       r"(?P<v>s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)\s+ago)$", re.I)
+
+
 def parse_time(text: str) -> datetime:
     """Parse a user-given or stored time: ISO-8601 (``Z`` or offset; naive means local),
-    or a relative ``-90m`` / ``-2h`` / ``-1d``."""
+    or relative: ``-90m``, ``-2h``, ``2 hours ago``, ``1d ago``."""
     s = text.strip()
-    if s.startswith("-") and s[-1:] in ("s", "m", "h", "d") and s[1:-1].replace(".", "", 1).isdigit():
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[s[-1]]
-        return datetime.now(timezone.utc) - timedelta(seconds=float(s[1:-1]) * unit)
+    m = _RELATIVE.match(s)
+    if m:
+        amount = float(m.group("a") or m.group("b"))
+        unit = (m.group("u") or m.group("v"))[0].lower()
+        seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
         raise RegistryError(f"cannot read time {text!r}: use ISO-8601 like 2026-11-25T14:05 "
-                            f"or a relative -2h") from None
+                            f"or a relative time like '2h ago'") from None
     if dt.tzinfo is None:
         dt = dt.astimezone()
     return dt.astimezone(timezone.utc)

@@ -1,0 +1,543 @@
+"""The ``modeldeck`` command line. Parses arguments, calls ``core``, prints results.
+
+Textual is imported only when the TUI starts, and heavy ``core`` modules (pandas, scipy,
+httpx) only by the commands that need them, so registry commands and cron lines start fast.
+Every error is one line on stderr and exit status 2 (``--report``: monitoring-plugin codes,
+3 when it could not run at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from core import config as configmod
+from core.errors import ModeldeckError, RegistryError
+from core.textfmt import num, one_line, table
+
+PROG = "modeldeck"
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def _common() -> argparse.ArgumentParser:
+    """--config and --registry, accepted after a subcommand too (SUPPRESS keeps a value given
+    before the subcommand from being overwritten by the subparser's default)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="config file (default: $MODELDECK_CONFIG, ./modeldeck.toml, XDG config)")
+    p.add_argument("--registry", metavar="FILE", default=argparse.SUPPRESS,
+                   help="registry database (default: the config's, else the XDG data folder)")
+    return p
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    # The top level gets its own copies: set_defaults() below would otherwise change the
+    # (shared) actions of every subparser too.
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[_common()],
+        description="Watch deployed ML models live and release them safely.",
+        epilog="Without a subcommand, modeldeck opens the TUI on the configured fleet. "
+               "`modeldeck --demo` shows it on an embedded demo fleet.")
+    parser.set_defaults(config=None, registry=None, command=None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
+    parser.add_argument("--read-only", action="store_true", help="hide and refuse every action that writes")
+    rep = parser.add_argument_group("headless report (for cron)")
+    rep.add_argument("--report", action="store_true", help="collect once, print findings, exit 0/1/2/3")
+    rep.add_argument("--format", choices=["text", "markdown", "json", "prometheus"], default=None,
+                     help="report format (default: text)")
+    rep.add_argument("--output", metavar="FILE", default=None, help="write the report atomically to FILE")
+    rep.add_argument("--sample", metavar="SECONDS", type=float, default=None,
+                     help="seconds between the two metric scrapes (default 5)")
+    rep.add_argument("--retrain-on-drift", action="store_true",
+                     help="start retraining for models whose production endpoint drifts")
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped")
+    p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
+
+    p = sub.add_parser("drift", parents=[common], help="compare a current data window with a reference")
+    p.add_argument("reference", metavar="REFERENCE")
+    p.add_argument("current", metavar="CURRENT")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--categorical", metavar="COLS", help="comma-separated columns to treat as categorical")
+    p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
+
+    p = sub.add_parser("models", parents=[common], help="list models, their versions and aliases")
+    _json_flag(p)
+
+    p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
+    p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
+    p.add_argument("--reference", metavar="PATH", help="reference data that drift is compared against")
+    p.add_argument("--metrics", metavar="JSON", help='evaluation metrics, e.g. \'{"auc": 0.91}\' or @file.json')
+    p.add_argument("--params", metavar="JSON", help="training parameters (JSON object or @file.json)")
+    p.add_argument("--code-version", metavar="REV", help="code revision (git SHA, tag)")
+    p.add_argument("--tag", metavar="KEY=VALUE", action="append", default=[], help="free-form tag (repeatable)")
+    p.add_argument("--description", help="model description (first registration only)")
+    p.add_argument("--job-id", type=int, default=None,
+                   help="retraining job that produced it (default: $MODELDECK_JOB_ID)")
+    p.add_argument("--reason", default="", help="why (goes to the audit log)")
+    _json_flag(p)
+
+    p = sub.add_parser("versions", parents=[common], help="list a model's versions")
+    p.add_argument("model", metavar="MODEL")
+    _json_flag(p)
+
+    p = sub.add_parser("history", parents=[common], help="alias history of a model (newest first)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--env", metavar="ENV", help="only this environment")
+    p.add_argument("--at", metavar="TIME",
+                   help="which version held --env at TIME: ISO-8601 (local unless Z or an offset), "
+                        "or relative: '2h ago', --at=-2h")
+    p.add_argument("--limit", type=int, default=None)
+    _json_flag(p)
+
+    p = sub.add_parser("audit", parents=[common], help="the audit log (newest first)")
+    p.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when broken")
+    p.add_argument("--model", help="only entries about this model")
+    p.add_argument("--action", help="only this action (promote, rollback, approve, ...)")
+    p.add_argument("--actor", help="only this actor")
+    p.add_argument("--limit", type=int, default=50, help="entries to show (default 50; 0: all)")
+    _json_flag(p)
+
+    for name, verb in (("approve", "approve a version"), ("reject", "reject a version")):
+        p = sub.add_parser(name, parents=[common], help=verb)
+        p.add_argument("model", metavar="MODEL")
+        p.add_argument("version", metavar="VERSION", type=_version_number)
+        p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
+
+    p = sub.add_parser("promote", parents=[common], help="promote a version to an environment")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("version", metavar="VERSION", type=_version_number)
+    p.add_argument("--env", metavar="ENV", required=True)
+    p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
+    p.add_argument("--expect", metavar="N", help="fail unless ENV holds version N now ('none': unset)")
+    p.add_argument("--force", action="store_true", help="release even when a gate fails (audited)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not wait for the endpoints to serve it, and skip baking")
+    _json_flag(p)
+
+    p = sub.add_parser("rollback", parents=[common], help="roll an environment back")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--env", metavar="ENV", required=True)
+    p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
+    p.add_argument("--to", metavar="VERSION", type=_version_number, help="this version instead of the previous")
+    p.add_argument("--expect", metavar="N", help="fail unless ENV holds version N now")
+    p.add_argument("--force", action="store_true", help="even to a rejected version (audited)")
+    p.add_argument("--no-verify", action="store_true", help="do not wait for the endpoints to serve it")
+    _json_flag(p)
+
+    p = sub.add_parser("tag", parents=[common], help="set (KEY=VALUE) or remove (KEY=) a version's tag")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("version", metavar="VERSION", type=_version_number)
+    p.add_argument("tags", metavar="KEY=VALUE", nargs="+")
+    p.add_argument("--reason", default="")
+
+    p = sub.add_parser("retrain", parents=[common], help="start the model's retraining pipeline")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--reason", default="", help="why (goes to the job and the audit log)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 when it fails")
+
+    p = sub.add_parser("jobs", parents=[common], help="list retraining jobs (newest first)")
+    p.add_argument("model", metavar="MODEL", nargs="?")
+    p.add_argument("--limit", type=int, default=50)
+    _json_flag(p)
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a running retraining job")
+    p.add_argument("job", metavar="JOB", type=int)
+    return parser
+
+
+def _version_number(text: str) -> int:
+    try:
+        n = int(text.lstrip("v"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number (they start at 1)")
+    return n
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("modeldeck")
+    except Exception:
+        return "dev"
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    report = bool(args.report) and args.command is None
+    try:
+        _check_combination(parser, args)
+        return _dispatch(args)
+    except ModeldeckError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 3 if report else e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `modeldeck audit | head`
+        with _suppress():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command is not None:
+        if args.demo or args.report:
+            parser.error(f"--demo and --report do not combine with the {args.command} command")
+        return
+    if args.demo and args.report:
+        parser.error("choose --demo or --report, not both")
+    if not args.report:
+        for flag, value in (("--output", args.output), ("--sample", args.sample),
+                            ("--retrain-on-drift", args.retrain_on_drift or None)):
+            if value is not None:
+                parser.error(f"{flag} only applies to --report")
+        if args.format is not None:
+            parser.error("--format only applies to --report (or to the drift command)")
+
+
+def _settings(args: argparse.Namespace, *, required: bool = False) -> configmod.Settings:
+    return configmod.load(args.config, args.registry, required=required)
+
+
+def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool = False):
+    from core.registry import Registry
+
+    settings = _settings(args)
+    return Registry(settings.registry, create=create, readonly=readonly)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd is None:
+        if args.report:
+            return _cmd_report(args)
+        return _cmd_tui(args)
+    handler = globals()[f"_cmd_{cmd.replace('-', '_')}"]
+    return handler(args)
+
+
+def _out(text: str = "", file: TextIO | None = None) -> None:
+    print(text, file=file or sys.stdout)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    source = flag
+    if text.startswith("@"):
+        path = Path(text[1:])
+        source = f"{flag} {path}"
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise RegistryError(f"{flag}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise RegistryError(f"{source}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise RegistryError(f"{source}: must be a JSON object like {{\"auc\": 0.91}}")
+    return value
+
+
+def _expect(text: str | None) -> int | str | None:
+    if text is None:
+        return "current"
+    if text.lower() in ("none", "unset", "-"):
+        return None
+    try:
+        return int(text.lstrip("v"))
+    except ValueError:
+        raise RegistryError(f"--expect {text!r}: give a version number or 'none'") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the TUI, the report, the demo fleet, drift
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import run_app  # Textual is imported only here
+
+    if args.demo:
+        return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
+    settings = _settings(args, required=True)
+    return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from core import report
+
+    settings = _settings(args, required=True)
+    return report.run(settings, fmt=args.format or "text", output=args.output,
+                      sample=args.sample, retrain_on_drift=args.retrain_on_drift)
+
+
+def _cmd_demo_fleet(args: argparse.Namespace) -> int:
+    from core.demo import fleet
+
+    return fleet.main(args.write_config, args.registry)
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from core import drift
+
+    def cols(text: str | None) -> list[str] | None:
+        return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+    return drift.run_drift_command(args.reference, args.current, args.format, cols(args.categorical),
+                                   cols(args.columns), sys.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# registry commands
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        models = reg.models()
+    if args.json:
+        _print_json([{"name": m.name, "latest_version": m.latest_version, "versions": m.n_versions,
+                      "aliases": dict(m.aliases), "created_at": m.created_at} for m in models])
+        return 0
+    if not models:
+        _out("no models registered yet (modeldeck register MODEL --artifact URI)")
+        return 0
+    _out(table(["MODEL", "VERSIONS", "LATEST", "ALIASES"],
+               [[m.name, m.n_versions, m.latest_version or "-",
+                 " ".join(f"{e}={v}" for e, v in m.aliases.items()) or "-"] for m in models], right=[1, 2]))
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    tags = dict(_pair(t, "--tag") for t in args.tag)
+    job_id = args.job_id
+    if job_id is None and os.environ.get("MODELDECK_JOB_ID", "").strip().isdigit():
+        job_id = int(os.environ["MODELDECK_JOB_ID"])
+    metrics = _json_arg(args.metrics, "--metrics")
+    params = _json_arg(args.params, "--params")
+    with _registry(args, create=True) as reg:
+        v = reg.register(args.model, args.artifact, dataset=args.dataset, reference=args.reference,
+                         code_version=args.code_version, params=params, metrics=metrics, tags=tags,
+                         description=args.description, job_id=job_id, reason=args.reason)
+    if args.json:
+        _print_json(v.as_dict())
+    else:
+        _out(f"registered {v.model} version {v.version} (pending approval)")
+    return 0
+
+
+def _pair(text: str, flag: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise RegistryError(f"{flag} {text!r}: use KEY=VALUE")
+    k, v = text.split("=", 1)
+    if not k.strip():
+        raise RegistryError(f"{flag} {text!r}: the key is empty")
+    return k.strip(), v
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        versions = reg.versions(args.model)
+        aliases = reg.aliases(args.model)
+    holders: dict[int, list[str]] = {}
+    for env, n in aliases.items():
+        holders.setdefault(n, []).append(env)
+    if args.json:
+        _print_json([{**v.as_dict(), "environments": holders.get(v.version, [])} for v in versions])
+        return 0
+    if not versions:
+        _out(f"{args.model} has no versions")
+        return 0
+    rows = []
+    for v in versions:
+        metrics = " ".join(f"{k}={num(val)}" for k, val in list(v.metrics.items())[:3])
+        rows.append([v.version, v.created_at[:16].replace("T", " "), v.approval,
+                     ",".join(holders.get(v.version, [])) or "-", metrics or "-",
+                     (v.dataset_sha256 or "")[:12] or "-", v.code_version or "-", v.created_by])
+    _out(table(["VERSION", "CREATED (UTC)", "APPROVAL", "ENVIRONMENTS", "METRICS", "DATASET", "CODE", "BY"],
+               rows, right=[0]))
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from core.registry import parse_time
+
+    with _registry(args) as reg:
+        if args.at:
+            if not args.env:
+                raise RegistryError("--at needs --env (which environment?)")
+            when = parse_time(args.at)
+            change = reg.alias_at(args.model, args.env, when)
+            reg.model(args.model)  # unknown model -> clear error
+            if args.json:
+                _print_json(change.as_dict() if change else None)
+            elif change is None:
+                _out(f"{args.env} of {args.model} held no version at {when:%Y-%m-%d %H:%M:%S} UTC")
+            else:
+                _out(f"{args.env} of {args.model} held version {change.to_version} at "
+                     f"{when:%Y-%m-%d %H:%M:%S} UTC (since {change.at[:19].replace('T', ' ')} UTC, "
+                     f"{change.action} by {one_line(change.actor)}: {one_line(change.reason)})")
+            return 0
+        changes = reg.history(args.model, args.env, limit=args.limit)
+    if args.json:
+        _print_json([c.as_dict() for c in changes])
+        return 0
+    if not changes:
+        _out(f"{args.model} has no alias history" + (f" in {args.env}" if args.env else ""))
+        return 0
+    _out(table(["WHEN (UTC)", "ENV", "ACTION", "FROM", "TO", "ACTOR", "REASON"],
+               [[c.at[:19].replace("T", " "), c.environment, c.action,
+                 "-" if c.from_version is None else c.from_version, c.to_version, c.actor, c.reason]
+                for c in changes], right=[3, 4]))
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        if args.verify:
+            result = reg.verify_audit()
+            if args.json:
+                _print_json({"ok": result.ok, "checked": result.checked, "first_bad": result.first_bad,
+                             "problem": result.problem, "head": result.head})
+            else:
+                _out(result.describe(), None if result.ok else sys.stderr)
+            return 0 if result.ok else 1
+        entries = reg.audit(subject=args.model, action=args.action, actor=args.actor,
+                            limit=args.limit or None)
+    if args.json:
+        _print_json([e.as_dict() for e in entries])
+        return 0
+    if not entries:
+        _out("no audit entries")
+        return 0
+    _out(table(["#", "WHEN (UTC)", "ACTOR", "ACTION", "SUBJECT", "CHANGE", "REASON"],
+               [[e.id, e.at[:19].replace("T", " "), e.actor, e.action, e.subject,
+                 _change_text(e.before, e.after), e.reason] for e in entries], right=[0]))
+    return 0
+
+
+def _change_text(before: Any, after: Any) -> str:
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = [k for k in after if before.get(k) != after.get(k)] or list(after)
+        return ", ".join(f"{k}: {before.get(k, '-')} -> {after.get(k)}" for k in keys[:3])
+    if after is None:
+        return "-"
+    if isinstance(after, dict):
+        return ", ".join(f"{k}={v}" for k, v in list(after.items())[:3] if v not in (None, {}, ""))
+    return str(after)
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        v = reg.approve(args.model, args.version, args.reason)
+    _out(f"approved {v.model} version {v.version}")
+    return 0
+
+
+def _cmd_reject(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        v = reg.reject(args.model, args.version, args.reason)
+    _out(f"rejected {v.model} version {v.version}")
+    return 0
+
+
+def _cmd_tag(args: argparse.Namespace) -> int:
+    pairs = [_pair(t, "tag") for t in args.tags]
+    with _registry(args) as reg:
+        for k, v in pairs:
+            reg.tag(args.model, args.version, k, v if v != "" else None, reason=args.reason)
+    _out(f"tagged {args.model} version {args.version}: " + ", ".join(f"{k}={v}" for k, v in pairs))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        change = reg.promote(args.model, args.version, args.env, args.reason, expect=_expect(args.expect),
+                             force=args.force)
+    return _print_change(args, change)
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        change = reg.rollback(args.model, args.env, args.reason, to=args.to, expect=_expect(args.expect),
+                              force=args.force)
+    return _print_change(args, change)
+
+
+def _print_change(args: argparse.Namespace, change: Any) -> int:
+    if getattr(args, "json", False):
+        _print_json(change.as_dict())
+    else:
+        before = "unset" if change.from_version is None else f"version {change.from_version}"
+        verb = "promoted" if change.action == "promote" else "rolled back"
+        _out(f"{verb} {change.model} {change.environment}: {before} -> version {change.to_version}")
+    return 0
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    with _registry(args) as reg:
+        if args.model:
+            reg.model(args.model)
+        jobs = reg.jobs(args.model, limit=args.limit or None)
+    if args.json:
+        _print_json([j.as_dict() for j in jobs])
+        return 0
+    if not jobs:
+        _out("no retraining jobs")
+        return 0
+    _out(table(["JOB", "MODEL", "TRIGGER", "STATUS", "CREATED (UTC)", "EXIT", "VERSION", "ACTOR", "REASON"],
+               [[j.id, j.model, j.trigger, j.status, j.created_at[:19].replace("T", " "),
+                 "-" if j.exit_code is None else j.exit_code, j.produced_version or "-", j.actor, j.reason]
+                for j in jobs], right=[0]))
+    return 0
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    raise RegistryError("retraining is not available in this build yet")
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    raise RegistryError("cancelling jobs is not available in this build yet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
