@@ -57,3 +57,18 @@ def log_file() -> Path:
 def ensure_parent(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def display(path: str | os.PathLike[str] | None) -> str:
+    """A path as a person reads it: relative when under the working folder, ``~`` for home."""
+    if path is None:
+        return "-"
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        pass
+    try:
+        return "~/" + str(p.relative_to(_home()))
+    except ValueError:
+        return str(p)

@@ -1,0 +1,200 @@
+"""The TUI on fixed data, driven by Pilot: navigation, filter, pause, interval, help, theme,
+read-only, markup safety, errors as notices. (Against the live demo fleet: test_tui_demo.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from core import paths
+from tests.tui_fixtures import EVIL, NOW, fleet_snapshots, write_world
+from tui.app import ModeldeckApp, setup_logging
+from tui.source import FixedSource
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    settings = write_world(tmp_path)
+    latest, history = fleet_snapshots()
+    return settings, FixedSource(latest, history)
+
+
+def make_app(world, **kw) -> ModeldeckApp:
+    settings, source = world
+    return ModeldeckApp(settings, source=source, clock=lambda: NOW, **kw)
+
+
+def cell_text(table: DataTable, row: str, column: str) -> str:
+    return str(table.get_cell(row, column))
+
+
+def static_text(app: ModeldeckApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def test_fleet_shows_every_endpoint_with_its_numbers(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#fleet-table", DataTable)
+        assert table.row_count == 4
+        assert cell_text(table, "churn-prod", "status") == "DEGRADED"
+        assert cell_text(table, "churn-prod", "drift") == "2/3 .41"
+        assert cell_text(table, "fraud-prod", "err") == "31.0"
+        assert cell_text(table, "fraud-prod", "p95") == "640"
+        assert cell_text(table, "churn-staging", "version") == "3/3"
+        assert cell_text(table, "churn-prod", "age") == "1s"
+        header = static_text(app, "#fleet-header")
+        assert "1 up" in header and "2 degraded" in header and "1 down" in header and "every 2s" in header
+        assert "registry registry.db" in header
+
+
+async def test_untrusted_text_is_shown_literally(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        table = app.screen.query_one("#fleet-table", DataTable)
+        assert cell_text(table, EVIL, "name") == EVIL
+        assert cell_text(table, EVIL, "model") == EVIL
+        await pilot.press("j", "j", "j")
+        detail = static_text(app, "#fleet-detail")
+        assert "[/bold]" in detail and "<html>[link=x]" in detail and "\x1b" not in detail
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "ModelScreen"
+        assert EVIL in static_text(app, "#model-header")
+        await pilot.press("l")
+        await pilot.pause()
+        lineage = static_text(app, "#lineage-text")
+        assert "[/bold]" in lineage and "[red] = 1" in lineage
+
+
+async def test_navigation_model_screen_drift_and_back(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("j", "k", "enter")
+        await pilot.pause(0.3)
+        screen = app.screen
+        assert type(screen).__name__ == "ModelScreen" and screen.endpoint.name == "churn-prod"
+        versions = screen.query_one("#versions-table", DataTable)
+        assert versions.row_count == 3
+        assert cell_text(versions, "2", "envs") == "production"
+        assert cell_text(versions, "3", "envs") == "staging"
+        assert cell_text(versions, "1", "approval") == "approved"
+        await pilot.press("2")
+        drift = screen.query_one("#drift-table", DataTable)
+        assert drift.row_count == 3
+        assert cell_text(drift, "tenure", "psi") == "0.410"
+        assert cell_text(drift, "[red]monthly", "status") == "ok"
+        hist = str(screen.query_one("#drift-histogram", Static).render())
+        assert "tenure: reference vs current" in hist and "40%" in hist
+        await pilot.press("j")  # next column: plan has no histogram
+        assert "no distribution" in str(screen.query_one("#drift-histogram", Static).render())
+        await pilot.press("1", "l")
+        await pilot.pause()
+        assert "s3://models/churn/3.pkl" in static_text(app, "#lineage-text")
+        await pilot.press("escape", "escape")
+        assert type(app.screen).__name__ == "FleetScreen"
+
+
+async def test_filter_by_name_model_environment_or_status(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        table = app.screen.query_one("#fleet-table", DataTable)
+        await pilot.press("slash", *"staging")
+        assert table.row_count == 1
+        await pilot.press("ctrl+a")  # keep typing replaces nothing; clear with escape instead
+        await pilot.press("escape")
+        assert table.row_count == 4
+        await pilot.press("slash", *"down", "enter")
+        assert table.row_count == 1 and table.has_focus
+        assert "filter: down (1/4)" in static_text(app, "#fleet-header")
+        await pilot.press("enter")  # opens the one endpoint left
+        await pilot.pause(0.2)
+        assert app.screen.endpoint.name == EVIL
+
+
+async def test_pause_interval_poll_theme(world) -> None:
+    app = make_app(world)
+    source = world[1]
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        await pilot.press("p")
+        assert source.paused and "PAUSED" in static_text(app, "#fleet-header")
+        await pilot.press("p")
+        assert not source.paused
+        await pilot.press("plus")
+        assert source.interval == 5.0
+        await pilot.press("minus", "minus")
+        assert source.interval == 1.0
+        theme = app.theme
+        await pilot.press("t")
+        assert app.theme != theme
+        assert any("polling every 1 s" in n.message for n in app._notifications)
+
+
+async def test_help_lists_the_bindings_of_the_current_screen(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_screen = app.screen
+        actions = {what for _, what, _ in help_screen.entries}
+        assert {"Filter", "Open", "Pause", "Quit", "Help", "Theme", "Audit"} <= actions
+        keys = {keys for keys, _, _ in help_screen.entries}
+        assert "/" in keys and "?" in keys
+        await pilot.press("escape", "enter", "question_mark")
+        await pilot.pause()
+        model_actions = {what for _, what, _ in app.screen.entries}
+        assert "Lineage" in model_actions and "Filter" not in model_actions
+
+
+async def test_errors_become_notices_and_the_app_keeps_running(world, tmp_path: Path) -> None:
+    setup_logging()
+    app = make_app(world)
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        (tmp_path / "registry.db").unlink()  # the registry disappears under the app
+        for side in ("-wal", "-shm"):
+            (tmp_path / f"registry.db{side}").unlink(missing_ok=True)
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        messages = [n.message for n in app._notifications]
+        assert any("no registry here" in m for m in messages), messages
+        assert type(app.screen).__name__ == "ModelScreen"
+        await pilot.press("escape", "j")
+        assert app.is_running
+    log = paths.log_file().read_text()
+    assert "no registry here" in log
+
+
+async def test_read_only_is_shown(world) -> None:
+    app = make_app(world, read_only=True)
+    async with app.run_test(size=(120, 35)):
+        assert "read-only" in static_text(app, "#fleet-header")
+
+
+async def test_fits_80_by_24(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#fleet-table", DataTable)
+        assert [c.key.value for c in table.columns.values()] == ["name", "env", "status", "version", "rps", "err",
+                                                                 "p95", "drift"]
+        assert table.virtual_size.width <= 80
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        for tid in ("#versions-table", "#drift-table"):
+            assert app.screen.query_one(tid, DataTable).virtual_size.width <= 78
+
+
+def test_snapshot_fleet(world, snap_compare) -> None:
+    assert snap_compare(make_app(world), terminal_size=(120, 35))
+
+
+def test_snapshot_fleet_80x24(world, snap_compare) -> None:
+    assert snap_compare(make_app(world), terminal_size=(80, 24))
+
+
+def test_snapshot_model_drift(world, snap_compare) -> None:
+    assert snap_compare(make_app(world), terminal_size=(100, 32), press=["enter", "2"])

@@ -1,0 +1,106 @@
+"""Fixed, deterministic data for TUI tests: a config, a registry with fixed times, and
+snapshots (real ``core.poller`` values) served by a FixedSource."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core import config
+from core.poller import DriftSummary, EndpointSnapshot
+from core.registry import Registry
+
+NOW = 1_795_000_000.0  # a fixed clock for ages
+EVIL = "[/bold]evil[red]"
+
+CONFIG = f"""
+registry = "registry.db"
+[poll]
+interval = 2.0
+[[endpoints]]
+name = "churn-prod"
+model = "churn"
+url = "http://127.0.0.1:9"
+capture = "captures/churn/*.jsonl"
+[[endpoints]]
+name = "churn-staging"
+model = "churn"
+environment = "staging"
+url = "http://127.0.0.1:9"
+[[endpoints]]
+name = "fraud-prod"
+model = "fraud"
+url = "http://127.0.0.1:9"
+[[endpoints]]
+name = "{EVIL}"
+model = "{EVIL}"
+url = "http://127.0.0.1:9"
+"""
+
+
+def write_world(folder: Path) -> config.Settings:
+    cfg = folder / "modeldeck.toml"
+    cfg.write_text(CONFIG)
+    with Registry(folder / "registry.db") as reg:
+        for i in range(3):
+            reg.register("churn", f"s3://models/churn/{i + 1}.pkl", metrics={"auc": 0.81 + i / 100, "f1": 0.7},
+                         params={"depth": 6}, code_version="4f2a9c1", dataset_sha256="ab" * 32,
+                         tags={"team": "growth"})
+        reg.approve("churn", 1, "offline eval ok")
+        reg.approve("churn", 2, "offline eval ok")
+        reg.promote("churn", 1, "production", "first release")
+        reg.promote("churn", 2, "production", "weekly retrain")
+        reg.promote("churn", 3, "staging", "candidate")
+        reg.register("fraud", "s3://models/fraud/1.pkl", metrics={"auc": 0.9})
+        reg.register(EVIL, "[/bold]\x1b[31m", metrics={"[red]": 1.0})
+        # fixed times so screenshots are stable
+        reg.conn.execute("UPDATE versions SET created_at = '2026-11-20T09:00:00.000000Z'")
+    return config.parse_file(cfg)
+
+
+def drift_summary() -> DriftSummary:
+    columns = [
+        {"column": "tenure", "kind": "num", "method": "wasserstein", "score": 0.312, "threshold": 0.1,
+         "drifted": True, "psi": 0.41, "status": "drift", "missing_share_reference": 0.0,
+         "missing_share_current": 0.02, "n_reference": 5000, "n_current": 1000,
+         "histogram": {"labels": ["≤3", "3–6", "6–12", "12–24", ">24"],
+                       "reference": [0.2, 0.2, 0.2, 0.2, 0.2], "current": [0.05, 0.1, 0.15, 0.3, 0.4]}},
+        {"column": "plan", "kind": "cat", "method": "jensenshannon", "score": 0.21, "threshold": 0.1,
+         "drifted": True, "psi": 0.3, "status": "drift", "missing_share_reference": 0.0,
+         "missing_share_current": 0.0, "unseen_share": 0.12},
+        {"column": "[red]monthly", "kind": "num", "method": "wasserstein", "score": 0.02, "threshold": 0.1,
+         "drifted": False, "psi": 0.01, "status": "ok", "missing_share_reference": 0.0,
+         "missing_share_current": 0.0},
+    ]
+    return DriftSummary(n_columns=3, n_drifted=2, dataset_drift=True, drift_share=2 / 3, worst_psi=0.41,
+                        worst_psi_column="tenure", computed_at=NOW - 3,
+                        result={"dataset_drift": True, "columns": columns}, version="2")
+
+
+def snapshot(name: str, model: str, env: str, status: str, **kw: Any) -> EndpointSnapshot:
+    base: dict[str, Any] = dict(endpoint=name, model=model, environment=env, taken_at=NOW - 1, duration_ms=3.0,
+                                status=status, reason=kw.pop("reason", ""), served_version="2",
+                                served_versions=("2",), registry_version="2", request_rate=24.5,
+                                error_ratio=0.004, latency_p50_ms=8.0, latency_p95_ms=21.0, latency_p99_ms=40.0)
+    base.update(kw)
+    return EndpointSnapshot(**base)
+
+
+def fleet_snapshots() -> tuple[dict[str, EndpointSnapshot], dict[str, list[EndpointSnapshot]]]:
+    latest = {
+        "churn-prod": snapshot("churn-prod", "churn", "production", "DEGRADED", drift=drift_summary(),
+                               reason="dataset drift: 2/3 columns"),
+        "churn-staging": snapshot("churn-staging", "churn", "staging", "UP", served_version="3",
+                                  served_versions=("3",), registry_version="3", request_rate=3.0),
+        "fraud-prod": snapshot("fraud-prod", "fraud", "production", "DEGRADED", error_ratio=0.31,
+                               latency_p95_ms=640.0, reason="error ratio 31.0% over 5.0%", registry_version=None),
+        EVIL: snapshot(EVIL, EVIL, "production", "DOWN", served_version=None, served_versions=(),
+                       request_rate=None, error_ratio=None, latency_p95_ms=None,
+                       reason="/v2/health/ready answered 500: [/bold]\x1b[31m<html>[link=x]"),
+    }
+    history = {
+        "churn-prod": [snapshot("churn-prod", "churn", "production", "UP", taken_at=NOW - 60 + i * 2,
+                                request_rate=20 + (i % 7), latency_p95_ms=18 + (i % 5) * 3,
+                                error_ratio=0.002 * (i % 4)) for i in range(30)],
+    }
+    return latest, history

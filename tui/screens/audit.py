@@ -1,0 +1,220 @@
+"""Audit log (`A`): newest first, filterable by model, action and actor, with the chain's
+verification state on top; enter opens an entry's full before/after and gate results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Input, Static
+
+from core.textfmt import one_line
+from tui.screens.base import DeckModal, DeckScreen
+
+PAGE = 500
+
+
+class AuditScreen(DeckScreen):
+    HELP_TITLE = "Audit log"
+    BINDINGS = [
+        Binding("escape", "back", "Back", key_display="esc"),
+        Binding("j", "cursor_down", "Move", key_display="j/k"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("enter", "open", "Open", priority=True),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("v", "verify", "Verify"),
+    ]
+
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.entries: list[Any] = []
+        self.filter_text = ""
+        self.verify_state: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("checking the audit chain…", style="dim"), id="audit-header", markup=False)
+        yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+        yield Input(placeholder="filter: model:NAME action:NAME actor:NAME or any text (esc clears)",
+                    id="audit-filter")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label, width in (("id", "#", 6), ("at", "WHEN (UTC)", 19), ("actor", "ACTOR", 12),
+                                  ("action", "ACTION", 16), ("subject", "SUBJECT", 20), ("reason", "REASON", 30)):
+            table.add_column(label, key=key, width=width)
+        self.query_one("#audit-filter", Input).display = False
+        if self.model:
+            self.filter_text = f"model:{self.model}"
+        table.focus()
+        self.load()
+        self.action_verify()
+
+    @work(thread=True, exclusive=True, group="audit-load", exit_on_error=False, name="audit log")
+    def load(self) -> None:
+        from core.registry import Registry
+
+        terms = parse_filter(self.filter_text)
+        with Registry(self.app.settings.registry, create=False) as reg:
+            entries = reg.audit(subject=terms.get("model"), action=terms.get("action"),
+                                actor=terms.get("actor"), limit=PAGE * (4 if terms.get("text") else 1))
+        text = terms.get("text", "").lower()
+        if text:
+            entries = [e for e in entries if text in " ".join(
+                [e.actor, e.action, e.subject, e.reason, json.dumps(e.after, default=str)]).lower()][:PAGE]
+        self.app.call_from_thread(self._show, entries)
+
+    def _show(self, entries: list[Any]) -> None:
+        self.entries = entries
+        table = self.query_one(DataTable)
+        table.clear()
+        for e in entries:
+            style = "bold red" if e.action.startswith(("rollback", "reject")) or "forced" in str(e.after) else ""
+            table.add_row(Text(str(e.id), justify="right"), Text(e.at[:19].replace("T", " ")),
+                          Text(one_line(e.actor, 40)), Text(one_line(e.action, 30), style=style),
+                          Text(one_line(e.subject, 60)), Text(one_line(e.reason, 200)), key=str(e.id))
+        self._header()
+
+    @work(thread=True, exclusive=True, group="audit-verify", exit_on_error=False, name="audit verify")
+    def action_verify(self) -> None:
+        from core.registry import Registry
+
+        with Registry(self.app.settings.registry, create=False) as reg:
+            result = reg.verify_audit()
+        self.app.call_from_thread(self._verified, result)
+
+    def _verified(self, result: Any) -> None:
+        self.verify_state = result
+        self._header()
+        if not result.ok:
+            self.app.notify(result.describe(), severity="error")
+
+    def _header(self) -> None:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        r = self.verify_state
+        if r is None:
+            t.append("checking the audit chain…", style="dim")
+        elif r.ok:
+            t.append(f"✔ chain intact ({r.checked} entries)", style="bold green")
+        else:
+            t.append(f"✘ chain BROKEN at entry {r.first_bad}: {one_line(r.problem, 80)}", style="bold red")
+        t.append(f"   showing {len(self.entries)} newest", style="dim")
+        if self.filter_text:
+            t.append(f"   filter: {one_line(self.filter_text, 50)}", style="bold cyan")
+        self.query_one("#audit-header", Static).update(t)
+
+    def selected(self) -> Any:
+        table = self.query_one(DataTable)
+        if not self.entries or not 0 <= table.cursor_row < len(self.entries):
+            return None
+        return self.entries[table.cursor_row]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        entry = self.selected()
+        if entry is not None:
+            self.app.push_screen(AuditEntryScreen(entry))
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # enter submits the filter while it has focus
+        return not (action == "open" and isinstance(self.focused, Input))
+
+    def action_back(self) -> None:
+        box = self.query_one("#audit-filter", Input)
+        if box.display:
+            box.display = False
+            self.query_one(DataTable).focus()
+            return
+        self.app.pop_screen()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#audit-filter", Input)
+        box.display = True
+        box.value = self.filter_text
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip()
+        event.input.display = False
+        self.query_one(DataTable).focus()
+        self.load()
+
+    def on_key(self, event: Any) -> None:
+        box = self.query_one("#audit-filter", Input)
+        if event.key == "escape" and box.has_focus:
+            event.stop()
+            box.value = ""
+            box.display = False
+            self.query_one(DataTable).focus()
+            if self.filter_text:
+                self.filter_text = ""
+                self.load()
+
+
+def parse_filter(text: str) -> dict[str, str]:
+    """``model:churn action:promote actor:ana free words`` -> parts."""
+    out: dict[str, str] = {}
+    free = []
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        if sep and key in ("model", "action", "actor") and value:
+            out[key] = value
+        else:
+            free.append(word)
+    if free:
+        out["text"] = " ".join(free)
+    return out
+
+
+def entry_text(e: Any) -> Text:
+    t = Text()
+    t.append(f"audit entry {e.id}\n", style="bold")
+    for label, value in (("when", e.at), ("actor", e.actor), ("action", e.action), ("subject", e.subject),
+                         ("reason", e.reason or "-"), ("hash", e.hash)):
+        t.append(f"{label:>8}  ", style="dim")
+        t.append(one_line(value, 300) + "\n")
+    for label, value in (("before", e.before), ("after", e.after)):
+        t.append(f"{label:>8}  ", style="dim")
+        dumped = json.dumps(value, indent=2, sort_keys=True, default=str)
+        lines = dumped.splitlines() or ["null"]
+        t.append(lines[0] + "\n")
+        for line in lines[1:]:
+            t.append(" " * 10 + one_line(line, 300) + "\n")
+    gates = (e.after or {}).get("gates") if isinstance(e.after, dict) else None
+    if gates:
+        t.append("\n   gates\n", style="bold")
+        for g in gates:
+            ok = g.get("passed") if isinstance(g, dict) else None
+            t.append("  ✔ " if ok else "  ✘ ", style="green" if ok else "red")
+            t.append(one_line(f"{g.get('name')}: {g.get('detail', '')}" if isinstance(g, dict) else g, 200) + "\n")
+    t.rstrip()
+    return t
+
+
+class AuditEntryScreen(DeckModal):
+    BINDINGS = [Binding("escape,q,enter", "close", "Close", key_display="esc")]
+
+    def __init__(self, entry: Any) -> None:
+        super().__init__()
+        self.entry = entry
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="audit-entry-box"):
+            yield Static(entry_text(self.entry), markup=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,292 @@
+"""Fleet (home): one row per endpoint, updated in place; the selected endpoint's trends below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Input, Static
+
+from core import paths
+from core.textfmt import one_line
+from tui.screens.base import DeckScreen
+from tui.widgets import cells
+from tui.widgets.trend import Trend
+
+WIDE = 110  # at or above this many columns the table shows every column
+
+COLUMNS_WIDE = [("name", "ENDPOINT", 18), ("model", "MODEL", 12), ("env", "ENV", 10), ("status", "STATUS", 8),
+                ("version", "SERVED/REG", 10), ("rps", "REQ/S", 7), ("err", "ERR %", 6), ("p95", "P95 MS", 7),
+                ("drift", "DRIFT", 9), ("age", "AGE", 4)]
+COLUMNS_NARROW = [("name", "ENDPOINT", 15), ("env", "ENV", 5), ("status", "STATUS", 8),
+                  ("version", "SRV/REG", 7), ("rps", "REQ/S", 6), ("err", "ERR%", 5), ("p95", "P95", 5),
+                  ("drift", "DRIFT", 8)]
+ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "canary": "canry"}
+
+
+class FleetScreen(DeckScreen):
+    BINDINGS = [
+        Binding("j", "cursor_down", "Move", key_display="j/k"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("enter", "open", "Open", priority=True),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("A", "audit", "Audit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+        self._layout: list[tuple[str, str, int]] = []
+        self._rows: list[str] = []
+        self._cells: dict[str, dict[str, Any]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="fleet-header", markup=False)
+        yield DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="fleet-detail", markup=False)
+        with Horizontal(id="fleet-trends"):
+            yield Trend("req/s", fmt="{:.1f}", id="trend-rps")
+            yield Trend("p95", " ms", fmt="{:.0f}", id="trend-p95")
+            yield Trend("errors", "%", fmt="{:.1f}", id="trend-err")
+        yield Input(placeholder="filter by name, model, environment or status (esc clears)", id="fleet-filter")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#fleet-filter", Input).display = False
+        self._build_table()
+        self.query_one(DataTable).focus()
+        self.refresh_snapshots(force=True)
+
+    # -- data -------------------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> list[Any]:
+        settings = self.app.settings
+        return list(settings.endpoints) if settings is not None else []
+
+    def settings_changed(self) -> None:
+        self._build_table()
+
+    def _visible(self) -> list[Any]:
+        f = self.filter_text.lower().strip()
+        if not f:
+            return self.endpoints
+        latest = self.app.source.latest() if self.app.source is not None else {}
+        out = []
+        for ep in self.endpoints:
+            snap = latest.get(ep.name)
+            status = (getattr(snap, "status", "") or "PENDING").lower()
+            hay = " ".join([ep.name, ep.model, ep.environment, status]).lower()
+            if all(word in hay for word in f.split()):
+                out.append(ep)
+        return out
+
+    def _build_table(self) -> None:
+        """(Re)build columns and rows: on start, on a width change across WIDE, and on
+        filtering. Everything else updates cells in place."""
+        table = self.query_one(DataTable)
+        width = self.app.size.width
+        layout = COLUMNS_WIDE if width >= WIDE else COLUMNS_NARROW
+        selected = self._selected_name()
+        if layout is not self._layout:
+            table.clear(columns=True)
+            for key, label, w in layout:
+                table.add_column(Text(label, justify="right" if key in ("rps", "err", "p95", "drift", "age",
+                                                                       "version") else "left"),
+                                 key=key, width=w)
+            self._layout = layout
+        else:
+            table.clear()
+        self._cells.clear()
+        self._rows = []
+        for ep in self._visible():
+            table.add_row(*[Text("") for _ in layout], key=ep.name)
+            self._rows.append(ep.name)
+        if selected in self._rows:
+            table.move_cursor(row=self._rows.index(selected))
+        self.refresh_snapshots(force=True)
+
+    def on_resize(self) -> None:
+        want = COLUMNS_WIDE if self.app.size.width >= WIDE else COLUMNS_NARROW
+        if want is not self._layout:
+            self._build_table()
+
+    def _selected_name(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not self._rows or table.cursor_row < 0 or table.cursor_row >= len(self._rows):
+            return None
+        return self._rows[table.cursor_row]
+
+    def refresh_snapshots(self, force: bool = False) -> None:
+        app: Any = self.app
+        source = app.source
+        latest = source.latest() if source is not None else {}
+        now = app.clock()
+        interval = source.interval if source is not None else 2.0
+        self._update_header(latest, interval)
+        table = self.query_one(DataTable)
+        by_name = {ep.name: ep for ep in self.endpoints}
+        for name in self._rows:
+            ep = by_name.get(name)
+            if ep is None:
+                continue
+            values = self._row_cells(ep, latest.get(name), now, interval)
+            old = self._cells.setdefault(name, {})
+            for key, cell in values.items():
+                if force or old.get(key) != cell:
+                    table.update_cell(name, key, cell)
+                    old[key] = cell
+        self._update_detail(latest)
+
+    def _row_cells(self, ep: Any, snap: Any, now: float, interval: float) -> dict[str, Text]:
+        th = ep.thresholds
+        narrow = self._layout is COLUMNS_NARROW
+        env = ENV_SHORT.get(ep.environment, ep.environment) if narrow else ep.environment
+        get = (lambda attr: getattr(snap, attr, None)) if snap is not None else (lambda attr: None)
+        err = get("error_ratio")
+        cells_ = {
+            "name": cells.plain(ep.name, 40),
+            "model": cells.plain(ep.model, 40),
+            "env": cells.plain(env, 20),
+            "status": cells.status(get("status")),
+            "version": cells.versions(get("served_version"), get("registry_version")),
+            "rps": cells.number(get("request_rate"), "{:.1f}"),
+            "err": cells.number(None if err is None else err * 100, "{:.1f}", warn=th.error_ratio_warn * 100,
+                                crit=th.error_ratio_crit * 100),
+            "p95": cells.number(get("latency_p95_ms"), "{:.0f}", warn=th.p95_ms_warn, crit=th.p95_ms_crit),
+            "drift": cells.drift(get("drift"), th.psi_alert, th.psi_warn),
+            "age": cells.age(get("taken_at"), now, interval),
+        }
+        return {key: cells_[key] for key, _, _ in self._layout}
+
+    def _update_header(self, latest: dict[str, Any], interval: float) -> None:
+        app: Any = self.app
+        settings = app.settings
+        t = Text(no_wrap=True, overflow="ellipsis")
+        if settings is None:
+            t.append(app.status_line or "no configuration", style="bold yellow")
+        else:
+            counts: dict[str, int] = {}
+            for ep in self.endpoints:
+                s = getattr(latest.get(ep.name), "status", None) or "PENDING"
+                counts[s] = counts.get(s, 0) + 1
+            for word in ("UP", "DEGRADED", "DOWN", "PENDING"):
+                if counts.get(word):
+                    t.append(f"{counts[word]} {word.lower()}  ", style=cells.STATUS_STYLE[word])
+            paused = app.source is not None and app.source.paused
+            t.append("⏸ PAUSED" if paused else f"every {interval:g}s", style="bold reverse yellow" if paused else "")
+            if app.read_only:
+                t.append("  read-only", style="bold cyan")
+            if app.demo:
+                t.append("  demo", style="bold magenta")
+            t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
+            t.append(f"  config {one_line(paths.display(settings.path), 60)}", style="dim")
+            error = getattr(app.source, "error", None)
+            if error:
+                t.append("  " + one_line(error, 80), style="bold red")
+        if self.filter_text:
+            t.append(f"  filter: {one_line(self.filter_text, 30)} ({len(self._rows)}/{len(self.endpoints)})",
+                     style="bold cyan")
+        self.query_one("#fleet-header", Static).update(t)
+
+    def _update_detail(self, latest: dict[str, Any]) -> None:
+        name = self._selected_name()
+        detail = self.query_one("#fleet-detail", Static)
+        source = self.app.source
+        if name is None:
+            empty = "no endpoints match the filter" if self.filter_text else (
+                "no endpoints configured" if self.app.settings is not None else "")
+            detail.update(Text(empty, style="dim"))
+            for tid in ("#trend-rps", "#trend-p95", "#trend-err"):
+                self.query_one(tid, Trend).update([])
+            return
+        snap = latest.get(name)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(one_line(name, 40), style="bold")
+        if snap is None:
+            t.append("  waiting for the first poll", style="dim")
+        else:
+            t.append("  ")
+            t.append_text(cells.status(snap.status))
+            reason = getattr(snap, "reason", "") or ""
+            if reason:
+                t.append("  " + one_line(reason, 160))
+        detail.update(t)
+        history = source.history(name) if source is not None else ()
+        self.query_one("#trend-rps", Trend).update([getattr(s, "request_rate", None) for s in history])
+        self.query_one("#trend-p95", Trend).update([getattr(s, "latency_p95_ms", None) for s in history])
+        self.query_one("#trend-err", Trend).update(
+            [None if getattr(s, "error_ratio", None) is None else s.error_ratio * 100 for s in history])
+
+    # -- events and actions ------------------------------------------------------------------------
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        latest = self.app.source.latest() if self.app.source is not None else {}
+        self._update_detail(latest)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()  # a mouse click on a row
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+    def action_open(self) -> None:
+        from tui.screens.model import ModelScreen
+
+        name = self._selected_name()
+        if name is None:
+            return
+        ep = next(e for e in self.endpoints if e.name == name)
+        self.app.push_screen(ModelScreen(ep))
+
+    def action_audit(self) -> None:
+        from tui.screens.audit import AuditScreen
+
+        self.app.push_screen(AuditScreen())
+
+    def action_filter(self) -> None:
+        box = self.query_one("#fleet-filter", Input)
+        box.display = True
+        box.value = self.filter_text
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#fleet-filter", Input)
+        changed = bool(self.filter_text)
+        self.filter_text = ""
+        box.value = ""
+        box.display = False
+        self.query_one(DataTable).focus()
+        if changed:
+            self._build_table()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "fleet-filter" and event.value != self.filter_text:
+            self.filter_text = event.value
+            self._build_table()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "fleet-filter":
+            if not self.filter_text:
+                event.input.display = False
+            self.query_one(DataTable).focus()
+
+    def on_key(self, event: Any) -> None:
+        box = self.query_one("#fleet-filter", Input)
+        if event.key == "escape" and box.has_focus:
+            event.stop()
+            self.action_clear_filter()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":
+            return bool(self.filter_text) or None
+        if action == "open":
+            if isinstance(self.focused, Input):
+                return False  # enter submits the filter
+            return bool(self._rows) or None
+        return True

@@ -1,0 +1,67 @@
+"""Lineage of one version (`l` on the model screen): where it came from, all of it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from core.textfmt import one_line
+from tui.screens.base import DeckModal
+
+
+def lineage_text(v: Any, aliases: dict[str, int]) -> Text:
+    t = Text()
+    t.append(f"{one_line(v.model, 60)} version {v.version}\n", style="bold")
+    held = [env for env, n in aliases.items() if n == v.version]
+
+    def row(label: str, value: Any, style: str = "") -> None:
+        t.append(f"{label:>15}  ", style="dim")
+        t.append(one_line("-" if value in (None, "") else value, 200) + "\n", style=style)
+
+    row("approval", f"{v.approval}" + (f" by {v.approval_by} at {v.approval_at}: {v.approval_reason}"
+                                        if v.approval_by else ""),
+        {"approved": "green", "rejected": "red"}.get(v.approval, "yellow"))
+    row("held by", ", ".join(held) or "-")
+    row("created", f"{v.created_at} by {v.created_by}")
+    row("artifact", v.artifact)
+    row("dataset", v.dataset_path)
+    row("dataset sha256", v.dataset_sha256)
+    row("reference", v.reference_path)
+    row("code version", v.code_version)
+    row("retrain job", f"#{v.job_id}" if v.job_id else None)
+    for title, mapping in (("metrics", v.metrics), ("params", v.params), ("tags", v.tags)):
+        t.append(f"{title:>15}  ", style="dim")
+        if not mapping:
+            t.append("-\n")
+            continue
+        first = True
+        for k, val in mapping.items():
+            if not first:
+                t.append(" " * 17)
+            first = False
+            shown = val if isinstance(val, (str, int, float)) else json.dumps(val, default=str)
+            t.append(f"{one_line(k, 40)} = {one_line(shown, 120)}\n")
+    t.rstrip()
+    return t
+
+
+class LineageScreen(DeckModal):
+    BINDINGS = [Binding("escape,q,l", "close", "Close", key_display="esc")]
+
+    def __init__(self, version: Any, aliases: dict[str, int]) -> None:
+        super().__init__()
+        self.version = version
+        self.aliases = aliases
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="lineage-box"):
+            yield Static(lineage_text(self.version, self.aliases), id="lineage-text", markup=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

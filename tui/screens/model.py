@@ -1,0 +1,292 @@
+"""Model (enter on a fleet row): the model's versions, the endpoint's per-column drift with the
+selected column's distributions, and live charts over the kept history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from core.textfmt import num, one_line
+from tui.screens.base import DeckScreen
+from tui.widgets import cells
+from tui.widgets.histogram import Histogram
+from tui.widgets.trend import Trend
+
+# Widths fit 80 columns (each column adds 2 cells of padding).
+VERSION_COLUMNS = [("version", "VER", 3), ("created", "CREATED UTC", 11), ("approval", "APPROVAL", 8),
+                   ("envs", "HELD BY", 10), ("metrics", "METRICS", 16), ("dataset", "DATASET", 8),
+                   ("code", "CODE", 7)]
+DRIFT_COLUMNS = [("column", "COLUMN", 14), ("method", "METHOD", 13), ("score", "SCORE", 7),
+                 ("threshold", "THRESH", 6), ("psi", "PSI", 6), ("miss", "MISS R/C", 8),
+                 ("status", "STATUS", 9)]
+
+
+class ModelScreen(DeckScreen):
+    HELP_TITLE = "Model"
+    BINDINGS = [
+        Binding("escape", "back", "Back", key_display="esc"),
+        Binding("j", "cursor_down", "Move", key_display="j/k"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("1", "tab('versions')", "Versions", show=False),
+        Binding("2", "tab('drift')", "Drift", show=False),
+        Binding("3", "tab('live')", "Live", show=False),
+        Binding("l", "lineage", "Lineage"),
+        Binding("A", "audit", "Audit"),
+    ]
+
+    def __init__(self, endpoint: Any) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.model = endpoint.model
+        self.versions: list[Any] = []
+        self.aliases: dict[str, int] = {}
+        self._drift_key: Any = None
+        self._drift_rows: list[str] = []
+        self._drift_cols: dict[str, dict[str, Any]] = {}
+        self._version_rows: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="model-header", markup=False)
+        with TabbedContent(initial="versions", id="model-tabs"):
+            with TabPane("1 Versions", id="versions"):
+                yield DataTable(id="versions-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("2 Drift", id="drift"), Vertical():
+                yield Static("", id="drift-summary", markup=False)
+                yield DataTable(id="drift-table", cursor_type="row", zebra_stripes=True)
+                yield Histogram(id="drift-histogram")
+            with TabPane("3 Live", id="live"), VerticalScroll():
+                yield Trend("requests/s", fmt="{:.1f}", id="live-rps", spark_height=3)
+                yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3)
+                yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3)
+                yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        vt = self.query_one("#versions-table", DataTable)
+        for key, label, width in VERSION_COLUMNS:
+            vt.add_column(label, key=key, width=width)
+        dt = self.query_one("#drift-table", DataTable)
+        for key, label, width in DRIFT_COLUMNS:
+            dt.add_column(label, key=key, width=width)
+        vt.focus()
+        self.load_versions()
+        self.set_interval(5.0, self.load_versions)
+        self.refresh_snapshots(force=True)
+
+    # -- versions (registry, in a worker) -----------------------------------------------------------
+    @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
+    def load_versions(self) -> None:
+        from core.errors import NotFoundError
+        from core.registry import Registry
+
+        settings = self.app.settings
+        try:
+            with Registry(settings.registry, create=False) as reg:
+                versions = reg.versions(self.model)
+                aliases = reg.aliases(self.model)
+        except NotFoundError:
+            versions, aliases = [], {}
+        self.app.call_from_thread(self._show_versions, versions, aliases)
+
+    def _show_versions(self, versions: list[Any], aliases: dict[str, int]) -> None:
+        if [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
+                and aliases == self.aliases:
+            return
+        self.versions, self.aliases = versions, aliases
+        table = self.query_one("#versions-table", DataTable)
+        selected = self.selected_version()
+        holders: dict[int, list[str]] = {}
+        for env, n in aliases.items():
+            holders.setdefault(n, []).append(env)
+        table.clear()
+        self._version_rows = []
+        for v in reversed(versions):  # newest first
+            metrics = " ".join(f"{one_line(k, 10)}={num(val)}" for k, val in list(v.metrics.items())[:3])
+            table.add_row(Text(str(v.version), justify="right"), cells.plain(v.created_at[5:16].replace("T", " ")),
+                          cells.approval(v.approval),
+                          Text(",".join(holders.get(v.version, [])) or "-",
+                               style="bold green" if holders.get(v.version) else "dim"),
+                          cells.plain(metrics or "-"), cells.plain((v.dataset_sha256 or "")[:12] or "-"),
+                          cells.plain(v.code_version or "-", 12), key=str(v.version))
+            self._version_rows.append(v.version)
+        if selected in self._version_rows:
+            table.move_cursor(row=self._version_rows.index(selected))
+        self.refresh_snapshots(force=True)
+
+    def selected_version(self) -> int | None:
+        table = self.query_one("#versions-table", DataTable)
+        if not self._version_rows or not 0 <= table.cursor_row < len(self._version_rows):
+            return None
+        return self._version_rows[table.cursor_row]
+
+    def version_obj(self, number: int | None) -> Any:
+        return next((v for v in self.versions if v.version == number), None)
+
+    # -- live data ------------------------------------------------------------------------------
+    def refresh_snapshots(self, force: bool = False) -> None:
+        source = self.app.source
+        snap = source.latest().get(self.endpoint.name) if source is not None else None
+        history = source.history(self.endpoint.name) if source is not None else ()
+        self._update_header(snap)
+        self._update_drift(snap, force)
+        self.query_one("#live-rps", Trend).update([getattr(s, "request_rate", None) for s in history])
+        self.query_one("#live-p95", Trend).update([getattr(s, "latency_p95_ms", None) for s in history])
+        self.query_one("#live-p50", Trend).update([getattr(s, "latency_p50_ms", None) for s in history])
+        self.query_one("#live-err", Trend).update(
+            [None if getattr(s, "error_ratio", None) is None else s.error_ratio * 100 for s in history])
+
+    def _update_header(self, snap: Any) -> None:
+        ep = self.endpoint
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(one_line(self.model, 40), style="bold")
+        t.append(f"  {one_line(ep.name, 40)} ({one_line(ep.environment, 20)})  ")
+        if snap is None:
+            t.append("waiting for the first poll", style="dim")
+        else:
+            t.append_text(cells.status(snap.status))
+            t.append("  serving ")
+            t.append_text(cells.versions(snap.served_version, snap.registry_version))
+            if snap.reason:
+                t.append("  " + one_line(snap.reason, 120))
+        self.query_one("#model-header", Static).update(t)
+
+    def _update_drift(self, snap: Any, force: bool) -> None:
+        drift = getattr(snap, "drift", None)
+        key = (getattr(drift, "computed_at", None), getattr(drift, "error", None))
+        if not force and key == self._drift_key:
+            return
+        self._drift_key = key
+        summary = self.query_one("#drift-summary", Static)
+        table = self.query_one("#drift-table", DataTable)
+        if drift is None:
+            summary.update(Text("no drift computed yet (the endpoint needs a capture source and a "
+                                "reference for its served version)" if not self.endpoint.capture else
+                                "waiting for the first drift comparison", style="dim"))
+            table.clear()
+            self._drift_rows = []
+            self._drift_cols = {}
+            self._show_histogram()
+            return
+        s = Text(no_wrap=True, overflow="ellipsis")
+        if drift.error:
+            s.append("drift: " + one_line(drift.error, 150), style="red")
+        else:
+            s.append("DATASET DRIFT" if drift.dataset_drift else "no dataset drift",
+                     style="bold red" if drift.dataset_drift else "green")
+            s.append(f"  {drift.n_drifted}/{drift.n_columns} columns drifted")
+            if drift.worst_psi is not None:
+                s.append(f"  worst PSI {drift.worst_psi:.3f} ({one_line(drift.worst_psi_column or '', 30)})")
+        summary.update(s)
+        columns = list((drift.result or {}).get("columns", []))
+        names = [str(c.get("column")) for c in columns]
+        if names != self._drift_rows:
+            selected = self._selected_column()
+            table.clear()
+            for name in names:
+                table.add_row(*[Text("") for _ in DRIFT_COLUMNS], key=name)
+            self._drift_rows = names
+            if selected in names:
+                table.move_cursor(row=names.index(selected))
+        self._drift_cols = {str(c.get("column")): c for c in columns}
+        for c in columns:
+            for key, cell in self._drift_cells(c).items():
+                table.update_cell(str(c.get("column")), key, cell)
+        self._show_histogram()
+
+    @staticmethod
+    def _drift_cells(c: dict[str, Any]) -> dict[str, Text]:
+        def f(value: Any, digits: int = 3) -> Text:
+            return Text("-" if value is None else num(value, digits), justify="right")
+
+        status = str(c.get("status") or ("drift" if c.get("drifted") else "ok"))
+        miss = f"{(c.get('missing_share_reference') or 0) * 100:.0f}/{(c.get('missing_share_current') or 0) * 100:.0f}%"
+        psi = c.get("psi")
+        return {
+            "column": cells.plain(c.get("column"), 40),
+            "method": cells.plain(c.get("method"), 20),
+            "score": f(c.get("score")),
+            "threshold": f(c.get("threshold"), 2),
+            "psi": Text("-" if psi is None else f"{psi:.3f}", justify="right",
+                        style="bold red" if psi is not None and psi >= 0.25 else
+                        ("yellow" if psi is not None and psi >= 0.1 else "")),
+            "miss": Text(miss, justify="right"),
+            "status": Text(one_line(status, 12), style=cells.DRIFT_STATUS_STYLE.get(status, "")),
+        }
+
+    def _selected_column(self) -> str | None:
+        table = self.query_one("#drift-table", DataTable)
+        if not self._drift_rows or not 0 <= table.cursor_row < len(self._drift_rows):
+            return None
+        return self._drift_rows[table.cursor_row]
+
+    def _show_histogram(self) -> None:
+        hist = self.query_one(Histogram)
+        name = self._selected_column()
+        col = self._drift_cols.get(name) if name else None
+        data = column_histogram(col) if col else None
+        if data is None:
+            hist.show([], [], [], title=f"{name}: no distribution available" if name else "")
+            return
+        labels, ref, cur = data
+        hist.show(labels, ref, cur, title=f"{name}: reference vs current")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "drift-table":
+            self._show_histogram()
+
+    # -- actions ------------------------------------------------------------------------------
+    def _active_table(self) -> DataTable:
+        tab = self.query_one(TabbedContent).active
+        return self.query_one("#drift-table" if tab == "drift" else "#versions-table", DataTable)
+
+    def action_cursor_down(self) -> None:
+        self._active_table().action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self._active_table().action_cursor_up()
+
+    def action_tab(self, name: str) -> None:
+        self.query_one(TabbedContent).active = name
+        if name in ("versions", "drift"):
+            self._active_table().focus()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_lineage(self) -> None:
+        from tui.screens.lineage import LineageScreen
+
+        v = self.version_obj(self.selected_version())
+        if v is None:
+            self.app.notify("no version selected", severity="warning")
+            return
+        self.app.push_screen(LineageScreen(v, self.aliases))
+
+    def action_audit(self) -> None:
+        from tui.screens.audit import AuditScreen
+
+        self.app.push_screen(AuditScreen(model=self.model))
+
+
+def column_histogram(col: dict[str, Any]) -> tuple[list[str], list[float], list[float]] | None:
+    """(bin labels, reference shares, current shares) from a drift column, if it has them."""
+    h = col.get("histogram") or col.get("bins")
+    if not isinstance(h, dict):
+        return None
+    labels = h.get("labels")
+    ref = h.get("reference")
+    cur = h.get("current")
+    if not (isinstance(labels, list) and isinstance(ref, list) and isinstance(cur, list)):
+        return None
+    if not (len(labels) == len(ref) == len(cur)):
+        return None
+    try:
+        return [str(x) for x in labels], [float(x) for x in ref], [float(x) for x in cur]
+    except (TypeError, ValueError):
+        return None
