@@ -1,0 +1,675 @@
+"""Readers for reference data and live input windows.
+
+Public API:
+
+    read_window(source, last_n, *, timeout=10.0, max_bytes=DEFAULT_MAX_BYTES) -> pandas.DataFrame
+        The last ``last_n`` records (all of them with ``None``) of ``source``.
+    read_table(source, *, timeout=10.0, max_bytes=DEFAULT_MAX_BYTES) -> pandas.DataFrame
+        All records (reference data).
+    expand_source(source) -> list[Path]        files of a path or glob, oldest first
+    fetch_bytes(url, *, timeout, max_bytes) -> (bytes, content_type)
+    parse_bytes(data, name, *, content_type=None) -> pandas.DataFrame
+
+``source`` is a file, a glob (``captures/churn/**/*.jsonl``: the newest files, by modification time,
+are read first until there are ``last_n`` records) or an http(s) URL (read with httpx, at most
+``max_bytes``, ``timeout`` seconds).  Formats, by extension or content: CSV (``.csv``, ``.tsv``, also
+gzipped), Parquet (``.parquet``, ``.pq``), JSON lines (``.jsonl``, ``.ndjson``, ``.json``: one object per
+line, or one JSON array of objects) and SageMaker data-capture JSON lines (records with
+``captureData``).
+
+SageMaker capture: ``captureData.endpointInput`` and ``endpointOutput`` are decoded by their
+``encoding`` (CSV, JSON, BASE64 -> by ``observedContentType``).  A CSV payload is one row per line with
+no header: its input columns are named ``_c0``, ``_c1``... and listed in
+``window.attrs["positional_columns"]`` (``core.drift.compare`` gives them the reference's column names
+by position).  JSON payloads may be a record, a list of records or of rows, ``{"instances": ...}``,
+``{"inputs": ...}``, ``{"features": ...}``, MLflow's ``dataframe_split`` / ``dataframe_records`` or
+Open Inference Protocol v2 tensors.  Outputs are columns like the inputs, so prediction drift shows
+too: a single unnamed output is ``prediction``, several are ``prediction_0``, ``prediction_1``...,
+named outputs (dict keys, OIP tensor names) keep their names.  ``eventMetadata.inferenceTime``
+becomes the window's index (``inference_time``), and rows are in inference-time order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import glob
+import gzip
+import io
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from core.errors import InputError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_TIMEOUT",
+    "expand_source",
+    "fetch_bytes",
+    "is_url",
+    "parse_bytes",
+    "parse_capture_lines",
+    "read_table",
+    "read_window",
+]
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+CSV_EXT = (".csv", ".tsv", ".txt")
+PARQUET_EXT = (".parquet", ".pq")
+JSON_EXT = (".jsonl", ".ndjson", ".json", ".jsonlines")
+OUTPUT = "prediction"
+POSITIONAL = "_c"
+
+
+def is_url(source: str | os.PathLike) -> bool:
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+def _has_magic(source: str) -> bool:
+    return glob.has_magic(source)
+
+
+def expand_source(source: str | os.PathLike) -> list[Path]:
+    """The files a path or glob names, oldest (modification time, then name) first."""
+    text = str(source)
+    if not text:
+        raise InputError("empty data path")
+    if _has_magic(text):
+        paths = [Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True)]
+        paths = [p for p in paths if p.is_file()]
+        if not paths:
+            raise InputError(f"no files match {text}")
+        return sorted(paths, key=_age_key)
+    path = Path(os.path.expanduser(text))
+    if not path.exists():
+        raise InputError(f"cannot read {text}: no such file")
+    if path.is_dir():
+        raise InputError(f"cannot read {text}: it is a directory (use a glob like {text}/*.jsonl)")
+    return [path]
+
+
+def _age_key(p: Path) -> tuple[int, str]:
+    try:
+        return (p.stat().st_mtime_ns, str(p))
+    except OSError:
+        return (0, str(p))
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def fetch_bytes(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
+                headers: dict[str, str] | None = None) -> tuple[bytes, str | None]:
+    """GET a URL into memory: at most ``max_bytes``, ``timeout`` seconds per network step."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=True) as client, client.stream(
+                "GET", url, headers=headers) as resp:
+            if resp.status_code >= 400:
+                raise InputError(f"cannot read {url}: HTTP {resp.status_code}")
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise InputError(f"cannot read {url}: {int(declared)} bytes is over the {max_bytes}-byte cap")
+            chunks = []
+            size = 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InputError(f"cannot read {url}: more than the {max_bytes}-byte cap")
+                chunks.append(chunk)
+            return b"".join(chunks), resp.headers.get("content-type")
+    except httpx.TimeoutException:
+        raise InputError(f"cannot read {url}: timed out after {timeout:g} s") from None
+    except httpx.HTTPError as e:
+        raise InputError(f"cannot read {url}: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------- format detection
+
+
+def _strip_gz(name: str) -> tuple[str, bool]:
+    low = name.lower()
+    if low.endswith(".gz"):
+        return low[:-3], True
+    return low, False
+
+
+def _format_of(name: str, head: bytes, content_type: str | None = None) -> str:
+    low, _ = _strip_gz(urlparse(name).path if is_url(name) else name)
+    if low.endswith(PARQUET_EXT):
+        return "parquet"
+    if low.endswith(JSON_EXT):
+        return "json"
+    if low.endswith(CSV_EXT):
+        return "csv"
+    ctype = (content_type or "").lower()
+    if "parquet" in ctype:
+        return "parquet"
+    if "json" in ctype:
+        return "json"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    return "csv"
+
+
+def _open_bytes(data: bytes, name: str) -> bytes:
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputError(f"cannot read {name}: bad gzip data ({e})") from None
+    return data
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_bytes(data: bytes, name: str, *, content_type: str | None = None) -> pd.DataFrame:
+    """Parse a whole file's bytes (any supported format) into a DataFrame."""
+    data = _open_bytes(data, name)
+    fmt = _format_of(name, data[:16], content_type)
+    if fmt == "parquet":
+        return _read_parquet(io.BytesIO(data), name)
+    if fmt == "json":
+        return _parse_json_text(_decode(data, name), name)
+    return _read_csv(io.BytesIO(data), name)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read {name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _read_csv(src: Any, name: str, sep: str | None = None) -> pd.DataFrame:
+    low, _ = _strip_gz(str(name))
+    if sep is None:
+        sep = "\t" if low.endswith(".tsv") else ","
+    try:
+        frame = pd.read_csv(src, sep=sep, compression="infer" if isinstance(src, (str, Path)) else None)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"cannot read {name}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        raise InputError(f"cannot read {name}: {_one_line(e)}") from None
+    return frame
+
+
+def _read_parquet(src: Any, name: str, last_n: int | None = None) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(src)
+        if last_n is None or last_n >= pf.metadata.num_rows:
+            table = pf.read()
+        else:
+            groups: list[int] = []
+            rows = 0
+            for g in range(pf.num_row_groups - 1, -1, -1):
+                groups.insert(0, g)
+                rows += pf.metadata.row_group(g).num_rows
+                if rows >= last_n:
+                    break
+            table = pf.read_row_groups(groups)
+            table = table.slice(max(0, table.num_rows - last_n))
+        return table.to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise InputError(f"cannot read {name}: not a readable Parquet file ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _is_capture(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("captureData"), dict)
+
+
+def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.DataFrame:
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError(f"cannot read {name}: the file is empty")
+    if stripped[0] == "[":  # one JSON array of records
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise InputError(f"cannot read {name}: bad JSON at line {e.lineno}: {e.msg}") from None
+        if isinstance(obj, list) and obj and _is_capture(obj[0]):
+            return _capture_frame([_capture_rows(o, name, i + 1) for i, o in enumerate(obj)])
+        if not isinstance(obj, list) or not all(isinstance(o, dict) for o in obj):
+            raise InputError(f"cannot read {name}: expected a JSON array of objects (records)")
+        return _records_frame([(i + 1, o) for i, o in enumerate(obj)], name, last_n)
+    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    records = []
+    for lineno, line in lines:
+        try:
+            records.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise InputError(f"cannot read {name}: bad JSON on line {lineno}: {e.msg}") from None
+    return _records_frame(records, name, last_n)
+
+
+def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None) -> pd.DataFrame:
+    if not records:
+        raise InputError(f"cannot read {name}: no records")
+    if _is_capture(records[0][1]):
+        parsed = [_capture_rows(o, name, ln) for ln, o in records]
+        return _capture_frame(parsed, last_n)
+    rows = []
+    for lineno, obj in records:
+        if not isinstance(obj, dict):
+            raise InputError(f"cannot read {name}: line {lineno} is not a JSON object")
+        rows.append(obj)
+    if last_n is not None:
+        rows = rows[-last_n:] if last_n > 0 else []
+    return pd.DataFrame.from_records(rows)
+
+
+# --------------------------------------------------------------------------- SageMaker capture
+
+
+class _Rows:
+    """Rows of one capture record: inputs and outputs (lists of dicts) and the inference time."""
+
+    __slots__ = ("inputs", "outputs", "positional", "time")
+
+    def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any):
+        self.inputs, self.outputs, self.positional, self.time = inputs, outputs, positional, time
+
+    def __len__(self) -> int:
+        return max(len(self.inputs), len(self.outputs))
+
+
+def _payload_text(payload: dict, name: str, lineno: int, side: str) -> tuple[str, str]:
+    """(text, kind) of a capture payload, kind 'csv' or 'json'."""
+    data = payload.get("data")
+    if data is None:
+        return "", "csv"
+    if not isinstance(data, str):
+        return json.dumps(data), "json"
+    encoding = str(payload.get("encoding", "")).upper()
+    ctype = str(payload.get("observedContentType", "")).lower()
+    if encoding == "BASE64":
+        try:
+            raw = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError) as e:
+            raise InputError(f"cannot read {name}: line {lineno}: {side} is not base64 ({e})") from None
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        try:
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"cannot read {name}: line {lineno}: {side} is not UTF-8 text "
+                             f"({payload.get('observedContentType')})") from None
+        kind = "json" if "json" in ctype else "csv" if "csv" in ctype else _guess_kind(data)
+    elif encoding == "JSON":
+        kind = "json"
+    elif encoding == "CSV":
+        kind = "csv"
+    else:
+        kind = "json" if "json" in ctype else "csv" if "csv" in ctype else _guess_kind(data)
+    return data, kind
+
+
+def _guess_kind(text: str) -> str:
+    return "json" if text.lstrip()[:1] in ("{", "[") else "csv"
+
+
+def _scalar(text: str) -> Any:
+    t = text.strip()
+    if t == "":
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        v = float(t)
+        return v
+    except ValueError:
+        return t
+
+
+def _csv_rows(text: str) -> list[list[Any]]:
+    return [[_scalar(x) for x in row] for row in csv.reader(io.StringIO(text)) if row]
+
+
+def _positional(values: list[Any], prefix: str) -> dict[str, Any]:
+    return {f"{prefix}{i}": v for i, v in enumerate(values)}
+
+
+def _output_names(k: int) -> list[str]:
+    return [OUTPUT] if k == 1 else [f"{OUTPUT}_{i}" for i in range(k)]
+
+
+def _oip_tensors(tensors: list[dict], role: str) -> tuple[list[dict], bool]:
+    """Open Inference Protocol v2 tensors -> rows; (rows, positional)."""
+    columns: dict[str, list] = {}
+    positional = False
+    single = len(tensors) == 1
+    for t in tensors:
+        name = str(t.get("name", "input" if role == "input" else OUTPUT))
+        data = t.get("data", [])
+        shape = t.get("shape") or [len(_flatten(data))]
+        flat = _flatten(data)
+        n = int(shape[0]) if shape else len(flat)
+        k = int(math.prod(shape[1:])) if len(shape) > 1 else 1
+        if n * k != len(flat) or n == 0:
+            n, k = len(flat), 1
+        if k == 1:
+            col = OUTPUT if (role == "output" and single and name == "") else name
+            columns[col] = flat[:n]
+        else:
+            if single and role == "input":
+                positional = True
+                names = [f"{POSITIONAL}{j}" for j in range(k)]
+            elif single and role == "output":
+                names = _output_names(k)
+            else:
+                names = [f"{name}_{j}" for j in range(k)]
+            for j, nm in enumerate(names):
+                columns[nm] = flat[j::k][:n]
+    n_rows = max((len(v) for v in columns.values()), default=0)
+    rows = [{c: (v[i] if i < len(v) else None) for c, v in columns.items()} for i in range(n_rows)]
+    return rows, positional
+
+
+def _flatten(data: Any) -> list:
+    if isinstance(data, list):
+        out: list = []
+        for x in data:
+            out.extend(_flatten(x)) if isinstance(x, list) else out.append(x)
+        return out
+    return [data]
+
+
+def _json_rows(obj: Any, role: str, n_inputs: int | None = None) -> tuple[list[dict], bool]:
+    """Rows (dicts) from a JSON payload; (rows, positional)."""
+    prefix = POSITIONAL if role == "input" else None
+    if isinstance(obj, dict):
+        if "instances" in obj:
+            return _json_rows(obj["instances"], role, n_inputs)
+        for key in ("predictions", "outputs") if role == "output" else ("inputs",):
+            if key in obj:
+                value = obj[key]
+                if isinstance(value, list) and value and all(
+                        isinstance(t, dict) and "data" in t for t in value):
+                    return _oip_tensors(value, role)
+                return _json_rows(value, role, n_inputs)
+        if "dataframe_split" in obj and isinstance(obj["dataframe_split"], dict):
+            split = obj["dataframe_split"]
+            cols = [str(c) for c in split.get("columns", [])]
+            return [dict(zip(cols, r)) for r in split.get("data", [])], not cols
+        if "dataframe_records" in obj:
+            return _json_rows(obj["dataframe_records"], role, n_inputs)
+        for key in ("features", "data"):
+            if key in obj and len(obj) <= 2 and isinstance(obj[key], list):
+                return _json_rows(obj[key], role, n_inputs)
+        values = list(obj.values())
+        if values and all(isinstance(v, list) for v in values) and len({len(v) for v in values}) == 1:
+            keys = [str(k) for k in obj]
+            return [dict(zip(keys, r)) for r in zip(*values)], False
+        return [{str(k): _cell(v) for k, v in obj.items()}], False
+    if isinstance(obj, list):
+        if not obj:
+            return [], False
+        if all(isinstance(x, dict) for x in obj):
+            return [{str(k): _cell(v) for k, v in x.items()} for x in obj], False
+        if all(isinstance(x, list) for x in obj):
+            if role == "input":
+                return [_positional([_cell(v) for v in x], prefix) for x in obj], True
+            return [dict(zip(_output_names(len(x)), [_cell(v) for v in x])) for x in obj], False
+        # a flat list: one row of features (input), or one prediction per input row (output)
+        if role == "input":
+            return [_positional([_cell(v) for v in obj], prefix)], True
+        if n_inputs is not None and len(obj) == n_inputs:
+            return [{OUTPUT: _cell(v)} for v in obj], False
+        if n_inputs == 1:
+            return [dict(zip(_output_names(len(obj)), [_cell(v) for v in obj]))], False
+        return [{OUTPUT: _cell(v)} for v in obj], False
+    if role == "input":
+        return [{f"{POSITIONAL}0": obj}], True
+    return [{OUTPUT: obj}], False
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, list) and len(v) == 1:
+        return v[0]
+    return v
+
+
+def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
+    if not _is_capture(rec):
+        raise InputError(f"cannot read {name}: line {lineno} is not a data-capture record")
+    cd = rec["captureData"]
+    inputs: list[dict] = []
+    positional: list[str] = []
+    payload = cd.get("endpointInput")
+    if isinstance(payload, dict):
+        text, kind = _payload_text(payload, name, lineno, "endpointInput")
+        if kind == "csv":
+            inputs = [_positional(r, POSITIONAL) for r in _csv_rows(text)]
+            pos = True
+        else:
+            try:
+                obj = json.loads(text) if text.strip() else []
+            except json.JSONDecodeError as e:
+                raise InputError(f"cannot read {name}: line {lineno}: endpointInput is not JSON ({e.msg})") from None
+            inputs, pos = _json_rows(obj, "input")
+        if pos and inputs:
+            positional = list(inputs[0])
+    outputs: list[dict] = []
+    payload = cd.get("endpointOutput")
+    if isinstance(payload, dict):
+        text, kind = _payload_text(payload, name, lineno, "endpointOutput")
+        if kind == "csv":
+            rows = _csv_rows(text)
+            if len(rows) == 1 and inputs and len(inputs) > 1 and len(rows[0]) == len(inputs):
+                rows = [[v] for v in rows[0]]  # one line of predictions for a batch
+            outputs = [dict(zip(_output_names(len(r)), r)) for r in rows]
+        else:
+            try:
+                obj = json.loads(text) if text.strip() else []
+            except json.JSONDecodeError as e:
+                raise InputError(f"cannot read {name}: line {lineno}: endpointOutput is not JSON ({e.msg})") from None
+            outputs, _ = _json_rows(obj, "output", len(inputs) if inputs else None)
+    meta = rec.get("eventMetadata") or {}
+    return _Rows(inputs, outputs, positional, meta.get("inferenceTime") if isinstance(meta, dict) else None)
+
+
+def _capture_frame(parsed: list[_Rows], last_n: int | None = None) -> pd.DataFrame:
+    rows: list[dict] = []
+    times: list[Any] = []
+    positional: dict[str, None] = {}
+    for r in parsed:
+        n = len(r)
+        for i in range(n):
+            row: dict[str, Any] = {}
+            if i < len(r.inputs):
+                row.update(r.inputs[i])
+            if i < len(r.outputs):
+                for k, v in r.outputs[i].items():
+                    row[k if k not in row else f"{k}_output"] = v
+            rows.append(row)
+            times.append(r.time)
+        positional.update(dict.fromkeys(r.positional))
+    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    index = pd.to_datetime(pd.Series(times, dtype=object), errors="coerce", utc=True)
+    frame.index = pd.DatetimeIndex(index, name="inference_time")
+    if len(frame) and not frame.index.isna().any():
+        frame = frame.iloc[frame.index.argsort(kind="stable")]
+    if last_n is not None:
+        frame = frame.iloc[max(0, len(frame) - last_n):] if last_n > 0 else frame.iloc[:0]
+    frame.attrs["positional_columns"] = [c for c in positional if c in frame.columns]
+    return frame
+
+
+def parse_capture_lines(lines: list[str], name: str = "<capture>", last_n: int | None = None) -> pd.DataFrame:
+    """SageMaker data-capture JSON lines -> a window (see the module docstring)."""
+    records = []
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                records.append((i + 1, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise InputError(f"cannot read {name}: bad JSON on line {i + 1}: {e.msg}") from None
+    return _capture_frame([_capture_rows(o, name, ln) for ln, o in records], last_n)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _reverse_lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a file, last first, reading blocks from the end."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        tail = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step) + tail
+            parts = chunk.split(b"\n")
+            tail = parts[0]
+            for line in reversed(parts[1:]):
+                if line.strip():
+                    yield line
+        if tail.strip():
+            yield tail
+
+
+def _read_json_tail(path: Path, name: str, last_n: int) -> pd.DataFrame:
+    """The last ``last_n`` rows of a JSON-lines file without reading all of it."""
+    picked: list[tuple[int, Any]] = []
+    rows = 0
+    capture = None
+    for k, raw in enumerate(_reverse_lines(path)):
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            msg = getattr(e, "msg", None) or str(e)
+            raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {msg}") from None
+        if capture is None:
+            capture = _is_capture(obj)
+        picked.append((-k, obj))
+        if capture:
+            rows += len(_capture_rows(obj, name, -k))
+        else:
+            rows += 1
+        if rows >= last_n:
+            break
+    picked.reverse()
+    return _records_frame(picked, name, last_n)
+
+
+def read_file(path: Path, last_n: int | None = None) -> pd.DataFrame:
+    """One file (any supported format), or its last ``last_n`` records."""
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise InputError(f"cannot read {name}: {e.strerror or e}") from None
+    if not head:
+        raise InputError(f"cannot read {name}: the file is empty")
+    gz = head[:2] == b"\x1f\x8b"
+    if gz:
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(16)
+        except (OSError, EOFError) as e:
+            raise InputError(f"cannot read {name}: bad gzip data ({e})") from None
+    fmt = _format_of(name, head)
+    if fmt == "parquet":
+        if gz:
+            return _read_parquet(io.BytesIO(_read_all(path, name)), name, last_n)
+        return _read_parquet(str(path), name, last_n)
+    if fmt == "json":
+        if last_n is not None and not gz and last_n > 0:
+            first = head.lstrip()[:1]
+            if first == b"{":
+                return _read_json_tail(path, name, last_n)
+        return _parse_json_text(_decode(_read_all(path, name), name), name, last_n)
+    frame = _read_csv(str(path), name)
+    return frame.tail(last_n) if last_n is not None else frame
+
+
+def _read_all(path: Path, name: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {name}: {e.strerror or e}") from None
+    return _open_bytes(data, name)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f.shape[1] or len(f)]
+    if not frames:
+        return pd.DataFrame()
+    if len(frames) == 1:
+        return frames[0]
+    positional: dict[str, None] = {}
+    for f in frames:
+        positional.update(dict.fromkeys(f.attrs.get("positional_columns", [])))
+    out = pd.concat(frames, axis=0)
+    if isinstance(out.index, pd.DatetimeIndex) and not out.index.isna().any():
+        out = out.iloc[out.index.argsort(kind="stable")]
+    elif not isinstance(out.index, pd.DatetimeIndex):
+        out = out.reset_index(drop=True)
+    out.attrs["positional_columns"] = [c for c in positional if c in out.columns]
+    return out
+
+
+def read_window(source: str | os.PathLike, last_n: int | None, *, timeout: float = DEFAULT_TIMEOUT,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """The last ``last_n`` records of a file, glob or URL (all of them with ``last_n=None``)."""
+    if last_n is not None and last_n < 0:
+        raise InputError(f"last_n must be >= 0, got {last_n}")
+    text = str(source)
+    if is_url(text):
+        data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
+        frame = parse_bytes(data, text, content_type=ctype)
+        return _tail(frame, last_n)
+    paths = expand_source(text)
+    if len(paths) == 1:
+        return _tail(read_file(paths[0], last_n), last_n)
+    frames: list[pd.DataFrame] = []
+    rows = 0
+    for p in reversed(paths):  # newest first
+        need = None if last_n is None else last_n - rows
+        if need is not None and need <= 0:
+            break
+        f = read_file(p, need)
+        frames.insert(0, f)
+        rows += len(f)
+    return _tail(_concat(frames), last_n)
+
+
+def _tail(frame: pd.DataFrame, last_n: int | None) -> pd.DataFrame:
+    if last_n is None or len(frame) <= last_n:
+        return frame
+    attrs = dict(frame.attrs)
+    out = frame.iloc[len(frame) - last_n:]
+    out.attrs.update(attrs)
+    return out
+
+
+def read_table(source: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """All records of a file, glob or URL (reference data)."""
+    return read_window(source, None, timeout=timeout, max_bytes=max_bytes)
