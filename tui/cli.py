@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect", metavar="N", help="fail unless ENV holds version N now")
     p.add_argument("--force", action="store_true", help="even to a rejected version (audited)")
     p.add_argument("--no-verify", action="store_true", help="do not wait for the endpoints to serve it")
-    _json_flag(p)
+    _json_flag(p)  # with --json, progress goes to stderr and the outcome as JSON to stdout
 
     p = sub.add_parser("tag", parents=[common], help="set (KEY=VALUE) or remove (KEY=) a version's tag")
     p.add_argument("model", metavar="MODEL")
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", parents=[common], help="start the model's retraining pipeline")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--reason", default="", help="why (goes to the job and the audit log)")
-    p.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 when it fails")
+    p.add_argument("--wait", action="store_true",
+                   help="stream the job's output until it ends; exit 1 when it fails (Ctrl-C cancels it)")
 
     p = sub.add_parser("jobs", parents=[common], help="list retraining jobs (newest first)")
     p.add_argument("model", metavar="MODEL", nargs="?")
@@ -490,17 +491,21 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    with _registry(args) as reg:
-        change = reg.promote(args.model, args.version, args.env, args.reason, expect=_expect(args.expect),
-                             force=args.force)
-    return _print_change(args, change)
+    from core import releases
+
+    return releases.cli_release(_settings(args), action="promote", model=args.model, version=args.version,
+                                environment=args.env, reason=args.reason,
+                                expect="plan" if args.expect is None else _expect(args.expect),
+                                force=args.force, verify=not args.no_verify, as_json=args.json)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    with _registry(args) as reg:
-        change = reg.rollback(args.model, args.env, args.reason, to=args.to, expect=_expect(args.expect),
-                              force=args.force)
-    return _print_change(args, change)
+    from core import releases
+
+    return releases.cli_release(_settings(args), action="rollback", model=args.model, version=None,
+                                environment=args.env, reason=args.reason, to=args.to,
+                                expect="plan" if args.expect is None else _expect(args.expect),
+                                force=args.force, verify=not args.no_verify, as_json=args.json)
 
 
 def _print_change(args: argparse.Namespace, change: Any) -> int:
@@ -514,29 +519,76 @@ def _print_change(args: argparse.Namespace, change: Any) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
+    from core import retrain
+
     with _registry(args) as reg:
         if args.model:
             reg.model(args.model)
-        jobs = reg.jobs(args.model, limit=args.limit or None)
+        jobs = retrain.list_jobs(reg, args.model, limit=args.limit or None)  # marks dead runners failed
     if args.json:
         _print_json([j.as_dict() for j in jobs])
         return 0
     if not jobs:
         _out("no retraining jobs")
         return 0
-    _out(table(["JOB", "MODEL", "TRIGGER", "STATUS", "CREATED (UTC)", "EXIT", "VERSION", "ACTOR", "REASON"],
+    _out(table(["JOB", "MODEL", "TRIGGER", "STATUS", "CREATED (UTC)", "EXIT", "VERSION", "ACTOR", "REASON",
+                "MESSAGE"],
                [[j.id, j.model, j.trigger, j.status, j.created_at[:19].replace("T", " "),
-                 "-" if j.exit_code is None else j.exit_code, j.produced_version or "-", j.actor, j.reason]
+                 "-" if j.exit_code is None else j.exit_code, j.produced_version or "-", j.actor,
+                 j.reason or "-", j.message or "-"]
                 for j in jobs], right=[0]))
     return 0
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    raise RegistryError("retraining is not available in this build yet")
+    from core import retrain
+
+    settings = _settings(args)
+    if not args.wait:  # a detached runner: the job outlives this command
+        run = retrain.start_retrain(settings, args.model, reason=args.reason, detach=True)
+        _out(f"started job {run.job_id}: retraining {args.model} (log: {run.log_path}; "
+             f"follow it with: modeldeck jobs {args.model})")
+        return 0
+    import threading
+
+    header_done = threading.Event()  # the job's first lines wait for the "started job N" line
+
+    def show(line: str) -> None:
+        header_done.wait(5)
+        print(one_line(line, 2000), flush=True)
+
+    run = retrain.start_retrain(settings, args.model, reason=args.reason, on_output=show)
+    _out(f"started job {run.job_id}: retraining {args.model} (log: {run.log_path})")
+    sys.stdout.flush()
+    header_done.set()
+    try:
+        job = run.wait()
+    except KeyboardInterrupt:
+        try:
+            run.cancel()
+            print(f"{PROG}: interrupted: job {run.job_id} cancelled", file=sys.stderr)
+        except ModeldeckError as e:  # it ended meanwhile
+            print(f"{PROG}: interrupted: {e}", file=sys.stderr)
+        run.wait(10)
+        return 130
+    if job is None:  # pragma: no cover - wait() without a timeout always returns the job
+        raise RegistryError(f"job {run.job_id}: lost track of it")
+    made = f"; produced version {job.produced_version}" if job.produced_version else ""
+    if job.status == "succeeded":
+        _out(f"job {job.id} succeeded{made}" + (f" ({job.message})" if job.message else ""))
+        return 0
+    print(f"{PROG}: job {job.id} {job.status}" + (f": {one_line(job.message)}" if job.message else "") + made,
+          file=sys.stderr)
+    return 1
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    raise RegistryError("cancelling jobs is not available in this build yet")
+    from core import retrain
+
+    with _registry(args) as reg:
+        job = retrain.cancel(args.job, registry=reg)
+    _out(f"cancelled job {job.id} ({job.model})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,966 @@
+"""Promotion and rollback as a release engineer expects them: a plan with its gates, a
+compare-and-set alias move with the gate results in the audit entry, the deploy hook, rollout
+verification, a baking period, and an automatic rollback when any of it fails.
+
+Two steps, so a screen can show the plan and ask before anything is written:
+
+    p = plan(settings, registry, "churn", 4, "production")      # reads only
+    # show p.from_version -> p.to_version, p.gates, p.confirm ... ask for a reason
+    outcome = execute(p, reason="better AUC", on_event=print)   # writes, hooks, watches
+
+:func:`execute` is synchronous and may take ``verify_timeout + bake_seconds`` (plus the hook):
+run it in a worker thread. It opens its own registry connection. ``on_event`` is called from
+that thread with a :class:`ReleaseEvent` for each step (forward it to the UI thread);
+``stop_event`` (a ``threading.Event``) aborts a rollout that is being verified or baked and
+rolls it back. Endpoint polling uses :class:`core.poller.Poller` on a private event loop; tests
+inject ``poll``, ``clock`` and ``sleep``.
+
+Gates (each a :class:`GateResult` with its numbers):
+
+- ``approved`` (protected environments, i.e. production): the candidate is approved (for a
+  rollback: the target is not rejected);
+- ``metric:<name>`` per ``[[models.<m>.gates]]``, champion/challenger as MLflow's
+  ``MetricThreshold``: with ``greater_is_better`` the candidate must reach ``threshold``,
+  ``candidate - champion >= min_absolute_change`` and
+  ``(candidate - champion) / |champion| >= min_relative_change`` (mirrored when lower is better;
+  a champion of 0 falls back to "strictly better"). A missing candidate metric fails; no
+  champion (or a champion without the metric) passes with a note. Not applied to rollbacks;
+- ``healthy``: the environment's endpoints are not DOWN and not over their critical error
+  ratio / p95 thresholds (promotions only: a rollback is usually the cure for an unhealthy
+  environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from core import paths
+from core.config import ConfigError, GateConfig, HookConfig, Settings, Thresholds
+from core.errors import ConflictError, GateError, RegistryError
+from core.registry import PROTECTED_ENVIRONMENTS, AliasChange, Registry, Version, current_actor, utcnow
+from core.retrain import (
+    clean_line,
+    config_file,
+    hook_cwd,
+    hook_env,
+    json_body,
+    kill_group,
+    render_argv,
+    webhook_headers,
+)
+
+# ReleaseOutcome.status
+RELEASED = "released"  # alias moved, hook ran, verified and baked (or verification skipped: see notes)
+BLOCKED = "blocked"  # a gate failed and it was not forced: nothing was written
+HOOK_FAILED = "hook_failed"  # the deploy hook failed: the alias move was undone
+ROLLED_BACK = "rolled_back"  # verification or baking failed: rolled back automatically
+UNVERIFIED = "unverified"  # a rollback whose endpoints did not come to the version in time
+UNDO_FAILED = "undo_failed"  # something failed and the alias could not be put back
+
+DOWN_POLLS = 2  # consecutive DOWN polls during baking that fail it
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str  # approved | metric:<name> | healthy
+    passed: bool
+    detail: str  # one line with the numbers
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, **dict(self.data)}
+
+
+@dataclass(frozen=True)
+class ReleaseEvent:
+    """One step of a release, for a live view. ``stage``: plan, gates, alias, hook, verify,
+    bake, rollback, done. ``level``: info, progress, output (a hook's output line), warning,
+    error, success."""
+
+    stage: str
+    message: str
+    level: str = "info"
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "message": self.message, "level": self.level, "data": dict(self.data),
+                "at": self.at}
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What a promote or rollback will do; built by :func:`plan`, which only reads."""
+
+    settings: Settings
+    model: str
+    environment: str
+    action: str  # promote | rollback
+    from_version: int | None  # what holds the environment now (the CAS expectation)
+    to_version: int
+    candidate: Version
+    gates: tuple[GateResult, ...]
+    endpoints: tuple[str, ...]  # the environment's configured endpoints
+    verify_timeout: float
+    bake_seconds: float
+    deploy: tuple[str, ...] = ()  # what the deploy hook will run, in words
+    notes: tuple[str, ...] = ()
+    expect: int | str | None = "plan"  # "plan": from_version; else an explicit --expect
+
+    @property
+    def failed_gates(self) -> tuple[GateResult, ...]:
+        return tuple(g for g in self.gates if not g.passed)
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.failed_gates)
+
+    @property
+    def protected(self) -> bool:
+        return self.environment in PROTECTED_ENVIRONMENTS
+
+    @property
+    def confirm(self) -> str | None:
+        """Text the user must type to confirm (the model name) for a protected environment."""
+        return self.model if self.protected else None
+
+    @property
+    def cas_expect(self) -> int | str | None:
+        return self.from_version if self.expect == "plan" else self.expect
+
+    def summary(self) -> str:
+        before = "unset" if self.from_version is None else f"version {self.from_version}"
+        verb = "promote" if self.action == "promote" else "roll back"
+        return f"{verb} {self.model} {self.environment}: {before} -> version {self.to_version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "environment": self.environment, "action": self.action,
+                "from_version": self.from_version, "to_version": self.to_version,
+                "gates": [g.as_dict() for g in self.gates], "blocked": self.blocked,
+                "confirm": self.confirm, "endpoints": list(self.endpoints),
+                "verify_timeout": self.verify_timeout, "bake_seconds": self.bake_seconds,
+                "deploy": list(self.deploy), "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    status: str  # released | blocked | hook_failed | rolled_back | unverified | undo_failed
+    plan: ReleasePlan
+    message: str  # one line: what happened
+    change: AliasChange | None = None  # the alias move
+    undo: AliasChange | None = None  # the move that undid it (hook failure, automatic rollback)
+    forced: bool = False
+    verified: bool | None = None  # None: not checked (no endpoints, --no-verify)
+    baked: bool | None = None
+    log_path: str | None = None  # the deploy hook's output
+    events: tuple[ReleaseEvent, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RELEASED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "ok": self.ok, "message": self.message,
+                "plan": self.plan.as_dict(), "forced": self.forced,
+                "change": self.change.as_dict() if self.change else None,
+                "undo": self.undo.as_dict() if self.undo else None,
+                "verified": self.verified, "baked": self.baked, "log_path": self.log_path,
+                "events": [e.as_dict() for e in self.events]}
+
+
+class ReleaseStopped(Exception):
+    """Raised inside the watch loop when ``stop_event`` is set."""
+
+
+# ---------------------------------------------------------------------------------------------
+# gates
+
+
+def evaluate_metric_gate(gate: GateConfig, candidate: Mapping[str, Any], champion: Mapping[str, Any] | None,
+                         champion_version: int | None = None) -> GateResult:
+    """One champion/challenger gate with MLflow ``MetricThreshold`` semantics."""
+    m = gate.metric
+    name = f"metric:{m}"
+    better = gate.greater_is_better
+    data: dict[str, Any] = {"metric": m, "greater_is_better": better, "threshold": gate.threshold,
+                            "min_absolute_change": gate.min_absolute_change,
+                            "min_relative_change": gate.min_relative_change,
+                            "champion_version": champion_version}
+    cand = _number(candidate.get(m))
+    data["candidate"] = cand
+    if cand is None:
+        return GateResult(name, False, f"{m}: the candidate has no {m} metric", data)
+    parts: list[str] = []
+    failed: list[str] = []
+    if gate.threshold is not None:
+        ok = _ge(cand, gate.threshold) if better else _ge(gate.threshold, cand)
+        parts.append(f"{_n(cand)} {'>=' if better else '<='} threshold {_n(gate.threshold)}"
+                     if ok else f"{_n(cand)} {'<' if better else '>'} threshold {_n(gate.threshold)}")
+        if not ok:
+            failed.append("threshold")
+    wants_compare = gate.min_absolute_change is not None or gate.min_relative_change is not None
+    champ = _number(champion.get(m)) if champion is not None else None
+    data["champion"] = champ
+    if wants_compare:
+        if champion is None:
+            parts.append("no champion to compare with (passes)")
+        elif champ is None:
+            parts.append(f"the champion (version {champion_version}) has no {m} (comparison skipped)")
+        else:
+            change = cand - champ if better else champ - cand  # improvement, in the better direction
+            data["absolute_change"] = cand - champ
+            vs = f"vs champion {_n(champ)} (v{champion_version})"
+            if gate.min_absolute_change is not None:
+                ok = _ge(change, gate.min_absolute_change)
+                parts.append(f"{_n(cand)} {vs}: improvement {_n(change)} "
+                             f"{'>=' if ok else '<'} min {_n(gate.min_absolute_change)}")
+                if not ok:
+                    failed.append("min_absolute_change")
+            if gate.min_relative_change is not None:
+                if champ == 0:
+                    ok = change > 0
+                    data["relative_change"] = None
+                    parts.append(f"{_n(cand)} {vs}: champion is 0, so it must simply be better "
+                                 f"({'it is' if ok else 'it is not'})")
+                else:
+                    rel = change / abs(champ)
+                    data["relative_change"] = rel
+                    ok = _ge(rel, gate.min_relative_change)
+                    parts.append(f"{_n(cand)} {vs}: relative improvement {rel * 100:+.2f}% "
+                                 f"{'>=' if ok else '<'} min {gate.min_relative_change * 100:+.2f}%")
+                if not ok:
+                    failed.append("min_relative_change")
+    data["failed"] = failed
+    return GateResult(name, not failed, f"{m}: " + "; ".join(parts), data)
+
+
+def _ge(a: float, b: float) -> bool:
+    """a >= b, forgiving float rounding at the boundary (0.84 vs 0.8 is +5%, not +4.99999%)."""
+    return a >= b - 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
+
+
+def _n(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}"
+
+
+def _approval_gate(model: str, version: Version, environment: str, action: str) -> GateResult:
+    data = {"approval": version.approval, "approved_by": version.approval_by}
+    if action == "promote":
+        if version.approval == "approved":
+            by = f" by {version.approval_by}" if version.approval_by else ""
+            return GateResult("approved", True, f"version {version.version} is approved{by}", data)
+        return GateResult("approved", False, f"{model} version {version.version} is {version.approval}, not "
+                          f"approved; only an approved version can be promoted to {environment}", data)
+    if version.approval == "rejected":
+        return GateResult("approved", False, f"{model} version {version.version} was rejected; rolling "
+                          f"{environment} back to it needs --force", data)
+    return GateResult("approved", True, f"version {version.version} is {version.approval} (not rejected)", data)
+
+
+def health_gate(settings: Settings, model: str, environment: str, snapshots: Iterable[Any] | None) -> GateResult:
+    """The environment's endpoints are up (not DOWN, not PENDING) and under their critical
+    error-ratio and p95 thresholds, judged from ``snapshots`` (EndpointSnapshot values)."""
+    eps = settings.endpoints_for(model, environment)
+    if not eps:
+        return GateResult("healthy", True, f"no endpoints configured for {model} in {environment}: not "
+                          f"checked", {"endpoints": []})
+    by_name = {getattr(s, "endpoint", None): s for s in (snapshots or ())}
+    problems, fine = [], []
+    rows = []
+    for ep in eps:
+        s = by_name.get(ep.name)
+        if s is None:
+            problems.append(f"{ep.name}: no snapshot")
+            rows.append({"endpoint": ep.name, "status": None})
+            continue
+        bad = _critical(s, ep.thresholds)
+        status = getattr(s, "status", "")
+        rows.append({"endpoint": ep.name, "status": status, "served_version": getattr(s, "served_version", None),
+                     "error_ratio": getattr(s, "error_ratio", None),
+                     "latency_p95_ms": getattr(s, "latency_p95_ms", None)})
+        if status in ("DOWN", "PENDING"):
+            problems.append(f"{ep.name} is {status.lower()}: {getattr(s, 'reason', '')}".rstrip(": "))
+        elif bad:
+            problems.append(f"{ep.name}: {bad}")
+        else:
+            fine.append(f"{ep.name} {status.lower()}")
+    if problems:
+        return GateResult("healthy", False, "; ".join(problems), {"endpoints": rows})
+    return GateResult("healthy", True, ", ".join(fine), {"endpoints": rows})
+
+
+def _critical(s: Any, th: Thresholds) -> str | None:
+    er = getattr(s, "error_ratio", None)
+    p95 = getattr(s, "latency_p95_ms", None)
+    if er is not None and er >= th.error_ratio_crit:
+        return f"error ratio {er * 100:.1f}% >= {th.error_ratio_crit * 100:.1f}%"
+    if p95 is not None and p95 >= th.p95_ms_crit:
+        return f"p95 latency {p95:.0f} ms >= {th.p95_ms_crit:.0f} ms"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+
+
+def plan(settings: Settings, registry: Registry, model: str, version: int | None, environment: str, *,
+         action: str = "promote", to: int | None = None, snapshots: Iterable[Any] | Mapping[str, Any] | None = None,
+         expect: int | str | None = "plan", check_health: bool = True) -> ReleasePlan:
+    """What a promote (``version``) or rollback (``to``, default the previous holder) of
+    ``environment`` will do, with its gates evaluated. Reads only. Without ``snapshots`` (the
+    caller's latest EndpointSnapshots, a list or a name->snapshot mapping) the environment's
+    endpoints are polled once (this runs an event loop: call it from a thread, not from
+    inside a running loop). Unknown model/version and impossible rollbacks raise
+    RegistryError subclasses with the registry's wording."""
+    if action not in ("promote", "rollback"):
+        raise RegistryError(f"unknown release action {action!r}")
+    registry.model(model)  # unknown model -> NotFoundError naming it
+    current = registry.alias(model, environment)
+    if action == "rollback":
+        if current is None:
+            raise RegistryError(f"{model} has nothing in {environment} to roll back")
+        target = to if to is not None else version
+        if target is None:
+            target = registry.rollback_target(model, environment)
+            if target is None:
+                raise RegistryError(f"{environment} of {model} has no earlier version to roll back to (it "
+                                    f"only ever held {current}); use --to N")
+    else:
+        if version is None:
+            raise RegistryError("which version? (promote MODEL VERSION)")
+        target = version
+    candidate = registry.version(model, int(target))
+    if current == candidate.version:
+        raise ConflictError(f"{environment} of {model} already holds version {candidate.version}")
+    mc = settings.model(model)
+    gates: list[GateResult] = []
+    notes: list[str] = []
+    if environment in PROTECTED_ENVIRONMENTS:
+        gates.append(_approval_gate(model, candidate, environment, action))
+    if action == "promote":
+        champion = registry.version(model, current) if current is not None else None
+        for g in mc.gates:
+            gates.append(evaluate_metric_gate(g, candidate.metrics, champion.metrics if champion else None,
+                                              current))
+        if check_health:
+            snaps = _snapshot_list(snapshots)
+            eps = settings.endpoints_for(model, environment)
+            if eps and (snaps is None or _missing(eps, snaps)):
+                snaps = poll_endpoints_once(settings, [e.name for e in eps])
+            gates.append(health_gate(settings, model, environment, snaps))
+    elif mc.gates:
+        notes.append("metric gates do not apply to a rollback")
+    eps = tuple(e.name for e in settings.endpoints_for(model, environment))
+    if not eps:
+        why = "no config file" if settings.path is None else f"no endpoints for {model} in {environment}"
+        notes.append(f"{why}: rollout verification and baking are skipped")
+    return ReleasePlan(settings=settings, model=model, environment=environment, action=action,
+                       from_version=current, to_version=candidate.version, candidate=candidate,
+                       gates=tuple(gates), endpoints=eps, verify_timeout=mc.verify_timeout,
+                       bake_seconds=mc.bake_seconds if action == "promote" else 0.0,
+                       deploy=_describe_hook(mc.deploy), notes=tuple(notes), expect=expect)
+
+
+def _snapshot_list(snapshots: Iterable[Any] | Mapping[str, Any] | None) -> list[Any] | None:
+    if snapshots is None:
+        return None
+    if isinstance(snapshots, Mapping):
+        return list(snapshots.values())
+    return list(snapshots)
+
+
+def _missing(eps: Sequence[Any], snaps: Sequence[Any]) -> bool:
+    have = {getattr(s, "endpoint", None): getattr(s, "status", None) for s in snaps}
+    return any(have.get(e.name) in (None, "PENDING") for e in eps)
+
+
+def _describe_hook(hook: HookConfig | None) -> tuple[str, ...]:
+    if hook is None:
+        return ()
+    out = []
+    if hook.command:
+        out.append("run " + shlex.join(hook.command))
+    if hook.webhook:
+        out.append(f"POST {hook.webhook.url}" + (" (signed)" if hook.webhook.secret else ""))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# endpoint polling
+
+
+class EndpointWatch:
+    """Polls a few endpoints with :class:`core.poller.Poller` on a private event loop, from a
+    plain thread: ``watch()`` returns the snapshots of one poll cycle."""
+
+    def __init__(self, settings: Settings, names: Sequence[str]) -> None:
+        from core.poller import Poller
+
+        eps = tuple(e for e in settings.endpoints if e.name in set(names))
+        self.settings = replace(settings, endpoints=eps, poll=replace(settings.poll, store_interval=0.0))
+        self._loop = asyncio.new_event_loop()
+        self._poller = Poller(self.settings, registry_path=settings.registry, source="release")
+
+    def __call__(self) -> list[Any]:
+        return self._loop.run_until_complete(self._poller.poll_once())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(self._poller.aclose())
+        self._loop.close()
+
+
+def poll_endpoints_once(settings: Settings, names: Sequence[str]) -> list[Any]:
+    watch = EndpointWatch(settings, names)
+    try:
+        return watch()
+    finally:
+        watch.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# execute
+
+
+class _Run:
+    """The state of one execute(): events, the registry, the clock."""
+
+    def __init__(self, plan: ReleasePlan, reg: Registry, actor: str, reason: str,
+                 on_event: Callable[[ReleaseEvent], None] | None, stop_event: threading.Event | None,
+                 clock: Callable[[], float], sleep: Callable[[float], bool] | None) -> None:
+        self.plan = plan
+        self.reg = reg
+        self.actor = actor
+        self.reason = reason
+        self.on_event = on_event
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        self._sleep = sleep
+        self.events: list[ReleaseEvent] = []
+        self.log_path: Path | None = None
+
+    def emit(self, stage: str, message: str, level: str = "info", **data: Any) -> None:
+        ev = ReleaseEvent(stage, message, level, data)
+        self.events.append(ev)
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:
+                self.on_event = None  # a broken view must not break a release
+
+    def sleep(self, seconds: float) -> None:
+        stopped = self._sleep(seconds) if self._sleep is not None else self.stop_event.wait(seconds)
+        if stopped or self.stop_event.is_set():
+            raise ReleaseStopped("stopped by the user")
+
+
+def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str | None = None,
+            on_event: Callable[[ReleaseEvent], None] | None = None, stop_event: threading.Event | None = None,
+            verify: bool = True, registry: Registry | None = None,
+            poll: Callable[[], Sequence[Any]] | None = None, clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], bool] | None = None, interval: float | None = None) -> ReleaseOutcome:
+    """Carry out ``plan``: gates -> compare-and-set alias move (gate results in the audit
+    entry) -> deploy hook -> rollout verification -> baking, rolling back automatically when
+    the hook, the verification or the baking fails. See the module docstring.
+
+    ``force`` releases despite failed gates (the audit entry says ``forced`` and lists them).
+    ``verify=False`` skips verification and baking. Registry refusals that mean "nothing was
+    written" (a conflict: someone moved the alias since the plan; a missing reason) raise.
+    ``poll()`` returns the current EndpointSnapshots (default: a Poller), ``clock()`` is
+    monotonic seconds, ``sleep(s)`` waits and returns True to stop; ``interval`` is the time
+    between polls (default ``poll.interval``)."""
+    if not reason or not reason.strip():
+        raise RegistryError(f"a reason is required to {plan.action} (--reason)")
+    actor = actor or current_actor()
+    own = registry is None
+    reg = registry if registry is not None else Registry(plan.settings.registry, create=False)
+    run = _Run(plan, reg, actor, reason, on_event, stop_event, clock, sleep)
+    try:
+        return _execute(run, force=force, verify=verify, poll=poll, interval=interval)
+    finally:
+        if own:
+            reg.close()
+
+
+def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequence[Any]] | None,
+             interval: float | None) -> ReleaseOutcome:
+    p = run.plan
+    reg = run.reg
+    run.emit("plan", p.summary())
+    for g in p.gates:
+        run.emit("gates", f"{'PASS' if g.passed else 'FAIL'} {g.name}: {g.detail}",
+                 "info" if g.passed else ("warning" if force else "error"), gate=g.as_dict())
+    failed = p.failed_gates
+    if failed and not force:
+        names = ", ".join(g.name for g in failed)
+        msg = f"blocked by {len(failed)} gate(s) ({names}): {failed[0].detail}; nothing was changed"
+        run.emit("done", msg, "error")
+        return _outcome(run, BLOCKED, msg)
+    forced = bool(failed) and force
+    details: dict[str, Any] = {"gates": [g.as_dict() for g in p.gates]}
+    if forced:
+        details["forced_gates"] = [g.name for g in failed]
+        run.emit("gates", f"forced past {len(failed)} failed gate(s): "
+                 f"{', '.join(g.name for g in failed)} (recorded in the audit log)", "warning")
+    # 1. the alias move (compare-and-set against what the plan saw)
+    if p.action == "promote":
+        change = reg.promote(p.model, p.to_version, p.environment, run.reason, expect=p.cas_expect,
+                             actor=run.actor, force=forced, details=details)
+    else:
+        change = reg.rollback(p.model, p.environment, run.reason, to=p.to_version, expect=p.cas_expect,
+                              actor=run.actor, force=forced, details=details)
+    before = "unset" if change.from_version is None else f"version {change.from_version}"
+    verb = "promoted" if p.action == "promote" else "rolled back"
+    run.emit("alias", f"{verb} {p.model} {p.environment}: {before} -> version {change.to_version}"
+             + (" (forced)" if forced else ""), "success", change=change.as_dict())
+    previous = change.from_version
+    # 2. the deploy hook
+    hook = p.settings.model(p.model).deploy
+    if hook is not None:
+        err = _run_deploy_hook(run, hook, p.action, change.to_version, previous, forced=forced)
+        if err is not None:
+            undo, why = _undo(run, change, stage="deploy", why=f"deploy hook failed: {err}")
+            if undo is None:
+                msg = f"deploy hook failed ({err}); {why}"
+                run.emit("done", msg, "error")
+                return _outcome(run, UNDO_FAILED, msg, change=change, forced=forced)
+            msg = f"deploy hook failed ({err}); the alias was put back to version {undo.to_version}"
+            run.emit("done", msg, "error")
+            return _outcome(run, HOOK_FAILED, msg, change=change, undo=undo, forced=forced)
+    # 3. verification and baking
+    if not verify:
+        msg = f"{change_text(change)}; verification skipped (--no-verify)"
+        run.emit("done", msg, "success")
+        return _outcome(run, RELEASED, msg, change=change, forced=forced)
+    if not p.endpoints:
+        msg = f"{change_text(change)}; {p.notes[-1] if p.notes else 'no endpoints to verify'}"
+        run.emit("verify", "no endpoints to verify: skipping verification and baking", "warning")
+        run.emit("done", msg, "success")
+        return _outcome(run, RELEASED, msg, change=change, forced=forced)
+    watch = None
+    if poll is None:
+        watch = EndpointWatch(p.settings, p.endpoints)
+        poll = watch
+    every = interval if interval is not None else p.settings.poll.interval
+    stage = "verify"
+    try:
+        try:
+            verified_at_wall = time.time()
+            problem = _verify(run, poll, change.to_version, every)
+            if problem is None:
+                stage = "bake"
+                problem = _bake(run, poll, change.to_version, every, since=verified_at_wall)
+        except ReleaseStopped as e:
+            problem = str(e)
+        except KeyboardInterrupt:
+            problem = "interrupted"
+            _abort(run, change, stage, problem, hook, forced)
+            raise
+    finally:
+        if watch is not None:
+            watch.close()
+    if problem is None:
+        msg = (f"{change_text(change)}; verified" + (f" and baked {_secs(p.bake_seconds)}" if p.bake_seconds else ""))
+        run.emit("done", msg, "success")
+        return _outcome(run, RELEASED, msg, change=change, forced=forced, verified=True,
+                        baked=True if p.bake_seconds else None)
+    if p.action == "rollback":
+        msg = f"rolled back the alias, but {problem}; not undoing a rollback automatically"
+        run.emit("done", msg, "error")
+        return _outcome(run, UNVERIFIED, msg, change=change, forced=forced, verified=False)
+    return _abort(run, change, stage, problem, hook, forced)
+
+
+def _abort(run: _Run, change: AliasChange, stage: str, problem: str, hook: HookConfig | None,
+           forced: bool) -> ReleaseOutcome:
+    """Verification or baking failed: roll back, redeploy the previous version, record why."""
+    what = "verification" if stage == "verify" else "baking"
+    undo, why = _undo(run, change, stage=stage, why=f"{what} failed: {problem}")
+    if undo is None:
+        msg = f"{what} failed ({problem}); {why}"
+        run.emit("done", msg, "error")
+        return _outcome(run, UNDO_FAILED, msg, change=change, forced=forced, verified=stage != "verify",
+                        baked=False if stage == "bake" else None)
+    if hook is not None:
+        err = _run_deploy_hook(run, hook, "rollback", undo.to_version, change.to_version, forced=False,
+                               automatic=True)
+        if err is not None:
+            run.emit("rollback", f"the deploy hook for the rollback failed too: {err}; check the endpoints",
+                     "error")
+    msg = (f"{what} failed ({problem}); rolled back {change.model} {change.environment} to version "
+           f"{undo.to_version} automatically")
+    run.emit("done", msg, "error", automatic=True)
+    return _outcome(run, ROLLED_BACK, msg, change=change, undo=undo, forced=forced,
+                    verified=stage != "verify", baked=False if stage == "bake" else None)
+
+
+def change_text(change: AliasChange) -> str:
+    before = "unset" if change.from_version is None else f"version {change.from_version}"
+    verb = "promoted" if change.action == "promote" else "rolled back"
+    return f"{verb} {change.model} {change.environment}: {before} -> version {change.to_version}"
+
+
+def _outcome(run: _Run, status: str, message: str, **kw: Any) -> ReleaseOutcome:
+    return ReleaseOutcome(status=status, plan=run.plan, message=message,
+                          log_path=str(run.log_path) if run.log_path else None, events=tuple(run.events), **kw)
+
+
+def _undo(run: _Run, change: AliasChange, *, stage: str, why: str) -> tuple[AliasChange | None, str]:
+    """Put the alias back where it was before ``change``, compare-and-set (only if it still
+    holds what we put there). Returns (the undoing change, "") or (None, why not)."""
+    p = run.plan
+    reg = run.reg
+    prev = change.from_version
+    if prev is None:
+        text = (f"{p.environment} of {p.model} held no version before, and the registry cannot unset an "
+                f"alias: it stays at version {change.to_version}; roll it by hand")
+        run.emit("rollback", text, "error")
+        return None, text
+    details = {"automatic": True, "stage": stage, "failed": why, "undoes": change.to_version}
+    reason = f"automatic: {why}"
+    run.emit("rollback", f"{why}; putting {p.environment} back to version {prev}", "warning")
+    for force in (False, True):
+        try:
+            if change.action == "promote":
+                undo = reg.rollback(p.model, p.environment, reason, to=prev, expect=change.to_version,
+                                    actor=run.actor, force=force, details=details)
+            else:
+                undo = reg.promote(p.model, prev, p.environment, reason, expect=change.to_version,
+                                   actor=run.actor, force=force, details=details)
+        except GateError:
+            if force:
+                raise
+            continue  # the previous version was rejected meanwhile: undoing still must happen
+        except ConflictError as e:
+            text = f"not rolled back: {e}"
+            run.emit("rollback", text, "error")
+            return None, text
+        run.emit("rollback", f"{p.environment} of {p.model} is back at version {undo.to_version}", "warning",
+                 change=undo.as_dict())
+        return undo, ""
+    raise AssertionError("unreachable")
+
+
+# -- deploy hook --------------------------------------------------------------------------------
+
+
+def release_log_path(model: str, environment: str, version: int, registry: str | os.PathLike[str]) -> Path:
+    from core.retrain import job_log_path
+
+    folder = job_log_path(0, registry).parent.name
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model}-{environment}-v{version}")
+    return paths.state_dir() / "releases" / folder / f"{safe}-{stamp}.log"
+
+
+def _run_deploy_hook(run: _Run, hook: HookConfig, action: str, version: int, previous: int | None, *,
+                     forced: bool, automatic: bool = False) -> str | None:
+    """Run the deploy hook (command, then webhook). Returns None on success, else why not."""
+    p = run.plan
+    s = p.settings
+    artifact = p.candidate.artifact if version == p.candidate.version else run.reg.version(p.model, version).artifact
+    fields = {"model": p.model, "version": version, "environment": p.environment,
+              "previous": "" if previous is None else previous, "action": action, "artifact": artifact,
+              "registry": str(Path(s.registry).resolve()), "config": config_file(s),
+              "python": sys.executable, "actor": run.actor}
+    if run.log_path is None:
+        run.log_path = release_log_path(p.model, p.environment, version, s.registry)
+        run.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(run.log_path, "a", encoding="utf-8", errors="replace") as log:
+        def out(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+            run.emit("hook", line, "output")
+
+        out(f"# {utcnow()} deploy {p.model} version {version} to {p.environment} ({action}"
+            f"{', automatic' if automatic else ''}, by {run.actor})")
+        if hook.command:
+            err = _deploy_command(run, hook, fields, out)
+            if err is not None:
+                out(f"# failed: {err}")
+                return err
+        if hook.webhook:
+            err = _deploy_webhook(run, hook, fields, out, forced=forced, automatic=automatic)
+            if err is not None:
+                out(f"# failed: {err}")
+                return err
+        out("# deploy hook succeeded")
+    run.emit("hook", f"deploy hook succeeded (log: {run.log_path})", "success")
+    return None
+
+
+def _deploy_command(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out: Callable[[str], None]) -> str | None:
+    assert hook.command is not None
+    argv = render_argv(hook.command, fields)
+    env = hook_env({"MODELDECK_MODEL": fields["model"], "MODELDECK_VERSION": fields["version"],
+                    "MODELDECK_ENVIRONMENT": fields["environment"], "MODELDECK_PREVIOUS": fields["previous"],
+                    "MODELDECK_ACTION": fields["action"], "MODELDECK_ARTIFACT": fields["artifact"],
+                    "MODELDECK_REGISTRY": fields["registry"], "MODELDECK_CONFIG": fields["config"] or None})
+    run.emit("hook", "running deploy hook: " + shlex.join(argv), "progress")
+    out("$ " + shlex.join(argv))
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, cwd=hook_cwd(run.plan.settings), start_new_session=True)
+    except FileNotFoundError:
+        return f"command not found: {argv[0]}"
+    except OSError as e:
+        return f"cannot run {argv[0]}: {e.strerror or e}"
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        if proc.poll() is None:
+            timed_out.set()
+            kill_group(proc.pid, 5.0, is_alive=lambda: proc.poll() is None)
+
+    timer = threading.Timer(hook.timeout, on_timeout)
+    timer.daemon = True
+    timer.start()
+    last = ""
+    try:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = clean_line(raw)
+            if line.strip():
+                last = line.strip()
+            out(line)
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if timed_out.is_set():
+        return f"timed out after {_secs(hook.timeout)}"
+    if rc != 0:
+        why = f"exit status {rc}" if rc > 0 else f"killed by signal {-rc}"
+        return f"{why}: {last[:160]}" if last else why
+    return None
+
+
+def _deploy_webhook(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out: Callable[[str], None], *,
+                    forced: bool, automatic: bool) -> str | None:
+    import httpx
+
+    w = hook.webhook
+    assert w is not None
+    payload = {"event": "deploy", "action": fields["action"], "model": fields["model"],
+               "version": fields["version"], "environment": fields["environment"],
+               "previous": fields["previous"] if fields["previous"] != "" else None,
+               "artifact": fields["artifact"], "actor": run.actor, "reason": run.reason, "forced": forced,
+               "automatic": automatic, "sent_at": utcnow()}
+    body = json_body(payload)
+    try:
+        headers = webhook_headers(w, body, f"models.{fields['model']}.deploy.webhook")
+    except ConfigError as e:
+        return str(e)
+    run.emit("hook", f"POST {w.url}", "progress")
+    out(f"POST {w.url}")
+    try:
+        with httpx.Client(timeout=w.timeout, follow_redirects=False) as client:
+            r = client.post(w.url, content=body, headers=headers)
+    except httpx.TimeoutException:
+        return f"webhook {w.url}: timed out after {_secs(w.timeout)}"
+    except httpx.HTTPError as e:
+        return f"webhook {w.url}: {type(e).__name__}: {e}"
+    text = " ".join(r.text[:300].split())
+    out(f"-> HTTP {r.status_code} {text}".rstrip())
+    if not r.is_success:
+        return f"webhook {w.url} answered HTTP {r.status_code}" + (f": {text[:120]}" if text else "")
+    return None
+
+
+# -- verification and baking ---------------------------------------------------------------------
+
+
+def _serves(s: Any, version: str) -> bool:
+    return getattr(s, "served_version", None) == version or version in (getattr(s, "served_versions", ()) or ())
+
+
+def _verify(run: _Run, poll: Callable[[], Sequence[Any]], version: int, every: float) -> str | None:
+    """Wait until every endpoint serves ``version``; None when they do, else why not."""
+    p = run.plan
+    want = str(version)
+    deadline = run.clock() + p.verify_timeout
+    run.emit("verify", f"waiting up to {_secs(p.verify_timeout)} for {', '.join(p.endpoints)} to serve "
+             f"version {want}", "progress")
+    last: dict[str, str] = {}
+    while True:
+        snaps = {getattr(s, "endpoint", None): s for s in poll()}
+        waiting = []
+        for name in p.endpoints:
+            s = snaps.get(name)
+            if s is None:
+                state = "no answer"
+            elif getattr(s, "status", "") == "DOWN":
+                state = f"down ({getattr(s, 'reason', '')})"
+            elif _serves(s, want):
+                state = "ok"
+            else:
+                served = getattr(s, "served_version", None)
+                state = f"serves version {served}" if served else "serves an unknown version"
+            if last.get(name) != state:
+                last[name] = state
+                if state == "ok":
+                    run.emit("verify", f"{name} serves version {want}", "progress", endpoint=name)
+                else:
+                    run.emit("verify", f"{name}: {state}; waiting for version {want}", "progress", endpoint=name)
+            if state != "ok":
+                waiting.append(f"{name} {state}")
+        if not waiting:
+            run.emit("verify", f"all {len(p.endpoints)} endpoint(s) serve version {want}", "success")
+            return None
+        if run.clock() >= deadline:
+            return f"after {_secs(p.verify_timeout)}: " + "; ".join(waiting)
+        run.sleep(max(0.0, min(every, deadline - run.clock())))
+
+
+def _bake(run: _Run, poll: Callable[[], Sequence[Any]], version: int, every: float, since: float) -> str | None:
+    """Watch the endpoints for ``bake_seconds``; None when they stayed healthy, else why not."""
+    p = run.plan
+    if p.bake_seconds <= 0:
+        return None
+    want = str(version)
+    thresholds = {e.name: e.thresholds for e in p.settings.endpoints if e.name in p.endpoints}
+    start = run.clock()
+    end = start + p.bake_seconds
+    run.emit("bake", f"baking for {_secs(p.bake_seconds)}: watching error ratio, p95 latency and drift",
+             "progress")
+    downs: dict[str, int] = {}
+    warned: set[tuple[str, str]] = set()
+    next_note = start + max(every, p.bake_seconds / 4)
+    while True:
+        run.sleep(max(0.0, min(every, end - run.clock())))
+        snaps = {getattr(s, "endpoint", None): s for s in poll()}
+        for name in p.endpoints:
+            s = snaps.get(name)
+            if s is None:
+                continue
+            th = thresholds.get(name, p.settings.thresholds)
+            status = getattr(s, "status", "")
+            if status == "DOWN":
+                downs[name] = downs.get(name, 0) + 1
+                if downs[name] >= DOWN_POLLS:
+                    return f"{name} is down: {getattr(s, 'reason', '')}".rstrip(": ")
+                continue
+            downs[name] = 0
+            if not _serves(s, want):
+                return f"{name} serves version {getattr(s, 'served_version', None)}, not {want}"
+            bad = _critical(s, th)
+            if bad:
+                return f"{name}: {bad}"
+            drift = getattr(s, "drift", None)
+            if (drift is not None and getattr(drift, "dataset_drift", False)
+                    and getattr(drift, "version", None) == want and getattr(drift, "computed_at", 0) >= since):
+                return (f"{name}: dataset drift on version {want} ({getattr(drift, 'n_drifted', '?')} of "
+                        f"{getattr(drift, 'n_columns', '?')} columns)")
+            for key, text in _warnings(s, th):
+                if (name, key) not in warned:
+                    warned.add((name, key))
+                    run.emit("bake", f"{name}: {text}", "warning", endpoint=name)
+        now = run.clock()
+        if now >= end:
+            run.emit("bake", f"baked {_secs(p.bake_seconds)} without trouble", "success")
+            return None
+        if now >= next_note:
+            next_note = now + max(every, p.bake_seconds / 4)
+            run.emit("bake", f"baking: {_secs(end - now)} left; {_bake_line(snaps, p.endpoints)}", "progress")
+
+
+def _warnings(s: Any, th: Thresholds) -> list[tuple[str, str]]:
+    out = []
+    er = getattr(s, "error_ratio", None)
+    p95 = getattr(s, "latency_p95_ms", None)
+    if er is not None and er > th.error_ratio_warn:
+        out.append(("error", f"error ratio {er * 100:.1f}% over the warning level {th.error_ratio_warn * 100:.1f}%"))
+    if p95 is not None and p95 > th.p95_ms_warn:
+        out.append(("p95", f"p95 latency {p95:.0f} ms over the warning level {th.p95_ms_warn:.0f} ms"))
+    return out
+
+
+def _bake_line(snaps: Mapping[Any, Any], names: Sequence[str]) -> str:
+    parts = []
+    for n in names:
+        s = snaps.get(n)
+        if s is None:
+            continue
+        er = getattr(s, "error_ratio", None)
+        p95 = getattr(s, "latency_p95_ms", None)
+        parts.append(f"{n} errors {'-' if er is None else f'{er * 100:.1f}%'}, p95 "
+                     f"{'-' if p95 is None else f'{p95:.0f} ms'}")
+    return "; ".join(parts) or "no readings yet"
+
+
+def _secs(s: float) -> str:
+    if s >= 120:
+        return f"{s / 60:.1f} min"
+    return f"{s:.0f} s" if s >= 10 or s == int(s) else f"{s:.1f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line face (modeldeck promote / rollback)
+
+
+def cli_release(settings: Settings, *, action: str, model: str, version: int | None, environment: str,
+                reason: str, to: int | None = None, expect: int | str | None = "plan", force: bool = False,
+                verify: bool = True, as_json: bool = False, out: Any = None, err: Any = None) -> int:
+    """``modeldeck promote`` / ``rollback``: print the plan, the gates and the progress as it
+    happens; exit 0 when released, 1 when a gate blocked it or it was rolled back / could not
+    be verified, and raise (exit 2) for bad input. A block by the approval rule alone is the
+    registry's own refusal (an unapproved version to production): raised as GateError, exit 2."""
+    from core.textfmt import one_line
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    progress = err if as_json else out
+    if not reason or not reason.strip():
+        raise RegistryError(f"a reason is required to {action} (--reason)")
+    with Registry(settings.registry, create=False) as reg:
+        p = plan(settings, reg, model, version, environment, action=action, to=to, expect=expect)
+        failed = p.failed_gates
+        if failed and not force and all(g.name == "approved" for g in failed):
+            raise GateError(f"{failed[0].detail}; nothing was changed (--force releases anyway, audited)")
+        for note in p.notes:
+            print(f"note: {note}", file=progress, flush=True)
+
+        def show(ev: ReleaseEvent) -> None:
+            if ev.stage == "done":
+                return
+            text = one_line(ev.message, 400)
+            line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
+            print(line, file=progress, flush=True)
+
+        outcome = execute(p, reason=reason, force=force, on_event=show, verify=verify, registry=reg)
+    if as_json:
+        print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
+    if outcome.ok:
+        if not as_json:
+            print(outcome.message, file=out)
+        return 0
+    print(f"modeldeck: {one_line(outcome.message, 400)}", file=err)
+    return 1
