@@ -26,7 +26,8 @@ by position).  JSON payloads may be a record, a list of records or of rows, ``{"
 Open Inference Protocol v2 tensors.  Outputs are columns like the inputs, so prediction drift shows
 too: a single unnamed output is ``prediction``, several are ``prediction_0``, ``prediction_1``...,
 named outputs (dict keys, OIP tensor names) keep their names.  ``eventMetadata.inferenceTime``
-becomes the window's index (``inference_time``), and rows are in inference-time order.
+becomes the window's index (``inference_time``): a window is the last records as written (file order;
+files by modification time), then put in inference-time order.
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ def _payload_text(payload: dict, name: str, lineno: int, side: str) -> tuple[str
     ctype = str(payload.get("observedContentType", "")).lower()
     if encoding == "BASE64":
         try:
-            raw = base64.b64decode(data, validate=False)
+            raw = base64.b64decode("".join(data.split()), validate=True)
         except (binascii.Error, ValueError) as e:
             raise InputError(f"cannot read {name}: line {lineno}: {side} is not base64 ({e})") from None
         if raw[:2] == b"\x1f\x8b":
@@ -507,13 +508,13 @@ def _capture_frame(parsed: list[_Rows], last_n: int | None = None) -> pd.DataFra
             rows.append(row)
             times.append(r.time)
         positional.update(dict.fromkeys(r.positional))
+    if last_n is not None:  # the last records as written, then in inference-time order
+        rows, times = (rows[len(rows) - last_n:], times[len(times) - last_n:]) if last_n > 0 else ([], [])
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     index = pd.to_datetime(pd.Series(times, dtype=object), errors="coerce", utc=True)
     frame.index = pd.DatetimeIndex(index, name="inference_time")
     if len(frame) and not frame.index.isna().any():
         frame = frame.iloc[frame.index.argsort(kind="stable")]
-    if last_n is not None:
-        frame = frame.iloc[max(0, len(frame) - last_n):] if last_n > 0 else frame.iloc[:0]
     frame.attrs["positional_columns"] = [c for c in positional if c in frame.columns]
     return frame
 

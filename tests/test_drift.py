@@ -374,7 +374,7 @@ def test_nans_only_change_missing_shares(a, b, share):
     base = result_to_json(compare_frames(a, b))
     r = np.random.default_rng(0)
     holes = b.copy()
-    extra = holes.sample(frac=share, random_state=1).copy()
+    extra = holes.sample(n=max(1, int(len(holes) * share)), random_state=1).copy()
     extra["f"] = np.nan
     extra["few"] = np.nan
     holes = pd.concat([holes, extra], ignore_index=True)
