@@ -336,9 +336,9 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
     """What a promote (``version``) or rollback (``to``, default the previous holder) of
     ``environment`` will do, with its gates evaluated. Reads only. Without ``snapshots`` (the
     caller's latest EndpointSnapshots, a list or a name->snapshot mapping) the environment's
-    endpoints are polled once (this runs an event loop: call it from a thread, not from
-    inside a running loop). Unknown model/version and impossible rollbacks raise
-    RegistryError subclasses with the registry's wording."""
+    endpoints are polled once (with its own event loop, so only when no loop runs in this
+    thread; from a Textual handler pass the poller's ``latest()``). Unknown model/version and
+    impossible rollbacks raise RegistryError subclasses with the registry's wording."""
     if action not in ("promote", "rollback"):
         raise RegistryError(f"unknown release action {action!r}")
     registry.model(model)  # unknown model -> NotFoundError naming it
@@ -372,7 +372,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
         if check_health:
             snaps = _snapshot_list(snapshots)
             eps = settings.endpoints_for(model, environment)
-            if eps and (snaps is None or _missing(eps, snaps)):
+            if eps and (snaps is None or _missing(eps, snaps)) and not _loop_running():
                 snaps = poll_endpoints_once(settings, [e.name for e in eps])
             gates.append(health_gate(settings, model, environment, snaps))
     elif mc.gates:
@@ -386,6 +386,16 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
                        gates=tuple(gates), endpoints=eps, verify_timeout=mc.verify_timeout,
                        bake_seconds=mc.bake_seconds if action == "promote" else 0.0,
                        deploy=_describe_hook(mc.deploy), notes=tuple(notes), expect=expect)
+
+
+def _loop_running() -> bool:
+    """Inside a running event loop (a Textual handler) plan() must not run a loop of its own:
+    it then judges health from the snapshots it was given (missing ones fail the gate)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _snapshot_list(snapshots: Iterable[Any] | Mapping[str, Any] | None) -> list[Any] | None:

@@ -763,8 +763,9 @@ def _run_webhook(run: RetrainRun, reg: Registry, hook: HookConfig, job: Job,
         failures = 0
         last_state = state
         while True:
-            if run._cancel_requested.wait(webhook.poll_interval):
-                return reg.job(job.id)
+            if run._cancel_requested.wait(webhook.poll_interval):  # our runner is stopping
+                return _end(reg, job.id, "failed", actor, message=f"modeldeck stopped following the remote "
+                            f"run {run_id} (its runner was stopped); check it in the pipeline itself")
             if time.monotonic() > deadline:
                 return _end(reg, job.id, "failed", actor,
                             message=f"remote run {run_id} did not end within {hook.timeout:g} s (last state "

@@ -432,3 +432,15 @@ def test_without_endpoints_verification_is_skipped_with_a_note(tmp_path: Path, r
         out = releases.execute(p, reason="x")
     assert out.status == releases.RELEASED and out.verified is None
     assert "verification and baking are skipped" in out.message
+
+
+async def test_plan_inside_a_running_loop_judges_from_the_given_snapshots(tmp_path: Path,
+                                                                          registry_path: Path) -> None:
+    champion_and_candidate(registry_path)
+    s = settings_for(tmp_path, registry_path,
+                     endpoints=[{"name": "churn-production", "model": "churn", "url": "http://127.0.0.1:9"}])
+    with Registry(registry_path) as reg:  # as a Textual handler would: no loop of its own, no blocking poll
+        ok = releases.plan(s, reg, "churn", 2, "production", snapshots={"churn-production": snap("1")})
+        missing = releases.plan(s, reg, "churn", 2, "production", snapshots={})
+    assert ok.gates[-1].passed and ok.gates[-1].detail == "churn-production up"
+    assert not missing.gates[-1].passed and missing.gates[-1].detail == "churn-production: no snapshot"
