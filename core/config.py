@@ -25,6 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_CONFIG = "MODELDECK_CONFIG"
+ENV_REGISTRY = "MODELDECK_REGISTRY"  # set for pipelines started by modeldeck; --registry wins
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -178,8 +179,10 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 
 def load(path: str | os.PathLike[str] | None = None, registry: str | os.PathLike[str] | None = None,
          *, required: bool = False) -> Settings:
-    """Load settings. ``registry`` (from --registry) overrides the file's. Without any config
-    file, defaults apply (registry in the XDG data folder) unless ``required``."""
+    """Load settings. ``registry`` (from --registry, else $MODELDECK_REGISTRY) overrides the
+    file's. Without any config file, defaults apply (registry in the XDG data folder) unless
+    ``required``."""
+    registry = registry or os.environ.get(ENV_REGISTRY) or None
     found = find_config(path)
     if found is None:
         if required:

@@ -181,8 +181,8 @@ class AliasChange:
     model: str
     environment: str
     from_version: int | None
-    to_version: int
-    action: str  # promote | rollback
+    to_version: int | None  # None: the alias was removed (unset)
+    action: str  # promote | rollback | unset
     actor: str
     at: str
     reason: str
@@ -264,7 +264,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
                          pk=("model", "environment"), foreign_keys=[("model", "models", "name")])
     db["alias_history"].create({"id": int, "model": str, "environment": str, "from_version": int,
                                 "to_version": int, "action": str, "actor": str, "at": str,
-                                "reason": str}, pk="id", not_null=["to_version", "action", "at"])
+                                "reason": str}, pk="id", not_null=["action", "at"])
     db["alias_history"].create_index(["model", "environment", "at"])
     db["audit"].create({"id": int, "at": str, "actor": str, "action": str, "subject": str,
                         "before": str, "after": str, "reason": str, "prev_hash": str, "hash": str},
@@ -697,11 +697,45 @@ class Registry:
         like promote."""
         return self._move(model, to, environment, reason, "rollback", expect, actor, force, details)
 
+    def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
+                    actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:
+        """Remove ``environment``'s alias (it then serves nothing from the registry's point of
+        view): the undo of a first-ever promotion. Compare-and-set like promote."""
+        _check_name(environment, "environment name")
+        if not reason or not reason.strip():
+            raise RegistryError("a reason is required to unset an alias")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT version FROM aliases WHERE model=? AND environment=?",
+                            (model, environment)).fetchone()
+            current = row[0] if row else None
+            if current is None:
+                if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                    raise NotFoundError(self._unknown_model(model))
+                raise RegistryError(f"{model} has nothing in {environment} to unset")
+            if expect != "current" and expect != current:
+                raise ConflictError(f"{environment} of {model} moved to version {current} since you saw it at "
+                                    f"{'unset' if expect is None else f'version {expect}'}; nothing was changed")
+            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
+                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
+                            (model, environment, current, None, "unset", actor, at, reason))
+            c.execute("DELETE FROM aliases WHERE model=? AND environment=?", (model, environment))
+            after: dict[str, Any] = {"version": None}
+            if details:
+                after.update(details)
+            self._audit("unset", f"{model}@{environment}", {"version": current}, after, reason, actor, at)
+        return AliasChange(id=int(cur.lastrowid or 0), model=model, environment=environment,
+                           from_version=current, to_version=None, action="unset", actor=actor, at=at,
+                           reason=reason)
+
     def _alias_stack(self, c: sqlite3.Connection, model: str, environment: str) -> list[int]:
         stack: list[int] = []
         for action, to in c.execute("SELECT action, to_version FROM alias_history WHERE model=? AND "
                                     "environment=? ORDER BY id", (model, environment)):
-            if action == "rollback" and to in stack:
+            if action == "unset":
+                stack.clear()
+            elif action == "rollback" and to in stack:
                 while stack[-1] != to:
                     stack.pop()
             else:

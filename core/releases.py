@@ -561,7 +561,8 @@ def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequenc
                 msg = f"deploy hook failed ({err}); {why}"
                 run.emit("done", msg, "error")
                 return _outcome(run, UNDO_FAILED, msg, change=change, forced=forced)
-            msg = f"deploy hook failed ({err}); the alias was put back to version {undo.to_version}"
+            back = "unset" if undo.to_version is None else f"version {undo.to_version}"
+            msg = f"deploy hook failed ({err}); the alias was put back to {back}"
             run.emit("done", msg, "error")
             return _outcome(run, HOOK_FAILED, msg, change=change, undo=undo, forced=forced)
     # 3. verification and baking
@@ -618,14 +619,14 @@ def _abort(run: _Run, change: AliasChange, stage: str, problem: str, hook: HookC
         run.emit("done", msg, "error")
         return _outcome(run, UNDO_FAILED, msg, change=change, forced=forced, verified=stage != "verify",
                         baked=False if stage == "bake" else None)
-    if hook is not None:
+    if hook is not None and undo.to_version is not None:
         err = _run_deploy_hook(run, hook, "rollback", undo.to_version, change.to_version, forced=False,
                                automatic=True)
         if err is not None:
             run.emit("rollback", f"the deploy hook for the rollback failed too: {err}; check the endpoints",
                      "error")
-    msg = (f"{what} failed ({problem}); rolled back {change.model} {change.environment} to version "
-           f"{undo.to_version} automatically")
+    back = "no version (unset)" if undo.to_version is None else f"version {undo.to_version}"
+    msg = f"{what} failed ({problem}); rolled back {change.model} {change.environment} to {back} automatically"
     run.emit("done", msg, "error", automatic=True)
     return _outcome(run, ROLLED_BACK, msg, change=change, undo=undo, forced=forced,
                     verified=stage != "verify", baked=False if stage == "bake" else None)
@@ -648,13 +649,21 @@ def _undo(run: _Run, change: AliasChange, *, stage: str, why: str) -> tuple[Alia
     p = run.plan
     reg = run.reg
     prev = change.from_version
-    if prev is None:
-        text = (f"{p.environment} of {p.model} held no version before, and the registry cannot unset an "
-                f"alias: it stays at version {change.to_version}; roll it by hand")
-        run.emit("rollback", text, "error")
-        return None, text
     details = {"automatic": True, "stage": stage, "failed": why, "undoes": change.to_version}
     reason = f"automatic: {why}"
+    if prev is None:  # a first-ever release: put the environment back to holding nothing
+        run.emit("rollback", f"{why}; {p.environment} of {p.model} held no version before: unsetting it",
+                 "warning")
+        try:
+            undo = reg.unset_alias(p.model, p.environment, reason, expect=change.to_version, actor=run.actor,
+                                   details=details)
+        except ConflictError as e:
+            text = f"not rolled back: {e}"
+            run.emit("rollback", text, "error")
+            return None, text
+        run.emit("rollback", f"{p.environment} of {p.model} holds no version again", "warning",
+                 change=undo.as_dict())
+        return undo, ""
     run.emit("rollback", f"{why}; putting {p.environment} back to version {prev}", "warning")
     for force in (False, True):
         try:

@@ -26,6 +26,7 @@ def _isolated_xdg(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_CACHE_HOME", str(shared_cache))
     monkeypatch.setenv("MODELDECK_ACTOR", "tester")
     monkeypatch.delenv("MODELDECK_CONFIG", raising=False)
+    monkeypatch.delenv("MODELDECK_REGISTRY", raising=False)
 
 
 @pytest.fixture

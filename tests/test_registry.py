@@ -307,3 +307,20 @@ def test_four_writer_processes_lose_nothing(registry_path: Path) -> None:
         verify = reg.verify_audit()
         assert verify.ok, verify.describe()
         assert verify.checked == 7 + 2 * sum(r["register"] for r in results) + moved
+
+
+def test_unset_undoes_a_first_release(reg: Registry) -> None:
+    _approved(reg, 2)
+    reg.promote("churn", 1, "staging", "first ever")
+    with pytest.raises(ConflictError):
+        reg.unset_alias("churn", "staging", "undo", expect=2)
+    change = reg.unset_alias("churn", "staging", "verification failed", expect=1)
+    assert (change.from_version, change.to_version, change.action) == (1, None, "unset")
+    assert reg.alias("churn", "staging") is None
+    assert reg.rollback_target("churn", "staging") is None
+    with pytest.raises(RegistryError, match="nothing in staging"):
+        reg.unset_alias("churn", "staging", "again")
+    reg.promote("churn", 2, "staging", "second try", expect=None)
+    assert [h.action for h in reg.history("churn", "staging")] == ["promote", "unset", "promote"]
+    assert reg.audit(limit=2)[1].after == {"version": None}
+    assert reg.verify_audit().ok

@@ -457,14 +457,29 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _change_text(before: Any, after: Any) -> str:
-    if isinstance(before, dict) and isinstance(after, dict):
-        keys = [k for k in after if before.get(k) != after.get(k)] or list(after)
-        return ", ".join(f"{k}: {before.get(k, '-')} -> {after.get(k)}" for k in keys[:3])
+    """One cell: what changed, the version first, gates summarised as passed/failed."""
     if after is None:
         return "-"
-    if isinstance(after, dict):
-        return ", ".join(f"{k}={v}" for k, v in list(after.items())[:3] if v not in (None, {}, ""))
-    return str(after)
+    if not isinstance(after, dict):
+        return str(after)
+    b = before if isinstance(before, dict) else {}
+    parts = []
+    if "version" in after:
+        parts.append(f"version: {b.get('version', '-') if b else '-'} -> {after['version'] if after['version'] is not None else 'unset'}")
+    gates = after.get("gates")
+    if isinstance(gates, list) and gates:
+        failed = [str(g.get("name")) for g in gates if isinstance(g, dict) and not g.get("passed")]
+        parts.append(f"gates {len(gates) - len(failed)}/{len(gates)} passed" + (f" ({', '.join(failed)} failed)"
+                                                                                  if failed else ""))
+    if after.get("forced"):
+        parts.append("FORCED")
+    if after.get("automatic"):
+        parts.append("automatic")
+    skip = {"version", "gates", "forced", "forced_gates", "automatic", "stage", "undoes", "failed", "plan"}
+    rest = [k for k in after if k not in skip and b.get(k) != after.get(k) and after[k] not in (None, {}, "")]
+    for k in rest[: max(0, 3 - len(parts))]:
+        parts.append(f"{k}: {b[k]} -> {after[k]}" if k in b else f"{k}={after[k]}")
+    return ", ".join(str(p) for p in parts if p is not None)
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
