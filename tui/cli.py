@@ -411,7 +411,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
             reg.model(args.model)  # unknown model -> clear error
             if args.json:
                 _print_json(change.as_dict() if change else None)
-            elif change is None:
+            elif change is None or change.to_version is None:
                 _out(f"{args.env} of {args.model} held no version at {when:%Y-%m-%d %H:%M:%S} UTC")
             else:
                 _out(f"{args.env} of {args.model} held version {change.to_version} at "
@@ -427,7 +427,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
         return 0
     _out(table(["WHEN (UTC)", "ENV", "ACTION", "FROM", "TO", "ACTOR", "REASON"],
                [[c.at[:19].replace("T", " "), c.environment, c.action,
-                 "-" if c.from_version is None else c.from_version, c.to_version, c.actor, c.reason]
+                 "-" if c.from_version is None else c.from_version,
+                 "-" if c.to_version is None else c.to_version, c.actor, c.reason]
                 for c in changes], right=[3, 4]))
     return 0
 
