@@ -256,10 +256,12 @@ def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.Data
         return _records_frame([(i + 1, o) for i, o in enumerate(obj)], name, last_n)
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
     records = []
-    for lineno, line in lines:
+    for k, (lineno, line) in enumerate(lines):
         try:
             records.append((lineno, json.loads(line)))
         except json.JSONDecodeError as e:
+            if k == len(lines) - 1 and not text.endswith("\n"):
+                break  # the record being written right now: whole lines only
             raise InputError(f"cannot read {name}: bad JSON on line {lineno}: {e.msg}") from None
     return _records_frame(records, name, last_n)
 
@@ -559,10 +561,15 @@ def _read_json_tail(path: Path, name: str, last_n: int) -> pd.DataFrame:
     picked: list[tuple[int, Any]] = []
     rows = 0
     capture = None
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        complete = f.read(1) == b"\n"
     for k, raw in enumerate(_reverse_lines(path)):
         try:
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if k == 0 and not complete:
+                continue  # the record being written right now: whole lines only
             msg = getattr(e, "msg", None) or str(e)
             raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {msg}") from None
         if capture is None:

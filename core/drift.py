@@ -36,7 +36,11 @@ at least 500 values in the column):
 Beside that: ``psi`` over 10 reference-quantile bins (categories for text columns), the missing
 shares, the unseen-category share, a ``constant`` status when the reference has no spread, and a
 sample-size guard: fewer than 30 current values -> ``low_sample`` (not judged); fewer than 500 ->
-the p-value test (``ks``, ``chisquare`` or ``z``) instead of a distance.  A column that cannot be
+a p-value test instead of a distance: ``ks`` where Evidently would use ``ks`` or ``wasserstein``,
+otherwise ``chisquare`` as a two-sample test (reference vs current counts) whose p-value comes from
+2,000 seeded permutations, because Evidently's chi-square (reference proportions taken as exact,
+asymptotic p-value) raises false alarms with sparse categories and small references; drift when
+p < 0.05.  A column that cannot be
 compared gets status ``error`` (or ``skipped`` for kinds Evidently does not compare either); the
 others are still computed.  ``n_columns`` counts the judged columns (status ok, drift, constant).
 """
@@ -102,6 +106,7 @@ PSI_WARN = 0.1
 PSI_ALERT = 0.25
 MISSING_JUMP = 0.1  # current missing share above the reference's by this much is a finding
 KS_EXACT_MAX_N = 10000  # scipy ks_2samp(mode="auto") is exact up to this sample size
+PERMUTATION_DRAWS = 2000  # small windows: permutation draws behind the chi-square p-value
 
 STATUS_OK, STATUS_DRIFT, STATUS_CONSTANT = "ok", "drift", "constant"
 STATUS_LOW_SAMPLE, STATUS_ERROR, STATUS_SKIPPED = "low_sample", "error", "skipped"
@@ -703,6 +708,40 @@ def _chisquare(keys: pd.Index, ref_counts: np.ndarray, cur_counts: np.ndarray, n
     return float(res.statistic), float(res.pvalue)
 
 
+def _chisquare_permutation(ref_counts: np.ndarray, cur_counts: np.ndarray, draws: int = PERMUTATION_DRAWS
+                           ) -> tuple[float, float]:
+    """Two-sample chi-square (reference vs current, a 2 x k table) with a permutation p-value.
+
+    The current counts are redrawn ``draws`` times from the pooled counts (multivariate
+    hypergeometric: the permutation distribution given both margins), so the p-value holds with
+    sparse or unseen categories and counts the reference's own noise, which Evidently's chi-square
+    (reference proportions taken as exact) does not.  The generator is seeded from the table, so the
+    same data always gives the same p-value.  p = (1 + #{simulated >= observed}) / (draws + 1).
+    """
+    r = np.asarray(ref_counts, dtype=np.int64)
+    c = np.asarray(cur_counts, dtype=np.int64)
+    keep = (r + c) > 0
+    r, c = r[keep], c[keep]
+    order = np.lexsort((c, r))  # a canonical column order: the result cannot depend on key order
+    r, c = r[order], c[order]
+    if r.size < 2:
+        return 0.0, 1.0
+    total = r + c
+    n_all, n_cur, n_ref = int(total.sum()), int(c.sum()), int(r.sum())
+    exp_c = total * (n_cur / n_all)
+    exp_r = total * (n_ref / n_all)
+
+    def statistic(cc: np.ndarray) -> np.ndarray:
+        rr = total - cc
+        return ((cc - exp_c) ** 2 / exp_c).sum(axis=-1) + ((rr - exp_r) ** 2 / exp_r).sum(axis=-1)
+
+    observed = float(statistic(c))
+    seed = zlib.crc32(r.tobytes(), zlib.crc32(c.tobytes()))
+    sims = np.random.default_rng(seed).multivariate_hypergeometric(total, n_cur, size=draws)
+    hits = int(np.count_nonzero(statistic(sims) >= observed * (1 - 1e-12)))
+    return observed, (1 + hits) / (draws + 1)
+
+
 def _ztest(keys: pd.Index, ref_counts: np.ndarray, cur_counts: np.ndarray, n_ref: int, n_cur: int
            ) -> tuple[float | None, float]:
     """Evidently's two-proportion Z-test (two-sided, 2 * (1 - Phi(|z|)))."""
@@ -887,13 +926,14 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
 
     evidently_method = _choose_method(kind, n_ref, n_values)
     method = evidently_method
-    if n_cur < DISTANCE_MIN_SAMPLE:
-        if method == WASSERSTEIN:
-            method = KS
-        elif method == JENSENSHANNON:
-            method = CHISQUARE if n_values > 2 else Z
+    permutation = n_cur < DISTANCE_MIN_SAMPLE and method in (CHISQUARE, Z, JENSENSHANNON)
+    if permutation:  # small window: a p-value test that holds there (see _chisquare_permutation)
+        method = CHISQUARE
         if method != evidently_method:
             notes.append(f"{n_cur} current values (< {DISTANCE_MIN_SAMPLE}): {method} instead of {evidently_method}")
+    elif n_cur < DISTANCE_MIN_SAMPLE and method == WASSERSTEIN:
+        method = KS
+        notes.append(f"{n_cur} current values (< {DISTANCE_MIN_SAMPLE}): {method} instead of {evidently_method}")
 
     statistic = p_value = score = None
     if method == KS:
@@ -905,7 +945,10 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
     else:
         if keys is None:
             keys, ref_cnt, cur_cnt = _aligned(ref.value_counts(), cur_vc)
-        if method == CHISQUARE:
+        if permutation:
+            statistic, p_value = _chisquare_permutation(ref_cnt, cur_cnt)
+            score = p_value
+        elif method == CHISQUARE:
             statistic, p_value = _chisquare(keys, ref_cnt, cur_cnt, n_ref, n_cur)
             score = p_value
         elif method == Z:

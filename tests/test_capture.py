@@ -60,6 +60,17 @@ def test_jsonl_tail_reads_from_the_end(tmp_path):
     assert read_window(path, 3).x.tolist() == [19997, 19998, 19999]
 
 
+def test_partial_last_line_is_skipped(tmp_path):
+    path = tmp_path / "c.jsonl"
+    whole = "".join(_capture_line(f"{i},x", "0", f"2024-01-01T00:00:0{i}Z") + "\n" for i in range(5))
+    path.write_text(whole + _capture_line("9,x", "0", "2024-01-01T00:00:09Z")[:40])
+    assert read_window(path, 3)._c0.tolist() == [2, 3, 4]
+    assert read_window(path, None)._c0.tolist() == [0, 1, 2, 3, 4]
+    path.write_text(whole + "{broken\n")  # a complete but bad line is an error
+    with pytest.raises(InputError, match="bad JSON"):
+        read_window(path, 3)
+
+
 def test_glob_reads_newest_files_first(tmp_path):
     now = time.time()
     for k in range(4):

@@ -88,7 +88,7 @@ def test_wasserstein_normed_by_reference_std():
 
 def test_chisquare_matches_scipy_with_category_only_in_one_side():
     ref = pd.DataFrame({"c": rng.choice(["a", "b", "c"], size=600, p=[0.5, 0.3, 0.2])})
-    cur_vals = list(rng.choice(["a", "b", "d"], size=200, p=[0.6, 0.3, 0.1]))
+    cur_vals = list(rng.choice(["a", "b", "d"], size=520, p=[0.6, 0.3, 0.1]))
     cur = pd.DataFrame({"c": cur_vals})
     c = col(compare_frames(ref, cur), "c")
     keys = ["a", "b", "c", "d"]
@@ -104,12 +104,12 @@ def test_chisquare_matches_scipy_with_category_only_in_one_side():
 
 def test_chisquare_p_value_without_unseen_categories():
     ref = pd.DataFrame({"c": rng.choice(["a", "b", "c", "d"], size=900)})
-    cur = pd.DataFrame({"c": rng.choice(["a", "b", "c", "d"], size=300)})
+    cur = pd.DataFrame({"c": rng.choice(["a", "b", "c", "d"], size=700)})
     c = col(compare_frames(ref, cur), "c")
     keys = ["a", "b", "c", "d"]
     rc = ref.c.value_counts().reindex(keys).to_numpy()
     cc = cur.c.value_counts().reindex(keys).to_numpy()
-    assert c.score == pytest.approx(stats.chisquare(cc, rc * (300 / 900)).pvalue, abs=1e-12)
+    assert c.score == pytest.approx(stats.chisquare(cc, rc * (700 / 900)).pvalue, abs=1e-12)
     assert c.drifted == (c.score < 0.05)
 
 
@@ -128,7 +128,7 @@ def test_z_test_formula():
 
 
 def test_z_test_identical_constant_is_one():
-    c = col(compare_frames(pd.DataFrame({"b": [True] * 100}), pd.DataFrame({"b": [True] * 50})), "b")
+    c = col(compare_frames(pd.DataFrame({"b": [True] * 100}), pd.DataFrame({"b": [True] * 500})), "b")
     assert c.method == "z" and c.score == 1.0 and not c.drifted and c.status == "constant"
 
 
@@ -219,16 +219,38 @@ def test_sample_size_guard():
     assert {c.status for c in small.columns} == {"low_sample"}
     assert not any(c.drifted for c in small.columns) and small.n_columns == 0 and not small.dataset_drift
     mid = compare_frames(ref, pd.DataFrame({"x": rng.normal(size=200), "c": rng.choice(list("abcd"), 200)}))
-    assert [c.method for c in mid.columns] == ["ks", "chisquare"]
+    assert [c.method for c in mid.columns] == ["ks", "chisquare"]  # not wasserstein / jensenshannon
     assert "instead of" in col(mid, "x").message
     big = compare_frames(ref, pd.DataFrame({"x": rng.normal(size=500), "c": rng.choice(list("abcd"), 500)}))
     assert [c.method for c in big.columns] == ["wasserstein", "jensenshannon"]
 
 
-def test_guard_uses_z_for_binary_small_window():
-    ref = pd.DataFrame({"b": rng.random(3000) < 0.5})
-    c = col(compare_frames(ref, pd.DataFrame({"b": rng.random(100) < 0.5})), "b")
-    assert c.method == "z"
+def test_small_windows_use_a_permutation_chisquare():
+    ref = pd.DataFrame({"b": rng.random(3000) < 0.5, "c": rng.choice(list("abcdef"), 3000),
+                        "x": rng.integers(0, 3, 3000).astype(float)})
+    cur = pd.DataFrame({"b": rng.random(300) < 0.5, "c": rng.choice(list("abcdef"), 300),
+                        "x": rng.integers(0, 3, 300).astype(float)})
+    res = compare_frames(ref, cur)
+    for name in ("b", "c", "x"):
+        c = col(res, name)
+        assert c.method == "chisquare"
+        table = np.array([ref[name].value_counts().sort_index().to_numpy(),
+                          cur[name].value_counts().sort_index().to_numpy()])
+        expected = stats.chi2_contingency(table, correction=False)
+        assert c.statistic == pytest.approx(expected.statistic, rel=1e-9)
+        assert abs(c.p_value - expected.pvalue) < 0.03  # 2,000 permutations vs the asymptotic value
+    again = compare_frames(ref.iloc[::-1], cur.iloc[::-1])
+    assert [c.p_value for c in again.columns] == [c.p_value for c in res.columns]  # seeded by the data
+
+
+def test_permutation_chisquare_catches_new_and_sparse_categories():
+    ref = pd.DataFrame({"c": ["a"] * 5000 + ["b"] * 5000})
+    new = col(compare_frames(ref, pd.DataFrame({"c": ["a"] * 45 + ["b"] * 45 + ["z"] * 10})), "c")
+    assert new.drifted and new.p_value < 0.001 and new.unseen_share == pytest.approx(0.1)
+    const = col(compare_frames(pd.DataFrame({"c": ["a"] * 10000}), pd.DataFrame({"c": ["a"] * 95 + ["z"] * 5})), "c")
+    assert const.status == "constant" and const.drifted
+    same = col(compare_frames(ref, pd.DataFrame({"c": ["a"] * 50 + ["b"] * 50})), "c")
+    assert not same.drifted and same.p_value > 0.5
 
 
 def test_constant_reference_status():
