@@ -298,26 +298,55 @@ def test_binary_garbage_and_non_numbers() -> None:
         read_metrics('model_infer_request_success_total{model="m"} many\n', model="m", at=0.0)
 
 
-def test_only_the_needed_lines_reach_the_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_needed_lines_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
+    real = metrics._parse
+
+    def spy(lines, text):  # type: ignore[no-untyped-def]
+        seen.extend(line for line, _ in lines)
+        return real(lines, text)
+
+    monkeypatch.setattr(metrics, "_parse", spy)
+    text = scrape("mlserver.txt")
+    read_metrics(text, model="iris", at=0.0)
+    assert len(text.splitlines()) > 200
+    assert 0 < len(seen) < 70
+    assert not any(line.startswith(("#", "python_", "process_", "grpc_", "rest_server_requests_"))
+                   for line in seen)
+    assert not any("/ready" in line for line in seen)
+    assert not any("_created" in line.split("{")[0] for line in seen)
+    # a broken line in a family nobody needs does not matter
+    read_metrics(text.replace("process_open_fds ", "process_open_fds{ "), model="iris", at=0.0)
+
+
+@pytest.mark.parametrize(("name", "model"), [
+    ("mlserver.txt", "iris"), ("mlserver-later.txt", "iris"), ("mlserver-restarted.txt", "iris"),
+    ("triton.txt", "churn"), ("torchserve.txt", "churn"), ("bentoml.txt", "iris_classifier"),
+])
+def test_the_fast_path_reads_exactly_what_prometheus_client_reads(
+        name: str, model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = scrape(name)
+    fast, _ = read_metrics(text, model=model, at=0.0)
+    monkeypatch.setattr(metrics, "FAST_PATH", False)
+    slow, _ = read_metrics(text, model=model, at=0.0)
+    assert fast == slow
+
+
+def test_lines_the_fast_path_does_not_take_go_to_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
     real = metrics.text_string_to_metric_families
 
     def spy(text: str):  # type: ignore[no-untyped-def]
-        seen.append(text)
+        calls.append(text)
         return real(text)
 
     monkeypatch.setattr(metrics, "text_string_to_metric_families", spy)
-    text = scrape("mlserver.txt")
-    read_metrics(text, model="iris", at=0.0)
-    parsed = "".join(seen).splitlines()
-    assert len(text.splitlines()) > 200
-    assert 0 < len(parsed) < 70
-    assert not any(line.startswith(("#", "python_", "process_", "grpc_", "rest_server_requests_"))
-                   for line in parsed)
-    assert not any("/ready" in line for line in parsed)
-    assert not any("_created" in line.split("{")[0] for line in parsed)
-    # a broken line in a family nobody needs does not matter
-    read_metrics(text.replace("process_open_fds ", "process_open_fds{ "), model="iris", at=0.0)
+    text = ('model_infer_request_success_total{model="m",version="1"} 3.0\n'
+            'model_infer_request_success_total{model="m", version="2"} 4.0 1700000000000\n'  # a space
+            'model_infer_request_failure_total{model="m",version="a\\\\b"} 1.0\n')  # an escape
+    reading, _ = read_metrics(text, model="m", at=0.0, profile="mlserver")
+    assert reading is not None and reading.requests == 8 and reading.errors == 1
+    assert len(calls) == 1 and calls[0].count("\n") == 2
 
 
 def test_escaped_label_values_parse() -> None:

@@ -1,0 +1,1331 @@
+"""Async polling of model endpoints -> immutable :class:`EndpointSnapshot` values.
+
+What one poll asks an endpoint (Open Inference Protocol v2, judged by status code):
+
+- every poll: ``GET /v2/models/{served_model}/ready`` and, when due (``poll.metrics_interval``),
+  the Prometheus text at ``metrics_url``, concurrently;
+- on a *full* poll, first ``/v2/health/live`` and ``/v2/health/ready``, and after the model's
+  readiness the model metadata ``GET /v2/models/{served_model}`` (served versions) and, when
+  the metadata names no version and the registry has an alias for the endpoint's environment,
+  ``/v2/models/{m}/versions/{registry version}/ready``. A poll is full the first time, after
+  the endpoint was down, after a counter reset (a restart), when the registry alias moved,
+  while the served version differs from the alias, on :meth:`Poller.poll_now`, and every
+  ``metadata_every`` polls. Between full polls a ready model implies a live server and the
+  last known server readiness and versions are carried over.
+
+Each chain of requests runs under one deadline of ``poll.timeout``, so a poll of one endpoint
+takes at most about ``timeout`` however its server misbehaves, and endpoints are polled
+independently: one hung endpoint never delays the others. Answers larger than
+``poll.max_body_bytes`` (health, metadata) or ``poll.max_metrics_bytes`` are cut off while
+streaming, never read whole. HTTP clients live across polls: one ``httpx.AsyncClient`` per
+scheme://host:port with a small keep-alive pool. Endpoints that stay down are polled with
+exponential backoff up to ``poll.max_backoff``. Header values (``${VAR}`` expanded) go only
+into requests: never into logs, reasons, exceptions or the registry.
+
+Threading contract
+------------------
+A :class:`Poller` belongs to one asyncio event loop: the one that first awaits :meth:`run`,
+:meth:`poll_once`, :meth:`store_now` or :meth:`aclose` (the TUI runs it in its own thread with
+its own loop). Those coroutines must only be awaited on that loop. ``on_snapshot`` is called on
+that loop's thread, once per snapshot, and must return quickly (post a message; never block).
+
+From any thread, at any time: :meth:`latest`, :meth:`history`, :attr:`paused`,
+:attr:`interval` (reads, under a lock, of immutable values), and :meth:`pause`, :meth:`resume`,
+:meth:`set_interval`, :meth:`poll_now`, :meth:`stop` (handed to the loop with
+``call_soon_threadsafe`` when called from another thread).
+
+The registry is used through two private threads, each with its own connection: one reads
+(aliases once per interval, reference paths, stored history at start), one writes snapshots
+every ``poll.store_interval`` seconds with ``poll.retention_hours`` retention. A locked
+registry delays only that writer thread; failures are logged and retried at the next interval.
+Drift (endpoints with ``capture``) is computed every ``poll.drift_every`` polls in a worker
+thread, reference profiles cached per (model, version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import math
+import os
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpcore
+import httpx
+
+from core.config import EndpointConfig, Settings, Thresholds
+from core.errors import ModeldeckError, RegistryError
+from core.metrics import MetricsError, Profile, Rates, RateWindow, read_metrics
+
+log = logging.getLogger("modeldeck.poller")
+
+UP = "UP"
+DEGRADED = "DEGRADED"
+DOWN = "DOWN"
+PENDING = "PENDING"
+STATUSES = (UP, DEGRADED, DOWN, PENDING)
+
+REASON_LIMIT = 160  # characters of a reason; endpoint text inside it is cut shorter
+RATE_WINDOW = 10.0  # seconds of metrics readings that rates are computed over (at least two)
+METADATA_EVERY = 10  # a full poll (live, ready, metadata) at least every N polls
+LARGE_METRICS = 512 * 1024  # metrics text larger than this is parsed in a worker thread
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """The last drift comparison of an endpoint's live window with its reference profile.
+    ``result`` is ``core.drift.result_to_json(...)`` output (treat it as read-only)."""
+
+    n_columns: int = 0
+    n_drifted: int = 0
+    dataset_drift: bool = False
+    drift_share: float = 0.0
+    worst_psi: float | None = None
+    worst_psi_column: str | None = None
+    computed_at: float = 0.0  # epoch seconds
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    version: str | None = None  # the served version whose reference profile was used
+    window_rows: int | None = None
+
+    def to_dict(self, *, result: bool = True) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["result"] = _json_safe(self.result) if result else {}
+        d["worst_psi"] = _finite(self.worst_psi)
+        d["drift_share"] = _finite(self.drift_share) or 0.0
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftSummary:
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if not isinstance(kw.get("result", {}), dict):
+            kw["result"] = {}
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class EndpointSnapshot:
+    """What one poll learned about one endpoint. Immutable; ``None`` means unknown."""
+
+    endpoint: str
+    model: str
+    environment: str
+    taken_at: float  # epoch seconds
+    duration_ms: float
+    status: str  # UP | DEGRADED | DOWN | PENDING (not polled yet)
+    reason: str  # in words, one line, plain text (never markup)
+    live: bool | None = None
+    ready: bool | None = None
+    model_ready: bool | None = None
+    served_version: str | None = None
+    served_versions: tuple[str, ...] = ()
+    registry_version: str | None = None
+    request_rate: float | None = None  # requests per second
+    error_ratio: float | None = None  # 0..1
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_mean_ms: float | None = None
+    profile: str | None = None  # the metrics profile used
+    restarted: bool = False  # counters went down since the last reading: the server restarted
+    drift: DriftSummary | None = None
+    metrics_window: float | None = None  # seconds the rates cover
+    metrics_age: float | None = None  # seconds since the metrics were read
+    source: str = "live"  # "live", or "stored" for history seeded from the registry
+
+    @property
+    def version_mismatch(self) -> bool:
+        return (self.registry_version is not None and bool(self.served_versions)
+                and self.registry_version not in self.served_versions)
+
+    def to_dict(self, *, drift_result: bool = True) -> dict[str, Any]:
+        """JSON-safe (no NaN, tuples as lists, times as epoch seconds plus ``taken_at_utc``)."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, float):
+                v = _finite(v)
+            elif isinstance(v, DriftSummary):
+                v = v.to_dict(result=drift_result)
+            d[f.name] = v
+        d["taken_at_utc"] = _iso(self.taken_at)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EndpointSnapshot:
+        """The inverse of :meth:`to_dict`; unknown keys are ignored, ``taken_at`` may be epoch
+        seconds or an ISO-8601 string (as stored rows carry)."""
+        names = {f.name: f for f in fields(cls)}
+        kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
+        t = kw.get("taken_at")
+        if isinstance(t, str):
+            kw["taken_at"] = _parse_iso(t)
+        elif t is None:
+            kw["taken_at"] = _parse_iso(str(d.get("taken_at_utc", ""))) if d.get("taken_at_utc") else 0.0
+        for k in ("endpoint", "model", "environment", "status", "reason"):
+            kw[k] = str(kw.get(k) or "")
+        kw["status"] = kw["status"] if kw["status"] in STATUSES else PENDING
+        kw["duration_ms"] = float(kw.get("duration_ms") or 0.0)
+        kw["served_versions"] = tuple(str(v) for v in (kw.get("served_versions") or ()))
+        drift = kw.get("drift")
+        kw["drift"] = DriftSummary.from_dict(drift) if isinstance(drift, Mapping) else None
+        kw["restarted"] = bool(kw.get("restarted", False))
+        return cls(**kw)
+
+    @classmethod
+    def pending(cls, cfg: EndpointConfig, registry_version: str | None = None) -> EndpointSnapshot:
+        return cls(endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=time.time(),
+                   duration_ms=0.0, status=PENDING, reason="not polled yet", registry_version=registry_version)
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))) else v
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float):
+        return _finite(v)
+    if isinstance(v, Mapping):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    return str(v)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_iso(text: str) -> float:
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def one_line(text: Any, limit: int = 80) -> str:
+    """Untrusted text for a reason: control characters and escapes removed, whitespace
+    collapsed, credentials in URLs dropped, cut to ``limit`` characters."""
+    s = _CONTROL.sub(" ", str(text))
+    s = _USERINFO.sub(r"\1", " ".join(s.split()))
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _secs(x: float) -> str:
+    return f"{x:.1f}" if round(x, 1) == x else f"{x:g}"
+
+
+def _size(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n} bytes"
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: a lean asyncio network backend for plain-HTTP clients, answers with size caps
+
+
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """httpcore's network stream over asyncio streams. Per-operation timeouts are honoured,
+    but the poller puts one deadline around each chain of requests anyway; anyio's per-call
+    cancel scopes cost about a quarter of a keep-alive GET's CPU here."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            if timeout is None:
+                return await self._reader.read(max_bytes)
+            return await _within(self._reader.read(max_bytes), timeout)
+        except asyncio.TimeoutError:
+            raise httpcore.ReadTimeout("timed out") from None
+        except OSError as e:
+            raise httpcore.ReadError(str(e) or type(e).__name__) from e
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        try:
+            self._writer.write(buffer)
+            if self._writer.transport.get_write_buffer_size() > 65536:
+                await (_within(self._writer.drain(), timeout) if timeout else self._writer.drain())
+        except asyncio.TimeoutError:
+            raise httpcore.WriteTimeout("timed out") from None
+        except OSError as e:
+            raise httpcore.WriteError(str(e) or type(e).__name__) from e
+
+    async def aclose(self) -> None:
+        self._writer.close()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # pragma: no cover
+        raise httpcore.ConnectError("TLS is not handled by this backend")
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":  # a kept-alive connection the server closed (or sent junk on)
+            return self._reader.at_eof() or self._writer.transport.is_closing() or bool(
+                getattr(self._reader, "_buffer", b""))
+        if info == "socket":
+            return self._writer.get_extra_info("socket")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        return None
+
+
+class _AsyncioBackend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            coro = asyncio.open_connection(host, port, local_addr=(local_address, 0) if local_address else None)
+            reader, writer = await (_within(coro, timeout) if timeout else coro)
+        except asyncio.TimeoutError:
+            raise httpcore.ConnectTimeout("timed out") from None
+        except OSError as e:
+            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for opt in socket_options or ():
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(*opt)
+        return _AsyncioStream(reader, writer)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None
+                                  ) -> httpcore.AsyncNetworkStream:  # pragma: no cover
+        reader, writer = await asyncio.open_unix_connection(path)
+        return _AsyncioStream(reader, writer)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def _within(aw: Coroutine[Any, Any, T] | asyncio.Future[T], seconds: float) -> T:
+    """``aw`` with a deadline (raises asyncio.TimeoutError, which is TimeoutError on 3.11)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await aw
+    return await asyncio.wait_for(aw, seconds)  # pragma: no cover - 3.10
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client: loading the CA bundle costs ~25 ms of CPU,
+    which httpx would otherwise spend once per client (5 s for 200 endpoints)."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
+
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+class _Sender:
+    """One ``httpx.AsyncClient`` per scheme://host:port with a small keep-alive pool. Requests
+    go straight to the client's transport (``AsyncHTTPTransport.handle_async_request``, public
+    httpx API) unless proxies are configured in the environment, skipping the client's
+    redirect/auth/cookie layers that a poller does not use (about 20% of a GET's CPU)."""
+
+    __slots__ = ("client", "transport")
+
+    def __init__(self, scheme: str, n_endpoints: int, *, fast: bool) -> None:
+        size = min(4 + 2 * (n_endpoints - 1), 16)
+        # Servers close idle keep-alive connections after a few seconds (uvicorn: 5 s); expiring
+        # ours first avoids reusing one the server is closing at that moment.
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
+        transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits, retries=0)
+        pool = getattr(transport, "_pool", None)
+        if fast and scheme == "http" and isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(
+                pool, "_network_backend"):
+            pool._network_backend = _AsyncioBackend()  # see _AsyncioStream; TLS keeps httpcore's own
+        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False,
+                                        verify=_ssl_context(), headers={"User-Agent": "modeldeck-poller"})
+        self.transport = None if any(os.environ.get(v) for v in _PROXY_VARS) else transport
+
+    def build_request(self, url: str, headers: Mapping[str, str]) -> httpx.Request:
+        return self.client.build_request("GET", url, headers=headers)
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        if self.transport is not None:
+            return await self.transport.handle_async_request(request)
+        return await self.client.send(request, stream=True)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+@dataclass
+class _Answer:
+    status: int | None = None
+    body: bytes = b""
+    error: str | None = None  # in words, when no usable answer came
+
+
+def _describe(e: BaseException) -> str:
+    """An HTTP failure in a few words (never the URL, never headers)."""
+    seen: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in seen and len(seen) < 8:
+        seen.append(x)
+        x = x.__cause__ or x.__context__
+    for c in seen:
+        if isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+    for c in seen:
+        if isinstance(c, socket.gaierror):
+            return "cannot resolve the host name"
+        if isinstance(c, ConnectionResetError):
+            return "connection reset by the server"
+        if isinstance(c, ssl.SSLError):
+            return "TLS error: " + one_line(getattr(c, "reason", None) or c, 60)
+    text = str(e)
+    if "refused" in text.lower():
+        return "connection refused"
+    if isinstance(e, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(e, httpx.RemoteProtocolError):
+        if "without sending complete message body" in text or "incomplete" in text.lower():
+            return "connection closed in the middle of the answer"
+        if "disconnected" in text.lower() or "without sending" in text:
+            return "server closed the connection without answering"
+        return "not an HTTP answer: " + one_line(text, 60)
+    if isinstance(e, httpx.DecodingError):
+        return "answer cannot be decoded (content encoding)"
+    if isinstance(e, httpx.ConnectError):
+        return "cannot connect: " + one_line(text or type(e).__name__, 60)
+    return one_line(f"{type(e).__name__}: {text}" if text else type(e).__name__, 80)
+
+
+_STALE = ("connection reset by the server", "server closed the connection without answering")
+
+
+async def _fetch(client: _Sender, request: httpx.Request, limit: int) -> _Answer:
+    """Send ``request`` and read the answer up to ``limit`` bytes (decoded). Never raises for
+    network or protocol failures: they come back as ``error``. A GET that fails because the
+    server dropped a kept-alive connection is sent once more (on a new connection)."""
+    a = await _fetch_once(client, request, limit)
+    if a.status is None and a.error in _STALE:
+        a = await _fetch_once(client, request, limit)
+    return a
+
+
+async def _fetch_once(client: _Sender, request: httpx.Request, limit: int) -> _Answer:
+    try:
+        resp = await client.send(request)
+    except (httpx.HTTPError, OSError) as e:
+        return _Answer(error=_describe(e))
+    try:
+        length = resp.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return _Answer(status=resp.status_code, error=f"response larger than {_size(limit)} cut off")
+        buf = bytearray()
+        async for chunk in resp.aiter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                return _Answer(status=resp.status_code, error=f"response larger than {_size(limit)} cut off")
+        return _Answer(status=resp.status_code, body=bytes(buf))
+    except (httpx.HTTPError, OSError) as e:
+        return _Answer(status=resp.status_code, error=_describe(e))
+    finally:
+        await resp.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# registry threads
+
+
+class _RegistryThread:
+    """One worker thread owning one Registry connection (opened in that thread)."""
+
+    def __init__(self, path: Path, *, create: bool, name: str) -> None:
+        self.path = path
+        self.create = create
+        self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modeldeck-{name}")
+        self._reg: Any = None
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._reg is None:
+            from core.registry import Registry
+
+            self._reg = Registry(self.path, create=self.create)
+        return fn(self._reg, *args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._ex, self._run, fn, args)
+
+    def _close(self) -> None:
+        if self._reg is not None:
+            self._reg.close()
+            self._reg = None
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._ex.submit(self._close)
+        self._ex.shutdown(wait=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-endpoint state
+
+
+@dataclass
+class _Health:
+    live: bool | None = None
+    ready: bool | None = None
+    model_ready: bool | None = None
+    down: str | None = None  # why the endpoint is down
+    note: str | None = None  # something degraded that is not down (server not ready)
+    versions: tuple[str, ...] | None = None  # None: not asked this time
+    probed: str | None = None  # a version confirmed by /versions/{v}/ready
+    unconfirmed: str | None = None  # a version /versions/{v}/ready did not confirm
+
+
+class _Target:
+    def __init__(self, cfg: EndpointConfig, index: int) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.served = cfg.served_model or cfg.model
+        m = quote(self.served, safe="")
+        self.paths = {"live": "/v2/health/live", "ready": "/v2/health/ready",
+                      "model_ready": f"/v2/models/{m}/ready", "metadata": f"/v2/models/{m}"}
+        self.requests: dict[str, httpx.Request] = {}
+        self.client: _Sender | None = None
+        self.metrics_client: _Sender | None = None
+        self.header_error: str | None = None
+        self.polls = 0
+        self.since_full = 0  # polls since the last full one
+        self.down_streak = 0
+        self.need_full = True
+        self.last_start = -math.inf  # loop time of the last poll's start
+        self.live: bool | None = None
+        self.ready: bool | None = None
+        self.versions: tuple[str, ...] = ()
+        self.unconfirmed: str | None = None
+        self.alias_seen: int | bool | None = False  # False: never seen
+        self.window = RateWindow(RATE_WINDOW)
+        self.rates: Rates | None = None
+        self.rates_at: float | None = None  # loop time of the reading the rates end at
+        self.metrics_error: str | None = None
+        self.metrics_note: str | None = None
+        self.metrics_last: float | None = None  # loop time of the last scrape's start
+        self.profile: Profile | None = None
+        self.restarted_pending = False
+        self.drift: DriftSummary | None = None
+        self.drift_task: asyncio.Task[None] | None = None
+        self.inflight: asyncio.Future[EndpointSnapshot] | None = None
+        self.wake: asyncio.Event | None = None
+        self.forced = False
+
+
+# ---------------------------------------------------------------------------------------------
+# the poller
+
+
+class Poller:
+    """Polls every configured endpoint; see the module docstring for what, how often, and
+    the threading contract.
+
+    ``registry_path`` defaults to ``settings.registry``; ``on_snapshot(snapshot)`` is called on
+    the poller's loop for every new snapshot. ``source`` labels stored snapshots ("tui",
+    "report"). ``fast_http`` uses the lean asyncio network backend for plain-HTTP endpoints
+    (httpx and httpcore still do the HTTP)."""
+
+    def __init__(self, settings: Settings, *, registry_path: str | Path | None = None,
+                 on_snapshot: Callable[[EndpointSnapshot], Any] | None = None, source: str = "tui",
+                 metadata_every: int = METADATA_EVERY, rate_window: float = RATE_WINDOW,
+                 fast_http: bool = True, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.poll_settings = settings.poll
+        self.registry_path = Path(registry_path) if registry_path else Path(settings.registry)
+        self.on_snapshot = on_snapshot
+        self.source = source
+        self.metadata_every = max(1, int(metadata_every))
+        self.fast_http = fast_http
+        self._clock = clock
+        self._interval = float(settings.poll.interval)
+        self._targets = [_Target(cfg, i) for i, cfg in enumerate(settings.endpoints)]
+        for t in self._targets:
+            t.window = RateWindow(rate_window)
+        self._lock = threading.Lock()
+        n = max(1, settings.poll.history)
+        self._latest: dict[str, EndpointSnapshot] = {t.cfg.name: EndpointSnapshot.pending(t.cfg)
+                                                     for t in self._targets}
+        self._history: dict[str, deque[EndpointSnapshot]] = {t.cfg.name: deque(maxlen=n)
+                                                             for t in self._targets}
+        self._paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id: int | None = None
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+        self._closed = False
+        self._clients: dict[tuple[str, str, int | None], _Sender] = {}
+        self._aliases: dict[tuple[str, str], int] = {}
+        self._aliases_at = -math.inf
+        self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read")
+        self._writer: _RegistryThread | None = None
+        self._drift_pool: ThreadPoolExecutor | None = None
+        self._profiles: dict[tuple[str, str], Any] = {}
+        self._stored_at: dict[str, float] = {}
+        self._registry_warned: set[str] = set()
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    # -- thread-safe reads --------------------------------------------------------------------
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(t.cfg.name for t in self._targets)
+
+    def latest(self) -> dict[str, EndpointSnapshot]:
+        """The newest snapshot of every endpoint (PENDING before its first poll), in config order."""
+        with self._lock:
+            return dict(self._latest)
+
+    def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
+        """Snapshots of one endpoint, oldest first (at most ``poll.history``; seeded at start
+        from the registry's stored snapshots, marked ``source="stored"``)."""
+        with self._lock:
+            h = self._history.get(name)
+            return tuple(h) if h is not None else ()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    # -- thread-safe controls -----------------------------------------------------------------
+    def _call(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and threading.get_ident() != self._thread_id:
+            try:
+                loop.call_soon_threadsafe(fn)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        fn()
+
+    def pause(self) -> None:
+        """Stop polling after the polls in flight (``run`` keeps running)."""
+        self._paused = True
+        self._call(self._wake_all)
+
+    def resume(self) -> None:
+        self._paused = False
+        self._call(self._wake_all)
+
+    def set_interval(self, seconds: float) -> None:
+        """Change the poll interval (seconds, at least 0.1); takes effect at once."""
+        self._interval = max(0.1, float(seconds))
+        self._call(self._wake_all)
+
+    def poll_now(self) -> None:
+        """Poll every endpoint at once, fully (health, metadata, metrics), even while paused
+        or backing off."""
+
+        def apply() -> None:
+            for t in self._targets:
+                t.forced = True
+                t.need_full = True
+            self._wake_all()
+
+        self._call(apply)
+
+    def stop(self) -> None:
+        """Make ``run()`` return (after cancelling the polls in flight)."""
+        self._stop_requested = True
+
+        def apply() -> None:
+            if self._stopping is not None:
+                self._stopping.set()
+            self._wake_all()
+
+        self._call(apply)
+
+    def _wake_all(self) -> None:
+        for t in self._targets:
+            if t.wake is not None:
+                t.wake.set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._thread_id = threading.get_ident()
+            self._stopping = asyncio.Event()
+            self._start_lock = asyncio.Lock()
+            for t in self._targets:
+                t.wake = asyncio.Event()
+            if self._stop_requested:
+                self._stopping.set()
+        elif self._loop is not loop:
+            raise RuntimeError("a Poller belongs to the event loop that first used it")
+
+    async def _ensure_started(self) -> None:
+        self._bind()
+        assert self._start_lock is not None
+        async with self._start_lock:
+            if self._started:
+                return
+            self._started = True
+            self._build_clients()
+            await self._seed_history()
+            await self._refresh_aliases(force=True)
+
+    def _build_clients(self) -> None:
+        hosts: dict[tuple[str, str, int | None], int] = {}
+        for t in self._targets:
+            for url in {t.cfg.url, t.cfg.metrics_url or t.cfg.url + "/metrics"}:
+                k = _host_key(url)
+                hosts[k] = hosts.get(k, 0) + 1
+        for k, n in hosts.items():
+            self._clients[k] = _Sender(k[0], n, fast=self.fast_http)
+        for t in self._targets:
+            self._build_requests(t)
+
+    def _client(self, url: str) -> _Sender:
+        k = _host_key(url)
+        c = self._clients.get(k)
+        if c is None:
+            c = self._clients[k] = _Sender(k[0], 1, fast=self.fast_http)
+        return c
+
+    def _build_requests(self, t: _Target) -> None:
+        try:
+            headers = t.cfg.resolved_headers()
+            t.header_error = None
+        except ModeldeckError as e:  # names the variable, never a value
+            t.header_error = one_line(e, REASON_LIMIT)
+            t.requests = {}
+            return
+        base = t.cfg.url.rstrip("/")
+        reqs = {}
+        for key, path in t.paths.items():
+            reqs[key] = self._client(base).build_request(base + path, headers)
+        murl = t.cfg.metrics_url or base + "/metrics"
+        reqs["metrics"] = self._client(murl).build_request(murl, headers)
+        t.requests = reqs
+        t.client = self._client(base)
+        t.metrics_client = self._client(murl)
+        t.headers = headers  # type: ignore[attr-defined]  # only ever put into requests
+
+    def _version_request(self, t: _Target, version: str) -> httpx.Request:
+        key = f"version:{version}"
+        r = t.requests.get(key)
+        if r is None:
+            base = t.cfg.url.rstrip("/")
+            url = f"{base}{t.paths['metadata']}/versions/{quote(version, safe='')}/ready"
+            r = self._client(base).build_request(url, getattr(t, "headers", {}))
+            t.requests = {k: v for k, v in t.requests.items() if not k.startswith("version:")}
+            t.requests[key] = r
+        return r
+
+    async def run(self) -> None:
+        """Poll every endpoint on its own schedule until :meth:`stop`; also refreshes the
+        registry aliases every interval and stores snapshots every ``poll.store_interval``."""
+        await self._ensure_started()
+        assert self._stopping is not None
+        tasks = [asyncio.ensure_future(self._endpoint_loop(t)) for t in self._targets]
+        tasks.append(asyncio.ensure_future(self._alias_loop()))
+        if self.poll_settings.store_interval > 0:
+            tasks.append(asyncio.ensure_future(self._store_loop()))
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._stopping.clear()
+            self._stop_requested = False
+            if self.poll_settings.store_interval > 0:
+                with contextlib.suppress(Exception):
+                    await _within(self.store_now(), 2.0)
+
+    async def poll_once(self) -> list[EndpointSnapshot]:
+        """One cycle: every endpoint polled concurrently, metrics scraped whatever
+        ``poll.metrics_interval`` says; returns the snapshots in config order. Takes about
+        ``poll.timeout`` at most, however the endpoints behave. Rates need two cycles."""
+        await self._ensure_started()
+        await self._refresh_aliases()
+        return list(await asyncio.gather(*(self._poll_target(t, True) for t in self._targets)))
+
+    async def aclose(self) -> None:
+        """Stop, close the HTTP clients and the registry threads. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        for task in list(self._bg):
+            task.cancel()
+        for t in self._targets:
+            if t.drift_task is not None:
+                t.drift_task.cancel()
+        if self._loop is not None:
+            await asyncio.gather(*self._bg, *(t.drift_task for t in self._targets if t.drift_task),
+                                 return_exceptions=True)
+        for c in self._clients.values():
+            with contextlib.suppress(Exception):
+                await c.aclose()
+        self._clients.clear()
+        self._reader.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._drift_pool is not None:
+            self._drift_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Poller:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- scheduling -------------------------------------------------------------------------------
+    def _delay(self, t: _Target) -> float:
+        """Seconds from one poll's start to the next: the interval, or backoff when down."""
+        iv = self._interval
+        if t.down_streak <= 1:
+            return iv
+        cap = max(iv, self.poll_settings.max_backoff)
+        return min(cap, iv * 2 ** min(t.down_streak - 1, 30))
+
+    async def _endpoint_loop(self, t: _Target) -> None:
+        loop = asyncio.get_running_loop()
+        assert t.wake is not None
+        while True:
+            now = loop.time()
+            due = t.last_start + self._delay(t)
+            if t.forced or (not self._paused and now >= due):
+                first = t.last_start == -math.inf
+                # Keep to the schedule's grid when a little late (a busy loop), so an endpoint is
+                # still polled once per interval; start a new grid when forced or far behind.
+                t.last_start = due if (not t.forced and not first and now - due < self._interval) else now
+                t.forced = False
+                await self._poll_target(t)
+                if first and len(self._targets) > 1:
+                    # Every endpoint is polled at once the first time (a quick first view);
+                    # then their phases spread over the interval, so the fleet is polled
+                    # evenly rather than in one burst a second.
+                    t.last_start = now - self._interval + self._interval * t.index / len(self._targets)
+                continue
+            t.wake.clear()
+            handle = None if self._paused else loop.call_at(due, t.wake.set)
+            try:
+                await t.wake.wait()
+            finally:
+                if handle is not None:
+                    handle.cancel()
+
+    async def _poll_target(self, t: _Target, every_metrics: bool = False) -> EndpointSnapshot:
+        """Poll ``t`` (or join its poll in flight) and publish the snapshot. ``every_metrics``
+        scrapes the metrics whether or not ``poll.metrics_interval`` has passed."""
+        if t.inflight is not None:
+            return await asyncio.shield(t.inflight)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[EndpointSnapshot] = loop.create_future()
+        t.inflight = fut
+        try:
+            snap = await self._poll(t, every_metrics)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as e:  # a bug: never let it stop the polling
+            log.exception("endpoint %s: poll failed", t.cfg.name)
+            snap = self._snapshot(t, time.time(), 0.0, _Health(down=f"internal error: {one_line(e, 80)}"))
+        finally:
+            t.inflight = None
+        fut.set_result(snap)
+        self._publish(snap)
+        return snap
+
+    def _publish(self, snap: EndpointSnapshot) -> None:
+        with self._lock:
+            self._latest[snap.endpoint] = snap
+            self._history[snap.endpoint].append(snap)
+        cb = self.on_snapshot
+        if cb is not None:
+            try:
+                cb(snap)
+            except Exception:
+                log.exception("on_snapshot callback failed")
+
+    # -- one poll -----------------------------------------------------------------------------------
+    async def _poll(self, t: _Target, every_metrics: bool = False) -> EndpointSnapshot:
+        loop = asyncio.get_running_loop()
+        taken_at = self._clock()
+        start = loop.time()
+        if t.header_error is not None or not t.requests:
+            self._build_requests(t)  # a variable may have been set since
+        if t.header_error is not None:
+            t.down_streak += 1
+            return self._snapshot(t, taken_at, 0.0, _Health(down=t.header_error))
+        alias = self._aliases.get((t.cfg.model, t.cfg.environment))
+        if t.alias_seen is not False and alias != t.alias_seen:
+            t.need_full = True  # a release moved the alias: the served version may change
+        t.alias_seen = alias
+        full = (t.need_full or t.since_full >= self.metadata_every or t.restarted_pending
+                or (alias is not None and t.versions and str(alias) not in t.versions))
+        mi = self.poll_settings.metrics_interval or self._interval
+        metrics_due = (every_metrics or t.metrics_last is None or start - t.metrics_last >= 0.9 * mi)
+        health = _Health()
+        jobs: list[Coroutine[Any, Any, Any]] = [self._health(t, full, str(alias) if alias is not None else None,
+                                                             health)]
+        if metrics_due:
+            t.metrics_last = start
+            jobs.append(self._metrics(t))
+        await asyncio.gather(*jobs)
+        t.polls += 1
+        t.since_full = 1 if full else t.since_full + 1
+        duration_ms = (loop.time() - start) * 1000.0
+        if health.down:
+            t.down_streak += 1
+            t.need_full = True
+        else:
+            t.down_streak = 0
+            t.need_full = health.note is not None  # server not ready: ask again next time
+            if full:
+                t.restarted_pending = False
+        snap = self._snapshot(t, taken_at, duration_ms, health)
+        if t.cfg.capture and self.poll_settings.drift_every and t.polls % self.poll_settings.drift_every == 0:
+            self._start_drift(t, snap)
+        return snap
+
+    async def _health(self, t: _Target, full: bool, alias: str | None, h: _Health) -> None:
+        timeout = self.poll_settings.timeout
+        try:
+            await _within(self._health_chain(t, full, alias, h, self.poll_settings.max_body_bytes), timeout)
+        except asyncio.TimeoutError:
+            h.down = h.down or f"timed out after {_secs(timeout)} s"
+
+    async def _health_chain(self, t: _Target, full: bool, alias: str | None, h: _Health, limit: int) -> None:
+        client = t.client
+        req = t.requests
+
+        async def get(key: str, request: httpx.Request | None = None) -> _Answer:
+            return await _fetch(client, request or req[key], limit)
+
+        if full:
+            a = await get("live")
+            if a.error and a.status is None:
+                h.down = a.error
+                h.live = False
+                return
+            h.live = a.status == 200 and a.error is None
+            if a.error:
+                h.down = f"{t.paths['live']}: {a.error}"
+                return
+            if not h.live:
+                h.down = f"{t.paths['live']} answered {a.status}"
+                return
+            a = await get("ready")
+            if a.error:
+                h.down = a.error if a.status is None else f"{t.paths['ready']}: {a.error}"
+                return
+            h.ready = a.status == 200
+            if not h.ready:
+                h.note = f"server not ready ({t.paths['ready']} answered {a.status})"
+        a = await get("model_ready")
+        if a.error:
+            h.down = a.error if a.status is None else f"{t.paths['model_ready']}: {a.error}"
+            if a.status is None:
+                h.live = False if h.live is None else h.live
+            return
+        h.live = True if h.live is None else h.live
+        h.model_ready = a.status == 200
+        if not h.model_ready:
+            if a.status == 404:
+                h.down = f"model {one_line(t.served, 40)} is not loaded ({t.paths['model_ready']} answered 404)"
+            else:
+                h.down = f"{t.paths['model_ready']} answered {a.status}"
+            if h.note and h.ready is False:
+                h.down = f"{t.paths['ready']} answered not ready; " + h.down
+            return
+        if not full:
+            return
+        a = await get("metadata")
+        if a.error:
+            h.down = (f"model metadata: {a.error}" if a.status is not None or "cut off" in a.error
+                      else a.error)
+            return
+        if a.status != 200:
+            h.down = f"{t.paths['metadata']} answered {a.status}"
+            return
+        versions = _metadata_versions(a.body)
+        if isinstance(versions, str):
+            h.down = versions
+            return
+        h.versions = versions
+        if not versions and alias is not None:
+            a = await get("", self._version_request(t, alias))
+            if a.status == 200 and not a.error:
+                h.probed = alias
+            else:
+                h.unconfirmed = alias
+
+    async def _metrics(self, t: _Target) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.poll_settings.timeout
+        try:
+            a = await _within(_fetch(t.metrics_client, t.requests["metrics"],
+                                     self.poll_settings.max_metrics_bytes), timeout)
+        except asyncio.TimeoutError:
+            a = _Answer(error=f"timed out after {_secs(timeout)} s")
+        at = loop.time()
+        if a.error:
+            t.metrics_error = f"metrics: {a.error}"
+            return
+        if a.status != 200:
+            t.metrics_error = f"metrics: {urlsplit(t.cfg.metrics_url).path or '/'} answered {a.status}"
+            return
+        profile = t.cfg.metrics_profile
+        try:
+            if len(a.body) > LARGE_METRICS:
+                reading, used = await loop.run_in_executor(
+                    None, lambda: read_metrics(a.body, model=t.served, at=at, profile=profile))
+            else:
+                reading, used = read_metrics(a.body, model=t.served, at=at, profile=profile)
+        except MetricsError as e:
+            t.metrics_error = one_line(e, REASON_LIMIT)
+            return
+        t.metrics_error = None
+        if reading is None:
+            t.metrics_note = "no known model-server metrics (set metrics_profile)"
+            t.rates = None
+            t.profile = None
+            return
+        t.profile = used
+        t.metrics_note = None if reading.found else f"no {reading.profile} metrics at the metrics URL"
+        rates = t.window.add(reading)
+        if rates is not None:
+            t.rates = rates
+            t.rates_at = at
+            if rates.restarted:
+                t.restarted_pending = True
+
+    # -- judging ----------------------------------------------------------------------------------
+    def _snapshot(self, t: _Target, taken_at: float, duration_ms: float, h: _Health) -> EndpointSnapshot:
+        cfg = t.cfg
+        th: Thresholds = cfg.thresholds
+        alias = self._aliases.get((cfg.model, cfg.environment))
+        registry_version = str(alias) if alias is not None else None
+        if h.versions is not None:
+            t.versions = h.versions or ((h.probed,) if h.probed else ())
+            t.unconfirmed = h.unconfirmed
+        if h.live is not None:
+            t.live = h.live
+        if h.ready is not None:
+            t.ready = h.ready  # else: the last known server readiness carries over
+        served_versions = t.versions
+        served = None
+        if served_versions:
+            served = registry_version if registry_version in served_versions else served_versions[-1]
+        rates = t.rates
+        restarted = bool(rates and rates.restarted and t.rates_at is not None
+                         and t.metrics_last is not None and t.rates_at >= t.metrics_last)
+        if h.down:
+            status, reason = DOWN, h.down
+        else:
+            problems: list[str] = []
+            if h.note:
+                problems.append(h.note)
+            if registry_version is not None and served_versions and registry_version not in served_versions:
+                problems.append(f"serves version {one_line(served, 24)}, {one_line(cfg.environment, 24)} "
+                                f"alias is {registry_version}")
+            if rates is not None:
+                if rates.error_ratio is not None and rates.error_ratio > th.error_ratio_warn:
+                    problems.append(f"error ratio {rates.error_ratio * 100:.1f}% over "
+                                    f"{th.error_ratio_warn * 100:.1f}%")
+                if rates.p95_ms is not None and rates.p95_ms > th.p95_ms_warn:
+                    problems.append(f"p95 latency {rates.p95_ms:.0f} ms over {th.p95_ms_warn:.0f} ms")
+            if t.metrics_error:
+                problems.append(t.metrics_error)
+            if problems:
+                status, reason = DEGRADED, "; ".join(problems)
+            else:
+                status, reason = UP, "ready"
+                if not served_versions and t.unconfirmed and t.unconfirmed == registry_version:
+                    reason += (f"; version {registry_version} not confirmed (the server names no version "
+                               f"and {t.paths['metadata']}/versions/{registry_version}/ready is not 200)")
+                if t.metrics_note:
+                    reason += f"; {t.metrics_note}"
+            if restarted:
+                reason += "; restarted (counters reset)"
+        now = asyncio.get_running_loop().time() if self._loop is not None else None
+        return EndpointSnapshot(
+            endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=taken_at,
+            duration_ms=round(duration_ms, 3), status=status, reason=one_line(reason, REASON_LIMIT),
+            live=h.live if h.live is not None else t.live,
+            ready=t.ready, model_ready=h.model_ready,
+            served_version=served, served_versions=served_versions, registry_version=registry_version,
+            request_rate=rates.request_rate if rates else None,
+            error_ratio=rates.error_ratio if rates else None,
+            latency_p50_ms=rates.p50_ms if rates else None, latency_p95_ms=rates.p95_ms if rates else None,
+            latency_p99_ms=rates.p99_ms if rates else None, latency_mean_ms=rates.mean_ms if rates else None,
+            profile=t.profile.name if t.profile else None, restarted=restarted, drift=t.drift,
+            metrics_window=rates.window if rates else None,
+            metrics_age=(now - t.rates_at) if (rates and now is not None and t.rates_at is not None) else None,
+        )
+
+    # -- registry -----------------------------------------------------------------------------------
+    def _registry_warning(self, what: str, e: BaseException) -> None:
+        msg = f"{what}: {one_line(e, 200)}"
+        if msg not in self._registry_warned:
+            self._registry_warned.add(msg)
+            log.warning("registry %s", msg)
+
+    async def _refresh_aliases(self, *, force: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if not force and loop.time() - self._aliases_at < 0.5 * self._interval:
+            return
+        self._aliases_at = loop.time()
+        if not self.registry_path.exists():
+            return
+        try:
+            self._aliases = await _within(self._reader.call(lambda r: r.all_aliases()),
+                                          max(1.0, self.poll_settings.timeout))
+        except asyncio.TimeoutError:
+            self._registry_warning("aliases", TimeoutError("the registry did not answer in time"))
+        except (RegistryError, OSError) as e:
+            self._registry_warning("aliases", e)
+
+    async def _alias_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._refresh_aliases()
+
+    async def _seed_history(self) -> None:
+        if not self._targets or not self.registry_path.exists():
+            return
+        names = [t.cfg.name for t in self._targets]
+        limit = max(1, self.poll_settings.history)
+
+        def load(r: Any) -> dict[str, list[dict[str, Any]]]:
+            return {n: r.snapshots(n, limit=limit) for n in names}
+
+        try:
+            rows = await _within(self._reader.call(load), 5.0)
+        except asyncio.TimeoutError:
+            self._registry_warning("history", TimeoutError("the registry did not answer in time"))
+            return
+        except (RegistryError, OSError) as e:
+            self._registry_warning("history", e)
+            return
+        with self._lock:
+            for name, items in rows.items():
+                h = self._history[name]
+                for d in items:
+                    try:
+                        d = dict(d)
+                        d["source"] = "stored"
+                        h.append(EndpointSnapshot.from_dict(d))
+                    except Exception:  # a row from another version: skip it
+                        continue
+
+    async def store_now(self) -> int:
+        """Write the newest snapshot of each endpoint (if not written yet) to the registry.
+        Runs in the writer thread; returns the rows written (0 when the registry was busy or
+        failed: logged, and retried next time)."""
+        self._bind()
+        if self._writer is None:
+            self._writer = _RegistryThread(self.registry_path, create=True, name="registry-write")
+        with self._lock:
+            snaps = [s for s in self._latest.values()
+                     if s.status != PENDING and s.source == "live" and s.taken_at > self._stored_at.get(s.endpoint, 0)]
+        if not snaps:
+            return 0
+        rows = [(s.endpoint, _iso(s.taken_at), s.to_dict(drift_result=False)) for s in snaps]
+        retention = self.poll_settings.retention_hours or None
+        source = self.source
+        try:
+            n = await self._writer.call(lambda r: r.store_snapshots(rows, source=source,
+                                                                     retention_hours=retention))
+        except (RegistryError, OSError) as e:
+            self._registry_warning("store", e)
+            return 0
+        for s in snaps:
+            self._stored_at[s.endpoint] = s.taken_at
+        return int(n)
+
+    async def _store_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_settings.store_interval)
+            try:
+                await self.store_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("storing snapshots failed")
+
+    # -- drift ------------------------------------------------------------------------------------
+    def _start_drift(self, t: _Target, snap: EndpointSnapshot) -> None:
+        if t.drift_task is not None and not t.drift_task.done():
+            return
+        version = snap.served_version or snap.registry_version
+        task = asyncio.ensure_future(self._drift(t, version))
+        t.drift_task = task
+
+    async def _drift(self, t: _Target, version: str | None) -> None:
+        cfg = t.cfg
+        now = self._clock
+        try:
+            if version is None:
+                raise _DriftProblem("served version unknown")
+            try:
+                n = int(version)
+            except ValueError:
+                raise _DriftProblem(f"served version {one_line(version, 24)} is not a registry version") from None
+            key = (cfg.model, version)
+            profile = self._profiles.get(key)
+            if profile is None:
+                try:
+                    ref = await self._reader.call(lambda r: r.version(cfg.model, n).reference_path)
+                except RegistryError as e:
+                    raise _DriftProblem(one_line(e, 120)) from None
+                if not ref:
+                    raise _DriftProblem(f"version {version} has no reference data")
+                from core import drift as drift_mod
+
+                profile = await self._in_drift_pool(drift_mod.load_profile, ref)
+                self._profiles[key] = profile
+                while len(self._profiles) > 32:
+                    self._profiles.pop(next(iter(self._profiles)))
+            summary = await self._in_drift_pool(_compare_window, profile, cfg.capture,
+                                                self.poll_settings.drift_window, cfg.thresholds.drift_share)
+            t.drift = DriftSummary(**{**summary, "computed_at": now(), "version": version})
+        except asyncio.CancelledError:
+            raise
+        except _DriftProblem as e:
+            t.drift = DriftSummary(error=str(e), computed_at=now(), version=version)
+        except ImportError as e:
+            t.drift = DriftSummary(error=f"drift is not available: {one_line(e, 80)}", computed_at=now(),
+                                   version=version)
+        except Exception as e:
+            log.info("endpoint %s: drift failed: %s", cfg.name, one_line(e, 200))
+            t.drift = DriftSummary(error=one_line(e, 120), computed_at=now(), version=version)
+
+    async def _in_drift_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._drift_pool is None:
+            self._drift_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modeldeck-drift")
+        return await asyncio.get_running_loop().run_in_executor(self._drift_pool, lambda: fn(*args))
+
+
+class _DriftProblem(Exception):
+    pass
+
+
+def _compare_window(profile: Any, capture: str | None, last_n: int, drift_share: float) -> dict[str, Any]:
+    """Read the live window and compare it with ``profile`` (a worker thread). Returns the
+    DriftSummary fields."""
+    from core import capture as capture_mod
+    from core import drift as drift_mod
+
+    window = capture_mod.read_window(capture, last_n)
+    result = drift_mod.compare(profile, window, drift_share=drift_share)
+    data = drift_mod.result_to_json(result)
+    return _summarize_drift(data, rows=_rows(window))
+
+
+def _rows(window: Any) -> int | None:
+    try:
+        return len(window)
+    except TypeError:
+        return None
+
+
+def _summarize_drift(data: Mapping[str, Any], *, rows: int | None) -> dict[str, Any]:
+    """DriftSummary fields from ``result_to_json`` output (tolerant of missing keys)."""
+    cols = data.get("columns") or []
+    if isinstance(cols, Mapping):
+        cols = [{"column": k, **(v if isinstance(v, Mapping) else {})} for k, v in cols.items()]
+    n_columns = int(data.get("n_columns", len(cols)) or 0)
+    n_drifted = int(data.get("n_drifted", sum(1 for c in cols if c.get("drifted"))) or 0)
+    share = data.get("drift_share")
+    if share is None:
+        share = n_drifted / n_columns if n_columns else 0.0
+    worst, worst_col = None, None
+    for c in cols:
+        psi = c.get("psi")
+        if isinstance(psi, (int, float)) and not math.isnan(psi) and (worst is None or psi > worst):
+            worst, worst_col = float(psi), str(c.get("column") or c.get("name") or "")
+    return {"n_columns": n_columns, "n_drifted": n_drifted,
+            "dataset_drift": bool(data.get("dataset_drift", False)), "drift_share": float(share),
+            "worst_psi": worst, "worst_psi_column": worst_col, "result": dict(data),
+            "window_rows": data.get("n_current", rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _host_key(url: str) -> tuple[str, str, int | None]:
+    u = urlsplit(url)
+    return (u.scheme.lower(), (u.hostname or "").lower(), u.port)
+
+
+def _metadata_versions(body: bytes) -> tuple[str, ...] | str:
+    """The served versions from OIP model metadata, or the reason it is unusable. Entries with
+    a '/' are MLServer's dependency versions ("sklearn/1.5.0"), not model versions."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "model metadata is not JSON"
+    if not isinstance(data, dict):
+        return "model metadata is not a JSON object"
+    raw = data.get("versions") or []
+    if not isinstance(raw, list):
+        raw = [raw]
+    out = []
+    for v in raw:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            continue
+        s = str(v).strip()
+        if s and "/" not in s and s not in out:
+            out.append(one_line(s, 40))
+    return tuple(out)
