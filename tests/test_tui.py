@@ -198,3 +198,102 @@ def test_snapshot_fleet_80x24(world, snap_compare) -> None:
 
 def test_snapshot_model_drift(world, snap_compare) -> None:
     assert snap_compare(make_app(world), terminal_size=(100, 32), press=["enter", "2"])
+
+
+# -- releases from the keyboard (fixed data; the live loop is in test_tui_demo.py) --------------------
+
+
+async def open_fraud(pilot) -> None:
+    await pilot.press("j", "j", "enter")
+    await pilot.pause(0.3)
+    assert pilot.app.screen.model == "fraud"
+
+
+async def test_approve_with_a_reason(world, tmp_path: Path) -> None:
+    from core.registry import Registry
+
+    app = make_app(world)
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        await open_fraud(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("enter")  # no reason yet: refused, nothing written
+        assert "a reason is required" in static_text(app, "#approval-hint")
+        await pilot.press(*"offline eval ok", "enter")
+        await pilot.pause(0.5)
+        assert type(app.screen).__name__ == "ModelScreen"
+    with Registry(tmp_path / "registry.db") as reg:
+        v = reg.version("fraud", 1)
+        assert (v.approval, v.approval_reason, v.approval_by) == ("approved", "offline eval ok", "tester")
+
+
+async def test_escape_cancels_a_promotion_with_nothing_written(world, tmp_path: Path) -> None:
+    from core.registry import Registry
+
+    with Registry(tmp_path / "registry.db") as reg:
+        before = reg.last_audit_id()
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await open_fraud(pilot)
+        await pilot.press("P")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "EnvironmentPicker"
+        await pilot.press("enter")  # production: the endpoint's environment is the default
+        await pilot.pause(0.5)
+        assert type(app.screen).__name__ == "ReleaseScreen"
+        plan = static_text(app, "#release-plan")
+        assert "production: unset  →  version 1" in plan and "✘ approved" in plan
+        await pilot.press(*"ship it", "escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ModelScreen"
+    with Registry(tmp_path / "registry.db") as reg:
+        assert reg.last_audit_id() == before and reg.alias("fraud", "production") is None
+
+
+async def test_production_needs_the_typed_model_name_and_force_past_a_failing_gate(world, tmp_path: Path) -> None:
+    from core.registry import Registry
+
+    with Registry(tmp_path / "registry.db") as reg:
+        reg.approve("fraud", 1, "ok")
+    app = make_app(world)
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        await open_fraud(pilot)
+        await pilot.press("P", "enter")
+        await pilot.pause(0.5)
+        assert "✘ healthy" in static_text(app, "#release-plan")  # fraud-prod errs at 31%
+        await pilot.press(*"first release", "enter")  # moves to the confirmation box
+        await pilot.press(*"frau", "enter")
+        await pilot.pause()
+        assert "type the model name 'fraud'" in static_text(app, "#release-hint")
+        await pilot.press("d", "enter")
+        await pilot.pause()
+        assert "blocked by healthy" in static_text(app, "#release-hint")
+        await pilot.press("tab", "space", "ctrl+s")  # tick force, release
+        await pilot.pause(0.5)
+        screen = app.screen
+        assert screen.state in ("running", "done")
+        for _ in range(80):  # nothing on port 9 will ever serve it: verification fails, rolls back
+            if screen.state == "done":
+                break
+            await pilot.pause(0.25)
+        assert screen.state == "done"
+        assert screen.outcome.status == "rolled_back"
+        assert any("rolled back" in n.message for n in app._notifications)
+        await pilot.press("escape")
+    with Registry(tmp_path / "registry.db") as reg:
+        history = reg.history("fraud", "production")
+        assert [h.action for h in history] == ["unset", "promote"]
+        promote = reg.audit(action="promote")[0]
+        assert promote.after["forced"] is True and promote.reason == "first release"
+
+
+async def test_read_only_hides_every_write_action(world) -> None:
+    app = make_app(world, read_only=True)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await open_fraud(pilot)
+        active = {b.binding.action for b in app.screen.active_bindings.values()}
+        assert {"lineage", "audit", "jobs"} <= active
+        assert not {"promote", "rollback", "approve", "reject", "retrain"} & active
+        await pilot.press("P", "a", "n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ModelScreen"

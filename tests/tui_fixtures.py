@@ -17,6 +17,9 @@ CONFIG = f"""
 registry = "registry.db"
 [poll]
 interval = 2.0
+[models.fraud]
+verify_timeout = 2
+bake_seconds = 2
 [[endpoints]]
 name = "churn-prod"
 model = "churn"

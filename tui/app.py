@@ -143,6 +143,28 @@ class ModeldeckApp(App[int]):
             self.notify(f"{event.worker.name or 'task'} failed: {type(err).__name__}: {err}"
                         if not _is_user_error(err) else f"{err}", severity="error")
 
+    # -- releases: run in app workers so a hidden dialog never stops a rollout --------------------
+    def start_release(self, plan: Any, *, reason: str, force: bool, stop_event: Any, dialog: Any) -> None:
+        self.run_worker(lambda: self._release(plan, reason, force, stop_event, dialog), thread=True,
+                        exit_on_error=False, name=f"release {plan.model} {plan.environment}", group="release")
+
+    def _release(self, plan: Any, reason: str, force: bool, stop_event: Any, dialog: Any) -> None:
+        from core import releases
+
+        def on_event(event: Any) -> None:
+            self.call_from_thread(dialog.release_event, event)
+
+        try:
+            outcome = releases.execute(plan, reason=reason, force=force, on_event=on_event, stop_event=stop_event)
+        except Exception as e:
+            self.call_from_thread(dialog.release_failed, e)
+            self.call_from_thread(self.notify, f"{plan.summary()}: {e}", severity="error")
+            return
+        self.call_from_thread(dialog.release_done, outcome)
+        severity = "information" if outcome.ok else ("warning" if outcome.status == "blocked" else "error")
+        self.call_from_thread(self.notify, outcome.message, severity=severity, timeout=None if outcome.ok else 30)
+        self.call_from_thread(self.refresh_views, True)
+
     # -- actions --------------------------------------------------------------------------------
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

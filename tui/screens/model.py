@@ -37,8 +37,15 @@ class ModelScreen(DeckScreen):
         Binding("2", "tab('drift')", "Drift", show=False),
         Binding("3", "tab('live')", "Live", show=False),
         Binding("l", "lineage", "Lineage"),
+        Binding("P", "promote", "Promote"),
+        Binding("R", "rollback", "Roll back"),
+        Binding("a", "approve", "Approve"),
+        Binding("x", "reject", "Reject"),
+        Binding("n", "retrain", "Retrain"),
+        Binding("J", "jobs", "Jobs"),
         Binding("A", "audit", "Audit"),
     ]
+    WRITE_ACTIONS = ("promote", "rollback", "approve", "reject", "retrain")
 
     def __init__(self, endpoint: Any) -> None:
         super().__init__()
@@ -272,6 +279,85 @@ class ModelScreen(DeckScreen):
         from tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen(model=self.model))
+
+    def action_jobs(self) -> None:
+        from tui.screens.retrain import JobsScreen
+
+        self.app.push_screen(JobsScreen(model=self.model))
+
+    # -- release actions (hidden with --read-only) ---------------------------------------------------
+    def environments(self, *, held_only: bool = False) -> list[tuple[str, str]]:
+        """Environments to offer: those holding a version, those with configured endpoints,
+        and the usual two; each with a note of what it holds."""
+        app: Any = self.app
+        names: list[str] = list(self.aliases)
+        if not held_only:
+            names += [e.environment for e in app.settings.endpoints if e.model == self.model]
+            names += ["production", "staging"]
+        out = []
+        for env in dict.fromkeys(names):
+            held = self.aliases.get(env)
+            n_eps = len(app.settings.endpoints_for(self.model, env))
+            note = (f"holds version {held}" if held is not None else "holds nothing yet") + (
+                f", {n_eps} endpoint{'s' if n_eps != 1 else ''}" if n_eps else "")
+            out.append((env, note))
+        return out
+
+    def action_promote(self) -> None:
+        from tui.screens.release import EnvironmentPicker, ReleaseScreen
+
+        number = self.selected_version()
+        if number is None:
+            self.app.notify("select a version to promote (tab 1)", severity="warning")
+            return
+
+        def chosen(env: str | None) -> None:
+            if env:
+                self.app.push_screen(ReleaseScreen(self.model, env, "promote", version=number),
+                                     lambda _: self.load_versions())
+
+        self.app.push_screen(EnvironmentPicker(f"Promote {self.model} version {number} to…",
+                                               self.environments(), self.endpoint.environment), chosen)
+
+    def action_rollback(self) -> None:
+        from tui.screens.release import EnvironmentPicker, ReleaseScreen
+
+        envs = self.environments(held_only=True)
+        if not envs:
+            self.app.notify(f"{self.model} holds no environment yet: nothing to roll back", severity="warning")
+            return
+
+        def chosen(env: str | None) -> None:
+            if env:
+                self.app.push_screen(ReleaseScreen(self.model, env, "rollback"), lambda _: self.load_versions())
+
+        self.app.push_screen(EnvironmentPicker(f"Roll back {self.model} in…", envs, self.endpoint.environment),
+                             chosen)
+
+    def _approval(self, approve: bool) -> None:
+        from tui.screens.release import ApprovalScreen
+
+        number = self.selected_version()
+        if number is None:
+            self.app.notify("select a version first (tab 1)", severity="warning")
+            return
+        self.app.push_screen(ApprovalScreen(self.model, number, approve), lambda _: self.load_versions())
+
+    def action_approve(self) -> None:
+        self._approval(True)
+
+    def action_reject(self) -> None:
+        self._approval(False)
+
+    def action_retrain(self) -> None:
+        from tui.screens.retrain import RetrainScreen
+
+        self.app.push_screen(RetrainScreen(self.model), lambda _: self.load_versions())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.WRITE_ACTIONS and self.app.read_only:  # type: ignore[attr-defined]
+            return False  # --read-only hides every action that writes
+        return True
 
 
 def column_histogram(col: dict[str, Any]) -> tuple[list[str], list[float], list[float]] | None:

@@ -1,0 +1,315 @@
+"""Release dialogs: pick an environment, promote / roll back with gates and a live rollout,
+approve / reject with a reason. Each is one face of ``core.releases`` / ``core.registry``;
+``esc`` before confirming always cancels with nothing written."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Checkbox, Input, OptionList, RichLog, Static
+from textual.widgets.option_list import Option
+
+from core.textfmt import one_line
+from tui.screens.base import DeckModal
+
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "success": "bold green", "output": "dim",
+               "progress": "cyan", "info": ""}
+
+
+class EnvironmentPicker(DeckModal):
+    """Choose the environment to act on; dismisses with its name, or None on esc."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", key_display="esc")]
+
+    def __init__(self, title: str, environments: list[tuple[str, str]], default: str | None = None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.environments = environments
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="env-picker"):
+            yield Static(Text(self.title_text, style="bold"), markup=False)
+            yield OptionList(*[Option(Text.assemble((one_line(env, 40), "bold"), "  ", (one_line(note, 60), "dim")),
+                                      id=env) for env, note in self.environments], id="env-options")
+            yield Static(Text("enter chooses, esc cancels", style="dim"), markup=False)
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        names = [env for env, _ in self.environments]
+        if self.default in names:
+            options.highlighted = names.index(self.default)
+        options.focus()
+
+    @on(OptionList.OptionSelected)
+    def chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ReleaseScreen(DeckModal):
+    """Promote a version to an environment, or roll an environment back.
+
+    Shows the plan (from -> to), each gate with its numbers, what the deploy hook runs, then
+    asks for a reason (and, for production, the model name). The rollout then runs in an app
+    worker and its events stream into this dialog; ``esc`` hides the dialog while the rollout
+    goes on (its end is a notice), ``X`` aborts it (which rolls back)."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", key_display="esc"),
+        Binding("ctrl+s", "submit", "Release", key_display="^s"),
+        Binding("X", "abort", "Abort rollout", show=False),
+    ]
+
+    def __init__(self, model: str, environment: str, action: str = "promote", version: int | None = None,
+                 to: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.environment = environment
+        self.action = action
+        self.version = version
+        self.to = to
+        self.plan: Any = None
+        self.state = "planning"  # planning | ready | running | done | failed
+        self.stop_event = threading.Event()
+        self.outcome: Any = None
+
+    def compose(self) -> ComposeResult:
+        verb = "Promote" if self.action == "promote" else "Roll back"
+        with Vertical(classes="dialog", id="release-box"):
+            yield Static(Text(f"{verb} {one_line(self.model, 40)} in {one_line(self.environment, 30)}",
+                              style="bold"), markup=False, id="release-title")
+            yield Static(Text("reading the registry and the environment's endpoints…", style="dim"),
+                         markup=False, id="release-plan")
+            yield Input(placeholder="reason (required; goes to the audit log)", id="release-reason")
+            yield Input(placeholder="", id="release-confirm")
+            yield Checkbox("force past the failing gates (recorded as forced)", id="release-force")
+            yield Static("", markup=False, id="release-hint")
+            yield RichLog(id="release-log", wrap=True, markup=False, max_lines=500)
+
+    def on_mount(self) -> None:
+        for wid in ("#release-reason", "#release-confirm", "#release-force", "#release-log"):
+            self.query_one(wid).display = False
+        self.load_plan()
+
+    # -- planning -------------------------------------------------------------------------------
+    @work(thread=True, exit_on_error=False, name="release plan")
+    def load_plan(self) -> None:
+        from core import releases
+        from core.registry import Registry
+
+        app: Any = self.app
+        latest = app.source.latest() if app.source is not None else None
+        try:
+            with Registry(app.settings.registry, create=False) as reg:
+                plan = releases.plan(app.settings, reg, self.model, self.version, self.environment,
+                                     action=self.action, to=self.to, snapshots=latest)
+        except Exception as e:
+            app.call_from_thread(self._plan_failed, e)
+            return
+        app.call_from_thread(self._show_plan, plan)
+
+    def _plan_failed(self, error: Exception) -> None:
+        self.state = "failed"
+        self.query_one("#release-plan", Static).update(Text(one_line(str(error), 300), style="bold red"))
+        self.query_one("#release-hint", Static).update(Text("nothing was written; esc closes", style="dim"))
+
+    def _show_plan(self, plan: Any) -> None:
+        self.plan = plan
+        self.state = "ready"
+        self.query_one("#release-plan", Static).update(plan_text(plan))
+        reason = self.query_one("#release-reason", Input)
+        reason.display = True
+        confirm = self.query_one("#release-confirm", Input)
+        if plan.confirm:
+            confirm.display = True
+            confirm.placeholder = f"type {plan.confirm} to confirm a change to {plan.environment}"
+        self.query_one("#release-force", Checkbox).display = plan.blocked
+        self._hint()
+        reason.focus()
+
+    def _hint(self, problem: str = "") -> None:
+        t = Text()
+        if problem:
+            t.append(problem + "  ", style="bold red")
+        t.append("enter or ctrl+s releases, esc cancels with nothing written", style="dim")
+        self.query_one("#release-hint", Static).update(t)
+
+    # -- submitting -----------------------------------------------------------------------------
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        confirm = self.query_one("#release-confirm", Input)
+        if event.input.id == "release-reason" and confirm.display and not confirm.value:
+            confirm.focus()
+            return
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        if self.state != "ready":
+            return
+        plan = self.plan
+        reason = self.query_one("#release-reason", Input).value.strip()
+        if not reason:
+            self._hint("a reason is required")
+            self.query_one("#release-reason", Input).focus()
+            return
+        if plan.confirm and self.query_one("#release-confirm", Input).value.strip() != plan.confirm:
+            self._hint(f"type the model name {plan.confirm!r} to confirm")
+            self.query_one("#release-confirm", Input).focus()
+            return
+        force = self.query_one("#release-force", Checkbox).value
+        if plan.blocked and not force:
+            names = ", ".join(g.name for g in plan.failed_gates)
+            self._hint(f"blocked by {names}: fix it, or tick force")
+            return
+        self.state = "running"
+        for wid in ("#release-reason", "#release-confirm", "#release-force"):
+            self.query_one(wid).display = False
+        log = self.query_one("#release-log", RichLog)
+        log.display = True
+        self.query_one("#release-hint", Static).update(
+            Text("rolling out… esc hides this (the rollout goes on), X aborts and rolls back", style="dim"))
+        app: Any = self.app
+        app.start_release(plan, reason=reason, force=force, stop_event=self.stop_event, dialog=self)
+
+    # -- events from the app's release worker ------------------------------------------------------
+    def release_event(self, event: Any) -> None:
+        if not self.is_mounted:
+            return
+        style = LEVEL_STYLE.get(event.level, "")
+        line = Text(f"{event.stage:>8}  ", style="dim")
+        line.append(one_line(event.message, 400), style=style)
+        self.query_one("#release-log", RichLog).write(line)
+
+    def release_done(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.state = "done"
+        if not self.is_mounted:
+            return
+        style = "bold green" if outcome.ok else "bold red"
+        self.query_one("#release-hint", Static).update(
+            Text.assemble((one_line(outcome.message, 300), style), ("   esc closes", "dim")))
+
+    def release_failed(self, error: BaseException) -> None:
+        self.state = "done"
+        if self.is_mounted:
+            self.query_one("#release-hint", Static).update(
+                Text.assemble((one_line(str(error), 300), "bold red"), ("   esc closes", "dim")))
+
+    # -- leaving ---------------------------------------------------------------------------------
+    def action_cancel(self) -> None:
+        if self.state == "running":
+            self.app.notify("the rollout goes on in the background; its result will show as a notice")
+        self.dismiss(self.outcome)
+
+    def action_abort(self) -> None:
+        if self.state == "running":
+            self.stop_event.set()
+            self.release_event(_Note("abort", "aborting: the rollout will be rolled back", "warning"))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "abort":
+            return self.state == "running"
+        if action == "submit":
+            return self.state == "ready"
+        return True
+
+
+class _Note:
+    def __init__(self, stage: str, message: str, level: str) -> None:
+        self.stage, self.message, self.level = stage, message, level
+
+
+def plan_text(plan: Any) -> Text:
+    t = Text()
+    before = "unset" if plan.from_version is None else f"version {plan.from_version}"
+    t.append(f"{one_line(plan.environment, 30)}: ", style="bold")
+    t.append(before)
+    t.append("  →  ", style="bold")
+    t.append(f"version {plan.to_version}", style="bold cyan")
+    cand = plan.candidate
+    t.append(f"   ({cand.approval}", style={"approved": "green", "rejected": "red"}.get(cand.approval, "yellow"))
+    if cand.metrics:
+        t.append("; " + " ".join(f"{one_line(k, 16)}={v:.4g}" if isinstance(v, (int, float)) else
+                                 f"{one_line(k, 16)}={one_line(v, 12)}" for k, v in list(cand.metrics.items())[:3]),
+                 style="dim")
+    t.append(")\n")
+    if plan.gates:
+        t.append("gates\n", style="bold")
+        for g in plan.gates:
+            t.append("  ✔ " if g.passed else "  ✘ ", style="bold green" if g.passed else "bold red")
+            t.append(one_line(g.name, 30) + "  ", style="bold")
+            t.append(one_line(g.detail, 200) + "\n")
+    if plan.deploy:
+        t.append("deploy  ", style="bold")
+        t.append(one_line("; ".join(plan.deploy), 200) + "\n")
+    if plan.endpoints:
+        t.append("rollout ", style="bold")
+        t.append(f"{', '.join(one_line(e, 30) for e in plan.endpoints[:4])} must serve it within "
+                 f"{plan.verify_timeout:g} s" + (f", then bake {plan.bake_seconds:g} s" if plan.bake_seconds else "")
+                 + "\n")
+    for note in plan.notes:
+        t.append("note    ", style="dim")
+        t.append(one_line(note, 200) + "\n", style="dim")
+    if plan.blocked:
+        t.append(f"BLOCKED by {', '.join(g.name for g in plan.failed_gates)}", style="bold red")
+    t.rstrip()
+    return t
+
+
+class ApprovalScreen(DeckModal):
+    """Approve (``a``) or reject (``x``) a version, with a reason."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", key_display="esc")]
+
+    def __init__(self, model: str, version: int, approve: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.version = version
+        self.approve = approve
+
+    def compose(self) -> ComposeResult:
+        verb = "Approve" if self.approve else "Reject"
+        with Vertical(classes="dialog", id="approval-box"):
+            yield Static(Text(f"{verb} {one_line(self.model, 40)} version {self.version}", style="bold"),
+                         markup=False)
+            yield Input(placeholder="reason (required; goes to the audit log)", id="approval-reason")
+            yield Static(Text("enter confirms, esc cancels with nothing written", style="dim"), markup=False,
+                         id="approval-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        reason = event.value.strip()
+        if not reason:
+            self.query_one("#approval-hint", Static).update(Text("a reason is required", style="bold red"))
+            return
+        self.write(reason)
+
+    @work(thread=True, exit_on_error=False, name="approval")
+    def write(self, reason: str) -> None:
+        from core.registry import Registry
+
+        app: Any = self.app
+        try:
+            with Registry(app.settings.registry, create=False) as reg:
+                v = (reg.approve if self.approve else reg.reject)(self.model, self.version, reason)
+        except Exception as e:
+            app.call_from_thread(self.query_one("#approval-hint", Static).update,
+                                 Text(one_line(str(e), 300), style="bold red"))
+            return
+        app.call_from_thread(app.notify, f"{v.approval} {self.model} version {v.version}")
+        app.call_from_thread(self.dismiss, True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

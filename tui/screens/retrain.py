@@ -1,0 +1,253 @@
+"""Retraining: start the model's pipeline (`n`) with its output streaming into a log pane, and
+the jobs list (`J`) where `c` cancels a running job. Both call ``core.retrain``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Input, RichLog, Static
+
+from core.textfmt import one_line
+from tui.screens.base import DeckModal, DeckScreen
+
+STATUS_STYLE = {"succeeded": "bold green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
+                "queued": "dim"}
+
+
+def describe_pipeline(hook: Any) -> str:
+    if hook is None:
+        return ""
+    if hook.command:
+        return "runs " + " ".join(one_line(a, 60) for a in hook.command)
+    if hook.webhook:
+        return f"POSTs to {one_line(hook.webhook.url, 80)}" + (
+            f", then polls {one_line(hook.webhook.status_url, 80)}" if hook.webhook.status_url else "")
+    return ""
+
+
+class RetrainScreen(DeckModal):
+    """Start retraining; the job runs detached (it outlives the TUI) and its log streams here."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close", key_display="esc"),
+        Binding("c", "cancel_job", "Cancel job", show=False),
+    ]
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+        self.run: Any = None
+        self.finished = False
+
+    def compose(self) -> ComposeResult:
+        app: Any = self.app
+        hook = app.settings.model(self.model).retrain if app.settings else None
+        with Vertical(classes="dialog", id="retrain-box"):
+            yield Static(Text(f"Retrain {one_line(self.model, 40)}", style="bold"), markup=False)
+            yield Static(Text(describe_pipeline(hook) or "no retraining pipeline is configured for this model",
+                              style="" if hook else "bold red"), markup=False, id="retrain-pipeline")
+            yield Input(placeholder="reason (optional; goes to the job and the audit log)", id="retrain-reason")
+            yield Static(Text("enter starts, esc cancels", style="dim"), markup=False, id="retrain-hint")
+            yield RichLog(id="retrain-log", wrap=True, markup=False, max_lines=2000)
+
+    def on_mount(self) -> None:
+        self.query_one("#retrain-log").display = False
+        app: Any = self.app
+        if app.settings.model(self.model).retrain is None:
+            self.query_one("#retrain-reason").display = False
+            self.query_one("#retrain-hint", Static).update(Text("add [models.NAME] retrain = {...} to the "
+                                                                "config; esc closes", style="dim"))
+        else:
+            self.query_one("#retrain-reason", Input).focus()
+
+    @on(Input.Submitted, "#retrain-reason")
+    def submitted(self, event: Input.Submitted) -> None:
+        if self.run is None:
+            event.input.display = False
+            self.start(event.value.strip())
+
+    @work(thread=True, exit_on_error=False, name="retrain")
+    def start(self, reason: str) -> None:
+        from core import retrain
+
+        app: Any = self.app
+
+        def output(line: str) -> None:
+            app.call_from_thread(self._line, line)
+
+        def status(job: Any) -> None:
+            app.call_from_thread(self._status, job)
+
+        try:
+            run = retrain.start_retrain(app.settings, self.model, trigger="manual", reason=reason,
+                                        on_output=output, on_status=status, detach=True)
+        except Exception as e:
+            app.call_from_thread(self._hint, one_line(str(e), 300), "bold red")
+            return
+        self.run = run
+        app.call_from_thread(self._started, run)
+
+    def _started(self, run: Any) -> None:
+        self.query_one("#retrain-log").display = True
+        self._hint(f"job #{run.job_id} running; its log: {run.log_path}. esc hides this (the job goes on), "
+                   f"c cancels it", "dim")
+        self.app.notify(f"retraining {self.model}: job #{run.job_id} started")
+
+    def _line(self, line: str) -> None:
+        if self.is_mounted:
+            self.query_one("#retrain-log", RichLog).write(Text(one_line(line, 500)))
+
+    def _status(self, job: Any) -> None:
+        if job.status in ("succeeded", "failed", "cancelled"):
+            self.finished = True
+            produced = f", produced version {job.produced_version}" if job.produced_version else ""
+            text = f"job #{job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code not in (None, 0) else "") \
+                + produced + (f": {job.message}" if job.message and job.status != "succeeded" else "")
+            self.app.notify(f"retraining {self.model}: {text}",
+                            severity="information" if job.status == "succeeded" else "error")
+            if self.is_mounted:
+                self._hint(text + "   esc closes", STATUS_STYLE.get(job.status, ""))
+
+    def _hint(self, text: str, style: str) -> None:
+        if self.is_mounted:
+            self.query_one("#retrain-hint", Static).update(Text(text, style=style))
+
+    def action_cancel_job(self) -> None:
+        if self.run is not None and not self.finished:
+            self.cancel_job()
+
+    @work(thread=True, exit_on_error=False, name="cancel job")
+    def cancel_job(self) -> None:
+        job = self.run.cancel()
+        self.app.call_from_thread(self.app.notify, f"job #{job.id} {job.status}")
+
+    def action_close(self) -> None:
+        self.dismiss(self.run.job_id if self.run else None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_job":
+            return self.run is not None and not self.finished and not self.app.read_only  # type: ignore[attr-defined]
+        return True
+
+
+class JobsScreen(DeckScreen):
+    HELP_TITLE = "Retraining jobs"
+    BINDINGS = [
+        Binding("escape", "back", "Back", key_display="esc"),
+        Binding("j", "cursor_down", "Move", key_display="j/k"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("enter", "open", "Log", priority=True),
+        Binding("c", "cancel_job", "Cancel job"),
+    ]
+
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.jobs: list[Any] = []
+
+    def compose(self) -> ComposeResult:
+        title = f"retraining jobs of {one_line(self.model, 40)}" if self.model else "retraining jobs"
+        yield Static(Text(title, style="bold"), markup=False, id="jobs-header")
+        yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        yield RichLog(id="jobs-log", wrap=True, markup=False, max_lines=400)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label, width in (("id", "JOB", 5), ("model", "MODEL", 12), ("trigger", "TRIGGER", 8),
+                                  ("status", "STATUS", 10), ("created", "CREATED UTC", 11), ("exit", "EXIT", 4),
+                                  ("version", "VER", 4), ("actor", "ACTOR", 10), ("reason", "REASON", 20)):
+            table.add_column(label, key=key, width=width)
+        table.focus()
+        self.load()
+        self.set_interval(2.0, self.load)
+
+    @work(thread=True, exclusive=True, group="jobs", exit_on_error=False, name="jobs")
+    def load(self) -> None:
+        from core import retrain
+        from core.registry import Registry
+
+        app: Any = self.app
+        with Registry(app.settings.registry, create=False) as reg:
+            jobs = retrain.list_jobs(reg, self.model)
+        app.call_from_thread(self._show, jobs)
+
+    def _show(self, jobs: list[Any]) -> None:
+        key = [(j.id, j.status, j.produced_version) for j in jobs]
+        if key == [(j.id, j.status, j.produced_version) for j in self.jobs]:
+            return
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        self.jobs = jobs
+        table.clear()
+        for j in jobs:
+            table.add_row(Text(str(j.id), justify="right"), Text(one_line(j.model, 40)), Text(j.trigger),
+                          Text(j.status, style=STATUS_STYLE.get(j.status, "")),
+                          Text(j.created_at[5:16].replace("T", " ")),
+                          Text("-" if j.exit_code is None else str(j.exit_code), justify="right"),
+                          Text(str(j.produced_version or "-"), justify="right"), Text(one_line(j.actor, 30)),
+                          Text(one_line(j.reason or j.message or "", 120)), key=str(j.id))
+        if jobs:
+            table.move_cursor(row=min(max(row, 0), len(jobs) - 1))
+
+    def selected(self) -> Any:
+        table = self.query_one(DataTable)
+        if not self.jobs or not 0 <= table.cursor_row < len(self.jobs):
+            return None
+        return self.jobs[table.cursor_row]
+
+    def action_open(self) -> None:
+        job = self.selected()
+        log = self.query_one("#jobs-log", RichLog)
+        log.clear()
+        if job is None:
+            return
+        if not job.log_path or not Path(job.log_path).exists():
+            log.write(Text(f"job #{job.id} has no log file here", style="dim"))
+            return
+        with open(job.log_path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64_000))
+            tail = f.read().decode("utf-8", "replace").splitlines()[-300:]
+        log.write(Text(f"job #{job.id}: {job.log_path}", style="bold"))
+        for line in tail:
+            log.write(Text(one_line(line, 500)))
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+    def action_cancel_job(self) -> None:
+        job = self.selected()
+        if job is None or job.status not in ("queued", "running"):
+            self.app.notify("select a queued or running job to cancel", severity="warning")
+            return
+        self.cancel_job(job.id)
+
+    @work(thread=True, exit_on_error=False, name="cancel job")
+    def cancel_job(self, job_id: int) -> None:
+        from core import retrain
+        from core.registry import Registry
+
+        app: Any = self.app
+        with Registry(app.settings.registry, create=False) as reg:
+            job = retrain.cancel(job_id, registry=reg)
+        app.call_from_thread(app.notify, f"job #{job.id} {job.status}")
+        app.call_from_thread(self.load)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_job" and self.app.read_only:  # type: ignore[attr-defined]
+            return False
+        return True
