@@ -1,0 +1,176 @@
+"""sample_data/pipeline/train.py, the example training pipeline: trains, evaluates, writes the
+artifact and reference data, and registers the version with its lineage through the
+``modeldeck register`` command line. Plus the sample data and the capture/ground-truth files
+the pipeline's --recent mode reads."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.demo import models
+from core.demo.datasets import WORLDS, sample_data_dir
+from core.demo.recorder import RotatingJsonl, capture_record, ground_truth_record
+from core.demo.seed import train_module
+from core.registry import Registry
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "sample_data" / "pipeline" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def train():
+    return train_module()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def test_train_registers_a_version_with_lineage_through_the_cli(tmp_path: Path) -> None:
+    reg_path = tmp_path / "reg" / "registry.db"
+    with Registry(reg_path) as reg:
+        reg.register("demand", "s3://bucket/demand/v1.pkl", reason="an earlier version")
+        job = reg.create_job("demand", trigger="manual", runner="command", reason="test")
+    r = subprocess.run([sys.executable, str(TRAIN), "--model", "demand", "--registry", str(reg_path),
+                        "--reason", "weekly retrain"], capture_output=True, text=True, timeout=120,
+                       env=_env(MODELDECK_JOB_ID=str(job.id)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "2"  # the new version number, last line
+    with Registry(reg_path) as reg:
+        v = reg.version("demand", 2)
+        assert reg.job(job.id).produced_version == 2
+        audit = reg.audit(subject="demand:2")[0]
+    assert v.job_id == job.id and v.approval == "pending"
+    artifact = Path(v.artifact)
+    assert artifact.is_file() and artifact.parent.parent.parent == reg_path.parent / "artifacts"
+    data = sample_data_dir() / "demand" / "train.csv"
+    assert Path(v.dataset_path) == data.resolve()
+    assert v.dataset_sha256 == hashlib.sha256(data.read_bytes()).hexdigest()
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert v.code_version == (git.stdout.strip() if git.returncode == 0 else v.code_version)
+    assert v.params["algorithm"] == "gbm" and v.params["target"] == "units_sold" and v.params["source"] == "sample"
+    assert set(v.metrics) >= {"rmse", "mae", "r2"} and v.metrics["r2"] > 0.9
+    ref = pd.read_csv(v.reference_path)
+    assert list(ref.columns) == [*WORLDS["demand"].features, "prediction"] and len(ref) == 1500
+    assert audit.action == "register" and audit.reason == "weekly retrain"
+    # the artifact serves what the reference recorded
+    loaded = models.load_version("demand", 2, v.artifact)
+    body = models.request_body({f: ref[f].head(20).tolist() for f in loaded.features}, loaded.categorical)
+    x, _n = models.columns_from_request(json.loads(json.dumps(body)), loaded)
+    served = models.predict(loaded, x)[0]["data"]
+    assert np.allclose(served, ref["prediction"].head(20), atol=1e-3)
+
+
+def _write_window(folder: Path, n: int, *, drift: bool, seed: int = 3) -> tuple[str, str]:
+    """A capture window and its ground truth, as the demo fleet writes them (rotating files)."""
+    world = WORLDS["churn"]
+    cols = {k: v.tolist() for k, v in world.rows(n, seed, drift=drift).items()}
+    cap = RotatingJsonl(folder / "captures", "capture", max_records=150, keep=50)
+    gt = RotatingJsonl(folder / "ground_truth", "labels", max_records=150, keep=50)
+    for i in range(n):
+        rid = f"req-{i}"
+        body = models.request_body({f: [cols[f][i]] for f in world.features}, world.categorical, rid)
+        out = {"model_name": "churn", "model_version": "2", "id": rid,
+               "outputs": [{"name": "prediction", "shape": [1], "datatype": "INT64", "data": [0]}]}
+        cap.write(capture_record(rid, json.dumps(body), json.dumps(out), inference_id=rid))
+        if i % 10:  # some requests never get a label
+            gt.write(ground_truth_record(rid, [int(cols["churned"][i])]))
+    cap.close()
+    gt.close()
+    return cap.pattern, gt.pattern
+
+
+def test_recent_mode_trains_on_the_labelled_capture_window(train, tmp_path: Path, capsys) -> None:
+    capture_glob, labels_glob = _write_window(tmp_path, 1200, drift=True)
+    assert len(list((tmp_path / "captures").glob("*.jsonl"))) == 8
+    code = train.main(["--model", "churn", "--recent", capture_glob, "--labels", labels_glob, "--recent-rows", "800",
+                       "--out", str(tmp_path / "out"), "--no-register", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["version"] is None and res["params"]["source"] == "recent" and res["params"]["recent_rows"] == 800
+    used = pd.read_csv(res["dataset"])  # the assembled window is the registered dataset
+    assert len(used) == 800 and "churned" in used.columns
+    assert (used["plan"] == "unlimited").mean() > 0.2
+    ref = pd.read_csv(res["reference"])  # fewer than 1,000 holdout rows: all rows, with outputs
+    assert len(ref) == 800 and {"prediction", "probability"} <= set(ref.columns)
+    assert res["metrics"]["auc"] > 0.85 and res["metrics"]["n_train"] == 600
+
+
+def test_a_worse_candidate_and_bad_input(train, tmp_path: Path, capsys) -> None:
+    code = train.main(["--model", "churn", "--algorithm", "dummy", "--out", str(tmp_path), "--no-register", "--json",
+                       "--param", "demo_fault=errors"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["metrics"]["auc"] == 0.5  # fails any sensible gate
+    assert res["params"]["demo_fault"] == "errors" and models.fault_of(res["params"], {}) == "errors"
+    for argv, msg in (
+        (["--model", "nosuch"], "no preset"),
+        (["--model", "churn", "--data", str(tmp_path / "missing.csv")], "no such file"),
+        (["--model", "churn", "--recent", str(tmp_path / "*.jsonl")], "needs --labels"),
+        (["--model", "churn", "--recent", str(tmp_path / "none-*.jsonl"), "--labels", "x"], "no capture files"),
+        (["--model", "churn", "--algorithm", "ridge"], "does not fit"),
+    ):
+        assert train.main([*argv, "--no-register", "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+
+
+def test_own_data_is_split_into_a_holdout(train, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "fraud.csv"
+    pd.read_csv(sample_data_dir() / "fraud" / "train.csv").to_csv(data, index=False)
+    assert train.main(["--model", "fraud", "--data", str(data), "--algorithm", "logreg", "--out", str(tmp_path),
+                       "--no-register", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["metrics"]["n_train"] == 2250 and res["metrics"]["n_holdout"] == 750
+    assert res["dataset"] == str(data) and res["params"]["algorithm"] == "logreg"
+
+
+def test_sample_data_is_small_and_regenerates_exactly() -> None:
+    spec = importlib.util.spec_from_file_location("make_datasets", ROOT / "sample_data" / "make_datasets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    files = mod.files()
+    for path, text in files.items():
+        assert path.read_text() == text, f"{path} differs from make_datasets.py's output"
+    total = sum(p.stat().st_size for p in (ROOT / "sample_data").rglob("*") if p.is_file())
+    assert total < 1_000_000
+    for name, world in WORLDS.items():
+        train = pd.read_csv(ROOT / "sample_data" / name / "train.csv")
+        assert list(train.columns) == [*world.features, world.target]
+
+
+def test_capture_files_rotate_and_stay_bounded(tmp_path: Path) -> None:
+    w = RotatingJsonl(tmp_path, "capture", max_records=10, keep=3)
+    for i in range(95):
+        w.write(capture_record(f"e{i}", "{}", "{}"))
+    w.close()
+    files = sorted(tmp_path.glob("capture-*.jsonl"))
+    assert len(files) == 3
+    lines = [json.loads(ln) for f in files for ln in f.read_text().splitlines()]
+    assert [r["eventMetadata"]["eventId"] for r in lines] == [f"e{i}" for i in range(70, 95)]
+    again = RotatingJsonl(tmp_path, "capture", max_records=10, keep=3)  # a restart continues the sequence
+    again.write(capture_record("next", "{}", "{}"))
+    again.close()
+    assert sorted(tmp_path.glob("capture-*.jsonl"))[-1].name.startswith("capture-000011-")
+
+
+def test_the_example_config_parses() -> None:
+    from core.config import parse_file
+
+    s = parse_file(ROOT / "sample_data" / "modeldeck.example.toml")
+    assert [e.name for e in s.endpoints] == ["churn-prod", "churn-staging", "fraud-prod"]
+    assert s.models["churn"].retrain.command[1] == "sample_data/pipeline/train.py"
+    assert s.models["fraud"].retrain.webhook is not None and s.models["churn"].gates
