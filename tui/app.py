@@ -118,7 +118,7 @@ class ModeldeckApp(App[int]):
     # -- the refresh loop --------------------------------------------------------------------------
     def refresh_views(self, force: bool = False) -> None:
         screen = self.screen
-        if hasattr(screen, "refresh_snapshots"):
+        if getattr(screen, "ready", False):
             try:
                 screen.refresh_snapshots(force=force)
             except Exception as e:  # a bad value must not end the app

@@ -11,10 +11,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from core.textfmt import one_line
 from tui.screens.base import DeckModal, DeckScreen
+from tui.widgets.keybar import KeyBar
 
 PAGE = 500
 
@@ -42,7 +43,7 @@ class AuditScreen(DeckScreen):
         yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
         yield Input(placeholder="filter: model:NAME action:NAME actor:NAME or any text (esc clears)",
                     id="audit-filter")
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -8,12 +8,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from core import paths
 from core.textfmt import one_line
 from tui.screens.base import DeckScreen
 from tui.widgets import cells
+from tui.widgets.keybar import KeyBar
 from tui.widgets.trend import Trend
 
 WIDE = 110  # at or above this many columns the table shows every column
@@ -37,6 +38,8 @@ class FleetScreen(DeckScreen):
         Binding("A", "audit", "Audit"),
     ]
 
+    ready = False
+
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
@@ -53,13 +56,14 @@ class FleetScreen(DeckScreen):
             yield Trend("p95", " ms", fmt="{:.0f}", id="trend-p95")
             yield Trend("errors", "%", fmt="{:.1f}", id="trend-err")
         yield Input(placeholder="filter by name, model, environment or status (esc clears)", id="fleet-filter")
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#fleet-filter", Input).display = False
         self._build_table()
         self.query_one(DataTable).focus()
         self.refresh_snapshots(force=True)
+        self.ready = True  # the app's refresh timer may update this screen from now on
 
     # -- data -------------------------------------------------------------------------------------
     @property

@@ -10,12 +10,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from core.textfmt import num, one_line
 from tui.screens.base import DeckScreen
 from tui.widgets import cells
 from tui.widgets.histogram import Histogram
+from tui.widgets.keybar import KeyBar
 from tui.widgets.trend import Trend
 
 # Widths fit 80 columns (each column adds 2 cells of padding).
@@ -47,6 +48,8 @@ class ModelScreen(DeckScreen):
     ]
     WRITE_ACTIONS = ("promote", "rollback", "approve", "reject", "retrain")
 
+    ready = False
+
     def __init__(self, endpoint: Any) -> None:
         super().__init__()
         self.endpoint = endpoint
@@ -72,7 +75,7 @@ class ModelScreen(DeckScreen):
                 yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3)
                 yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3)
                 yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3)
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         vt = self.query_one("#versions-table", DataTable)
@@ -85,6 +88,7 @@ class ModelScreen(DeckScreen):
         self.load_versions()
         self.set_interval(5.0, self.load_versions)
         self.refresh_snapshots(force=True)
+        self.ready = True  # the app's refresh timer may update this screen from now on
 
     # -- versions (registry, in a worker) -----------------------------------------------------------
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")

@@ -11,10 +11,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Input, RichLog, Static
+from textual.widgets import DataTable, Input, RichLog, Static
 
 from core.textfmt import one_line
 from tui.screens.base import DeckModal, DeckScreen
+from tui.widgets.keybar import KeyBar
 
 STATUS_STYLE = {"succeeded": "bold green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
                 "queued": "dim"}
@@ -156,7 +157,7 @@ class JobsScreen(DeckScreen):
         yield Static(Text(title, style="bold"), markup=False, id="jobs-header")
         yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         yield RichLog(id="jobs-log", wrap=True, markup=False, max_lines=400)
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

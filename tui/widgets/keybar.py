@@ -1,0 +1,81 @@
+"""A footer that wraps: every binding of the screen stays visible at 80 columns (Textual's
+Footer is one scrolling line). Generated from the screen's active bindings, like Footer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual.screen import Screen
+from textual.widgets import Static
+
+
+class KeyBar(Static):
+    DEFAULT_CSS = """
+    KeyBar {
+        dock: bottom;
+        height: auto;
+        max-height: 3;
+        padding: 0 1;
+        background: $footer-background;
+        color: $footer-description-foreground;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", markup=False)
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._changed)
+        self.refresh_keys()
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
+
+    def _changed(self, screen: Screen) -> None:
+        if self.is_attached and screen is self.screen:
+            self.call_after_refresh(self.refresh_keys)
+
+    def refresh_keys(self) -> None:
+        app: Any = self.app
+        variables = app.theme_variables
+        key_style = Style.parse(f"bold {variables.get('footer-key-foreground', 'yellow')}")
+        seen: dict[str, tuple[list[str], str, bool]] = {}
+        palette = None
+        for key, active in self.screen.active_bindings.items():
+            b = active.binding
+            if key == app.COMMAND_PALETTE_BINDING:
+                palette = (app.get_key_display(b), b.description or "palette", active.enabled)
+                continue
+            if not b.show:
+                continue
+            keys, desc, enabled = seen.get(b.action, ([], b.description, active.enabled))
+            display = app.get_key_display(b)
+            if display not in keys:
+                keys.append(display)
+            seen[b.action] = (keys, desc, enabled)
+        items = [("/".join(k), d, e) for k, d, e in seen.values()]
+        if palette is not None:
+            items.append(palette)
+        self._items = items
+        self._key_style = key_style
+        self.refresh(layout=True)
+
+    def render(self) -> Text:
+        """Items laid out by hand so a key and its description never part across lines."""
+        width = max(20, self.size.width - 2 if self.size.width else 80)
+        t = Text(no_wrap=True)
+        col = 0
+        for keys, desc, enabled in getattr(self, "_items", []):
+            size = len(keys) + 1 + len(desc or "")
+            if col and col + 2 + size > width:
+                t.append("\n")
+                col = 0
+            elif col:
+                t.append("  ")
+                col += 2
+            t.append(keys, style=self._key_style if enabled else Style(dim=True))
+            t.append(" " + (desc or ""), style="" if enabled else "dim")
+            col += size
+        return t
