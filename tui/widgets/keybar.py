@@ -38,6 +38,8 @@ class KeyBar(Static):
             self.call_after_refresh(self.refresh_keys)
 
     def refresh_keys(self) -> None:
+        if not self.is_attached or not self.is_mounted:
+            return  # queued after refresh, but the screen was dismissed meanwhile
         app: Any = self.app
         variables = app.theme_variables
         key_style = Style.parse(f"bold {variables.get('footer-key-foreground', 'yellow')}")
