@@ -221,8 +221,8 @@ def test_drifting_endpoint_inputs_shift(settings) -> None:
     churn = _endpoint(settings, "churn-prod")
     from core import capture, drift
 
-    window = _wait(lambda: (w := capture.read_window(churn.capture, 1000)) is not None and len(w) >= 300 and w,
-                   20, "300 captured churn-prod records")
+    window = _wait(lambda: [w for w in [capture.read_window(churn.capture, 1000)] if len(w) >= 300], 20,
+                   "300 captured churn-prod records")[0]
     assert (window["plan"] == "unlimited").mean() > 0.2  # a category the reference never saw
     with Registry(settings.registry) as reg:
         ref = reg.version("churn", reg.alias("churn", "production")).reference_path

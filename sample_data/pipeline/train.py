@@ -16,7 +16,7 @@ SageMaker-style ground-truth JSONL (``--labels``), which is what the modeldeck d
 writes: the way to retrain a model on the distribution it now sees.
 
 Outputs, in a new folder under ``--out`` (default: ``artifacts/`` beside the registry given
-with ``--registry``, else ``$XDG_CACHE_HOME/modeldeck/artifacts``):
+with ``--registry`` or ``$MODELDECK_REGISTRY``, else ``$XDG_CACHE_HOME/modeldeck/artifacts``):
 ``model.pkl`` (a pickled dict: the scikit-learn pipeline and its feature list),
 ``reference.csv`` (the holdout, or all rows when the holdout has fewer than 1,000, with the
 model's outputs ``prediction`` and, for classifiers, ``probability``: what drift of the live
@@ -527,7 +527,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag for the version")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="artifact folder root")
-    p.add_argument("--registry", metavar="FILE", help="registry for modeldeck register")
+    p.add_argument("--registry", metavar="FILE", help="registry for modeldeck register "
+                   "(default: $MODELDECK_REGISTRY, else the config's)")
     p.add_argument("--config", metavar="FILE", help="config for modeldeck register")
     p.add_argument("--reason", default="", help="why (for the audit log)")
     p.add_argument("--no-register", action="store_true", help="train and write, but do not register")
@@ -573,7 +574,8 @@ def run(args: argparse.Namespace) -> int:
     result.params.update({"source": source, "seed": args.seed})
     if source == "recent":
         result.params["recent_rows"] = len(data)
-    out_root = Path(args.out).expanduser() if args.out else default_out(args.registry)
+    registry = args.registry or os.environ.get("MODELDECK_REGISTRY", "").strip() or None  # set by modeldeck's runner
+    out_root = Path(args.out).expanduser() if args.out else default_out(registry)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     digest = hashlib.sha256(pickle.dumps(result.metrics) + str(time.time_ns()).encode()).hexdigest()[:8]
     files = save_run(result, out_root / args.model / f"{stamp}-{digest}", assembled)
@@ -586,7 +588,7 @@ def run(args: argparse.Namespace) -> int:
               "dataset": dataset, "metrics": result.metrics, "params": result.params, "version": None}
     if not args.no_register:
         version = register(args.model, files, dataset, result.metrics, result.params,
-                           registry=args.registry, config=args.config,
+                           registry=registry, config=args.config,
                            reason=args.reason or f"trained by train.py on {source} data", tags=args.tag)
         record["version"] = version
         print(f"registered {args.model} version {version}", file=sys.stderr)
