@@ -16,8 +16,9 @@ counters grow every second), so this process's CPU time is the poller's own. Pri
 and, measured in the same run against the same servers, two baselines doing the same work per
 interval (model readiness + metrics of every endpoint): "naive" -- one shared httpx client
 with a 200-connection pool and a full prometheus-client parse of every scrape, the obvious way
-to write it -- and "bare" -- raw asyncio-stream keep-alive GETs, no HTTP library, no parsing,
-the floor. Ratios are poller CPU / baseline CPU.
+to write it --, "httpx" -- plain httpx with a client per endpoint, the two GETs read whole, no
+parsing: what the HTTP library alone costs -- and "bare" -- raw asyncio-stream keep-alive GETs,
+no HTTP library, no parsing, the floor. Ratios are poller CPU / baseline CPU.
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ async def measure_poller(ports: list[int], interval: float, duration: float, met
             stale.append(now - s.taken_at)
     c1, t1, n1 = cpu(), time.monotonic(), count
     for s in poller.latest().values():
-        statuses[s.status] = statuses.get(s.status, 0) + 1
+        key = s.status if s.status == "UP" else f"{s.status}: {s.reason}"
+        statuses[key] = statuses.get(key, 0) + 1
     poller.stop()
     await task
     await poller.aclose()
@@ -239,6 +241,33 @@ async def measure_naive(ports: list[int], interval: float, duration: float) -> d
             "errors": errors}  # type: ignore[dict-item]
 
 
+async def measure_httpx(ports: list[int], interval: float, duration: float) -> dict[str, float]:
+    """Plain httpx, one AsyncClient per endpoint: the same two GETs read whole, no parsing."""
+    import httpx
+
+    clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=1.0) for p in ports]
+    polls = 0
+
+    async def one(i: int) -> None:
+        nonlocal polls
+        c = clients[i]
+        await asyncio.gather(c.get(f"/v2/models/model{i}/ready"), c.get("/metrics"))
+        polls += 1
+
+    await asyncio.gather(*(one(i) for i in range(len(ports))))
+    polls = 0
+    c0, t0 = cpu(), time.monotonic()
+    nxt = t0
+    while time.monotonic() - t0 < duration:
+        await asyncio.gather(*(one(i) for i in range(len(ports))))
+        nxt += interval
+        await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+    c1, t1 = cpu(), time.monotonic()
+    for c in clients:
+        await c.aclose()
+    return {"polls": polls, "cpu": c1 - c0, "wall": t1 - t0, "cpu_per_1000": (c1 - c0) / polls * 1000}
+
+
 async def measure_bare(ports: list[int], interval: float, duration: float) -> dict[str, float]:
     """Raw asyncio-stream keep-alive GETs of the same two paths; no HTTP library, no parsing."""
     conns = [await asyncio.open_connection("127.0.0.1", p) for p in ports]
@@ -277,8 +306,13 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--metrics-interval", type=float, default=0.0, help="poll.metrics_interval (0: every poll)")
     ap.add_argument("--baseline-duration", type=float, default=10.0)
+    ap.add_argument("--uvloop", action="store_true", help="run the poller and baselines on uvloop (if installed)")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.uvloop:
+        import uvloop  # not a modeldeck dependency: for comparison only
+
+        uvloop.install()
     if args.serve:
         asyncio.run(serve(args.serve))
         return 0
@@ -293,6 +327,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             p = asyncio.run(measure_poller(ports, args.interval, args.duration, args.metrics_interval, Path(tmp)))
         naive = asyncio.run(measure_naive(ports, args.interval, args.baseline_duration))
+        plain = asyncio.run(measure_httpx(ports, args.interval, args.baseline_duration))
         bare = asyncio.run(measure_bare(ports, args.interval, args.baseline_duration))
     finally:
         if server.stdin:
@@ -305,7 +340,8 @@ def main() -> int:
     n, iv = args.endpoints, args.interval
     mi = args.metrics_interval or iv
     print(f"poller: {n} endpoints, interval {iv:g} s, metrics every {mi:g} s, {p['wall']:.1f} s measured "
-          f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)")
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} cores{', uvloop' if args.uvloop else ''}, "
+          f"load average {os.getloadavg()[0]:.1f})")
     print(f"  polls/s             {p['polls_per_s']:8.1f}   target {n / iv:.0f}")
     print(f"  CPU s / 1000 polls  {p['cpu_per_1000']:8.3f}")
     print(f"  CPU % of one core   {p['cpu_share'] * 100:8.1f}   target < 25")
@@ -315,6 +351,9 @@ def main() -> int:
     print(f"baseline naive (one shared client, full parse): CPU s / 1000 polls {naive['cpu_per_1000']:.3f} "
           f"({naive['polls'] / naive['wall']:.0f} polls/s) -> poller/naive = "
           f"{p['cpu_per_1000'] / naive['cpu_per_1000']:.2f}")
+    print(f"baseline httpx (a client per endpoint, no parse): CPU s / 1000 polls {plain['cpu_per_1000']:.3f} "
+          f"({plain['polls'] / plain['wall']:.0f} polls/s) -> poller/httpx = "
+          f"{p['cpu_per_1000'] / plain['cpu_per_1000']:.2f}")
     print(f"baseline bare (asyncio streams, no parse):      CPU s / 1000 polls {bare['cpu_per_1000']:.3f} "
           f"({bare['polls'] / bare['wall']:.0f} polls/s) -> poller/bare = "
           f"{p['cpu_per_1000'] / bare['cpu_per_1000']:.2f}")

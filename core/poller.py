@@ -522,7 +522,7 @@ class _Health:
     note: str | None = None  # something degraded that is not down (server not ready)
     versions: tuple[str, ...] | None = None  # None: not asked this time
     probed: str | None = None  # a version confirmed by /versions/{v}/ready
-    unconfirmed: str | None = None  # a version /versions/{v}/ready did not confirm
+    unconfirmed: tuple[str, str] | None = None  # (version, answer) of a /versions/{v}/ready that was not 200
 
 
 class _Target:
@@ -537,6 +537,7 @@ class _Target:
         self.client: _Sender | None = None
         self.metrics_client: _Sender | None = None
         self.header_error: str | None = None
+        self.headers: dict[str, str] = {}  # expanded values: only ever put into requests
         self.polls = 0
         self.since_full = 0  # polls since the last full one
         self.down_streak = 0
@@ -545,7 +546,7 @@ class _Target:
         self.live: bool | None = None
         self.ready: bool | None = None
         self.versions: tuple[str, ...] = ()
-        self.unconfirmed: str | None = None
+        self.unconfirmed: tuple[str, str] | None = None
         self.alias_seen: int | bool | None = False  # False: never seen
         self.window = RateWindow(RATE_WINDOW)
         self.rates: Rates | None = None
@@ -614,7 +615,6 @@ class Poller:
         self._profiles: dict[tuple[str, str], Any] = {}
         self._stored_at: dict[str, float] = {}
         self._registry_warned: set[str] = set()
-        self._bg: set[asyncio.Task[Any]] = set()
 
     # -- thread-safe reads --------------------------------------------------------------------
     @property
@@ -755,7 +755,7 @@ class Poller:
         t.requests = reqs
         t.client = self._client(base)
         t.metrics_client = self._client(murl)
-        t.headers = headers  # type: ignore[attr-defined]  # only ever put into requests
+        t.headers = headers  # only ever put into requests
 
     def _version_request(self, t: _Target, version: str) -> httpx.Request:
         key = f"version:{version}"
@@ -763,7 +763,7 @@ class Poller:
         if r is None:
             base = t.cfg.url.rstrip("/")
             url = f"{base}{t.paths['metadata']}/versions/{quote(version, safe='')}/ready"
-            r = self._client(base).build_request(url, getattr(t, "headers", {}))
+            r = self._client(base).build_request(url, t.headers)
             t.requests = {k: v for k, v in t.requests.items() if not k.startswith("version:")}
             t.requests[key] = r
         return r
@@ -803,14 +803,11 @@ class Poller:
             return
         self._closed = True
         self.stop()
-        for task in list(self._bg):
-            task.cancel()
         for t in self._targets:
             if t.drift_task is not None:
                 t.drift_task.cancel()
         if self._loop is not None:
-            await asyncio.gather(*self._bg, *(t.drift_task for t in self._targets if t.drift_task),
-                                 return_exceptions=True)
+            await asyncio.gather(*(t.drift_task for t in self._targets if t.drift_task), return_exceptions=True)
         for c in self._clients.values():
             with contextlib.suppress(Exception):
                 await c.aclose()
@@ -1007,7 +1004,7 @@ class Poller:
             if a.status == 200 and not a.error:
                 h.probed = alias
             else:
-                h.unconfirmed = alias
+                h.unconfirmed = (alias, str(a.status) if a.status is not None else (a.error or "no answer"))
 
     async def _metrics(self, t: _Target) -> None:
         loop = asyncio.get_running_loop()
@@ -1018,11 +1015,10 @@ class Poller:
         except asyncio.TimeoutError:
             a = _Answer(error=f"timed out after {_secs(timeout)} s")
         at = loop.time()
-        if a.error:
-            t.metrics_error = f"metrics: {a.error}"
-            return
-        if a.status != 200:
-            t.metrics_error = f"metrics: {urlsplit(t.cfg.metrics_url).path or '/'} answered {a.status}"
+        if a.error or a.status != 200:
+            t.metrics_error = (f"metrics: {a.error}" if a.error else
+                               f"metrics: {urlsplit(t.cfg.metrics_url).path or '/'} answered {a.status}")
+            t.rates = None  # unknown now; the next good reading compares with the last good one
             return
         profile = t.cfg.metrics_profile
         try:
@@ -1033,6 +1029,7 @@ class Poller:
                 reading, used = read_metrics(a.body, model=t.served, at=at, profile=profile)
         except MetricsError as e:
             t.metrics_error = one_line(e, REASON_LIMIT)
+            t.rates = None
             return
         t.metrics_error = None
         if reading is None:
@@ -1090,9 +1087,9 @@ class Poller:
                 status, reason = DEGRADED, "; ".join(problems)
             else:
                 status, reason = UP, "ready"
-                if not served_versions and t.unconfirmed and t.unconfirmed == registry_version:
-                    reason += (f"; version {registry_version} not confirmed (the server names no version "
-                               f"and {t.paths['metadata']}/versions/{registry_version}/ready is not 200)")
+                if not served_versions and t.unconfirmed and t.unconfirmed[0] == registry_version:
+                    reason += (f"; version {registry_version} not confirmed ({t.paths['metadata']}/versions/"
+                               f"{registry_version}/ready: {one_line(t.unconfirmed[1], 40)})")
                 if t.metrics_note:
                     reason += f"; {t.metrics_note}"
             if restarted:
@@ -1102,7 +1099,8 @@ class Poller:
             endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=taken_at,
             duration_ms=round(duration_ms, 3), status=status, reason=one_line(reason, REASON_LIMIT),
             live=h.live if h.live is not None else t.live,
-            ready=t.ready, model_ready=h.model_ready,
+            ready=False if h.live is False else t.ready,
+            model_ready=False if h.live is False else h.model_ready,
             served_version=served, served_versions=served_versions, registry_version=registry_version,
             request_rate=rates.request_rate if rates else None,
             error_ratio=rates.error_ratio if rates else None,

@@ -95,7 +95,7 @@ async def test_every_fault_gets_its_status_and_reason_and_the_cycle_does_not_sta
                 got = {n: (snaps[n].status, snaps[n].reason) for n in expect}
                 assert got == expect
         assert snaps["ok"].live and snaps["ok"].ready and snaps["ok"].model_ready
-        assert snaps["refused"].live is False
+        assert snaps["refused"].live is False and snaps["refused"].ready is False
         assert snaps["missing"].model_ready is False
         assert snaps["ok"].served_version == "1" and snaps["ok"].profile == "mlserver"
 
@@ -165,6 +165,11 @@ async def test_rates_thresholds_and_a_restart(tmp_path: Path) -> None:
             fourth = by_name(await p.poll_once())
             assert not fourth["fine"].restarted and fourth["fine"].reason == "ready"
             assert fine.hits["/v2/models/m"] == hits + 1  # a restart re-reads the metadata
+
+            fine.routes["/metrics"] = Reply(500, "oops")
+            fifth = by_name(await p.poll_once())
+            assert fifth["fine"].status == DEGRADED and fifth["fine"].reason == "metrics: /metrics answered 500"
+            assert fifth["fine"].request_rate is None and fifth["fine"].latency_p95_ms is None  # unknown now
 
 
 async def test_metrics_on_their_own_interval_when_running(tmp_path: Path) -> None:
