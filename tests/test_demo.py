@@ -273,8 +273,8 @@ def test_retraining_on_the_recent_window_passes_the_gates(fleet, settings, clien
     promoted, the server serves it and the live window no longer drifts from its reference."""
     churn = _endpoint(settings, "churn-prod")
     truth = churn.capture.replace("/captures/", "/ground_truth/").replace("capture-", "labels-")
-    _wait(lambda: sum(len(Path(f).read_text().splitlines()) for f in glob.glob(truth)) >= 800, 30,
-          "800 labelled churn requests")
+    _wait(lambda: sum(len(Path(f).read_text().splitlines()) for f in glob.glob(truth)) >= 1200, 40,
+          "1200 labelled churn requests")
     with Registry(fleet.registry_path) as reg:
         job = reg.create_job("churn", trigger="drift", runner="command", reason="test")
     cmd = [a.replace("{model}", "churn") for a in settings.models["churn"].retrain.command]
@@ -303,10 +303,11 @@ def test_retraining_on_the_recent_window_passes_the_gates(fleet, settings, clien
 
     with Registry(fleet.registry_path) as reg:
         ref = reg.version("churn", version).reference_path
-    window = capture.read_window(churn.capture, 800)
+    window = capture.read_window(churn.capture, 1000)
     result = drift.result_to_json(drift.compare(drift.load_profile(ref), window))
     inputs = [c for c in result["columns"] if c["column"] in WORLDS["churn"].features]
     assert sum(c["drifted"] for c in inputs) <= 1, [c["column"] for c in inputs if c["drifted"]]
+    assert result["dataset_drift"] is False
 
 
 def test_sigterm_ends_the_fleet_cleanly(fleet: DemoFleetProcess) -> None:

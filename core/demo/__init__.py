@@ -12,7 +12,7 @@ What runs (one process, threads; ``fleet.py``):
   ``seed.py``), which the servers follow: when an environment's alias moves, the matching
   server loads that version within ``registry_poll`` (0.5 s) and reports it in its metadata
   ``versions`` and in every infer response's ``model_version``;
-- traffic (``traffic.py``): 25, 5, 15 and 10 requests/s built from the synthetic worlds in
+- traffic (``traffic.py``): 40, 5, 15 and 10 requests/s built from the synthetic worlds in
   ``datasets.py``; every answered request is written as SageMaker data capture
   (``captures/ENDPOINT/capture-*.jsonl``) and its label as SageMaker ground truth
   (``ground_truth/ENDPOINT/labels-*.jsonl``), joined by event id (the request's ``id``).
