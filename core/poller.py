@@ -373,10 +373,11 @@ class _Sender:
     __slots__ = ("client", "transport")
 
     def __init__(self, scheme: str, n_endpoints: int, *, fast: bool) -> None:
-        size = min(4 + 2 * (n_endpoints - 1), 16)
+        # A full poll sends five requests at once; regular polls use one or two connections.
         # Servers close idle keep-alive connections after a few seconds (uvicorn: 5 s); expiring
         # ours first avoids reusing one the server is closing at that moment.
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
+        limits = httpx.Limits(max_connections=min(6 * n_endpoints, 24),
+                              max_keepalive_connections=min(2 * n_endpoints + 2, 8), keepalive_expiry=4.0)
         transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits, retries=0)
         pool = getattr(transport, "_pool", None)
         if fast and scheme == "http" and isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(
@@ -403,6 +404,7 @@ class _Answer:
     status: int | None = None
     body: bytes = b""
     error: str | None = None  # in words, when no usable answer came
+    timed_out: bool = False
 
 
 def _describe(e: BaseException) -> str:
@@ -523,6 +525,7 @@ class _Health:
     versions: tuple[str, ...] | None = None  # None: not asked this time
     probed: str | None = None  # a version confirmed by /versions/{v}/ready
     unconfirmed: tuple[str, str] | None = None  # (version, answer) of a /versions/{v}/ready that was not 200
+    again: bool = False  # poll fully again next time
 
 
 class _Target:
@@ -546,6 +549,7 @@ class _Target:
         self.live: bool | None = None
         self.ready: bool | None = None
         self.versions: tuple[str, ...] = ()
+        self.meta_versions: tuple[str, ...] | None = None  # what the metadata named last time
         self.unconfirmed: tuple[str, str] | None = None
         self.alias_seen: int | bool | None = False  # False: never seen
         self.window = RateWindow(RATE_WINDOW)
@@ -926,7 +930,7 @@ class Poller:
             t.need_full = True
         else:
             t.down_streak = 0
-            t.need_full = health.note is not None  # server not ready: ask again next time
+            t.need_full = health.note is not None or health.again  # e.g. server not ready: ask again
             if full:
                 t.restarted_pending = False
         snap = self._snapshot(t, taken_at, duration_ms, health)
@@ -935,76 +939,87 @@ class Poller:
         return snap
 
     async def _health(self, t: _Target, full: bool, alias: str | None, h: _Health) -> None:
+        """Health, readiness and (on full polls) metadata. The requests of a full poll go out
+        concurrently, each with ``poll.timeout``, so a poll takes at most about one timeout
+        even when every answer is slow; the answers are then judged in order."""
         timeout = self.poll_settings.timeout
-        try:
-            await _within(self._health_chain(t, full, alias, h, self.poll_settings.max_body_bytes), timeout)
-        except asyncio.TimeoutError:
-            h.down = h.down or f"timed out after {_secs(timeout)} s"
-
-    async def _health_chain(self, t: _Target, full: bool, alias: str | None, h: _Health, limit: int) -> None:
+        limit = self.poll_settings.max_body_bytes
         client = t.client
+        assert client is not None
+
+        async def get(request: httpx.Request) -> _Answer:
+            try:
+                return await _within(_fetch(client, request, limit), timeout)
+            except asyncio.TimeoutError:
+                return _Answer(error=f"timed out after {_secs(timeout)} s", timed_out=True)
+
         req = t.requests
-
-        async def get(key: str, request: httpx.Request | None = None) -> _Answer:
-            return await _fetch(client, request or req[key], limit)
-
-        if full:
-            a = await get("live")
-            if a.error and a.status is None:
-                h.down = a.error
-                h.live = False
-                return
-            h.live = a.status == 200 and a.error is None
-            if a.error:
-                h.down = f"{t.paths['live']}: {a.error}"
-                return
-            if not h.live:
-                h.down = f"{t.paths['live']} answered {a.status}"
-                return
-            a = await get("ready")
-            if a.error:
-                h.down = a.error if a.status is None else f"{t.paths['ready']}: {a.error}"
-                return
-            h.ready = a.status == 200
-            if not h.ready:
-                h.note = f"server not ready ({t.paths['ready']} answered {a.status})"
-        a = await get("model_ready")
-        if a.error:
-            h.down = a.error if a.status is None else f"{t.paths['model_ready']}: {a.error}"
-            if a.status is None:
-                h.live = False if h.live is None else h.live
-            return
-        h.live = True if h.live is None else h.live
-        h.model_ready = a.status == 200
-        if not h.model_ready:
-            if a.status == 404:
-                h.down = f"model {one_line(t.served, 40)} is not loaded ({t.paths['model_ready']} answered 404)"
-            else:
-                h.down = f"{t.paths['model_ready']} answered {a.status}"
-            if h.note and h.ready is False:
-                h.down = f"{t.paths['ready']} answered not ready; " + h.down
-            return
         if not full:
+            self._judge_model_ready(t, h, await get(req["model_ready"]))
             return
-        a = await get("metadata")
-        if a.error:
-            h.down = (f"model metadata: {a.error}" if a.status is not None or "cut off" in a.error
-                      else a.error)
+        probe = alias is not None and not t.meta_versions  # the metadata named no version (or unread)
+        batch = [req["live"], req["ready"], req["model_ready"], req["metadata"]]
+        if probe:
+            assert alias is not None
+            batch.append(self._version_request(t, alias))
+        answers = await asyncio.gather(*(get(r) for r in batch))
+        live, ready, model_ready, meta = answers[:4]
+        paths = t.paths
+        if live.error:
+            h.live = None if live.timed_out else False
+            h.down = live.error if live.status is None else f"{paths['live']}: {live.error}"
             return
-        if a.status != 200:
-            h.down = f"{t.paths['metadata']} answered {a.status}"
+        h.live = live.status == 200
+        if not h.live:
+            h.down = f"{paths['live']} answered {live.status}"
             return
-        versions = _metadata_versions(a.body)
+        if ready.error:
+            h.down = ready.error if ready.status is None else f"{paths['ready']}: {ready.error}"
+            return
+        h.ready = ready.status == 200
+        if not h.ready:
+            h.note = f"server not ready ({paths['ready']} answered {ready.status})"
+        if not self._judge_model_ready(t, h, model_ready):
+            return
+        if meta.error:
+            h.down = f"model metadata: {meta.error}" if meta.status is not None else meta.error
+            return
+        if meta.status != 200:
+            h.down = f"{paths['metadata']} answered {meta.status}"
+            return
+        versions = _metadata_versions(meta.body)
         if isinstance(versions, str):
             h.down = versions
             return
         h.versions = versions
-        if not versions and alias is not None:
-            a = await get("", self._version_request(t, alias))
-            if a.status == 200 and not a.error:
-                h.probed = alias
-            else:
-                h.unconfirmed = (alias, str(a.status) if a.status is not None else (a.error or "no answer"))
+        if versions or alias is None:
+            return
+        if not probe:  # the metadata stopped naming versions: ask by version on the next poll
+            h.again = True
+            return
+        a = answers[4]
+        if a.status == 200 and not a.error:
+            h.probed = alias
+        else:
+            h.unconfirmed = (alias, str(a.status) if a.status is not None else (a.error or "no answer"))
+
+    def _judge_model_ready(self, t: _Target, h: _Health, a: _Answer) -> bool:
+        path = t.paths["model_ready"]
+        if a.error:
+            h.down = a.error if a.status is None else f"{path}: {a.error}"
+            if a.status is None and not a.timed_out and h.live is None:
+                h.live = False
+            return False
+        if h.live is None:
+            h.live = True  # it answered
+        h.model_ready = a.status == 200
+        if h.model_ready:
+            return True
+        if a.status == 404:
+            h.down = f"model {one_line(t.served, 40)} is not loaded ({path} answered 404)"
+        else:
+            h.down = f"{path} answered {a.status}"
+        return False
 
     async def _metrics(self, t: _Target) -> None:
         loop = asyncio.get_running_loop()
@@ -1053,6 +1068,7 @@ class Poller:
         alias = self._aliases.get((cfg.model, cfg.environment))
         registry_version = str(alias) if alias is not None else None
         if h.versions is not None:
+            t.meta_versions = h.versions
             t.versions = h.versions or ((h.probed,) if h.probed else ())
             t.unconfirmed = h.unconfirmed
         if h.live is not None:

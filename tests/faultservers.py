@@ -132,6 +132,7 @@ class FaultServer:
         self.health_checks = 0
         self.routes: dict[str, Reply | str] = {}
         self.default: Reply | str | None = None
+        self.delay = 0.0  # seconds to wait before every answer (a slow, distant server)
         self.hits: Counter[str] = Counter()
         self.headers_seen: list[dict[str, str]] = []
         self._server: asyncio.base_events.Server | None = None
@@ -216,6 +217,8 @@ class FaultServer:
                 self.hits[path] += 1
                 self.headers_seen.append(headers)
                 reply = self.answer(path)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 if reply == HANG:
                     await asyncio.sleep(3600)
                     return
