@@ -12,6 +12,7 @@ from core import paths
 from tests.tui_fixtures import EVIL, NOW, fleet_snapshots, write_world
 from tui.app import ModeldeckApp, setup_logging
 from tui.source import FixedSource
+from tui.widgets.livetable import LiveTable
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def make_app(world, **kw) -> ModeldeckApp:
     return ModeldeckApp(settings, source=source, clock=lambda: NOW, **kw)
 
 
-def cell_text(table: DataTable, row: str, column: str) -> str:
+def cell_text(table: DataTable | LiveTable, row: str, column: str) -> str:
     return str(table.get_cell(row, column))
 
 
@@ -39,7 +40,7 @@ async def test_fleet_shows_every_endpoint_with_its_numbers(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:
         await pilot.pause()
-        table = app.screen.query_one("#fleet-table", DataTable)
+        table = app.screen.query_one("#fleet-table", LiveTable)
         assert table.row_count == 4
         assert cell_text(table, "churn-prod", "status") == "DEGRADED"
         assert cell_text(table, "churn-prod", "drift") == "2/3 .41"
@@ -55,7 +56,7 @@ async def test_fleet_shows_every_endpoint_with_its_numbers(world) -> None:
 async def test_untrusted_text_is_shown_literally(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:
-        table = app.screen.query_one("#fleet-table", DataTable)
+        table = app.screen.query_one("#fleet-table", LiveTable)
         assert cell_text(table, EVIL, "name") == EVIL
         assert cell_text(table, EVIL, "model") == EVIL
         await pilot.press("j", "j", "j")
@@ -102,7 +103,7 @@ async def test_navigation_model_screen_drift_and_back(world) -> None:
 async def test_filter_by_name_model_environment_or_status(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:
-        table = app.screen.query_one("#fleet-table", DataTable)
+        table = app.screen.query_one("#fleet-table", LiveTable)
         await pilot.press("slash", *"staging")
         assert table.row_count == 1
         await pilot.press("ctrl+a")  # keep typing replaces nothing; clear with escape instead
@@ -178,9 +179,8 @@ async def test_fits_80_by_24(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        table = app.screen.query_one("#fleet-table", DataTable)
-        assert [c.key.value for c in table.columns.values()] == ["name", "env", "status", "version", "rps", "err",
-                                                                 "p95", "drift"]
+        table = app.screen.query_one("#fleet-table", LiveTable)
+        assert [c.key for c in table.columns] == ["name", "env", "status", "version", "rps", "err", "p95", "drift"]
         assert table.virtual_size.width <= 80
         await pilot.press("enter")
         await pilot.pause(0.3)

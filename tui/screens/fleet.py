@@ -8,13 +8,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from core import paths
 from core.textfmt import one_line
 from tui.screens.base import DeckScreen
 from tui.widgets import cells
 from tui.widgets.keybar import KeyBar
+from tui.widgets.livetable import Column, LiveTable
 from tui.widgets.trend import Trend
 
 WIDE = 110  # at or above this many columns the table shows every column
@@ -25,6 +26,7 @@ COLUMNS_WIDE = [("name", "ENDPOINT", 18), ("model", "MODEL", 12), ("env", "ENV",
 COLUMNS_NARROW = [("name", "ENDPOINT", 15), ("env", "ENV", 5), ("status", "STATUS", 8),
                   ("version", "SRV/REG", 7), ("rps", "REQ/S", 6), ("err", "ERR%", 5), ("p95", "P95", 5),
                   ("drift", "DRIFT", 8)]
+RIGHT = {"version", "rps", "err", "p95", "drift", "age"}
 ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "canary": "canry"}
 
 
@@ -45,11 +47,11 @@ class FleetScreen(DeckScreen):
         self.filter_text = ""
         self._layout: list[tuple[str, str, int]] = []
         self._rows: list[str] = []
-        self._cells: dict[str, dict[str, Any]] = {}
+        self._cells: dict[str, Any] = {}  # per row: what its cells were last computed from
 
     def compose(self) -> ComposeResult:
         yield Static("", id="fleet-header", markup=False)
-        yield DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(id="fleet-table")
         yield Static("", id="fleet-detail", markup=False)
         with Horizontal(id="fleet-trends"):
             yield Trend("req/s", fmt="{:.1f}", id="trend-rps")
@@ -61,7 +63,7 @@ class FleetScreen(DeckScreen):
     def on_mount(self) -> None:
         self.query_one("#fleet-filter", Input).display = False
         self._build_table()
-        self.query_one(DataTable).focus()
+        self.query_one(LiveTable).focus()
         self.refresh_snapshots(force=True)
         self.ready = True  # the app's refresh timer may update this screen from now on
 
@@ -91,26 +93,15 @@ class FleetScreen(DeckScreen):
     def _build_table(self) -> None:
         """(Re)build columns and rows: on start, on a width change across WIDE, and on
         filtering. Everything else updates cells in place."""
-        table = self.query_one(DataTable)
+        table = self.query_one(LiveTable)
         width = self.app.size.width
         layout = COLUMNS_WIDE if width >= WIDE else COLUMNS_NARROW
-        selected = self._selected_name()
         if layout is not self._layout:
-            table.clear(columns=True)
-            for key, label, w in layout:
-                table.add_column(Text(label, justify="right" if key in ("rps", "err", "p95", "drift", "age",
-                                                                       "version") else "left"),
-                                 key=key, width=w)
+            table.set_columns([Column(key, label, w, right=key in RIGHT) for key, label, w in layout])
             self._layout = layout
-        else:
-            table.clear()
-        self._cells.clear()
-        self._rows = []
-        for ep in self._visible():
-            table.add_row(*[Text("") for _ in layout], key=ep.name)
-            self._rows.append(ep.name)
-        if selected in self._rows:
-            table.move_cursor(row=self._rows.index(selected))
+            self._cells.clear()
+        self._rows = [ep.name for ep in self._visible()]
+        table.set_rows(self._rows)
         self.refresh_snapshots(force=True)
 
     def on_resize(self) -> None:
@@ -119,10 +110,7 @@ class FleetScreen(DeckScreen):
             self._build_table()
 
     def _selected_name(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not self._rows or table.cursor_row < 0 or table.cursor_row >= len(self._rows):
-            return None
-        return self._rows[table.cursor_row]
+        return self.query_one(LiveTable).cursor_key
 
     def refresh_snapshots(self, force: bool = False) -> None:
         app: Any = self.app
@@ -131,18 +119,20 @@ class FleetScreen(DeckScreen):
         now = app.clock()
         interval = source.interval if source is not None else 2.0
         self._update_header(latest, interval)
-        table = self.query_one(DataTable)
+        table = self.query_one(LiveTable)
         by_name = {ep.name: ep for ep in self.endpoints}
         for name in self._rows:
             ep = by_name.get(name)
             if ep is None:
                 continue
-            values = self._row_cells(ep, latest.get(name), now, interval)
-            old = self._cells.setdefault(name, {})
-            for key, cell in values.items():
-                if force or old.get(key) != cell:
-                    table.update_cell(name, key, cell)
-                    old[key] = cell
+            snap = latest.get(name)
+            # the row's inputs: recompute cells only when the snapshot or the age shown changed
+            stamp = (id(snap), int(now - getattr(snap, "taken_at", now)), self._layout is COLUMNS_NARROW)
+            if not force and self._cells.get(name) == stamp:
+                continue
+            self._cells[name] = stamp
+            for key, cell in self._row_cells(ep, snap, now, interval).items():
+                table.update_cell(name, key, cell)
         self._update_detail(latest)
 
     def _row_cells(self, ep: Any, snap: Any, now: float, interval: float) -> dict[str, Text]:
@@ -226,18 +216,18 @@ class FleetScreen(DeckScreen):
             [None if getattr(s, "error_ratio", None) is None else s.error_ratio * 100 for s in history])
 
     # -- events and actions ------------------------------------------------------------------------
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
         latest = self.app.source.latest() if self.app.source is not None else {}
         self._update_detail(latest)
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_open()  # a mouse click on a row
+    def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        self.action_open()  # a mouse click on the highlighted row
 
     def action_cursor_down(self) -> None:
-        self.query_one(DataTable).action_cursor_down()
+        self.query_one(LiveTable).action_cursor_down()
 
     def action_cursor_up(self) -> None:
-        self.query_one(DataTable).action_cursor_up()
+        self.query_one(LiveTable).action_cursor_up()
 
     def action_open(self) -> None:
         from tui.screens.model import ModelScreen
@@ -265,7 +255,7 @@ class FleetScreen(DeckScreen):
         self.filter_text = ""
         box.value = ""
         box.display = False
-        self.query_one(DataTable).focus()
+        self.query_one(LiveTable).focus()
         if changed:
             self._build_table()
 
@@ -278,7 +268,7 @@ class FleetScreen(DeckScreen):
         if event.input.id == "fleet-filter":
             if not self.filter_text:
                 event.input.display = False
-            self.query_one(DataTable).focus()
+            self.query_one(LiveTable).focus()
 
     def on_key(self, event: Any) -> None:
         box = self.query_one("#fleet-filter", Input)

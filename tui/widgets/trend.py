@@ -40,4 +40,4 @@ class Trend(Vertical):
         else:
             title.append("  no data yet", style="dim")
         self.query_one(".trend--title", Static).update(title)
-        self.query_one(Sparkline).data = data or [0.0]
+        self.query_one(Sparkline).data = data
