@@ -341,3 +341,4 @@ def test_a_second_fleet_reuses_the_registry_and_ctrl_c_ends_it(fleet: DemoFleetP
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "Traceback" not in err
+

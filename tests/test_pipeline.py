@@ -174,3 +174,16 @@ def test_the_example_config_parses() -> None:
     assert [e.name for e in s.endpoints] == ["churn-prod", "churn-staging", "fraud-prod"]
     assert s.models["churn"].retrain.command[1] == "sample_data/pipeline/train.py"
     assert s.models["fraud"].retrain.webhook is not None and s.models["churn"].gates
+
+
+def test_start_subprocess_reports_a_fleet_that_cannot_start_and_cleans_up(tmp_path: Path, shared_cache: Path) -> None:
+    from core.demo.fleet import FleetSettings, start_subprocess
+    from core.demo.seed import DemoError
+
+    wd = tmp_path / "broken"
+    env = _env(XDG_CACHE_HOME=str(shared_cache))
+    env["MODELDECK_SAMPLE_DATA"] = str(tmp_path / "nowhere")  # no training pipeline there
+    with pytest.raises(DemoError) as e:
+        start_subprocess(wd, ready_timeout=30, settings=FleetSettings(rate_scale=0), env=env, cleanup=True)
+    assert "exited with status 2" in str(e.value) and "pipeline is missing" in str(e.value)
+    assert not wd.exists()

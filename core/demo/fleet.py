@@ -479,12 +479,13 @@ class DemoFleetProcess:
     terminal's ctrl+c goes to the parent, which stops it). Context manager."""
 
     def __init__(self, proc: subprocess.Popen[str], workdir: Path, config_path: Path, registry_path: Path,
-                 log_path: Path) -> None:
+                 log_path: Path, cleanup: bool = False) -> None:
         self.proc = proc
         self.workdir = workdir
         self.config_path = config_path
         self.registry_path = registry_path
         self.log_path = log_path
+        self.cleanup = cleanup  # remove workdir after stop()
 
     @property
     def pid(self) -> int:
@@ -506,6 +507,9 @@ class DemoFleetProcess:
         with contextlib.suppress(Exception):
             if self.proc.stdout:
                 self.proc.stdout.close()
+        if self.cleanup:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.cleanup = False
         return self.proc.returncode
 
     def log_tail(self, lines: int = 20) -> str:
@@ -523,11 +527,13 @@ class DemoFleetProcess:
 
 def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLike[str] | None = None,
                      ready_timeout: float = 30.0, *, settings: FleetSettings | None = None,
-                     env: Mapping[str, str] | None = None, config_name: str = "modeldeck.toml") -> DemoFleetProcess:
+                     env: Mapping[str, str] | None = None, config_name: str = "modeldeck.toml",
+                     cleanup: bool = False) -> DemoFleetProcess:
     """Start the fleet in a child process and wait for its ready line. The config is
     ``workdir/modeldeck.toml``; the registry ``registry`` or ``workdir/registry.db``; the
-    child's log ``workdir/fleet.log``. Raises DemoError (with the log's tail) when it exits or
-    is not ready in time."""
+    child's log ``workdir/fleet.log``. With ``cleanup``, ``stop()`` removes ``workdir`` (for a
+    temporary folder; never when an explicitly given registry lives inside it). Raises
+    DemoError (with the log's tail) when it exits or is not ready in time."""
     wd = Path(workdir).expanduser().resolve()
     wd.mkdir(parents=True, exist_ok=True)
     cfg = wd / config_name
@@ -550,7 +556,8 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf, cwd=wd,
                                 env=child_env, text=True, start_new_session=True)
-    fp = DemoFleetProcess(proc, wd, cfg, reg, log_path)
+    keep = registry is not None and wd in reg.parents
+    fp = DemoFleetProcess(proc, wd, cfg, reg, log_path, cleanup=cleanup and not keep)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -565,17 +572,19 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
+            tail = _last_line(fp.log_tail())
             fp.stop()
-            raise DemoError(f"the demo fleet was not ready within {ready_timeout:.0f} s; "
-                            f"log {log_path}: {_last_line(fp.log_tail())}")
+            raise DemoError(f"the demo fleet was not ready within {ready_timeout:.0f} s; log {log_path}: {tail}")
         try:
             line = lines.get(timeout=min(left, 0.5))
         except queue.Empty:
             continue
         if line is None:
             code = proc.wait(5)
+            tail = _last_line(fp.log_tail())
+            fp.stop()
             raise DemoError(f"the demo fleet exited with status {code} before it was ready; "
-                            f"log {log_path}: {_last_line(fp.log_tail())}")
+                            f"log {log_path}: {tail}")
         if line.startswith(READY_PREFIX):
             fp.config_path = Path(line[len(READY_PREFIX):].strip())
             return fp
