@@ -236,7 +236,11 @@ class FleetScreen(DeckScreen):
         if name is None:
             return
         ep = next(e for e in self.endpoints if e.name == name)
-        self.app.push_screen(ModelScreen(ep))
+        # Model screens are kept once built: going back to one is a resume, not a rebuild.
+        key = f"model:{name}"
+        if not self.app.is_screen_installed(key):
+            self.app.install_screen(ModelScreen(ep), key)
+        self.app.push_screen(key)
 
     def action_audit(self) -> None:
         from tui.screens.audit import AuditScreen

@@ -86,9 +86,18 @@ class ModelScreen(DeckScreen):
             dt.add_column(label, key=key, width=width)
         vt.focus()
         self.load_versions()
-        self.set_interval(5.0, self.load_versions)
+        self.set_interval(5.0, self._reload_if_current)
         self.refresh_snapshots(force=True)
         self.ready = True  # the app's refresh timer may update this screen from now on
+
+    def on_screen_resume(self) -> None:
+        if self.ready:
+            self.load_versions()
+            self.refresh_snapshots(force=True)
+
+    def _reload_if_current(self) -> None:
+        if self.is_current:  # kept (installed) screens that are not shown stay quiet
+            self.load_versions()
 
     # -- versions (registry, in a worker) -----------------------------------------------------------
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
