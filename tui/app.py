@@ -96,9 +96,10 @@ class ModeldeckApp(App[int]):
         from core import config
         from core.demo import fleet
 
+        own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
         registry = Path(self.demo_registry) if self.demo_registry else None
-        self.demo_fleet = fleet.start_subprocess(workdir, registry=registry)
+        self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own)
         settings = config.parse_file(Path(self.demo_fleet.config_path))
         self.call_from_thread(self.set_settings, settings)
 
