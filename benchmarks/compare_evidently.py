@@ -151,6 +151,15 @@ def make_column(rng: np.random.Generator, kind: str, n_ref: int, n_cur: int, shi
         r = rng.choice([-0.0, 0.0, 1.0, 2.0], size=n_ref)
         c = rng.choice([-0.0, 0.0, 1.0, 2.0 + shift], size=n_cur)
         return pd.Series(r), pd.Series(c)
+    if kind == "category_num":
+        return (pd.Series(rng.choice([1, 2, 3, 4], size=n_ref), dtype="category"),
+                pd.Series(rng.choice([1, 2, 3, 4, 5 if shift > 0.2 else 4], size=n_cur), dtype="category"))
+    if kind == "bool_object_nan":
+        r = pd.Series(rng.random(n_ref) < 0.5, dtype=object)
+        c = pd.Series(rng.random(n_cur) < 0.5, dtype=object)
+        r[rng.random(n_ref) < 0.05] = None
+        c[rng.random(n_cur) < 0.05] = None
+        return r, c
     if kind == "heavy_ties":
         return (pd.Series(rng.poisson(3, n_ref).astype(float)),
                 pd.Series(rng.poisson(3 + shift, n_cur).astype(float)))
@@ -163,7 +172,7 @@ KINDS = [
     "int_wide", "bool", "bool_const", "str2", "str3", "str7", "str25", "str_unseen", "str_nan",
     "object_str", "category", "object_numbers", "const", "const_vs_spread", "rounded", "float32",
     "int_ref_float_cur", "float_ref_int_cur", "tiny_std", "uint8", "nullable_int", "datetime", "text",
-    "int_with_nan", "neg_zero", "heavy_ties",
+    "int_with_nan", "neg_zero", "heavy_ties", "category_num", "bool_object_nan",
 ]
 
 
@@ -283,6 +292,7 @@ def main() -> int:
         ev, us = theirs[seed], ours[seed]
         if "error" in ev:
             ev_errors += 1
+            problems.append(f"seed {seed}: Evidently refused the frames: {ev['error'][:150]}")
             continue
         has_text = False
         for col, e in ev["columns"].items():

@@ -1,6 +1,6 @@
 """False-alarm rates of the drift defaults when nothing drifted.
 
-    .venv/bin/python benchmarks/false_alarms.py [--references 20] [--windows 100] [--reference-rows 10000 1000]
+    .venv/bin/python benchmarks/false_alarms.py [--references 200] [--windows 10] [--reference-rows 10000 1000]
 
 Draws a reference and current windows from the *same* distributions, compares them with
 core.drift.compare (defaults: Evidently's tests from 500 current values, the p-value test below,
@@ -98,20 +98,21 @@ def table(rates: dict, methods: dict, reference_rows: int, trials: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--references", type=int, default=20)
-    ap.add_argument("--windows", type=int, default=100)
+    ap.add_argument("--references", type=int, default=200)
+    ap.add_argument("--windows", type=int, default=10)
     ap.add_argument("--reference-rows", type=int, nargs="+", default=[10_000, 1_000])
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
-    worst = 0.0
     for rows in args.reference_rows:
         t0 = time.perf_counter()
         rates, methods = measure(rows, args.references, args.windows, args.seed, args.jobs)
         print(table(rates, methods, rows, args.references * args.windows))
-        print(f"({time.perf_counter() - t0:.0f} s)\n")
-        worst = max(worst, *(v for (c, _), v in rates.items() if c != "dataset drift"))
-    print(f"worst per-column false-alarm rate: {worst:.1%} (target <= 6%)")
+        small = max(v for (c, n), v in rates.items() if c != "dataset drift" and n < 500)
+        large = max(v for (c, n), v in rates.items() if c != "dataset drift" and n >= 500)
+        print(f"worst per-column rate: {small:.1%} below 500 values (modeldeck's guard), {large:.1%} at 500 "
+              f"and 1,000 values (Evidently's tests, reproduced exactly); target <= 6% "
+              f"({time.perf_counter() - t0:.0f} s)\n")
     return 0
 
 

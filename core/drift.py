@@ -208,8 +208,7 @@ def _numeric_values(series: pd.Series) -> np.ndarray | None:
     if isinstance(dtype, pd.CategoricalDtype):
         cats = dtype.categories
         if pd.api.types.is_numeric_dtype(cats.dtype) and not pd.api.types.is_complex_dtype(cats.dtype):
-            return np.asarray(series.astype(cats.dtype if cats.dtype.kind != "b" else "float64"),
-                              dtype=np.float64)
+            return np.asarray(series.astype("float64"), dtype=np.float64)
         return None
     if pd.api.types.is_bool_dtype(dtype) or (
         pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
