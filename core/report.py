@@ -1,0 +1,977 @@
+"""The headless report (``modeldeck --report``): one collection with the same ``core`` code the
+TUI uses, rendered as text, Markdown, JSON or Prometheus text, and a monitoring-plugin exit
+code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN: the report could not run).
+
+What one run does, in this order:
+
+1. opens the registry (unreadable or missing: UNKNOWN, before any waiting) and reads the
+   models, every environment's version and the versions' reference data;
+2. polls every configured endpoint with a :class:`core.poller.Poller` twice, ``sample``
+   seconds apart (rates need two scrapes), each poll bounded by ``poll.timeout``; after the
+   first poll it starts, in daemon worker threads, the drift comparison of each endpoint's
+   capture window against the reference data of the version it serves (``core.capture`` and
+   ``core.drift``, as the poller does), and waits for them only until the run's deadline
+   (``sample + 2 x timeout + 2 s``), so neither a hanging endpoint nor a slow reference ever
+   stalls the run;
+3. stores the snapshots in the registry (source ``report``, so the TUI shows what cron saw);
+4. reads, for every model in the registry, the candidates pending approval and the retraining
+   jobs running or failed in the last day, and verifies the audit chain;
+5. with ``retrain_on_drift``, starts retraining (trigger ``drift``, detached, at most once per
+   model per ``retrain_cooldown``) for models whose production endpoint shows dataset drift;
+6. judges everything into findings, renders, and writes standard output or ``output``
+   atomically.
+
+Nothing here imports Textual; httpx is imported only when endpoints are configured and pandas
+only when one has a capture, so a cron line starts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.config import EndpointConfig, Settings, Thresholds
+from core.errors import ModeldeckError, RegistryError
+from core.textfmt import num, one_line, pct, table
+
+SCHEMA = "modeldeck.report/v1"
+FORMATS = ("text", "markdown", "json", "prometheus")
+
+OK, WARNING, CRITICAL, UNKNOWN = "OK", "WARNING", "CRITICAL", "UNKNOWN"
+SEVERITIES = (OK, WARNING, CRITICAL, UNKNOWN)
+EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
+
+JUDGED = ("ok", "drift", "constant")  # drift column statuses that count (core.drift.JUDGED)
+DRIFT_SLACK = 2.0  # seconds past sample + 2 x timeout that drift comparisons may still finish in
+DRIFT_WORKERS = 2
+# PSI is judged only on columns with at least this many current values: over 10 bins, a smaller
+# window of the reference's own distribution often leaves a bin empty (floored at 1e-4), and
+# its PSI then passes 0.25 by chance (at 200 values that happens about once in 10^7 columns).
+PSI_MIN_ROWS = 200
+JOB_WINDOW = timedelta(days=1)  # failed retraining jobs this recent are listed (and a finding)
+PROGRAM = "modeldeck"
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # OK | WARNING | CRITICAL | UNKNOWN
+    subject: str  # an endpoint, a model, or "registry"
+    message: str  # one sentence, starting with the subject
+
+    def as_dict(self) -> dict[str, str]:
+        return {"severity": self.severity, "subject": self.subject, "message": self.message}
+
+
+@dataclass(frozen=True)
+class EndpointReport:
+    config: EndpointConfig
+    snapshot: Any  # core.poller.EndpointSnapshot (the second poll's)
+    drift: dict[str, Any] | None = None  # core.drift.result_to_json(...), or None
+    drift_error: str | None = None  # why there is no drift result (None: no capture configured)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    trigger: str
+    status: str
+    created_at: str
+    ended_at: str | None
+    exit_code: int | None
+    message: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    name: str
+    latest_version: int | None
+    environments: Mapping[str, int]
+    pending_approval: tuple[int, ...] = ()
+    jobs: tuple[JobInfo, ...] = ()  # running or queued, and failed in the last day; newest first
+    retrain: Mapping[str, Any] | None = None  # what --retrain-on-drift did for this model
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "latest_version": self.latest_version,
+                "environments": dict(self.environments), "pending_approval": list(self.pending_approval),
+                "jobs": [j.as_dict() for j in self.jobs],
+                "retrain": dict(self.retrain) if self.retrain is not None else None}
+
+
+@dataclass
+class Report:
+    generated_at: float  # epoch seconds
+    sample: float
+    endpoints: list[EndpointReport] = field(default_factory=list)
+    models: list[ModelReport] = field(default_factory=list)
+    audit_ok: bool | None = None
+    audit_text: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    duration: float = 0.0
+    stored: int = 0
+
+    @property
+    def status(self) -> str:
+        return worst(f.severity for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in SEVERITIES}
+        for f in self.findings:
+            out[f.severity] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``modeldeck.report/v1`` document (see the README's "Headless report")."""
+        return {
+            "schema": SCHEMA,
+            "generated_at": _iso(self.generated_at),
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "endpoints": [_endpoint_json(e) for e in self.endpoints],
+            "models": [m.as_dict() for m in self.models],
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+def worst(severities: Iterable[str]) -> str:
+    """The worst severity by exit code (OK without any)."""
+    out = OK
+    for s in severities:
+        if EXIT_CODES[s] > EXIT_CODES[out]:
+            out = s
+    return out
+
+
+def _endpoint_json(e: EndpointReport) -> dict[str, Any]:
+    s = e.snapshot
+    return {
+        "name": e.config.name, "model": e.config.model, "environment": e.config.environment,
+        "status": s.status, "reason": s.reason, "served_version": s.served_version,
+        "registry_version": s.registry_version, "request_rate": _finite(s.request_rate),
+        "error_ratio": _finite(s.error_ratio), "latency_p50_ms": _finite(s.latency_p50_ms),
+        "latency_p95_ms": _finite(s.latency_p95_ms), "latency_p99_ms": _finite(s.latency_p99_ms),
+        "drift": e.drift,
+    }
+
+
+def _finite(v: float | None) -> float | None:
+    if v is None or not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else float(v)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point
+
+
+def run(settings: Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
+        sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
+        stderr: TextIO | None = None) -> int:
+    """Collect, render, write; returns the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 when the
+    report could not run: the reason is one line on stderr). With ``output`` and the
+    prometheus format, a run that cannot collect still replaces the file with
+    ``modeldeck_report_status 3``, so a collector never keeps serving an old OK."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    if fmt not in FORMATS:
+        print(f"{PROGRAM}: unknown report format {fmt!r} (one of {', '.join(FORMATS)})", file=err)
+        return EXIT_CODES[UNKNOWN]
+    try:
+        report = collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
+    except (ModeldeckError, OSError) as e:
+        _could_not_run(fmt, output, e, err)
+        return EXIT_CODES[UNKNOWN]
+    except Exception as e:  # a bug: still one line and UNKNOWN, never a traceback in a cron mail
+        _could_not_run(fmt, output, RuntimeError(f"internal error: {type(e).__name__}: {e}"), err)
+        return EXIT_CODES[UNKNOWN]
+    color = output is None and _wants_color(out) and fmt == "text"
+    text = render(report, fmt, color=color)
+    try:
+        if output is None:
+            out.write(text)
+            out.flush()
+        else:
+            write_atomic(output, text)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        where = f"cannot write {output}" if output is not None else "cannot write the report"
+        print(f"{PROGRAM}: {where}: {e.strerror or e}", file=err)
+        return EXIT_CODES[UNKNOWN]
+    return report.exit_code
+
+
+def _could_not_run(fmt: str, output: str | os.PathLike[str] | None, e: BaseException, err: TextIO) -> None:
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    text = one_line(text, 400)
+    print(f"{PROGRAM}: report could not run: {text}", file=err)
+    if output is not None and fmt == "prometheus":
+        with contextlib.suppress(OSError):
+            write_atomic(output, render_prometheus(None, generated_at=time.time()))
+
+
+def _wants_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM", "") in ("", "dumb"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# collection
+
+
+def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift: bool = False,
+            clock: Callable[[], float] = time.time) -> Report:
+    """One collection (see the module docstring). Raises ModeldeckError when the report
+    cannot run at all (registry missing or unreadable, a negative sample).
+
+    The process keeps exactly one registry connection, opened before anything else touches
+    the file, and writes (snapshots, job reconciling) before retraining starts (which opens
+    connections of its own): opening a second connection in a process that holds one makes
+    core.registry read the file's header with a plain open()/close(), and closing any file
+    descriptor of a file drops every POSIX lock the process holds on it. SQLite then believes
+    it holds a SHARED lock it does not, another process closing its last connection deletes
+    the WAL, and a commit that follows goes to the deleted file (seen as lost snapshot rows
+    with two reports running at once). So the poller gets no registry of its own here."""
+    from core.registry import Registry
+
+    sample = settings.report_sample if sample is None else float(sample)
+    if not sample >= 0 or math.isinf(sample):
+        raise ModeldeckError(f"--sample must be a number of seconds >= 0, not {sample}")
+    started = time.monotonic()
+    generated_at = clock()
+    path = Path(settings.registry)
+    readonly = path.exists() and not os.access(path, os.W_OK)
+    findings: list[Finding] = []
+    with Registry(path, create=False, readonly=readonly) as reg:
+        known_models = {m.name: m for m in reg.models()}
+        aliases = reg.all_aliases()
+        references = {(m, str(v.version)): v.reference_path
+                      for m in {e.model for e in settings.endpoints if e.capture and e.model in known_models}
+                      for v in reg.versions(m)}
+        endpoints: list[EndpointReport] = []
+        if settings.endpoints:
+            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models))
+        stored = 0
+        if endpoints:
+            try:
+                stored = _store(settings, reg, endpoints)
+            except (RegistryError, OSError) as e:
+                findings.append(Finding(WARNING, "registry",
+                                        f"registry: this run's snapshots were not stored: {one_line(e, 160)}"))
+        models = _collect_models(reg, known_models)
+        verify = reg.verify_audit()
+        if retrain_on_drift:
+            retrains = _retrain_on_drift(settings, reg, endpoints)
+            models = [replace(m, retrain=retrains.get(m.name)) for m in models]
+    findings += endpoint_findings(endpoints, known_models)
+    findings += model_findings(models)
+    if not verify.ok:
+        findings.append(Finding(CRITICAL, "registry", f"registry: {verify.describe()}"))
+    return Report(generated_at=generated_at, sample=sample, endpoints=endpoints, models=models,
+                  audit_ok=verify.ok, audit_text=verify.describe(), findings=sort_findings(findings),
+                  duration=time.monotonic() - started, stored=stored)
+
+
+async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
+                             references: Mapping[tuple[str, str], str | None],
+                             known_models: Mapping[str, Any]) -> list[EndpointReport]:
+    from core.poller import Poller
+
+    timeout = settings.poll.timeout
+    # Metrics on every poll (rates need both scrapes), no drift or storing by the poller itself
+    # (done here, once, with a deadline), and no stored history beyond one row to seed.
+    psettings = replace(settings, poll=replace(settings.poll, metrics_interval=1e-3, drift_every=0,
+                                               store_interval=0.0, history=1))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    deadline = t0 + sample + 2 * timeout + DRIFT_SLACK
+    # A registry path that does not exist: the poller then never opens the registry (see collect()).
+    nowhere = Path(tempfile.gettempdir()) / f"modeldeck-report-{os.getpid()}-no-registry" / "none.db"
+    poller = Poller(psettings, registry_path=nowhere, source="report",
+                    rate_window=max(10.0, 2 * sample + 2 * timeout))
+    workers = _DaemonWorkers(DRIFT_WORKERS)
+    drift_futures: dict[str, asyncio.Future[Any]] = {}
+    drift_errors: dict[str, str] = {}
+    if any(cfg.capture for cfg in settings.endpoints):
+        workers.submit(_import_drift)  # pandas and scipy load (about 1 s of CPU) while the first poll runs
+    try:
+        first = await poller.poll_once()
+        for cfg, snap in zip(settings.endpoints, first):
+            if not cfg.capture or cfg.model not in known_models:  # the latter is a finding of its own
+                continue
+            version = _served(snap, aliases.get((cfg.model, cfg.environment)))
+            job = _drift_job(references, settings, cfg, version)
+            if isinstance(job, str):
+                drift_errors[cfg.name] = job
+            else:
+                drift_futures[cfg.name] = asyncio.wrap_future(workers.submit(job))
+        if sample > 0:
+            await asyncio.sleep(max(0.0, t0 + sample - loop.time()))
+            second = await poller.poll_once()
+        else:
+            second = first
+        pending = [f for f in drift_futures.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(poller.aclose(), 5.0)
+        workers.shutdown()
+    out = []
+    for cfg, snap in zip(settings.endpoints, second):
+        alias = aliases.get((cfg.model, cfg.environment))
+        snap = _with_registry_version(snap, alias, cfg.environment)
+        data, error = None, drift_errors.get(cfg.name)
+        fut = drift_futures.get(cfg.name)
+        if fut is not None:
+            if not fut.done():
+                fut.cancel()
+                error = (f"the drift comparison did not finish within the report's "
+                         f"{sample + 2 * timeout + DRIFT_SLACK:g} s (a large reference is profiled once, "
+                         f"then cached: run `modeldeck drift REFERENCE CURRENT` once to warm it)")
+            elif fut.exception() is not None:
+                error = one_line(fut.exception(), 200)
+            else:
+                data, rows, version = fut.result()
+                snap = replace(snap, drift=_drift_summary(data, version=version, rows=rows))
+        out.append(EndpointReport(cfg, snap, data, error))
+    return out
+
+
+def _served(snap: Any, alias: int | None) -> str | None:
+    """The version an endpoint serves (the registry's when it is among those served), else
+    the registry's version for its environment (an endpoint that is down)."""
+    versions = tuple(snap.served_versions or ())
+    if versions:
+        return str(alias) if alias is not None and str(alias) in versions else versions[-1]
+    return str(alias) if alias is not None else None
+
+
+def _with_registry_version(snap: Any, alias: int | None, environment: str) -> Any:
+    """The snapshot with the registry's version for its environment, judged as the poller
+    judges it when it reads the aliases itself: a served version other than the registry's
+    makes an endpoint that is up DEGRADED, with the same words in its reason."""
+    reg = str(alias) if alias is not None else None
+    versions = tuple(snap.served_versions or ())
+    served = snap.served_version
+    if versions:
+        served = reg if reg in versions else versions[-1]
+    status, reason = snap.status, snap.reason
+    if reg is not None and versions and reg not in versions and status in ("UP", "DEGRADED"):
+        problem = f"serves version {one_line(served, 24)}, {one_line(environment, 24)} alias is {reg}"
+        reason = problem if status == "UP" else f"{problem}; {reason}"
+        status = "DEGRADED"
+        if len(reason) > 160:
+            reason = reason[:159] + "…"
+    if (reg, served, status, reason) == (snap.registry_version, snap.served_version, snap.status, snap.reason):
+        return snap
+    return replace(snap, registry_version=reg, served_version=served, status=status, reason=reason)
+
+
+def _drift_job(references: Mapping[tuple[str, str], str | None], settings: Settings, cfg: EndpointConfig,
+               version: str | None
+               ) -> Callable[[], tuple[dict[str, Any], int, str]] | str:
+    """A function computing the endpoint's drift in a worker thread, or why it cannot be."""
+    if version is None:
+        return "the served version is unknown, so is its reference data"
+    try:
+        n = int(version)
+    except ValueError:
+        return f"served version {one_line(version, 24)} is not a registry version"
+    if (cfg.model, str(n)) not in references:
+        return f"{one_line(cfg.model, 60)} has no version {n} in the registry"
+    ref = references[(cfg.model, str(n))]
+    if not ref:
+        return f"{cfg.model} version {n} has no reference data (register it with --reference)"
+    capture = cfg.capture
+    last_n = settings.poll.drift_window
+    share = cfg.thresholds.drift_share
+    timeout = max(1.0, settings.poll.timeout)
+
+    def job() -> tuple[dict[str, Any], int, str]:
+        from core import capture as capture_mod
+        from core import drift as drift_mod
+
+        profile = drift_mod.load_profile(ref, timeout=timeout)
+        window = capture_mod.read_window(capture, last_n, timeout=timeout)
+        result = drift_mod.compare(profile, window, drift_share=share, current_name=f"capture of {cfg.name}")
+        return drift_mod.result_to_json(result), len(window), str(n)
+
+    return job
+
+
+def _import_drift() -> None:
+    from core import capture, drift  # noqa: F401
+
+
+def _drift_summary(data: Mapping[str, Any], *, version: str, rows: int) -> Any:
+    from core.poller import DriftSummary
+
+    worst_psi, worst_col = None, None
+    for c in data.get("columns") or []:
+        psi = c.get("psi")
+        if (c.get("status") in JUDGED and isinstance(psi, (int, float)) and math.isfinite(psi)
+                and (worst_psi is None or psi > worst_psi)):
+            worst_psi, worst_col = float(psi), str(c.get("column"))
+    return DriftSummary(n_columns=int(data.get("n_columns") or 0), n_drifted=int(data.get("n_drifted") or 0),
+                        dataset_drift=bool(data.get("dataset_drift")),
+                        drift_share=float(data.get("drift_share") or 0.0), worst_psi=worst_psi,
+                        worst_psi_column=worst_col, computed_at=time.time(), result=dict(data),
+                        version=version, window_rows=rows)
+
+
+class _DaemonWorkers:
+    """A tiny pool of daemon threads: a comparison still running at the deadline is
+    abandoned, and never keeps the process from exiting (ThreadPoolExecutor's threads are
+    joined at exit)."""
+
+    def __init__(self, n: int) -> None:
+        self._q: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
+        self._n = n
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._q.put((fn, fut))
+        if len(self._threads) < self._n:
+            t = threading.Thread(target=self._work, name=f"report-drift-{len(self._threads)}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._q.put(None)
+
+
+def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport]) -> dict[str, dict[str, Any]]:
+    """Start retraining for each model whose production endpoint shows dataset drift."""
+    from core import retrain
+
+    drifting: dict[str, list[EndpointReport]] = {}
+    for e in endpoints:
+        if e.config.environment == "production" and e.drift and e.drift.get("dataset_drift"):
+            drifting.setdefault(e.config.model, []).append(e)
+    out: dict[str, dict[str, Any]] = {}
+    for model, eps in drifting.items():
+        names = ", ".join(f"{e.config.name} ({e.drift.get('n_drifted')} of {e.drift.get('n_columns')} columns)"
+                          for e in eps if e.drift)
+        reason = f"modeldeck --report: dataset drift on {names}"
+        cooldown = settings.model(model).retrain_cooldown
+        if settings.model(model).retrain is None:
+            out[model] = {"action": "not_configured", "job": None,
+                          "message": f"{model} has no retraining pipeline configured"}
+            continue
+        try:
+            job = retrain.maybe_retrain_on_drift(settings, reg, model, reason)
+        except ModeldeckError as e:
+            out[model] = {"action": "failed", "job": None, "message": one_line(e, 200)}
+            continue
+        except OSError as e:
+            out[model] = {"action": "failed", "job": None, "message": one_line(f"{e.strerror or e}", 200)}
+            continue
+        if job is None:
+            out[model] = {"action": "cooling_down", "job": None,
+                          "message": f"a drift retraining started within the last {_duration(cooldown)}"}
+        else:
+            out[model] = {"action": "started", "job": job.id, "message": f"started job {job.id}: {reason}"}
+    return out
+
+
+def _collect_models(reg: Any, known: Mapping[str, Any]) -> list[ModelReport]:
+    from core import retrain
+
+    if not reg.readonly:
+        with contextlib.suppress(RegistryError, OSError):
+            retrain.reconcile(reg)  # a job whose runner is gone is failed, not running forever
+    cutoff = datetime.now(timezone.utc) - JOB_WINDOW
+    active = reg.jobs(status=("queued", "running"), limit=None)
+    failed = [j for j in reg.jobs(status=("failed",), limit=500)
+              if (_when(j.ended_at or j.created_at) or cutoff) >= cutoff]
+    by_model: dict[str, list[Any]] = {}
+    for j in sorted([*active, *failed], key=lambda j: -j.id):
+        by_model.setdefault(j.model, []).append(j)
+    out = []
+    for name, m in known.items():
+        pending = tuple(v.version for v in reg.versions(name) if v.approval == "pending")
+        jobs = tuple(JobInfo(id=j.id, trigger=j.trigger, status=j.status, created_at=j.created_at,
+                             ended_at=j.ended_at, exit_code=j.exit_code,
+                             message=one_line(j.message, 200) if j.message else None)
+                     for j in by_model.get(name, []))
+        out.append(ModelReport(name=name, latest_version=m.latest_version, environments=dict(m.aliases),
+                               pending_approval=pending, jobs=jobs))
+    return out
+
+
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _store(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport]) -> int:
+    """Store this run's snapshots (source "report") so the TUI shows what cron saw."""
+    if reg.readonly:
+        raise RegistryError(f"{reg.path}: the registry file is read-only for this user")
+    rows = [(e.config.name, _iso(e.snapshot.taken_at), e.snapshot.to_dict(drift_result=False))
+            for e in endpoints]
+    return int(reg.store_snapshots(rows, source="report",
+                                   retention_hours=settings.poll.retention_hours or None))
+
+
+# ---------------------------------------------------------------------------------------------
+# findings
+
+
+def endpoint_findings(endpoints: Sequence[EndpointReport], known_models: Mapping[str, Any] | None = None
+                      ) -> list[Finding]:
+    """Judge each endpoint with its thresholds (see the README for the rules)."""
+    out: list[Finding] = []
+    for e in endpoints:
+        out += _judge_endpoint(e, known_models)
+    return out
+
+
+def _judge_endpoint(e: EndpointReport, known_models: Mapping[str, Any] | None) -> list[Finding]:
+    cfg, s = e.config, e.snapshot
+    th: Thresholds = cfg.thresholds
+    name = cfg.name
+    out: list[Finding] = []
+
+    def add(severity: str, message: str) -> None:
+        out.append(Finding(severity, name, f"{name}: {message}"))
+
+    if s.status == "DOWN":
+        add(CRITICAL, f"down: {one_line(s.reason, 200)}")
+    elif s.status == "PENDING":
+        add(UNKNOWN, "not polled")
+    registry_version = s.registry_version
+    served = tuple(s.served_versions or ())
+    if known_models is not None and cfg.model not in known_models:
+        add(WARNING, f"model {one_line(cfg.model, 60)} is not in the registry")
+    elif registry_version is None and known_models is not None:
+        add(WARNING, f"the registry has no {one_line(cfg.environment, 40)} version of {one_line(cfg.model, 60)}")
+    if registry_version is not None and served and registry_version not in served:
+        what = (f"served version {one_line(served[0], 24)}" if len(served) == 1
+                else "served versions " + ", ".join(one_line(v, 24) for v in served))
+        add(CRITICAL, f"{what} but {one_line(cfg.environment, 40)} is {registry_version}")
+    if s.status != "DOWN":
+        if s.ready is False:
+            add(WARNING, "server not ready (/v2/health/ready)")
+        er = _finite(s.error_ratio)
+        if er is not None and er > th.error_ratio_crit:
+            add(CRITICAL, f"error ratio {er * 100:.1f}% over {th.error_ratio_crit * 100:.1f}%")
+        elif er is not None and er > th.error_ratio_warn:
+            add(WARNING, f"error ratio {er * 100:.1f}% over {th.error_ratio_warn * 100:.1f}%")
+        p95 = _finite(s.latency_p95_ms)
+        if p95 is not None and p95 > th.p95_ms_crit:
+            add(CRITICAL, f"p95 latency {p95:.0f} ms over {th.p95_ms_crit:.0f} ms")
+        elif p95 is not None and p95 > th.p95_ms_warn:
+            add(WARNING, f"p95 latency {p95:.0f} ms over {th.p95_ms_warn:.0f} ms")
+        if s.status == "DEGRADED" and not out:
+            add(WARNING, f"degraded: {one_line(s.reason, 200)}")
+    if e.drift is not None:
+        out += [Finding(WARNING, name, f"{name}: {m}") for m in drift_problems(e.drift, th)]
+    elif e.drift_error is not None:
+        add(WARNING, f"drift not checked: {one_line(e.drift_error, 300)}")
+    return out
+
+
+def drift_problems(data: Mapping[str, Any], th: Thresholds) -> list[str]:
+    """Sentences for dataset drift, PSI >= psi_alert and jumps in missing values, judged on
+    the columns that were compared (enough current values; see core.drift)."""
+    out = []
+    if data.get("dataset_drift"):
+        share = float(data.get("drift_share") or 0.0)
+        drifted = [c.get("column") for c in data.get("columns") or [] if c.get("drifted")]
+        out.append(f"dataset drift: {data.get('n_drifted')} of {data.get('n_columns')} columns drifted "
+                   f"({share * 100:.0f}% >= {th.drift_share * 100:.0f}%): {_names(drifted)}")
+    high = []
+    jumps = []
+    for c in data.get("columns") or []:
+        if c.get("status") not in JUDGED:
+            continue
+        psi = c.get("psi")
+        if (isinstance(psi, (int, float)) and math.isfinite(psi) and psi >= th.psi_alert
+                and int(c.get("n_current") or 0) >= PSI_MIN_ROWS):
+            high.append((psi, str(c.get("column"))))
+        a, b = c.get("missing_share_reference"), c.get("missing_share_current")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > a and b - a >= th.missing_jump:
+            jumps.append(f"{one_line(c.get('column'), 40)} ({pct(a)} -> {pct(b)})")
+    if high:
+        high.sort(reverse=True)
+        cols = ", ".join(f"{one_line(n, 40)} ({p:.2f})" for p, n in high[:6])
+        more = f" and {len(high) - 6} more" if len(high) > 6 else ""
+        out.append(f"PSI >= {th.psi_alert:g} in {cols}{more}")
+    if jumps:
+        out.append(f"missing values up by >= {th.missing_jump * 100:.0f} points in {', '.join(jumps[:6])}"
+                   + (f" and {len(jumps) - 6} more" if len(jumps) > 6 else ""))
+    return out
+
+
+def _names(names: Sequence[Any], limit: int = 6) -> str:
+    shown = ", ".join(one_line(n, 40) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def model_findings(models: Sequence[ModelReport]) -> list[Finding]:
+    out = []
+    for m in models:
+        for j in m.jobs:
+            if j.status == "failed":
+                why = f": {j.message}" if j.message else ""
+                out.append(Finding(WARNING, m.name, f"{m.name}: retraining job {j.id} ({j.trigger}) failed "
+                                                    f"at {_short_time(j.ended_at or j.created_at)}{why}"))
+        r = m.retrain
+        if r is not None and r.get("action") in ("failed", "not_configured"):
+            out.append(Finding(WARNING, m.name, f"{m.name}: retraining on drift not started: {r.get('message')}"))
+    return out
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Worst first; within a severity, in the order found (config order, then models)."""
+    return sorted(findings, key=lambda f: -EXIT_CODES[f.severity])
+
+
+def _short_time(text: str | None) -> str:
+    if not text:
+        return "-"
+    return text[:19].replace("T", " ") + "Z"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def render(report: Report, fmt: str, *, color: bool = False) -> str:
+    if fmt == "text":
+        return render_text(report, color=color)
+    if fmt == "markdown":
+        return render_markdown(report)
+    if fmt == "json":
+        return json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
+    if fmt == "prometheus":
+        return render_prometheus(report)
+    raise ValueError(f"unknown report format {fmt!r}")
+
+
+_COLORS = {OK: "32", WARNING: "33", CRITICAL: "1;31", UNKNOWN: "35"}
+
+
+def _paint(text: str, severity: str, color: bool) -> str:
+    return f"\x1b[{_COLORS[severity]}m{text}\x1b[0m" if color else text
+
+
+def _summary(report: Report) -> str:
+    c = report.counts()
+    parts = [f"{c[s]} {s.lower()}" for s in (CRITICAL, WARNING, UNKNOWN) if c[s]]
+    n = len(report.endpoints)
+    up = sum(1 for e in report.endpoints if e.snapshot.status == "UP")
+    down = sum(1 for e in report.endpoints if e.snapshot.status == "DOWN")
+    ep = f"{n} endpoint{'s' if n != 1 else ''}"
+    if n:
+        ep += f" ({up} up" + (f", {down} down" if down else "") + ")"
+    m = len(report.models)
+    return (", ".join(parts) or "no findings") + f"; {ep}, {m} model{'s' if m != 1 else ''}"
+
+
+def _drift_cell(e: EndpointReport) -> str:
+    if e.drift is None:
+        return "error" if e.drift_error else "-"
+    d = e.drift
+    text = f"{'DRIFT' if d.get('dataset_drift') else 'ok'} {d.get('n_drifted')}/{d.get('n_columns')}"
+    psi = e.snapshot.drift.worst_psi if e.snapshot.drift is not None else None
+    if psi is not None:
+        text += f" psi {psi:.2f}"
+    return text
+
+
+def _endpoint_row(e: EndpointReport) -> list[str]:
+    s = e.snapshot
+    served = ",".join(s.served_versions) if s.served_versions else (s.served_version or "-")
+    return [e.config.name, e.config.model, e.config.environment, s.status, served, s.registry_version or "-",
+            num(_finite(s.request_rate)), pct(_finite(s.error_ratio)), num(_finite(s.latency_p50_ms)),
+            num(_finite(s.latency_p95_ms)), num(_finite(s.latency_p99_ms)), _drift_cell(e)]
+
+
+ENDPOINT_HEADERS = ["ENDPOINT", "MODEL", "ENV", "STATUS", "SERVED", "REGISTRY", "REQ/S", "ERRORS",
+                    "P50 MS", "P95 MS", "P99 MS", "DRIFT"]
+MODEL_HEADERS = ["MODEL", "LATEST", "ENVIRONMENTS", "PENDING APPROVAL", "JOBS (RUNNING, FAILED 24H)"]
+
+
+def _model_row(m: ModelReport) -> list[str]:
+    envs = " ".join(f"{k}={v}" for k, v in sorted(m.environments.items())) or "-"
+    pending = ",".join(str(v) for v in m.pending_approval) or "-"
+    jobs = " ".join(f"#{j.id} {j.status} ({j.trigger})" for j in m.jobs[:4]) or "-"
+    if len(m.jobs) > 4:
+        jobs += f" +{len(m.jobs) - 4}"
+    if m.retrain is not None and m.retrain.get("action") == "started":
+        jobs = f"started #{m.retrain.get('job')} (drift) " + (jobs if jobs != "-" else "")
+    elif m.retrain is not None and m.retrain.get("action") == "cooling_down":
+        jobs = "retrain cooling down " + (jobs if jobs != "-" else "")
+    return [m.name, str(m.latest_version or "-"), envs, pending, jobs.strip()]
+
+
+def render_text(report: Report, *, color: bool = False) -> str:
+    """A compact summary for a cron mail: the status line first, then the findings, then one
+    table of endpoints and one of models."""
+    status = report.status
+    lines = [f"{PROGRAM} {_paint(status, status, color)}: {_summary(report)}"]
+    for f in report.findings:
+        lines.append(f"{_paint(f.severity.ljust(8), f.severity, color)}  {one_line(f.message, 400)}")
+    if report.endpoints:
+        lines += ["", table(ENDPOINT_HEADERS, [_endpoint_row(e) for e in report.endpoints],
+                            right=[6, 7, 8, 9, 10])]
+    if report.models:
+        lines += ["", table(MODEL_HEADERS, [_model_row(m) for m in report.models], right=[1])]
+    lines += ["", f"{report.audit_text}; {_iso(report.generated_at)[:19]}Z, sample {report.sample:g} s, "
+                  f"took {report.duration:.1f} s"]
+    return "\n".join(lines) + "\n"
+
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+
+
+def md(text: Any) -> str:
+    """Untrusted text for a Markdown table cell: one line, special characters escaped."""
+    return one_line("" if text is None else text, 300).translate(_MD_SPECIAL)
+
+
+def _md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(md(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(md(c) if c not in (None, "") else "-" for c in r) + " |")
+    return out
+
+
+def render_markdown(report: Report) -> str:
+    """The same as tables, for a chat message or an issue (GitHub-flavoured Markdown)."""
+    status = report.status
+    lines = [f"## {PROGRAM} report: {status}", "",
+             f"{md(_summary(report))}. Generated {_iso(report.generated_at)[:19]}Z, sample {report.sample:g} s.", ""]
+    lines.append("### Findings")
+    lines.append("")
+    if report.findings:
+        lines += _md_table(["Severity", "Subject", "Finding"],
+                           [[f.severity, f.subject, f.message] for f in report.findings])
+    else:
+        lines.append("No findings.")
+    if report.endpoints:
+        lines += ["", "### Endpoints", ""]
+        heads = ["Endpoint", "Model", "Environment", "Status", "Served", "Registry", "Req/s", "Errors",
+                 "p50 ms", "p95 ms", "p99 ms", "Drift"]
+        lines += _md_table(heads, [_endpoint_row(e) for e in report.endpoints])
+    if report.models:
+        lines += ["", "### Models", ""]
+        lines += _md_table(["Model", "Latest", "Environments", "Pending approval", "Jobs (running, failed 24 h)"],
+                           [_model_row(m) for m in report.models])
+    lines += ["", md(report.audit_text) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# -- Prometheus text (node_exporter textfile collector) ------------------------------------------
+
+
+def _label_value(v: Any) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: Sequence[tuple[str, Any]]) -> str:
+    return "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in pairs) + "}"
+
+
+def _value(v: float) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
+
+
+class _Families:
+    def __init__(self) -> None:
+        self._order: list[str] = []
+        self._meta: dict[str, tuple[str, str]] = {}
+        self._samples: dict[str, list[str]] = {}
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self._order.append(name)
+        self._meta[name] = (kind, help_text)
+        self._samples[name] = []
+
+    def add(self, name: str, labels: Sequence[tuple[str, Any]], value: float | None) -> None:
+        v = _finite(value) if not isinstance(value, (bool, int)) else value
+        if v is None:
+            return
+        self._samples[name].append(f"{name}{_labels(labels) if labels else ''} {_value(v)}")
+
+    def text(self) -> str:
+        out = []
+        for name in self._order:
+            kind, help_text = self._meta[name]
+            out.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2)}")
+            out.append(f"# TYPE {name} {kind}")
+            out += self._samples[name]
+        return "\n".join(out) + "\n"
+
+
+def render_prometheus(report: Report | None, *, generated_at: float | None = None) -> str:
+    """Metrics for node_exporter's textfile collector (``promtool check metrics`` clean).
+    ``report=None``: the report could not run (status 3, no endpoint metrics)."""
+    f = _Families()
+    f.family("modeldeck_report_status", "gauge",
+             "Overall status of the last modeldeck report: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+    f.family("modeldeck_report_timestamp_seconds", "gauge", "When the last modeldeck report ran (Unix time).")
+    f.add("modeldeck_report_status", (), EXIT_CODES[UNKNOWN] if report is None else report.exit_code)
+    f.add("modeldeck_report_timestamp_seconds", (),
+          round(report.generated_at if report is not None else (generated_at or time.time()), 3))
+    if report is None:
+        return f.text()
+    f.family("modeldeck_report_findings", "gauge", "Findings of the last modeldeck report, by severity.")
+    counts = report.counts()
+    for s in (WARNING, CRITICAL, UNKNOWN):
+        f.add("modeldeck_report_findings", [("severity", s.lower())], counts[s])
+    f.family("modeldeck_endpoint_up", "gauge",
+             "1 when the endpoint answered and its model is ready (UP or DEGRADED), else 0.")
+    f.family("modeldeck_version_mismatch", "gauge",
+             "1 when the endpoint does not serve the registry's version for its environment.")
+    f.family("modeldeck_request_rate", "gauge", "Inference requests per second over the report's sample.")
+    f.family("modeldeck_error_ratio", "gauge", "Share of inference requests that failed over the sample (0-1).")
+    f.family("modeldeck_latency_seconds", "summary", "Inference latency quantiles over the sample.")
+    f.family("modeldeck_dataset_drift", "gauge",
+             "1 when the live window shows dataset drift against the served version's reference.")
+    f.family("modeldeck_drift_share", "gauge", "Share of compared columns that drifted (0-1).")
+    f.family("modeldeck_column_psi", "gauge", "Population stability index of each compared input column.")
+    for e in report.endpoints:
+        s = e.snapshot
+        base = [("endpoint", e.config.name), ("model", e.config.model), ("environment", e.config.environment)]
+        f.add("modeldeck_endpoint_up", base, 1 if s.status in ("UP", "DEGRADED") else 0)
+        if s.registry_version is not None and s.served_versions:
+            f.add("modeldeck_version_mismatch", base, 0 if s.registry_version in s.served_versions else 1)
+        f.add("modeldeck_request_rate", base, s.request_rate)
+        f.add("modeldeck_error_ratio", base, s.error_ratio)
+        for q, ms in (("0.5", s.latency_p50_ms), ("0.95", s.latency_p95_ms), ("0.99", s.latency_p99_ms)):
+            v = _finite(ms)
+            f.add("modeldeck_latency_seconds", [*base, ("quantile", q)], None if v is None else v / 1000.0)
+        if e.drift is not None:
+            f.add("modeldeck_dataset_drift", base, 1 if e.drift.get("dataset_drift") else 0)
+            f.add("modeldeck_drift_share", base, e.drift.get("drift_share"))
+            for c in e.drift.get("columns") or []:
+                if c.get("status") in JUDGED and isinstance(c.get("psi"), (int, float)):
+                    f.add("modeldeck_column_psi", [*base, ("column", c.get("column"))], c.get("psi"))
+    return f.text()
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic output
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a part:
+    a temporary file in the same folder (named ``.NAME.*.tmp``, which node_exporter's
+    ``*.prom`` glob skips), fsync, the target's permissions (or the umask's for a new
+    file), then rename over the target and fsync the folder. The temporary file is removed
+    on any error."""
+    target = Path(path).expanduser()
+    folder = target.parent
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+            with contextlib.suppress(OSError):
+                os.fchmod(fh.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return target
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it (this runs single-threaded here)
+    os.umask(mask)
+    return mask
+
+
+__all__ = ["CRITICAL", "EXIT_CODES", "FORMATS", "OK", "SCHEMA", "UNKNOWN", "WARNING", "EndpointReport", "Finding",
+           "ModelReport", "Report", "collect", "drift_problems", "endpoint_findings", "model_findings", "render",
+           "render_markdown", "render_prometheus", "render_text", "run", "sort_findings", "worst", "write_atomic"]
