@@ -578,12 +578,15 @@ class Poller:
     ``registry_path`` defaults to ``settings.registry``; ``on_snapshot(snapshot)`` is called on
     the poller's loop for every new snapshot. ``source`` labels stored snapshots ("tui",
     "report"). ``fast_http`` uses the lean asyncio network backend for plain-HTTP endpoints
-    (httpx and httpcore still do the HTTP)."""
+    (httpx and httpcore still do the HTTP). ``aliases`` ({(model, environment): version}), when
+    given, is the registry's view to judge served versions by, instead of reading it from the
+    registry once per interval (the report reads the registry itself)."""
 
     def __init__(self, settings: Settings, *, registry_path: str | Path | None = None,
                  on_snapshot: Callable[[EndpointSnapshot], Any] | None = None, source: str = "tui",
                  metadata_every: int = METADATA_EVERY, rate_window: float = RATE_WINDOW,
-                 fast_http: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 fast_http: bool = True, clock: Callable[[], float] = time.time,
+                 aliases: Mapping[tuple[str, str], int] | None = None) -> None:
         self.settings = settings
         self.poll_settings = settings.poll
         self.registry_path = Path(registry_path) if registry_path else Path(settings.registry)
@@ -611,7 +614,8 @@ class Poller:
         self._stop_requested = False
         self._closed = False
         self._clients: dict[tuple[str, str, int | None], _Sender] = {}
-        self._aliases: dict[tuple[str, str], int] = {}
+        self._fixed_aliases = aliases is not None
+        self._aliases: dict[tuple[str, str], int] = dict(aliases or {})
         self._aliases_at = -math.inf
         self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read")
         self._writer: _RegistryThread | None = None
@@ -1128,7 +1132,7 @@ class Poller:
 
     async def _refresh_aliases(self, *, force: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        if not force and loop.time() - self._aliases_at < 0.5 * self._interval:
+        if self._fixed_aliases or (not force and loop.time() - self._aliases_at < 0.5 * self._interval):
             return
         self._aliases_at = loop.time()
         if not self.registry_path.exists():

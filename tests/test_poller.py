@@ -210,6 +210,16 @@ async def test_version_mismatch_is_degraded_until_the_server_follows_the_alias(t
             assert snap.status == UP and snap.served_version == "2" and not snap.version_mismatch
 
 
+async def test_aliases_given_by_the_caller(tmp_path: Path) -> None:
+    with FaultServer(versions=[]) as srv:
+        srv.routes["/v2/models/m/versions/7/ready"] = Reply(200)
+        cfg = settings(tmp_path, [{"name": "e", "url": srv.url}])
+        async with Poller(cfg, registry_path=tmp_path / "none" / "none.db", aliases={("m", "production"): 7}) as p:
+            (snap,) = await p.poll_once()
+        assert snap.registry_version == "7" and snap.served_version == "7" and snap.status == UP
+        assert not (tmp_path / "none").exists()
+
+
 async def test_metadata_only_when_it_may_have_changed(tmp_path: Path) -> None:
     with FaultServer() as srv:
         async with Poller(settings(tmp_path, [{"name": "e", "url": srv.url}]), metadata_every=5) as p:
