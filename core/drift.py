@@ -928,10 +928,12 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
     permutation = n_cur < DISTANCE_MIN_SAMPLE and method in (CHISQUARE, Z, JENSENSHANNON)
     if permutation:  # small window: a p-value test that holds there (see _chisquare_permutation)
         method = CHISQUARE
-        if method != evidently_method:
-            notes.append(f"{n_cur} current values (< {DISTANCE_MIN_SAMPLE}): {method} instead of {evidently_method}")
     elif n_cur < DISTANCE_MIN_SAMPLE and method == WASSERSTEIN:
         method = KS
+    if n_cur >= MIN_SAMPLE and permutation:
+        notes.append(f"{n_cur} current values (< {DISTANCE_MIN_SAMPLE}): two-sample chi-square with a "
+                     "permutation p-value" + (f" instead of {evidently_method}" if evidently_method != method else ""))
+    elif n_cur >= MIN_SAMPLE and method != evidently_method:
         notes.append(f"{n_cur} current values (< {DISTANCE_MIN_SAMPLE}): {method} instead of {evidently_method}")
 
     statistic = p_value = score = None
@@ -989,7 +991,7 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
     if miss_ref is not None and miss_cur is not None and miss_cur - miss_ref >= MISSING_JUMP:
         notes.append(f"missing values jumped from {miss_ref:.1%} to {miss_cur:.1%}")
     level = psi_level(psi)
-    if level in ("warn", "alert"):
+    if level in ("warn", "alert") and n_cur >= MIN_SAMPLE:
         notes.append(f"psi {psi:.3f} ({level})")
     if unseen:
         notes.append(f"{unseen:.1%} of current values in categories unseen in the reference")
