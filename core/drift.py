@@ -856,30 +856,34 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
     if ref.family == "unsupported":
         return _column_error(name, f"column '{name}' in {ref_label}: {ref.dtype} values are not compared",
                              ref, n_rows, int(series.isna().sum()), status=STATUS_SKIPPED)
+    n_missing = int(series.isna().sum())
+    if n_missing == n_rows:
+        return _column_error(name, f"column '{name}' in {cur_label} has no values (all missing)", ref,
+                             n_rows, n_missing)
     kind = CATEGORICAL if forced_categorical else infer_kind(series)
+    cur_numeric = None if pd.api.types.is_datetime64_any_dtype(series.dtype) else _numeric_values(series)
+    if ref.family == "numeric" and cur_numeric is None and not forced_categorical:
+        bad = _first_non_number(series)
+        if bad is not None and not isinstance(bad, (list, tuple, dict)):
+            return _column_error(
+                name, f"column '{name}' in {cur_label}: non-numeric value {_short(bad)} in a column that is "
+                f"numeric in {ref_label}", ref, n_rows, n_missing)
     if kind == UNKNOWN:
         return _column_error(
             name, f"column '{name}' in {cur_label}: dtype {series.dtype} is not compared "
             "(as Evidently; list it in --categorical to compare it by value)",
-            ref, n_rows, int(series.isna().sum()), status=STATUS_SKIPPED)
+            ref, n_rows, n_missing, status=STATUS_SKIPPED)
     if kind == TEXT:
         ref_is_text = ref.family == "categorical" and ref.n_unique > 0.5 * ref.n_values
         if ref_is_text or ref.family != "categorical":
             return _column_error(
                 name, f"column '{name}' in {cur_label}: free text (more than half the values unique) "
-                "is not compared", ref, n_rows, int(series.isna().sum()), status=STATUS_SKIPPED)
+                "is not compared", ref, n_rows, n_missing, status=STATUS_SKIPPED)
         kind = CATEGORICAL
         notes.append("treated as categorical (few categories in the reference)")
-
-    cur_numeric = _numeric_values(series)
     if kind == NUMERICAL and ref.family != "numeric":
         return _column_error(name, f"column '{name}': numbers in {cur_label} but text in {ref_label}", ref,
-                             n_rows, int(series.isna().sum()))
-    if ref.family == "numeric" and cur_numeric is None and not forced_categorical:
-        bad = _first_non_number(series)
-        return _column_error(
-            name, f"column '{name}' in {cur_label}: non-numeric value {bad!r} in a column that is numeric "
-            f"in {ref_label}", ref, n_rows, int(series.isna().sum()))
+                             n_rows, n_missing)
     if ref.family == "categorical" and cur_numeric is not None and not forced_categorical:
         notes.append(f"text in {ref_label}, numbers in {cur_label}")
 
@@ -1008,6 +1012,11 @@ def _first_non_number(series: pd.Series) -> Any:
         if not _is_number(x):
             return x
     return None
+
+
+def _short(x: Any, limit: int = 40) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fmt_key(k: Any) -> str:
