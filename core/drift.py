@@ -107,6 +107,7 @@ PSI_ALERT = 0.25
 MISSING_JUMP = 0.1  # current missing share above the reference's by this much is a finding
 KS_EXACT_MAX_N = 10000  # scipy ks_2samp(mode="auto") is exact up to this sample size
 PERMUTATION_DRAWS = 2000  # small windows: permutation draws behind the chi-square p-value
+PERMUTATION_MAX_CATEGORIES = 1000  # beyond this, the rarest categories are pooled for the permutations
 
 STATUS_OK, STATUS_DRIFT, STATUS_CONSTANT = "ok", "drift", "constant"
 STATUS_LOW_SAMPLE, STATUS_ERROR, STATUS_SKIPPED = "low_sample", "error", "skipped"
@@ -182,10 +183,7 @@ def _unique_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _key_index(keys: Sequence) -> pd.Index:
-    keys = list(keys)
-    if keys and all(isinstance(k, str) for k in keys):
-        return pd.Index(keys, dtype=object)
-    return pd.Index(keys, dtype=object) if keys else pd.Index([], dtype=object)
+    return pd.Index(list(keys), dtype=object)
 
 
 def _is_number(x: Any) -> bool:
@@ -721,6 +719,11 @@ def _chisquare_permutation(ref_counts: np.ndarray, cur_counts: np.ndarray, draws
     c = np.asarray(cur_counts, dtype=np.int64)
     keep = (r + c) > 0
     r, c = r[keep], c[keep]
+    if r.size > PERMUTATION_MAX_CATEGORIES:  # pool the rarest: still a valid test, on a coarser table
+        big = np.argsort(-(r + c), kind="stable")
+        head, tail = big[: PERMUTATION_MAX_CATEGORIES - 1], big[PERMUTATION_MAX_CATEGORIES - 1:]
+        r = np.append(r[head], r[tail].sum())
+        c = np.append(c[head], c[tail].sum())
     order = np.lexsort((c, r))  # a canonical column order: the result cannot depend on key order
     r, c = r[order], c[order]
     if r.size < 2:
