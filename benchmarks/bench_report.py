@@ -3,7 +3,8 @@
 1. Start-up: ``modeldeck --report`` on a config with no endpoints (a registry with 3 models),
    median wall time of N runs, against ``python -c pass`` (the interpreter's own start-up) and
    ``python -c "import textual.app"`` (what a Textual import alone would add), measured in the
-   same run.
+   same run; and the report with pandas blocked from importing (core.registry's sqlite_utils
+   imports pandas whenever it is installed; the report itself needs it only for drift).
 2. Bounded time: 50 loopback endpoints (tests/faultservers.py), a third of them hanging, at the
    default ``--sample 5`` and ``poll.timeout = 1``: wall time of the whole command against the
    bound ``sample + 2 x timeout + 5 s``.
@@ -78,6 +79,10 @@ def main() -> int:
         rep = median_ms([py, "-m", "tui.cli", "--report", "--config", str(empty)], env, d, args.runs)
         print(f"  modeldeck --report (no endpoints)       {rep[0]:7.0f} / {rep[1]:.0f}   "
               f"(+{rep[0] - base[0]:.0f} ms over the baseline)")
+        nopd = median_ms([py, "-c", "import sys; sys.modules['pandas'] = None; from tui.cli import main; "
+                                    f"sys.exit(main(['--report', '--config', {str(empty)!r}]))"], env, d, args.runs)
+        print(f"  the same, pandas import blocked         {nopd[0]:7.0f} / {nopd[1]:.0f}   "
+              f"(sqlite_utils imports pandas when installed: {rep[0] - nopd[0]:.0f} ms of it)")
         script = Path(py).parent / "modeldeck"
         if script.exists():
             rs = median_ms([str(script), "--report", "--config", str(empty)], env, d, args.runs)

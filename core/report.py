@@ -27,26 +27,27 @@ only when one has a capture, so a cron line starts fast.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
 import os
-import queue
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from core.config import EndpointConfig, Settings, Thresholds
 from core.errors import ModeldeckError, RegistryError
 from core.textfmt import num, one_line, pct, table
+
+if TYPE_CHECKING:  # asyncio, queue, tempfile and concurrent.futures load only when used (start-up)
+    import asyncio
+    import queue
+    from concurrent.futures import Future
 
 SCHEMA = "modeldeck.report/v1"
 FORMATS = ("text", "markdown", "json", "prometheus")
@@ -285,6 +286,8 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
                       for v in reg.versions(m)}
         endpoints: list[EndpointReport] = []
         if settings.endpoints:
+            import asyncio
+
             endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models))
         stored = 0
         if endpoints:
@@ -310,6 +313,9 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
 async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
                              references: Mapping[tuple[str, str], str | None],
                              known_models: Mapping[str, Any]) -> list[EndpointReport]:
+    import asyncio
+    import tempfile
+
     from core.poller import Poller
 
     timeout = settings.poll.timeout
@@ -461,11 +467,15 @@ class _DaemonWorkers:
     joined at exit)."""
 
     def __init__(self, n: int) -> None:
+        import queue
+
         self._q: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._n = n
         self._threads: list[threading.Thread] = []
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        from concurrent.futures import Future
+
         fut: Future[Any] = Future()
         self._q.put((fn, fut))
         if len(self._threads) < self._n:
@@ -937,6 +947,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
