@@ -400,7 +400,7 @@ def test_demo_fleet_healthy_and_drifting(demo_fleet: dict[str, Any], tmp_path: P
     doc = json.loads(ok.stdout)
     assert [e["status"] for e in doc["endpoints"]] == ["UP", "UP"]
     for e in doc["endpoints"]:
-        assert e["served_version"] == e["registry_version"] == "2"
+        assert e["served_version"] == e["registry_version"] and e["served_version"] is not None
         assert e["request_rate"] is not None and set(e["drift"]) == DRIFT_KEYS
     assert {m["name"] for m in doc["models"]} == {"churn", "fraud", "demand"}
     assert warn.returncode == 1, warn.stdout + warn.stderr
