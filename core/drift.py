@@ -636,38 +636,45 @@ def _ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
     return min_s if min_s > max_s else max_s
 
 
-def _wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
+def _wasserstein(ref: np.ndarray, cur: np.ndarray, block: int = 1 << 16) -> float:
     """``scipy.stats.wasserstein_distance(ref, cur)`` from sorted arrays, without merging them.
 
     W1 is also the integral over t in (0, 1] of |Q_ref(t) - Q_cur(t)|, where the quantile functions
     step at i / n1 and j / n2.  On the common scale n1 * n2 those steps are i * n2 and j * n1, and
     where each lands in their merged order is known in closed form, so no sort is needed: every
-    segment between consecutive steps adds its length x |ref[i] - cur[j]|.
+    segment between consecutive steps adds its length x |ref[i] - cur[j]|.  Done in blocks of about
+    ``block`` steps so the temporaries stay in cache.
     """
     n1, n2 = ref.size, cur.size
-    n = n1 + n2
-    i = np.arange(1, n1 + 1, dtype=np.int64)
-    pos = i - 1 + (i * n2 + n1 - 1) // n1 - 1  # (i - 1) + #{j : j n1 < i n2}: ref steps go first on ties
-    is_ref = np.zeros(n, dtype=bool)
-    is_ref[pos] = True
-    steps = np.empty(n, dtype=np.int64)
-    steps[pos] = i * n2
-    del i, pos
-    steps[~is_ref] = np.arange(1, n2 + 1, dtype=np.int64) * n1
-    lengths = np.diff(steps, prepend=0).astype(np.float64)
-    del steps
-    before = np.cumsum(is_ref)  # ref steps strictly before each position: the ref quantile's index there
-    before -= is_ref
-    del is_ref
-    other = np.arange(n, dtype=np.int64)
-    other -= before  # cur steps strictly before: the cur quantile's index
-    np.minimum(before, n1 - 1, out=before)  # only zero-length segments at t = 1 reach past the end
-    np.minimum(other, n2 - 1, out=other)
-    gap = ref[before]
-    gap -= cur[other]
-    del before, other
-    np.abs(gap, out=gap)
-    return float(np.dot(gap, lengths)) / (float(n1) * float(n2))
+    per = max(1, (block * n1) // (n1 + n2))  # reference steps per block
+    total = 0.0
+    for a in range(0, n1, per):
+        b = min(n1, a + per)
+        j0, j1 = (a * n2) // n1, (b * n2) // n1  # current steps in (a n2, b n2]: j0 < j <= j1
+        m_ref = b - a
+        m = m_ref + j1 - j0
+        i = np.arange(a + 1, b + 1, dtype=np.int64)
+        pos = np.arange(m_ref, dtype=np.int64)  # ref steps before + cur steps strictly below (ties: ref first)
+        pos += (i * n2 + n1 - 1) // n1 - 1 - j0
+        is_ref = np.zeros(m, dtype=bool)
+        is_ref[pos] = True
+        steps = np.empty(m, dtype=np.int64)
+        steps[pos] = i * n2
+        steps[~is_ref] = np.arange(j0 + 1, j1 + 1, dtype=np.int64) * n1
+        lengths = np.diff(steps, prepend=a * n2).astype(np.float64)
+        before = np.cumsum(is_ref)  # ref steps strictly before each segment's end: the ref quantile index
+        before -= is_ref
+        other = np.arange(m, dtype=np.int64)
+        other -= before  # cur steps strictly before: the cur quantile index
+        before += a
+        other += j0
+        np.minimum(before, n1 - 1, out=before)  # only zero-length segments at t = 1 reach past the end
+        np.minimum(other, n2 - 1, out=other)
+        gap = ref[before]
+        gap -= cur[other]
+        np.abs(gap, out=gap)
+        total += float(np.dot(gap, lengths))
+    return total / (float(n1) * float(n2))
 
 
 def _merged_ks_w(ref: np.ndarray, cur: np.ndarray, need_w: bool) -> tuple[float, float | None]:

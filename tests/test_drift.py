@@ -69,6 +69,8 @@ def test_merged_ks_and_wasserstein_equal_scipy(ties):
         d, w = drift._merged_ks_w(np.sort(a), np.sort(b), True)
         assert d == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-15)  # exact mode re-rounds d
         assert w == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-12, abs=1e-15)
+        small_blocks = drift._wasserstein(np.sort(a), np.sort(b), block=37)
+        assert small_blocks == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-12, abs=1e-15)
 
 
 def test_wasserstein_normed_by_reference_std():
