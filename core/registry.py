@@ -24,11 +24,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConflictError, GateError, NotFoundError, RegistryError
+
+if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
+    import sqlite_utils
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
@@ -299,7 +300,6 @@ class Registry:
         self.path = Path(path).expanduser()
         self.readonly = readonly
         self.conn = _open(self.path, create=create, readonly=readonly)
-        self.db = sqlite_utils.Database(self.conn)
         try:
             self._prepare()
         except BaseException:
@@ -351,12 +351,15 @@ class Registry:
     def _migrate(self, version: int) -> None:
         with self._write():
             # Re-read under the write lock: another process may have migrated meanwhile.
+            import sqlite_utils
+
+            db = sqlite_utils.Database(self.conn)
             row = None
-            if self.db["meta"].exists():
+            if db["meta"].exists():
                 row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             current = int(row[0]) if row else 0
             for step in range(current, SCHEMA_VERSION):
-                MIGRATIONS[step](self.db)
+                MIGRATIONS[step](db)
             if current < SCHEMA_VERSION:
                 self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
@@ -963,8 +966,9 @@ def _open(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
         raise RegistryError(f"{name}: permission denied (cannot read the registry)")
     elif not readonly and not os.access(path, os.W_OK):
         raise RegistryError(f"{name}: permission denied (cannot write the registry; try --read-only)")
-    if exists and path.stat().st_size and not _looks_like_sqlite(path):
-        raise RegistryError(f"{name}: not a modeldeck registry (not an SQLite database); nothing was changed")
+    # No peeking at the header with open(): closing any descriptor of the file drops the
+    # POSIX locks SQLite holds on it through this process's other connections (a known
+    # SQLite pitfall that loses commits). _prepare() reads the header through SQLite instead.
     uri = f"file:{_quote_uri(path)}?mode={'ro' if readonly else 'rwc'}"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -975,14 +979,6 @@ def _open(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-def _looks_like_sqlite(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
 
 
 def _quote_uri(path: Path) -> str:

@@ -324,3 +324,27 @@ def test_unset_undoes_a_first_release(reg: Registry) -> None:
     assert [h.action for h in reg.history("churn", "staging")] == ["promote", "unset", "promote"]
     assert reg.audit(limit=2)[1].after == {"version": None}
     assert reg.verify_audit().ok
+
+
+def test_two_connections_in_one_process_lose_no_commits(registry_path: Path) -> None:
+    """Opening a second Registry in a process must not drop the first one's file locks (a
+    plain open()/close() of the database file does), or another process's checkpoint can
+    delete the WAL under it and later commits vanish."""
+    def other_process(n: int) -> None:
+        code = (f"from core.registry import Registry\nr = Registry({str(registry_path)!r})\n"
+                f"r.store_snapshots([('e', '2026-01-01T00:00:0{n}.000000Z', {{'by': 'other'}})])\nr.close()\n")
+        subprocess.run([sys.executable, "-c", code], check=True, env=run_env(), cwd=ROOT, timeout=60)
+
+    Registry(registry_path).close()
+    first = Registry(registry_path)
+    first.latest_snapshots()
+    second = Registry(registry_path)  # e.g. the poller's reader thread beside the UI's connection
+    second.latest_snapshots()
+    other_process(1)
+    first.store_snapshots([("e", "2026-01-01T00:00:05.000000Z", {"by": "first"})])
+    other_process(2)
+    second.close()
+    first.close()
+    conn = sqlite3.connect(registry_path)
+    assert conn.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 3
+    conn.close()
