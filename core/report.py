@@ -328,7 +328,9 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
     deadline = t0 + sample + 2 * timeout + DRIFT_SLACK
     # A registry path that does not exist: the poller then never opens the registry (see collect()).
     nowhere = Path(tempfile.gettempdir()) / f"modeldeck-report-{os.getpid()}-no-registry" / "none.db"
-    poller = Poller(psettings, registry_path=nowhere, source="report",
+    # The aliases read above go to the poller, so it can confirm versions (servers whose metadata
+    # lists none are asked /versions/{alias}/ready) without a registry connection of its own.
+    poller = Poller(psettings, registry_path=nowhere, source="report", aliases=aliases,
                     rate_window=max(10.0, 2 * sample + 2 * timeout))
     workers = _DaemonWorkers(DRIFT_WORKERS)
     drift_futures: dict[str, asyncio.Future[Any]] = {}
