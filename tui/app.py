@@ -118,7 +118,10 @@ class ModeldeckApp(App[int]):
 
     # -- the refresh loop --------------------------------------------------------------------------
     def refresh_views(self, force: bool = False) -> None:
-        screen = self.screen
+        try:
+            screen = self.screen
+        except Exception:  # no screen (yet, or any more while the app shuts down)
+            return
         if getattr(screen, "ready", False):
             try:
                 screen.refresh_snapshots(force=force)

@@ -60,6 +60,7 @@ class ModelScreen(DeckScreen):
         self._drift_rows: list[str] = []
         self._drift_cols: dict[str, dict[str, Any]] = {}
         self._version_rows: list[int] = []
+        self.select_version: int | None = None  # to select once the versions next load
 
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
@@ -117,6 +118,10 @@ class ModelScreen(DeckScreen):
     def _show_versions(self, versions: list[Any], aliases: dict[str, int]) -> None:
         if [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
                 and aliases == self.aliases:
+            if self.select_version in self._version_rows:
+                table = self.query_one("#versions-table", DataTable)
+                table.move_cursor(row=self._version_rows.index(self.select_version))
+                self.select_version = None
             return
         self.versions, self.aliases = versions, aliases
         table = self.query_one("#versions-table", DataTable)
@@ -135,6 +140,8 @@ class ModelScreen(DeckScreen):
                           cells.plain(metrics or "-"), cells.plain((v.dataset_sha256 or "")[:12] or "-"),
                           cells.plain(v.code_version or "-", 12), key=str(v.version))
             self._version_rows.append(v.version)
+        if self.select_version in self._version_rows:
+            selected, self.select_version = self.select_version, None
         if selected in self._version_rows:
             table.move_cursor(row=self._version_rows.index(selected))
         self.refresh_snapshots(force=True)
@@ -365,7 +372,11 @@ class ModelScreen(DeckScreen):
     def action_retrain(self) -> None:
         from tui.screens.retrain import RetrainScreen
 
-        self.app.push_screen(RetrainScreen(self.model), lambda _: self.load_versions())
+        def done(produced: int | None) -> None:
+            self.select_version = produced  # a new candidate is what one looks at next
+            self.load_versions()
+
+        self.app.push_screen(RetrainScreen(self.model), done)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.WRITE_ACTIONS and self.app.read_only:  # type: ignore[attr-defined]

@@ -45,6 +45,7 @@ class RetrainScreen(DeckModal):
         self.model = model
         self.run: Any = None
         self.finished = False
+        self.produced: int | None = None  # the version the job registered
 
     def compose(self) -> ComposeResult:
         app: Any = self.app
@@ -107,6 +108,7 @@ class RetrainScreen(DeckModal):
     def _status(self, job: Any) -> None:
         if job.status in ("succeeded", "failed", "cancelled"):
             self.finished = True
+            self.produced = job.produced_version
             produced = f", produced version {job.produced_version}" if job.produced_version else ""
             text = f"job #{job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code not in (None, 0) else "") \
                 + produced + (f": {job.message}" if job.message and job.status != "succeeded" else "")
@@ -129,7 +131,7 @@ class RetrainScreen(DeckModal):
         self.app.call_from_thread(self.app.notify, f"job #{job.id} {job.status}")
 
     def action_close(self) -> None:
-        self.dismiss(self.run.job_id if self.run else None)
+        self.dismiss(self.produced)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_job":

@@ -1,0 +1,204 @@
+"""The TUI against the live demo fleet on loopback, with the real poller thread: the story
+shows, navigation/filter/pause/help/read-only work on live data, an endpoint that stops
+mid-test turns DOWN without hurting the app, and the full release loop runs from the keys:
+drift -> retrain -> candidate with lineage -> approve -> promote (gates pass) -> served ->
+baked -> the drift is gone."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from core import config
+from core.demo.fleet import DemoFleetProcess, FleetSettings, start_subprocess
+from core.registry import Registry
+from tests.conftest import ROOT
+from tests.faultservers import FaultServer
+from tui.app import ModeldeckApp
+from tui.widgets.livetable import LiveTable
+
+pytestmark = pytest.mark.xdist_group("tui_demo")
+
+FAST = FleetSettings(drift_at=0.0, errors_at=0.0, error_rate=0.3, seed=11,
+                     rates=(("churn-prod", 120.0), ("fraud-prod", 30.0)))
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path):
+    wd = tmp_path_factory.mktemp("tui-fleet")
+    env = dict(os.environ)
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        env[var] = str(wd / var.lower())
+    env.update(XDG_CACHE_HOME=str(shared_cache), MODELDECK_ACTOR="tester",
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.pop("MODELDECK_CONFIG", None)
+    fp = start_subprocess(wd, ready_timeout=60, settings=FAST, env=env)
+    yield fp
+    fp.stop()
+
+
+def fast_releases(settings: config.Settings) -> config.Settings:
+    """The demo's release timings, shortened for a test (bake 3 s)."""
+    models = {name: dataclasses.replace(m, bake_seconds=3.0, verify_timeout=15.0)
+              for name, m in settings.models.items()}
+    return dataclasses.replace(settings, models=models)
+
+
+@pytest.fixture
+def settings(fleet: DemoFleetProcess) -> config.Settings:
+    return fast_releases(config.parse_file(Path(fleet.config_path)))
+
+
+async def wait_for(pilot, predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.25)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def snap(app: ModeldeckApp, name: str):
+    return app.source.latest().get(name) if app.source is not None else None
+
+
+async def test_the_demo_story_shows_within_a_minute(settings) -> None:
+    app = ModeldeckApp(settings)
+    async with app.run_test(size=(120, 35)) as pilot:
+        table = app.screen.query_one(LiveTable)
+        await wait_for(pilot, lambda: all(getattr(snap(app, e.name), "status", "PENDING") != "PENDING"
+                                          for e in settings.endpoints), 15, "every endpoint polled")
+        await pilot.pause(0.6)  # the screen reads new snapshots twice a second
+        assert str(table.get_cell("churn-prod", "status")) == snap(app, "churn-prod").status
+        await wait_for(pilot, lambda: getattr(getattr(snap(app, "churn-prod"), "drift", None), "dataset_drift",
+                                              False), 60, "churn-prod to show dataset drift")
+        await wait_for(pilot, lambda: (snap(app, "fraud-prod").error_ratio or 0) > 0.05, 60,
+                       "fraud-prod errors over 5%")
+        await pilot.pause(0.6)
+        assert str(table.get_cell("fraud-prod", "status")) == "DEGRADED"
+        drifted = str(table.get_cell("churn-prod", "drift"))
+        assert drifted.split("/")[0] not in ("0", "-"), drifted
+        assert float(str(table.get_cell("fraud-prod", "err"))) > 5
+
+
+async def test_navigation_filter_pause_and_help_on_live_data(settings) -> None:
+    app = ModeldeckApp(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one(LiveTable)
+        await wait_for(pilot, lambda: snap(app, "demand-prod") is not None and
+                       snap(app, "demand-prod").status != "PENDING", 15, "the first poll")
+        await pilot.press("slash", *"fraud", "enter")
+        assert table.row_count == 1 and table.cursor_key == "fraud-prod"
+        await pilot.press("slash", "escape")
+        assert table.row_count == len(settings.endpoints)
+        assert table.cursor_key == "fraud-prod"  # the selection survives clearing the filter
+        await pilot.press("p")
+        await pilot.pause(1.5)  # let a poll already in flight land
+        before = snap(app, "demand-prod").taken_at
+        await pilot.pause(2.5)
+        assert snap(app, "demand-prod").taken_at == before, "polling went on while paused"
+        await pilot.press("p")
+        await wait_for(pilot, lambda: snap(app, "demand-prod").taken_at > before, 5, "polling to resume")
+        await pilot.press("k", "enter")
+        await pilot.pause(0.5)
+        assert app.screen.endpoint.name == table.rows[table.rows.index("fraud-prod") - 1]
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert "Promote" in {what for _, what, _ in app.screen.entries}
+        await pilot.press("escape", "escape")
+        assert type(app.screen).__name__ == "FleetScreen"
+
+
+async def test_an_endpoint_stopping_mid_test_goes_down_and_the_app_keeps_running(settings) -> None:
+    server = FaultServer(model="extra", versions=["1"]).start()
+    extra = config.EndpointConfig(name="extra-prod", model="extra", url=server.url,
+                                  metrics_url=server.url + "/metrics", served_model="extra")
+    app = ModeldeckApp(dataclasses.replace(settings, endpoints=(*settings.endpoints, extra)))
+    try:
+        async with app.run_test(size=(120, 35), notifications=True) as pilot:
+            await wait_for(pilot, lambda: getattr(snap(app, "extra-prod"), "status", "PENDING") in ("UP", "DEGRADED"),
+                           15, "the extra endpoint to answer")
+            server.close()
+            await wait_for(pilot, lambda: snap(app, "extra-prod").status == "DOWN", 20, "the stopped endpoint DOWN")
+            reason = snap(app, "extra-prod").reason
+            assert "refused" in reason or "closed" in reason or "reset" in reason, reason
+            await pilot.pause(0.6)
+            table = app.screen.query_one(LiveTable)
+            assert str(table.get_cell("extra-prod", "status")) == "DOWN"
+            assert str(table.get_cell("demand-prod", "status")) in ("UP", "DEGRADED")
+            await pilot.press("j", "k")
+            assert app.is_running
+    finally:
+        server.close()
+
+
+async def test_read_only_on_live_data_writes_nothing(settings, fleet: DemoFleetProcess) -> None:
+    with Registry(fleet.registry_path) as reg:
+        before = reg.last_audit_id()
+    app = ModeldeckApp(settings, read_only=True)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        await pilot.press("P", "R", "a", "x", "n")
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "ModelScreen"
+    with Registry(fleet.registry_path) as reg:
+        assert reg.last_audit_id() == before
+
+
+async def test_full_release_loop_from_the_keys(settings, fleet: DemoFleetProcess) -> None:
+    """drift appears -> n retrains on the recent window -> the candidate is registered with
+    lineage -> a approves -> P promotes to production, gates pass -> the server serves it ->
+    baking passes -> the drift goes away."""
+    app = ModeldeckApp(settings)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await wait_for(pilot, lambda: getattr(getattr(snap(app, "churn-prod"), "drift", None), "dataset_drift",
+                                              False), 60, "churn-prod drift")
+        with Registry(fleet.registry_path) as reg:
+            before = reg.model("churn").latest_version
+            production = reg.alias("churn", "production")
+        await pilot.press("enter")  # churn-prod is the first row
+        await pilot.pause(0.5)
+        model_screen = app.screen
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        await pilot.press(*"drift on churn-prod", "enter")
+        retrain = app.screen
+        await wait_for(pilot, lambda: retrain.finished, 90, "the retraining job to end")
+        with Registry(fleet.registry_path) as reg:
+            job = reg.jobs("churn")[0]
+            assert job.status == "succeeded", job
+            candidate = reg.version("churn", job.produced_version)
+        assert candidate.version == before + 1 and candidate.job_id == job.id
+        assert candidate.dataset_sha256 and candidate.reference_path and candidate.code_version
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: candidate.version in model_screen._version_rows, 10, "the candidate listed")
+        assert model_screen.selected_version() == candidate.version  # newest first
+        await pilot.press("a", *"gates pass on the recent window", "enter")
+        await pilot.pause(0.5)
+        await pilot.press("P")
+        await pilot.pause(0.3)
+        await pilot.press("enter")  # production, the endpoint's environment
+        release = app.screen
+        await wait_for(pilot, lambda: release.state == "ready", 15, "the release plan")
+        assert not release.plan.blocked, [g.detail for g in release.plan.failed_gates]
+        assert release.plan.from_version == production and release.plan.to_version == candidate.version
+        await pilot.press(*"retrained on drift", "enter", *"churn", "enter")
+        await wait_for(pilot, lambda: release.state == "done", 60, "the rollout to end")
+        assert release.outcome.status == "released", release.outcome.message
+        assert release.outcome.verified and release.outcome.baked
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: snap(app, "churn-prod").served_version == str(candidate.version), 10,
+                       "churn-prod to serve the candidate")
+        await wait_for(pilot, lambda: (getattr(snap(app, "churn-prod").drift, "version", None) == str(candidate.version)
+                                       and not snap(app, "churn-prod").drift.dataset_drift), 60,
+                       "the drift to go away against the new reference")
+    with Registry(fleet.registry_path) as reg:
+        entry = reg.audit(action="promote")[0]
+        assert entry.subject == "churn@production" and entry.reason == "retrained on drift"
+        assert all(g["passed"] for g in entry.after["gates"])
+        assert reg.verify_audit().ok
