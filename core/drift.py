@@ -636,18 +636,23 @@ def _ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
     return min_s if min_s > max_s else max_s
 
 
-def _wasserstein(ref: np.ndarray, cur: np.ndarray, block: int = 1 << 16) -> float:
-    """``scipy.stats.wasserstein_distance(ref, cur)`` from sorted arrays, without merging them.
+def _wasserstein_plan(n1: int, n2: int, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The segments of the Wasserstein integral for sample sizes n1 and n2 (see ``_wasserstein``).
 
-    W1 is also the integral over t in (0, 1] of |Q_ref(t) - Q_cur(t)|, where the quantile functions
-    step at i / n1 and j / n2.  On the common scale n1 * n2 those steps are i * n2 and j * n1, and
-    where each lands in their merged order is known in closed form, so no sort is needed: every
-    segment between consecutive steps adds its length x |ref[i] - cur[j]|.  Done in blocks of about
-    ``block`` steps so the temporaries stay in cache.
+    W1 is the integral over t in (0, 1] of |Q_ref(t) - Q_cur(t)|; the quantile functions step at
+    i / n1 and j / n2.  On the common scale n1 * n2 those steps are i * n2 and j * n1, and where each
+    lands in their merged order is known in closed form, so no sort is needed.  Returns, per segment
+    between consecutive steps, the reference index, the current index and the length (in units of
+    1 / (n1 n2)); it depends on the sizes only, so columns of equal sizes share it.  Built in blocks of
+    about ``block`` steps so the temporaries stay in cache.
     """
-    n1, n2 = ref.size, cur.size
+    index = np.int32 if n1 + n2 < 2**31 - 1 and max(n1, n2) < 2**31 - 1 else np.int64
+    m_all = n1 + n2
+    ref_idx = np.empty(m_all, dtype=index)
+    cur_idx = np.empty(m_all, dtype=index)
+    lengths = np.empty(m_all, dtype=index)
     per = max(1, (block * n1) // (n1 + n2))  # reference steps per block
-    total = 0.0
+    out = 0
     for a in range(0, n1, per):
         b = min(n1, a + per)
         j0, j1 = (a * n2) // n1, (b * n2) // n1  # current steps in (a n2, b n2]: j0 < j <= j1
@@ -661,7 +666,7 @@ def _wasserstein(ref: np.ndarray, cur: np.ndarray, block: int = 1 << 16) -> floa
         steps = np.empty(m, dtype=np.int64)
         steps[pos] = i * n2
         steps[~is_ref] = np.arange(j0 + 1, j1 + 1, dtype=np.int64) * n1
-        lengths = np.diff(steps, prepend=a * n2).astype(np.float64)
+        lengths[out:out + m] = np.diff(steps, prepend=a * n2)
         before = np.cumsum(is_ref)  # ref steps strictly before each segment's end: the ref quantile index
         before -= is_ref
         other = np.arange(m, dtype=np.int64)
@@ -670,11 +675,42 @@ def _wasserstein(ref: np.ndarray, cur: np.ndarray, block: int = 1 << 16) -> floa
         other += j0
         np.minimum(before, n1 - 1, out=before)  # only zero-length segments at t = 1 reach past the end
         np.minimum(other, n2 - 1, out=other)
-        gap = ref[before]
-        gap -= cur[other]
+        ref_idx[out:out + m] = before
+        cur_idx[out:out + m] = other
+        out += m
+    return ref_idx[:out], cur_idx[:out], lengths[:out]
+
+
+def _wasserstein(ref: np.ndarray, cur: np.ndarray, plans: _Plans | None = None, block: int = 1 << 16) -> float:
+    """``scipy.stats.wasserstein_distance(ref, cur)`` from sorted arrays, without merging them:
+    the sum over the plan's segments of length x |ref[i] - cur[j]| (see ``_wasserstein_plan``)."""
+    n1, n2 = ref.size, cur.size
+    ref_idx, cur_idx, lengths = plans.get(n1, n2) if plans is not None else _wasserstein_plan(n1, n2, block)
+    total = 0.0
+    for s in range(0, ref_idx.size, block):
+        e = s + block
+        gap = ref[ref_idx[s:e]]
+        gap -= cur[cur_idx[s:e]]
         np.abs(gap, out=gap)
-        total += float(np.dot(gap, lengths))
+        total += float(np.dot(gap, lengths[s:e].astype(np.float64)))
     return total / (float(n1) * float(n2))
+
+
+class _Plans:
+    """Wasserstein plans shared by the columns of one comparison (same sizes, same plan)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._plans: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self._lock:  # one thread builds a plan, the other waits for it rather than duplicating it
+            plan = self._plans.get((n1, n2))
+            if plan is None:
+                if len(self._plans) >= 4:
+                    self._plans.pop(next(iter(self._plans)))
+                plan = self._plans[(n1, n2)] = _wasserstein_plan(n1, n2)
+            return plan
 
 
 def _merged_ks_w(ref: np.ndarray, cur: np.ndarray, need_w: bool) -> tuple[float, float | None]:
@@ -849,9 +885,9 @@ def _choose_method(kind: str, n_ref: int, n_values: int) -> str:
 
 
 def _compare_column(name: str, ref: ColumnProfile, series: pd.Series, forced_categorical: bool,
-                    ref_label: str, cur_label: str) -> ColumnDrift:
+                    ref_label: str, cur_label: str, plans: _Plans | None = None) -> ColumnDrift:
     try:
-        return _compare_column_inner(name, ref, series, forced_categorical, ref_label, cur_label)
+        return _compare_column_inner(name, ref, series, forced_categorical, ref_label, cur_label, plans)
     except InputError as e:
         return _column_error(name, str(e), ref, len(series), int(series.isna().sum()))
     except (ValueError, TypeError, ArithmeticError, MemoryError) as e:  # one bad column, not the run
@@ -860,7 +896,7 @@ def _compare_column(name: str, ref: ColumnProfile, series: pd.Series, forced_cat
 
 
 def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forced_categorical: bool,
-                          ref_label: str, cur_label: str) -> ColumnDrift:
+                          ref_label: str, cur_label: str, plans: _Plans | None = None) -> ColumnDrift:
     n_rows = len(series)
     notes: list[str] = []
     if ref.family == "unsupported":
@@ -955,7 +991,7 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
         statistic, p_value = _ks(ref.values, cur.values)
         score = p_value
     elif method == WASSERSTEIN:
-        statistic = _wasserstein(ref.values, cur.values)
+        statistic = _wasserstein(ref.values, cur.values, plans)
         score = statistic / max(float(ref.std), 0.001)
     else:
         if keys is None:
@@ -1117,9 +1153,11 @@ def compare(profile: ReferenceProfile, window: pd.DataFrame, *, categorical: Ite
     if only_cur and wanted is None:
         notes.append(f"only in {current_name}, not compared: {_list(only_cur)}")
 
+    plans = _Plans()
+
     def one(name: str) -> ColumnDrift:
         return _compare_column(name, profile.columns[name], window[name], name in forced, ref_label,
-                               current_name)
+                               current_name, plans)
 
     results = _map(one, shared, workers)
     judged = [r for r in results if r.judged]
