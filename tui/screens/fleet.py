@@ -208,6 +208,13 @@ class FleetScreen(DeckScreen):
             reason = getattr(snap, "reason", "") or ""
             if reason:
                 t.append("  " + one_line(reason, 160))
+            drift = getattr(snap, "drift", None)
+            if drift is not None and drift.error:
+                t.append("  drift: " + one_line(drift.error, 80), style="red")
+            elif drift is not None and drift.n_columns:
+                t.append(f"  drift {drift.n_drifted}/{drift.n_columns}", style="bold red" if drift.dataset_drift else "")
+                if drift.worst_psi is not None:
+                    t.append(f", worst PSI {drift.worst_psi:.2f} ({one_line(drift.worst_psi_column or '', 30)})")
         detail.update(t)
         history = source.history(name) if source is not None else ()
         self.query_one("#trend-rps", Trend).update([getattr(s, "request_rate", None) for s in history])
