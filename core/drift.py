@@ -48,6 +48,7 @@ others are still computed.  ``n_columns`` counts the judged columns (status ok, 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -560,6 +561,9 @@ class ColumnDrift:
     missing_share_current: float | None
     unseen_share: float | None
     message: str
+    # For a screen: bin labels and the reference / current share in each (the PSI bins of a
+    # numeric column; the largest categories plus "other" of a categorical one).
+    histogram: dict | None = None
 
     @property
     def judged(self) -> bool:
@@ -1019,11 +1023,14 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
     # psi and unseen categories
     unseen = None
     if numeric_both and ref.edges is not None:
-        psi = _psi(_bin_counts(ref.values, ref.edges), _bin_counts(cur.values, ref.edges))
+        ref_bins, cur_bins = _bin_counts(ref.values, ref.edges), _bin_counts(cur.values, ref.edges)
+        psi = _psi(ref_bins, cur_bins)
+        histogram = _safe_histogram(_numeric_histogram, ref.edges, ref_bins, cur_bins)
     else:
         if keys is None:
             keys, ref_cnt, cur_cnt = _aligned(ref.value_counts(), cur_vc)
         psi = _psi(np.append(ref_cnt[ref_cnt > 0], 0), np.append(cur_cnt[ref_cnt > 0], cur_cnt[ref_cnt == 0].sum()))
+        histogram = _safe_histogram(_category_histogram, keys, ref_cnt, cur_cnt)
     if kind == CATEGORICAL:
         if keys is None:
             keys, ref_cnt, cur_cnt = _aligned(ref.value_counts(), cur_vc)
@@ -1049,7 +1056,7 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
         column=name, kind=kind, method=method, score=_finite(score), threshold=threshold, drifted=drifted,
         statistic=_finite(statistic), p_value=_finite(p_value), psi=_finite(psi), status=status,
         n_reference=n_ref, n_current=n_cur, missing_share_reference=miss_ref, missing_share_current=miss_cur,
-        unseen_share=unseen, message="; ".join(notes),
+        unseen_share=unseen, message="; ".join(notes), histogram=histogram,
     )
 
 
@@ -1069,6 +1076,46 @@ def _fmt_key(k: Any) -> str:
     if isinstance(k, float) and k.is_integer():
         return str(int(k))
     return str(k)
+
+
+def _edge(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1e5 else f"{x:.2e}"
+
+
+def _safe_histogram(fn: Any, *args: Any) -> dict | None:
+    """A histogram is for display only: whatever it trips on must not decide the column."""
+    try:
+        return fn(*args)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _numeric_histogram(edges: np.ndarray, ref_bins: np.ndarray, cur_bins: np.ndarray) -> dict:
+    """The PSI bins as labels and shares: < e0, e0–e1, ..., ≥ e_last."""
+    labels = [f"< {_edge(edges[0])}"] if len(edges) else ["all"]
+    labels += [f"{_edge(a)}–{_edge(b)}" for a, b in itertools.pairwise(edges)]
+    if len(edges):
+        labels.append(f"≥ {_edge(edges[-1])}")
+    return {"labels": labels, "reference": _shares(ref_bins), "current": _shares(cur_bins)}
+
+
+def _category_histogram(keys: pd.Index, ref_cnt: np.ndarray, cur_cnt: np.ndarray, top: int = 8) -> dict:
+    """The ``top`` largest categories (reference and current together), the rest as "other"."""
+    total = ref_cnt / max(ref_cnt.sum(), 1) + cur_cnt / max(cur_cnt.sum(), 1)
+    order = np.argsort(-total, kind="stable")
+    keep, rest = order[:top], order[top:]
+    labels = [_fmt_key(k) for k in keys[keep]]
+    ref, cur = list(ref_cnt[keep]), list(cur_cnt[keep])
+    if len(rest):
+        labels.append(f"other ({len(rest)})")
+        ref.append(ref_cnt[rest].sum())
+        cur.append(cur_cnt[rest].sum())
+    return {"labels": labels, "reference": _shares(np.asarray(ref)), "current": _shares(np.asarray(cur))}
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    total = float(np.sum(counts))
+    return [round(float(c) / total, 6) if total else 0.0 for c in counts]
 
 
 def _finite(x: float | None) -> float | None:
@@ -1190,14 +1237,22 @@ JSON_COLUMN_KEYS = (
 )
 
 
-def result_to_json(result: DriftResult) -> dict:
-    """The JSON of ``modeldeck drift --format json`` (also embedded per endpoint in ``--report``)."""
+def result_to_json(result: DriftResult, *, histograms: bool = False) -> dict:
+    """The JSON of ``modeldeck drift --format json`` (also embedded per endpoint in ``--report``).
+    ``histograms`` adds each column's ``histogram`` (labels, reference and current shares) for
+    screens that draw the distributions; the command's JSON does not carry it."""
+    def column(c: ColumnDrift) -> dict:
+        d = {k: _json_value(getattr(c, k)) for k in JSON_COLUMN_KEYS}
+        if histograms:
+            d["histogram"] = c.histogram
+        return d
+
     return {
         "dataset_drift": bool(result.dataset_drift),
         "drift_share": float(result.drift_share),
         "n_columns": int(result.n_columns),
         "n_drifted": int(result.n_drifted),
-        "columns": [{k: _json_value(getattr(c, k)) for k in JSON_COLUMN_KEYS} for c in result.columns],
+        "columns": [column(c) for c in result.columns],
     }
 
 

@@ -1278,7 +1278,7 @@ def _compare_window(profile: Any, capture: str | None, last_n: int, drift_share:
 
     window = capture_mod.read_window(capture, last_n)
     result = drift_mod.compare(profile, window, drift_share=drift_share)
-    data = drift_mod.result_to_json(result)
+    data = drift_mod.result_to_json(result, histograms=True)  # the model screen draws them
     return _summarize_drift(data, rows=_rows(window))
 
 

@@ -541,3 +541,19 @@ def test_render_text_lists_every_column():
     ref = pd.DataFrame({"alpha": rng.normal(size=300), "beta": rng.choice(list("ab"), 300)})
     text = render_text(compare_frames(ref, ref.iloc[:20]))
     assert "alpha" in text and "beta" in text and "low_sample" in text
+
+
+def test_histograms_for_screens_are_the_psi_bins_and_top_categories() -> None:
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(list("abcdefghijkl"), 5000)})
+    cur = pd.DataFrame({"x": rng.normal(0.5, size=1000), "c": rng.choice(list("abcdefghijklmn"), 1000)})
+    result = drift.compare_frames(ref, cur)
+    assert "histogram" not in drift.result_to_json(result)["columns"][0]  # the command's JSON is as documented
+    cols = {c["column"]: c for c in drift.result_to_json(result, histograms=True)["columns"]}
+    x, c = cols["x"]["histogram"], cols["c"]["histogram"]
+    assert len(x["labels"]) == len(x["reference"]) == len(x["current"]) == 10
+    assert x["labels"][0].startswith("< ") and x["labels"][-1].startswith("≥ ")
+    assert x["reference"] == pytest.approx([0.1] * 10, abs=1e-3)
+    assert sum(x["current"][5:]) > 0.6  # shifted up by half a standard deviation
+    assert c["labels"][-1] == "other (6)" and len(c["labels"]) == 9
+    assert sum(c["reference"]) == pytest.approx(1) and sum(c["current"]) == pytest.approx(1)
