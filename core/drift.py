@@ -1022,12 +1022,17 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
 
     # psi and unseen categories
     unseen = None
-    if numeric_both and ref.edges is not None:
+    # Quantile bins need more distinct values than bins: a 0/1 column's deciles are all 0 and
+    # would put everything in one bin (PSI 0 whatever happens). Few values: one bin per value.
+    if numeric_both and ref.edges is not None and ref.n_unique > PSI_BINS:
         ref_bins, cur_bins = _bin_counts(ref.values, ref.edges), _bin_counts(cur.values, ref.edges)
         psi = _psi(ref_bins, cur_bins)
         histogram = _safe_histogram(_numeric_histogram, ref.edges, ref_bins, cur_bins)
     else:
         if keys is None:
+            if cur_vc is None:  # a numeric column with 6-10 distinct reference values
+                u, c = _unique_sorted(cur.values)
+                cur_vc = pd.Series(c, index=pd.Index(u, dtype="float64"))
             keys, ref_cnt, cur_cnt = _aligned(ref.value_counts(), cur_vc)
         psi = _psi(np.append(ref_cnt[ref_cnt > 0], 0), np.append(cur_cnt[ref_cnt > 0], cur_cnt[ref_cnt == 0].sum()))
         histogram = _safe_histogram(_category_histogram, keys, ref_cnt, cur_cnt)
@@ -1104,6 +1109,8 @@ def _category_histogram(keys: pd.Index, ref_cnt: np.ndarray, cur_cnt: np.ndarray
     total = ref_cnt / max(ref_cnt.sum(), 1) + cur_cnt / max(cur_cnt.sum(), 1)
     order = np.argsort(-total, kind="stable")
     keep, rest = order[:top], order[top:]
+    if pd.api.types.is_numeric_dtype(keys.dtype):
+        keep = np.sort(keep)  # numbers read best in their own order (keys are sorted)
     labels = [_fmt_key(k) for k in keys[keep]]
     ref, cur = list(ref_cnt[keep]), list(cur_cnt[keep])
     if len(rest):

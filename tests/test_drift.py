@@ -557,3 +557,15 @@ def test_histograms_for_screens_are_the_psi_bins_and_top_categories() -> None:
     assert sum(x["current"][5:]) > 0.6  # shifted up by half a standard deviation
     assert c["labels"][-1] == "other (6)" and len(c["labels"]) == 9
     assert sum(c["reference"]) == pytest.approx(1) and sum(c["current"]) == pytest.approx(1)
+
+
+def test_psi_of_a_binary_numeric_column_uses_one_bin_per_value() -> None:
+    """Decile edges of a 0/1 column with 5% ones are all 0: quantile bins would say PSI 0."""
+    rng = np.random.default_rng(5)
+    ref = pd.DataFrame({"p": (rng.random(5000) < 0.05).astype(int)})
+    cur = pd.DataFrame({"p": (rng.random(1000) < 0.4).astype(int)})
+    col = drift.compare_frames(ref, cur).column("p")
+    r, c = 0.05, 0.4
+    assert col.psi == pytest.approx((c - r) * np.log(c / r) + ((1 - c) - (1 - r)) * np.log((1 - c) / (1 - r)),
+                                    rel=0.15)
+    assert col.psi >= 0.25 and col.histogram["labels"] == ["0", "1"]
