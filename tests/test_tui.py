@@ -297,3 +297,55 @@ async def test_read_only_hides_every_write_action(world) -> None:
         await pilot.press("P", "a", "n")
         await pilot.pause()
         assert type(app.screen).__name__ == "ModelScreen"
+
+
+async def test_retrain_streams_output_and_the_jobs_screen_cancels_a_running_job(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from core import config as configmod
+    from core.registry import Registry
+
+    monkeypatch.chdir(tmp_path)
+    write_world(tmp_path)
+    script = tmp_path / "train.py"
+    script.write_text("import sys, time\nprint('loading data for', sys.argv[1], flush=True)\ntime.sleep(60)\n")
+    cfg = tmp_path / "modeldeck.toml"
+    cfg.write_text(cfg.read_text().replace(
+        "[models.fraud]", f"[models.churn]\nretrain = {{ command = [{sys.executable!r}, {str(script)!r}, "
+                          "\"{model}\"] }\n[models.fraud]"))
+    latest, history = fleet_snapshots()
+    app = ModeldeckApp(configmod.parse_file(cfg), source=FixedSource(latest, history), clock=lambda: NOW)
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        await pilot.press("enter")  # churn-prod
+        await pilot.pause(0.3)
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        assert "runs " in static_text(app, "#retrain-pipeline")
+        await pilot.press(*"try a deeper model", "enter")
+        retrain = app.screen
+        log = retrain.query_one("#retrain-log")
+        for _ in range(60):
+            if any("loading data for churn" in str(line) for line in log.lines):
+                break
+            await pilot.pause(0.25)
+        assert any("loading data for churn" in str(line) for line in log.lines)
+        await pilot.press("escape", "J")
+        await pilot.pause(0.5)
+        jobs = app.screen
+        assert type(jobs).__name__ == "JobsScreen"
+        for _ in range(20):
+            if jobs.jobs and jobs.jobs[0].status == "running":
+                break
+            await pilot.pause(0.25)
+        assert jobs.jobs[0].status == "running" and jobs.jobs[0].reason == "try a deeper model"
+        await pilot.press("c")
+        for _ in range(40):
+            if jobs.jobs and jobs.jobs[0].status == "cancelled":
+                break
+            await pilot.pause(0.25)
+        assert jobs.jobs[0].status == "cancelled"
+    with Registry(tmp_path / "registry.db") as reg:
+        job = reg.jobs("churn")[0]
+        assert (job.status, job.trigger, job.actor) == ("cancelled", "manual", "tester")
+        assert [e.action for e in reg.audit(action="retrain")][:2] == ["retrain.cancelled", "retrain.start"]
