@@ -79,6 +79,16 @@ def parse_time(text: str) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
+def stored_time(text: str | None) -> datetime | None:
+    """A time as the registry stores it (UTC ISO-8601), or None when missing or unreadable."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def current_actor() -> str:
     """``MODELDECK_ACTOR``, else the login user plus the SSH client address when present."""
     actor = os.environ.get("MODELDECK_ACTOR", "").strip()

@@ -53,13 +53,12 @@ from core.config import ConfigError, GateConfig, HookConfig, Settings, Threshold
 from core.errors import ConflictError, GateError, RegistryError
 from core.registry import PROTECTED_ENVIRONMENTS, AliasChange, Registry, Version, current_actor, utcnow
 from core.retrain import (
-    clean_line,
     config_file,
     hook_cwd,
     hook_env,
     json_body,
-    kill_group,
     render_argv,
+    stream_process,
     webhook_headers,
 )
 
@@ -751,30 +750,8 @@ def _deploy_command(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out:
         return f"command not found: {argv[0]}"
     except OSError as e:
         return f"cannot run {argv[0]}: {e.strerror or e}"
-    timed_out = threading.Event()
-
-    def on_timeout() -> None:
-        if proc.poll() is None:
-            timed_out.set()
-            kill_group(proc.pid, 5.0, is_alive=lambda: proc.poll() is None)
-
-    timer = threading.Timer(hook.timeout, on_timeout)
-    timer.daemon = True
-    timer.start()
-    last = ""
-    try:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = clean_line(raw)
-            if line.strip():
-                last = line.strip()
-            out(line)
-        rc = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    if timed_out.is_set():
+    rc, last, timed_out = stream_process(proc, hook.timeout, out, grace=5.0)
+    if timed_out:
         return f"timed out after {_secs(hook.timeout)}"
     if rc != 0:
         why = f"exit status {rc}" if rc > 0 else f"killed by signal {-rc}"

@@ -540,6 +540,7 @@ def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[Endpoint
 
 def _collect_models(reg: Any, known: Mapping[str, Any]) -> list[ModelReport]:
     from core import retrain
+    from core.registry import stored_time
 
     if not reg.readonly:
         with contextlib.suppress(RegistryError, OSError):
@@ -547,7 +548,7 @@ def _collect_models(reg: Any, known: Mapping[str, Any]) -> list[ModelReport]:
     cutoff = datetime.now(timezone.utc) - JOB_WINDOW
     active = reg.jobs(status=("queued", "running"), limit=None)
     failed = [j for j in reg.jobs(status=("failed",), limit=500)
-              if (_when(j.ended_at or j.created_at) or cutoff) >= cutoff]
+              if (stored_time(j.ended_at or j.created_at) or cutoff) >= cutoff]
     by_model: dict[str, list[Any]] = {}
     for j in sorted([*active, *failed], key=lambda j: -j.id):
         by_model.setdefault(j.model, []).append(j)
@@ -561,15 +562,6 @@ def _collect_models(reg: Any, known: Mapping[str, Any]) -> list[ModelReport]:
         out.append(ModelReport(name=name, latest_version=m.latest_version, environments=dict(m.aliases),
                                pending_approval=pending, jobs=jobs))
     return out
-
-
-def _when(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _store(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport]) -> int:

@@ -48,7 +48,7 @@ from urllib.parse import quote
 from core import paths
 from core.config import ConfigError, HookConfig, Settings, WebhookConfig, expand
 from core.errors import ConflictError, ModeldeckError, RegistryError
-from core.registry import Job, Registry, current_actor, format_time, utcnow
+from core.registry import Job, Registry, current_actor, format_time, stored_time, utcnow
 
 ENDED = ("succeeded", "failed", "cancelled")
 SIGNATURE_HEADER = "X-Modeldeck-Signature"
@@ -235,7 +235,7 @@ def pid_alive(pid: int | None, *, not_after: str | None = None) -> bool:
         return False
     if not_after:
         started = _process_start(pid)
-        limit = _parse(not_after)
+        limit = stored_time(not_after)
         if started is not None and limit is not None and started > limit.timestamp() + 2.0:
             return False
     return True
@@ -299,7 +299,7 @@ def reconcile(registry: Registry, *, stale_queued: float = STALE_QUEUED) -> list
         if job_alive(job):
             continue
         if job.status == "queued" and job.pid is None:
-            created = _parse(job.created_at)
+            created = stored_time(job.created_at)
             if created and (now - created).total_seconds() < stale_queued:
                 continue
             message = "never started (the process that queued it is gone)"
@@ -323,15 +323,6 @@ def list_jobs(registry: Registry, model: str | None = None, *, status: Sequence[
     if not registry.readonly:
         reconcile(registry)
     return registry.jobs(model, status=status, limit=limit)
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,6 +591,38 @@ def _end(reg: Registry, job_id: int, status: str, actor: str | None, **changes: 
         return reg.job(job_id)
 
 
+def stream_process(proc: subprocess.Popen[bytes], timeout: float, emit: Callable[[str], None], *,
+                   grace: float = CANCEL_GRACE) -> tuple[int, str, bool]:
+    """Read a hook's merged output line by line into ``emit`` until it exits; past ``timeout``
+    its process group is stopped (SIGTERM, then SIGKILL after ``grace``). Returns (exit code,
+    last non-empty line, timed out). Used by retraining commands and deploy hooks."""
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        if proc.poll() is None:
+            timed_out.set()
+            emit(f"# timed out after {timeout:g} s; stopping it")
+            kill_group(proc.pid, grace, is_alive=lambda: proc.poll() is None)
+
+    timer = threading.Timer(timeout, on_timeout)
+    timer.daemon = True
+    timer.start()
+    last = ""
+    try:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = clean_line(raw)
+            if line.strip():
+                last = line.strip()
+            emit(line)
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return rc, last, timed_out.is_set()
+
+
 def _run_command(run: RetrainRun, reg: Registry, hook: HookConfig, job: Job,
                  emit: Callable[[str], None], actor: str | None) -> Job:
     settings = run.settings
@@ -627,34 +650,11 @@ def _run_command(run: RetrainRun, reg: Registry, hook: HookConfig, job: Job,
         kill_group(p.pid, CANCEL_GRACE, is_alive=lambda: p.poll() is None)
     else:
         run._status(started)
-    timed_out = threading.Event()
-
-    def on_timeout() -> None:
-        if p.poll() is None:
-            timed_out.set()
-            emit(f"# timed out after {hook.timeout:g} s; stopping it")
-            kill_group(p.pid, CANCEL_GRACE, is_alive=lambda: p.poll() is None)
-
-    timer = threading.Timer(hook.timeout, on_timeout)
-    timer.daemon = True
-    timer.start()
-    last = ""
-    try:
-        assert p.stdout is not None
-        for raw in iter(p.stdout.readline, b""):
-            line = clean_line(raw)
-            if line.strip():
-                last = line.strip()
-            emit(line)
-        rc = p.wait()
-    finally:
-        timer.cancel()
-        if p.stdout is not None:
-            p.stdout.close()
+    rc, last, timed_out = stream_process(p, hook.timeout, emit, grace=CANCEL_GRACE)
     current = reg.job(job.id)
     if current.status == "cancelled" or run._cancel_requested.is_set():
         return _end(reg, job.id, "cancelled", actor, exit_code=rc)
-    if timed_out.is_set():
+    if timed_out:
         return _end(reg, job.id, "failed", actor, exit_code=rc, message=f"timed out after {hook.timeout:g} s")
     if rc == 0:
         produced = current.produced_version
