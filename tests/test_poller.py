@@ -253,7 +253,14 @@ async def test_a_server_without_versions_in_its_metadata_is_asked_by_version(tmp
         async with Poller(settings(tmp_path, [{"name": "e", "url": srv.url}])) as p:
             (snap,) = await p.poll_once()
             assert snap.status == UP and snap.served_version == "3" and snap.served_versions == ("3",)
+            # 404: the server has no version 3, which the registry says it serves -> DEGRADED
             srv.routes["/v2/models/m/versions/3/ready"] = Reply(404)
+            p.poll_now()
+            (snap,) = await p.poll_once()
+            assert snap.status == DEGRADED and snap.served_version is None
+            assert "does not serve version 3, the production alias" in snap.reason
+            # any other answer proves nothing either way: UP, with a note
+            srv.routes["/v2/models/m/versions/3/ready"] = Reply(500)
             p.poll_now()
             (snap,) = await p.poll_once()
             assert snap.status == UP and snap.served_version is None
