@@ -20,7 +20,8 @@ slow one that answers each request in time is not down. Endpoints are polled ind
 one hung endpoint never delays the others. Answers larger than
 ``poll.max_body_bytes`` (health, metadata) or ``poll.max_metrics_bytes`` are cut off while
 streaming, never read whole. HTTP clients live across polls: one ``httpx.AsyncClient`` per
-scheme://host:port with a small keep-alive pool. Endpoints that stay down are polled with
+scheme://host:port with a small keep-alive pool; plain-http GETs go through a lean HTTP/1.1
+transport inside it (:class:`_PlainHTTP1`; httpcore's costs half a millisecond per GET). Endpoints that stay down are polled with
 exponential backoff up to ``poll.max_backoff``. Header values (``${VAR}`` expanded) go only
 into requests: never into logs, reasons, exceptions or the registry.
 
