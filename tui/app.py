@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from core import paths
 from core.config import Settings
 from core.textfmt import one_line
-from tui.source import FixedSource, PollerSource
+from tui.source import PollerSource
 
 log = logging.getLogger("modeldeck.tui")
 
@@ -279,6 +279,3 @@ def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = 
         return int(app.return_code)
     return 0
 
-
-def fixed_source(latest: dict[str, Any], history: dict[str, Any] | None = None) -> FixedSource:
-    return FixedSource(latest, history)

@@ -524,16 +524,6 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
                                 force=args.force, verify=not args.no_verify, as_json=args.json)
 
 
-def _print_change(args: argparse.Namespace, change: Any) -> int:
-    if getattr(args, "json", False):
-        _print_json(change.as_dict())
-    else:
-        before = "unset" if change.from_version is None else f"version {change.from_version}"
-        verb = "promoted" if change.action == "promote" else "rolled back"
-        _out(f"{verb} {change.model} {change.environment}: {before} -> version {change.to_version}")
-    return 0
-
-
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from core import retrain
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -77,7 +76,6 @@ class PollerSource:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
-        self._ready = threading.Event()
         self._interval = settings.poll.interval
         self._paused = False
 
@@ -106,7 +104,6 @@ class PollerSource:
                     self._poller.pause()
                 if self._interval != self.settings.poll.interval:
                     self._poller.set_interval(self._interval)
-                self._ready.set()
                 loop.run_until_complete(self._run())
                 self.error = None
             except Exception as e:  # the poller must never take the app down
@@ -168,7 +165,3 @@ class PollerSource:
 
     def poll_now(self) -> None:
         self._call("poll_now")
-
-    def wait_ready(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        return self._ready.wait(max(0.0, deadline - time.monotonic()))
