@@ -349,3 +349,17 @@ async def test_retrain_streams_output_and_the_jobs_screen_cancels_a_running_job(
         job = reg.jobs("churn")[0]
         assert (job.status, job.trigger, job.actor) == ("cancelled", "manual", "tester")
         assert [e.action for e in reg.audit(action="retrain")][:2] == ["retrain.cancelled", "retrain.start"]
+
+
+async def test_the_command_palette_offers_every_action(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Filter", "Open", "Audit", "Pause", "Interval", "Poll", "Theme", "Help", "Quit"} <= titles
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Promote", "Roll back", "Approve", "Reject", "Retrain", "Jobs", "Lineage"} <= titles
+        pause = next(c for c in app.get_system_commands(app.screen) if c.title == "Pause")
+        await pause.callback()
+        assert app.source.paused
