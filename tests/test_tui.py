@@ -363,3 +363,39 @@ async def test_the_command_palette_offers_every_action(world) -> None:
         pause = next(c for c in app.get_system_commands(app.screen) if c.title == "Pause")
         await pause.callback()
         assert app.source.paused
+
+
+async def test_audit_screen_filters_verifies_and_opens_an_entry(world, tmp_path: Path) -> None:
+    from textual.widgets import Input
+
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("A")
+        await pilot.pause(0.5)
+        audit = app.screen
+        assert "chain intact" in static_text(app, "#audit-header")
+        assert len(audit.entries) == 10  # 5 registrations, 2 approvals, 3 promotions
+        await pilot.press("slash")
+        box = audit.query_one("#audit-filter", Input)
+        box.value = "model:churn action:promote"
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert [e.action for e in audit.entries] == ["promote"] * 3
+        assert all(e.subject.startswith("churn@") for e in audit.entries)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        text = str(app.screen.query_one(Static).render())
+        assert "before" in text and "after" in text and '"version": 3' in text and "candidate" in text
+        await pilot.press("escape")
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "registry.db")
+    conn.execute("UPDATE audit SET reason='edited' WHERE id=3")
+    conn.commit()
+    conn.close()
+    app = make_app(world)
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        await pilot.press("A")
+        await pilot.pause(0.5)
+        assert "chain BROKEN at entry 3" in static_text(app, "#audit-header")
+        assert any("BROKEN" in n.message for n in app._notifications)
