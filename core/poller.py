@@ -21,8 +21,8 @@ one hung endpoint never delays the others. Answers larger than
 ``poll.max_body_bytes`` (health, metadata) or ``poll.max_metrics_bytes`` are cut off while
 streaming, never read whole. HTTP clients live across polls: one ``httpx.AsyncClient`` per
 scheme://host:port with a small keep-alive pool; plain-http GETs go through a lean HTTP/1.1
-transport inside it (:class:`_PlainHTTP1`; httpcore's costs half a millisecond per GET). Endpoints that stay down are polled with
-exponential backoff up to ``poll.max_backoff``. Header values (``${VAR}`` expanded) go only
+transport inside it (:class:`_PlainHTTP1`; httpcore's costs half a millisecond per GET).
+Endpoints that stay down are polled with exponential backoff up to ``poll.max_backoff``. Header values (``${VAR}`` expanded) go only
 into requests: never into logs, reasons, exceptions or the registry.
 
 Threading contract
@@ -53,7 +53,6 @@ import errno
 import json
 import logging
 import math
-import os
 import re
 import socket
 import ssl
@@ -61,7 +60,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -69,7 +68,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-import httpcore
 import httpx
 
 from core.config import EndpointConfig, Settings, Thresholds
@@ -260,88 +258,7 @@ def _size(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP: a lean asyncio network backend for plain-HTTP clients, answers with size caps
-
-
-class _AsyncioStream(httpcore.AsyncNetworkStream):
-    """httpcore's network stream over asyncio streams. Per-operation timeouts are honoured,
-    but the poller puts one deadline around each chain of requests anyway; anyio's per-call
-    cancel scopes cost about a quarter of a keep-alive GET's CPU here."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            if timeout is None:
-                return await self._reader.read(max_bytes)
-            return await _within(self._reader.read(max_bytes), timeout)
-        except asyncio.TimeoutError:
-            raise httpcore.ReadTimeout("timed out") from None
-        except OSError as e:
-            raise httpcore.ReadError(str(e) or type(e).__name__) from e
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        try:
-            self._writer.write(buffer)
-            if self._writer.transport.get_write_buffer_size() > 65536:
-                await (_within(self._writer.drain(), timeout) if timeout else self._writer.drain())
-        except asyncio.TimeoutError:
-            raise httpcore.WriteTimeout("timed out") from None
-        except OSError as e:
-            raise httpcore.WriteError(str(e) or type(e).__name__) from e
-
-    async def aclose(self) -> None:
-        self._writer.close()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # pragma: no cover
-        raise httpcore.ConnectError("TLS is not handled by this backend")
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # a kept-alive connection the server closed (or sent junk on)
-            return self._reader.at_eof() or self._writer.transport.is_closing() or bool(
-                getattr(self._reader, "_buffer", b""))
-        if info == "socket":
-            return self._writer.get_extra_info("socket")
-        if info == "client_addr":
-            return self._writer.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._writer.get_extra_info("peername")
-        return None
-
-
-class _AsyncioBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        try:
-            coro = asyncio.open_connection(host, port, local_addr=(local_address, 0) if local_address else None)
-            reader, writer = await (_within(coro, timeout) if timeout else coro)
-        except asyncio.TimeoutError:
-            raise httpcore.ConnectTimeout("timed out") from None
-        except OSError as e:
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for opt in socket_options or ():
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(*opt)
-        return _AsyncioStream(reader, writer)
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None
-                                  ) -> httpcore.AsyncNetworkStream:  # pragma: no cover
-        reader, writer = await asyncio.open_unix_connection(path)
-        return _AsyncioStream(reader, writer)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+# HTTP: a lean HTTP/1.1 transport for plain-http GETs, answers with size caps
 
 
 async def _within(aw: Coroutine[Any, Any, T] | asyncio.Future[T], seconds: float) -> T:
@@ -364,7 +281,6 @@ def _ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT
 
 
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 class _KeptAlive:
@@ -558,9 +474,10 @@ def _parse_head(raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
 
 class _Sender:
     """One ``httpx.AsyncClient`` per scheme://host:port with a small keep-alive pool. Requests
-    go straight to the client's transport (``AsyncHTTPTransport.handle_async_request``, public
-    httpx API) unless proxies are configured in the environment, skipping the client's
-    redirect/auth/cookie layers that a poller does not use (about 20% of a GET's CPU)."""
+    go straight to the client's transport (``handle_async_request``, public httpx API),
+    skipping the client's redirect/auth/cookie layers that a poller does not use (about 20% of a
+    GET's CPU). The transport is explicit, so proxy environment variables are not applied
+    (httpx's rule): endpoints are reached directly."""
 
     __slots__ = ("client", "transport")
 
@@ -570,24 +487,19 @@ class _Sender:
         # ours first avoids reusing one the server is closing at that moment.
         size = min(2 * n_endpoints + 2, 16)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
-        transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits, retries=0)
-        pool = getattr(transport, "_pool", None)
-        if fast and scheme == "http" and isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(
-                pool, "_network_backend"):
-            pool._network_backend = _AsyncioBackend()  # see _AsyncioStream; TLS keeps httpcore's own
+        transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits,
+                                                                        retries=0)
         if fast and scheme == "http":
             transport = _PlainHTTP1(transport, keepalive_expiry=4.0, max_idle=size)
         self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False,
                                         verify=_ssl_context(), headers={"User-Agent": "modeldeck-poller"})
-        self.transport = None if any(os.environ.get(v) for v in _PROXY_VARS) else transport
+        self.transport = transport
 
     def build_request(self, url: str, headers: Mapping[str, str]) -> httpx.Request:
         return self.client.build_request("GET", url, headers=headers)
 
     async def send(self, request: httpx.Request) -> httpx.Response:
-        if self.transport is not None:
-            return await self.transport.handle_async_request(request)
-        return await self.client.send(request, stream=True)
+        return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -769,8 +681,8 @@ class Poller:
 
     ``registry_path`` defaults to ``settings.registry``; ``on_snapshot(snapshot)`` is called on
     the poller's loop for every new snapshot. ``source`` labels stored snapshots ("tui",
-    "report"). ``fast_http`` uses the lean asyncio network backend for plain-HTTP endpoints
-    (httpx and httpcore still do the HTTP). ``aliases`` ({(model, environment): version}), when
+    "report"). ``fast_http`` sends plain-http GETs through :class:`_PlainHTTP1` (False:
+    httpx's own transport for everything). ``aliases`` ({(model, environment): version}), when
     given, is the registry's view to judge served versions by, instead of reading it from the
     registry once per interval (the report reads the registry itself)."""
 
