@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +153,25 @@ async def serve(n: int) -> None:
         ports.append(srv.sockets[0].getsockname()[1])
     print(json.dumps(ports), flush=True)
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+
+
+@contextlib.contextmanager
+def endpoint_server(n: int) -> Iterator[list[int]]:
+    """``n`` endpoints served by a child process (this file with --serve); yields their ports."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(n)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield json.loads(server.stdout.readline())
+    finally:
+        if server.stdin:
+            server.stdin.close()
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,25 +338,12 @@ def main() -> int:
         asyncio.run(serve(args.serve))
         return 0
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.endpoints)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        ports = json.loads(server.stdout.readline())
+    with endpoint_server(args.endpoints) as ports:
         with tempfile.TemporaryDirectory() as tmp:
             p = asyncio.run(measure_poller(ports, args.interval, args.duration, args.metrics_interval, Path(tmp)))
         naive = asyncio.run(measure_naive(ports, args.interval, args.baseline_duration))
         plain = asyncio.run(measure_httpx(ports, args.interval, args.baseline_duration))
         bare = asyncio.run(measure_bare(ports, args.interval, args.baseline_duration))
-    finally:
-        if server.stdin:
-            server.stdin.close()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
     n, iv = args.endpoints, args.interval
     mi = args.metrics_interval or iv

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import statistics
@@ -168,30 +167,19 @@ def main() -> int:
 
     if not args.skip_demo:
         startup(args.runs)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
-    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "bench_poller.py"), "--serve",
-                               str(args.endpoints)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        ports = json.loads(server.stdout.readline())
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = Path(tmp) / "modeldeck.toml"
-            lines = ['registry = "registry.db"', "[poll]", "interval = 1.0", "timeout = 1.0", "store_interval = 0"]
-            for i, port in enumerate(ports):
-                lines += ["[[endpoints]]", f'name = "model{i}-prod"', f'model = "model{i}"',
-                          f'url = "http://127.0.0.1:{port}"']
-            cfg.write_text("\n".join(lines) + "\n")
-            Registry(Path(tmp) / "registry.db").close()
-            os.environ["XDG_STATE_HOME"] = tmp
-            asyncio.run(key_latency(cfg, args.keys))
-    finally:
-        if server.stdin:
-            server.stdin.close()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_poller import endpoint_server
+
+    with endpoint_server(args.endpoints) as ports, tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "modeldeck.toml"
+        lines = ['registry = "registry.db"', "[poll]", "interval = 1.0", "timeout = 1.0", "store_interval = 0"]
+        for i, port in enumerate(ports):
+            lines += ["[[endpoints]]", f'name = "model{i}-prod"', f'model = "model{i}"',
+                      f'url = "http://127.0.0.1:{port}"']
+        cfg.write_text("\n".join(lines) + "\n")
+        Registry(Path(tmp) / "registry.db").close()
+        os.environ["XDG_STATE_HOME"] = tmp
+        asyncio.run(key_latency(cfg, args.keys))
     return 0
 
 
