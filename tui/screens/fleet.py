@@ -127,7 +127,8 @@ class FleetScreen(DeckScreen):
                 continue
             snap = latest.get(name)
             # the row's inputs: recompute cells only when the snapshot or the age shown changed
-            stamp = (id(snap), int(now - getattr(snap, "taken_at", now)), self._layout is COLUMNS_NARROW)
+            taken = getattr(snap, "taken_at", None)
+            stamp = (id(snap), taken, int(now - (taken or now)), self._layout is COLUMNS_NARROW)
             if not force and self._cells.get(name) == stamp:
                 continue
             self._cells[name] = stamp

@@ -41,8 +41,6 @@ class KeyBar(Static):
         if not self.is_attached or not self.is_mounted:
             return  # queued after refresh, but the screen was dismissed meanwhile
         app: Any = self.app
-        variables = app.theme_variables
-        key_style = Style.parse(f"bold {variables.get('footer-key-foreground', 'yellow')}")
         seen: dict[str, tuple[list[str], str, bool]] = {}
         palette = None
         for key, active in self.screen.active_bindings.items():
@@ -61,12 +59,13 @@ class KeyBar(Static):
         if palette is not None:
             items.append(palette)
         self._items = items
-        self._key_style = key_style
         self.refresh(layout=True)
 
     def render(self) -> Text:
         """Items laid out by hand so a key and its description never part across lines."""
         width = max(20, self.size.width - 2 if self.size.width else 80)
+        colour = self.app.theme_variables.get("footer-key-foreground", "yellow")  # follows `t`
+        key_style = Style.parse(f"bold {colour}")
         t = Text(no_wrap=True)
         col = 0
         for keys, desc, enabled in getattr(self, "_items", []):
@@ -77,7 +76,7 @@ class KeyBar(Static):
             elif col:
                 t.append("  ")
                 col += 2
-            t.append(keys, style=self._key_style if enabled else Style(dim=True))
+            t.append(keys, style=key_style if enabled else Style(dim=True))
             t.append(" " + (desc or ""), style="" if enabled else "dim")
             col += size
         return t
