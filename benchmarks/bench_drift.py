@@ -74,7 +74,7 @@ def _status_kb(key: str) -> int:
 
 
 def worker(mode: str, rows: int, workers: int, tmp: str) -> dict:
-    from core import drift
+    from modeldeck.core import drift
 
     cur = make_frame(rows, seed=2, shift=0.02)
     ref = make_frame(rows, seed=1) if mode in ("full", "scipy") else None

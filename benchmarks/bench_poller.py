@@ -185,8 +185,8 @@ def cpu() -> float:
 
 async def measure_poller(ports: list[int], interval: float, duration: float, metrics_interval: float,
                          tmp: Path) -> dict[str, float]:
-    from core.config import parse
-    from core.poller import Poller
+    from modeldeck.core.config import parse
+    from modeldeck.core.poller import Poller
 
     eps = [{"name": f"e{i}", "model": f"model{i}", "url": f"http://127.0.0.1:{p}"} for i, p in enumerate(ports)]
     settings = parse({"registry": str(tmp / "registry.db"),

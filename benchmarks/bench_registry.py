@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.registry import GENESIS, Registry, entry_hash, utcnow
+from modeldeck.core.registry import GENESIS, Registry, entry_hash, utcnow
 
 
 def build(path: Path, n_models: int, n_versions: int, n_audit: int) -> None:

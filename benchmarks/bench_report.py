@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.registry import Registry
+from modeldeck.core.registry import Registry
 from tests.faultservers import HANG, servers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def main() -> int:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "PYTHONPATH": str(ROOT)}  # cron-like
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(d)}  # cron-like
         reg = d / "registry.db"
         with Registry(reg) as r:
             for m in ("churn", "fraud", "demand"):
@@ -76,10 +76,10 @@ def main() -> int:
             print(f"  python -c 'import textual.app'          {tx[0]:7.0f} / {tx[1]:.0f}")
         except SystemExit:
             pass
-        rep = median_ms([py, "-m", "tui.cli", "--report", "--config", str(empty)], env, d, args.runs)
+        rep = median_ms([py, "-m", "modeldeck", "--report", "--config", str(empty)], env, d, args.runs)
         print(f"  modeldeck --report (no endpoints)       {rep[0]:7.0f} / {rep[1]:.0f}   "
               f"(+{rep[0] - base[0]:.0f} ms over the baseline)")
-        nopd = median_ms([py, "-c", "import sys; sys.modules['pandas'] = None; from tui.cli import main; "
+        nopd = median_ms([py, "-c", "import sys; sys.modules['pandas'] = None; from modeldeck.tui.cli import main; "
                                     f"sys.exit(main(['--report', '--config', {str(empty)!r}]))"], env, d, args.runs)
         print(f"  the same, pandas import blocked         {nopd[0]:7.0f} / {nopd[1]:.0f}   "
               f"(sqlite_utils imports pandas when installed: {rep[0] - nopd[0]:.0f} ms of it)")
@@ -97,8 +97,8 @@ def main() -> int:
                 lines += ["[[endpoints]]", f'name = "ep{i:02d}"', 'model = "churn"', f'url = "{s.url}"']
             cfg = d / "fifty.toml"
             cfg.write_text("\n".join(lines) + "\n")
-            t, r = wall([py, "-m", "tui.cli", "--report", "--config", str(cfg), "--sample", str(args.sample),
-                         "--format", "json"], dict(os.environ, PYTHONPATH=str(ROOT)), d)
+            t, r = wall([py, "-m", "modeldeck", "--report", "--config", str(cfg), "--sample", str(args.sample),
+                         "--format", "json"], dict(os.environ), d)
         doc = json.loads(r.stdout)
         hung = sum(1 for f in doc["findings"] if "timed out" in f["message"])
         bound = args.sample + 2 * args.timeout + 5

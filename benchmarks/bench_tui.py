@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 CHILD_DEMO = r"""
 import asyncio, os, sys, time
 t0 = float(sys.argv[1])
-from tui.app import ModeldeckApp
-from tui.screens.fleet import FleetScreen
+from modeldeck.tui.app import ModeldeckApp
+from modeldeck.tui.screens.fleet import FleetScreen
 async def main():
     app = ModeldeckApp(None, demo=True)
     first = rows = None
@@ -71,7 +71,7 @@ asyncio.run(main())
 def child(code: str) -> list[str]:
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", code, str(t0)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+                         env=dict(os.environ), timeout=120)
     if out.returncode != 0:
         raise SystemExit(f"child failed: {out.stderr[-2000:]}")
     return out.stdout.split()
@@ -90,8 +90,8 @@ def startup(runs: int) -> None:
 
 
 async def key_latency(config: Path, keys: int) -> None:
-    from core import config as configmod
-    from tui.app import ModeldeckApp
+    from modeldeck.core import config as configmod
+    from modeldeck.tui.app import ModeldeckApp
 
     settings = configmod.parse_file(config)
     app = ModeldeckApp(settings)
@@ -163,7 +163,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-demo", action="store_true")
     args = ap.parse_args()
-    from core.registry import Registry
+    from modeldeck.core.registry import Registry
 
     if not args.skip_demo:
         startup(args.runs)

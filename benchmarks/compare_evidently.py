@@ -238,7 +238,7 @@ def run_evidently(seeds: list[int]) -> dict:
 
 def run_ours(seeds: list[int]) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from core.drift import compare_frames
+    from modeldeck.core.drift import compare_frames
 
     out = {}
     for seed in seeds:

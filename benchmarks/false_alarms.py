@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.drift import build_profile, compare
+from modeldeck.core.drift import build_profile, compare
 
 SIZES = [100, 200, 500, 1000]
 ZIPF20 = 1 / np.arange(1, 21) ** 1.1

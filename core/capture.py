@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from core.errors import InputError
+from modeldeck.core.errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from core import paths
-from core.errors import ConfigError
+from modeldeck.core import paths
+from modeldeck.core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

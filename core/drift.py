@@ -68,7 +68,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from core.errors import InputError
+from modeldeck.core.errors import InputError
 
 __all__ = [
     "ColumnDrift",
@@ -344,7 +344,7 @@ def _file_sha256(paths: Sequence[Path]) -> str:
 
 
 def default_profile_dir() -> Path:
-    from core.paths import cache_dir
+    from modeldeck.core.paths import cache_dir
 
     return cache_dir() / "profiles"
 
@@ -462,7 +462,7 @@ def load_profile(reference: str | os.PathLike | pd.DataFrame, *, cache_dir: str 
     The cache key is the SHA-256 of the data (file bytes; the frame's hash for a DataFrame); a
     corrupt cache file is ignored and rewritten.
     """
-    from core import capture
+    from modeldeck.core import capture
 
     folder = Path(cache_dir) if cache_dir is not None else default_profile_dir()
     kwargs = {} if timeout is None else {"timeout": timeout}
@@ -1321,7 +1321,7 @@ def render_text(result: DriftResult) -> str:
 def run_drift_command(reference: str, current: str, fmt: str, categorical: list[str] | None,
                       columns: list[str] | None, out: TextIO) -> int:
     """``modeldeck drift REFERENCE CURRENT``: 0 without dataset drift, 1 with; ``InputError`` on bad input."""
-    from core import capture
+    from modeldeck.core import capture
 
     if fmt not in ("text", "json"):
         raise InputError(f"unknown --format {fmt!r} (text or json)")

@@ -72,3 +72,13 @@ def display(path: str | os.PathLike[str] | None) -> str:
         return "~/" + str(p.relative_to(_home()))
     except ValueError:
         return str(p)
+
+
+def python_argv() -> list[str]:
+    """The start of an argv that runs one of modeldeck's own modules in a new process:
+    this interpreter, with ``-P`` (Python 3.11+) so the new process's working folder (a
+    config folder, which may hold packages of its own) is never put on ``sys.path``. Append
+    ``"-m", "modeldeck…"``; modeldeck is found where it is installed, never by PYTHONPATH."""
+    import sys
+
+    return [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]

@@ -70,9 +70,9 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from core.config import EndpointConfig, Settings, Thresholds
-from core.errors import ModeldeckError, RegistryError
-from core.metrics import MetricsError, Profile, Rates, RateWindow, read_metrics
+from modeldeck.core.config import EndpointConfig, Settings, Thresholds
+from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.metrics import MetricsError, Profile, Rates, RateWindow, read_metrics
 
 log = logging.getLogger("modeldeck.poller")
 
@@ -597,7 +597,7 @@ class _RegistryThread:
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._reg is None:
-            from core.registry import Registry
+            from modeldeck.core.registry import Registry
 
             self._reg = Registry(self.path, create=self.create)
         return fn(self._reg, *args)
@@ -1348,7 +1348,7 @@ class Poller:
                     raise _DriftProblem(one_line(e, 120)) from None
                 if not ref:
                     raise _DriftProblem(f"version {version} has no reference data")
-                from core import drift as drift_mod
+                from modeldeck.core import drift as drift_mod
 
                 profile = await self._in_drift_pool(drift_mod.load_profile, ref)
                 self._profiles[key] = profile
@@ -1381,8 +1381,8 @@ class _DriftProblem(Exception):
 def _compare_window(profile: Any, capture: str | None, last_n: int, drift_share: float) -> dict[str, Any]:
     """Read the live window and compare it with ``profile`` (a worker thread). Returns the
     DriftSummary fields."""
-    from core import capture as capture_mod
-    from core import drift as drift_mod
+    from modeldeck.core import capture as capture_mod
+    from modeldeck.core import drift as drift_mod
 
     window = capture_mod.read_window(capture, last_n)
     result = drift_mod.compare(profile, window, drift_share=drift_share)

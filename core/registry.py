@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ConflictError, GateError, NotFoundError, RegistryError
+from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils

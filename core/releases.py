@@ -48,11 +48,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core import paths
-from core.config import ConfigError, GateConfig, HookConfig, Settings, Thresholds
-from core.errors import ConflictError, GateError, RegistryError
-from core.registry import PROTECTED_ENVIRONMENTS, AliasChange, Registry, Version, current_actor, utcnow
-from core.retrain import (
+from modeldeck.core import paths
+from modeldeck.core.config import ConfigError, GateConfig, HookConfig, Settings, Thresholds
+from modeldeck.core.errors import ConflictError, GateError, RegistryError
+from modeldeck.core.registry import (
+    PROTECTED_ENVIRONMENTS,
+    AliasChange,
+    Registry,
+    Version,
+    current_actor,
+    utcnow,
+)
+from modeldeck.core.retrain import (
     config_file,
     hook_cwd,
     hook_env,
@@ -430,7 +437,7 @@ class EndpointWatch:
     plain thread: ``watch()`` returns the snapshots of one poll cycle."""
 
     def __init__(self, settings: Settings, names: Sequence[str]) -> None:
-        from core.poller import Poller
+        from modeldeck.core.poller import Poller
 
         eps = tuple(e for e in settings.endpoints if e.name in set(names))
         self.settings = replace(settings, endpoints=eps, poll=replace(settings.poll, store_interval=0.0))
@@ -690,7 +697,7 @@ def _undo(run: _Run, change: AliasChange, *, stage: str, why: str) -> tuple[Alia
 
 
 def release_log_path(model: str, environment: str, version: int, registry: str | os.PathLike[str]) -> Path:
-    from core.retrain import job_log_path
+    from modeldeck.core.retrain import job_log_path
 
     folder = job_log_path(0, registry).parent.name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -929,7 +936,7 @@ def cli_release(settings: Settings, *, action: str, model: str, version: int | N
     happens; exit 0 when released, 1 when a gate blocked it or it was rolled back / could not
     be verified, and raise (exit 2) for bad input. A block by the approval rule alone is the
     registry's own refusal (an unapproved version to production): raised as GateError, exit 2."""
-    from core.textfmt import one_line
+    from modeldeck.core.textfmt import one_line
 
     out = out or sys.stdout
     err = err or sys.stderr

@@ -40,9 +40,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from core.config import EndpointConfig, Settings, Thresholds
-from core.errors import ModeldeckError, RegistryError
-from core.textfmt import num, one_line, pct, table
+from modeldeck.core.config import EndpointConfig, Settings, Thresholds
+from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.textfmt import num, one_line, pct, table
 
 if TYPE_CHECKING:  # asyncio, queue, tempfile and concurrent.futures load only when used (start-up)
     import asyncio
@@ -268,7 +268,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     it holds a SHARED lock it does not, another process closing its last connection deletes
     the WAL, and a commit that follows goes to the deleted file (seen as lost snapshot rows
     with two reports running at once). So the poller gets no registry of its own here."""
-    from core.registry import Registry
+    from modeldeck.core.registry import Registry
 
     sample = settings.report_sample if sample is None else float(sample)
     if not sample >= 0 or math.isinf(sample):
@@ -316,7 +316,7 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
     import asyncio
     import tempfile
 
-    from core.poller import Poller
+    from modeldeck.core.poller import Poller
 
     timeout = settings.poll.timeout
     # Metrics on every poll (rates need both scrapes), no drift or storing by the poller itself
@@ -432,8 +432,8 @@ def _drift_job(references: Mapping[tuple[str, str], str | None], settings: Setti
     timeout = max(1.0, settings.poll.timeout)
 
     def job() -> tuple[dict[str, Any], int, str]:
-        from core import capture as capture_mod
-        from core import drift as drift_mod
+        from modeldeck.core import capture as capture_mod
+        from modeldeck.core import drift as drift_mod
 
         profile = drift_mod.load_profile(ref, timeout=timeout)
         window = capture_mod.read_window(capture, last_n, timeout=timeout)
@@ -444,11 +444,11 @@ def _drift_job(references: Mapping[tuple[str, str], str | None], settings: Setti
 
 
 def _import_drift() -> None:
-    from core import capture, drift  # noqa: F401
+    from modeldeck.core import capture, drift  # noqa: F401
 
 
 def _drift_summary(data: Mapping[str, Any], *, version: str, rows: int) -> Any:
-    from core.poller import DriftSummary
+    from modeldeck.core.poller import DriftSummary
 
     worst_psi, worst_col = None, None
     for c in data.get("columns") or []:
@@ -506,7 +506,7 @@ class _DaemonWorkers:
 
 def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport]) -> dict[str, dict[str, Any]]:
     """Start retraining for each model whose production endpoint shows dataset drift."""
-    from core import retrain
+    from modeldeck.core import retrain
 
     drifting: dict[str, list[EndpointReport]] = {}
     for e in endpoints:
@@ -539,8 +539,8 @@ def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[Endpoint
 
 
 def _collect_models(reg: Any, known: Mapping[str, Any]) -> list[ModelReport]:
-    from core import retrain
-    from core.registry import stored_time
+    from modeldeck.core import retrain
+    from modeldeck.core.registry import stored_time
 
     if not reg.readonly:
         with contextlib.suppress(RegistryError, OSError):

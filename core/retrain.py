@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from core import paths
-from core.config import ConfigError, HookConfig, Settings, WebhookConfig, expand
-from core.errors import ConflictError, ModeldeckError, RegistryError
-from core.registry import Job, Registry, current_actor, format_time, stored_time, utcnow
+from modeldeck.core import paths
+from modeldeck.core.config import ConfigError, HookConfig, Settings, WebhookConfig, expand
+from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError
+from modeldeck.core.registry import Job, Registry, current_actor, format_time, stored_time, utcnow
 
 ENDED = ("succeeded", "failed", "cancelled")
 SIGNATURE_HEADER = "X-Modeldeck-Signature"
@@ -821,15 +821,15 @@ def _http_reason(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# the detached supervisor (python -m core.retrain JOB)
+# the detached supervisor (python -m modeldeck.core.retrain JOB)
 
 
 def _spawn_supervisor(settings: Settings, job: Job, log_path: Path) -> None:
-    """Start ``python -m core.retrain JOB`` detached (its own session; it outlives us). The
+    """Start ``python -m modeldeck.core.retrain JOB`` detached (its own session; it outlives us). The
     model's retrain hook goes to it on stdin as JSON, as configured (``${VAR}`` references
     unexpanded), so it needs no config file and nothing secret shows in ``ps``."""
     registry = str(Path(settings.registry).resolve())
-    argv = [sys.executable, "-m", "core.retrain", str(job.id), "--registry", registry]
+    argv = [*paths.python_argv(), "-m", "modeldeck.core.retrain", str(job.id), "--registry", registry]
     hook = settings.model(job.model).retrain
     assert hook is not None
     spec = {"job": job.id, "model": job.model, "registry": registry,
@@ -837,8 +837,6 @@ def _spawn_supervisor(settings: Settings, job: Job, log_path: Path) -> None:
             "hook": _hook_to_dict(hook)}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = hook_env({"MODELDECK_JOB_ID": job.id})
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log_path, "ab") as err:
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
                              env=env, cwd=hook_cwd(settings), start_new_session=True, close_fds=True)
@@ -937,13 +935,13 @@ def run_job(settings: Settings, job_id: int) -> Job:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The detached supervisor: ``python -m core.retrain JOB --registry FILE`` with the job's
+    """The detached supervisor: ``python -m modeldeck.core.retrain JOB --registry FILE`` with the job's
     spec (model, config path, retrain hook) as JSON on stdin."""
     import argparse
 
-    from core.config import ModelConfig
+    from modeldeck.core.config import ModelConfig
 
-    p = argparse.ArgumentParser(prog="python -m core.retrain", description="run one queued retraining job")
+    p = argparse.ArgumentParser(prog="python -m modeldeck.core.retrain", description="run one queued retraining job")
     p.add_argument("job", type=int)
     p.add_argument("--registry", required=True)
     args = p.parse_args(argv)

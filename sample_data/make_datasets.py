@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from core.demo.datasets import SEEDS, SIZES, WORLDS, to_csv_text  # noqa: E402
+from modeldeck.core.demo.datasets import SEEDS, SIZES, WORLDS, to_csv_text  # noqa: E402
 
 
 def files() -> dict[Path, str]:

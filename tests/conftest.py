@@ -35,11 +35,12 @@ def registry_path(tmp_path: Path) -> Path:
 
 
 def run_env(**extra: str) -> dict[str, str]:
-    """Environment for a modeldeck subprocess: this interpreter's, with the repo importable."""
+    """Environment for a modeldeck subprocess: this interpreter's (modeldeck is installed in
+    it, so no PYTHONPATH is needed or set), plus ``extra``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONPATH", None)
     env.update(extra)
     return env
 
 
-MODELDECK = [sys.executable, "-m", "tui.cli"]
+MODELDECK = [sys.executable, "-m", "modeldeck"]

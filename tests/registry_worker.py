@@ -8,8 +8,8 @@ import json
 import random
 import sys
 
-from core.errors import ConflictError, RegistryError
-from core.registry import Registry
+from modeldeck.core.errors import ConflictError, RegistryError
+from modeldeck.core.registry import Registry
 
 
 def main(path: str, seed: int, n: int) -> None:

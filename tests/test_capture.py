@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import capture
-from core.capture import read_table, read_window
-from core.drift import build_profile, compare
-from core.errors import InputError
+from modeldeck.core import capture
+from modeldeck.core.capture import read_table, read_window
+from modeldeck.core.drift import build_profile, compare
+from modeldeck.core.errors import InputError
 
 rng = np.random.default_rng(7)
 
@@ -224,7 +224,7 @@ def test_http_sources(server):
 
 
 def test_profile_from_url_uses_cache(server, tmp_path):
-    from core.drift import load_profile
+    from modeldeck.core.drift import load_profile
 
     base, routes = server
     routes["/ref.parquet"] = (_parquet_bytes(frame(100)), "application/octet-stream", 0)

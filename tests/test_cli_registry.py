@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import Registry
+from modeldeck.core.registry import Registry
 from tests.conftest import MODELDECK, ROOT, run_env
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core import config
-from core.errors import ConfigError
+from modeldeck.core import config
+from modeldeck.core.errors import ConfigError
 
 FULL = """
 registry = "state/registry.db"

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.config import parse_file
-from core.demo.datasets import WORLDS
-from core.demo.fleet import READY_PREFIX, DemoFleetProcess, FleetSettings, start_subprocess
-from core.demo.models import request_body
-from core.registry import Registry
+from modeldeck.core.config import parse_file
+from modeldeck.core.demo.datasets import WORLDS
+from modeldeck.core.demo.fleet import READY_PREFIX, DemoFleetProcess, FleetSettings, start_subprocess
+from modeldeck.core.demo.models import request_body
+from modeldeck.core.registry import Registry
 
 pytestmark = pytest.mark.xdist_group("demo_fleet")
 
@@ -41,7 +41,6 @@ def _env(base: Path, cache: Path) -> dict[str, str]:
     env["XDG_CACHE_HOME"] = str(cache)
     env["MODELDECK_ACTOR"] = "tester"
     env.pop("MODELDECK_CONFIG", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -219,7 +218,7 @@ def test_capture_is_sagemaker_jsonl_with_ground_truth(settings) -> None:
 
 def test_drifting_endpoint_inputs_shift(settings) -> None:
     churn = _endpoint(settings, "churn-prod")
-    from core import capture, drift
+    from modeldeck.core import capture, drift
 
     window = _wait(lambda: [w for w in [capture.read_window(churn.capture, 1000)] if len(w) >= 300], 20,
                    "300 captured churn-prod records")[0]
@@ -299,7 +298,7 @@ def test_retraining_on_the_recent_window_passes_the_gates(fleet, settings, clien
         reg.promote("churn", version, "production", "test: retrained on drift")
     _wait(lambda: client.get(f"{churn.url}/v2/models/churn").json()["versions"] == [str(version)], 5,
           "the retrained version to load", 0.05)
-    from core import capture, drift
+    from modeldeck.core import capture, drift
 
     with Registry(fleet.registry_path) as reg:
         ref = reg.version("churn", version).reference_path
@@ -325,7 +324,7 @@ def test_a_second_fleet_reuses_the_registry_and_ctrl_c_ends_it(fleet: DemoFleetP
         n_versions = len(reg.versions("churn"))
         prod = reg.alias("churn", "production")
     cfg = tmp_path / "again.toml"
-    proc = subprocess.Popen([sys.executable, "-m", "core.demo", "--write-config", str(cfg), "--registry",
+    proc = subprocess.Popen([sys.executable, "-m", "modeldeck.core.demo", "--write-config", str(cfg), "--registry",
                              str(fleet.registry_path), "--rate-scale", "0", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env=_env(tmp_path, shared_cache))

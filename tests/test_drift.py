@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
-from core import drift
-from core.drift import (
+from modeldeck.core import drift
+from modeldeck.core.drift import (
     JSON_COLUMN_KEYS,
     build_profile,
     compare,
@@ -24,7 +24,7 @@ from core.drift import (
     result_to_json,
     run_drift_command,
 )
-from core.errors import InputError, ModeldeckError
+from modeldeck.core.errors import InputError, ModeldeckError
 
 rng = np.random.default_rng(12345)
 
@@ -458,7 +458,7 @@ def test_cache_hit_does_not_reread_reference(tmp_path, monkeypatch):
     _, path = _write_reference(tmp_path)
     cache = tmp_path / "profiles"
     load_profile(path, cache_dir=cache)
-    from core import capture
+    from modeldeck.core import capture
 
     def boom(*a, **k):
         raise AssertionError("reference re-read")

@@ -22,7 +22,7 @@ def core_modules() -> list[str]:
             parts = parts[:-1]
         if parts[-1] == "__main__":
             continue
-        out.append(".".join(parts))
+        out.append(".".join(["modeldeck", *parts]))
     return out
 
 
@@ -36,17 +36,16 @@ def test_no_core_source_mentions_textual() -> None:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            if any(n == "textual" or n.startswith("textual.") or n == "tui" or n.startswith("tui.")
-                   for n in names):
+            if any(n == "textual" or n.startswith(("textual.", "modeldeck.tui")) for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
 
 
 def test_importing_all_of_core_loads_no_textual() -> None:
     modules = core_modules()
-    assert "core.registry" in modules and len(modules) >= 5
+    assert "modeldeck.core.registry" in modules and len(modules) >= 5
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
-            "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'tui')))\n"
+            "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'modeldeck.tui')))\n"
             "print(','.join(bad))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env(), cwd=ROOT,
                        timeout=120)
@@ -55,7 +54,7 @@ def test_importing_all_of_core_loads_no_textual() -> None:
 
 
 def test_registry_commands_do_not_load_textual() -> None:
-    code = ("import sys\nfrom tui import cli\n"
+    code = ("import sys\nfrom modeldeck.tui import cli\n"
             "try:\n    cli.main(['models', '--registry', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
             "print('TEXTUAL' if 'textual' in sys.modules else 'clean')\n")
     r = subprocess.run([sys.executable, "-c", code, str(Path("/nonexistent/r.db"))], capture_output=True,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import metrics
-from core.metrics import (
+from modeldeck.core import metrics
+from modeldeck.core.metrics import (
     MetricsError,
     RateWindow,
     Reading,

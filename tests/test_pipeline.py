@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.demo import models
-from core.demo.datasets import WORLDS, sample_data_dir
-from core.demo.recorder import RotatingJsonl, capture_record, ground_truth_record
-from core.demo.seed import train_module
-from core.registry import Registry
+from modeldeck.core.demo import models
+from modeldeck.core.demo.datasets import WORLDS, sample_data_dir
+from modeldeck.core.demo.recorder import RotatingJsonl, capture_record, ground_truth_record
+from modeldeck.core.demo.seed import train_module
+from modeldeck.core.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "sample_data" / "pipeline" / "train.py"
@@ -34,7 +34,6 @@ def train():
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
 
@@ -168,7 +167,7 @@ def test_capture_files_rotate_and_stay_bounded(tmp_path: Path) -> None:
 
 
 def test_the_example_config_parses() -> None:
-    from core.config import parse_file
+    from modeldeck.core.config import parse_file
 
     s = parse_file(ROOT / "sample_data" / "modeldeck.example.toml")
     assert [e.name for e in s.endpoints] == ["churn-prod", "churn-staging", "fraud-prod"]
@@ -177,8 +176,8 @@ def test_the_example_config_parses() -> None:
 
 
 def test_start_subprocess_reports_a_fleet_that_cannot_start_and_cleans_up(tmp_path: Path, shared_cache: Path) -> None:
-    from core.demo.fleet import FleetSettings, start_subprocess
-    from core.demo.seed import DemoError
+    from modeldeck.core.demo.fleet import FleetSettings, start_subprocess
+    from modeldeck.core.demo.seed import DemoError
 
     wd = tmp_path / "broken"
     env = _env(XDG_CACHE_HOME=str(shared_cache))

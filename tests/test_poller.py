@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from core.config import parse
-from core.poller import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot, Poller
-from core.registry import Registry
+from modeldeck.core.config import parse
+from modeldeck.core.poller import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot, Poller
+from modeldeck.core.registry import Registry
 from tests.faultservers import CLOSE, DRIP, ENDLESS, HANG, SHORT, FaultServer, Reply, refused_url, servers
 
 TIMEOUT = 0.5
@@ -453,8 +453,8 @@ def test_snapshot_is_frozen_and_round_trips_through_json() -> None:
 
 
 async def test_drift_every_n_polls_against_the_served_versions_reference(tmp_path: Path) -> None:
-    pytest.importorskip("core.drift")
-    pytest.importorskip("core.capture")
+    pytest.importorskip("modeldeck.core.drift")
+    pytest.importorskip("modeldeck.core.capture")
     import numpy as np
 
     rng = np.random.default_rng(4)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from core.poller import _fetch, _Sender
+from modeldeck.core.poller import _fetch, _Sender
 
 
 class RawServer:

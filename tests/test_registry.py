@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConflictError, GateError, NotFoundError, RegistryError
-from core.registry import SCHEMA_VERSION, Registry, current_actor, format_time
+from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
+from modeldeck.core.registry import SCHEMA_VERSION, Registry, current_actor, format_time
 from tests.conftest import ROOT, run_env
 
 
@@ -331,7 +331,7 @@ def test_two_connections_in_one_process_lose_no_commits(registry_path: Path) -> 
     plain open()/close() of the database file does), or another process's checkpoint can
     delete the WAL under it and later commits vanish."""
     def other_process(n: int) -> None:
-        code = (f"from core.registry import Registry\nr = Registry({str(registry_path)!r})\n"
+        code = (f"from modeldeck.core.registry import Registry\nr = Registry({str(registry_path)!r})\n"
                 f"r.store_snapshots([('e', '2026-01-01T00:00:0{n}.000000Z', {{'by': 'other'}})])\nr.close()\n")
         subprocess.run([sys.executable, "-c", code], check=True, env=run_env(), cwd=ROOT, timeout=60)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from core import config as configmod
-from core import releases
-from core.config import GateConfig
-from core.errors import ConflictError, GateError, NotFoundError, RegistryError
-from core.poller import EndpointSnapshot
-from core.registry import Registry
+from modeldeck.core import config as configmod
+from modeldeck.core import releases
+from modeldeck.core.config import GateConfig
+from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
+from modeldeck.core.poller import EndpointSnapshot
+from modeldeck.core.registry import Registry
 from tests.conftest import MODELDECK, ROOT, run_env
 from tests.hookservers import FakeModelServer, WebhookReceiver
 

@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import report
-from core.config import EndpointConfig, Thresholds
-from core.poller import DriftSummary, EndpointSnapshot
-from core.registry import Registry
+from modeldeck.core import report
+from modeldeck.core.config import EndpointConfig, Thresholds
+from modeldeck.core.poller import DriftSummary, EndpointSnapshot
+from modeldeck.core.registry import Registry
 from tests.conftest import MODELDECK, run_env
 from tests.faultservers import HANG, FaultServer, refused_url, servers
 
@@ -363,7 +363,7 @@ DEMO_ENDPOINTS = ("fraud-prod", "demand-prod", "churn-prod")
 
 @pytest.fixture(scope="module")
 def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from core.demo.fleet import FleetSettings, start_subprocess
+    from modeldeck.core.demo.fleet import FleetSettings, start_subprocess
 
     if sys.version_info >= (3, 11):
         import tomllib
@@ -440,7 +440,7 @@ def test_runs_under_crons_bare_environment_without_textual(healthy: dict[str, An
     home.mkdir()
     out = tmp_path / "out" / "report.txt"
     out.parent.mkdir()
-    code = ("import sys\nfrom tui import cli\n"
+    code = ("import sys\nfrom modeldeck.tui import cli\n"
             "rc = cli.main(sys.argv[1:])\n"
             "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
             "print('TEXTUAL:' + ','.join(bad) if bad else 'clean', file=sys.stderr)\n"

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from core import config as configmod
-from core import retrain
-from core.errors import ConfigError, ConflictError, RegistryError
-from core.registry import Registry, format_time
+from modeldeck.core import config as configmod
+from modeldeck.core import retrain
+from modeldeck.core.errors import ConfigError, ConflictError, RegistryError
+from modeldeck.core.registry import Registry, format_time
 from tests.conftest import MODELDECK, ROOT, run_env
 from tests.hookservers import FakeAirflow, WebhookReceiver
 
@@ -37,7 +37,7 @@ print("warning: a stderr line", file=sys.stderr, flush=True)
 if os.environ.get("RC", "0") != "0":
     print("evaluation failed: auc 0.41 below 0.5", flush=True)
     sys.exit(int(os.environ["RC"]))
-subprocess.run([sys.executable, "-m", "tui.cli", "register", model, "--artifact", "s3://m/new",
+subprocess.run([sys.executable, "-m", "modeldeck", "register", model, "--artifact", "s3://m/new",
                 "--metrics", '{"auc": 0.93}', "--registry", os.environ["MODELDECK_REGISTRY"]], check=True)
 print("done", flush=True)
 """
@@ -48,11 +48,6 @@ def pipeline(tmp_path: Path) -> Path:
     p = tmp_path / "train.py"
     p.write_text(PIPELINE)
     return p
-
-
-@pytest.fixture(autouse=True)
-def _repo_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", run_env()["PYTHONPATH"])  # `-m tui.cli` from a pipeline
 
 
 def make_settings(tmp_path: Path, registry: Path, retrain_hook: dict[str, Any], **model: Any) -> configmod.Settings:

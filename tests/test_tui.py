@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Static
 
-from core import paths
+from modeldeck.core import paths
+from modeldeck.tui.app import ModeldeckApp, setup_logging
+from modeldeck.tui.source import FixedSource
+from modeldeck.tui.widgets.livetable import LiveTable
 from tests.tui_fixtures import EVIL, NOW, fleet_snapshots, write_world
-from tui.app import ModeldeckApp, setup_logging
-from tui.source import FixedSource
-from tui.widgets.livetable import LiveTable
 
 
 @pytest.fixture
@@ -210,7 +210,7 @@ async def open_fraud(pilot) -> None:
 
 
 async def test_approve_with_a_reason(world, tmp_path: Path) -> None:
-    from core.registry import Registry
+    from modeldeck.core.registry import Registry
 
     app = make_app(world)
     async with app.run_test(size=(120, 35), notifications=True) as pilot:
@@ -228,7 +228,7 @@ async def test_approve_with_a_reason(world, tmp_path: Path) -> None:
 
 
 async def test_escape_cancels_a_promotion_with_nothing_written(world, tmp_path: Path) -> None:
-    from core.registry import Registry
+    from modeldeck.core.registry import Registry
 
     with Registry(tmp_path / "registry.db") as reg:
         before = reg.last_audit_id()
@@ -251,7 +251,7 @@ async def test_escape_cancels_a_promotion_with_nothing_written(world, tmp_path: 
 
 
 async def test_production_needs_the_typed_model_name_and_force_past_a_failing_gate(world, tmp_path: Path) -> None:
-    from core.registry import Registry
+    from modeldeck.core.registry import Registry
 
     with Registry(tmp_path / "registry.db") as reg:
         reg.approve("fraud", 1, "ok")
@@ -303,8 +303,8 @@ async def test_retrain_streams_output_and_the_jobs_screen_cancels_a_running_job(
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from core import config as configmod
-    from core.registry import Registry
+    from modeldeck.core import config as configmod
+    from modeldeck.core.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     write_world(tmp_path)

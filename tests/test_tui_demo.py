@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from core import config
-from core.demo.fleet import DemoFleetProcess, FleetSettings, start_subprocess
-from core.registry import Registry
-from tests.conftest import ROOT
+from modeldeck.core import config
+from modeldeck.core.demo.fleet import DemoFleetProcess, FleetSettings, start_subprocess
+from modeldeck.core.registry import Registry
+from modeldeck.tui.app import ModeldeckApp
+from modeldeck.tui.widgets.livetable import LiveTable
 from tests.faultservers import FaultServer
-from tui.app import ModeldeckApp
-from tui.widgets.livetable import LiveTable
 
 pytestmark = pytest.mark.xdist_group("tui_demo")
 
@@ -33,8 +32,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path):
     env = dict(os.environ)
     for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
         env[var] = str(wd / var.lower())
-    env.update(XDG_CACHE_HOME=str(shared_cache), MODELDECK_ACTOR="tester",
-               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(XDG_CACHE_HOME=str(shared_cache), MODELDECK_ACTOR="tester")
     env.pop("MODELDECK_CONFIG", None)
     fp = start_subprocess(wd, ready_timeout=60, settings=FAST, env=env)
     yield fp

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core import config
-from core.poller import DriftSummary, EndpointSnapshot
-from core.registry import Registry
+from modeldeck.core import config
+from modeldeck.core.poller import DriftSummary, EndpointSnapshot
+from modeldeck.core.registry import Registry
 
 NOW = 1_795_000_000.0  # a fixed clock for ages
 EVIL = "[/bold]evil[red]"

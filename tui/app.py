@@ -21,10 +21,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from core import paths
-from core.config import Settings
-from core.textfmt import one_line
-from tui.source import PollerSource
+from modeldeck.core import paths
+from modeldeck.core.config import Settings
+from modeldeck.core.textfmt import one_line
+from modeldeck.tui.source import PollerSource
 
 log = logging.getLogger("modeldeck.tui")
 
@@ -63,7 +63,7 @@ class ModeldeckApp(App[int]):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
-        from tui.screens.fleet import FleetScreen
+        from modeldeck.tui.screens.fleet import FleetScreen
 
         self.push_screen(FleetScreen())
         if self.settings is not None:
@@ -93,8 +93,8 @@ class ModeldeckApp(App[int]):
 
     @work(thread=True, exit_on_error=False, name="demo fleet")
     def start_demo_fleet(self) -> None:
-        from core import config
-        from core.demo import fleet
+        from modeldeck.core import config
+        from modeldeck.core.demo import fleet
 
         own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
@@ -153,7 +153,7 @@ class ModeldeckApp(App[int]):
                         exit_on_error=False, name=f"release {plan.model} {plan.environment}", group="release")
 
     def _release(self, plan: Any, reason: str, force: bool, stop_event: Any, dialog: Any) -> None:
-        from core import releases
+        from modeldeck.core import releases
 
         def on_event(event: Any) -> None:
             self.call_from_thread(dialog.release_event, event)
@@ -171,7 +171,7 @@ class ModeldeckApp(App[int]):
 
     # -- actions --------------------------------------------------------------------------------
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from modeldeck.tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
@@ -247,7 +247,7 @@ def _runner(owner: Any, action: str) -> Callable[[], Any]:
 
 
 def _is_user_error(err: BaseException | None) -> bool:
-    from core.errors import ModeldeckError
+    from modeldeck.core.errors import ModeldeckError
 
     return isinstance(err, ModeldeckError)
 

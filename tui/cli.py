@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from core import config as configmod
-from core.errors import ModeldeckError, RegistryError
-from core.textfmt import num, one_line, table
+from modeldeck.core import config as configmod
+from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.textfmt import num, one_line, table
 
 PROG = "modeldeck"
 
@@ -236,7 +236,7 @@ def _settings(args: argparse.Namespace, *, required: bool = False) -> configmod.
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool = False):
-    from core.registry import Registry
+    from modeldeck.core.registry import Registry
 
     settings = _settings(args)
     return Registry(settings.registry, create=create, readonly=readonly)
@@ -296,7 +296,7 @@ def _expect(text: str | None) -> int | str | None:
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:
-    from tui.app import run_app  # Textual is imported only here
+    from modeldeck.tui.app import run_app  # Textual is imported only here
 
     if args.demo:
         return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
@@ -305,7 +305,7 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from core import report
+    from modeldeck.core import report
 
     settings = _settings(args, required=True)
     return report.run(settings, fmt=args.format or "text", output=args.output,
@@ -313,13 +313,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_fleet(args: argparse.Namespace) -> int:
-    from core.demo import fleet
+    from modeldeck.core.demo import fleet
 
     return fleet.main(args.write_config, args.registry)
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    from core import drift
+    from modeldeck.core import drift
 
     def cols(text: str | None) -> list[str] | None:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
@@ -400,7 +400,7 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from core.registry import parse_time
+    from modeldeck.core.registry import parse_time
 
     with _registry(args) as reg:
         if args.at:
@@ -507,7 +507,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from core import releases
+    from modeldeck.core import releases
 
     return releases.cli_release(_settings(args), action="promote", model=args.model, version=args.version,
                                 environment=args.env, reason=args.reason,
@@ -516,7 +516,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from core import releases
+    from modeldeck.core import releases
 
     return releases.cli_release(_settings(args), action="rollback", model=args.model, version=None,
                                 environment=args.env, reason=args.reason, to=args.to,
@@ -525,7 +525,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from core import retrain
+    from modeldeck.core import retrain
 
     with _registry(args) as reg:
         if args.model:
@@ -547,7 +547,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from core import retrain
+    from modeldeck.core import retrain
 
     settings = _settings(args)
     if not args.wait:  # a detached runner: the job outlives this command
@@ -589,7 +589,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from core import retrain
+    from modeldeck.core import retrain
 
     with _registry(args) as reg:
         job = retrain.cancel(args.job, registry=reg)

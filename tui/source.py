@@ -93,7 +93,7 @@ class PollerSource:
             self._thread.join(timeout)
 
     def _main(self) -> None:
-        from core.poller import Poller
+        from modeldeck.core.poller import Poller
 
         while not self._stopping.is_set():
             loop = asyncio.new_event_loop()
@@ -107,7 +107,7 @@ class PollerSource:
                 loop.run_until_complete(self._run())
                 self.error = None
             except Exception as e:  # the poller must never take the app down
-                from core.textfmt import one_line
+                from modeldeck.core.textfmt import one_line
 
                 self.error = one_line(f"poller stopped: {type(e).__name__}: {e}", 160)
                 log.exception("poller crashed")

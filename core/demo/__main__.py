@@ -1,10 +1,10 @@
-"""``python -m core.demo --write-config FILE [--registry FILE] ...``: the demo fleet, headless."""
+"""``python -m modeldeck.core.demo --write-config FILE [--registry FILE] ...``: the demo fleet, headless."""
 
 from __future__ import annotations
 
 import sys
 
-from core.demo.fleet import cli
+from modeldeck.core.demo.fleet import cli
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -3,7 +3,7 @@ that points modeldeck at all of it.
 
 In-process: ``Fleet(workdir, registry=None, settings=FleetSettings())``; ``start()``,
 ``write_config(path)``, ``stop()``. Headless, until SIGTERM or ctrl+c:
-``main(write_config, registry)`` (``modeldeck demo-fleet`` and ``python -m core.demo``). As a
+``main(write_config, registry)`` (``modeldeck demo-fleet`` and ``python -m modeldeck.core.demo``). As a
 child process, for the TUI and tests: ``start_subprocess(workdir, registry=None)`` returns a
 ``DemoFleetProcess`` once the fleet printed its ready line.
 """
@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.demo import seed
-from core.demo.datasets import WORLDS, train_script
-from core.demo.models import ArtifactError, LoadedVersion, load_version
-from core.demo.recorder import RotatingJsonl
-from core.demo.seed import DemoError
-from core.demo.server import DemoServer, ErrorScenario
-from core.demo.traffic import Scenario, TrafficStream
-from core.errors import ModeldeckError
-from core.registry import Registry
+from modeldeck.core import paths
+from modeldeck.core.demo import seed
+from modeldeck.core.demo.datasets import WORLDS, train_script
+from modeldeck.core.demo.models import ArtifactError, LoadedVersion, load_version
+from modeldeck.core.demo.recorder import RotatingJsonl
+from modeldeck.core.demo.seed import DemoError
+from modeldeck.core.demo.server import DemoServer, ErrorScenario
+from modeldeck.core.demo.traffic import Scenario, TrafficStream
+from modeldeck.core.errors import ModeldeckError
+from modeldeck.core.registry import Registry
 
 log = logging.getLogger("modeldeck.demo")
 
@@ -366,7 +367,7 @@ class Fleet:
 
 
 # ---------------------------------------------------------------------------------------------
-# headless: modeldeck demo-fleet / python -m core.demo
+# headless: modeldeck demo-fleet / python -m modeldeck.core.demo
 
 
 def main(write_config: str, registry: str | None = None, *, workdir: str | None = None,
@@ -420,7 +421,7 @@ def main(write_config: str, registry: str | None = None, *, workdir: str | None 
 
 def build_parser() -> argparse.ArgumentParser:
     d = FleetSettings()
-    p = argparse.ArgumentParser(prog="python -m core.demo", description="Run the modeldeck demo fleet headless "
+    p = argparse.ArgumentParser(prog="python -m modeldeck.core.demo", description="Run the modeldeck demo fleet headless "
                                 "until stopped (SIGTERM or ctrl+c).")
     p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
     p.add_argument("--registry", metavar="FILE", help="registry file (default: in the work folder)")
@@ -475,7 +476,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 class DemoFleetProcess:
-    """A fleet running as ``python -m core.demo`` in a child process (its own session, so a
+    """A fleet running as ``python -m modeldeck.core.demo`` in a child process (its own session, so a
     terminal's ctrl+c goes to the parent, which stops it). Context manager."""
 
     def __init__(self, proc: subprocess.Popen[str], workdir: Path, config_path: Path, registry_path: Path,
@@ -539,7 +540,7 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
     cfg = wd / config_name
     reg = Path(registry).expanduser().resolve() if registry else wd / "registry.db"
     s = settings or FleetSettings()
-    args = [sys.executable, "-m", "core.demo", "--write-config", str(cfg), "--workdir", str(wd),
+    args = [*paths.python_argv(), "-m", "modeldeck.core.demo", "--write-config", str(cfg), "--workdir", str(wd),
             "--registry", str(reg), "--drift-at", str(s.drift_at), "--errors-at", str(s.errors_at),
             "--error-rate", str(s.error_rate), "--rate-scale", str(s.rate_scale), "--seed", str(s.seed),
             "--poll-interval", str(s.poll_interval), "--ready-timeout", str(max(s.ready_timeout, ready_timeout)),
@@ -547,8 +548,6 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
     for name, rate in s.rates:
         args += ["--rate", f"{name}={rate}"]
     child_env = dict(os.environ if env is None else env)
-    root = str(Path(__file__).resolve().parent.parent.parent)
-    child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     log_path = wd / "fleet.log"
     with contextlib.suppress(FileNotFoundError):

@@ -22,10 +22,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from core import paths
-from core.demo.datasets import sample_data_dir, train_script
-from core.errors import ModeldeckError
-from core.registry import Registry
+from modeldeck.core import paths
+from modeldeck.core.demo.datasets import sample_data_dir, train_script
+from modeldeck.core.errors import ModeldeckError
+from modeldeck.core.registry import Registry
 
 log = logging.getLogger("modeldeck.demo")
 

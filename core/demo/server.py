@@ -48,8 +48,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from core.demo.models import LoadedVersion, RequestError, columns_from_request, predict
-from core.demo.recorder import RotatingJsonl, capture_record
+from modeldeck.core.demo.models import LoadedVersion, RequestError, columns_from_request, predict
+from modeldeck.core.demo.recorder import RotatingJsonl, capture_record
 
 log = logging.getLogger("modeldeck.demo")
 

@@ -21,9 +21,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.demo.datasets import World
-from core.demo.models import request_body
-from core.demo.recorder import RotatingJsonl, ground_truth_record
+from modeldeck.core.demo.datasets import World
+from modeldeck.core.demo.models import request_body
+from modeldeck.core.demo.recorder import RotatingJsonl, ground_truth_record
 
 log = logging.getLogger("modeldeck.demo")
 

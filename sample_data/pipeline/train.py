@@ -24,7 +24,7 @@ inputs and outputs is compared against), ``metrics.json``, and ``train.csv`` whe
 data was assembled from a capture window (so the registered dataset hash is the real one).
 
 Registration runs the ``modeldeck`` command line next to this Python (or ``python -m
-tui.cli``) with the dataset, code version (``git rev-parse --short HEAD``, else the SHA-256 of
+modeldeck``) with the dataset, code version (``git rev-parse --short HEAD``, else the SHA-256 of
 this file), params, metrics and reference data; ``$MODELDECK_JOB_ID`` (set by modeldeck's
 retraining runner) is passed as ``--job-id``. ``--param demo_fault=errors`` records a param
 the demo fleet's servers obey (half of the inferences fail) — for trying automatic rollback.
@@ -440,13 +440,13 @@ def code_version() -> str:
 
 
 def modeldeck_command() -> list[str]:
-    """The ``modeldeck`` executable next to this Python, else ``python -m tui.cli``."""
+    """The ``modeldeck`` executable next to this Python, else ``python -m modeldeck``."""
     bindir = Path(sys.executable).parent
     for name in ("modeldeck", "modeldeck.exe"):
         exe = bindir / name
         if exe.is_file() and os.access(exe, os.X_OK):
             return [str(exe)]
-    return [sys.executable, "-m", "tui.cli"]
+    return [sys.executable, "-m", "modeldeck"]
 
 
 def register(model: str, files: Mapping[str, Path], dataset: str, metrics: Mapping[str, Any],
@@ -467,10 +467,7 @@ def register(model: str, files: Mapping[str, Path], dataset: str, metrics: Mappi
         cmd += ["--tag", t]
     if reason:
         cmd += ["--reason", reason]
-    env = dict(os.environ)
-    root = str(SAMPLE.parent)  # lets `python -m tui.cli` work from a source checkout
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         msg = (r.stderr.strip() or r.stdout.strip() or f"exit status {r.returncode}").splitlines()[-1]
         raise RuntimeError(f"modeldeck register failed: {msg}")

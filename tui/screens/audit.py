@@ -13,9 +13,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Static
 
-from core.textfmt import one_line
-from tui.screens.base import DeckModal, DeckScreen
-from tui.widgets.keybar import KeyBar
+from modeldeck.core.textfmt import one_line
+from modeldeck.tui.screens.base import DeckModal, DeckScreen
+from modeldeck.tui.widgets.keybar import KeyBar
 
 PAGE = 500
 
@@ -59,7 +59,7 @@ class AuditScreen(DeckScreen):
 
     @work(thread=True, exclusive=True, group="audit-load", exit_on_error=False, name="audit log")
     def load(self) -> None:
-        from core.registry import Registry
+        from modeldeck.core.registry import Registry
 
         terms = parse_filter(self.filter_text)
         with Registry(self.app.settings.registry, create=False) as reg:
@@ -84,7 +84,7 @@ class AuditScreen(DeckScreen):
 
     @work(thread=True, exclusive=True, group="audit-verify", exit_on_error=False, name="audit verify")
     def action_verify(self) -> None:
-        from core.registry import Registry
+        from modeldeck.core.registry import Registry
 
         with Registry(self.app.settings.registry, create=False) as reg:
             result = reg.verify_audit()

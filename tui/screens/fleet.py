@@ -10,13 +10,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Static
 
-from core import paths
-from core.textfmt import one_line
-from tui.screens.base import DeckScreen
-from tui.widgets import cells
-from tui.widgets.keybar import KeyBar
-from tui.widgets.livetable import Column, LiveTable
-from tui.widgets.trend import Trend
+from modeldeck.core import paths
+from modeldeck.core.textfmt import one_line
+from modeldeck.tui.screens.base import DeckScreen
+from modeldeck.tui.widgets import cells
+from modeldeck.tui.widgets.keybar import KeyBar
+from modeldeck.tui.widgets.livetable import Column, LiveTable
+from modeldeck.tui.widgets.trend import Trend
 
 WIDE = 110  # at or above this many columns the table shows every column
 
@@ -238,7 +238,7 @@ class FleetScreen(DeckScreen):
         self.query_one(LiveTable).action_cursor_up()
 
     def action_open(self) -> None:
-        from tui.screens.model import ModelScreen
+        from modeldeck.tui.screens.model import ModelScreen
 
         name = self._selected_name()
         if name is None:
@@ -251,7 +251,7 @@ class FleetScreen(DeckScreen):
         self.app.push_screen(key)
 
     def action_audit(self) -> None:
-        from tui.screens.audit import AuditScreen
+        from modeldeck.tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen())
 

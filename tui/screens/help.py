@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from tui.screens.base import DeckModal
+from modeldeck.tui.screens.base import DeckModal
 
 KEY_NAMES = {"question_mark": "?", "slash": "/", "plus": "+", "minus": "-", "escape": "esc",
              "enter": "enter", "up": "↑", "down": "↓", "left": "←", "right": "→", "pageup": "pgup",

@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from core.textfmt import one_line
-from tui.screens.base import DeckModal
+from modeldeck.core.textfmt import one_line
+from modeldeck.tui.screens.base import DeckModal
 
 
 def lineage_text(v: Any, aliases: dict[str, int]) -> Text:

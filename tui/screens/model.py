@@ -12,12 +12,12 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
-from core.textfmt import num, one_line
-from tui.screens.base import DeckScreen
-from tui.widgets import cells
-from tui.widgets.histogram import Histogram
-from tui.widgets.keybar import KeyBar
-from tui.widgets.trend import Trend
+from modeldeck.core.textfmt import num, one_line
+from modeldeck.tui.screens.base import DeckScreen
+from modeldeck.tui.widgets import cells
+from modeldeck.tui.widgets.histogram import Histogram
+from modeldeck.tui.widgets.keybar import KeyBar
+from modeldeck.tui.widgets.trend import Trend
 
 # Widths fit 80 columns (each column adds 2 cells of padding).
 VERSION_COLUMNS = [("version", "VER", 3), ("created", "CREATED UTC", 11), ("approval", "APPROVAL", 8),
@@ -103,8 +103,8 @@ class ModelScreen(DeckScreen):
     # -- versions (registry, in a worker) -----------------------------------------------------------
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
     def load_versions(self) -> None:
-        from core.errors import NotFoundError
-        from core.registry import Registry
+        from modeldeck.core.errors import NotFoundError
+        from modeldeck.core.registry import Registry
 
         settings = self.app.settings
         try:
@@ -287,7 +287,7 @@ class ModelScreen(DeckScreen):
         self.app.pop_screen()
 
     def action_lineage(self) -> None:
-        from tui.screens.lineage import LineageScreen
+        from modeldeck.tui.screens.lineage import LineageScreen
 
         v = self.version_obj(self.selected_version())
         if v is None:
@@ -296,12 +296,12 @@ class ModelScreen(DeckScreen):
         self.app.push_screen(LineageScreen(v, self.aliases))
 
     def action_audit(self) -> None:
-        from tui.screens.audit import AuditScreen
+        from modeldeck.tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen(model=self.model))
 
     def action_jobs(self) -> None:
-        from tui.screens.retrain import JobsScreen
+        from modeldeck.tui.screens.retrain import JobsScreen
 
         self.app.push_screen(JobsScreen(model=self.model))
 
@@ -324,7 +324,7 @@ class ModelScreen(DeckScreen):
         return out
 
     def action_promote(self) -> None:
-        from tui.screens.release import EnvironmentPicker, ReleaseScreen
+        from modeldeck.tui.screens.release import EnvironmentPicker, ReleaseScreen
 
         number = self.selected_version()
         if number is None:
@@ -340,7 +340,7 @@ class ModelScreen(DeckScreen):
                                                self.environments(), self.endpoint.environment), chosen)
 
     def action_rollback(self) -> None:
-        from tui.screens.release import EnvironmentPicker, ReleaseScreen
+        from modeldeck.tui.screens.release import EnvironmentPicker, ReleaseScreen
 
         envs = self.environments(held_only=True)
         if not envs:
@@ -355,7 +355,7 @@ class ModelScreen(DeckScreen):
                              chosen)
 
     def _approval(self, approve: bool) -> None:
-        from tui.screens.release import ApprovalScreen
+        from modeldeck.tui.screens.release import ApprovalScreen
 
         number = self.selected_version()
         if number is None:
@@ -370,7 +370,7 @@ class ModelScreen(DeckScreen):
         self._approval(False)
 
     def action_retrain(self) -> None:
-        from tui.screens.retrain import RetrainScreen
+        from modeldeck.tui.screens.retrain import RetrainScreen
 
         def done(produced: int | None) -> None:
             self.select_version = produced  # a new candidate is what one looks at next

@@ -15,8 +15,8 @@ from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
-from core.textfmt import one_line
-from tui.screens.base import DeckModal
+from modeldeck.core.textfmt import one_line
+from modeldeck.tui.screens.base import DeckModal
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "success": "bold green", "output": "dim",
                "progress": "cyan", "info": ""}
@@ -103,8 +103,8 @@ class ReleaseScreen(DeckModal):
     # -- planning -------------------------------------------------------------------------------
     @work(thread=True, exit_on_error=False, name="release plan")
     def load_plan(self) -> None:
-        from core import releases
-        from core.registry import Registry
+        from modeldeck.core import releases
+        from modeldeck.core.registry import Registry
 
         app: Any = self.app
         latest = app.source.latest() if app.source is not None else None
@@ -298,7 +298,7 @@ class ApprovalScreen(DeckModal):
 
     @work(thread=True, exit_on_error=False, name="approval")
     def write(self, reason: str) -> None:
-        from core.registry import Registry
+        from modeldeck.core.registry import Registry
 
         app: Any = self.app
         try:

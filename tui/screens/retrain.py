@@ -13,9 +13,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
 
-from core.textfmt import one_line
-from tui.screens.base import DeckModal, DeckScreen
-from tui.widgets.keybar import KeyBar
+from modeldeck.core.textfmt import one_line
+from modeldeck.tui.screens.base import DeckModal, DeckScreen
+from modeldeck.tui.widgets.keybar import KeyBar
 
 STATUS_STYLE = {"succeeded": "bold green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
                 "queued": "dim"}
@@ -76,7 +76,7 @@ class RetrainScreen(DeckModal):
 
     @work(thread=True, exit_on_error=False, name="retrain")
     def start(self, reason: str) -> None:
-        from core import retrain
+        from modeldeck.core import retrain
 
         app: Any = self.app
 
@@ -173,8 +173,8 @@ class JobsScreen(DeckScreen):
 
     @work(thread=True, exclusive=True, group="jobs", exit_on_error=False, name="jobs")
     def load(self) -> None:
-        from core import retrain
-        from core.registry import Registry
+        from modeldeck.core import retrain
+        from modeldeck.core.registry import Registry
 
         app: Any = self.app
         with Registry(app.settings.registry, create=False) as reg:
@@ -238,8 +238,8 @@ class JobsScreen(DeckScreen):
 
     @work(thread=True, exit_on_error=False, name="cancel job")
     def cancel_job(self, job_id: int) -> None:
-        from core import retrain
-        from core.registry import Registry
+        from modeldeck.core import retrain
+        from modeldeck.core.registry import Registry
 
         app: Any = self.app
         with Registry(app.settings.registry, create=False) as reg:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.text import Text
 
-from core.textfmt import one_line
+from modeldeck.core.textfmt import one_line
 
 STATUS_STYLE = {
     "UP": "bold green",

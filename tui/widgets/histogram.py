@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import Static
 
-from core.textfmt import one_line
+from modeldeck.core.textfmt import one_line
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
 
