@@ -21,7 +21,7 @@ one hung endpoint never delays the others. Answers larger than
 ``poll.max_body_bytes`` (health, metadata) or ``poll.max_metrics_bytes`` are cut off while
 streaming, never read whole. HTTP clients live across polls: one ``httpx.AsyncClient`` per
 scheme://host:port with a small keep-alive pool; plain-http GETs go through a lean HTTP/1.1
-transport inside it (:class:`_PlainHTTP1`; httpcore's costs half a millisecond per GET).
+transport inside it (:class:`PlainHTTP1Transport`; httpcore's costs half a millisecond per GET).
 Endpoints that stay down are polled with exponential backoff up to ``poll.max_backoff``. Header values (``${VAR}`` expanded) go only
 into requests: never into logs, reasons, exceptions or the registry.
 
@@ -49,21 +49,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import math
-import re
-import socket
-import ssl
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -72,15 +66,12 @@ import httpx
 
 from modeldeck.core.config import EndpointConfig, Settings, Thresholds
 from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.http11 import Answer, Sender, fetch, host_key, within
 from modeldeck.core.metrics import MetricsError, Profile, Rates, RateWindow, read_metrics
+from modeldeck.core.snapshot import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot
+from modeldeck.core.textfmt import duration, one_line, utc_iso
 
 log = logging.getLogger("modeldeck.poller")
-
-UP = "UP"
-DEGRADED = "DEGRADED"
-DOWN = "DOWN"
-PENDING = "PENDING"
-STATUSES = (UP, DEGRADED, DOWN, PENDING)
 
 REASON_LIMIT = 160  # characters of a reason; endpoint text inside it is cut shorter
 RATE_WINDOW = 10.0  # seconds of metrics readings that rates are computed over (at least two)
@@ -88,498 +79,6 @@ METADATA_EVERY = 10  # a full poll (live, ready, metadata) at least every N poll
 LARGE_METRICS = 512 * 1024  # metrics text larger than this is parsed in a worker thread
 
 T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------------------------
-# values
-
-
-@dataclass(frozen=True)
-class DriftSummary:
-    """The last drift comparison of an endpoint's live window with its reference profile.
-    ``result`` is ``core.drift.result_to_json(...)`` output (treat it as read-only)."""
-
-    n_columns: int = 0
-    n_drifted: int = 0
-    dataset_drift: bool = False
-    drift_share: float = 0.0
-    worst_psi: float | None = None
-    worst_psi_column: str | None = None
-    computed_at: float = 0.0  # epoch seconds
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    version: str | None = None  # the served version whose reference profile was used
-    window_rows: int | None = None
-
-    def to_dict(self, *, result: bool = True) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["result"] = _json_safe(self.result) if result else {}
-        d["worst_psi"] = _finite(self.worst_psi)
-        d["drift_share"] = _finite(self.drift_share) or 0.0
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DriftSummary:
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if not isinstance(kw.get("result", {}), dict):
-            kw["result"] = {}
-        return cls(**kw)
-
-
-@dataclass(frozen=True)
-class EndpointSnapshot:
-    """What one poll learned about one endpoint. Immutable; ``None`` means unknown."""
-
-    endpoint: str
-    model: str
-    environment: str
-    taken_at: float  # epoch seconds
-    duration_ms: float
-    status: str  # UP | DEGRADED | DOWN | PENDING (not polled yet)
-    reason: str  # in words, one line, plain text (never markup)
-    live: bool | None = None
-    ready: bool | None = None
-    model_ready: bool | None = None
-    served_version: str | None = None
-    served_versions: tuple[str, ...] = ()
-    registry_version: str | None = None
-    request_rate: float | None = None  # requests per second
-    error_ratio: float | None = None  # 0..1
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    latency_p99_ms: float | None = None
-    latency_mean_ms: float | None = None
-    profile: str | None = None  # the metrics profile used
-    restarted: bool = False  # counters went down since the last reading: the server restarted
-    drift: DriftSummary | None = None
-    metrics_window: float | None = None  # seconds the rates cover
-    metrics_age: float | None = None  # seconds since the metrics were read
-    source: str = "live"  # "live", or "stored" for history seeded from the registry
-
-    @property
-    def version_mismatch(self) -> bool:
-        return (self.registry_version is not None and bool(self.served_versions)
-                and self.registry_version not in self.served_versions)
-
-    def to_dict(self, *, drift_result: bool = True) -> dict[str, Any]:
-        """JSON-safe (no NaN, tuples as lists, times as epoch seconds plus ``taken_at_utc``)."""
-        d: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, tuple):
-                v = list(v)
-            elif isinstance(v, float):
-                v = _finite(v)
-            elif isinstance(v, DriftSummary):
-                v = v.to_dict(result=drift_result)
-            d[f.name] = v
-        d["taken_at_utc"] = _iso(self.taken_at)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EndpointSnapshot:
-        """The inverse of :meth:`to_dict`; unknown keys are ignored, ``taken_at`` may be epoch
-        seconds or an ISO-8601 string (as stored rows carry)."""
-        names = {f.name: f for f in fields(cls)}
-        kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
-        t = kw.get("taken_at")
-        if isinstance(t, str):
-            kw["taken_at"] = _parse_iso(t)
-        elif t is None:
-            kw["taken_at"] = _parse_iso(str(d.get("taken_at_utc", ""))) if d.get("taken_at_utc") else 0.0
-        for k in ("endpoint", "model", "environment", "status", "reason"):
-            kw[k] = str(kw.get(k) or "")
-        kw["status"] = kw["status"] if kw["status"] in STATUSES else PENDING
-        kw["duration_ms"] = float(kw.get("duration_ms") or 0.0)
-        kw["served_versions"] = tuple(str(v) for v in (kw.get("served_versions") or ()))
-        drift = kw.get("drift")
-        kw["drift"] = DriftSummary.from_dict(drift) if isinstance(drift, Mapping) else None
-        kw["restarted"] = bool(kw.get("restarted", False))
-        return cls(**kw)
-
-    @classmethod
-    def pending(cls, cfg: EndpointConfig, registry_version: str | None = None) -> EndpointSnapshot:
-        return cls(endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=time.time(),
-                   duration_ms=0.0, status=PENDING, reason="not polled yet", registry_version=registry_version)
-
-
-def _finite(v: float | None) -> float | None:
-    return None if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))) else v
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float):
-        return _finite(v)
-    if isinstance(v, Mapping):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if v is None or isinstance(v, (str, int, bool)):
-        return v
-    return str(v)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_iso(text: str) -> float:
-    try:
-        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
-_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
-
-
-def one_line(text: Any, limit: int = 80) -> str:
-    """Untrusted text for a reason: control characters and escapes removed, whitespace
-    collapsed, credentials in URLs dropped, cut to ``limit`` characters."""
-    s = _CONTROL.sub(" ", str(text))
-    s = _USERINFO.sub(r"\1", " ".join(s.split()))
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _secs(x: float) -> str:
-    return f"{x:.1f}" if round(x, 1) == x else f"{x:g}"
-
-
-def _size(n: int) -> str:
-    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= k and n % k == 0:
-            return f"{n // k} {unit}"
-    return f"{n} bytes"
-
-
-# ---------------------------------------------------------------------------------------------
-# HTTP: a lean HTTP/1.1 transport for plain-http GETs, answers with size caps
-
-
-async def _within(aw: Coroutine[Any, Any, T] | asyncio.Future[T], seconds: float) -> T:
-    """``aw`` with a deadline (raises asyncio.TimeoutError, which is TimeoutError on 3.11)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await aw
-    return await asyncio.wait_for(aw, seconds)  # pragma: no cover - 3.10
-
-
-_SSL_CONTEXT: ssl.SSLContext | None = None
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client: loading the CA bundle costs ~25 ms of CPU,
-    which httpx would otherwise spend once per client (5 s for 200 endpoints)."""
-    global _SSL_CONTEXT
-    if _SSL_CONTEXT is None:
-        _SSL_CONTEXT = httpx.create_ssl_context()
-    return _SSL_CONTEXT
-
-
-
-
-class _KeptAlive:
-    __slots__ = ("idle_since", "key", "reader", "writer")
-
-    def __init__(self, key: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.key = key
-        self.reader = reader
-        self.writer = writer
-        self.idle_since = 0.0
-
-    def usable(self, now: float, expiry: float) -> bool:
-        """Idle not too long, not closed by the server, nothing unasked-for waiting."""
-        return (now - self.idle_since < expiry and not self.reader.at_eof()
-                and not self.writer.transport.is_closing() and not getattr(self.reader, "_buffer", b""))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class _Body(httpx.AsyncByteStream):
-    """A response body read off a kept-alive connection: Content-Length, chunked, or until the
-    server closes. The connection goes back to the pool only when the body was read to its end
-    (a poller that stops reading at a size cap, or is cancelled at a deadline, closes it)."""
-
-    def __init__(self, owner: _PlainHTTP1, conn: _KeptAlive, length: int | None, chunked: bool,
-                 reusable: bool) -> None:
-        self.owner, self.conn = owner, conn
-        self.left, self.chunked, self.reusable = length, chunked, reusable
-        self.done = length == 0 and not chunked
-
-    async def __aiter__(self):  # type: ignore[override]
-        r = self.conn.reader
-        try:
-            if self.chunked:
-                while True:
-                    line = await r.readline()
-                    if not line.endswith(b"\n"):
-                        raise httpx.RemoteProtocolError("incomplete chunked body")
-                    try:
-                        size = int(line.split(b";", 1)[0].strip(), 16)
-                    except ValueError:
-                        raise httpx.RemoteProtocolError("malformed chunk size") from None
-                    if size == 0:
-                        while (await r.readline()).strip():  # trailers, then the blank line
-                            pass
-                        self.done = True
-                        return
-                    yield await r.readexactly(size)
-                    await r.readexactly(2)
-            elif self.left is not None:
-                while self.left > 0:
-                    chunk = await r.read(min(self.left, 65536))
-                    if not chunk:
-                        raise httpx.RemoteProtocolError("peer closed connection without sending complete "
-                                                        "message body (incomplete)")
-                    self.left -= len(chunk)
-                    yield chunk
-                self.done = True
-            else:  # no framing: the body ends when the server closes
-                while chunk := await r.read(65536):
-                    yield chunk
-                self.done = True
-        except asyncio.IncompleteReadError:
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message "
-                                            "body (incomplete)") from None
-        except OSError as e:
-            raise httpx.ReadError(str(e) or type(e).__name__) from e
-
-    async def aclose(self) -> None:
-        if self.done and self.reusable:
-            self.owner.checkin(self.conn)
-        else:
-            self.conn.close()
-
-
-class _PlainHTTP1(httpx.AsyncBaseTransport):
-    """HTTP/1.1 GETs over asyncio streams with keep-alive, for plain-http endpoints.
-
-    httpcore's h11 state machine costs about half a millisecond of CPU per GET; a poller of 200
-    endpoints sends 400 a second, so that alone was a quarter of a core. This transport reads a
-    status line, headers and a framed body and nothing else; it plugs into httpx (requests and
-    responses stay httpx objects, content decoding included). Anything but a body-less GET goes
-    to ``fallback`` (httpx's own transport). Deadlines are the caller's (the poller cancels);
-    a cancelled or unfinished exchange closes its connection rather than reusing it."""
-
-    HEAD_LIMIT = 64 * 1024
-
-    def __init__(self, fallback: httpx.AsyncBaseTransport, *, keepalive_expiry: float = 4.0,
-                 max_idle: int = 4) -> None:
-        self.fallback = fallback
-        self.expiry = keepalive_expiry
-        self.max_idle = max_idle
-        self.idle: dict[tuple[str, int], list[_KeptAlive]] = {}
-
-    def checkin(self, conn: _KeptAlive) -> None:
-        conn.idle_since = asyncio.get_running_loop().time()
-        pool = self.idle.setdefault(conn.key, [])
-        if len(pool) < self.max_idle:
-            pool.append(conn)
-        else:
-            conn.close()
-
-    async def _checkout(self, key: tuple[str, int]) -> _KeptAlive:
-        pool = self.idle.get(key)
-        now = asyncio.get_running_loop().time()
-        while pool:
-            conn = pool.pop()
-            if conn.usable(now, self.expiry):
-                return conn
-            conn.close()
-        try:
-            reader, writer = await asyncio.open_connection(key[0], key[1], limit=self.HEAD_LIMIT)
-        except OSError as e:
-            raise httpx.ConnectError(str(e) or type(e).__name__) from e
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _KeptAlive(key, reader, writer)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if request.method != "GET" or url.scheme != "http" or request.headers.get("content-length") not in (None, "0"):
-            return await self.fallback.handle_async_request(request)
-        key = (url.host, url.port or 80)
-        conn = await self._checkout(key)
-        try:
-            head = [b"GET ", url.raw_path, b" HTTP/1.1\r\n"]
-            for k, v in request.headers.raw:
-                head += [k, b": ", v, b"\r\n"]
-            head.append(b"\r\n")
-            conn.writer.write(b"".join(head))
-            try:
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as e:
-                if not e.partial:
-                    raise httpx.RemoteProtocolError("Server disconnected without sending a response.") from None
-                raise httpx.RemoteProtocolError("incomplete answer head") from None
-            except asyncio.LimitOverrunError:
-                raise httpx.RemoteProtocolError("answer head larger than 64 KiB") from None
-            status, version, headers = _parse_head(raw)
-            fields = {k.lower(): v for k, v in headers}
-            connection = fields.get(b"connection", b"").lower()
-            reusable = (version == b"HTTP/1.1" and b"close" not in connection) or (
-                version == b"HTTP/1.0" and b"keep-alive" in connection)
-            chunked = b"chunked" in fields.get(b"transfer-encoding", b"").lower()
-            length: int | None = None
-            if status in (204, 304) or 100 <= status < 200:
-                length = 0
-            elif not chunked and b"content-length" in fields:
-                try:
-                    length = int(fields[b"content-length"])
-                except ValueError:
-                    raise httpx.RemoteProtocolError("malformed Content-Length") from None
-                if length < 0:
-                    raise httpx.RemoteProtocolError("malformed Content-Length")
-            if length is None and not chunked:
-                reusable = False
-            body = _Body(self, conn, length, chunked, reusable)
-        except BaseException as e:  # cancelled at the deadline, refused, garbage: never reuse it
-            conn.close()
-            if isinstance(e, OSError):
-                raise httpx.ReadError(str(e) or type(e).__name__) from e
-            raise
-        return httpx.Response(status, headers=headers, stream=body, request=request,
-                              extensions={"http_version": version})
-
-    async def aclose(self) -> None:
-        for pool in self.idle.values():
-            for conn in pool:
-                conn.close()
-        self.idle.clear()
-        await self.fallback.aclose()
-
-
-def _parse_head(raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit() or len(parts[1]) != 3:
-        raise httpx.RemoteProtocolError("not an HTTP/1.x status line")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise httpx.RemoteProtocolError("malformed header line")
-        headers.append((name, value.strip()))
-    return int(parts[1]), parts[0], headers
-
-
-class _Sender:
-    """One ``httpx.AsyncClient`` per scheme://host:port with a small keep-alive pool. Requests
-    go straight to the client's transport (``handle_async_request``, public httpx API),
-    skipping the client's redirect/auth/cookie layers that a poller does not use (about 20% of a
-    GET's CPU). The transport is explicit, so proxy environment variables are not applied
-    (httpx's rule): endpoints are reached directly."""
-
-    __slots__ = ("client", "transport")
-
-    def __init__(self, scheme: str, n_endpoints: int, *, fast: bool) -> None:
-        # A poll uses one connection for health (one request after the other) and one for metrics.
-        # Servers close idle keep-alive connections after a few seconds (uvicorn: 5 s); expiring
-        # ours first avoids reusing one the server is closing at that moment.
-        size = min(2 * n_endpoints + 2, 16)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
-        transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits,
-                                                                        retries=0)
-        if fast and scheme == "http":
-            transport = _PlainHTTP1(transport, keepalive_expiry=4.0, max_idle=size)
-        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False,
-                                        verify=_ssl_context(), headers={"User-Agent": "modeldeck-poller"})
-        self.transport = transport
-
-    def build_request(self, url: str, headers: Mapping[str, str]) -> httpx.Request:
-        return self.client.build_request("GET", url, headers=headers)
-
-    async def send(self, request: httpx.Request) -> httpx.Response:
-        return await self.transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
-@dataclass
-class _Answer:
-    status: int | None = None
-    body: bytes = b""
-    error: str | None = None  # in words, when no usable answer came
-    timed_out: bool = False
-
-
-def _describe(e: BaseException) -> str:
-    """An HTTP failure in a few words (never the URL, never headers)."""
-    seen: list[BaseException] = []
-    x: BaseException | None = e
-    while x is not None and x not in seen and len(seen) < 8:
-        seen.append(x)
-        x = x.__cause__ or x.__context__
-    for c in seen:
-        if isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED:
-            return "connection refused"
-    for c in seen:
-        if isinstance(c, socket.gaierror):
-            return "cannot resolve the host name"
-        if isinstance(c, ConnectionResetError):
-            return "connection reset by the server"
-        if isinstance(c, ssl.SSLError):
-            return "TLS error: " + one_line(getattr(c, "reason", None) or c, 60)
-    text = str(e)
-    if "refused" in text.lower():
-        return "connection refused"
-    if isinstance(e, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(e, httpx.RemoteProtocolError):
-        if "without sending complete message body" in text or "incomplete" in text.lower():
-            return "connection closed in the middle of the answer"
-        if "disconnected" in text.lower() or "without sending" in text:
-            return "server closed the connection without answering"
-        return "not an HTTP answer: " + one_line(text, 60)
-    if isinstance(e, httpx.DecodingError):
-        return "answer cannot be decoded (content encoding)"
-    if isinstance(e, httpx.ConnectError):
-        return "cannot connect: " + one_line(text or type(e).__name__, 60)
-    return one_line(f"{type(e).__name__}: {text}" if text else type(e).__name__, 80)
-
-
-_STALE = ("connection reset by the server", "server closed the connection without answering")
-
-
-async def _fetch(client: _Sender, request: httpx.Request, limit: int) -> _Answer:
-    """Send ``request`` and read the answer up to ``limit`` bytes (decoded). Never raises for
-    network or protocol failures: they come back as ``error``. A GET that fails because the
-    server dropped a kept-alive connection is sent once more (on a new connection)."""
-    a = await _fetch_once(client, request, limit)
-    if a.status is None and a.error in _STALE:
-        a = await _fetch_once(client, request, limit)
-    return a
-
-
-async def _fetch_once(client: _Sender, request: httpx.Request, limit: int) -> _Answer:
-    try:
-        resp = await client.send(request)
-    except (httpx.HTTPError, OSError) as e:
-        return _Answer(error=_describe(e))
-    try:
-        length = resp.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            return _Answer(status=resp.status_code, error=f"response larger than {_size(limit)} cut off")
-        buf = bytearray()
-        async for chunk in resp.aiter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                return _Answer(status=resp.status_code, error=f"response larger than {_size(limit)} cut off")
-        return _Answer(status=resp.status_code, body=bytes(buf))
-    except (httpx.HTTPError, OSError) as e:
-        return _Answer(status=resp.status_code, error=_describe(e))
-    finally:
-        await resp.aclose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,8 +141,8 @@ class _Target:
         self.paths = {"live": "/v2/health/live", "ready": "/v2/health/ready",
                       "model_ready": f"/v2/models/{m}/ready", "metadata": f"/v2/models/{m}"}
         self.requests: dict[str, httpx.Request] = {}
-        self.client: _Sender | None = None
-        self.metrics_client: _Sender | None = None
+        self.client: Sender | None = None
+        self.metrics_client: Sender | None = None
         self.header_error: str | None = None
         self.headers: dict[str, str] = {}  # expanded values: only ever put into requests
         self.polls = 0
@@ -681,7 +180,7 @@ class Poller:
 
     ``registry_path`` defaults to ``settings.registry``; ``on_snapshot(snapshot)`` is called on
     the poller's loop for every new snapshot. ``source`` labels stored snapshots ("tui",
-    "report"). ``fast_http`` sends plain-http GETs through :class:`_PlainHTTP1` (False:
+    "report"). ``fast_http`` sends plain-http GETs through :class:`PlainHTTP1Transport` (False:
     httpx's own transport for everything). ``aliases`` ({(model, environment): version}), when
     given, is the registry's view to judge served versions by, instead of reading it from the
     registry once per interval (the report reads the registry itself)."""
@@ -717,7 +216,7 @@ class Poller:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._closed = False
-        self._clients: dict[tuple[str, str, int | None], _Sender] = {}
+        self._clients: dict[tuple[str, str, int | None], Sender] = {}
         self._fixed_aliases = aliases is not None
         self._aliases: dict[tuple[str, str], int] = dict(aliases or {})
         self._aliases_at = -math.inf
@@ -836,18 +335,18 @@ class Poller:
         hosts: dict[tuple[str, str, int | None], int] = {}
         for t in self._targets:
             for url in {t.cfg.url, t.cfg.metrics_url or t.cfg.url + "/metrics"}:
-                k = _host_key(url)
+                k = host_key(url)
                 hosts[k] = hosts.get(k, 0) + 1
         for k, n in hosts.items():
-            self._clients[k] = _Sender(k[0], n, fast=self.fast_http)
+            self._clients[k] = Sender(k[0], n, fast=self.fast_http)
         for t in self._targets:
             self._build_requests(t)
 
-    def _client(self, url: str) -> _Sender:
-        k = _host_key(url)
+    def _client(self, url: str) -> Sender:
+        k = host_key(url)
         c = self._clients.get(k)
         if c is None:
-            c = self._clients[k] = _Sender(k[0], 1, fast=self.fast_http)
+            c = self._clients[k] = Sender(k[0], 1, fast=self.fast_http)
         return c
 
     def _build_requests(self, t: _Target) -> None:
@@ -899,7 +398,7 @@ class Poller:
             self._stop_requested = False
             if self.poll_settings.store_interval > 0:
                 with contextlib.suppress(Exception):
-                    await _within(self.store_now(), 2.0)
+                    await within(self.store_now(), 2.0)
 
     async def poll_once(self) -> list[EndpointSnapshot]:
         """One cycle: every endpoint polled concurrently, metrics scraped whatever
@@ -1057,11 +556,11 @@ class Poller:
         client = t.client
         assert client is not None
 
-        async def get(request: httpx.Request) -> _Answer:
+        async def get(request: httpx.Request) -> Answer:
             try:
-                return await _within(_fetch(client, request, limit), timeout)
+                return await within(fetch(client, request, limit), timeout)
             except asyncio.TimeoutError:
-                return _Answer(error=f"timed out after {_secs(timeout)} s", timed_out=True)
+                return Answer(error=f"timed out after {duration(timeout)}", timed_out=True)
 
         req = t.requests
         paths = t.paths
@@ -1104,7 +603,7 @@ class Poller:
         else:
             h.unconfirmed = (alias, str(a.status) if a.status is not None else (a.error or "no answer"))
 
-    def _judge_model_ready(self, t: _Target, h: _Health, a: _Answer) -> bool:
+    def _judge_model_ready(self, t: _Target, h: _Health, a: Answer) -> bool:
         path = t.paths["model_ready"]
         if a.error:
             h.down = a.error if a.status is None else f"{path}: {a.error}"
@@ -1126,10 +625,10 @@ class Poller:
         loop = asyncio.get_running_loop()
         timeout = self.poll_settings.timeout
         try:
-            a = await _within(_fetch(t.metrics_client, t.requests["metrics"],
+            a = await within(fetch(t.metrics_client, t.requests["metrics"],
                                      self.poll_settings.max_metrics_bytes), timeout)
         except asyncio.TimeoutError:
-            a = _Answer(error=f"timed out after {_secs(timeout)} s")
+            a = Answer(error=f"timed out after {duration(timeout)}")
         at = loop.time()
         if a.error or a.status != 200:
             t.metrics_error = (f"metrics: {a.error}" if a.error else
@@ -1246,7 +745,7 @@ class Poller:
         if not self.registry_path.exists():
             return
         try:
-            self._aliases = await _within(self._reader.call(lambda r: r.all_aliases()),
+            self._aliases = await within(self._reader.call(lambda r: r.all_aliases()),
                                           max(1.0, self.poll_settings.timeout))
         except asyncio.TimeoutError:
             self._registry_warning("aliases", TimeoutError("the registry did not answer in time"))
@@ -1268,7 +767,7 @@ class Poller:
             return {n: r.snapshots(n, limit=limit) for n in names}
 
         try:
-            rows = await _within(self._reader.call(load), 5.0)
+            rows = await within(self._reader.call(load), 5.0)
         except asyncio.TimeoutError:
             self._registry_warning("history", TimeoutError("the registry did not answer in time"))
             return
@@ -1298,7 +797,7 @@ class Poller:
                      if s.status != PENDING and s.source == "live" and s.taken_at > self._stored_at.get(s.endpoint, 0)]
         if not snaps:
             return 0
-        rows = [(s.endpoint, _iso(s.taken_at), s.to_dict(drift_result=False)) for s in snaps]
+        rows = [(s.endpoint, utc_iso(s.taken_at), s.to_dict(drift_result=False)) for s in snaps]
         retention = self.poll_settings.retention_hours or None
         source = self.source
         try:
@@ -1420,11 +919,6 @@ def _summarize_drift(data: Mapping[str, Any], *, rows: int | None) -> dict[str, 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _host_key(url: str) -> tuple[str, str, int | None]:
-    u = urlsplit(url)
-    return (u.scheme.lower(), (u.hostname or "").lower(), u.port)
 
 
 def _metadata_versions(body: bytes) -> tuple[str, ...] | str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
+from modeldeck.core.textfmt import format_time, stored_time, utcnow  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
@@ -43,16 +44,6 @@ PROTECTED_ENVIRONMENTS = ("production",)
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
-
-
-def utcnow() -> str:
-    return format_time(datetime.now(timezone.utc))
-
-
-def format_time(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # a naive time is local time, as a user typing it means
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _RELATIVE = re.compile(r"^(?:-\s*(?P<a>\d+(?:\.\d+)?)\s*(?P<u>[smhd])|(?P<b>\d+(?:\.\d+)?)\s*"
@@ -77,16 +68,6 @@ def parse_time(text: str) -> datetime:
     if dt.tzinfo is None:
         dt = dt.astimezone()
     return dt.astimezone(timezone.utc)
-
-
-def stored_time(text: str | None) -> datetime | None:
-    """A time as the registry stores it (UTC ISO-8601), or None when missing or unreadable."""
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def current_actor() -> str:

@@ -448,7 +448,7 @@ def _import_drift() -> None:
 
 
 def _drift_summary(data: Mapping[str, Any], *, version: str, rows: int) -> Any:
-    from modeldeck.core.poller import DriftSummary
+    from modeldeck.core.snapshot import DriftSummary
 
     worst_psi, worst_col = None, None
     for c in data.get("columns") or []:

@@ -1,21 +1,113 @@
-"""Plain-text helpers shared by the command line and the report: aligned tables, short
-numbers, one-line sanitising of untrusted text."""
+"""The small helpers every part of modeldeck shares, written once: one-line sanitising of
+untrusted text, finite numbers, UTC times as the registry stores them, durations and sizes in
+words, aligned tables and short numbers. Standard library only (cheap to import)."""
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 
 
 def one_line(text: Any, limit: int = 200) -> str:
-    """Untrusted text made safe for a terminal line: ANSI escapes and control characters
-    removed, whitespace collapsed, cut to ``limit`` characters."""
+    """Untrusted text made safe for one terminal line: ANSI escapes and control characters
+    removed, whitespace collapsed, credentials in URLs (``user:pass@``) dropped, cut to
+    ``limit`` characters."""
     s = _CONTROL.sub(" ", str(text))
-    s = " ".join(s.split())
+    s = _USERINFO.sub(r"\1", " ".join(s.split()))
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+# -- numbers ------------------------------------------------------------------------------------
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None, tuples as lists, keys as strings and
+    anything else unknown as its ``str``: what ``json.dumps(allow_nan=False)`` accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(x) for x in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+# -- times: UTC ISO-8601 with microseconds and Z, as the registry stores them --------------------
+
+
+def format_time(dt: datetime) -> str:
+    """A datetime as stored (a naive one is local time, as a user typing it means)."""
+    if dt.tzinfo is None:
+        dt = dt.astimezone()
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utcnow() -> str:
+    return format_time(datetime.now(timezone.utc))
+
+
+def utc_iso(epoch: float) -> str:
+    """Epoch seconds as stored."""
+    return format_time(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+def stored_time(text: str | None) -> datetime | None:
+    """A stored time (UTC ISO-8601; without an offset: UTC), or None when missing or unreadable."""
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+def parse_utc(text: str | None) -> float:
+    """A stored time as epoch seconds (0.0 when missing or unreadable)."""
+    dt = stored_time(text)
+    return dt.timestamp() if dt is not None else 0.0
+
+
+def short_time(text: str | None) -> str:
+    """A stored time to the second: ``2026-12-02 11:04:05Z`` (``-`` when missing)."""
+    return "-" if not text else str(text)[:19].replace("T", " ") + "Z"
+
+
+# -- durations and sizes in words ---------------------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    """``0.5 s``, ``30 s``, ``2 min``, ``2.5 min``, ``6 h``: the unit always written."""
+    s = float(seconds)
+    if s >= 3600 and s % 3600 == 0:
+        return f"{s / 3600:g} h"
+    if s >= 120:
+        return f"{s / 60:g} min" if s % 60 == 0 else f"{s / 60:.1f} min"
+    return f"{round(s, 2):g} s"
+
+
+def size(n: int) -> str:
+    """Bytes in words: ``64 KiB``, ``8 MiB`` for whole units, else ``1234 bytes``."""
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n} bytes"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Iterable[int] = ()) -> str:

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from modeldeck.core.config import parse
-from modeldeck.core.poller import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot, Poller
+from modeldeck.core.poller import Poller
 from modeldeck.core.registry import Registry
+from modeldeck.core.snapshot import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot
 from tests.faultservers import CLOSE, DRIP, ENDLESS, HANG, SHORT, FaultServer, Reply, refused_url, servers
 
 TIMEOUT = 0.5

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from modeldeck.core.poller import _fetch, _Sender
+from modeldeck.core.http11 import Sender, fetch
 
 
 class RawServer:
@@ -62,13 +62,13 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body
 
 
-async def get(sender: _Sender, url: str, limit: int = 1 << 20):
-    return await _fetch(sender, sender.build_request(url, {}), limit)
+async def get(sender: Sender, url: str, limit: int = 1 << 20):
+    return await fetch(sender, sender.build_request(url, {}), limit)
 
 
 @pytest.fixture
 async def sender():
-    s = _Sender("http", 1, fast=True)
+    s = Sender("http", 1, fast=True)
     yield s
     await s.aclose()
 
@@ -161,7 +161,7 @@ async def test_a_deadline_mid_answer_closes_the_connection(sender) -> None:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await get(sender, url)
-        transport = sender.client._transport
+        transport = sender.transport
         assert not any(transport.idle.values())  # nothing half-read kept for reuse
     finally:
         server.close()

@@ -19,8 +19,8 @@ from modeldeck.core import config as configmod
 from modeldeck.core import releases
 from modeldeck.core.config import GateConfig
 from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
-from modeldeck.core.poller import EndpointSnapshot
 from modeldeck.core.registry import Registry
+from modeldeck.core.snapshot import EndpointSnapshot
 from tests.conftest import MODELDECK, ROOT, run_env
 from tests.hookservers import FakeModelServer, WebhookReceiver
 

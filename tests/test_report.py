@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeck.core import report
 from modeldeck.core.config import EndpointConfig, Thresholds
-from modeldeck.core.poller import DriftSummary, EndpointSnapshot
 from modeldeck.core.registry import Registry
+from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
 from tests.conftest import MODELDECK, run_env
 from tests.faultservers import HANG, FaultServer, refused_url, servers
 

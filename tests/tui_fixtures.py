@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from modeldeck.core import config
-from modeldeck.core.poller import DriftSummary, EndpointSnapshot
 from modeldeck.core.registry import Registry
+from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
 
 NOW = 1_795_000_000.0  # a fixed clock for ages
 EVIL = "[/bold]evil[red]"

@@ -1,0 +1,134 @@
+"""What one poll learned about one endpoint, as immutable values: :class:`EndpointSnapshot`
+and its :class:`DriftSummary`, and the status words. This module imports nothing but the
+standard library and :mod:`modeldeck.core.textfmt` (no httpx, no pandas), so every part of
+modeldeck can type its snapshots: the poller and the Prometheus source produce them; the
+judge, the report, the releases and the screens read them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from modeldeck.core.textfmt import finite, json_safe, parse_utc, utc_iso
+
+if TYPE_CHECKING:
+    from modeldeck.core.config import EndpointConfig
+
+UP = "UP"
+DEGRADED = "DEGRADED"
+DOWN = "DOWN"
+PENDING = "PENDING"
+STATUSES = (UP, DEGRADED, DOWN, PENDING)
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """The last drift comparison of an endpoint's live window with its reference profile.
+    ``result`` is ``core.drift.result_to_json(...)`` output (treat it as read-only)."""
+
+    n_columns: int = 0
+    n_drifted: int = 0
+    dataset_drift: bool = False
+    drift_share: float = 0.0
+    worst_psi: float | None = None
+    worst_psi_column: str | None = None
+    computed_at: float = 0.0  # epoch seconds
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    version: str | None = None  # the served version whose reference profile was used
+    window_rows: int | None = None
+
+    def to_dict(self, *, result: bool = True) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["result"] = json_safe(self.result) if result else {}
+        d["worst_psi"] = finite(self.worst_psi)
+        d["drift_share"] = finite(self.drift_share) or 0.0
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftSummary:
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if not isinstance(kw.get("result", {}), dict):
+            kw["result"] = {}
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class EndpointSnapshot:
+    """What one poll learned about one endpoint. Immutable; ``None`` means unknown."""
+
+    endpoint: str
+    model: str
+    environment: str
+    taken_at: float  # epoch seconds
+    duration_ms: float
+    status: str  # UP | DEGRADED | DOWN | PENDING (not polled yet)
+    reason: str  # in words, one line, plain text (never markup)
+    live: bool | None = None
+    ready: bool | None = None
+    model_ready: bool | None = None
+    served_version: str | None = None
+    served_versions: tuple[str, ...] = ()
+    registry_version: str | None = None
+    request_rate: float | None = None  # requests per second
+    error_ratio: float | None = None  # 0..1
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_mean_ms: float | None = None
+    profile: str | None = None  # the metrics profile used
+    restarted: bool = False  # counters went down since the last reading: the server restarted
+    drift: DriftSummary | None = None
+    metrics_window: float | None = None  # seconds the rates cover
+    metrics_age: float | None = None  # seconds since the metrics were read
+    source: str = "live"  # "live", or "stored" for history seeded from the registry
+
+    @property
+    def version_mismatch(self) -> bool:
+        return (self.registry_version is not None and bool(self.served_versions)
+                and self.registry_version not in self.served_versions)
+
+    def to_dict(self, *, drift_result: bool = True) -> dict[str, Any]:
+        """JSON-safe (no NaN, tuples as lists, times as epoch seconds plus ``taken_at_utc``)."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, float):
+                v = finite(v)
+            elif isinstance(v, DriftSummary):
+                v = v.to_dict(result=drift_result)
+            d[f.name] = v
+        d["taken_at_utc"] = utc_iso(self.taken_at)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EndpointSnapshot:
+        """The inverse of :meth:`to_dict`; unknown keys are ignored, ``taken_at`` may be epoch
+        seconds or an ISO-8601 string (as stored rows carry)."""
+        names = {f.name: f for f in fields(cls)}
+        kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
+        t = kw.get("taken_at")
+        if isinstance(t, str):
+            kw["taken_at"] = parse_utc(t)
+        elif t is None:
+            kw["taken_at"] = parse_utc(str(d.get("taken_at_utc", ""))) if d.get("taken_at_utc") else 0.0
+        for k in ("endpoint", "model", "environment", "status", "reason"):
+            kw[k] = str(kw.get(k) or "")
+        kw["status"] = kw["status"] if kw["status"] in STATUSES else PENDING
+        kw["duration_ms"] = float(kw.get("duration_ms") or 0.0)
+        kw["served_versions"] = tuple(str(v) for v in (kw.get("served_versions") or ()))
+        drift = kw.get("drift")
+        kw["drift"] = DriftSummary.from_dict(drift) if isinstance(drift, Mapping) else None
+        kw["restarted"] = bool(kw.get("restarted", False))
+        return cls(**kw)
+
+    @classmethod
+    def pending(cls, cfg: EndpointConfig, registry_version: str | None = None) -> EndpointSnapshot:
+        return cls(endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=time.time(),
+                   duration_ms=0.0, status=PENDING, reason="not polled yet", registry_version=registry_version)
