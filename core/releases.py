@@ -38,7 +38,6 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -51,6 +50,20 @@ from typing import Any
 from modeldeck.core import paths
 from modeldeck.core.config import ConfigError, GateConfig, HookConfig, Settings, Thresholds
 from modeldeck.core.errors import ConflictError, GateError, RegistryError
+from modeldeck.core.hooks import (
+    config_file,
+    exit_words,
+    hook_cwd,
+    hook_env,
+    json_body,
+    post_webhook,
+    render_argv,
+    start_command,
+    stream_process,
+    timed_out_words,
+    webhook_client,
+    webhook_headers,
+)
 from modeldeck.core.registry import (
     PROTECTED_ENVIRONMENTS,
     AliasChange,
@@ -58,15 +71,6 @@ from modeldeck.core.registry import (
     Version,
     current_actor,
     utcnow,
-)
-from modeldeck.core.retrain import (
-    config_file,
-    hook_cwd,
-    hook_env,
-    json_body,
-    render_argv,
-    stream_process,
-    webhook_headers,
 )
 
 # ReleaseOutcome.status
@@ -750,26 +754,20 @@ def _deploy_command(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out:
                     "MODELDECK_REGISTRY": fields["registry"], "MODELDECK_CONFIG": fields["config"] or None})
     run.emit("hook", "running deploy hook: " + shlex.join(argv), "progress")
     out("$ " + shlex.join(argv))
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=hook_cwd(run.plan.settings), start_new_session=True)
-    except FileNotFoundError:
-        return f"command not found: {argv[0]}"
-    except OSError as e:
-        return f"cannot run {argv[0]}: {e.strerror or e}"
+    proc = start_command(argv, env, hook_cwd(run.plan.settings))
+    if isinstance(proc, str):
+        return proc
     rc, last, timed_out = stream_process(proc, hook.timeout, out, grace=5.0)
     if timed_out:
-        return f"timed out after {_secs(hook.timeout)}"
+        return timed_out_words(hook.timeout)
     if rc != 0:
-        why = f"exit status {rc}" if rc > 0 else f"killed by signal {-rc}"
+        why = exit_words(rc)
         return f"{why}: {last[:160]}" if last else why
     return None
 
 
 def _deploy_webhook(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out: Callable[[str], None], *,
                     forced: bool, automatic: bool) -> str | None:
-    import httpx
-
     w = hook.webhook
     assert w is not None
     payload = {"event": "deploy", "action": fields["action"], "model": fields["model"],
@@ -784,17 +782,13 @@ def _deploy_webhook(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out:
         return str(e)
     run.emit("hook", f"POST {w.url}", "progress")
     out(f"POST {w.url}")
-    try:
-        with httpx.Client(timeout=w.timeout, follow_redirects=False) as client:
-            r = client.post(w.url, content=body, headers=headers)
-    except httpx.TimeoutException:
-        return f"webhook {w.url}: timed out after {_secs(w.timeout)}"
-    except httpx.HTTPError as e:
-        return f"webhook {w.url}: {type(e).__name__}: {e}"
-    text = " ".join(r.text[:300].split())
-    out(f"-> HTTP {r.status_code} {text}".rstrip())
-    if not r.is_success:
-        return f"webhook {w.url} answered HTTP {r.status_code}" + (f": {text[:120]}" if text else "")
+    with webhook_client(w) as client:
+        r = post_webhook(client, w.url, body, headers)
+    if isinstance(r, str):
+        return r
+    out(f"-> HTTP {r.status} {r.text}".rstrip())
+    if not r.ok:
+        return f"webhook {w.url} answered HTTP {r.status}" + (f": {r.text[:120]}" if r.text else "")
     return None
 
 

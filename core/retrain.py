@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
 import os
 import re
@@ -46,168 +45,39 @@ from typing import Any
 from urllib.parse import quote
 
 from modeldeck.core import paths
-from modeldeck.core.config import ConfigError, HookConfig, Settings, WebhookConfig, expand
+from modeldeck.core.config import ConfigError, HookConfig, Settings, WebhookConfig
 from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError
+from modeldeck.core.hooks import (
+    CANCEL_GRACE,
+    SIGNATURE_HEADER,
+    clean_line,
+    config_file,
+    exit_words,
+    group_exists,
+    group_members,
+    hook_cwd,
+    hook_env,
+    http_reason,
+    json_body,
+    kill_group,
+    pid_alive,
+    post_webhook,
+    render_argv,
+    render_url,
+    start_command,
+    stream_process,
+    timed_out_words,
+    webhook_client,
+    webhook_headers,
+)
 from modeldeck.core.registry import Job, Registry, current_actor, format_time, stored_time, utcnow
+from modeldeck.core.textfmt import duration
 
 ENDED = ("succeeded", "failed", "cancelled")
-SIGNATURE_HEADER = "X-Modeldeck-Signature"
-CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 STALE_QUEUED = 600.0  # a queued job with no live process after this long never started
 
 OutputCallback = Callable[[str], None]
 StatusCallback = Callable[[Job], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# hook helpers shared with core.releases
-
-
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def render_argv(template: Sequence[str], fields: Mapping[str, Any]) -> list[str]:
-    """Fill ``{name}`` placeholders in each argument. Each template element stays exactly one
-    argument whatever the values hold (spaces, quotes, ``;``): no shell ever sees it. Unknown
-    placeholders and other braces (JSON) are left as written."""
-
-    def sub(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key not in fields:
-            return m.group(0)
-        value = fields[key]
-        return "" if value is None else str(value)
-
-    return [_FIELD.sub(sub, str(arg)) for arg in template]
-
-
-def render_url(template: str, fields: Mapping[str, Any]) -> str:
-    """Like :func:`render_argv` for one URL, with each value percent-quoted."""
-
-    def sub(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key not in fields:
-            return m.group(0)
-        return quote("" if fields[key] is None else str(fields[key]), safe="")
-
-    return _FIELD.sub(sub, template)
-
-
-def sign_body(secret: str, body: bytes) -> str:
-    """The ``X-Modeldeck-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """What a receiver does: recompute the HMAC over the raw body, compare in constant time."""
-    if not header:
-        return False
-    return hmac.compare_digest(sign_body(secret, body), header.strip())
-
-
-def webhook_headers(hook: WebhookConfig, body: bytes, where: str) -> dict[str, str]:
-    """Request headers for a webhook call: the configured ones (``${VAR}`` expanded only now)
-    and the signature when a secret is set. The result must never be logged."""
-    headers = {"Content-Type": "application/json", "User-Agent": "modeldeck"}
-    for k, v in hook.headers.items():
-        headers[k] = expand(v, f"{where}.headers.{k}")
-    if hook.secret:
-        headers[SIGNATURE_HEADER] = sign_body(expand(hook.secret, f"{where}.secret"), body)
-    return headers
-
-
-def json_body(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
-
-
-def hook_env(extra: Mapping[str, Any]) -> dict[str, str]:
-    """A hook's environment: ours, with this interpreter's folder first on PATH (so
-    ``python`` and ``modeldeck`` in a hook mean the ones running now) and ``extra``."""
-    env = dict(os.environ)
-    bindir = str(Path(sys.executable).parent)
-    parts = env.get("PATH", "").split(os.pathsep) if env.get("PATH") else []
-    if bindir not in parts:
-        env["PATH"] = os.pathsep.join([bindir, *parts])
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    for k, v in extra.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = str(v)
-    return env
-
-
-def config_file(settings: Settings) -> str:
-    """The config file as an absolute path for hooks ("" without one, or when it is gone)."""
-    if settings.path is not None and Path(settings.path).is_file():
-        return str(Path(settings.path).resolve())
-    return ""
-
-
-def hook_cwd(settings: Settings) -> str:
-    """Hooks run in the config file's folder (relative paths in the config mean that)."""
-    if settings.path is not None:
-        return str(Path(settings.path).resolve().parent)
-    return os.getcwd()
-
-
-def clean_line(raw: bytes | str) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text.rstrip("\r\n")
-
-
-def kill_group(pid: int, grace: float = CANCEL_GRACE, *, is_alive: Callable[[], bool] | None = None) -> bool:
-    """SIGTERM the process group led by ``pid``, then SIGKILL it after ``grace`` seconds if
-    anything of it is still there. True when a signal was delivered."""
-    alive = is_alive or (lambda: _group_exists(pid))
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not alive():
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    return True
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Only zombies left (not reaped yet by their parent) count as gone.
-    return any(not _is_zombie(p) for p in _group_members(pgid)) if Path("/proc").is_dir() else True
-
-
-def _group_members(pgid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
-            out.append(int(d.name))
-    return out
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # gone
-    return stat[stat.rfind(")") + 2:].split()[0] in ("Z", "X")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,29 +86,6 @@ def _is_zombie(pid: int) -> bool:
 # A job's ``pid`` is its *runner*: the process that supervises it and records its end (the
 # detached supervisor, or the process whose thread runs it). A local command's own process
 # group is its ``external_id`` (``pgid:N``), the handle cancel() signals.
-
-
-def pid_alive(pid: int | None, *, not_after: str | None = None) -> bool:
-    """Is ``pid`` a live process (not a zombie)? With ``not_after`` (a registry time), a
-    process that started later than that is a recycled pid, not the one recorded."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not Path(f"/proc/{pid}").is_dir():
-        return True  # no /proc (macOS): trust the signal
-    if _is_zombie(pid):
-        return False
-    if not_after:
-        started = _process_start(pid)
-        limit = stored_time(not_after)
-        if started is not None and limit is not None and started > limit.timestamp() + 2.0:
-            return False
-    return True
 
 
 def job_alive(job: Job) -> bool:
@@ -256,27 +103,15 @@ def job_pgid(job: Job) -> int | None:
     return None
 
 
-def _process_start(pid: int) -> float | None:
-    """When a process started (epoch seconds), from /proc; None when unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat[stat.rfind(")") + 2:].split()[19])
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 def _group_is_job(pgid: int, job_id: int) -> bool:
     """Does process group ``pgid`` still run job ``job_id`` (a member's environment carries
     its MODELDECK_JOB_ID)? Guards against signalling a recycled group id."""
-    if not _group_exists(pgid):
+    if not group_exists(pgid):
         return False
     if not Path("/proc").is_dir():
         return True
     marker = f"MODELDECK_JOB_ID={job_id}".encode()
-    for pid in _group_members(pgid):
+    for pid in group_members(pgid):
         try:
             if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                 return True
@@ -351,11 +186,11 @@ def cancel(job_id: int, *, registry: Registry | None = None, settings: Settings 
         with _ACTIVE_LOCK:
             run = _ACTIVE.get(job_id)
         if run is not None:
-            run._cancel_requested.set()
+            run.request_stop()
         job = registry.update_job(job_id, status="cancelled", actor=actor, message=f"cancelled by {actor}")
         pgid = job_pgid(job)
         if run is not None:
-            run._kill(grace)
+            run.terminate(grace)
         elif pgid and _group_is_job(pgid, job_id):
             kill_group(pgid, grace)
         elif job.pid and job.pid != os.getpid() and pid_alive(job.pid):
@@ -386,7 +221,12 @@ class RetrainEvent:
 
 class RetrainRun:
     """A started job. ``wait()`` blocks until it ends and returns the final Job;
-    ``cancel()`` stops it. ``job_id``, ``log_path`` and ``model`` are known at once."""
+    ``cancel()`` stops it. ``job_id``, ``log_path`` and ``model`` are known at once.
+
+    The run also carries the runner: :meth:`run_in_thread` (a daemon thread of this process)
+    or :meth:`follow` (a detached supervisor's job, followed through its log file and the
+    registry), and :meth:`run_to_end` (the pipeline itself, in this thread). Its state (the
+    pipeline's process, the cancel request, the callbacks) is reached only through methods."""
 
     def __init__(self, settings: Settings, job: Job, log_path: Path, *, on_output: OutputCallback | None,
                  on_status: StatusCallback | None, detached: bool) -> None:
@@ -425,7 +265,236 @@ class RetrainRun:
         with Registry(self.settings.registry, create=False) as reg:
             return cancel(self.job_id, registry=reg, grace=grace)
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- stopping (cancel(), the supervisor's SIGTERM) ----------------------------------------------
+    def request_stop(self) -> None:
+        """The pipeline is to stop: it is not started any more, a webhook run is no longer
+        followed, and the end is recorded as cancelled."""
+        self._cancel_requested.set()
+
+    def terminate(self, grace: float = CANCEL_GRACE) -> None:
+        """Stop the pipeline's process group (SIGTERM, then SIGKILL after ``grace``)."""
+        with self._proc_lock:
+            p = self._proc
+        if p is not None and p.poll() is None:
+            kill_group(p.pid, grace, is_alive=lambda: p.poll() is None)
+
+    # -- the runners ------------------------------------------------------------------------------
+    def start_in_thread(self, hook: HookConfig, actor: str | None) -> None:
+        """Run the pipeline on a daemon thread of this process."""
+        with _ACTIVE_LOCK:
+            _ACTIVE[self.job_id] = self
+        self._thread = threading.Thread(target=self._run_in_thread, args=(hook, actor),
+                                        name=f"retrain-{self.job_id}", daemon=True)
+        self._thread.start()
+
+    def start_following(self) -> None:
+        """Follow a job that a detached supervisor runs (its log's lines, its status changes)."""
+        self._thread = threading.Thread(target=self._follow, name=f"retrain-follow-{self.job_id}", daemon=True)
+        self._thread.start()
+
+    def run_to_end(self, reg: Registry, hook: HookConfig, actor: str | None) -> Job:
+        """Run the job to its end in this thread; returns the final Job. Expects it queued."""
+        with _ACTIVE_LOCK:
+            _ACTIVE[self.job_id] = self
+        try:
+            return self._execute(reg, hook, actor)
+        finally:
+            self._finish(None)
+
+    def _run_in_thread(self, hook: HookConfig, actor: str | None) -> None:
+        job: Job | None = None
+        try:
+            with Registry(self.settings.registry, create=False) as reg:
+                job = self._execute(reg, hook, actor)
+        except BaseException as e:  # record, never raise out of a thread
+            self.error = e
+            with contextlib.suppress(Exception), Registry(self.settings.registry, create=False) as reg:
+                job = reg.job(self.job_id)
+                if job.status not in ENDED:
+                    job = reg.update_job(self.job_id, status="failed", message=f"modeldeck error: {e}")
+        finally:
+            self._finish(job)
+            if job is not None:
+                self._status(job)
+
+    def _execute(self, reg: Registry, hook: HookConfig, actor: str | None) -> Job:
+        job = reg.job(self.job_id)
+        if job.status != "queued":
+            return job
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8", errors="replace") as log:
+            def emit(line: str) -> None:
+                log.write(line + "\n")
+                log.flush()
+                self._output(line)
+
+            emit(f"# modeldeck job {job.id}: retrain {job.model} (trigger {job.trigger}, by {job.actor}"
+                 f"{', ' + job.reason if job.reason else ''}) at {utcnow()}")
+            if hook.command:
+                final = self._run_command(reg, hook, job, emit, actor)
+            else:
+                final = self._run_webhook(reg, hook, job, emit, actor)
+            emit(f"# job {final.status}" + (f": {final.message}" if final.message else "")
+                 + (f"; produced version {final.produced_version}" if final.produced_version else ""))
+        return final
+
+    def _run_command(self, reg: Registry, hook: HookConfig, job: Job, emit: Callable[[str], None],
+                     actor: str | None) -> Job:
+        fields = _fields(self.settings, job, self.log_path)
+        assert hook.command is not None
+        argv = render_argv(hook.command, fields)
+        env = hook_env({"MODELDECK_JOB_ID": job.id, "MODELDECK_REGISTRY": fields["registry"],
+                        "MODELDECK_CONFIG": fields["config"] or None, "MODELDECK_MODEL": job.model,
+                        "MODELDECK_TRIGGER": job.trigger})
+        emit("$ " + shlex.join(argv))
+        if self._cancel_requested.is_set():
+            return reg.job(job.id)
+        with self._proc_lock:
+            p = start_command(argv, env, hook_cwd(self.settings))
+            if isinstance(p, str):
+                return _end(reg, job.id, "failed", actor, message=p)
+            self._proc = p
+        started = _start_running(reg, job.id, actor, pid=os.getpid(), external_id=f"pgid:{p.pid}")
+        if started is None:  # cancelled between queueing and starting
+            kill_group(p.pid, CANCEL_GRACE, is_alive=lambda: p.poll() is None)
+        else:
+            self._status(started)
+        rc, last, timed_out = stream_process(p, hook.timeout, emit, grace=CANCEL_GRACE)
+        current = reg.job(job.id)
+        if current.status == "cancelled" or self._cancel_requested.is_set():
+            return _end(reg, job.id, "cancelled", actor, exit_code=rc)
+        if timed_out:
+            return _end(reg, job.id, "failed", actor, exit_code=rc, message=timed_out_words(hook.timeout))
+        if rc == 0:
+            produced = current.produced_version
+            msg = None if produced else "finished without registering a version"
+            return _end(reg, job.id, "succeeded", actor, exit_code=0, message=msg)
+        why = exit_words(rc)
+        return _end(reg, job.id, "failed", actor, exit_code=rc, message=f"{why}: {last[:200]}" if last else why)
+
+    def _run_webhook(self, reg: Registry, hook: HookConfig, job: Job, emit: Callable[[str], None],
+                     actor: str | None) -> Job:
+        import httpx
+
+        webhook = hook.webhook
+        assert webhook is not None
+        where = f"models.{job.model}.retrain.webhook"
+        fields = _fields(self.settings, job, self.log_path)
+        body = json_body(retrain_payload(webhook, fields, job))
+        try:
+            headers = webhook_headers(webhook, body, where)
+        except ConfigError as e:
+            return _end(reg, job.id, "failed", actor, message=str(e))
+        started = _start_running(reg, job.id, actor, pid=os.getpid())
+        if started is None:
+            return reg.job(job.id)
+        self._status(started)
+        deadline = time.monotonic() + hook.timeout
+        with webhook_client(webhook) as client:
+            emit(f"POST {webhook.url}")
+            r = post_webhook(client, webhook.url, body, headers)
+            if isinstance(r, str):
+                return _end(reg, job.id, "failed", actor, message=r)
+            if not r.ok:
+                emit(f"-> HTTP {r.status}: {r.text}")
+                return _end(reg, job.id, "failed", actor,
+                            message=f"webhook {webhook.url} answered HTTP {r.status}: {r.text[:150]}")
+            run_id = _run_id(r.json)
+            state = _state(r.json)
+            emit(f"-> HTTP {r.status}" + (f"; run {run_id}" if run_id else "") + (f"; state {state}" if state else ""))
+            if run_id:
+                reg.update_job(job.id, external_id=run_id, actor=actor)
+            url = _status_url(webhook, run_id, fields)
+            if url is None:
+                final = _terminal(state)
+                if final:
+                    return _end(reg, job.id, final, actor, message=f"remote run {run_id or ''} ended {state}".strip())
+                return _end(reg, job.id, "succeeded", actor,
+                            message="run accepted; no status_url configured, so not followed to its end")
+            status_headers = {k: v for k, v in headers.items() if k not in (SIGNATURE_HEADER, "Content-Type")}
+            failures = 0
+            last_state = state
+            while True:
+                if self._cancel_requested.wait(webhook.poll_interval):  # our runner is stopping
+                    return _end(reg, job.id, "failed", actor, message=f"modeldeck stopped following the remote "
+                                f"run {run_id} (its runner was stopped); check it in the pipeline itself")
+                if time.monotonic() > deadline:
+                    return _end(reg, job.id, "failed", actor,
+                                message=f"remote run {run_id} did not end within {duration(hook.timeout)} "
+                                        f"(last state {last_state or 'unknown'})")
+                problem = None
+                try:
+                    s = client.get(url, headers=status_headers)
+                    if s.is_success:
+                        state = _state(s.json())
+                    else:
+                        problem = f"HTTP {s.status_code}"
+                except ValueError:
+                    problem = "the answer is not JSON"
+                except (httpx.HTTPError, OSError) as e:
+                    problem = http_reason(e)
+                if problem is not None:
+                    failures += 1
+                    emit(f"status {url}: {problem}")
+                    if failures >= 5:
+                        return _end(reg, job.id, "failed", actor,
+                                    message=f"lost the remote run {run_id}: status URL failed 5 times ({problem})")
+                    continue
+                failures = 0
+                if state != last_state:
+                    emit(f"state {state}")
+                    last_state = state
+                final = _terminal(state)
+                if final:
+                    produced = reg.job(job.id).produced_version
+                    msg = f"remote run {run_id} {state}"
+                    if final == "succeeded" and not produced:
+                        msg += "; no version registered for this job"
+                    return _end(reg, job.id, final, actor, message=msg)
+
+    def _follow(self) -> None:
+        """Follow a detached job: its log file's new lines to on_output, status changes to
+        on_status, until it ends."""
+        pos = 0
+        buf = b""
+        last_status = None
+        job: Job | None = None
+        try:
+            with Registry(self.settings.registry, create=False) as reg:
+                ended_seen = 0.0
+                while True:
+                    try:
+                        with open(self.log_path, "rb") as f:
+                            f.seek(pos)
+                            chunk = f.read()
+                    except FileNotFoundError:
+                        chunk = b""
+                    if chunk:
+                        pos += len(chunk)
+                        buf += chunk
+                        *lines, buf = buf.split(b"\n")
+                        for raw in lines:
+                            self._output(clean_line(raw))
+                    job = reg.job(self.job_id)
+                    if job.status != last_status:
+                        last_status = job.status
+                        self._status(job)
+                    if job.status in ENDED:
+                        # the supervisor writes its last line just after the end is recorded
+                        if ended_seen and time.monotonic() - ended_seen > 0.5 and not chunk:
+                            break
+                        ended_seen = ended_seen or time.monotonic()
+                    elif job.pid is not None and not job_alive(job):
+                        reconcile(reg)
+                    time.sleep(0.1)
+                if buf:
+                    self._output(clean_line(buf))
+        except BaseException as e:
+            self.error = e
+        finally:
+            self._finish(job)
+
+    # -- callbacks ----------------------------------------------------------------------------------
     def _output(self, line: str) -> None:
         if self._on_output is not None:
             try:
@@ -443,12 +512,6 @@ class RetrainRun:
         with _ACTIVE_LOCK:
             _ACTIVE.pop(self.job_id, None)
         self._done.set()
-
-    def _kill(self, grace: float) -> None:
-        with self._proc_lock:
-            p = self._proc
-        if p is not None and p.poll() is None:
-            kill_group(p.pid, grace, is_alive=lambda: p.poll() is None)
 
 
 def start_retrain(settings: Settings, model: str, *, trigger: str = "manual", reason: str = "",
@@ -484,15 +547,9 @@ def start_retrain(settings: Settings, model: str, *, trigger: str = "manual", re
     run = RetrainRun(settings, job, log_path, on_output=on_output, on_status=on_status, detached=detach)
     if detach:
         _spawn_supervisor(settings, job, log_path)
-        run._thread = threading.Thread(target=_follow, args=(run,), name=f"retrain-follow-{job.id}",
-                                       daemon=True)
-        run._thread.start()
-        return run
-    with _ACTIVE_LOCK:
-        _ACTIVE[job.id] = run
-    run._thread = threading.Thread(target=_run_in_thread, args=(run, hook, actor),
-                                   name=f"retrain-{job.id}", daemon=True)
-    run._thread.start()
+        run.start_following()
+    else:
+        run.start_in_thread(hook, actor)
     return run
 
 
@@ -525,46 +582,6 @@ def maybe_retrain_on_drift(settings: Settings, registry: Registry, model: str, r
 # running a job (in a thread of this process, or in the detached supervisor)
 
 
-def _run_in_thread(run: RetrainRun, hook: HookConfig, actor: str | None) -> None:
-    job: Job | None = None
-    try:
-        with Registry(run.settings.registry, create=False) as reg:
-            job = _execute(run, reg, hook, actor)
-    except BaseException as e:  # record, never raise out of a thread
-        run.error = e
-        with contextlib.suppress(Exception), Registry(run.settings.registry, create=False) as reg:
-            job = reg.job(run.job_id)
-            if job.status not in ENDED:
-                job = reg.update_job(run.job_id, status="failed", message=f"modeldeck error: {e}")
-    finally:
-        run._finish(job)
-        if job is not None:
-            run._status(job)
-
-
-def _execute(run: RetrainRun, reg: Registry, hook: HookConfig, actor: str | None) -> Job:
-    """Run the job to its end; returns the final Job. Expects the job queued."""
-    job = reg.job(run.job_id)
-    if job.status != "queued":
-        return job
-    run.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(run.log_path, "a", encoding="utf-8", errors="replace") as log:
-        def emit(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-            run._output(line)
-
-        emit(f"# modeldeck job {job.id}: retrain {job.model} (trigger {job.trigger}, by {job.actor}"
-             f"{', ' + job.reason if job.reason else ''}) at {utcnow()}")
-        if hook.command:
-            final = _run_command(run, reg, hook, job, emit, actor)
-        else:
-            final = _run_webhook(run, reg, hook, job, emit, actor)
-        emit(f"# job {final.status}" + (f": {final.message}" if final.message else "")
-             + (f"; produced version {final.produced_version}" if final.produced_version else ""))
-    return final
-
-
 def _fields(settings: Settings, job: Job, log_path: Path) -> dict[str, Any]:
     return {"model": job.model, "job_id": job.id, "registry": str(Path(settings.registry).resolve()),
             "config": config_file(settings),
@@ -589,80 +606,6 @@ def _end(reg: Registry, job_id: int, status: str, actor: str | None, **changes: 
         if facts:
             return reg.update_job(job_id, actor=actor, **facts)
         return reg.job(job_id)
-
-
-def stream_process(proc: subprocess.Popen[bytes], timeout: float, emit: Callable[[str], None], *,
-                   grace: float = CANCEL_GRACE) -> tuple[int, str, bool]:
-    """Read a hook's merged output line by line into ``emit`` until it exits; past ``timeout``
-    its process group is stopped (SIGTERM, then SIGKILL after ``grace``). Returns (exit code,
-    last non-empty line, timed out). Used by retraining commands and deploy hooks."""
-    timed_out = threading.Event()
-
-    def on_timeout() -> None:
-        if proc.poll() is None:
-            timed_out.set()
-            emit(f"# timed out after {timeout:g} s; stopping it")
-            kill_group(proc.pid, grace, is_alive=lambda: proc.poll() is None)
-
-    timer = threading.Timer(timeout, on_timeout)
-    timer.daemon = True
-    timer.start()
-    last = ""
-    try:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = clean_line(raw)
-            if line.strip():
-                last = line.strip()
-            emit(line)
-        rc = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return rc, last, timed_out.is_set()
-
-
-def _run_command(run: RetrainRun, reg: Registry, hook: HookConfig, job: Job,
-                 emit: Callable[[str], None], actor: str | None) -> Job:
-    settings = run.settings
-    fields = _fields(settings, job, run.log_path)
-    assert hook.command is not None
-    argv = render_argv(hook.command, fields)
-    env = hook_env({"MODELDECK_JOB_ID": job.id, "MODELDECK_REGISTRY": fields["registry"],
-                    "MODELDECK_CONFIG": fields["config"] or None, "MODELDECK_MODEL": job.model,
-                    "MODELDECK_TRIGGER": job.trigger})
-    emit("$ " + shlex.join(argv))
-    if run._cancel_requested.is_set():
-        return reg.job(job.id)
-    try:
-        with run._proc_lock:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, env=env, cwd=hook_cwd(settings),
-                                 start_new_session=True)
-            run._proc = p
-    except FileNotFoundError:
-        return _end(reg, job.id, "failed", actor, message=f"command not found: {argv[0]}")
-    except OSError as e:
-        return _end(reg, job.id, "failed", actor, message=f"cannot run {argv[0]}: {e.strerror or e}")
-    started = _start_running(reg, job.id, actor, pid=os.getpid(), external_id=f"pgid:{p.pid}")
-    if started is None:  # cancelled between queueing and starting
-        kill_group(p.pid, CANCEL_GRACE, is_alive=lambda: p.poll() is None)
-    else:
-        run._status(started)
-    rc, last, timed_out = stream_process(p, hook.timeout, emit, grace=CANCEL_GRACE)
-    current = reg.job(job.id)
-    if current.status == "cancelled" or run._cancel_requested.is_set():
-        return _end(reg, job.id, "cancelled", actor, exit_code=rc)
-    if timed_out:
-        return _end(reg, job.id, "failed", actor, exit_code=rc, message=f"timed out after {hook.timeout:g} s")
-    if rc == 0:
-        produced = current.produced_version
-        msg = None if produced else "finished without registering a version"
-        return _end(reg, job.id, "succeeded", actor, exit_code=0, message=msg)
-    why = f"exit status {rc}" if rc > 0 else f"killed by signal {-rc}"
-    return _end(reg, job.id, "failed", actor, exit_code=rc,
-                message=f"{why}: {last[:200]}" if last else why)
 
 
 # -- webhook runner ---------------------------------------------------------------------------
@@ -714,92 +657,6 @@ def _status_url(webhook: WebhookConfig, run_id: str | None, fields: Mapping[str,
     return None
 
 
-def _run_webhook(run: RetrainRun, reg: Registry, hook: HookConfig, job: Job,
-                 emit: Callable[[str], None], actor: str | None) -> Job:
-    import httpx
-
-    webhook = hook.webhook
-    assert webhook is not None
-    where = f"models.{job.model}.retrain.webhook"
-    fields = _fields(run.settings, job, run.log_path)
-    payload = retrain_payload(webhook, fields, job)
-    body = json_body(payload)
-    try:
-        headers = webhook_headers(webhook, body, where)
-    except ConfigError as e:
-        return _end(reg, job.id, "failed", actor, message=str(e))
-    started = _start_running(reg, job.id, actor, pid=os.getpid())
-    if started is None:
-        return reg.job(job.id)
-    run._status(started)
-    deadline = time.monotonic() + hook.timeout
-    with httpx.Client(timeout=webhook.timeout, follow_redirects=False) as client:
-        emit(f"POST {webhook.url}")
-        try:
-            r = client.post(webhook.url, content=body, headers=headers)
-        except httpx.HTTPError as e:
-            return _end(reg, job.id, "failed", actor, message=f"webhook {webhook.url}: {_http_reason(e)}")
-        text = r.text[:300]
-        if not r.is_success:
-            emit(f"-> HTTP {r.status_code}: {text}")
-            return _end(reg, job.id, "failed", actor,
-                        message=f"webhook {webhook.url} answered HTTP {r.status_code}: {' '.join(text.split())[:150]}")
-        try:
-            answer = r.json()
-        except ValueError:
-            answer = None
-        run_id = _run_id(answer)
-        state = _state(answer)
-        emit(f"-> HTTP {r.status_code}" + (f"; run {run_id}" if run_id else "") + (f"; state {state}" if state else ""))
-        if run_id:
-            reg.update_job(job.id, external_id=run_id, actor=actor)
-        url = _status_url(webhook, run_id, fields)
-        if url is None:
-            final = _terminal(state)
-            if final:
-                return _end(reg, job.id, final, actor, message=f"remote run {run_id or ''} ended {state}".strip())
-            return _end(reg, job.id, "succeeded", actor,
-                        message="run accepted; no status_url configured, so not followed to its end")
-        failures = 0
-        last_state = state
-        while True:
-            if run._cancel_requested.wait(webhook.poll_interval):  # our runner is stopping
-                return _end(reg, job.id, "failed", actor, message=f"modeldeck stopped following the remote "
-                            f"run {run_id} (its runner was stopped); check it in the pipeline itself")
-            if time.monotonic() > deadline:
-                return _end(reg, job.id, "failed", actor,
-                            message=f"remote run {run_id} did not end within {hook.timeout:g} s (last state "
-                                    f"{last_state or 'unknown'})")
-            try:
-                s = client.get(url, headers={k: v for k, v in headers.items()
-                                             if k not in (SIGNATURE_HEADER, "Content-Type")})
-                if not s.is_success:
-                    raise _StatusError(f"HTTP {s.status_code}")
-                state = _state(s.json())
-                failures = 0
-            except (httpx.HTTPError, ValueError, _StatusError) as e:
-                failures += 1
-                emit(f"status {url}: {_http_reason(e) if isinstance(e, httpx.HTTPError) else e}")
-                if failures >= 5:
-                    return _end(reg, job.id, "failed", actor,
-                                message=f"lost the remote run {run_id}: status URL failed 5 times ({e})")
-                continue
-            if state != last_state:
-                emit(f"state {state}")
-                last_state = state
-            final = _terminal(state)
-            if final:
-                produced = reg.job(job.id).produced_version
-                msg = f"remote run {run_id} {state}"
-                if final == "succeeded" and not produced:
-                    msg += "; no version registered for this job"
-                return _end(reg, job.id, final, actor, message=msg)
-
-
-class _StatusError(Exception):
-    pass
-
-
 def _terminal(state: str | None) -> str | None:
     if state in SUCCESS_STATES:
         return "succeeded"
@@ -808,16 +665,6 @@ def _terminal(state: str | None) -> str | None:
     if state in CANCELLED_STATES:
         return "cancelled"
     return None
-
-
-def _http_reason(e: BaseException) -> str:
-    import httpx
-
-    if isinstance(e, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(e, httpx.ConnectError):
-        return "cannot connect"
-    return type(e).__name__ + (f": {e}" if str(e) else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -867,49 +714,6 @@ def _hook_from_dict(d: Mapping[str, Any]) -> HookConfig:
                           timeout=float(w["timeout"])))
 
 
-def _follow(run: RetrainRun) -> None:
-    """Follow a detached job: its log file's new lines to on_output, status changes to
-    on_status, until it ends."""
-    pos = 0
-    buf = b""
-    last_status = None
-    job: Job | None = None
-    try:
-        with Registry(run.settings.registry, create=False) as reg:
-            ended_seen = 0.0
-            while True:
-                try:
-                    with open(run.log_path, "rb") as f:
-                        f.seek(pos)
-                        chunk = f.read()
-                except FileNotFoundError:
-                    chunk = b""
-                if chunk:
-                    pos += len(chunk)
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for raw in lines:
-                        run._output(clean_line(raw))
-                job = reg.job(run.job_id)
-                if job.status != last_status:
-                    last_status = job.status
-                    run._status(job)
-                if job.status in ENDED:
-                    # the supervisor writes its last line just after the end is recorded
-                    if ended_seen and time.monotonic() - ended_seen > 0.5 and not chunk:
-                        break
-                    ended_seen = ended_seen or time.monotonic()
-                elif job.pid is not None and not job_alive(job):
-                    reconcile(reg)
-                time.sleep(0.1)
-            if buf:
-                run._output(clean_line(buf))
-    except BaseException as e:
-        run.error = e
-    finally:
-        run._finish(job)
-
-
 def run_job(settings: Settings, job_id: int) -> Job:
     """Run a queued job to its end in this process (the detached supervisor's body)."""
     with Registry(settings.registry, create=False) as reg:
@@ -919,19 +723,15 @@ def run_job(settings: Settings, job_id: int) -> Job:
             return _end(reg, job_id, "failed", None, message=f"{job.model} has no retraining pipeline configured")
         run = RetrainRun(settings, job, Path(job.log_path) if job.log_path else job_log_path(job_id, settings.registry),
                          on_output=None, on_status=None, detached=False)
-        with _ACTIVE_LOCK:
-            _ACTIVE[job_id] = run
+
         # A SIGTERM to the supervisor (cancel of a job not started yet, or a shutdown) stops
         # its pipeline too; the normal flow then records the end.
         def on_term(*_: object) -> None:
-            run._cancel_requested.set()
-            threading.Thread(target=run._kill, args=(CANCEL_GRACE,), daemon=True).start()
+            run.request_stop()
+            threading.Thread(target=run.terminate, args=(CANCEL_GRACE,), daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_term)
-        try:
-            return _execute(run, reg, hook, job.actor)
-        finally:
-            run._finish(None)
+        return run.run_to_end(reg, hook, job.actor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from modeldeck.core import config as configmod
-from modeldeck.core import retrain
+from modeldeck.core import hooks, retrain
 from modeldeck.core.errors import ConfigError, ConflictError, RegistryError
 from modeldeck.core.registry import Registry, format_time
 from tests.conftest import MODELDECK, ROOT, run_env
@@ -155,7 +155,7 @@ def test_cancel_terminates_the_process_group(tmp_path: Path, registry_path: Path
     assert time.monotonic() - t0 < 10
     assert job is not None and job.status == "cancelled" and job.message == "cancelled by tester"
     assert job.exit_code == (-15 if mode == "polite" else -9)
-    wait_for(lambda: not retrain._group_exists(pgid), 10)  # the helper went with it
+    wait_for(lambda: not hooks.group_exists(pgid), 10)  # the helper went with it
     with Registry(registry_path) as reg, pytest.raises(ConflictError, match="already ended"):
         retrain.cancel(run.job_id, registry=reg)
 
@@ -228,7 +228,7 @@ def test_job_whose_runner_is_gone_does_not_stay_running(tmp_path: Path, registry
         assert jobs[c.id].status == "queued" and jobs[live.id].status == "running"
         # a recycled pid: the process now holding it started after the job did
         reg.update_job(live.id, pid=os.getpid())
-        assert retrain.pid_alive(os.getpid(), not_after=format_time(
+        assert hooks.pid_alive(os.getpid(), not_after=format_time(
             __import__("datetime").datetime(2000, 1, 1, tzinfo=__import__("datetime").timezone.utc))) is False
         changed = retrain.reconcile(reg, stale_queued=0)
         assert {j.id for j in changed} == {c.id, live.id}
@@ -265,7 +265,7 @@ def test_airflow_dag_run_flow_works_out_of_the_box(tmp_path: Path, registry_path
     assert set(post["json"]) == {"dag_run_id", "conf"}
     sig = "sha256=" + hmac.new(b"hush-123", post["body"], hashlib.sha256).hexdigest()
     assert post["headers"]["X-Modeldeck-Signature"] == sig
-    assert retrain.verify_signature("hush-123", post["body"], sig)
+    assert hooks.verify_signature("hush-123", post["body"], sig)
     assert "state running" in lines and "state success" in lines
     log = Path(job.log_path or "").read_text()
     assert "hush-123" not in log and "YWRtaW46YWRtaW4" not in log
@@ -340,7 +340,7 @@ def test_cooldown_expires(tmp_path: Path, registry_path: Path) -> None:
 
 def test_templating_never_reaches_a_shell() -> None:
     fields = {"model": "a b; rm -rf / $(x) 'q' \"d\"", "job_id": 3}
-    argv = retrain.render_argv(["{model}", "--job={job_id}", '{"keep": {unknown}}'], fields)
+    argv = hooks.render_argv(["{model}", "--job={job_id}", '{"keep": {unknown}}'], fields)
     assert argv == ["a b; rm -rf / $(x) 'q' \"d\"", "--job=3", '{"keep": {unknown}}']
     with pytest.raises(ConfigError, match="NOT_SET_VAR_XYZ"):
-        retrain.webhook_headers(configmod.WebhookConfig(url="http://x", secret="${NOT_SET_VAR_XYZ}"), b"{}", "w")
+        hooks.webhook_headers(configmod.WebhookConfig(url="http://x", secret="${NOT_SET_VAR_XYZ}"), b"{}", "w")
