@@ -55,9 +55,10 @@ import os
 import struct
 import tempfile
 import threading
+import time
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ from scipy import stats
 from scipy.spatial import distance
 
 from modeldeck.core.errors import InputError
+from modeldeck.core.textfmt import one_line
 
 __all__ = [
     "ColumnDrift",
@@ -84,6 +86,7 @@ __all__ = [
     "render_text",
     "result_to_json",
     "run_drift_command",
+    "window_drift",
 ]
 
 NUMERICAL = "numerical"
@@ -1316,6 +1319,76 @@ def render_text(result: DriftResult) -> str:
         f"(share {result.drift_share:.2f}, dataset drift at >= {DATASET_DRIFT_SHARE}); "
         f"psi warn >= {PSI_WARN}, alert >= {PSI_ALERT} (! / !!)")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the live-window job
+
+
+_PROFILES: dict[tuple[str, int, int], ReferenceProfile] = {}
+_PROFILES_LOCK = threading.Lock()
+PROFILES_KEPT = 32
+
+
+def cached_profile(reference: str, *, timeout: float | None = None) -> ReferenceProfile:
+    """:func:`load_profile` with an in-process cache for local files (keyed on the path, its
+    size and mtime: a reference changed in place is read again), so a poller comparing every
+    few seconds hashes a reference once, not every time. URLs go to :func:`load_profile`."""
+    from modeldeck.core import capture
+
+    key = None
+    if not capture.is_url(reference):
+        try:
+            st = os.stat(reference)
+            key = (os.path.abspath(reference), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+    if key is not None:
+        with _PROFILES_LOCK:
+            hit = _PROFILES.get(key)
+        if hit is not None:
+            return hit
+    profile = load_profile(reference, timeout=timeout)
+    if key is not None:
+        with _PROFILES_LOCK:
+            _PROFILES[key] = profile
+            while len(_PROFILES) > PROFILES_KEPT:
+                _PROFILES.pop(next(iter(_PROFILES)))
+    return profile
+
+
+def window_drift(version: str | None, reference: str | None, capture_source: str, last_n: int, *,
+                 drift_share: float = DATASET_DRIFT_SHARE, timeout: float | None = None, histograms: bool = False,
+                 current_name: str = "current", computed_at: Callable[[], float] = time.time) -> Any:
+    """The drift check of one endpoint, used by the poller, the report and (through the
+    poller) the bake: the newest ``last_n`` records of ``capture_source`` compared with the
+    reference profile of ``version`` (its registered ``reference`` data), summarised by
+    :func:`modeldeck.core.judge.summarize_drift` (only judged columns count). Returns a
+    :class:`~modeldeck.core.snapshot.DriftSummary`; a problem with the inputs (no version, no
+    reference data, an unreadable or empty window, no shared columns) is its ``error``, in
+    words. ``histograms`` keeps each column's distribution for the model screen."""
+    from modeldeck.core import capture, judge
+    from modeldeck.core.snapshot import DriftSummary
+
+    def problem(text: str) -> Any:
+        return DriftSummary(error=text, computed_at=computed_at(), version=version)
+
+    if version is None:
+        return problem("the served version is unknown, so is its reference data")
+    try:
+        int(version)
+    except ValueError:
+        return problem(f"served version {one_line(version, 24)} is not a registry version")
+    if not reference:
+        return problem(f"version {version} has no reference data (register it with --reference)")
+    kwargs = {} if timeout is None else {"timeout": timeout}
+    try:
+        profile = cached_profile(reference, timeout=timeout)
+        window = capture.read_window(capture_source, last_n, **kwargs)
+        result = compare(profile, window, drift_share=drift_share, current_name=current_name)
+    except InputError as e:
+        return problem(str(e))
+    data = result_to_json(result, histograms=histograms)
+    return judge.summarize_drift(data, version=version, computed_at=computed_at(), rows=len(window))
 
 
 def run_drift_command(reference: str, current: str, fmt: str, categorical: list[str] | None,

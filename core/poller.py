@@ -64,11 +64,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig, Settings, Thresholds
 from modeldeck.core.errors import ModeldeckError, RegistryError
 from modeldeck.core.http11 import Answer, Sender, fetch, host_key, within
 from modeldeck.core.metrics import MetricsError, Profile, Rates, RateWindow, read_metrics
-from modeldeck.core.snapshot import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot
+from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot
 from modeldeck.core.textfmt import duration, one_line, utc_iso
 
 log = logging.getLogger("modeldeck.poller")
@@ -223,7 +224,7 @@ class Poller:
         self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read")
         self._writer: _RegistryThread | None = None
         self._drift_pool: ThreadPoolExecutor | None = None
-        self._profiles: dict[tuple[str, str], Any] = {}
+        self._references: dict[tuple[str, str], str | None] = {}  # (model, version) -> reference data
         self._stored_at: dict[str, float] = {}
         self._registry_warned: set[str] = set()
 
@@ -675,48 +676,31 @@ class Poller:
         if h.ready is not None:
             t.ready = h.ready  # else: the last known server readiness carries over
         served_versions = t.versions
-        served = None
-        if served_versions:
-            served = registry_version if registry_version in served_versions else served_versions[-1]
+        served = judge.served_version(registry_version, served_versions)
         rates = t.rates
         restarted = bool(rates and rates.restarted and t.rates_at is not None
                          and t.metrics_last is not None and t.rates_at >= t.metrics_last)
-        if h.down:
-            status, reason = DOWN, h.down
-        else:
-            problems: list[str] = []
-            if h.note:
-                problems.append(h.note)
-            if registry_version is not None and served_versions and registry_version not in served_versions:
-                problems.append(f"serves version {one_line(served, 24)}, {one_line(cfg.environment, 24)} "
-                                f"alias is {registry_version}")
-            elif (not served_versions and t.unconfirmed and t.unconfirmed[0] == registry_version
-                  and t.unconfirmed[1] == "404"):  # the server says it has no such version
-                problems.append(f"does not serve version {registry_version}, the {one_line(cfg.environment, 24)} "
-                                f"alias ({t.paths['metadata']}/versions/{registry_version}/ready: 404)")
-            if rates is not None:
-                if rates.error_ratio is not None and rates.error_ratio > th.error_ratio_warn:
-                    problems.append(f"error ratio {rates.error_ratio * 100:.1f}% over "
-                                    f"{th.error_ratio_warn * 100:.1f}%")
-                if rates.p95_ms is not None and rates.p95_ms > th.p95_ms_warn:
-                    problems.append(f"p95 latency {rates.p95_ms:.0f} ms over {th.p95_ms_warn:.0f} ms")
-            if t.metrics_error:
-                problems.append(t.metrics_error)
-            if problems:
-                status, reason = DEGRADED, "; ".join(problems)
-            else:
-                status, reason = UP, "ready"
-                if not served_versions and t.unconfirmed and t.unconfirmed[0] == registry_version:
-                    reason += (f"; version {registry_version} not confirmed ({t.paths['metadata']}/versions/"
-                               f"{registry_version}/ready: {one_line(t.unconfirmed[1], 40)})")
-                if t.metrics_note:
-                    reason += f"; {t.metrics_note}"
-            if restarted:
-                reason += "; restarted (counters reset)"
+        unconfirmed = t.unconfirmed if (not served_versions and t.unconfirmed
+                                        and t.unconfirmed[0] == registry_version) else None
+        route = f"{t.paths['metadata']}/versions/{registry_version}/ready"
+        missing = (f"does not serve version {registry_version}, the {one_line(cfg.environment, 24)} alias "
+                   f"({route}: 404)") if unconfirmed and unconfirmed[1] == "404" else None
+        notes = []
+        if unconfirmed and not missing:
+            notes.append(f"version {registry_version} not confirmed ({route}: {one_line(unconfirmed[1], 40)})")
+        if t.metrics_note:
+            notes.append(t.metrics_note)
+        status, reason = judge.status(
+            down=h.down, environment=cfg.environment, registry_version=registry_version,
+            served_versions=served_versions, error_ratio=rates.error_ratio if rates else None,
+            p95_ms=rates.p95_ms if rates else None, th=th, not_ready=h.note, missing_version=missing,
+            metrics_error=t.metrics_error, notes=notes)
+        if restarted and status != DOWN:
+            reason = one_line(reason + "; restarted (counters reset)", REASON_LIMIT)
         now = asyncio.get_running_loop().time() if self._loop is not None else None
         return EndpointSnapshot(
             endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=taken_at,
-            duration_ms=round(duration_ms, 3), status=status, reason=one_line(reason, REASON_LIMIT),
+            duration_ms=round(duration_ms, 3), status=status, reason=reason,
             live=h.live if h.live is not None else t.live,
             ready=False if h.live is False else t.ready,
             model_ready=False if h.live is False else h.model_ready,
@@ -824,42 +808,34 @@ class Poller:
     def _start_drift(self, t: _Target, snap: EndpointSnapshot) -> None:
         if t.drift_task is not None and not t.drift_task.done():
             return
-        version = snap.served_version or snap.registry_version
-        task = asyncio.ensure_future(self._drift(t, version))
+        task = asyncio.ensure_future(self._drift(t, judge.drift_version(snap)))
         t.drift_task = task
 
     async def _drift(self, t: _Target, version: str | None) -> None:
         cfg = t.cfg
         now = self._clock
         try:
-            if version is None:
-                raise _DriftProblem("served version unknown")
-            try:
-                n = int(version)
-            except ValueError:
-                raise _DriftProblem(f"served version {one_line(version, 24)} is not a registry version") from None
-            key = (cfg.model, version)
-            profile = self._profiles.get(key)
-            if profile is None:
-                try:
-                    ref = await self._reader.call(lambda r: r.version(cfg.model, n).reference_path)
-                except RegistryError as e:
-                    raise _DriftProblem(one_line(e, 120)) from None
-                if not ref:
-                    raise _DriftProblem(f"version {version} has no reference data")
-                from modeldeck.core import drift as drift_mod
+            reference = None
+            if version is not None and version.isdigit():  # else window_drift says what is wrong
+                key = (cfg.model, version)
+                if key not in self._references:
+                    try:
+                        self._references[key] = await self._reader.call(
+                            lambda r: r.version(cfg.model, int(version)).reference_path)
+                    except RegistryError as e:
+                        t.drift = DriftSummary(error=one_line(e, 120), computed_at=now(), version=version)
+                        return
+                    while len(self._references) > 256:
+                        self._references.pop(next(iter(self._references)))
+                reference = self._references[key]
+            from modeldeck.core import drift as drift_mod
 
-                profile = await self._in_drift_pool(drift_mod.load_profile, ref)
-                self._profiles[key] = profile
-                while len(self._profiles) > 32:
-                    self._profiles.pop(next(iter(self._profiles)))
-            summary = await self._in_drift_pool(_compare_window, profile, cfg.capture,
-                                                self.poll_settings.drift_window, cfg.thresholds.drift_share)
-            t.drift = DriftSummary(**{**summary, "computed_at": now(), "version": version})
+            t.drift = await self._in_drift_pool(
+                lambda: drift_mod.window_drift(version, reference, cfg.capture or "", self.poll_settings.drift_window,
+                                               drift_share=cfg.thresholds.drift_share, histograms=True,
+                                               current_name=f"capture of {cfg.name}", computed_at=now))
         except asyncio.CancelledError:
             raise
-        except _DriftProblem as e:
-            t.drift = DriftSummary(error=str(e), computed_at=now(), version=version)
         except ImportError as e:
             t.drift = DriftSummary(error=f"drift is not available: {one_line(e, 80)}", computed_at=now(),
                                    version=version)
@@ -867,54 +843,10 @@ class Poller:
             log.info("endpoint %s: drift failed: %s", cfg.name, one_line(e, 200))
             t.drift = DriftSummary(error=one_line(e, 120), computed_at=now(), version=version)
 
-    async def _in_drift_pool(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _in_drift_pool(self, fn: Callable[[], T]) -> T:
         if self._drift_pool is None:
             self._drift_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modeldeck-drift")
-        return await asyncio.get_running_loop().run_in_executor(self._drift_pool, lambda: fn(*args))
-
-
-class _DriftProblem(Exception):
-    pass
-
-
-def _compare_window(profile: Any, capture: str | None, last_n: int, drift_share: float) -> dict[str, Any]:
-    """Read the live window and compare it with ``profile`` (a worker thread). Returns the
-    DriftSummary fields."""
-    from modeldeck.core import capture as capture_mod
-    from modeldeck.core import drift as drift_mod
-
-    window = capture_mod.read_window(capture, last_n)
-    result = drift_mod.compare(profile, window, drift_share=drift_share)
-    data = drift_mod.result_to_json(result, histograms=True)  # the model screen draws them
-    return _summarize_drift(data, rows=_rows(window))
-
-
-def _rows(window: Any) -> int | None:
-    try:
-        return len(window)
-    except TypeError:
-        return None
-
-
-def _summarize_drift(data: Mapping[str, Any], *, rows: int | None) -> dict[str, Any]:
-    """DriftSummary fields from ``result_to_json`` output (tolerant of missing keys)."""
-    cols = data.get("columns") or []
-    if isinstance(cols, Mapping):
-        cols = [{"column": k, **(v if isinstance(v, Mapping) else {})} for k, v in cols.items()]
-    n_columns = int(data.get("n_columns", len(cols)) or 0)
-    n_drifted = int(data.get("n_drifted", sum(1 for c in cols if c.get("drifted"))) or 0)
-    share = data.get("drift_share")
-    if share is None:
-        share = n_drifted / n_columns if n_columns else 0.0
-    worst, worst_col = None, None
-    for c in cols:
-        psi = c.get("psi")
-        if isinstance(psi, (int, float)) and not math.isnan(psi) and (worst is None or psi > worst):
-            worst, worst_col = float(psi), str(c.get("column") or c.get("name") or "")
-    return {"n_columns": n_columns, "n_drifted": n_drifted,
-            "dataset_drift": bool(data.get("dataset_drift", False)), "drift_share": float(share),
-            "worst_psi": worst, "worst_psi_column": worst_col, "result": dict(data),
-            "window_rows": data.get("n_current", rows)}
+        return await asyncio.get_running_loop().run_in_executor(self._drift_pool, fn)
 
 
 # ---------------------------------------------------------------------------------------------

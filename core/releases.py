@@ -47,8 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modeldeck.core import paths
-from modeldeck.core.config import ConfigError, GateConfig, HookConfig, Settings, Thresholds
+from modeldeck.core import judge, paths
+from modeldeck.core.config import ConfigError, GateConfig, HookConfig, Settings
 from modeldeck.core.errors import ConflictError, GateError, RegistryError
 from modeldeck.core.hooks import (
     config_file,
@@ -72,6 +72,8 @@ from modeldeck.core.registry import (
     current_actor,
     utcnow,
 )
+from modeldeck.core.snapshot import DOWN, EndpointSnapshot
+from modeldeck.core.textfmt import duration
 
 # ReleaseOutcome.status
 RELEASED = "released"  # alias moved, hook ran, verified and baked (or verification skipped: see notes)
@@ -294,14 +296,17 @@ def _approval_gate(model: str, version: Version, environment: str, action: str) 
     return GateResult("approved", True, f"version {version.version} is {version.approval} (not rejected)", data)
 
 
-def health_gate(settings: Settings, model: str, environment: str, snapshots: Iterable[Any] | None) -> GateResult:
-    """The environment's endpoints are up (not DOWN, not PENDING) and under their critical
-    error-ratio and p95 thresholds, judged from ``snapshots`` (EndpointSnapshot values)."""
+def health_gate(settings: Settings, model: str, environment: str,
+                snapshots: Iterable[EndpointSnapshot] | None) -> GateResult:
+    """The environment's endpoints are polled (not PENDING), not DOWN, and under their
+    critical error-ratio and p95 thresholds (:func:`modeldeck.core.judge.health_verdicts`, the
+    rules the report and the fleet use), judged from ``snapshots``. The detail names the
+    values judged, or which are not known."""
     eps = settings.endpoints_for(model, environment)
     if not eps:
         return GateResult("healthy", True, f"no endpoints configured for {model} in {environment}: not "
                           f"checked", {"endpoints": []})
-    by_name = {getattr(s, "endpoint", None): s for s in (snapshots or ())}
+    by_name = {s.endpoint: s for s in (snapshots or ())}
     problems, fine = [], []
     rows = []
     for ep in eps:
@@ -310,30 +315,20 @@ def health_gate(settings: Settings, model: str, environment: str, snapshots: Ite
             problems.append(f"{ep.name}: no snapshot")
             rows.append({"endpoint": ep.name, "status": None})
             continue
-        bad = _critical(s, ep.thresholds)
-        status = getattr(s, "status", "")
-        rows.append({"endpoint": ep.name, "status": status, "served_version": getattr(s, "served_version", None),
-                     "error_ratio": getattr(s, "error_ratio", None),
-                     "latency_p95_ms": getattr(s, "latency_p95_ms", None)})
-        if status in ("DOWN", "PENDING"):
-            problems.append(f"{ep.name} is {status.lower()}: {getattr(s, 'reason', '')}".rstrip(": "))
-        elif bad:
-            problems.append(f"{ep.name}: {bad}")
+        rows.append({"endpoint": ep.name, "status": s.status, "served_version": s.served_version,
+                     "error_ratio": s.error_ratio, "latency_p95_ms": s.latency_p95_ms})
+        blocking = [v for v in judge.health_verdicts(s, ep.thresholds) if v.level in (judge.CRITICAL, judge.UNKNOWN)]
+        if blocking and blocking[0].key == "down":
+            problems.append(f"{ep.name} is down: {s.reason}".rstrip(": "))
+        elif blocking and blocking[0].key == "pending":
+            problems.append(f"{ep.name} is pending: not polled yet")
+        elif blocking:
+            problems.append(f"{ep.name}: " + "; ".join(v.text for v in blocking))
         else:
-            fine.append(f"{ep.name} {status.lower()}")
+            fine.append(f"{ep.name} {judge.health_line(s, ep.thresholds)}")
     if problems:
         return GateResult("healthy", False, "; ".join(problems), {"endpoints": rows})
-    return GateResult("healthy", True, ", ".join(fine), {"endpoints": rows})
-
-
-def _critical(s: Any, th: Thresholds) -> str | None:
-    er = getattr(s, "error_ratio", None)
-    p95 = getattr(s, "latency_p95_ms", None)
-    if er is not None and er >= th.error_ratio_crit:
-        return f"error ratio {er * 100:.1f}% >= {th.error_ratio_crit * 100:.1f}%"
-    if p95 is not None and p95 >= th.p95_ms_crit:
-        return f"p95 latency {p95:.0f} ms >= {th.p95_ms_crit:.0f} ms"
-    return None
+    return GateResult("healthy", True, "; ".join(fine), {"endpoints": rows})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +378,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
             snaps = _snapshot_list(snapshots)
             eps = settings.endpoints_for(model, environment)
             if eps and (snaps is None or _missing(eps, snaps)) and not _loop_running():
-                snaps = poll_endpoints_once(settings, [e.name for e in eps])
+                snaps = sample_endpoints(settings, [e.name for e in eps])
             gates.append(health_gate(settings, model, environment, snaps))
     elif mc.gates:
         notes.append("metric gates do not apply to a rollback")
@@ -417,7 +412,7 @@ def _snapshot_list(snapshots: Iterable[Any] | Mapping[str, Any] | None) -> list[
 
 
 def _missing(eps: Sequence[Any], snaps: Sequence[Any]) -> bool:
-    have = {getattr(s, "endpoint", None): getattr(s, "status", None) for s in snaps}
+    have = {s.endpoint: s.status for s in snaps}
     return any(have.get(e.name) in (None, "PENDING") for e in eps)
 
 
@@ -437,18 +432,20 @@ def _describe_hook(hook: HookConfig | None) -> tuple[str, ...]:
 
 
 class EndpointWatch:
-    """Polls a few endpoints with :class:`core.poller.Poller` on a private event loop, from a
-    plain thread: ``watch()`` returns the snapshots of one poll cycle."""
+    """Polls a few endpoints with :class:`modeldeck.core.poller.Poller` on a private event
+    loop, from a plain thread: ``watch()`` returns the snapshots of one poll cycle; rates
+    (error ratio, latency) are there from the second cycle on."""
 
-    def __init__(self, settings: Settings, names: Sequence[str]) -> None:
-        from modeldeck.core.poller import Poller
+    def __init__(self, settings: Settings, names: Sequence[str], *, rate_window: float | None = None) -> None:
+        from modeldeck.core.poller import RATE_WINDOW, Poller
 
         eps = tuple(e for e in settings.endpoints if e.name in set(names))
         self.settings = replace(settings, endpoints=eps, poll=replace(settings.poll, store_interval=0.0))
         self._loop = asyncio.new_event_loop()
-        self._poller = Poller(self.settings, registry_path=settings.registry, source="release")
+        self._poller = Poller(self.settings, registry_path=settings.registry, source="release",
+                              rate_window=rate_window or RATE_WINDOW)
 
-    def __call__(self) -> list[Any]:
+    def __call__(self) -> list[EndpointSnapshot]:
         return self._loop.run_until_complete(self._poller.poll_once())
 
     def close(self) -> None:
@@ -457,9 +454,17 @@ class EndpointWatch:
         self._loop.close()
 
 
-def poll_endpoints_once(settings: Settings, names: Sequence[str]) -> list[Any]:
-    watch = EndpointWatch(settings, names)
+def sample_endpoints(settings: Settings, names: Sequence[str], sample: float | None = None) -> list[EndpointSnapshot]:
+    """The endpoints judged as the report judges them: polled twice, ``sample`` seconds apart
+    (default ``[report] sample``), so the second snapshot carries the error ratio and latency
+    between the two metrics readings."""
+    sample = settings.report_sample if sample is None else sample
+    watch = EndpointWatch(settings, names, rate_window=max(10.0, 2 * sample + 2 * settings.poll.timeout))
     try:
+        first = watch()
+        if sample <= 0:
+            return first
+        time.sleep(sample)
         return watch()
     finally:
         watch.close()
@@ -608,7 +613,7 @@ def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequenc
         if watch is not None:
             watch.close()
     if problem is None:
-        msg = (f"{change_text(change)}; verified" + (f" and baked {_secs(p.bake_seconds)}" if p.bake_seconds else ""))
+        msg = (f"{change_text(change)}; verified" + (f" and baked {duration(p.bake_seconds)}" if p.bake_seconds else ""))
         run.emit("done", msg, "success")
         return _outcome(run, RELEASED, msg, change=change, forced=forced, verified=True,
                         baked=True if p.bake_seconds else None)
@@ -795,32 +800,31 @@ def _deploy_webhook(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out:
 # -- verification and baking ---------------------------------------------------------------------
 
 
-def _serves(s: Any, version: str) -> bool:
-    return getattr(s, "served_version", None) == version or version in (getattr(s, "served_versions", ()) or ())
+def _serves(s: EndpointSnapshot, version: str) -> bool:
+    return s.served_version == version or version in s.served_versions
 
 
-def _verify(run: _Run, poll: Callable[[], Sequence[Any]], version: int, every: float) -> str | None:
+def _verify(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: int, every: float) -> str | None:
     """Wait until every endpoint serves ``version``; None when they do, else why not."""
     p = run.plan
     want = str(version)
     deadline = run.clock() + p.verify_timeout
-    run.emit("verify", f"waiting up to {_secs(p.verify_timeout)} for {', '.join(p.endpoints)} to serve "
+    run.emit("verify", f"waiting up to {duration(p.verify_timeout)} for {', '.join(p.endpoints)} to serve "
              f"version {want}", "progress")
     last: dict[str, str] = {}
     while True:
-        snaps = {getattr(s, "endpoint", None): s for s in poll()}
+        snaps = {s.endpoint: s for s in poll()}
         waiting = []
         for name in p.endpoints:
             s = snaps.get(name)
             if s is None:
                 state = "no answer"
-            elif getattr(s, "status", "") == "DOWN":
-                state = f"down ({getattr(s, 'reason', '')})"
+            elif s.status == DOWN:
+                state = f"down ({s.reason})"
             elif _serves(s, want):
                 state = "ok"
             else:
-                served = getattr(s, "served_version", None)
-                state = f"serves version {served}" if served else "serves an unknown version"
+                state = f"serves version {s.served_version}" if s.served_version else "serves an unknown version"
             if last.get(name) != state:
                 last[name] = state
                 if state == "ok":
@@ -833,12 +837,16 @@ def _verify(run: _Run, poll: Callable[[], Sequence[Any]], version: int, every: f
             run.emit("verify", f"all {len(p.endpoints)} endpoint(s) serve version {want}", "success")
             return None
         if run.clock() >= deadline:
-            return f"after {_secs(p.verify_timeout)}: " + "; ".join(waiting)
+            return f"after {duration(p.verify_timeout)}: " + "; ".join(waiting)
         run.sleep(max(0.0, min(every, deadline - run.clock())))
 
 
-def _bake(run: _Run, poll: Callable[[], Sequence[Any]], version: int, every: float, since: float) -> str | None:
-    """Watch the endpoints for ``bake_seconds``; None when they stayed healthy, else why not."""
+def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: int, every: float,
+          since: float) -> str | None:
+    """Watch the endpoints for ``bake_seconds``; None when they stayed healthy, else why not.
+    Fails on: DOWN in DOWN_POLLS polls running, a version other than the new one, a CRITICAL
+    health verdict (the judge's), or dataset drift of a window compared after verification
+    with the new version's reference; WARNING verdicts are reported once each."""
     p = run.plan
     if p.bake_seconds <= 0:
         return None
@@ -846,77 +854,58 @@ def _bake(run: _Run, poll: Callable[[], Sequence[Any]], version: int, every: flo
     thresholds = {e.name: e.thresholds for e in p.settings.endpoints if e.name in p.endpoints}
     start = run.clock()
     end = start + p.bake_seconds
-    run.emit("bake", f"baking for {_secs(p.bake_seconds)}: watching error ratio, p95 latency and drift",
+    run.emit("bake", f"baking for {duration(p.bake_seconds)}: watching error ratio, p95 latency and drift",
              "progress")
     downs: dict[str, int] = {}
     warned: set[tuple[str, str]] = set()
     next_note = start + max(every, p.bake_seconds / 4)
     while True:
         run.sleep(max(0.0, min(every, end - run.clock())))
-        snaps = {getattr(s, "endpoint", None): s for s in poll()}
+        snaps = {s.endpoint: s for s in poll()}
         for name in p.endpoints:
             s = snaps.get(name)
             if s is None:
                 continue
             th = thresholds.get(name, p.settings.thresholds)
-            status = getattr(s, "status", "")
-            if status == "DOWN":
+            if s.status == DOWN:
                 downs[name] = downs.get(name, 0) + 1
                 if downs[name] >= DOWN_POLLS:
-                    return f"{name} is down: {getattr(s, 'reason', '')}".rstrip(": ")
+                    return f"{name} is down: {s.reason}".rstrip(": ")
                 continue
             downs[name] = 0
             if not _serves(s, want):
-                return f"{name} serves version {getattr(s, 'served_version', None)}, not {want}"
-            bad = _critical(s, th)
-            if bad:
-                return f"{name}: {bad}"
-            drift = getattr(s, "drift", None)
-            if (drift is not None and getattr(drift, "dataset_drift", False)
-                    and getattr(drift, "version", None) == want and getattr(drift, "computed_at", 0) >= since):
-                return (f"{name}: dataset drift on version {want} ({getattr(drift, 'n_drifted', '?')} of "
-                        f"{getattr(drift, 'n_columns', '?')} columns)")
-            for key, text in _warnings(s, th):
-                if (name, key) not in warned:
-                    warned.add((name, key))
-                    run.emit("bake", f"{name}: {text}", "warning", endpoint=name)
+                return f"{name} serves version {s.served_version}, not {want}"
+            health = judge.health_verdicts(s, th)
+            critical = [v for v in health if v.level == judge.CRITICAL]
+            if critical:
+                return f"{name}: {critical[0].text}"
+            drift = s.drift
+            if (drift is not None and drift.dataset_drift and drift.version == want
+                    and drift.computed_at >= since):
+                return f"{name}: dataset drift on version {want} ({drift.n_drifted} of {drift.n_columns} columns)"
+            for v in health:
+                if v.level == judge.WARNING and (name, v.key) not in warned:
+                    warned.add((name, v.key))
+                    run.emit("bake", f"{name}: {v.text} (the warning level)", "warning", endpoint=name)
         now = run.clock()
         if now >= end:
-            run.emit("bake", f"baked {_secs(p.bake_seconds)} without trouble", "success")
+            run.emit("bake", f"baked {duration(p.bake_seconds)} without trouble", "success")
             return None
         if now >= next_note:
             next_note = now + max(every, p.bake_seconds / 4)
-            run.emit("bake", f"baking: {_secs(end - now)} left; {_bake_line(snaps, p.endpoints)}", "progress")
+            run.emit("bake", f"baking: {duration(end - now)} left; {_bake_line(snaps, p.endpoints)}", "progress")
 
 
-def _warnings(s: Any, th: Thresholds) -> list[tuple[str, str]]:
-    out = []
-    er = getattr(s, "error_ratio", None)
-    p95 = getattr(s, "latency_p95_ms", None)
-    if er is not None and er > th.error_ratio_warn:
-        out.append(("error", f"error ratio {er * 100:.1f}% over the warning level {th.error_ratio_warn * 100:.1f}%"))
-    if p95 is not None and p95 > th.p95_ms_warn:
-        out.append(("p95", f"p95 latency {p95:.0f} ms over the warning level {th.p95_ms_warn:.0f} ms"))
-    return out
-
-
-def _bake_line(snaps: Mapping[Any, Any], names: Sequence[str]) -> str:
+def _bake_line(snaps: Mapping[str, EndpointSnapshot], names: Sequence[str]) -> str:
     parts = []
     for n in names:
         s = snaps.get(n)
         if s is None:
             continue
-        er = getattr(s, "error_ratio", None)
-        p95 = getattr(s, "latency_p95_ms", None)
+        er, p95 = s.error_ratio, s.latency_p95_ms
         parts.append(f"{n} errors {'-' if er is None else f'{er * 100:.1f}%'}, p95 "
                      f"{'-' if p95 is None else f'{p95:.0f} ms'}")
     return "; ".join(parts) or "no readings yet"
-
-
-def _secs(s: float) -> str:
-    if s >= 120:
-        return f"{s / 60:.1f} min"
-    return f"{s:.0f} s" if s >= 10 or s == int(s) else f"{s:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,9 +40,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from modeldeck.core.config import EndpointConfig, Settings, Thresholds
+from modeldeck.core import judge
+from modeldeck.core.config import EndpointConfig, Settings
 from modeldeck.core.errors import ModeldeckError, RegistryError
-from modeldeck.core.textfmt import num, one_line, pct, table
+from modeldeck.core.textfmt import duration, finite, num, one_line, pct, short_time, table, utc_iso
 
 if TYPE_CHECKING:  # asyncio, queue, tempfile and concurrent.futures load only when used (start-up)
     import asyncio
@@ -52,17 +53,12 @@ if TYPE_CHECKING:  # asyncio, queue, tempfile and concurrent.futures load only w
 SCHEMA = "modeldeck.report/v1"
 FORMATS = ("text", "markdown", "json", "prometheus")
 
-OK, WARNING, CRITICAL, UNKNOWN = "OK", "WARNING", "CRITICAL", "UNKNOWN"
+OK, WARNING, CRITICAL, UNKNOWN = judge.OK, judge.WARNING, judge.CRITICAL, judge.UNKNOWN
 SEVERITIES = (OK, WARNING, CRITICAL, UNKNOWN)
 EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
 
-JUDGED = ("ok", "drift", "constant")  # drift column statuses that count (core.drift.JUDGED)
 DRIFT_SLACK = 2.0  # seconds past sample + 2 x timeout that drift comparisons may still finish in
 DRIFT_WORKERS = 2
-# PSI is judged only on columns with at least this many current values: over 10 bins, a smaller
-# window of the reference's own distribution often leaves a bin empty (floored at 1e-4), and
-# its PSI then passes 0.25 by chance (at 200 values that happens about once in 10^7 columns).
-PSI_MIN_ROWS = 200
 JOB_WINDOW = timedelta(days=1)  # failed retraining jobs this recent are listed (and a finding)
 PROGRAM = "modeldeck"
 
@@ -149,7 +145,7 @@ class Report:
         """The ``modeldeck.report/v1`` document (see the README's "Headless report")."""
         return {
             "schema": SCHEMA,
-            "generated_at": _iso(self.generated_at),
+            "generated_at": utc_iso(self.generated_at),
             "status": self.status,
             "exit_code": self.exit_code,
             "endpoints": [_endpoint_json(e) for e in self.endpoints],
@@ -172,21 +168,11 @@ def _endpoint_json(e: EndpointReport) -> dict[str, Any]:
     return {
         "name": e.config.name, "model": e.config.model, "environment": e.config.environment,
         "status": s.status, "reason": s.reason, "served_version": s.served_version,
-        "registry_version": s.registry_version, "request_rate": _finite(s.request_rate),
-        "error_ratio": _finite(s.error_ratio), "latency_p50_ms": _finite(s.latency_p50_ms),
-        "latency_p95_ms": _finite(s.latency_p95_ms), "latency_p99_ms": _finite(s.latency_p99_ms),
+        "registry_version": s.registry_version, "request_rate": finite(s.request_rate),
+        "error_ratio": finite(s.error_ratio), "latency_p50_ms": finite(s.latency_p50_ms),
+        "latency_p95_ms": finite(s.latency_p95_ms), "latency_p99_ms": finite(s.latency_p99_ms),
         "drift": e.drift,
     }
-
-
-def _finite(v: float | None) -> float | None:
-    if v is None or not isinstance(v, (int, float)) or isinstance(v, bool):
-        return None
-    return None if math.isnan(v) or math.isinf(v) else float(v)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,8 +328,7 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
         for cfg, snap in zip(settings.endpoints, first):
             if not cfg.capture or cfg.model not in known_models:  # the latter is a finding of its own
                 continue
-            version = _served(snap, aliases.get((cfg.model, cfg.environment)))
-            job = _drift_job(references, settings, cfg, version)
+            job = _drift_job(references, settings, cfg, judge.drift_version(snap))
             if isinstance(job, str):
                 drift_errors[cfg.name] = job
             else:
@@ -362,8 +347,6 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
         workers.shutdown()
     out = []
     for cfg, snap in zip(settings.endpoints, second):
-        alias = aliases.get((cfg.model, cfg.environment))
-        snap = _with_registry_version(snap, alias, cfg.environment)
         data, error = None, drift_errors.get(cfg.name)
         fut = drift_futures.get(cfg.name)
         if fut is not None:
@@ -375,92 +358,34 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
             elif fut.exception() is not None:
                 error = one_line(fut.exception(), 200)
             else:
-                data, rows, version = fut.result()
-                snap = replace(snap, drift=_drift_summary(data, version=version, rows=rows))
+                summary = fut.result()
+                snap = replace(snap, drift=summary)
+                data, error = (None, summary.error) if summary.error else (summary.result, None)
         out.append(EndpointReport(cfg, snap, data, error))
     return out
 
 
-def _served(snap: Any, alias: int | None) -> str | None:
-    """The version an endpoint serves (the registry's when it is among those served), else
-    the registry's version for its environment (an endpoint that is down)."""
-    versions = tuple(snap.served_versions or ())
-    if versions:
-        return str(alias) if alias is not None and str(alias) in versions else versions[-1]
-    return str(alias) if alias is not None else None
-
-
-def _with_registry_version(snap: Any, alias: int | None, environment: str) -> Any:
-    """The snapshot with the registry's version for its environment, judged as the poller
-    judges it when it reads the aliases itself: a served version other than the registry's
-    makes an endpoint that is up DEGRADED, with the same words in its reason."""
-    reg = str(alias) if alias is not None else None
-    versions = tuple(snap.served_versions or ())
-    served = snap.served_version
-    if versions:
-        served = reg if reg in versions else versions[-1]
-    status, reason = snap.status, snap.reason
-    if reg is not None and versions and reg not in versions and status in ("UP", "DEGRADED"):
-        problem = f"serves version {one_line(served, 24)}, {one_line(environment, 24)} alias is {reg}"
-        reason = problem if status == "UP" else f"{problem}; {reason}"
-        status = "DEGRADED"
-        if len(reason) > 160:
-            reason = reason[:159] + "…"
-    if (reg, served, status, reason) == (snap.registry_version, snap.served_version, snap.status, snap.reason):
-        return snap
-    return replace(snap, registry_version=reg, served_version=served, status=status, reason=reason)
-
-
 def _drift_job(references: Mapping[tuple[str, str], str | None], settings: Settings, cfg: EndpointConfig,
-               version: str | None
-               ) -> Callable[[], tuple[dict[str, Any], int, str]] | str:
-    """A function computing the endpoint's drift in a worker thread, or why it cannot be."""
-    if version is None:
-        return "the served version is unknown, so is its reference data"
-    try:
-        n = int(version)
-    except ValueError:
-        return f"served version {one_line(version, 24)} is not a registry version"
-    if (cfg.model, str(n)) not in references:
-        return f"{one_line(cfg.model, 60)} has no version {n} in the registry"
-    ref = references[(cfg.model, str(n))]
-    if not ref:
-        return f"{cfg.model} version {n} has no reference data (register it with --reference)"
-    capture = cfg.capture
-    last_n = settings.poll.drift_window
-    share = cfg.thresholds.drift_share
-    timeout = max(1.0, settings.poll.timeout)
+               version: str | None) -> Callable[[], Any] | str:
+    """A function computing the endpoint's DriftSummary in a worker thread, or why it cannot be
+    (the version is not in the registry)."""
+    if version is not None and version.isdigit() and (cfg.model, str(int(version))) not in references:
+        return f"{one_line(cfg.model, 60)} has no version {int(version)} in the registry"
+    ref = references.get((cfg.model, str(int(version)))) if version is not None and version.isdigit() else None
+    capture, last_n = cfg.capture or "", settings.poll.drift_window
+    share, timeout = cfg.thresholds.drift_share, max(1.0, settings.poll.timeout)
 
-    def job() -> tuple[dict[str, Any], int, str]:
-        from modeldeck.core import capture as capture_mod
-        from modeldeck.core import drift as drift_mod
+    def job() -> Any:
+        from modeldeck.core import drift
 
-        profile = drift_mod.load_profile(ref, timeout=timeout)
-        window = capture_mod.read_window(capture, last_n, timeout=timeout)
-        result = drift_mod.compare(profile, window, drift_share=share, current_name=f"capture of {cfg.name}")
-        return drift_mod.result_to_json(result), len(window), str(n)
+        return drift.window_drift(version, ref, capture, last_n, drift_share=share, timeout=timeout,
+                                  current_name=f"capture of {cfg.name}")
 
     return job
 
 
 def _import_drift() -> None:
     from modeldeck.core import capture, drift  # noqa: F401
-
-
-def _drift_summary(data: Mapping[str, Any], *, version: str, rows: int) -> Any:
-    from modeldeck.core.snapshot import DriftSummary
-
-    worst_psi, worst_col = None, None
-    for c in data.get("columns") or []:
-        psi = c.get("psi")
-        if (c.get("status") in JUDGED and isinstance(psi, (int, float)) and math.isfinite(psi)
-                and (worst_psi is None or psi > worst_psi)):
-            worst_psi, worst_col = float(psi), str(c.get("column"))
-    return DriftSummary(n_columns=int(data.get("n_columns") or 0), n_drifted=int(data.get("n_drifted") or 0),
-                        dataset_drift=bool(data.get("dataset_drift")),
-                        drift_share=float(data.get("drift_share") or 0.0), worst_psi=worst_psi,
-                        worst_psi_column=worst_col, computed_at=time.time(), result=dict(data),
-                        version=version, window_rows=rows)
 
 
 class _DaemonWorkers:
@@ -532,7 +457,7 @@ def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[Endpoint
             continue
         if job is None:
             out[model] = {"action": "cooling_down", "job": None,
-                          "message": f"a drift retraining started within the last {_duration(cooldown)}"}
+                          "message": f"a drift retraining started within the last {duration(cooldown)}"}
         else:
             out[model] = {"action": "started", "job": job.id, "message": f"started job {job.id}: {reason}"}
     return out
@@ -568,7 +493,7 @@ def _store(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport]) ->
     """Store this run's snapshots (source "report") so the TUI shows what cron saw."""
     if reg.readonly:
         raise RegistryError(f"{reg.path}: the registry file is read-only for this user")
-    rows = [(e.config.name, _iso(e.snapshot.taken_at), e.snapshot.to_dict(drift_result=False))
+    rows = [(e.config.name, utc_iso(e.snapshot.taken_at), e.snapshot.to_dict(drift_result=False))
             for e in endpoints]
     return int(reg.store_snapshots(rows, source="report",
                                    retention_hours=settings.poll.retention_hours or None))
@@ -588,85 +513,20 @@ def endpoint_findings(endpoints: Sequence[EndpointReport], known_models: Mapping
 
 
 def _judge_endpoint(e: EndpointReport, known_models: Mapping[str, Any] | None) -> list[Finding]:
+    """The judge's verdicts on the endpoint (modeldeck.core.judge: the same rules as the fleet
+    screen and the release gates), and what the registry lacks for it."""
     cfg, s = e.config, e.snapshot
-    th: Thresholds = cfg.thresholds
     name = cfg.name
-    out: list[Finding] = []
-
-    def add(severity: str, message: str) -> None:
-        out.append(Finding(severity, name, f"{name}: {message}"))
-
-    if s.status == "DOWN":
-        add(CRITICAL, f"down: {one_line(s.reason, 200)}")
-    elif s.status == "PENDING":
-        add(UNKNOWN, "not polled")
-    registry_version = s.registry_version
-    served = tuple(s.served_versions or ())
+    found = judge.verdicts(s, cfg.thresholds, drift_result=e.drift, drift_error=e.drift_error)
+    registry: list[judge.Verdict] = []
     if known_models is not None and cfg.model not in known_models:
-        add(WARNING, f"model {one_line(cfg.model, 60)} is not in the registry")
-    elif registry_version is None and known_models is not None:
-        add(WARNING, f"the registry has no {one_line(cfg.environment, 40)} version of {one_line(cfg.model, 60)}")
-    if registry_version is not None and served and registry_version not in served:
-        what = (f"served version {one_line(served[0], 24)}" if len(served) == 1
-                else "served versions " + ", ".join(one_line(v, 24) for v in served))
-        add(CRITICAL, f"{what} but {one_line(cfg.environment, 40)} is {registry_version}")
-    if s.status != "DOWN":
-        if s.ready is False:
-            add(WARNING, "server not ready (/v2/health/ready)")
-        er = _finite(s.error_ratio)
-        if er is not None and er > th.error_ratio_crit:
-            add(CRITICAL, f"error ratio {er * 100:.1f}% over {th.error_ratio_crit * 100:.1f}%")
-        elif er is not None and er > th.error_ratio_warn:
-            add(WARNING, f"error ratio {er * 100:.1f}% over {th.error_ratio_warn * 100:.1f}%")
-        p95 = _finite(s.latency_p95_ms)
-        if p95 is not None and p95 > th.p95_ms_crit:
-            add(CRITICAL, f"p95 latency {p95:.0f} ms over {th.p95_ms_crit:.0f} ms")
-        elif p95 is not None and p95 > th.p95_ms_warn:
-            add(WARNING, f"p95 latency {p95:.0f} ms over {th.p95_ms_warn:.0f} ms")
-        if s.status == "DEGRADED" and not out:
-            add(WARNING, f"degraded: {one_line(s.reason, 200)}")
-    if e.drift is not None:
-        out += [Finding(WARNING, name, f"{name}: {m}") for m in drift_problems(e.drift, th)]
-    elif e.drift_error is not None:
-        add(WARNING, f"drift not checked: {one_line(e.drift_error, 300)}")
-    return out
-
-
-def drift_problems(data: Mapping[str, Any], th: Thresholds) -> list[str]:
-    """Sentences for dataset drift, PSI >= psi_alert and jumps in missing values, judged on
-    the columns that were compared (enough current values; see core.drift)."""
-    out = []
-    if data.get("dataset_drift"):
-        share = float(data.get("drift_share") or 0.0)
-        drifted = [c.get("column") for c in data.get("columns") or [] if c.get("drifted")]
-        out.append(f"dataset drift: {data.get('n_drifted')} of {data.get('n_columns')} columns drifted "
-                   f"({share * 100:.0f}% >= {th.drift_share * 100:.0f}%): {_names(drifted)}")
-    high = []
-    jumps = []
-    for c in data.get("columns") or []:
-        if c.get("status") not in JUDGED:
-            continue
-        psi = c.get("psi")
-        if (isinstance(psi, (int, float)) and math.isfinite(psi) and psi >= th.psi_alert
-                and int(c.get("n_current") or 0) >= PSI_MIN_ROWS):
-            high.append((psi, str(c.get("column"))))
-        a, b = c.get("missing_share_reference"), c.get("missing_share_current")
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > a and b - a >= th.missing_jump:
-            jumps.append(f"{one_line(c.get('column'), 40)} ({pct(a)} -> {pct(b)})")
-    if high:
-        high.sort(reverse=True)
-        cols = ", ".join(f"{one_line(n, 40)} ({p:.2f})" for p, n in high[:6])
-        more = f" and {len(high) - 6} more" if len(high) > 6 else ""
-        out.append(f"PSI >= {th.psi_alert:g} in {cols}{more}")
-    if jumps:
-        out.append(f"missing values up by >= {th.missing_jump * 100:.0f} points in {', '.join(jumps[:6])}"
-                   + (f" and {len(jumps) - 6} more" if len(jumps) > 6 else ""))
-    return out
-
-
-def _names(names: Sequence[Any], limit: int = 6) -> str:
-    shown = ", ".join(one_line(n, 40) for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+        registry.append(judge.Verdict("registry", WARNING, f"model {one_line(cfg.model, 60)} is not in the registry"))
+    elif s.registry_version is None and known_models is not None:
+        registry.append(judge.Verdict("registry", WARNING, f"the registry has no {one_line(cfg.environment, 40)} "
+                                                           f"version of {one_line(cfg.model, 60)}"))
+    first = [v for v in found if v.key in ("down", "pending")]
+    rest = [v for v in found if v.key not in ("down", "pending")]
+    return [Finding(v.level, name, f"{name}: {v.text}") for v in [*first, *registry, *rest] if v.level != judge.NOTICE]
 
 
 def model_findings(models: Sequence[ModelReport]) -> list[Finding]:
@@ -676,7 +536,7 @@ def model_findings(models: Sequence[ModelReport]) -> list[Finding]:
             if j.status == "failed":
                 why = f": {j.message}" if j.message else ""
                 out.append(Finding(WARNING, m.name, f"{m.name}: retraining job {j.id} ({j.trigger}) failed "
-                                                    f"at {_short_time(j.ended_at or j.created_at)}{why}"))
+                                                    f"at {short_time(j.ended_at or j.created_at)}{why}"))
         r = m.retrain
         if r is not None and r.get("action") in ("failed", "not_configured"):
             out.append(Finding(WARNING, m.name, f"{m.name}: retraining on drift not started: {r.get('message')}"))
@@ -686,20 +546,6 @@ def model_findings(models: Sequence[ModelReport]) -> list[Finding]:
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Worst first; within a severity, in the order found (config order, then models)."""
     return sorted(findings, key=lambda f: -EXIT_CODES[f.severity])
-
-
-def _short_time(text: str | None) -> str:
-    if not text:
-        return "-"
-    return text[:19].replace("T", " ") + "Z"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,8 +599,8 @@ def _endpoint_row(e: EndpointReport) -> list[str]:
     s = e.snapshot
     served = ",".join(s.served_versions) if s.served_versions else (s.served_version or "-")
     return [e.config.name, e.config.model, e.config.environment, s.status, served, s.registry_version or "-",
-            num(_finite(s.request_rate)), pct(_finite(s.error_ratio)), num(_finite(s.latency_p50_ms)),
-            num(_finite(s.latency_p95_ms)), num(_finite(s.latency_p99_ms)), _drift_cell(e)]
+            num(finite(s.request_rate)), pct(finite(s.error_ratio)), num(finite(s.latency_p50_ms)),
+            num(finite(s.latency_p95_ms)), num(finite(s.latency_p99_ms)), _drift_cell(e)]
 
 
 ENDPOINT_HEADERS = ["ENDPOINT", "MODEL", "ENV", "STATUS", "SERVED", "REGISTRY", "REQ/S", "ERRORS",
@@ -787,7 +633,7 @@ def render_text(report: Report, *, color: bool = False) -> str:
                             right=[6, 7, 8, 9, 10])]
     if report.models:
         lines += ["", table(MODEL_HEADERS, [_model_row(m) for m in report.models], right=[1])]
-    lines += ["", f"{report.audit_text}; {_iso(report.generated_at)[:19]}Z, sample {report.sample:g} s, "
+    lines += ["", f"{report.audit_text}; {utc_iso(report.generated_at)[:19]}Z, sample {report.sample:g} s, "
                   f"took {report.duration:.1f} s"]
     return "\n".join(lines) + "\n"
 
@@ -811,7 +657,7 @@ def render_markdown(report: Report) -> str:
     """The same as tables, for a chat message or an issue (GitHub-flavoured Markdown)."""
     status = report.status
     lines = [f"## {PROGRAM} report: {status}", "",
-             f"{md(_summary(report))}. Generated {_iso(report.generated_at)[:19]}Z, sample {report.sample:g} s.", ""]
+             f"{md(_summary(report))}. Generated {utc_iso(report.generated_at)[:19]}Z, sample {report.sample:g} s.", ""]
     lines.append("### Findings")
     lines.append("")
     if report.findings:
@@ -863,7 +709,7 @@ class _Families:
         self._samples[name] = []
 
     def add(self, name: str, labels: Sequence[tuple[str, Any]], value: float | None) -> None:
-        v = _finite(value) if not isinstance(value, (bool, int)) else value
+        v = finite(value) if not isinstance(value, (bool, int)) else value
         if v is None:
             return
         self._samples[name].append(f"{name}{_labels(labels) if labels else ''} {_value(v)}")
@@ -914,13 +760,13 @@ def render_prometheus(report: Report | None, *, generated_at: float | None = Non
         f.add("modeldeck_request_rate", base, s.request_rate)
         f.add("modeldeck_error_ratio", base, s.error_ratio)
         for q, ms in (("0.5", s.latency_p50_ms), ("0.95", s.latency_p95_ms), ("0.99", s.latency_p99_ms)):
-            v = _finite(ms)
+            v = finite(ms)
             f.add("modeldeck_latency_seconds", [*base, ("quantile", q)], None if v is None else v / 1000.0)
         if e.drift is not None:
             f.add("modeldeck_dataset_drift", base, 1 if e.drift.get("dataset_drift") else 0)
             f.add("modeldeck_drift_share", base, e.drift.get("drift_share"))
             for c in e.drift.get("columns") or []:
-                if c.get("status") in JUDGED and isinstance(c.get("psi"), (int, float)):
+                if c.get("status") in judge.JUDGED and isinstance(c.get("psi"), (int, float)):
                     f.add("modeldeck_column_psi", [*base, ("column", c.get("column"))], c.get("psi"))
     return f.text()
 
@@ -979,5 +825,5 @@ def _umask() -> int:
 
 
 __all__ = ["CRITICAL", "EXIT_CODES", "FORMATS", "OK", "SCHEMA", "UNKNOWN", "WARNING", "EndpointReport", "Finding",
-           "ModelReport", "Report", "collect", "drift_problems", "endpoint_findings", "model_findings", "render",
+           "ModelReport", "Report", "collect", "endpoint_findings", "model_findings", "render",
            "render_markdown", "render_prometheus", "render_text", "run", "sort_findings", "worst", "write_atomic"]

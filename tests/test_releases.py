@@ -36,7 +36,8 @@ DEPLOY_SCRIPT = ("import json, sys, urllib.request\n"
 
 def settings_for(tmp_path: Path, registry: Path, *, model: dict[str, Any] | None = None,
                  endpoints: list[dict[str, Any]] | None = None, **top: Any) -> configmod.Settings:
-    data: dict[str, Any] = {"registry": str(registry), "poll": {"interval": 0.2, "timeout": 1.0}, **top}
+    data: dict[str, Any] = {"registry": str(registry), "poll": {"interval": 0.2, "timeout": 1.0},
+                            "report": {"sample": 0.5}, **top}
     if model is not None:
         data["models"] = {"churn": model}
     if endpoints is not None:
@@ -442,5 +443,6 @@ async def test_plan_inside_a_running_loop_judges_from_the_given_snapshots(tmp_pa
     with Registry(registry_path) as reg:  # as a Textual handler would: no loop of its own, no blocking poll
         ok = releases.plan(s, reg, "churn", 2, "production", snapshots={"churn-production": snap("1")})
         missing = releases.plan(s, reg, "churn", 2, "production", snapshots={})
-    assert ok.gates[-1].passed and ok.gates[-1].detail == "churn-production up"
+    assert ok.gates[-1].passed and ok.gates[-1].detail == (
+        "churn-production up, errors 0.0% (critical at 20.0%), p95 latency not known (not in its metrics)")
     assert not missing.gates[-1].passed and missing.gates[-1].detail == "churn-production: no snapshot"

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modeldeck.core import report
+from modeldeck.core import judge, report
 from modeldeck.core.config import EndpointConfig, Thresholds
 from modeldeck.core.registry import Registry
 from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
@@ -570,11 +570,11 @@ def test_drift_findings_judge_only_compared_columns() -> None:
     data = {"dataset_drift": False, "drift_share": 0.0, "n_columns": 3, "n_drifted": 0,
             "columns": [_col("a", 0.3), _col("b", 0.9, n=20, status="low_sample"), _col("c", 0.8, n=150),
                         _col("d", 0.0, miss=(0.01, 0.2))]}
-    assert report.drift_problems(data, th) == ["PSI >= 0.25 in a (0.30)",
+    assert [v.text for v in judge.drift_verdicts(data, th)] == ["PSI >= 0.25 in a (0.30)",
                                                "missing values up by >= 10 points in d (1.0% -> 20.0%)"]
     data = {"dataset_drift": True, "drift_share": 2 / 3, "n_columns": 3, "n_drifted": 2,
             "columns": [_col("a", 0.01, status="drift"), _col("b", 0.02, status="drift"), _col("c", 0.0)]}
-    assert report.drift_problems(data, th) == ["dataset drift: 2 of 3 columns drifted (67% >= 50%): a, b"]
+    assert [v.text for v in judge.drift_verdicts(data, th)] == ["dataset drift: 2 of 3 columns drifted (67% >= 50%): a, b"]
 
 
 def _report_with(names: Sequence[str]) -> report.Report:

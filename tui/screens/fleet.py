@@ -10,7 +10,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Static
 
-from modeldeck.core import paths
+from modeldeck.core import judge, paths
+from modeldeck.core.config import EndpointConfig
+from modeldeck.core.snapshot import EndpointSnapshot
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
@@ -136,24 +138,27 @@ class FleetScreen(DeckScreen):
                 table.update_cell(name, key, cell)
         self._update_detail(latest)
 
-    def _row_cells(self, ep: Any, snap: Any, now: float, interval: float) -> dict[str, Text]:
+    def _row_cells(self, ep: EndpointConfig, snap: EndpointSnapshot | None, now: float,
+                   interval: float) -> dict[str, Text]:
         th = ep.thresholds
         narrow = self._layout is COLUMNS_NARROW
         env = ENV_SHORT.get(ep.environment, ep.environment) if narrow else ep.environment
-        get = (lambda attr: getattr(snap, attr, None)) if snap is not None else (lambda attr: None)
-        err = get("error_ratio")
+        polled = snap is not None
+        if snap is None:
+            snap = EndpointSnapshot.pending(ep)
+        err, p95 = snap.error_ratio, snap.latency_p95_ms
         cells_ = {
             "name": cells.plain(ep.name, 40),
             "model": cells.plain(ep.model, 40),
             "env": cells.plain(env, 20),
-            "status": cells.status(get("status")),
-            "version": cells.versions(get("served_version"), get("registry_version")),
-            "rps": cells.number(get("request_rate"), "{:.1f}"),
-            "err": cells.number(None if err is None else err * 100, "{:.1f}", warn=th.error_ratio_warn * 100,
-                                crit=th.error_ratio_crit * 100),
-            "p95": cells.number(get("latency_p95_ms"), "{:.0f}", warn=th.p95_ms_warn, crit=th.p95_ms_crit),
-            "drift": cells.drift(get("drift"), th.psi_alert, th.psi_warn),
-            "age": cells.age(get("taken_at"), now, interval),
+            "status": cells.status(snap.status),
+            "version": cells.versions(snap.served_version, snap.registry_version,
+                                      mismatch=judge.version_mismatch(snap.registry_version, snap.served_versions)),
+            "rps": cells.number(snap.request_rate, "{:.1f}"),
+            "err": cells.number(None if err is None else err * 100, "{:.1f}", level=judge.error_level(err, th)),
+            "p95": cells.number(p95, "{:.0f}", level=judge.latency_level(p95, th)),
+            "drift": cells.drift(snap.drift, judge.drift_level(snap.drift, th)),
+            "age": cells.age(snap.taken_at if polled else None, now, interval),
         }
         return {key: cells_[key] for key, _, _ in self._layout}
 
@@ -165,12 +170,18 @@ class FleetScreen(DeckScreen):
             t.append(app.status_line or "no configuration", style="bold yellow")
         else:
             counts: dict[str, int] = {}
+            drifting = 0
             for ep in self.endpoints:
-                s = getattr(latest.get(ep.name), "status", None) or "PENDING"
+                snap = latest.get(ep.name)
+                s = snap.status if snap is not None else "PENDING"
                 counts[s] = counts.get(s, 0) + 1
+                if snap is not None and judge.drift_level(snap.drift, ep.thresholds) == judge.WARNING:
+                    drifting += 1
             for word in ("UP", "DEGRADED", "DOWN", "PENDING"):
                 if counts.get(word):
                     t.append(f"{counts[word]} {word.lower()}  ", style=cells.STATUS_STYLE[word])
+            if drifting:
+                t.append(f"{drifting} drifting  ", style=judge.STYLE[judge.WARNING])
             paused = app.source is not None and app.source.paused
             t.append("⏸ PAUSED" if paused else f"every {interval:g}s", style="bold reverse yellow" if paused else "")
             if app.read_only:
@@ -213,7 +224,9 @@ class FleetScreen(DeckScreen):
             if drift is not None and drift.error:
                 t.append("  drift: " + one_line(drift.error, 80), style="red")
             elif drift is not None and drift.n_columns:
-                t.append(f"  drift {drift.n_drifted}/{drift.n_columns}", style="bold red" if drift.dataset_drift else "")
+                ep = next((e for e in self.endpoints if e.name == name), None)
+                lv = judge.drift_level(drift, ep.thresholds) if ep is not None else judge.OK
+                t.append(f"  drift {drift.n_drifted}/{drift.n_columns}", style=judge.STYLE[lv])
                 if drift.worst_psi is not None:
                     t.append(f", worst PSI {drift.worst_psi:.2f} ({one_line(drift.worst_psi_column or '', 30)})")
         detail.update(t)

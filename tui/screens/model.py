@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from modeldeck.core import judge
 from modeldeck.core.textfmt import num, one_line
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
@@ -178,7 +179,8 @@ class ModelScreen(DeckScreen):
         else:
             t.append_text(cells.status(snap.status))
             t.append("  serving ")
-            t.append_text(cells.versions(snap.served_version, snap.registry_version))
+            t.append_text(cells.versions(snap.served_version, snap.registry_version,
+                                         mismatch=judge.version_mismatch(snap.registry_version, snap.served_versions)))
             if snap.reason:
                 t.append("  " + one_line(snap.reason, 120))
         self.query_one("#model-header", Static).update(t)

@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.text import Text
 
+from modeldeck.core import judge
+from modeldeck.core.snapshot import DriftSummary
 from modeldeck.core.textfmt import one_line
 
 STATUS_STYLE = {
@@ -31,47 +33,35 @@ def status(word: str | None) -> Text:
     return Text(word, style=STATUS_STYLE.get(word, "bold magenta"), no_wrap=True)
 
 
-def number(value: float | None, fmt: str = "{:.1f}", *, warn: float | None = None,
-           crit: float | None = None) -> Text:
+def number(value: float | None, fmt: str = "{:.1f}", *, level: str = judge.OK) -> Text:
+    """A right-aligned number coloured by the judge's ``level`` for it."""
     if value is None or value != value:
         return Text("-", style="dim", justify="right")
-    style = ""
-    if crit is not None and value >= crit:
-        style = "bold red"
-    elif warn is not None and value >= warn:
-        style = "yellow"
-    return Text(fmt.format(value), style=style, justify="right")
+    return Text(fmt.format(value), style=judge.STYLE[level], justify="right")
 
 
-def versions(served: str | None, registry: Any) -> Text:
-    """``served/registry``; red when they differ (a release that did not land, or drifted)."""
+def versions(served: str | None, registry: Any, *, mismatch: bool) -> Text:
+    """``served/registry``; red when the judge calls it a mismatch (a release that did not land)."""
     s = "-" if served in (None, "") else one_line(served, 12)
     r = "-" if registry in (None, "") else one_line(registry, 12)
-    mismatch = served not in (None, "") and registry not in (None, "") and str(served) != str(registry)
     t = Text(no_wrap=True, justify="right")
-    t.append(s, style="bold red" if mismatch else "")
+    t.append(s, style=judge.STYLE[judge.CRITICAL] if mismatch else "")
     t.append("/", style="dim")
-    t.append(r, style="dim" if not mismatch else "red")
+    t.append(r, style="red" if mismatch else "dim")
     return t
 
 
-def drift(summary: Any, psi_alert: float = 0.25, psi_warn: float = 0.1) -> Text:
-    """``drifted/columns worstPSI``: red with dataset drift, yellow when a PSI warns."""
+def drift(summary: DriftSummary | None, level: str) -> Text:
+    """``drifted/columns worstPSI`` coloured by the judge's drift level (the worst PSI among
+    the columns whose PSI counts)."""
     if summary is None:
         return Text("-", style="dim", justify="right")
-    if getattr(summary, "error", None):
-        return Text("error", style="red", justify="right")
-    n, d = getattr(summary, "n_columns", 0) or 0, getattr(summary, "n_drifted", 0) or 0
-    psi = getattr(summary, "worst_psi", None)
-    style = ""
-    if getattr(summary, "dataset_drift", False):
-        style = "bold red"
-    elif psi is not None and psi >= psi_alert:
-        style = "red"
-    elif d or (psi is not None and psi >= psi_warn):
-        style = "yellow"
+    if summary.error:
+        return Text("error", style=judge.STYLE[level], justify="right")
+    psi = summary.worst_psi
     psi_text = "" if psi is None else f" {psi:.2f}".replace(" 0.", " .")
-    return Text(f"{d}/{n}{psi_text}", style=style, justify="right", no_wrap=True)
+    return Text(f"{summary.n_drifted}/{summary.n_columns}{psi_text}", style=judge.STYLE[level], justify="right",
+                no_wrap=True)
 
 
 def age(taken_at: float | None, now: float | None = None, interval: float = 2.0) -> Text:

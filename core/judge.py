@@ -1,0 +1,318 @@
+"""THE rules: what a snapshot's numbers mean. Written once here and called by the poller (an
+endpoint's status), the fleet screen (cell colours, header counts), the report (findings and
+exit code) and the releases (the health gate, verification and the bake), so they never
+disagree.
+
+**One comparison.** A value *equal to* a threshold is over it: an error ratio of exactly 20 %
+with ``error_ratio_crit = 0.20`` is critical, everywhere (:func:`reaches`).
+
+**Levels**, worst last: ``OK`` (nothing to say), ``NOTICE`` (worth a colour in the fleet, not a
+finding: a PSI over ``psi_warn``, a few drifted columns), ``WARNING``, ``CRITICAL``; and
+``UNKNOWN`` (not polled yet). The report's finding severity is the level (a NOTICE is not a
+finding); the fleet's colour is :data:`STYLE` of the level; the release health gate blocks
+on a CRITICAL health verdict (down, error ratio or p95 over its critical threshold).
+
+**Status** (:func:`status`): DOWN when the endpoint or its model does not answer ready;
+DEGRADED when it answers but something is wrong (server not ready, a version other than the
+registry's, error ratio or p95 at or over the warning threshold, metrics that cannot be read);
+else UP. Drift and quality do not change the status: they are judged on their own.
+
+**Drift** (:func:`summarize_drift`): only *judged* columns count (status ``ok``, ``drift`` or
+``constant``; never ``low_sample``, ``error`` or ``skipped``). A column's PSI counts only when
+it is judged and has at least :data:`PSI_MIN_ROWS` current values: over 10 bins a smaller
+window of the reference's own distribution often leaves a bin empty (floored at 1e-4), and its
+PSI then passes 0.25 by chance. The worst PSI is the largest PSI that counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modeldeck.core.snapshot import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot
+from modeldeck.core.textfmt import finite, one_line, pct
+
+if TYPE_CHECKING:
+    from modeldeck.core.config import Thresholds
+
+OK, NOTICE, WARNING, CRITICAL, UNKNOWN = "OK", "NOTICE", "WARNING", "CRITICAL", "UNKNOWN"
+RANK = {OK: 0, NOTICE: 1, WARNING: 2, UNKNOWN: 3, CRITICAL: 4}
+# The fleet's colours for each level (Rich styles).
+STYLE = {OK: "", NOTICE: "yellow", WARNING: "bold yellow", CRITICAL: "bold red", UNKNOWN: "dim"}
+
+JUDGED = ("ok", "drift", "constant")  # drift column statuses that count (modeldeck.core.drift.JUDGED)
+PSI_MIN_ROWS = 200
+REASON_LIMIT = 160
+
+
+def reaches(value: Any, limit: float | None) -> bool:
+    """The one comparison: ``value`` is a finite number at or over ``limit``."""
+    v = finite(value)
+    return v is not None and limit is not None and v >= limit
+
+
+def worst(levels: Iterable[str]) -> str:
+    out = OK
+    for lv in levels:
+        if RANK[lv] > RANK[out]:
+            out = lv
+    return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One thing the rules say about an endpoint: what (``key``), how bad, in words (without
+    the endpoint's name)."""
+
+    key: str  # down | pending | version | not_ready | errors | p95 | degraded | drift | psi | missing | drift_error
+    level: str
+    text: str
+
+
+# ---------------------------------------------------------------------------------------------
+# health: error ratio, latency, versions
+
+
+def error_level(ratio: float | None, th: Thresholds) -> str:
+    if reaches(ratio, th.error_ratio_crit):
+        return CRITICAL
+    return WARNING if reaches(ratio, th.error_ratio_warn) else OK
+
+
+def latency_level(p95_ms: float | None, th: Thresholds) -> str:
+    if reaches(p95_ms, th.p95_ms_crit):
+        return CRITICAL
+    return WARNING if reaches(p95_ms, th.p95_ms_warn) else OK
+
+
+def _over(value: float, limit: float) -> str:
+    return "over" if value > limit else "reaches"
+
+
+def error_text(ratio: float, th: Thresholds, level: str) -> str:
+    limit = th.error_ratio_crit if level == CRITICAL else th.error_ratio_warn
+    return f"error ratio {ratio * 100:.1f}% {_over(ratio, limit)} {limit * 100:.1f}%"
+
+
+def latency_text(p95_ms: float, th: Thresholds, level: str) -> str:
+    limit = th.p95_ms_crit if level == CRITICAL else th.p95_ms_warn
+    return f"p95 latency {p95_ms:.0f} ms {_over(p95_ms, limit)} {limit:.0f} ms"
+
+
+def version_mismatch(registry_version: str | None, served_versions: Sequence[str]) -> bool:
+    """The endpoint serves versions, and the registry's version for its environment is not
+    among them (a canary serving the old and the new version is not a mismatch)."""
+    return registry_version is not None and bool(served_versions) and str(registry_version) not in served_versions
+
+
+def served_version(registry_version: str | None, served_versions: Sequence[str]) -> str | None:
+    """The version an endpoint is said to serve: the registry's when it is among those served,
+    else the last one it lists, else None."""
+    if not served_versions:
+        return None
+    return str(registry_version) if registry_version is not None and str(registry_version) in served_versions \
+        else served_versions[-1]
+
+
+def drift_version(snap: EndpointSnapshot) -> str | None:
+    """Whose reference data an endpoint's live window is compared with: the version it serves,
+    else (nothing known served, e.g. down) the registry's for its environment."""
+    return snap.served_version or snap.registry_version
+
+
+def status(*, down: str | None, environment: str, registry_version: str | None,
+           served_versions: Sequence[str], error_ratio: float | None, p95_ms: float | None,
+           th: Thresholds, not_ready: str | None = None, missing_version: str | None = None,
+           metrics_error: str | None = None, notes: Sequence[str] = ()) -> tuple[str, str]:
+    """An endpoint's status and the reason in words, from what one poll found: ``down`` (why
+    it does not answer ready), ``not_ready`` (the server is live but not ready),
+    ``missing_version`` (the server says it has no such version: a 404 on the version's ready
+    route), ``metrics_error``, and ``notes`` added to an UP reason."""
+    if down:
+        return DOWN, one_line(down, REASON_LIMIT)
+    problems: list[str] = []
+    if not_ready:
+        problems.append(not_ready)
+    if version_mismatch(registry_version, served_versions):
+        served = served_version(registry_version, served_versions)
+        problems.append(f"serves version {one_line(served, 24)}, {one_line(environment, 24)} alias is "
+                        f"{registry_version}")
+    elif missing_version:
+        problems.append(missing_version)
+    er, p95 = finite(error_ratio), finite(p95_ms)
+    if er is not None and error_level(er, th) != OK:
+        problems.append(error_text(er, th, WARNING))
+    if p95 is not None and latency_level(p95, th) != OK:
+        problems.append(latency_text(p95, th, WARNING))
+    if metrics_error:
+        problems.append(metrics_error)
+    if problems:
+        return DEGRADED, one_line("; ".join(problems), REASON_LIMIT)
+    return UP, one_line("; ".join(["ready", *notes]), REASON_LIMIT)
+
+
+def health_verdicts(snap: EndpointSnapshot, th: Thresholds) -> list[Verdict]:
+    """Down, not polled, error ratio and p95 levels: what the release health gate, the
+    verification and the bake judge an endpoint by (with the drift and version verdicts,
+    :func:`verdicts` is what the report says)."""
+    if snap.status == DOWN:
+        return [Verdict("down", CRITICAL, f"down: {one_line(snap.reason, 200)}")]
+    if snap.status == PENDING:
+        return [Verdict("pending", UNKNOWN, "not polled")]
+    out = []
+    er, p95 = finite(snap.error_ratio), finite(snap.latency_p95_ms)
+    if er is not None and (lv := error_level(er, th)) != OK:
+        out.append(Verdict("errors", lv, error_text(er, th, lv)))
+    if p95 is not None and (lv := latency_level(p95, th)) != OK:
+        out.append(Verdict("p95", lv, latency_text(p95, th, lv)))
+    return out
+
+
+def health_line(snap: EndpointSnapshot, th: Thresholds) -> str:
+    """The values an endpoint was judged on, or which it lacks: ``up, errors 1.2% (critical at
+    20.0%), p95 85 ms (critical at 2000 ms)``."""
+    parts = [snap.status.lower()]
+    er, p95 = finite(snap.error_ratio), finite(snap.latency_p95_ms)
+    lacks = []
+    if er is None:
+        lacks.append("error ratio")
+    else:
+        parts.append(f"errors {pct(er)} (critical at {pct(th.error_ratio_crit)})")
+    if p95 is None:
+        lacks.append("p95 latency")
+    else:
+        parts.append(f"p95 {p95:.0f} ms (critical at {th.p95_ms_crit:.0f} ms)")
+    if lacks:
+        why = "no two metrics readings yet" if len(lacks) == 2 and snap.metrics_window is None else \
+            "not in its metrics"
+        parts.append(f"{' and '.join(lacks)} not known ({why})")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# drift
+
+
+def counted_columns(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The columns of a drift result (``modeldeck.core.drift.result_to_json``) that count."""
+    cols = result.get("columns") or []
+    return [c for c in cols if isinstance(c, Mapping) and c.get("status") in JUDGED]
+
+
+def psi_counts(column: Mapping[str, Any]) -> float | None:
+    """The column's PSI when it counts (judged, at least PSI_MIN_ROWS current values)."""
+    psi = finite(column.get("psi"))
+    if psi is None or column.get("status") not in JUDGED or int(column.get("n_current") or 0) < PSI_MIN_ROWS:
+        return None
+    return psi
+
+
+def summarize_drift(result: Mapping[str, Any], *, version: str | None, computed_at: float,
+                    rows: int | None = None, keep_result: bool = True) -> DriftSummary:
+    """A drift result as the snapshot's :class:`DriftSummary`: columns and drifted columns as
+    the comparison judged them, the worst PSI among the columns whose PSI counts."""
+    worst_psi, worst_col = None, None
+    for c in counted_columns(result):
+        psi = psi_counts(c)
+        if psi is not None and (worst_psi is None or psi > worst_psi):
+            worst_psi, worst_col = psi, str(c.get("column") or "")
+    n_rows = result.get("n_current", rows)
+    return DriftSummary(n_columns=int(result.get("n_columns") or 0), n_drifted=int(result.get("n_drifted") or 0),
+                        dataset_drift=bool(result.get("dataset_drift", False)),
+                        drift_share=finite(result.get("drift_share")) or 0.0, worst_psi=worst_psi,
+                        worst_psi_column=worst_col, computed_at=computed_at,
+                        result=dict(result) if keep_result else {}, version=version,
+                        window_rows=int(n_rows) if isinstance(n_rows, int) else rows)
+
+
+def drift_level(summary: DriftSummary | None, th: Thresholds) -> str:
+    """WARNING: dataset drift, a PSI at or over ``psi_alert``, or no comparison (an error);
+    NOTICE: some drifted columns or a PSI at or over ``psi_warn``; else OK (also while no
+    column is judged yet)."""
+    if summary is None:
+        return OK
+    if summary.error:
+        return WARNING
+    if summary.dataset_drift or reaches(summary.worst_psi, th.psi_alert):
+        return WARNING
+    if summary.n_drifted or reaches(summary.worst_psi, th.psi_warn):
+        return NOTICE
+    return OK
+
+
+def drift_verdicts(result: Mapping[str, Any], th: Thresholds) -> list[Verdict]:
+    """Dataset drift, PSI at or over ``psi_alert`` and jumps in missing values, judged on the
+    columns that count."""
+    out = []
+    if result.get("dataset_drift"):
+        share = finite(result.get("drift_share")) or 0.0
+        drifted = [c.get("column") for c in result.get("columns") or [] if c.get("drifted")]
+        out.append(Verdict("drift", WARNING, f"dataset drift: {result.get('n_drifted')} of {result.get('n_columns')} "
+                           f"columns drifted ({share * 100:.0f}% >= {th.drift_share * 100:.0f}%): {_names(drifted)}"))
+    high, jumps = [], []
+    for c in counted_columns(result):
+        psi = psi_counts(c)
+        if psi is not None and reaches(psi, th.psi_alert):
+            high.append((psi, str(c.get("column"))))
+        a, b = finite(c.get("missing_share_reference")), finite(c.get("missing_share_current"))
+        if a is not None and b is not None and b > a and reaches(b - a, th.missing_jump):
+            jumps.append(f"{one_line(c.get('column'), 40)} ({pct(a)} -> {pct(b)})")
+    if high:
+        high.sort(reverse=True)
+        cols = ", ".join(f"{one_line(n, 40)} ({p:.2f})" for p, n in high[:6])
+        more = f" and {len(high) - 6} more" if len(high) > 6 else ""
+        out.append(Verdict("psi", WARNING, f"PSI >= {th.psi_alert:g} in {cols}{more}"))
+    if jumps:
+        out.append(Verdict("missing", WARNING, f"missing values up by >= {th.missing_jump * 100:.0f} points in "
+                           + ", ".join(jumps[:6]) + (f" and {len(jumps) - 6} more" if len(jumps) > 6 else "")))
+    return out
+
+
+def _names(names: Sequence[Any], limit: int = 6) -> str:
+    shown = ", ".join(one_line(n, 40) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# everything about one snapshot
+
+
+def verdicts(snap: EndpointSnapshot, th: Thresholds, *, drift_result: Mapping[str, Any] | None = None,
+             drift_error: str | None = None) -> list[Verdict]:
+    """Everything the rules say about one endpoint, in this order (the report's findings):
+    down or not polled, a version other than the registry's (CRITICAL), a server that is not
+    ready, the error ratio and p95 levels, a DEGRADED status that no other verdict explains,
+    then drift: from ``drift_result`` (or why there is none, ``drift_error``) when given, else
+    from the snapshot's own :class:`DriftSummary`."""
+    health = health_verdicts(snap, th)
+    out = [v for v in health if v.key in ("down", "pending")]
+    if version_mismatch(snap.registry_version, snap.served_versions):
+        served = snap.served_versions
+        what = (f"served version {one_line(served[0], 24)}" if len(served) == 1
+                else "served versions " + ", ".join(one_line(v, 24) for v in served))
+        out.append(Verdict("version", CRITICAL, f"{what} but {one_line(snap.environment, 40)} is "
+                                                f"{snap.registry_version}"))
+    if snap.status not in (DOWN, PENDING):
+        if snap.ready is False:
+            out.append(Verdict("not_ready", WARNING, "server not ready (/v2/health/ready)"))
+        out += [v for v in health if v.key not in ("down", "pending")]
+        if snap.status == DEGRADED and not out:
+            out.append(Verdict("degraded", WARNING, f"degraded: {one_line(snap.reason, 200)}"))
+    summary = snap.drift
+    if drift_result is None and drift_error is None and summary is not None:
+        drift_result, drift_error = (summary.result or None), summary.error
+    if drift_result:
+        out += drift_verdicts(drift_result, th)
+    elif drift_error:
+        out.append(Verdict("drift_error", WARNING, f"drift not checked: {one_line(drift_error, 300)}"))
+    elif summary is not None and drift_level(summary, th) == WARNING:  # a stored summary: no columns kept
+        text = (f"dataset drift: {summary.n_drifted} of {summary.n_columns} columns drifted" if summary.dataset_drift
+                else f"PSI >= {th.psi_alert:g} in {one_line(summary.worst_psi_column, 40)} ({summary.worst_psi:.2f})")
+        out.append(Verdict("drift", WARNING, text))
+    return out
+
+
+def level(snap: EndpointSnapshot, th: Thresholds) -> str:
+    """The worst level of an endpoint's verdicts."""
+    return worst(v.level for v in verdicts(snap, th))
