@@ -70,7 +70,7 @@ from scipy import stats
 from scipy.spatial import distance
 
 from modeldeck.core.errors import InputError
-from modeldeck.core.textfmt import one_line
+from modeldeck.core.textfmt import finite, one_line
 
 __all__ = [
     "ColumnDrift",
@@ -942,8 +942,8 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
 
     # current values
     if cur_numeric is not None and not (forced_categorical and ref.family == "categorical"):
-        finite = np.isfinite(cur_numeric)
-        kept = cur_numeric if finite.all() else cur_numeric[finite]
+        is_finite = np.isfinite(cur_numeric)
+        kept = cur_numeric if is_finite.all() else cur_numeric[is_finite]
         cur = _Current(n_rows, int(n_rows - kept.size), values=np.sort(kept))
     else:
         vc = _category_counts(series)
@@ -1061,8 +1061,8 @@ def _compare_column_inner(name: str, ref: ColumnProfile, series: pd.Series, forc
     if unseen:
         notes.append(f"{unseen:.1%} of current values in categories unseen in the reference")
     return ColumnDrift(
-        column=name, kind=kind, method=method, score=_finite(score), threshold=threshold, drifted=drifted,
-        statistic=_finite(statistic), p_value=_finite(p_value), psi=_finite(psi), status=status,
+        column=name, kind=kind, method=method, score=finite(score), threshold=threshold, drifted=drifted,
+        statistic=finite(statistic), p_value=finite(p_value), psi=finite(psi), status=status,
         n_reference=n_ref, n_current=n_cur, missing_share_reference=miss_ref, missing_share_current=miss_cur,
         unseen_share=unseen, message="; ".join(notes), histogram=histogram,
     )
@@ -1126,13 +1126,6 @@ def _category_histogram(keys: pd.Index, ref_cnt: np.ndarray, cur_cnt: np.ndarray
 def _shares(counts: np.ndarray) -> list[float]:
     total = float(np.sum(counts))
     return [round(float(c) / total, 6) if total else 0.0 for c in counts]
-
-
-def _finite(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 # --------------------------------------------------------------------------- whole comparison

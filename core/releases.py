@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import shlex
 import sys
@@ -73,7 +72,7 @@ from modeldeck.core.registry import (
     utcnow,
 )
 from modeldeck.core.snapshot import DOWN, EndpointSnapshot
-from modeldeck.core.textfmt import duration
+from modeldeck.core.textfmt import duration, finite
 
 # ReleaseOutcome.status
 RELEASED = "released"  # alias moved, hook ran, verified and baked (or verification skipped: see notes)
@@ -216,7 +215,7 @@ def evaluate_metric_gate(gate: GateConfig, candidate: Mapping[str, Any], champio
                             "min_absolute_change": gate.min_absolute_change,
                             "min_relative_change": gate.min_relative_change,
                             "champion_version": champion_version}
-    cand = _number(candidate.get(m))
+    cand = finite(candidate.get(m))
     data["candidate"] = cand
     if cand is None:
         return GateResult(name, False, f"{m}: the candidate has no {m} metric", data)
@@ -229,7 +228,7 @@ def evaluate_metric_gate(gate: GateConfig, candidate: Mapping[str, Any], champio
         if not ok:
             failed.append("threshold")
     wants_compare = gate.min_absolute_change is not None or gate.min_relative_change is not None
-    champ = _number(champion.get(m)) if champion is not None else None
+    champ = finite(champion.get(m)) if champion is not None else None
     data["champion"] = champ
     if wants_compare:
         if champion is None:
@@ -267,13 +266,6 @@ def evaluate_metric_gate(gate: GateConfig, candidate: Mapping[str, Any], champio
 def _ge(a: float, b: float) -> bool:
     """a >= b, forgiving float rounding at the boundary (0.84 vs 0.8 is +5%, not +4.99999%)."""
     return a >= b - 1e-9 * max(1.0, abs(a), abs(b))
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return None if math.isnan(f) else f
 
 
 def _n(v: float | None) -> str:

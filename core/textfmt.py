@@ -5,6 +5,7 @@ words, aligned tables and short numbers. Standard library only (cheap to import)
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -27,8 +28,8 @@ def one_line(text: Any, limit: int = 200) -> str:
 
 
 def finite(value: Any) -> float | None:
-    """``value`` as a float when it is a finite number (not a bool), else None."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+    """``value`` as a float when it is a finite real number (numpy's too; not a bool), else None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, numbers.Real)):
         return None
     f = float(value)
     return f if math.isfinite(f) else None
