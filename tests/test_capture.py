@@ -205,6 +205,7 @@ def server():
     _Handler.routes.clear()
 
 
+@pytest.mark.live
 def test_http_sources(server):
     base, routes = server
     df = frame(30)
@@ -223,6 +224,7 @@ def test_http_sources(server):
         read_window(f"{base}/missing.csv", None)
 
 
+@pytest.mark.live
 def test_profile_from_url_uses_cache(server, tmp_path):
     from modeldeck.core.drift import load_profile
 

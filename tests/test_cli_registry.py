@@ -17,6 +17,7 @@ def md(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subpr
                           cwd=cwd, timeout=60)
 
 
+@pytest.mark.live
 def test_release_flow_end_to_end(registry_path: Path, tmp_path: Path) -> None:
     data = tmp_path / "train.csv"
     data.write_text("x,y\n1,0\n2,1\n")
@@ -44,6 +45,7 @@ def test_release_flow_end_to_end(registry_path: Path, tmp_path: Path) -> None:
     assert r.returncode == 0 and "intact: 3 entries" in r.stdout
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(("args", "message"), [
     (["promote", "churn", "7", "--env", "production", "--reason", "x"],
      "modeldeck: model churn has no version 7 (latest is 2)"),
@@ -71,18 +73,21 @@ def test_bad_requests_say_what_is_wrong_and_write_nothing(registry_path: Path, a
         assert reg.verify_audit().ok
 
 
+@pytest.mark.live
 def test_missing_reason_is_a_usage_error(registry_path: Path) -> None:
     r = md("approve", "churn", "1", "--registry", str(registry_path))
     assert r.returncode == 2 and "--reason" in r.stderr
     assert not registry_path.exists()
 
 
+@pytest.mark.live
 def test_read_commands_do_not_create_a_registry(tmp_path: Path) -> None:
     r = md("versions", "churn", "--registry", str(tmp_path / "nothing.db"))
     assert r.returncode == 2 and "no registry here" in r.stderr
     assert not (tmp_path / "nothing.db").exists()
 
 
+@pytest.mark.live
 def test_audit_verify_names_the_first_bad_entry(registry_path: Path) -> None:
     with Registry(registry_path) as reg:
         for i in range(3):
@@ -93,6 +98,7 @@ def test_audit_verify_names_the_first_bad_entry(registry_path: Path) -> None:
     assert "BROKEN at entry 2" in r.stderr
 
 
+@pytest.mark.live
 def test_config_file_registry_and_env_discovery(tmp_path: Path) -> None:
     cfg = tmp_path / "modeldeck.toml"
     cfg.write_text('registry = "reg/registry.db"\n')

@@ -97,6 +97,7 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> No
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.live
 def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert config.find_config() is None

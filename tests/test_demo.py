@@ -27,7 +27,7 @@ from modeldeck.core.demo.fleet import READY_PREFIX, DemoFleetProcess, FleetSetti
 from modeldeck.core.demo.models import request_body
 from modeldeck.core.registry import Registry
 
-pytestmark = pytest.mark.xdist_group("demo_fleet")
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("demo_fleet")]
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = FleetSettings(drift_at=0.0, errors_at=0.0, error_rate=0.3, seed=7,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_env
 
 CORE = ROOT / "core"
@@ -41,6 +43,7 @@ def test_no_core_source_mentions_textual() -> None:
     assert offenders == []
 
 
+@pytest.mark.live
 def test_importing_all_of_core_loads_no_textual() -> None:
     modules = core_modules()
     assert "modeldeck.core.registry" in modules and len(modules) >= 5
@@ -53,6 +56,7 @@ def test_importing_all_of_core_loads_no_textual() -> None:
     assert r.stdout.strip() == ""
 
 
+@pytest.mark.live
 def test_registry_commands_do_not_load_textual() -> None:
     code = ("import sys\nfrom modeldeck.tui import cli\n"
             "try:\n    cli.main(['models', '--registry', sys.argv[1]])\nexcept SystemExit:\n    pass\n"

@@ -23,6 +23,8 @@ from modeldeck.core.demo.recorder import RotatingJsonl, capture_record, ground_t
 from modeldeck.core.demo.seed import train_module
 from modeldeck.core.registry import Registry
 
+pytestmark = pytest.mark.live
+
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "sample_data" / "pipeline" / "train.py"
 

@@ -21,6 +21,8 @@ from modeldeck.core.registry import Registry
 from modeldeck.core.snapshot import DEGRADED, DOWN, PENDING, UP, DriftSummary, EndpointSnapshot
 from tests.faultservers import CLOSE, DRIP, ENDLESS, HANG, SHORT, FaultServer, Reply, refused_url, servers
 
+pytestmark = pytest.mark.live
+
 TIMEOUT = 0.5
 
 

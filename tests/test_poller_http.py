@@ -13,6 +13,8 @@ import pytest
 
 from modeldeck.core.http11 import Sender, fetch
 
+pytestmark = pytest.mark.live
+
 
 class RawServer:
     """Answers each request on a connection with the next scripted reply (bytes, or a callable

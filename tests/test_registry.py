@@ -182,6 +182,7 @@ def test_every_mutation_is_audited_with_before_and_after(reg: Registry) -> None:
         {"version": 2}, {"version": 1}, "latency", "churn@production")
 
 
+@pytest.mark.live
 def test_actor_from_env_or_login_and_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
     assert current_actor() == "tester"
     monkeypatch.delenv("MODELDECK_ACTOR")
@@ -275,6 +276,7 @@ def test_snapshots_are_stored_and_pruned(reg: Registry) -> None:
     assert [s["status"] for s in reg.snapshots("churn-prod")] == ["DOWN"]
 
 
+@pytest.mark.live
 def test_four_writer_processes_lose_nothing(registry_path: Path) -> None:
     with Registry(registry_path) as reg:
         _approved(reg, 3)
@@ -326,6 +328,7 @@ def test_unset_undoes_a_first_release(reg: Registry) -> None:
     assert reg.verify_audit().ok
 
 
+@pytest.mark.live
 def test_two_connections_in_one_process_lose_no_commits(registry_path: Path) -> None:
     """Opening a second Registry in a process must not drop the first one's file locks (a
     plain open()/close() of the database file does), or another process's checkpoint can

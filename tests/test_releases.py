@@ -98,6 +98,7 @@ def test_metric_gate_follows_mlflow_metric_threshold(gate: GateConfig, cand: dic
         assert r.data["champion"] is None
 
 
+@pytest.mark.live
 def test_worse_candidate_is_blocked_and_a_forced_release_says_so(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path, cand_auc=0.85)
     s = settings_for(tmp_path, registry_path, model={"gates": [{"metric": "auc", "min_absolute_change": -0.01}]})
@@ -128,6 +129,7 @@ def test_worse_candidate_is_blocked_and_a_forced_release_says_so(tmp_path: Path,
         assert reg.verify_audit().ok
 
 
+@pytest.mark.live
 def test_cli_prints_gates_and_exits_1_when_blocked(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path, cand_auc=0.85)
     cfg = tmp_path / "modeldeck.toml"
@@ -148,6 +150,7 @@ def test_cli_prints_gates_and_exits_1_when_blocked(tmp_path: Path, registry_path
     assert "forced past 1 failed gate" in r.stderr  # progress goes to stderr with --json
 
 
+@pytest.mark.live
 def test_unapproved_to_production_is_the_registry_refusal(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path, approve=False)
     s = settings_for(tmp_path, registry_path)
@@ -160,6 +163,7 @@ def test_unapproved_to_production_is_the_registry_refusal(tmp_path: Path, regist
         assert reg.alias("churn", "production") == 1
 
 
+@pytest.mark.live
 def test_bad_input_raises_with_the_registrys_words(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     s = settings_for(tmp_path, registry_path)
@@ -182,6 +186,7 @@ def test_bad_input_raises_with_the_registrys_words(tmp_path: Path, registry_path
 # deploy hooks
 
 
+@pytest.mark.live
 def test_failing_deploy_hook_leaves_the_alias_where_it_was(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     hook = [PY, "-c", "import sys; print('pushing {model} v{version}'); print('kubectl: forbidden'); sys.exit(3)"]
@@ -202,6 +207,7 @@ def test_failing_deploy_hook_leaves_the_alias_where_it_was(tmp_path: Path, regis
         assert reg.verify_audit().ok
 
 
+@pytest.mark.live
 def test_hook_arguments_with_spaces_quotes_and_semicolons_arrive_whole(tmp_path: Path,
                                                                        registry_path: Path) -> None:
     nasty = 's3://bucket/it\'s "quoted"; rm -rf ~ && echo $(whoami) `id` | tee x'
@@ -222,6 +228,7 @@ def test_hook_arguments_with_spaces_quotes_and_semicolons_arrive_whole(tmp_path:
                                             '{"json": churn}']
 
 
+@pytest.mark.live
 def test_deploy_webhook_is_signed_and_the_secret_never_written(tmp_path: Path, registry_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "s3cr3t-value-xyz"
@@ -247,6 +254,7 @@ def test_deploy_webhook_is_signed_and_the_secret_never_written(tmp_path: Path, r
     assert secret not in written and "tok-123" not in written
 
 
+@pytest.mark.live
 def test_webhook_refusal_undoes_the_move(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     with WebhookReceiver(status=500, answer={"error": "deployer broken"}) as hook_server:
@@ -269,6 +277,7 @@ def rollout_settings(tmp_path: Path, registry_path: Path, server: FakeModelServe
     return settings_for(tmp_path, registry_path, model=model, endpoints=[endpoint(server)])
 
 
+@pytest.mark.live
 def test_healthy_rollout_is_verified_and_baked(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     with FakeModelServer("churn", "1") as server:
@@ -289,6 +298,7 @@ def test_healthy_rollout_is_verified_and_baked(tmp_path: Path, registry_path: Pa
     assert any(e.level == "output" and "deployed 2" in e.message for e in events)
 
 
+@pytest.mark.live
 def test_version_that_errors_after_promotion_is_rolled_back_during_baking(tmp_path: Path,
                                                                           registry_path: Path) -> None:
     champion_and_candidate(registry_path)
@@ -315,6 +325,7 @@ def test_version_that_errors_after_promotion_is_rolled_back_during_baking(tmp_pa
     assert events[-1].stage == "done" and events[-1].data.get("automatic") is True
 
 
+@pytest.mark.live
 def test_rollout_verification_timeout_rolls_back(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     with FakeModelServer("churn", "1") as server:  # nothing deploys version 2 to it
@@ -328,6 +339,7 @@ def test_rollout_verification_timeout_rolls_back(tmp_path: Path, registry_path: 
             assert reg.audit(action="rollback", limit=1)[0].after["stage"] == "verify"
 
 
+@pytest.mark.live
 def test_unhealthy_environment_blocks_promotion(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     with FakeModelServer("churn", "1") as server:
@@ -339,6 +351,7 @@ def test_unhealthy_environment_blocks_promotion(tmp_path: Path, registry_path: P
     assert gate.name == "healthy" and not gate.passed and "churn-production is down" in gate.detail
 
 
+@pytest.mark.live
 def test_rollback_through_the_cli_redeploys_and_verifies(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     with Registry(registry_path) as reg:
@@ -383,6 +396,7 @@ class FakeTime:
         return False
 
 
+@pytest.mark.live
 def test_injected_clock_bakes_a_long_period_instantly(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     s = settings_for(tmp_path, registry_path, model={"verify_timeout": 60, "bake_seconds": 600},
@@ -404,6 +418,7 @@ def test_injected_clock_bakes_a_long_period_instantly(tmp_path: Path, registry_p
         assert reg.alias("churn", "production") == 1
 
 
+@pytest.mark.live
 def test_stop_event_aborts_the_rollout_and_rolls_back(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     s = settings_for(tmp_path, registry_path, model={"verify_timeout": 60, "bake_seconds": 600},
@@ -422,6 +437,7 @@ def test_stop_event_aborts_the_rollout_and_rolls_back(tmp_path: Path, registry_p
         assert reg.alias("churn", "production") == 1
 
 
+@pytest.mark.live
 def test_without_endpoints_verification_is_skipped_with_a_note(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path)
     s = configmod.load(None, registry_path)  # registry-only use: no config file

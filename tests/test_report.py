@@ -158,6 +158,7 @@ def findings(doc: dict[str, Any], severity: str | None = None) -> list[str]:
 # exit codes for real reasons, and every format parsed back
 
 
+@pytest.mark.live
 def test_healthy_endpoint_is_ok_in_every_format(healthy: dict[str, Any]) -> None:
     cfg = healthy["config"]
     plain = {k: v for k, v in healthy["endpoint"].items() if k != "capture"}  # text and markdown: no drift,
@@ -259,6 +260,7 @@ def _promtool(text: str, where: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("failed, severity, code", [(1, "WARNING", 1), (3, "CRITICAL", 2)])
 def test_error_ratio_is_a_warning_then_critical(tmp_path: Path, failed: int, severity: str, code: int) -> None:
     reg = make_registry(tmp_path / "registry.db", None)
@@ -275,6 +277,7 @@ def test_error_ratio_is_a_warning_then_critical(tmp_path: Path, failed: int, sev
     assert doc["endpoints"][0]["error_ratio"] == pytest.approx(failed / 10, abs=0.02)
 
 
+@pytest.mark.live
 def test_down_endpoint_and_version_mismatch_are_critical(tmp_path: Path) -> None:
     reg = make_registry(tmp_path / "registry.db", None)
     with FaultServer("m", ["1"], metrics_version="1") as old:
@@ -289,6 +292,7 @@ def test_down_endpoint_and_version_mismatch_are_critical(tmp_path: Path) -> None
     assert re.match(r"CRITICAL\s+m-gone: down: connection refused$", lines[2])
 
 
+@pytest.mark.live
 def test_broken_audit_chain_is_critical(healthy: dict[str, Any]) -> None:
     with sqlite3.connect(healthy["registry"]) as c:
         c.execute("UPDATE audit SET reason = 'nothing to see' WHERE id = 2")
@@ -301,6 +305,7 @@ def test_broken_audit_chain_is_critical(healthy: dict[str, Any]) -> None:
                                          "its hash (the entry was edited)"]
 
 
+@pytest.mark.live
 def test_dataset_drift_is_a_warning_and_retrains_once_per_cooldown(healthy: dict[str, Any]) -> None:
     frame(3, 600, shift=1.5).to_csv(healthy["capture"], index=False)
     cfg = write_config(healthy["config"], healthy["registry"], [healthy["endpoint"]],
@@ -328,6 +333,7 @@ def test_dataset_drift_is_a_warning_and_retrains_once_per_cooldown(healthy: dict
             time.sleep(0.1)
 
 
+@pytest.mark.live
 def test_could_not_run_is_unknown(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[poll]\ntimeout = 'soon'\n")
@@ -391,6 +397,7 @@ def _demo_config(fleet: dict[str, Any], path: Path, names: Sequence[str]) -> Pat
     return write_config(path, fleet["registry"], [fleet["endpoints"][n] for n in names])
 
 
+@pytest.mark.live
 @pytest.mark.xdist_group("report-demo-fleet")
 def test_demo_fleet_healthy_and_drifting(demo_fleet: dict[str, Any], tmp_path: Path) -> None:
     healthy = _demo_config(demo_fleet, tmp_path / "healthy.toml", ["fraud-prod", "demand-prod"])
@@ -413,6 +420,7 @@ def test_demo_fleet_healthy_and_drifting(demo_fleet: dict[str, Any], tmp_path: P
 # behaviour that must hold
 
 
+@pytest.mark.live
 def test_bounded_time_with_a_third_of_fifty_endpoints_hanging(tmp_path: Path) -> None:
     reg = make_registry(tmp_path / "registry.db", None)
     timeout, sample = 1.0, 0.5
@@ -435,6 +443,7 @@ def test_bounded_time_with_a_third_of_fifty_endpoints_hanging(tmp_path: Path) ->
     assert {e["name"] for e in doc["endpoints"] if e["status"] == "UP"} == {e["name"] for e in eps} - hanging
 
 
+@pytest.mark.live
 def test_runs_under_crons_bare_environment_without_textual(healthy: dict[str, Any], tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -590,6 +599,7 @@ def _report_with(names: Sequence[str]) -> report.Report:
                          findings=[report.Finding("WARNING", names[0], f"{names[0]}: odd | name")])
 
 
+@pytest.mark.live
 def test_prometheus_labels_are_escaped_and_parse_back(tmp_path: Path) -> None:
     weird = ['quote"d', "back\\slash", "new\nline", "plain"]
     text = report.render_prometheus(_report_with(weird))

@@ -23,6 +23,8 @@ from modeldeck.core.registry import Registry, format_time
 from tests.conftest import MODELDECK, ROOT, run_env
 from tests.hookservers import FakeAirflow, WebhookReceiver
 
+pytestmark = pytest.mark.live
+
 PY = sys.executable
 
 # A small pipeline: prints progress, registers a version through `modeldeck register` (which

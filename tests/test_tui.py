@@ -250,6 +250,7 @@ async def test_escape_cancels_a_promotion_with_nothing_written(world, tmp_path: 
         assert reg.last_audit_id() == before and reg.alias("fraud", "production") is None
 
 
+@pytest.mark.live  # a real release: verification polls, fails and rolls back
 async def test_production_needs_the_typed_model_name_and_force_past_a_failing_gate(world, tmp_path: Path) -> None:
     from modeldeck.core.registry import Registry
 
@@ -299,6 +300,7 @@ async def test_read_only_hides_every_write_action(world) -> None:
         assert type(app.screen).__name__ == "ModelScreen"
 
 
+@pytest.mark.live
 async def test_retrain_streams_output_and_the_jobs_screen_cancels_a_running_job(tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import sys

@@ -20,7 +20,7 @@ from modeldeck.tui.app import ModeldeckApp
 from modeldeck.tui.widgets.livetable import LiveTable
 from tests.faultservers import FaultServer
 
-pytestmark = pytest.mark.xdist_group("tui_demo")
+pytestmark = [pytest.mark.live, pytest.mark.xdist_group("tui_demo")]
 
 FAST = FleetSettings(drift_at=0.0, errors_at=0.0, error_rate=0.3, seed=11,
                      rates=(("churn-prod", 120.0), ("fraud-prod", 30.0)))
