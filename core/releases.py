@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeck.core import judge, paths
-from modeldeck.core.config import ConfigError, GateConfig, HookConfig, Settings
+from modeldeck.core.config import ConfigError, EndpointConfig, GateConfig, HookConfig, Settings
 from modeldeck.core.errors import ConflictError, GateError, RegistryError
 from modeldeck.core.hooks import (
     config_file,
@@ -328,7 +328,7 @@ def health_gate(settings: Settings, model: str, environment: str,
 
 
 def plan(settings: Settings, registry: Registry, model: str, version: int | None, environment: str, *,
-         action: str = "promote", to: int | None = None, snapshots: Iterable[Any] | Mapping[str, Any] | None = None,
+         action: str = "promote", to: int | None = None, snapshots: Iterable[EndpointSnapshot] | Mapping[str, EndpointSnapshot] | None = None,
          expect: int | str | None = "plan", check_health: bool = True) -> ReleasePlan:
     """What a promote (``version``) or rollback (``to``, default the previous holder) of
     ``environment`` will do, with its gates evaluated. Reads only. Without ``snapshots`` (the
@@ -395,7 +395,8 @@ def _loop_running() -> bool:
     return True
 
 
-def _snapshot_list(snapshots: Iterable[Any] | Mapping[str, Any] | None) -> list[Any] | None:
+def _snapshot_list(snapshots: Iterable[EndpointSnapshot] | Mapping[str, EndpointSnapshot] | None
+                   ) -> list[EndpointSnapshot] | None:
     if snapshots is None:
         return None
     if isinstance(snapshots, Mapping):
@@ -403,7 +404,7 @@ def _snapshot_list(snapshots: Iterable[Any] | Mapping[str, Any] | None) -> list[
     return list(snapshots)
 
 
-def _missing(eps: Sequence[Any], snaps: Sequence[Any]) -> bool:
+def _missing(eps: Sequence[EndpointConfig], snaps: Sequence[EndpointSnapshot]) -> bool:
     have = {s.endpoint: s.status for s in snaps}
     return any(have.get(e.name) in (None, "PENDING") for e in eps)
 
@@ -501,7 +502,7 @@ class _Run:
 def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str | None = None,
             on_event: Callable[[ReleaseEvent], None] | None = None, stop_event: threading.Event | None = None,
             verify: bool = True, registry: Registry | None = None,
-            poll: Callable[[], Sequence[Any]] | None = None, clock: Callable[[], float] = time.monotonic,
+            poll: Callable[[], Sequence[EndpointSnapshot]] | None = None, clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], bool] | None = None, interval: float | None = None) -> ReleaseOutcome:
     """Carry out ``plan``: gates -> compare-and-set alias move (gate results in the audit
     entry) -> deploy hook -> rollout verification -> baking, rolling back automatically when
@@ -526,7 +527,7 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
             reg.close()
 
 
-def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequence[Any]] | None,
+def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequence[EndpointSnapshot]] | None,
              interval: float | None) -> ReleaseOutcome:
     p = run.plan
     reg = run.reg

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig, Settings
 from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.snapshot import EndpointSnapshot
 from modeldeck.core.textfmt import duration, finite, num, one_line, pct, short_time, table, utc_iso
 
 if TYPE_CHECKING:  # asyncio, queue, tempfile and concurrent.futures load only when used (start-up)
@@ -80,7 +81,7 @@ class Finding:
 @dataclass(frozen=True)
 class EndpointReport:
     config: EndpointConfig
-    snapshot: Any  # core.poller.EndpointSnapshot (the second poll's)
+    snapshot: EndpointSnapshot  # the second poll's
     drift: dict[str, Any] | None = None  # core.drift.result_to_json(...), or None
     drift_error: str | None = None  # why there is no drift result (None: no capture configured)
 
