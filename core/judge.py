@@ -52,10 +52,12 @@ def reaches(value: Any, limit: float | None) -> bool:
     return v is not None and limit is not None and v >= limit
 
 
-def worst(levels: Iterable[str]) -> str:
+def worst(levels: Iterable[str], rank: Mapping[str, int] = RANK) -> str:
+    """The worst of ``levels`` by ``rank`` (OK without any). The report ranks by exit code,
+    where UNKNOWN (3) is above CRITICAL (2)."""
     out = OK
     for lv in levels:
-        if RANK[lv] > RANK[out]:
+        if rank[lv] > rank[out]:
             out = lv
     return out
 

@@ -157,11 +157,7 @@ class Report:
 
 def worst(severities: Iterable[str]) -> str:
     """The worst severity by exit code (OK without any)."""
-    out = OK
-    for s in severities:
-        if EXIT_CODES[s] > EXIT_CODES[out]:
-            out = s
-    return out
+    return judge.worst(severities, EXIT_CODES)
 
 
 def _endpoint_json(e: EndpointReport) -> dict[str, Any]:
