@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from modeldeck.core.config import Settings
 from modeldeck.core.snapshot import EndpointSnapshot
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the poller (httpx) loads only when a PollerSource starts
 log = logging.getLogger("modeldeck.tui")
 
 
+@runtime_checkable
 class SnapshotSource(Protocol):
     """What the app and the screens read snapshots from and control polling with. Every method
     is called on the UI thread and returns at once (no I/O)."""
