@@ -4,6 +4,7 @@ nothing (the CLI does)."""
 
 from __future__ import annotations
 
+import argparse
 import threading
 from pathlib import Path
 from typing import Any
@@ -218,4 +219,30 @@ def test_workers_do_not_call_back_through_the_app() -> None:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
             assert "call_from_thread(" not in code, f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+
+# -- the command line: declared dispatch, the moved commands --------------------------------------
+
+
+def test_every_command_names_its_handler() -> None:
+    from modeldeck.tui import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args([]).handler is cli._cmd_tui
+    assert parser.parse_args(["--demo"]).handler is cli._cmd_tui
+    assert parser.parse_args(["--report", "--format", "json"]).handler is cli._cmd_report
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        handler = p.get_default("handler")
+        assert handler is getattr(cli, f"_cmd_{name.replace('-', '_')}"), name
+    args = parser.parse_args(["--report", "models"])  # the subcommand's handler wins; the pair is refused
+    assert args.handler is cli._cmd_models and args.report
+
+
+def test_report_with_a_subcommand_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from modeldeck.tui import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--report", "models"])
+    assert e.value.code == 2
+    assert "do not combine with the models command" in capsys.readouterr().err
 

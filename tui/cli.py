@@ -1,7 +1,9 @@
 """The ``modeldeck`` command line. Parses arguments, calls ``core``, prints results.
 
-Textual is imported only when the TUI starts, and heavy ``core`` modules (pandas, scipy,
-httpx) only by the commands that need them, so registry commands and cron lines start fast.
+Each subcommand names its handler with ``set_defaults(handler=...)``; the top level's is the
+TUI, or the report with ``--report``. Textual is imported only when the TUI starts, and heavy
+``core`` modules (pandas, scipy, httpx) only by the commands that need them, so registry
+commands and cron lines start fast.
 Every error is one line on stderr and exit status 2 (``--report``: monitoring-plugin codes,
 3 when it could not run at all).
 """
@@ -12,7 +14,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,6 +44,19 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+class _ReportFlag(argparse.Action):
+    """``--report``: a flag that also makes the report the top level's handler (a subcommand's
+    own handler still wins; ``_check_combination`` refuses the pair)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
+        namespace.handler = _cmd_report
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     # The top level gets its own copies: set_defaults() below would otherwise change the
@@ -51,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch deployed ML models live and release them safely.",
         epilog="Without a subcommand, modeldeck opens the TUI on the configured fleet. "
                "`modeldeck --demo` shows it on an embedded demo fleet.")
-    parser.set_defaults(config=None, registry=None, command=None)
+    parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
     parser.add_argument("--read-only", action="store_true", help="hide and refuse every action that writes")
     rep = parser.add_argument_group("headless report (for cron)")
-    rep.add_argument("--report", action="store_true", help="collect once, print findings, exit 0/1/2/3")
+    rep.add_argument("--report", action=_ReportFlag, help="collect once, print findings, exit 0/1/2/3")
     rep.add_argument("--format", choices=["text", "markdown", "json", "prometheus"], default=None,
                      help="report format (default: text)")
     rep.add_argument("--output", metavar="FILE", default=None, help="write the report atomically to FILE")
@@ -68,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped")
+    p.set_defaults(handler=_cmd_demo_fleet)
     p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
 
     p = sub.add_parser("drift", parents=[common], help="compare a current data window with a reference")
+    p.set_defaults(handler=_cmd_drift)
     p.add_argument("reference", metavar="REFERENCE")
     p.add_argument("current", metavar="CURRENT")
     p.add_argument("--format", choices=["text", "json"], default="text")
@@ -78,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
 
     p = sub.add_parser("models", parents=[common], help="list models, their versions and aliases")
+    p.set_defaults(handler=_cmd_models)
     _json_flag(p)
 
     p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
+    p.set_defaults(handler=_cmd_register)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
@@ -96,10 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("versions", parents=[common], help="list a model's versions")
+    p.set_defaults(handler=_cmd_versions)
     p.add_argument("model", metavar="MODEL")
     _json_flag(p)
 
     p = sub.add_parser("history", parents=[common], help="alias history of a model (newest first)")
+    p.set_defaults(handler=_cmd_history)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--env", metavar="ENV", help="only this environment")
     p.add_argument("--at", metavar="TIME",
@@ -109,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("audit", parents=[common], help="the audit log (newest first)")
+    p.set_defaults(handler=_cmd_audit)
     p.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when broken")
     p.add_argument("--model", help="only entries about this model")
     p.add_argument("--action", help="only this action (promote, rollback, approve, ...)")
@@ -116,13 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="entries to show (default 50; 0: all)")
     _json_flag(p)
 
-    for name, verb in (("approve", "approve a version"), ("reject", "reject a version")):
+    approvals: tuple[tuple[str, str, Callable[[argparse.Namespace], int]], ...] = (
+        ("approve", "approve a version", _cmd_approve), ("reject", "reject a version", _cmd_reject))
+    for name, verb, handler in approvals:
         p = sub.add_parser(name, parents=[common], help=verb)
+        p.set_defaults(handler=handler)
         p.add_argument("model", metavar="MODEL")
         p.add_argument("version", metavar="VERSION", type=_version_number)
         p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
 
     p = sub.add_parser("promote", parents=[common], help="promote a version to an environment")
+    p.set_defaults(handler=_cmd_promote)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("version", metavar="VERSION", type=_version_number)
     p.add_argument("--env", metavar="ENV", required=True)
@@ -134,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("rollback", parents=[common], help="roll an environment back")
+    p.set_defaults(handler=_cmd_rollback)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--env", metavar="ENV", required=True)
     p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
@@ -144,23 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)  # with --json, progress goes to stderr and the outcome as JSON to stdout
 
     p = sub.add_parser("tag", parents=[common], help="set (KEY=VALUE) or remove (KEY=) a version's tag")
+    p.set_defaults(handler=_cmd_tag)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("version", metavar="VERSION", type=_version_number)
     p.add_argument("tags", metavar="KEY=VALUE", nargs="+")
     p.add_argument("--reason", default="")
 
     p = sub.add_parser("retrain", parents=[common], help="start the model's retraining pipeline")
+    p.set_defaults(handler=_cmd_retrain)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--reason", default="", help="why (goes to the job and the audit log)")
     p.add_argument("--wait", action="store_true",
                    help="stream the job's output until it ends; exit 1 when it fails (Ctrl-C cancels it)")
 
     p = sub.add_parser("jobs", parents=[common], help="list retraining jobs (newest first)")
+    p.set_defaults(handler=_cmd_jobs)
     p.add_argument("model", metavar="MODEL", nargs="?")
     p.add_argument("--limit", type=int, default=50)
     _json_flag(p)
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a running retraining job")
+    p.set_defaults(handler=_cmd_cancel)
     p.add_argument("job", metavar="JOB", type=int)
     return parser
 
@@ -194,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = bool(args.report) and args.command is None
     try:
         _check_combination(parser, args)
-        return _dispatch(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except ModeldeckError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 3 if report else e.exit_code
@@ -240,16 +272,6 @@ def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool 
 
     settings = _settings(args)
     return Registry(settings.registry, create=create, readonly=readonly)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    cmd = args.command
-    if cmd is None:
-        if args.report:
-            return _cmd_report(args)
-        return _cmd_tui(args)
-    handler = globals()[f"_cmd_{cmd.replace('-', '_')}"]
-    return handler(args)
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
