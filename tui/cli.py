@@ -1,26 +1,31 @@
-"""The ``modeldeck`` command line. Parses arguments, calls ``core``, prints results.
+"""The ``modeldeck`` command line. Parses arguments, calls ``core``, prints results: all of
+modeldeck's printing is here (``core`` returns values and text and raises one-line errors).
 
 Each subcommand names its handler with ``set_defaults(handler=...)``; the top level's is the
 TUI, or the report with ``--report``. Textual is imported only when the TUI starts, and heavy
 ``core`` modules (pandas, scipy, httpx) only by the commands that need them, so registry
-commands and cron lines start fast.
-Every error is one line on stderr and exit status 2 (``--report``: monitoring-plugin codes,
-3 when it could not run at all).
+commands and cron lines start fast. Every error is one line on stderr and exit status 2
+(``--report``: monitoring-plugin codes, 3 when it could not run at all).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from modeldeck.core import config as configmod
-from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
 from modeldeck.core.textfmt import num, one_line, table
+
+if TYPE_CHECKING:
+    from modeldeck.core.releases import ReleaseEvent
 
 PROG = "modeldeck"
 
@@ -327,11 +332,71 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    settings = _settings(args, required=True)
+    return run_report(settings, fmt=args.format or "text", output=args.output,
+                      sample=args.sample, retrain_on_drift=args.retrain_on_drift)
+
+
+def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
+               sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
+               stderr: TextIO | None = None) -> int:
+    """``modeldeck --report``: collect (``core.report``), render, write; returns the exit code
+    (0 OK, 1 WARNING, 2 CRITICAL, 3 when the report could not run: the reason is one line on
+    stderr). With ``output`` and the prometheus format, a run that cannot collect still
+    replaces the file with ``modeldeck_report_status 3``, so a collector never keeps serving
+    an old OK."""
     from modeldeck.core import report
 
-    settings = _settings(args, required=True)
-    return report.run(settings, fmt=args.format or "text", output=args.output,
-                      sample=args.sample, retrain_on_drift=args.retrain_on_drift)
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    if fmt not in report.FORMATS:
+        print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    try:
+        result = report.collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
+    except (ModeldeckError, OSError) as e:
+        _report_could_not_run(fmt, output, e, err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    except Exception as e:  # a bug: still one line and UNKNOWN, never a traceback in a cron mail
+        _report_could_not_run(fmt, output, RuntimeError(f"internal error: {type(e).__name__}: {e}"), err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    color = output is None and _wants_color(out) and fmt == "text"
+    text = report.render(result, fmt, color=color)
+    try:
+        if output is None:
+            out.write(text)
+            out.flush()
+        else:
+            report.write_atomic(output, text)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        where = f"cannot write {output}" if output is not None else "cannot write the report"
+        print(f"{PROG}: {where}: {e.strerror or e}", file=err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    return result.exit_code
+
+
+def _report_could_not_run(fmt: str, output: str | os.PathLike[str] | None, e: BaseException, err: TextIO) -> None:
+    from modeldeck.core import report
+
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    print(f"{PROG}: report could not run: {one_line(text, 400)}", file=err)
+    if output is not None and fmt == "prometheus":
+        with contextlib.suppress(OSError):
+            report.write_atomic(output, report.render_prometheus(None, generated_at=time.time()))
+
+
+def _wants_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM", "") in ("", "dumb"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _cmd_demo_fleet(args: argparse.Namespace) -> int:
@@ -341,13 +406,27 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    from modeldeck.core import drift
-
     def cols(text: str | None) -> list[str] | None:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
-    return drift.run_drift_command(args.reference, args.current, args.format, cols(args.categorical),
-                                   cols(args.columns), sys.stdout)
+    return run_drift(args.reference, args.current, args.format, cols(args.categorical), cols(args.columns),
+                     sys.stdout)
+
+
+def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | None, columns: list[str] | None,
+              out: TextIO) -> int:
+    """``modeldeck drift REFERENCE CURRENT``: prints the table or the JSON; 0 without dataset
+    drift, 1 with; ``InputError`` (exit 2) on bad input."""
+    if fmt not in ("text", "json"):
+        raise InputError(f"unknown --format {fmt!r} (text or json)")
+    from modeldeck.core import drift
+
+    result = drift.compare_files(reference, current, categorical=categorical, columns=columns)
+    if fmt == "json":
+        out.write(json.dumps(drift.result_to_json(result), indent=2) + "\n")
+    else:
+        out.write(drift.render_text(result))
+    return 1 if result.dataset_drift else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,21 +608,61 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from modeldeck.core import releases
-
-    return releases.cli_release(_settings(args), action="promote", model=args.model, version=args.version,
-                                environment=args.env, reason=args.reason,
-                                expect="plan" if args.expect is None else _expect(args.expect),
-                                force=args.force, verify=not args.no_verify, as_json=args.json)
+    return run_release(_settings(args), action="promote", model=args.model, version=args.version,
+                       environment=args.env, reason=args.reason,
+                       expect="plan" if args.expect is None else _expect(args.expect),
+                       force=args.force, verify=not args.no_verify, as_json=args.json)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from modeldeck.core import releases
+    return run_release(_settings(args), action="rollback", model=args.model, version=None,
+                       environment=args.env, reason=args.reason, to=args.to,
+                       expect="plan" if args.expect is None else _expect(args.expect),
+                       force=args.force, verify=not args.no_verify, as_json=args.json)
 
-    return releases.cli_release(_settings(args), action="rollback", model=args.model, version=None,
-                                environment=args.env, reason=args.reason, to=args.to,
-                                expect="plan" if args.expect is None else _expect(args.expect),
-                                force=args.force, verify=not args.no_verify, as_json=args.json)
+
+def run_release(settings: configmod.Settings, *, action: str, model: str, version: int | None, environment: str,
+                reason: str, to: int | None = None, expect: int | str | None = "plan", force: bool = False,
+                verify: bool = True, as_json: bool = False, out: TextIO | None = None,
+                err: TextIO | None = None) -> int:
+    """``modeldeck promote`` / ``rollback``: print the plan, the gates and the progress as it
+    happens (``core.releases.plan`` / ``execute``); exit 0 when released, 1 when a gate blocked
+    it or it was rolled back / could not be verified, and raise (exit 2) for bad input. A block
+    by the approval rule alone is the registry's own refusal (an unapproved version to
+    production): raised as GateError, exit 2. With ``as_json`` the progress goes to stderr and
+    the outcome as JSON to stdout."""
+    from modeldeck.core import releases
+    from modeldeck.core.registry import Registry
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    progress = err if as_json else out
+    if not reason or not reason.strip():
+        raise RegistryError(f"a reason is required to {action} (--reason)")
+    with Registry(settings.registry, create=False) as reg:
+        p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect)
+        failed = p.failed_gates
+        if failed and not force and all(g.name == "approved" for g in failed):
+            raise GateError(f"{failed[0].detail}; nothing was changed (--force releases anyway, audited)")
+        for note in p.notes:
+            print(f"note: {note}", file=progress, flush=True)
+
+        def show(ev: ReleaseEvent) -> None:
+            if ev.stage == "done":
+                return
+            text = one_line(ev.message, 400)
+            line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
+            print(line, file=progress, flush=True)
+
+        outcome = releases.execute(p, reason=reason, force=force, on_event=show, verify=verify, registry=reg)
+    if as_json:
+        print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
+    if outcome.ok:
+        if not as_json:
+            print(outcome.message, file=out)
+        return 0
+    print(f"{PROG}: {one_line(outcome.message, 400)}", file=err)
+    return 1
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
