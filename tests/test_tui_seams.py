@@ -246,3 +246,28 @@ def test_report_with_a_subcommand_is_refused(capsys: pytest.CaptureFixture[str])
     assert e.value.code == 2
     assert "do not combine with the models command" in capsys.readouterr().err
 
+def test_run_job_with_an_unreadable_spec_fails_the_job_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    from modeldeck.core import paths
+    from modeldeck.core.registry import Registry
+
+    db = tmp_path / "registry.db"
+    with Registry(db) as reg:
+        reg.register("churn", "s3://models/churn/1.pkl")
+        job = reg.create_job("churn", trigger="manual", runner="command", reason="test")
+    r = subprocess.run([*paths.python_argv(), "-m", "modeldeck", "run-job", str(job.id), "--registry", str(db)],
+                       input="{not json", capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith(f"modeldeck: job {job.id}: unreadable job spec on stdin")
+    with Registry(db) as reg:
+        failed = reg.job(job.id)
+    assert failed.status == "failed" and "unreadable job spec" in failed.message
+
+
+def test_run_job_is_a_hidden_command() -> None:
+    from modeldeck.tui import cli
+
+    top = cli.build_parser().format_help()
+    assert "run-job" not in top and "SUPPRESS" not in top

@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo_fleet)
     p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
 
+    # hidden: the detached retraining supervisor (core.retrain starts it; the job's spec on stdin).
+    # No help= at all: argparse before 3.13 would list help=SUPPRESS as "==SUPPRESS==".
+    p = sub.add_parser("run-job", description="run one queued retraining job (started by modeldeck itself)")
+    p.set_defaults(handler=_cmd_run_job)
+    p.add_argument("job", metavar="JOB", type=int)
+    p.add_argument("--registry", metavar="FILE", required=True)
+
     p = sub.add_parser("drift", parents=[common], help="compare a current data window with a reference")
     p.set_defaults(handler=_cmd_drift)
     p.add_argument("reference", metavar="REFERENCE")
@@ -403,6 +410,16 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
     from modeldeck.core.demo import fleet
 
     return fleet.main(args.write_config, args.registry)
+
+
+def _cmd_run_job(args: argparse.Namespace) -> int:
+    """The detached retraining supervisor (``core.retrain`` starts it): 0 when the job
+    succeeded, 1 when it failed or was cancelled, 2 (one line on stderr, which is the job's
+    log) when it could not run; the job is then marked failed."""
+    from modeldeck.core import retrain
+
+    job = retrain.run_job_spec(args.job, args.registry, sys.stdin.read())
+    return 0 if job.status == "succeeded" else 1
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
