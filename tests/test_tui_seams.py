@@ -5,6 +5,7 @@ nothing (the CLI does)."""
 from __future__ import annotations
 
 import argparse
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,16 @@ def test_workers_do_not_call_back_through_the_app() -> None:
             code = line.split("#", 1)[0]
             assert "call_from_thread(" not in code, f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
 
+
+
+def test_core_prints_nothing() -> None:
+    """All output is the CLI's: core returns values and text, raises one-line errors."""
+    pattern = re.compile(r"\bprint\(|sys\.(stdout|stderr)\b")
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in sorted((ROOT / "core").rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line.split("#", 1)[0])]
+    assert found == []
+
+
 # -- the command line: declared dispatch, the moved commands --------------------------------------
 
 
@@ -246,6 +257,27 @@ def test_report_with_a_subcommand_is_refused(capsys: pytest.CaptureFixture[str])
     assert e.value.code == 2
     assert "do not combine with the models command" in capsys.readouterr().err
 
+
+def test_run_job_is_hidden_and_demo_fleet_help_shows_the_fleets_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from modeldeck.core.demo.fleet import FleetSettings
+    from modeldeck.tui import cli
+
+    top = cli.build_parser().format_help()
+    assert "run-job" not in top and "SUPPRESS" not in top and "demo-fleet" in top
+    with pytest.raises(SystemExit):
+        cli.main(["demo-fleet", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = FleetSettings()
+    for flag, value in (("--drift-at", d.drift_at), ("--errors-at", d.errors_at), ("--error-rate", d.error_rate),
+                        ("--rate-scale", d.rate_scale), ("--seed", d.seed), ("--poll-interval", d.poll_interval),
+                        ("--ready-timeout", d.ready_timeout)):
+        assert re.search(rf"{flag} \S+ .*?\(default {value:g}[;)]", text), flag
+    args = cli.build_parser().parse_args(["demo-fleet", "--write-config", "x.toml", "--rate", "churn-prod=3.5",
+                                          "--seed", "7", "--exit-with-parent", "--workdir", "w"])
+    assert (args.rate, args.seed, args.drift_at, args.exit_with_parent, args.workdir) == (
+        [("churn-prod", 3.5)], 7, None, True, "w")
+
+
 def test_run_job_with_an_unreadable_spec_fails_the_job_in_one_line(tmp_path: Path) -> None:
     import subprocess
 
@@ -264,10 +296,3 @@ def test_run_job_with_an_unreadable_spec_fails_the_job_in_one_line(tmp_path: Pat
     with Registry(db) as reg:
         failed = reg.job(job.id)
     assert failed.status == "failed" and "unreadable job spec" in failed.message
-
-
-def test_run_job_is_a_hidden_command() -> None:
-    from modeldeck.tui import cli
-
-    top = cli.build_parser().format_help()
-    assert "run-job" not in top and "SUPPRESS" not in top

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -87,9 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped")
+    p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped",
+                       description="Run the modeldeck demo fleet headless until stopped (SIGTERM or ctrl+c). "
+                                   "The registry defaults to one in the work folder.")
     p.set_defaults(handler=_cmd_demo_fleet)
     p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
+    p.add_argument("--workdir", metavar="DIR", help="captures, ground truth and default registry "
+                   "(default: a fresh temporary folder, removed at exit)")
+    # defaults None: the fleet's own (FleetSettings; importing it here would load numpy for every command)
+    p.add_argument("--drift-at", type=float, metavar="S",
+                   help="seconds after ready when inputs drift (default 10; <0: never)")
+    p.add_argument("--errors-at", type=float, metavar="S",
+                   help="seconds after ready when errors rise (default 15; <0: never)")
+    p.add_argument("--error-rate", type=float, metavar="R", help="share of failing inferences then (default 0.3)")
+    p.add_argument("--rate-scale", type=float, metavar="X",
+                   help="multiply every endpoint's request rate (default 1; 0: no traffic)")
+    p.add_argument("--rate", action="append", default=[], metavar="ENDPOINT=R", type=_endpoint_rate,
+                   help="requests/s of one endpoint (repeatable; before --rate-scale)")
+    p.add_argument("--seed", type=int, help="random seed of the traffic (default 0)")
+    p.add_argument("--poll-interval", type=float, metavar="S",
+                   help="[poll] interval written to the config (default 1)")
+    p.add_argument("--ready-timeout", type=float, metavar="S",
+                   help="seconds the servers may take to answer (default 30)")
+    p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     # hidden: the detached retraining supervisor (core.retrain starts it; the job's spec on stdin).
     # No help= at all: argparse before 3.13 would list help=SUPPRESS as "==SUPPRESS==".
@@ -206,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_cancel)
     p.add_argument("job", metavar="JOB", type=int)
     return parser
+
+
+def _endpoint_rate(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use ENDPOINT=REQUESTS_PER_SECOND") from None
 
 
 def _version_number(text: str) -> int:
@@ -407,9 +437,29 @@ def _wants_color(stream: TextIO) -> bool:
 
 
 def _cmd_demo_fleet(args: argparse.Namespace) -> int:
+    """The fleet in the foreground until SIGTERM / ctrl+c: logs on stderr, and one line on
+    stdout when it is ready (``DemoFleetProcess`` waits for that line)."""
     from modeldeck.core.demo import fleet
 
-    return fleet.main(args.write_config, args.registry)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
+    given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
+             "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
+             "ready_timeout": args.ready_timeout}
+    settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
+
+    def ready(path: Path) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            print(fleet.READY_PREFIX + str(path), flush=True)
+
+    try:
+        return fleet.main(args.write_config, args.registry, workdir=args.workdir, settings=settings,
+                          exit_with_parent=args.exit_with_parent, on_ready=ready)
+    except ModeldeckError as e:
+        print(f"{PROG} demo-fleet: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the fleet's own signal handlers were in place
+        return 0
 
 
 def _cmd_run_job(args: argparse.Namespace) -> int:
