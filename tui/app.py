@@ -90,10 +90,13 @@ class ModeldeckApp(App[int]):
 
     def _start_source(self) -> None:
         if self.source is None and self.settings is not None:
-            # called from the poller's thread; post_message is thread-safe
-            self.source = PollerSource(self.settings, on_error=lambda text: self.post_message(SourceError(text)))
+            self.source = PollerSource(self.settings, on_error=self._source_error)
         if self.source is not None:
             self.source.start()
+
+    def _source_error(self, text: str) -> None:
+        """Called in the poller's thread; post_message is thread-safe."""
+        self.post_message(SourceError(text))
 
     def on_source_error(self, message: SourceError) -> None:
         self.notify(message.text, severity="error")

@@ -152,6 +152,10 @@ class ModelScreen(DeckScreen):
             table.move_cursor(row=self._version_rows.index(selected))
         self.refresh_snapshots(force=True)
 
+    def _versions_changed(self, _result: object = None) -> None:
+        """A dialog that may have written closed: read the versions again."""
+        self.load_versions()
+
     def selected_version(self) -> int | None:
         table = self.query_one("#versions-table", DataTable)
         if not self._version_rows or not 0 <= table.cursor_row < len(self._version_rows):
@@ -191,10 +195,10 @@ class ModelScreen(DeckScreen):
 
     def _update_drift(self, snap: EndpointSnapshot | None, force: bool) -> None:
         drift: DriftSummary | None = snap.drift if snap is not None else None
-        key = (drift.computed_at, drift.error) if drift is not None else (None, None)
-        if not force and key == self._drift_key:
+        stamp = (drift.computed_at, drift.error) if drift is not None else (None, None)
+        if not force and stamp == self._drift_key:
             return
-        self._drift_key = key
+        self._drift_key = stamp
         summary = self.query_one("#drift-summary", Static)
         table = self.query_one("#drift-table", DataTable)
         if drift is None:
@@ -341,7 +345,7 @@ class ModelScreen(DeckScreen):
         def chosen(env: str | None) -> None:
             if env:
                 self.app.push_screen(ReleaseScreen(self.model, env, "promote", version=number),
-                                     lambda _: self.load_versions())
+                                     self._versions_changed)
 
         self.app.push_screen(EnvironmentPicker(f"Promote {self.model} version {number} to…",
                                                self.environments(), self.endpoint.environment), chosen)
@@ -356,7 +360,7 @@ class ModelScreen(DeckScreen):
 
         def chosen(env: str | None) -> None:
             if env:
-                self.app.push_screen(ReleaseScreen(self.model, env, "rollback"), lambda _: self.load_versions())
+                self.app.push_screen(ReleaseScreen(self.model, env, "rollback"), self._versions_changed)
 
         self.app.push_screen(EnvironmentPicker(f"Roll back {self.model} in…", envs, self.endpoint.environment),
                              chosen)
@@ -368,7 +372,7 @@ class ModelScreen(DeckScreen):
         if number is None:
             self.app.notify("select a version first (tab 1)", severity="warning")
             return
-        self.app.push_screen(ApprovalScreen(self.model, number, approve), lambda _: self.load_versions())
+        self.app.push_screen(ApprovalScreen(self.model, number, approve), self._versions_changed)
 
     def action_approve(self) -> None:
         self._approval(True)

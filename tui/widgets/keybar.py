@@ -23,7 +23,7 @@ class KeyBar(Static):
 
     def __init__(self) -> None:
         super().__init__("", markup=False)
-        self._items: list[tuple[str, str | None, bool]] = []  # (keys, description, enabled)
+        self._items: list[tuple[str, str, bool]] = []  # (keys, description, enabled)
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._changed)
