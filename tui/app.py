@@ -1,8 +1,9 @@
 """The Textual app: bindings, the polling source, notices, and the demo fleet's lifecycle.
 
-Data flows one way: the poller thread produces ``core`` snapshots; a timer on the UI side
-reads the newest ones and the active screen updates changed cells in place. Actions go the
-other way: a key -> a screen -> a ``core`` function in a worker -> the registry.
+Data flows one way: the poller thread produces ``core`` snapshots (a ``SnapshotSource``); a
+timer on the UI side reads the newest ones and the active screen (a ``DeckView``) updates
+changed cells in place. Actions go the other way: a key -> a screen -> a ``core`` function in
+a worker -> the registry; the worker reports back with a message (``tui/messages.py``).
 """
 
 from __future__ import annotations
