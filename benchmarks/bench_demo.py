@@ -2,7 +2,7 @@
 
 Prints, for a cold start (empty artifact cache: every demo version is trained), a warm start
 (cached artifacts, fresh registry) and a restart on an existing registry: the time from spawning
-``python -m modeldeck.core.demo`` to its ready line, and each server's time from start to answering ready;
+``modeldeck demo-fleet`` to its ready line, and each server's time from start to answering ready;
 then, with the default story running, the fleet's memory (RSS of the process tree, and its peak)
 and CPU use. The baseline, measured in the same run: a bare interpreter importing the same
 libraries (numpy, pandas, scikit-learn, prometheus-client), which is the floor of any Python

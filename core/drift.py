@@ -12,7 +12,8 @@ Public API (what the poller, the report and the TUI call):
     compare_frames(reference, current, **same keywords) -> DriftResult
     result_to_json(result) -> dict         the JSON of ``modeldeck drift --format json``
     render_text(result) -> str             the terminal table of ``modeldeck drift``
-    run_drift_command(reference, current, fmt, categorical, columns, out) -> int   (0 / 1; InputError)
+    compare_files(reference, current, *, categorical=None, columns=None) -> DriftResult
+        ``modeldeck drift REFERENCE CURRENT``'s comparison (the command line prints it)
 
 Windows come from ``core.capture.read_window(source, last_n, timeout=...)``.
 
@@ -62,7 +63,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,13 +80,13 @@ __all__ = [
     "ReferenceProfile",
     "build_profile",
     "compare",
+    "compare_files",
     "compare_frames",
     "infer_kind",
     "load_profile",
     "psi_level",
     "render_text",
     "result_to_json",
-    "run_drift_command",
     "window_drift",
 ]
 
@@ -1384,18 +1385,13 @@ def window_drift(version: str | None, reference: str | None, capture_source: str
     return judge.summarize_drift(data, version=version, computed_at=computed_at(), rows=len(window))
 
 
-def run_drift_command(reference: str, current: str, fmt: str, categorical: list[str] | None,
-                      columns: list[str] | None, out: TextIO) -> int:
-    """``modeldeck drift REFERENCE CURRENT``: 0 without dataset drift, 1 with; ``InputError`` on bad input."""
+def compare_files(reference: str, current: str, *, categorical: list[str] | None = None,
+                  columns: list[str] | None = None) -> DriftResult:
+    """``modeldeck drift REFERENCE CURRENT``: the whole ``current`` data (any format
+    ``core.capture`` reads) against ``reference``'s profile. ``InputError`` on bad input; the
+    command line renders the result (``render_text`` / ``result_to_json``)."""
     from modeldeck.core import capture
 
-    if fmt not in ("text", "json"):
-        raise InputError(f"unknown --format {fmt!r} (text or json)")
     profile = load_profile(reference)
     window = capture.read_window(current, None)
-    result = compare(profile, window, categorical=categorical, columns=columns, current_name=str(current))
-    if fmt == "json":
-        out.write(json.dumps(result_to_json(result), indent=2) + "\n")
-    else:
-        out.write(render_text(result))
-    return 1 if result.dataset_drift else 0
+    return compare(profile, window, categorical=categorical, columns=columns, current_name=str(current))

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shlex
 import sys
@@ -901,45 +900,3 @@ def _bake_line(snaps: Mapping[str, EndpointSnapshot], names: Sequence[str]) -> s
     return "; ".join(parts) or "no readings yet"
 
 
-# ---------------------------------------------------------------------------------------------
-# the command line face (modeldeck promote / rollback)
-
-
-def cli_release(settings: Settings, *, action: str, model: str, version: int | None, environment: str,
-                reason: str, to: int | None = None, expect: int | str | None = "plan", force: bool = False,
-                verify: bool = True, as_json: bool = False, out: Any = None, err: Any = None) -> int:
-    """``modeldeck promote`` / ``rollback``: print the plan, the gates and the progress as it
-    happens; exit 0 when released, 1 when a gate blocked it or it was rolled back / could not
-    be verified, and raise (exit 2) for bad input. A block by the approval rule alone is the
-    registry's own refusal (an unapproved version to production): raised as GateError, exit 2."""
-    from modeldeck.core.textfmt import one_line
-
-    out = out or sys.stdout
-    err = err or sys.stderr
-    progress = err if as_json else out
-    if not reason or not reason.strip():
-        raise RegistryError(f"a reason is required to {action} (--reason)")
-    with Registry(settings.registry, create=False) as reg:
-        p = plan(settings, reg, model, version, environment, action=action, to=to, expect=expect)
-        failed = p.failed_gates
-        if failed and not force and all(g.name == "approved" for g in failed):
-            raise GateError(f"{failed[0].detail}; nothing was changed (--force releases anyway, audited)")
-        for note in p.notes:
-            print(f"note: {note}", file=progress, flush=True)
-
-        def show(ev: ReleaseEvent) -> None:
-            if ev.stage == "done":
-                return
-            text = one_line(ev.message, 400)
-            line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
-            print(line, file=progress, flush=True)
-
-        outcome = execute(p, reason=reason, force=force, on_event=show, verify=verify, registry=reg)
-    if as_json:
-        print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
-    if outcome.ok:
-        if not as_json:
-            print(outcome.message, file=out)
-        return 0
-    print(f"modeldeck: {one_line(outcome.message, 400)}", file=err)
-    return 1

@@ -18,8 +18,12 @@ What one run does, in this order:
    jobs running or failed in the last day, and verifies the audit chain;
 5. with ``retrain_on_drift``, starts retraining (trigger ``drift``, detached, at most once per
    model per ``retrain_cooldown``) for models whose production endpoint shows dataset drift;
-6. judges everything into findings, renders, and writes standard output or ``output``
-   atomically.
+6. judges everything into findings (a :class:`Report`).
+
+The command line (``tui/cli.py``) renders it (:func:`render`) and writes standard output or
+``--output`` atomically (:func:`write_atomic`); when the report cannot run at all it prints one
+line and, for a Prometheus textfile, writes ``render_prometheus(None)`` (status 3, UNKNOWN) so a
+collector never keeps serving an old OK.
 
 Nothing here imports Textual; httpx is imported only when endpoints are configured and pandas
 only when one has a capture, so a cron line starts fast.
@@ -31,14 +35,13 @@ import contextlib
 import json
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig, Settings
@@ -170,68 +173,6 @@ def _endpoint_json(e: EndpointReport) -> dict[str, Any]:
         "latency_p95_ms": finite(s.latency_p95_ms), "latency_p99_ms": finite(s.latency_p99_ms),
         "drift": e.drift,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# the entry point
-
-
-def run(settings: Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
-        sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
-        stderr: TextIO | None = None) -> int:
-    """Collect, render, write; returns the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 when the
-    report could not run: the reason is one line on stderr). With ``output`` and the
-    prometheus format, a run that cannot collect still replaces the file with
-    ``modeldeck_report_status 3``, so a collector never keeps serving an old OK."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    if fmt not in FORMATS:
-        print(f"{PROGRAM}: unknown report format {fmt!r} (one of {', '.join(FORMATS)})", file=err)
-        return EXIT_CODES[UNKNOWN]
-    try:
-        report = collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
-    except (ModeldeckError, OSError) as e:
-        _could_not_run(fmt, output, e, err)
-        return EXIT_CODES[UNKNOWN]
-    except Exception as e:  # a bug: still one line and UNKNOWN, never a traceback in a cron mail
-        _could_not_run(fmt, output, RuntimeError(f"internal error: {type(e).__name__}: {e}"), err)
-        return EXIT_CODES[UNKNOWN]
-    color = output is None and _wants_color(out) and fmt == "text"
-    text = render(report, fmt, color=color)
-    try:
-        if output is None:
-            out.write(text)
-            out.flush()
-        else:
-            write_atomic(output, text)
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        where = f"cannot write {output}" if output is not None else "cannot write the report"
-        print(f"{PROGRAM}: {where}: {e.strerror or e}", file=err)
-        return EXIT_CODES[UNKNOWN]
-    return report.exit_code
-
-
-def _could_not_run(fmt: str, output: str | os.PathLike[str] | None, e: BaseException, err: TextIO) -> None:
-    if isinstance(e, OSError) and e.strerror:
-        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    else:
-        text = str(e)
-    text = one_line(text, 400)
-    print(f"{PROGRAM}: report could not run: {text}", file=err)
-    if output is not None and fmt == "prometheus":
-        with contextlib.suppress(OSError):
-            write_atomic(output, render_prometheus(None, generated_at=time.time()))
-
-
-def _wants_color(stream: TextIO) -> bool:
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM", "") in ("", "dumb"):
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -823,4 +764,4 @@ def _umask() -> int:
 
 __all__ = ["CRITICAL", "EXIT_CODES", "FORMATS", "OK", "SCHEMA", "UNKNOWN", "WARNING", "EndpointReport", "Finding",
            "ModelReport", "Report", "collect", "endpoint_findings", "model_findings", "render",
-           "render_markdown", "render_prometheus", "render_text", "run", "sort_findings", "worst", "write_atomic"]
+           "render_markdown", "render_prometheus", "render_text", "sort_findings", "worst", "write_atomic"]

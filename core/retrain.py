@@ -668,15 +668,15 @@ def _terminal(state: str | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the detached supervisor (python -m modeldeck.core.retrain JOB)
+# the detached supervisor (modeldeck run-job JOB)
 
 
 def _spawn_supervisor(settings: Settings, job: Job, log_path: Path) -> None:
-    """Start ``python -m modeldeck.core.retrain JOB`` detached (its own session; it outlives us). The
+    """Start ``python -P -m modeldeck run-job JOB`` detached (its own session; it outlives us). The
     model's retrain hook goes to it on stdin as JSON, as configured (``${VAR}`` references
     unexpanded), so it needs no config file and nothing secret shows in ``ps``."""
     registry = str(Path(settings.registry).resolve())
-    argv = [*paths.python_argv(), "-m", "modeldeck.core.retrain", str(job.id), "--registry", registry]
+    argv = [*paths.python_argv(), "-m", "modeldeck", "run-job", str(job.id), "--registry", registry]
     hook = settings.model(job.model).retrain
     assert hook is not None
     spec = {"job": job.id, "model": job.model, "registry": registry,
@@ -734,33 +734,24 @@ def run_job(settings: Settings, job_id: int) -> Job:
         return run.run_to_end(reg, hook, job.actor)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The detached supervisor: ``python -m modeldeck.core.retrain JOB --registry FILE`` with the job's
-    spec (model, config path, retrain hook) as JSON on stdin."""
-    import argparse
-
+def run_job_spec(job_id: int, registry: str, spec_text: str) -> Job:
+    """The detached supervisor's body: ``modeldeck run-job JOB --registry FILE`` (a hidden
+    command) with the job's spec (model, config path, retrain hook) as JSON on stdin, as
+    ``_spawn_supervisor`` writes it. Runs the job to its end and returns it. On a
+    ModeldeckError the job is marked failed and the error raised (the command line prints it
+    and exits 2)."""
     from modeldeck.core.config import ModelConfig
 
-    p = argparse.ArgumentParser(prog="python -m modeldeck.core.retrain", description="run one queued retraining job")
-    p.add_argument("job", type=int)
-    p.add_argument("--registry", required=True)
-    args = p.parse_args(argv)
     try:
         try:
-            spec = json.loads(sys.stdin.read())
+            spec = json.loads(spec_text)
             hook = _hook_from_dict(spec["hook"])
         except (ValueError, KeyError, TypeError) as e:
-            raise RegistryError(f"job {args.job}: unreadable job spec on stdin ({e})") from None
-        settings = Settings(path=Path(spec["config"]) if spec.get("config") else None, registry=Path(args.registry),
+            raise RegistryError(f"job {job_id}: unreadable job spec on stdin ({e})") from None
+        settings = Settings(path=Path(spec["config"]) if spec.get("config") else None, registry=Path(registry),
                             models={spec["model"]: ModelConfig(name=spec["model"], retrain=hook)})
-        job = run_job(settings, args.job)
+        return run_job(settings, job_id)
     except ModeldeckError as e:
-        print(f"modeldeck: {e}", file=sys.stderr)
-        with contextlib.suppress(Exception), Registry(args.registry, create=False) as reg:
-            reg.update_job(args.job, status="failed", message=str(e))
-        return 2
-    return 0 if job.status == "succeeded" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        with contextlib.suppress(Exception), Registry(registry, create=False) as reg:
+            reg.update_job(job_id, status="failed", message=str(e))
+        raise

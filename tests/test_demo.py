@@ -324,8 +324,8 @@ def test_a_second_fleet_reuses_the_registry_and_ctrl_c_ends_it(fleet: DemoFleetP
         n_versions = len(reg.versions("churn"))
         prod = reg.alias("churn", "production")
     cfg = tmp_path / "again.toml"
-    proc = subprocess.Popen([sys.executable, "-m", "modeldeck.core.demo", "--write-config", str(cfg), "--registry",
-                             str(fleet.registry_path), "--rate-scale", "0", "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "modeldeck", "demo-fleet", "--write-config", str(cfg),
+                             "--registry", str(fleet.registry_path), "--rate-scale", "0", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env=_env(tmp_path, shared_cache))
     try:

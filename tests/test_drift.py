@@ -22,9 +22,9 @@ from modeldeck.core.drift import (
     load_profile,
     render_text,
     result_to_json,
-    run_drift_command,
 )
 from modeldeck.core.errors import InputError, ModeldeckError
+from modeldeck.tui.cli import run_drift
 
 rng = np.random.default_rng(12345)
 
@@ -515,7 +515,7 @@ def test_json_shape():
     json.dumps(out, allow_nan=False)
 
 
-def test_run_drift_command(tmp_path):
+def test_the_drift_command(tmp_path):
     ref, ref_path = _write_reference(tmp_path)
     same = tmp_path / "same.parquet"
     ref.sample(800, random_state=0).to_parquet(same)
@@ -525,16 +525,16 @@ def test_run_drift_command(tmp_path):
     shifted["c"] = "z"
     shifted.to_csv(moved, index=False)
     out = io.StringIO()
-    assert run_drift_command(str(ref_path), str(same), "json", None, None, out) == 0
+    assert run_drift(str(ref_path), str(same), "json", None, None, out) == 0
     assert json.loads(out.getvalue())["dataset_drift"] is False
     out = io.StringIO()
-    assert run_drift_command(str(ref_path), str(moved), "text", ["i"], ["x", "c", "i"], out) == 1
+    assert run_drift(str(ref_path), str(moved), "text", ["i"], ["x", "c", "i"], out) == 1
     text = out.getvalue()
     assert "DATASET DRIFT" in text and "wasserstein" in text
     with pytest.raises(InputError, match="nope.csv"):
-        run_drift_command(str(ref_path), str(tmp_path / "nope.csv"), "text", None, None, io.StringIO())
+        run_drift(str(ref_path), str(tmp_path / "nope.csv"), "text", None, None, io.StringIO())
     with pytest.raises(InputError, match="format"):
-        run_drift_command(str(ref_path), str(same), "yaml", None, None, io.StringIO())
+        run_drift(str(ref_path), str(same), "yaml", None, None, io.StringIO())
 
 
 def test_render_text_lists_every_column():

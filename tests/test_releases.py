@@ -21,6 +21,7 @@ from modeldeck.core.config import GateConfig
 from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
 from modeldeck.core.registry import Registry
 from modeldeck.core.snapshot import EndpointSnapshot
+from modeldeck.tui import cli
 from tests.conftest import MODELDECK, ROOT, run_env
 from tests.hookservers import FakeModelServer, WebhookReceiver
 
@@ -158,8 +159,8 @@ def test_unapproved_to_production_is_the_registry_refusal(tmp_path: Path, regist
         p = releases.plan(s, reg, "churn", 2, "production")
         assert p.failed_gates[0].name == "approved" and "pending, not approved" in p.failed_gates[0].detail
         with pytest.raises(GateError, match="pending, not approved"):
-            releases.cli_release(s, action="promote", model="churn", version=2, environment="production",
-                                 reason="x")
+            cli.run_release(s, action="promote", model="churn", version=2, environment="production",
+                            reason="x")
         assert reg.alias("churn", "production") == 1
 
 

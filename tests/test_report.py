@@ -28,6 +28,7 @@ from modeldeck.core import judge, report
 from modeldeck.core.config import EndpointConfig, Thresholds
 from modeldeck.core.registry import Registry
 from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
+from modeldeck.tui import cli
 from tests.conftest import MODELDECK, run_env
 from tests.faultservers import HANG, FaultServer, refused_url, servers
 
@@ -635,12 +636,12 @@ class _Tty:
 def test_colour_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.delenv("NO_COLOR", raising=False)
-    assert report._wants_color(_Tty())  # type: ignore[arg-type]
+    assert cli._wants_color(_Tty())  # type: ignore[arg-type]
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not report._wants_color(_Tty())  # type: ignore[arg-type]
+    assert not cli._wants_color(_Tty())  # type: ignore[arg-type]
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", "dumb")
-    assert not report._wants_color(_Tty())  # type: ignore[arg-type]
+    assert not cli._wants_color(_Tty())  # type: ignore[arg-type]
 
 
 def test_worst_and_exit_codes() -> None:

@@ -1,8 +1,9 @@
 """The Textual app: bindings, the polling source, notices, and the demo fleet's lifecycle.
 
-Data flows one way: the poller thread produces ``core`` snapshots; a timer on the UI side
-reads the newest ones and the active screen updates changed cells in place. Actions go the
-other way: a key -> a screen -> a ``core`` function in a worker -> the registry.
+Data flows one way: the poller thread produces ``core`` snapshots (a ``SnapshotSource``); a
+timer on the UI side reads the newest ones and the active screen (a ``DeckView``) updates
+changed cells in place. Actions go the other way: a key -> a screen -> a ``core`` function in
+a worker -> the registry; the worker reports back with a message (``tui/messages.py``).
 """
 
 from __future__ import annotations
@@ -13,18 +14,34 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message_pump import MessagePump
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from modeldeck.core import paths
 from modeldeck.core.config import Settings
 from modeldeck.core.textfmt import one_line
-from modeldeck.tui.source import PollerSource
+from modeldeck.tui.messages import (
+    DemoFleetReady,
+    ReleaseEventMsg,
+    ReleaseFailed,
+    ReleaseFinished,
+    SourceError,
+)
+from modeldeck.tui.screens.base import DeckView
+from modeldeck.tui.source import PollerSource, SnapshotSource
+
+if TYPE_CHECKING:
+    import threading
+
+    from modeldeck.core.demo.fleet import DemoFleetProcess
+    from modeldeck.core.releases import ReleaseEvent, ReleasePlan
 
 log = logging.getLogger("modeldeck.tui")
 
@@ -46,7 +63,7 @@ class ModeldeckApp(App[int]):
         Binding("t", "next_theme", "Theme"),
     ]
 
-    def __init__(self, settings: Settings | None, *, source: Any = None, demo: bool = False,
+    def __init__(self, settings: Settings | None, *, source: SnapshotSource | None = None, demo: bool = False,
                  read_only: bool = False, clock: Callable[[], float] = time.time,
                  demo_registry: str | None = None, demo_workdir: Path | None = None) -> None:
         super().__init__()
@@ -54,10 +71,10 @@ class ModeldeckApp(App[int]):
         self.read_only = read_only or bool(settings and settings.read_only)
         self.demo = demo
         self.clock = clock
-        self.source: Any = source
+        self.source: SnapshotSource | None = source
         self.demo_registry = demo_registry
         self.demo_workdir = demo_workdir
-        self.demo_fleet: Any = None
+        self.demo_fleet: DemoFleetProcess | None = None
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
 
@@ -78,8 +95,12 @@ class ModeldeckApp(App[int]):
         if self.source is not None:
             self.source.start()
 
-    def _source_error(self, message: str) -> None:
-        self.call_from_thread(self.notify, message, severity="error")
+    def _source_error(self, text: str) -> None:
+        """Called in the poller's thread; post_message is thread-safe."""
+        self.post_message(SourceError(text))
+
+    def on_source_error(self, message: SourceError) -> None:
+        self.notify(message.text, severity="error")
 
     def set_settings(self, settings: Settings) -> None:
         """Settings that arrive after start (the demo fleet's config)."""
@@ -87,7 +108,7 @@ class ModeldeckApp(App[int]):
         self.status_line = ""
         self._start_source()
         for screen in self.screen_stack:
-            if hasattr(screen, "settings_changed"):
+            if isinstance(screen, DeckView):
                 screen.settings_changed()
         self.refresh_views(force=True)
 
@@ -99,9 +120,13 @@ class ModeldeckApp(App[int]):
         own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
         registry = Path(self.demo_registry) if self.demo_registry else None
+        # set here, not in the message handler, so shutdown() stops a fleet whose message is still queued
         self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own)
         settings = config.parse_file(Path(self.demo_fleet.config_path))
-        self.call_from_thread(self.set_settings, settings)
+        self.post_message(DemoFleetReady(settings))
+
+    def on_demo_fleet_ready(self, message: DemoFleetReady) -> None:
+        self.set_settings(message.settings)
 
     def on_unmount(self) -> None:
         self.shutdown()
@@ -122,7 +147,7 @@ class ModeldeckApp(App[int]):
             screen = self.screen
         except Exception:  # no screen (yet, or any more while the app shuts down)
             return
-        if getattr(screen, "ready", False):
+        if isinstance(screen, DeckView) and screen.ready:
             try:
                 screen.refresh_snapshots(force=force)
             except Exception as e:  # a bad value must not end the app
@@ -130,8 +155,9 @@ class ModeldeckApp(App[int]):
                 self.notify(f"display error: {type(e).__name__}: {e}", severity="error")
 
     # -- notices: shown briefly, always plain text, also logged --------------------------------------
-    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = False) -> None:
+        """Thread-safe (Textual's notify posts a message), so workers call it directly."""
         text = one_line(message, 300)
         level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
         log.log(level, "%s%s", f"{title}: " if title else "", text)
@@ -148,26 +174,39 @@ class ModeldeckApp(App[int]):
                         if not _is_user_error(err) else f"{err}", severity="error")
 
     # -- releases: run in app workers so a hidden dialog never stops a rollout --------------------
-    def start_release(self, plan: Any, *, reason: str, force: bool, stop_event: Any, dialog: Any) -> None:
+    def start_release(self, plan: ReleasePlan, *, reason: str, force: bool, stop_event: threading.Event,
+                      dialog: MessagePump) -> None:
+        """Run the release in an app worker. ``dialog`` gets a ReleaseEventMsg per step, then a
+        ReleaseFinished or ReleaseFailed (dropped once it is closed); the app gets the end too,
+        as a notice that shows even when the dialog was hidden."""
         self.run_worker(lambda: self._release(plan, reason, force, stop_event, dialog), thread=True,
                         exit_on_error=False, name=f"release {plan.model} {plan.environment}", group="release")
 
-    def _release(self, plan: Any, reason: str, force: bool, stop_event: Any, dialog: Any) -> None:
+    def _release(self, plan: ReleasePlan, reason: str, force: bool, stop_event: threading.Event,
+                 dialog: MessagePump) -> None:
         from modeldeck.core import releases
 
-        def on_event(event: Any) -> None:
-            self.call_from_thread(dialog.release_event, event)
+        def on_event(event: ReleaseEvent) -> None:
+            dialog.post_message(ReleaseEventMsg(event))
 
         try:
             outcome = releases.execute(plan, reason=reason, force=force, on_event=on_event, stop_event=stop_event)
         except Exception as e:
-            self.call_from_thread(dialog.release_failed, e)
-            self.call_from_thread(self.notify, f"{plan.summary()}: {e}", severity="error")
+            dialog.post_message(ReleaseFailed(plan, e))
+            self.post_message(ReleaseFailed(plan, e))
             return
-        self.call_from_thread(dialog.release_done, outcome)
-        severity = "information" if outcome.ok else ("warning" if outcome.status == "blocked" else "error")
-        self.call_from_thread(self.notify, outcome.message, severity=severity, timeout=None if outcome.ok else 30)
-        self.call_from_thread(self.refresh_views, True)
+        dialog.post_message(ReleaseFinished(plan, outcome))
+        self.post_message(ReleaseFinished(plan, outcome))
+
+    def on_release_finished(self, message: ReleaseFinished) -> None:
+        outcome = message.outcome
+        severity: SeverityLevel = "information" if outcome.ok else (
+            "warning" if outcome.status == "blocked" else "error")
+        self.notify(outcome.message, severity=severity, timeout=None if outcome.ok else 30)
+        self.refresh_views(True)
+
+    def on_release_failed(self, message: ReleaseFailed) -> None:
+        self.notify(f"{message.plan.summary()}: {message.error}", severity="error")
 
     # -- actions --------------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -218,15 +257,13 @@ class ModeldeckApp(App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette offers every action of the app and of the current screen."""
         seen = set()
-        for owner in (screen, self):
-            for binding in getattr(owner, "BINDINGS", []):
+        owners: tuple[Screen | App, ...] = (screen, self)
+        for owner in owners:
+            for binding in owner.BINDINGS:
                 if not isinstance(binding, Binding) or binding.action in seen:
                     continue
                 seen.add(binding.action)
-                if owner is screen and hasattr(screen, "check_action") and \
-                        screen.check_action(binding.action, ()) is False:
-                    continue
-                if owner is self and self.check_action(binding.action, ()) is False:
+                if owner.check_action(binding.action, ()) is False:
                     continue
                 key = binding.key_display or binding.key.split(",")[0]
                 yield SystemCommand(binding.description or binding.action, f"key: {key}",
@@ -239,7 +276,7 @@ class ModeldeckApp(App[int]):
         return True
 
 
-def _runner(owner: Any, action: str) -> Callable[[], Any]:
+def _runner(owner: Screen | App, action: str) -> Callable[[], Any]:
     async def run() -> None:
         await owner.run_action(action)
 

@@ -1,24 +1,32 @@
-"""The ``modeldeck`` command line. Parses arguments, calls ``core``, prints results.
+"""The ``modeldeck`` command line. Parses arguments, calls ``core``, prints results: all of
+modeldeck's printing is here (``core`` returns values and text and raises one-line errors).
 
-Textual is imported only when the TUI starts, and heavy ``core`` modules (pandas, scipy,
-httpx) only by the commands that need them, so registry commands and cron lines start fast.
-Every error is one line on stderr and exit status 2 (``--report``: monitoring-plugin codes,
-3 when it could not run at all).
+Each subcommand names its handler with ``set_defaults(handler=...)``; the top level's is the
+TUI, or the report with ``--report``. Textual is imported only when the TUI starts, and heavy
+``core`` modules (pandas, scipy, httpx) only by the commands that need them, so registry
+commands and cron lines start fast. Every error is one line on stderr and exit status 2
+(``--report``: monitoring-plugin codes, 3 when it could not run at all).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from modeldeck.core import config as configmod
-from modeldeck.core.errors import ModeldeckError, RegistryError
+from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
 from modeldeck.core.textfmt import num, one_line, table
+
+if TYPE_CHECKING:
+    from modeldeck.core.releases import ReleaseEvent
 
 PROG = "modeldeck"
 
@@ -42,6 +50,19 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+class _ReportFlag(argparse.Action):
+    """``--report``: a flag that also makes the report the top level's handler (a subcommand's
+    own handler still wins; ``_check_combination`` refuses the pair)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
+        namespace.handler = _cmd_report
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     # The top level gets its own copies: set_defaults() below would otherwise change the
@@ -51,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch deployed ML models live and release them safely.",
         epilog="Without a subcommand, modeldeck opens the TUI on the configured fleet. "
                "`modeldeck --demo` shows it on an embedded demo fleet.")
-    parser.set_defaults(config=None, registry=None, command=None)
+    parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
     parser.add_argument("--read-only", action="store_true", help="hide and refuse every action that writes")
     rep = parser.add_argument_group("headless report (for cron)")
-    rep.add_argument("--report", action="store_true", help="collect once, print findings, exit 0/1/2/3")
+    rep.add_argument("--report", action=_ReportFlag, help="collect once, print findings, exit 0/1/2/3")
     rep.add_argument("--format", choices=["text", "markdown", "json", "prometheus"], default=None,
                      help="report format (default: text)")
     rep.add_argument("--output", metavar="FILE", default=None, help="write the report atomically to FILE")
@@ -67,10 +88,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped")
+    p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped",
+                       description="Run the modeldeck demo fleet headless until stopped (SIGTERM or ctrl+c). "
+                                   "The registry defaults to one in the work folder.")
+    p.set_defaults(handler=_cmd_demo_fleet)
     p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
+    p.add_argument("--workdir", metavar="DIR", help="captures, ground truth and default registry "
+                   "(default: a fresh temporary folder, removed at exit)")
+    # defaults None: the fleet's own (FleetSettings; importing it here would load numpy for every command)
+    p.add_argument("--drift-at", type=float, metavar="S",
+                   help="seconds after ready when inputs drift (default 10; <0: never)")
+    p.add_argument("--errors-at", type=float, metavar="S",
+                   help="seconds after ready when errors rise (default 15; <0: never)")
+    p.add_argument("--error-rate", type=float, metavar="R", help="share of failing inferences then (default 0.3)")
+    p.add_argument("--rate-scale", type=float, metavar="X",
+                   help="multiply every endpoint's request rate (default 1; 0: no traffic)")
+    p.add_argument("--rate", action="append", default=[], metavar="ENDPOINT=R", type=_endpoint_rate,
+                   help="requests/s of one endpoint (repeatable; before --rate-scale)")
+    p.add_argument("--seed", type=int, help="random seed of the traffic (default 0)")
+    p.add_argument("--poll-interval", type=float, metavar="S",
+                   help="[poll] interval written to the config (default 1)")
+    p.add_argument("--ready-timeout", type=float, metavar="S",
+                   help="seconds the servers may take to answer (default 30)")
+    p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    # hidden: the detached retraining supervisor (core.retrain starts it; the job's spec on stdin).
+    # No help= at all: argparse before 3.13 would list help=SUPPRESS as "==SUPPRESS==".
+    p = sub.add_parser("run-job", description="run one queued retraining job (started by modeldeck itself)")
+    p.set_defaults(handler=_cmd_run_job)
+    p.add_argument("job", metavar="JOB", type=int)
+    p.add_argument("--registry", metavar="FILE", required=True)
 
     p = sub.add_parser("drift", parents=[common], help="compare a current data window with a reference")
+    p.set_defaults(handler=_cmd_drift)
     p.add_argument("reference", metavar="REFERENCE")
     p.add_argument("current", metavar="CURRENT")
     p.add_argument("--format", choices=["text", "json"], default="text")
@@ -78,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
 
     p = sub.add_parser("models", parents=[common], help="list models, their versions and aliases")
+    p.set_defaults(handler=_cmd_models)
     _json_flag(p)
 
     p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
+    p.set_defaults(handler=_cmd_register)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
@@ -96,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("versions", parents=[common], help="list a model's versions")
+    p.set_defaults(handler=_cmd_versions)
     p.add_argument("model", metavar="MODEL")
     _json_flag(p)
 
     p = sub.add_parser("history", parents=[common], help="alias history of a model (newest first)")
+    p.set_defaults(handler=_cmd_history)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--env", metavar="ENV", help="only this environment")
     p.add_argument("--at", metavar="TIME",
@@ -109,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("audit", parents=[common], help="the audit log (newest first)")
+    p.set_defaults(handler=_cmd_audit)
     p.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when broken")
     p.add_argument("--model", help="only entries about this model")
     p.add_argument("--action", help="only this action (promote, rollback, approve, ...)")
@@ -116,13 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="entries to show (default 50; 0: all)")
     _json_flag(p)
 
-    for name, verb in (("approve", "approve a version"), ("reject", "reject a version")):
+    approvals: tuple[tuple[str, str, Callable[[argparse.Namespace], int]], ...] = (
+        ("approve", "approve a version", _cmd_approve), ("reject", "reject a version", _cmd_reject))
+    for name, verb, handler in approvals:
         p = sub.add_parser(name, parents=[common], help=verb)
+        p.set_defaults(handler=handler)
         p.add_argument("model", metavar="MODEL")
         p.add_argument("version", metavar="VERSION", type=_version_number)
         p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
 
     p = sub.add_parser("promote", parents=[common], help="promote a version to an environment")
+    p.set_defaults(handler=_cmd_promote)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("version", metavar="VERSION", type=_version_number)
     p.add_argument("--env", metavar="ENV", required=True)
@@ -134,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("rollback", parents=[common], help="roll an environment back")
+    p.set_defaults(handler=_cmd_rollback)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--env", metavar="ENV", required=True)
     p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
@@ -144,25 +205,37 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)  # with --json, progress goes to stderr and the outcome as JSON to stdout
 
     p = sub.add_parser("tag", parents=[common], help="set (KEY=VALUE) or remove (KEY=) a version's tag")
+    p.set_defaults(handler=_cmd_tag)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("version", metavar="VERSION", type=_version_number)
     p.add_argument("tags", metavar="KEY=VALUE", nargs="+")
     p.add_argument("--reason", default="")
 
     p = sub.add_parser("retrain", parents=[common], help="start the model's retraining pipeline")
+    p.set_defaults(handler=_cmd_retrain)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--reason", default="", help="why (goes to the job and the audit log)")
     p.add_argument("--wait", action="store_true",
                    help="stream the job's output until it ends; exit 1 when it fails (Ctrl-C cancels it)")
 
     p = sub.add_parser("jobs", parents=[common], help="list retraining jobs (newest first)")
+    p.set_defaults(handler=_cmd_jobs)
     p.add_argument("model", metavar="MODEL", nargs="?")
     p.add_argument("--limit", type=int, default=50)
     _json_flag(p)
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a running retraining job")
+    p.set_defaults(handler=_cmd_cancel)
     p.add_argument("job", metavar="JOB", type=int)
     return parser
+
+
+def _endpoint_rate(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use ENDPOINT=REQUESTS_PER_SECOND") from None
 
 
 def _version_number(text: str) -> int:
@@ -194,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = bool(args.report) and args.command is None
     try:
         _check_combination(parser, args)
-        return _dispatch(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except ModeldeckError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 3 if report else e.exit_code
@@ -240,16 +314,6 @@ def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool 
 
     settings = _settings(args)
     return Registry(settings.registry, create=create, readonly=readonly)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    cmd = args.command
-    if cmd is None:
-        if args.report:
-            return _cmd_report(args)
-        return _cmd_tui(args)
-    handler = globals()[f"_cmd_{cmd.replace('-', '_')}"]
-    return handler(args)
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
@@ -305,27 +369,131 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from modeldeck.core import report
-
     settings = _settings(args, required=True)
-    return report.run(settings, fmt=args.format or "text", output=args.output,
+    return run_report(settings, fmt=args.format or "text", output=args.output,
                       sample=args.sample, retrain_on_drift=args.retrain_on_drift)
 
 
+def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
+               sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
+               stderr: TextIO | None = None) -> int:
+    """``modeldeck --report``: collect (``core.report``), render, write; returns the exit code
+    (0 OK, 1 WARNING, 2 CRITICAL, 3 when the report could not run: the reason is one line on
+    stderr). With ``output`` and the prometheus format, a run that cannot collect still
+    replaces the file with ``modeldeck_report_status 3``, so a collector never keeps serving
+    an old OK."""
+    from modeldeck.core import report
+
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    if fmt not in report.FORMATS:
+        print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    try:
+        result = report.collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
+    except (ModeldeckError, OSError) as e:
+        _report_could_not_run(fmt, output, e, err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    except Exception as e:  # a bug: still one line and UNKNOWN, never a traceback in a cron mail
+        _report_could_not_run(fmt, output, RuntimeError(f"internal error: {type(e).__name__}: {e}"), err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    color = output is None and _wants_color(out) and fmt == "text"
+    text = report.render(result, fmt, color=color)
+    try:
+        if output is None:
+            out.write(text)
+            out.flush()
+        else:
+            report.write_atomic(output, text)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        where = f"cannot write {output}" if output is not None else "cannot write the report"
+        print(f"{PROG}: {where}: {e.strerror or e}", file=err)
+        return report.EXIT_CODES[report.UNKNOWN]
+    return result.exit_code
+
+
+def _report_could_not_run(fmt: str, output: str | os.PathLike[str] | None, e: BaseException, err: TextIO) -> None:
+    from modeldeck.core import report
+
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    print(f"{PROG}: report could not run: {one_line(text, 400)}", file=err)
+    if output is not None and fmt == "prometheus":
+        with contextlib.suppress(OSError):
+            report.write_atomic(output, report.render_prometheus(None, generated_at=time.time()))
+
+
+def _wants_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM", "") in ("", "dumb"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _cmd_demo_fleet(args: argparse.Namespace) -> int:
+    """The fleet in the foreground until SIGTERM / ctrl+c: logs on stderr, and one line on
+    stdout when it is ready (``DemoFleetProcess`` waits for that line)."""
     from modeldeck.core.demo import fleet
 
-    return fleet.main(args.write_config, args.registry)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
+    given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
+             "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
+             "ready_timeout": args.ready_timeout}
+    settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
+
+    def ready(path: Path) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            print(fleet.READY_PREFIX + str(path), flush=True)
+
+    try:
+        return fleet.main(args.write_config, args.registry, workdir=args.workdir, settings=settings,
+                          exit_with_parent=args.exit_with_parent, on_ready=ready)
+    except ModeldeckError as e:
+        print(f"{PROG} demo-fleet: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the fleet's own signal handlers were in place
+        return 0
+
+
+def _cmd_run_job(args: argparse.Namespace) -> int:
+    """The detached retraining supervisor (``core.retrain`` starts it): 0 when the job
+    succeeded, 1 when it failed or was cancelled, 2 (one line on stderr, which is the job's
+    log) when it could not run; the job is then marked failed."""
+    from modeldeck.core import retrain
+
+    job = retrain.run_job_spec(args.job, args.registry, sys.stdin.read())
+    return 0 if job.status == "succeeded" else 1
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    from modeldeck.core import drift
-
     def cols(text: str | None) -> list[str] | None:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
-    return drift.run_drift_command(args.reference, args.current, args.format, cols(args.categorical),
-                                   cols(args.columns), sys.stdout)
+    return run_drift(args.reference, args.current, args.format, cols(args.categorical), cols(args.columns),
+                     sys.stdout)
+
+
+def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | None, columns: list[str] | None,
+              out: TextIO) -> int:
+    """``modeldeck drift REFERENCE CURRENT``: prints the table or the JSON; 0 without dataset
+    drift, 1 with; ``InputError`` (exit 2) on bad input."""
+    if fmt not in ("text", "json"):
+        raise InputError(f"unknown --format {fmt!r} (text or json)")
+    from modeldeck.core import drift
+
+    result = drift.compare_files(reference, current, categorical=categorical, columns=columns)
+    if fmt == "json":
+        out.write(json.dumps(drift.result_to_json(result), indent=2) + "\n")
+    else:
+        out.write(drift.render_text(result))
+    return 1 if result.dataset_drift else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,21 +675,61 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from modeldeck.core import releases
-
-    return releases.cli_release(_settings(args), action="promote", model=args.model, version=args.version,
-                                environment=args.env, reason=args.reason,
-                                expect="plan" if args.expect is None else _expect(args.expect),
-                                force=args.force, verify=not args.no_verify, as_json=args.json)
+    return run_release(_settings(args), action="promote", model=args.model, version=args.version,
+                       environment=args.env, reason=args.reason,
+                       expect="plan" if args.expect is None else _expect(args.expect),
+                       force=args.force, verify=not args.no_verify, as_json=args.json)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from modeldeck.core import releases
+    return run_release(_settings(args), action="rollback", model=args.model, version=None,
+                       environment=args.env, reason=args.reason, to=args.to,
+                       expect="plan" if args.expect is None else _expect(args.expect),
+                       force=args.force, verify=not args.no_verify, as_json=args.json)
 
-    return releases.cli_release(_settings(args), action="rollback", model=args.model, version=None,
-                                environment=args.env, reason=args.reason, to=args.to,
-                                expect="plan" if args.expect is None else _expect(args.expect),
-                                force=args.force, verify=not args.no_verify, as_json=args.json)
+
+def run_release(settings: configmod.Settings, *, action: str, model: str, version: int | None, environment: str,
+                reason: str, to: int | None = None, expect: int | str | None = "plan", force: bool = False,
+                verify: bool = True, as_json: bool = False, out: TextIO | None = None,
+                err: TextIO | None = None) -> int:
+    """``modeldeck promote`` / ``rollback``: print the plan, the gates and the progress as it
+    happens (``core.releases.plan`` / ``execute``); exit 0 when released, 1 when a gate blocked
+    it or it was rolled back / could not be verified, and raise (exit 2) for bad input. A block
+    by the approval rule alone is the registry's own refusal (an unapproved version to
+    production): raised as GateError, exit 2. With ``as_json`` the progress goes to stderr and
+    the outcome as JSON to stdout."""
+    from modeldeck.core import releases
+    from modeldeck.core.registry import Registry
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    progress = err if as_json else out
+    if not reason or not reason.strip():
+        raise RegistryError(f"a reason is required to {action} (--reason)")
+    with Registry(settings.registry, create=False) as reg:
+        p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect)
+        failed = p.failed_gates
+        if failed and not force and all(g.name == "approved" for g in failed):
+            raise GateError(f"{failed[0].detail}; nothing was changed (--force releases anyway, audited)")
+        for note in p.notes:
+            print(f"note: {note}", file=progress, flush=True)
+
+        def show(ev: ReleaseEvent) -> None:
+            if ev.stage == "done":
+                return
+            text = one_line(ev.message, 400)
+            line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
+            print(line, file=progress, flush=True)
+
+        outcome = releases.execute(p, reason=reason, force=force, on_event=show, verify=verify, registry=reg)
+    if as_json:
+        print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
+    if outcome.ok:
+        if not as_json:
+            print(outcome.message, file=out)
+        return 0
+    print(f"{PROG}: {one_line(outcome.message, 400)}", file=err)
+    return 1
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """Where the screens get endpoint snapshots from.
 
+:class:`SnapshotSource` is the surface the app and the screens use; two classes implement it.
 ``PollerSource`` runs ``core.poller.Poller`` in a thread with its own asyncio loop, so polling
 never runs on the UI's path; the screens read ``latest()`` and ``history()`` on a timer and
-update changed cells only. ``FixedSource`` serves fixed snapshots (snapshot tests, a stopped
-fleet). Both have the same small surface the app uses.
+update changed cells only. ``FixedSource`` serves fixed snapshots (tests, a stopped fleet).
 """
 
 from __future__ import annotations
@@ -12,16 +12,68 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from modeldeck.core.config import Settings
+from modeldeck.core.snapshot import EndpointSnapshot
+
+if TYPE_CHECKING:  # the poller (httpx) loads only when a PollerSource starts
+    from modeldeck.core.poller import Poller
 
 log = logging.getLogger("modeldeck.tui")
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    """What the app and the screens read snapshots from and control polling with. Every method
+    is called on the UI thread and returns at once (no I/O)."""
+
+    @property
+    def paused(self) -> bool:
+        """Polling is paused (``p``)."""
+        ...
+
+    @property
+    def interval(self) -> float:
+        """Seconds between polls of one endpoint."""
+        ...
+
+    @property
+    def error(self) -> str | None:
+        """One line when polling stopped on an error (it restarts by itself), else None."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Grows whenever new snapshots arrived."""
+        ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def latest(self) -> dict[str, EndpointSnapshot]:
+        """The newest snapshot of every endpoint polled so far, by endpoint name (a copy)."""
+        ...
+
+    def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
+        """The kept snapshots of one endpoint, oldest first."""
+        ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def set_interval(self, seconds: float) -> None: ...
+
+    def poll_now(self) -> None: ...
 
 
 class FixedSource:
     """Snapshots given up front; polling controls only change the displayed state."""
 
-    def __init__(self, latest: Mapping[str, Any] | None = None,
-                 history: Mapping[str, Sequence[Any]] | None = None, interval: float = 2.0) -> None:
+    def __init__(self, latest: Mapping[str, EndpointSnapshot] | None = None,
+                 history: Mapping[str, Sequence[EndpointSnapshot]] | None = None, interval: float = 2.0) -> None:
         self._latest = dict(latest or {})
         self._history = {k: tuple(v) for k, v in (history or {}).items()}
         self.interval = interval
@@ -35,13 +87,14 @@ class FixedSource:
     def stop(self) -> None:
         pass
 
-    def latest(self) -> dict[str, Any]:
+    def latest(self) -> dict[str, EndpointSnapshot]:
         return dict(self._latest)
 
-    def history(self, name: str) -> tuple[Any, ...]:
+    def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
         return self._history.get(name, ())
 
-    def set(self, latest: Mapping[str, Any], history: Mapping[str, Sequence[Any]] | None = None) -> None:
+    def set(self, latest: Mapping[str, EndpointSnapshot],
+            history: Mapping[str, Sequence[EndpointSnapshot]] | None = None) -> None:
         self._latest = dict(latest)
         if history is not None:
             self._history = {k: tuple(v) for k, v in history.items()}
@@ -65,14 +118,14 @@ class PollerSource:
     with a one-line message when the poller stops on an exception; it is restarted after
     ``restart_delay`` seconds, so one bad poll never ends watching."""
 
-    def __init__(self, settings: Any, *, on_error: Callable[[str], None] | None = None,
+    def __init__(self, settings: Settings, *, on_error: Callable[[str], None] | None = None,
                  restart_delay: float = 5.0) -> None:
         self.settings = settings
         self.on_error = on_error
         self.restart_delay = restart_delay
         self.error: str | None = None
         self.generation = 0
-        self._poller: Any = None
+        self._poller: Poller | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
@@ -122,19 +175,21 @@ class PollerSource:
                     self._loop = None
 
     async def _run(self) -> None:
+        poller = self._poller
+        assert poller is not None
         try:
-            await self._poller.run()
+            await poller.run()
         finally:
-            await self._poller.aclose()
+            await poller.aclose()
 
-    def _on_snapshot(self, snapshot: Any) -> None:
+    def _on_snapshot(self, snapshot: EndpointSnapshot) -> None:
         self.generation += 1
 
     # -- what the screens read ---------------------------------------------------------------
-    def latest(self) -> dict[str, Any]:
+    def latest(self) -> dict[str, EndpointSnapshot]:
         return self._poller.latest() if self._poller is not None else {}
 
-    def history(self, name: str) -> tuple[Any, ...]:
+    def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
         return self._poller.history(name) if self._poller is not None else ()
 
     # -- controls ------------------------------------------------------------------------------
@@ -146,22 +201,23 @@ class PollerSource:
     def interval(self) -> float:
         return self._interval
 
-    def _call(self, name: str, *args: Any) -> None:
+    def _call(self, control: Callable[[Poller], None]) -> None:
+        """Run ``control(poller)`` on the poller's own loop (its methods are not thread-safe)."""
         loop, poller = self._loop, self._poller
         if loop is not None and poller is not None and loop.is_running():
-            loop.call_soon_threadsafe(getattr(poller, name), *args)
+            loop.call_soon_threadsafe(control, poller)
 
     def pause(self) -> None:
         self._paused = True
-        self._call("pause")
+        self._call(lambda p: p.pause())
 
     def resume(self) -> None:
         self._paused = False
-        self._call("resume")
+        self._call(lambda p: p.resume())
 
     def set_interval(self, seconds: float) -> None:
         self._interval = seconds
-        self._call("set_interval", seconds)
+        self._call(lambda p: p.set_interval(seconds))
 
     def poll_now(self) -> None:
-        self._call("poll_now")
+        self._call(lambda p: p.poll_now())

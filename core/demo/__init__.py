@@ -31,8 +31,9 @@ rollback test), ``"slow"`` delays about a quarter of them by 0.6-1.0 s, ``"unrea
 the model not ready. Set it when training (``train.py --param demo_fault=errors``) or later with
 a tag (the servers re-read the served version every two seconds).
 
-Entry points: ``python -m modeldeck.core.demo --write-config FILE [--registry FILE] [--workdir DIR]
-[--drift-at S] [--errors-at S] [--error-rate R] [--rate-scale X]``; ``fleet.main(write_config,
-registry)`` (``modeldeck demo-fleet``); ``fleet.start_subprocess(workdir, registry=None,
-ready_timeout=30.0)`` (``modeldeck --demo`` and the tests); ``fleet.Fleet`` in-process.
+Entry points: ``modeldeck demo-fleet --write-config FILE [--registry FILE] [--workdir DIR]
+[--drift-at S] [--errors-at S] [--error-rate R] [--rate-scale X] ...`` (its command line in
+``tui/cli.py`` calls ``fleet.main(write_config, registry, on_ready=...)``);
+``fleet.start_subprocess(workdir, registry=None, ready_timeout=30.0)`` (``modeldeck --demo``
+and the tests); ``fleet.Fleet`` in-process.
 """

@@ -3,14 +3,14 @@ that points modeldeck at all of it.
 
 In-process: ``Fleet(workdir, registry=None, settings=FleetSettings())``; ``start()``,
 ``write_config(path)``, ``stop()``. Headless, until SIGTERM or ctrl+c:
-``main(write_config, registry)`` (``modeldeck demo-fleet`` and ``python -m modeldeck.core.demo``). As a
-child process, for the TUI and tests: ``start_subprocess(workdir, registry=None)`` returns a
-``DemoFleetProcess`` once the fleet printed its ready line.
+``main(write_config, registry, on_ready=...)``, the body of ``modeldeck demo-fleet`` (whose
+command line prints the ready line). As a child process, for the TUI and tests:
+``start_subprocess(workdir, registry=None)`` runs ``python -P -m modeldeck demo-fleet ...`` and
+returns a ``DemoFleetProcess`` once the fleet printed its ready line.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -367,18 +367,18 @@ class Fleet:
 
 
 # ---------------------------------------------------------------------------------------------
-# headless: modeldeck demo-fleet / python -m modeldeck.core.demo
+# headless: modeldeck demo-fleet
 
 
 def main(write_config: str, registry: str | None = None, *, workdir: str | None = None,
-         settings: FleetSettings | None = None, exit_with_parent: bool = False) -> int:
+         settings: FleetSettings | None = None, exit_with_parent: bool = False,
+         on_ready: Callable[[Path], None] | None = None) -> int:
     """Run the fleet until SIGTERM, SIGINT or SIGHUP (exit status 0). The registry goes where
     ``registry`` says, else into a fresh temporary folder (removed at exit) that also holds
-    the captures; ``workdir`` names that folder instead (kept). Prints one line when ready:
-    ``modeldeck demo fleet ready: config FILE``."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s demo-fleet %(levelname)s %(message)s",
-                            stream=sys.stderr)
+    the captures; ``workdir`` names that folder instead (kept). When the fleet answers and its
+    config is written, ``on_ready(config_path)`` is called once (``modeldeck demo-fleet``
+    prints ``READY_PREFIX + path`` there, the line ``start_subprocess`` waits for). Logs go to
+    the ``modeldeck.demo`` logger (the command line configures it)."""
     tmp = None
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="modeldeck-demo-")
@@ -403,8 +403,8 @@ def main(write_config: str, registry: str | None = None, *, workdir: str | None 
         log.info("endpoints: %s", ", ".join(f"{e['name']} {e['url']}" for e in fleet.endpoint_table()))
         log.info("ready in %.1f s (servers: %s); registry %s", time.monotonic() - (fleet.started_at or 0),
                  ", ".join(f"{k} {v:.2f} s" for k, v in fleet.ready_seconds.items()), fleet.registry_path)
-        with contextlib.suppress(BrokenPipeError, OSError):
-            print(READY_PREFIX + str(path), flush=True)
+        if on_ready is not None:
+            on_ready(path)
         while not stop.wait(0.5):
             if exit_with_parent and os.getppid() != parent:
                 log.info("parent process gone; stopping")
@@ -419,64 +419,12 @@ def main(write_config: str, registry: str | None = None, *, workdir: str | None 
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = FleetSettings()
-    p = argparse.ArgumentParser(prog="python -m modeldeck.core.demo", description="Run the modeldeck demo fleet headless "
-                                "until stopped (SIGTERM or ctrl+c).")
-    p.add_argument("--write-config", metavar="FILE", required=True, help="write a config for the fleet here")
-    p.add_argument("--registry", metavar="FILE", help="registry file (default: in the work folder)")
-    p.add_argument("--workdir", metavar="DIR", help="captures, ground truth and default registry "
-                   "(default: a fresh temporary folder, removed at exit)")
-    p.add_argument("--drift-at", type=float, default=d.drift_at, metavar="S",
-                   help=f"seconds after ready when inputs drift (default {d.drift_at:g}; <0: never)")
-    p.add_argument("--errors-at", type=float, default=d.errors_at, metavar="S",
-                   help=f"seconds after ready when errors rise (default {d.errors_at:g}; <0: never)")
-    p.add_argument("--error-rate", type=float, default=d.error_rate, metavar="R",
-                   help=f"share of failing inferences then (default {d.error_rate:g})")
-    p.add_argument("--rate-scale", type=float, default=d.rate_scale, metavar="X",
-                   help="multiply every endpoint's request rate (default 1; 0: no traffic)")
-    p.add_argument("--rate", action="append", default=[], metavar="ENDPOINT=R",
-                   help="requests/s of one endpoint (repeatable; before --rate-scale)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--poll-interval", type=float, default=d.poll_interval, metavar="S",
-                   help="[poll] interval written to the config")
-    p.add_argument("--ready-timeout", type=float, default=d.ready_timeout, metavar="S")
-    p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
-    p.add_argument("--quiet", action="store_true", help="log warnings only")
-    return p
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    rates = []
-    for item in args.rate:
-        name, _, value = item.partition("=")
-        try:
-            rates.append((name.strip(), float(value)))
-        except ValueError:
-            parser.error(f"--rate {item!r}: use ENDPOINT=REQUESTS_PER_SECOND")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
-    settings = FleetSettings(drift_at=args.drift_at, errors_at=args.errors_at, error_rate=args.error_rate,
-                             rate_scale=args.rate_scale, seed=args.seed, poll_interval=args.poll_interval,
-                             ready_timeout=args.ready_timeout, rates=tuple(rates))
-    try:
-        return main(args.write_config, args.registry, workdir=args.workdir, settings=settings,
-                    exit_with_parent=args.exit_with_parent)
-    except ModeldeckError as e:
-        print(f"modeldeck demo-fleet: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-
-
 # ---------------------------------------------------------------------------------------------
 # as a child process
 
 
 class DemoFleetProcess:
-    """A fleet running as ``python -m modeldeck.core.demo`` in a child process (its own session, so a
+    """A fleet running as ``modeldeck demo-fleet`` in a child process (its own session, so a
     terminal's ctrl+c goes to the parent, which stops it). Context manager."""
 
     def __init__(self, proc: subprocess.Popen[str], workdir: Path, config_path: Path, registry_path: Path,
@@ -540,7 +488,7 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
     cfg = wd / config_name
     reg = Path(registry).expanduser().resolve() if registry else wd / "registry.db"
     s = settings or FleetSettings()
-    args = [*paths.python_argv(), "-m", "modeldeck.core.demo", "--write-config", str(cfg), "--workdir", str(wd),
+    args = [*paths.python_argv(), "-m", "modeldeck", "demo-fleet", "--write-config", str(cfg), "--workdir", str(wd),
             "--registry", str(reg), "--drift-at", str(s.drift_at), "--errors-at", str(s.errors_at),
             "--error-rate", str(s.error_rate), "--rate-scale", str(s.rate_scale), "--seed", str(s.seed),
             "--poll-interval", str(s.poll_interval), "--ready-timeout", str(max(s.ready_timeout, ready_timeout)),
@@ -595,4 +543,4 @@ def _last_line(text: str) -> str:
 
 
 __all__ = ["DEFAULT_ENDPOINTS", "GATES", "READY_PREFIX", "DemoError", "DemoFleetProcess", "EndpointSpec",
-           "Fleet", "FleetSettings", "cli", "main", "start_subprocess"]
+           "Fleet", "FleetSettings", "main", "start_subprocess"]

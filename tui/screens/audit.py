@@ -4,16 +4,17 @@ verification state on top; enter opens an entry's full before/after and gate res
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Static
 
+from modeldeck.core.registry import AuditEntry, VerifyResult
 from modeldeck.core.textfmt import one_line
+from modeldeck.tui.messages import AuditLoaded, AuditVerified
 from modeldeck.tui.screens.base import DeckModal, DeckScreen
 from modeldeck.tui.widgets.keybar import KeyBar
 
@@ -34,9 +35,9 @@ class AuditScreen(DeckScreen):
     def __init__(self, model: str | None = None) -> None:
         super().__init__()
         self.model = model
-        self.entries: list[Any] = []
+        self.entries: list[AuditEntry] = []
         self.filter_text = ""
-        self.verify_state: Any = None
+        self.verify_state: VerifyResult | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("checking the audit chain…", style="dim"), id="audit-header", markup=False)
@@ -62,17 +63,19 @@ class AuditScreen(DeckScreen):
         from modeldeck.core.registry import Registry
 
         terms = parse_filter(self.filter_text)
-        with Registry(self.app.settings.registry, create=False) as reg:
+        settings = self.app.settings
+        assert settings is not None
+        with Registry(settings.registry, create=False) as reg:
             entries = reg.audit(subject=terms.get("model"), action=terms.get("action"),
                                 actor=terms.get("actor"), limit=PAGE * (4 if terms.get("text") else 1))
         text = terms.get("text", "").lower()
         if text:
             entries = [e for e in entries if text in " ".join(
                 [e.actor, e.action, e.subject, e.reason, json.dumps(e.after, default=str)]).lower()][:PAGE]
-        self.app.call_from_thread(self._show, entries)
+        self.post_message(AuditLoaded(entries))
 
-    def _show(self, entries: list[Any]) -> None:
-        self.entries = entries
+    def on_audit_loaded(self, message: AuditLoaded) -> None:
+        entries = self.entries = message.entries
         table = self.query_one(DataTable)
         table.clear()
         for e in entries:
@@ -86,12 +89,14 @@ class AuditScreen(DeckScreen):
     def action_verify(self) -> None:
         from modeldeck.core.registry import Registry
 
-        with Registry(self.app.settings.registry, create=False) as reg:
+        settings = self.app.settings
+        assert settings is not None
+        with Registry(settings.registry, create=False) as reg:
             result = reg.verify_audit()
-        self.app.call_from_thread(self._verified, result)
+        self.post_message(AuditVerified(result))
 
-    def _verified(self, result: Any) -> None:
-        self.verify_state = result
+    def on_audit_verified(self, message: AuditVerified) -> None:
+        result = self.verify_state = message.result
         self._header()
         if not result.ok:
             self.app.notify(result.describe(), severity="error")
@@ -110,7 +115,7 @@ class AuditScreen(DeckScreen):
             t.append(f"   filter: {one_line(self.filter_text, 50)}", style="bold cyan")
         self.query_one("#audit-header", Static).update(t)
 
-    def selected(self) -> Any:
+    def selected(self) -> AuditEntry | None:
         table = self.query_one(DataTable)
         if not self.entries or not 0 <= table.cursor_row < len(self.entries):
             return None
@@ -154,7 +159,7 @@ class AuditScreen(DeckScreen):
         self.query_one(DataTable).focus()
         self.load()
 
-    def on_key(self, event: Any) -> None:
+    def on_key(self, event: events.Key) -> None:
         box = self.query_one("#audit-filter", Input)
         if event.key == "escape" and box.has_focus:
             event.stop()
@@ -181,7 +186,7 @@ def parse_filter(text: str) -> dict[str, str]:
     return out
 
 
-def entry_text(e: Any) -> Text:
+def entry_text(e: AuditEntry) -> Text:
     t = Text()
     t.append(f"audit entry {e.id}\n", style="bold")
     for label, value in (("when", e.at), ("actor", e.actor), ("action", e.action), ("subject", e.subject),
@@ -209,7 +214,7 @@ def entry_text(e: Any) -> Text:
 class AuditEntryScreen(DeckModal):
     BINDINGS = [Binding("escape,q,enter", "close", "Close", key_display="esc")]
 
-    def __init__(self, entry: Any) -> None:
+    def __init__(self, entry: AuditEntry) -> None:
         super().__init__()
         self.entry = entry
 

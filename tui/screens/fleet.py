@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -12,7 +11,7 @@ from textual.widgets import Input, Static
 
 from modeldeck.core import judge, paths
 from modeldeck.core.config import EndpointConfig
-from modeldeck.core.snapshot import EndpointSnapshot
+from modeldeck.core.snapshot import PENDING, EndpointSnapshot
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
@@ -42,14 +41,12 @@ class FleetScreen(DeckScreen):
         Binding("A", "audit", "Audit"),
     ]
 
-    ready = False
-
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
         self._layout: list[tuple[str, str, int]] = []
         self._rows: list[str] = []
-        self._cells: dict[str, Any] = {}  # per row: what its cells were last computed from
+        self._cells: dict[str, tuple[int, float | None, int, bool]] = {}  # per row: what its cells came from
 
     def compose(self) -> ComposeResult:
         yield Static("", id="fleet-header", markup=False)
@@ -71,14 +68,14 @@ class FleetScreen(DeckScreen):
 
     # -- data -------------------------------------------------------------------------------------
     @property
-    def endpoints(self) -> list[Any]:
+    def endpoints(self) -> list[EndpointConfig]:
         settings = self.app.settings
         return list(settings.endpoints) if settings is not None else []
 
     def settings_changed(self) -> None:
         self._build_table()
 
-    def _visible(self) -> list[Any]:
+    def _visible(self) -> list[EndpointConfig]:
         f = self.filter_text.lower().strip()
         if not f:
             return self.endpoints
@@ -86,7 +83,7 @@ class FleetScreen(DeckScreen):
         out = []
         for ep in self.endpoints:
             snap = latest.get(ep.name)
-            status = (getattr(snap, "status", "") or "PENDING").lower()
+            status = ((snap.status if snap is not None else "") or PENDING).lower()
             hay = " ".join([ep.name, ep.model, ep.environment, status]).lower()
             if all(word in hay for word in f.split()):
                 out.append(ep)
@@ -115,7 +112,7 @@ class FleetScreen(DeckScreen):
         return self.query_one(LiveTable).cursor_key
 
     def refresh_snapshots(self, force: bool = False) -> None:
-        app: Any = self.app
+        app = self.app
         source = app.source
         latest = source.latest() if source is not None else {}
         now = app.clock()
@@ -129,7 +126,7 @@ class FleetScreen(DeckScreen):
                 continue
             snap = latest.get(name)
             # the row's inputs: recompute cells only when the snapshot or the age shown changed
-            taken = getattr(snap, "taken_at", None)
+            taken = snap.taken_at if snap is not None else None
             stamp = (id(snap), taken, int(now - (taken or now)), self._layout is COLUMNS_NARROW)
             if not force and self._cells.get(name) == stamp:
                 continue
@@ -162,8 +159,8 @@ class FleetScreen(DeckScreen):
         }
         return {key: cells_[key] for key, _, _ in self._layout}
 
-    def _update_header(self, latest: dict[str, Any], interval: float) -> None:
-        app: Any = self.app
+    def _update_header(self, latest: dict[str, EndpointSnapshot], interval: float) -> None:
+        app = self.app
         settings = app.settings
         t = Text(no_wrap=True, overflow="ellipsis")
         if settings is None:
@@ -173,7 +170,7 @@ class FleetScreen(DeckScreen):
             drifting = 0
             for ep in self.endpoints:
                 snap = latest.get(ep.name)
-                s = snap.status if snap is not None else "PENDING"
+                s = snap.status if snap is not None else PENDING
                 counts[s] = counts.get(s, 0) + 1
                 if snap is not None and judge.drift_level(snap.drift, ep.thresholds) == judge.WARNING:
                     drifting += 1
@@ -190,7 +187,7 @@ class FleetScreen(DeckScreen):
                 t.append("  demo", style="bold magenta")
             t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
             t.append(f"  config {one_line(paths.display(settings.path), 60)}", style="dim")
-            error = getattr(app.source, "error", None)
+            error = app.source.error if app.source is not None else None
             if error:
                 t.append("  " + one_line(error, 80), style="bold red")
         if self.filter_text:
@@ -198,7 +195,7 @@ class FleetScreen(DeckScreen):
                      style="bold cyan")
         self.query_one("#fleet-header", Static).update(t)
 
-    def _update_detail(self, latest: dict[str, Any]) -> None:
+    def _update_detail(self, latest: dict[str, EndpointSnapshot]) -> None:
         name = self._selected_name()
         detail = self.query_one("#fleet-detail", Static)
         source = self.app.source
@@ -217,10 +214,9 @@ class FleetScreen(DeckScreen):
         else:
             t.append("  ")
             t.append_text(cells.status(snap.status))
-            reason = getattr(snap, "reason", "") or ""
-            if reason:
-                t.append("  " + one_line(reason, 160))
-            drift = getattr(snap, "drift", None)
+            if snap.reason:
+                t.append("  " + one_line(snap.reason, 160))
+            drift = snap.drift
             if drift is not None and drift.error:
                 t.append("  drift: " + one_line(drift.error, 80), style="red")
             elif drift is not None and drift.n_columns:
@@ -231,10 +227,10 @@ class FleetScreen(DeckScreen):
                     t.append(f", worst PSI {drift.worst_psi:.2f} ({one_line(drift.worst_psi_column or '', 30)})")
         detail.update(t)
         history = source.history(name) if source is not None else ()
-        self.query_one("#trend-rps", Trend).update([getattr(s, "request_rate", None) for s in history])
-        self.query_one("#trend-p95", Trend).update([getattr(s, "latency_p95_ms", None) for s in history])
+        self.query_one("#trend-rps", Trend).update([s.request_rate for s in history])
+        self.query_one("#trend-p95", Trend).update([s.latency_p95_ms for s in history])
         self.query_one("#trend-err", Trend).update(
-            [None if getattr(s, "error_ratio", None) is None else s.error_ratio * 100 for s in history])
+            [None if s.error_ratio is None else s.error_ratio * 100 for s in history])
 
     # -- events and actions ------------------------------------------------------------------------
     def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
@@ -295,7 +291,7 @@ class FleetScreen(DeckScreen):
                 event.input.display = False
             self.query_one(LiveTable).focus()
 
-    def on_key(self, event: Any) -> None:
+    def on_key(self, event: events.Key) -> None:
         box = self.query_one("#fleet-filter", Input)
         if event.key == "escape" and box.has_focus:
             event.stop()

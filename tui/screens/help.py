@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from modeldeck.tui.screens.base import DeckModal
+from modeldeck.tui.screens.base import DeckModal, DeckView
 
 KEY_NAMES = {"question_mark": "?", "slash": "/", "plus": "+", "minus": "-", "escape": "esc",
              "enter": "enter", "up": "↑", "down": "↓", "left": "←", "right": "→", "pageup": "pgup",
@@ -62,7 +62,8 @@ class HelpScreen(DeckModal):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
-            title = getattr(self.under, "HELP_TITLE", None) or type(self.under).__name__.replace("Screen", "")
+            title = (self.under.HELP_TITLE if isinstance(self.under, DeckView) else None) \
+                or type(self.under).__name__.replace("Screen", "")
             yield Static(Text(f"Keys: {title}", style="bold"), markup=False)
             yield DataTable(id="help-table", cursor_type="row", show_cursor=False)
             yield Static(Text("esc, q or ? closes", style="dim"), markup=False)

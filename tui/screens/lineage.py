@@ -11,11 +11,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from modeldeck.core.registry import Version
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.screens.base import DeckModal
 
 
-def lineage_text(v: Any, aliases: dict[str, int]) -> Text:
+def lineage_text(v: Version, aliases: dict[str, int]) -> Text:
     t = Text()
     t.append(f"{one_line(v.model, 60)} version {v.version}\n", style="bold")
     held = [env for env, n in aliases.items() if n == v.version]
@@ -54,7 +55,7 @@ def lineage_text(v: Any, aliases: dict[str, int]) -> Text:
 class LineageScreen(DeckModal):
     BINDINGS = [Binding("escape,q,l", "close", "Close", key_display="esc")]
 
-    def __init__(self, version: Any, aliases: dict[str, int]) -> None:
+    def __init__(self, version: Version, aliases: dict[str, int]) -> None:
         super().__init__()
         self.version = version
         self.aliases = aliases

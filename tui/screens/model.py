@@ -13,7 +13,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from modeldeck.core import judge
+from modeldeck.core.config import EndpointConfig
+from modeldeck.core.registry import Version
+from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
 from modeldeck.core.textfmt import num, one_line
+from modeldeck.tui.messages import VersionsLoaded
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
 from modeldeck.tui.widgets.histogram import Histogram
@@ -49,15 +53,13 @@ class ModelScreen(DeckScreen):
     ]
     WRITE_ACTIONS = ("promote", "rollback", "approve", "reject", "retrain")
 
-    ready = False
-
-    def __init__(self, endpoint: Any) -> None:
+    def __init__(self, endpoint: EndpointConfig) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.model = endpoint.model
-        self.versions: list[Any] = []
+        self.versions: list[Version] = []
         self.aliases: dict[str, int] = {}
-        self._drift_key: Any = None
+        self._drift_key: tuple[float | None, str | None] | None = None
         self._drift_rows: list[str] = []
         self._drift_cols: dict[str, dict[str, Any]] = {}
         self._version_rows: list[int] = []
@@ -108,15 +110,19 @@ class ModelScreen(DeckScreen):
         from modeldeck.core.registry import Registry
 
         settings = self.app.settings
+        assert settings is not None
         try:
             with Registry(settings.registry, create=False) as reg:
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
         except NotFoundError:
             versions, aliases = [], {}
-        self.app.call_from_thread(self._show_versions, versions, aliases)
+        self.post_message(VersionsLoaded(versions, aliases))
 
-    def _show_versions(self, versions: list[Any], aliases: dict[str, int]) -> None:
+    def on_versions_loaded(self, message: VersionsLoaded) -> None:
+        self._show_versions(message.versions, message.aliases)
+
+    def _show_versions(self, versions: list[Version], aliases: dict[str, int]) -> None:
         if [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
                 and aliases == self.aliases:
             if self.select_version in self._version_rows:
@@ -147,13 +153,17 @@ class ModelScreen(DeckScreen):
             table.move_cursor(row=self._version_rows.index(selected))
         self.refresh_snapshots(force=True)
 
+    def _versions_changed(self, _result: object = None) -> None:
+        """A dialog that may have written closed: read the versions again."""
+        self.load_versions()
+
     def selected_version(self) -> int | None:
         table = self.query_one("#versions-table", DataTable)
         if not self._version_rows or not 0 <= table.cursor_row < len(self._version_rows):
             return None
         return self._version_rows[table.cursor_row]
 
-    def version_obj(self, number: int | None) -> Any:
+    def version_obj(self, number: int | None) -> Version | None:
         return next((v for v in self.versions if v.version == number), None)
 
     # -- live data ------------------------------------------------------------------------------
@@ -163,13 +173,13 @@ class ModelScreen(DeckScreen):
         history = source.history(self.endpoint.name) if source is not None else ()
         self._update_header(snap)
         self._update_drift(snap, force)
-        self.query_one("#live-rps", Trend).update([getattr(s, "request_rate", None) for s in history])
-        self.query_one("#live-p95", Trend).update([getattr(s, "latency_p95_ms", None) for s in history])
-        self.query_one("#live-p50", Trend).update([getattr(s, "latency_p50_ms", None) for s in history])
+        self.query_one("#live-rps", Trend).update([s.request_rate for s in history])
+        self.query_one("#live-p95", Trend).update([s.latency_p95_ms for s in history])
+        self.query_one("#live-p50", Trend).update([s.latency_p50_ms for s in history])
         self.query_one("#live-err", Trend).update(
-            [None if getattr(s, "error_ratio", None) is None else s.error_ratio * 100 for s in history])
+            [None if s.error_ratio is None else s.error_ratio * 100 for s in history])
 
-    def _update_header(self, snap: Any) -> None:
+    def _update_header(self, snap: EndpointSnapshot | None) -> None:
         ep = self.endpoint
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(one_line(self.model, 40), style="bold")
@@ -185,12 +195,12 @@ class ModelScreen(DeckScreen):
                 t.append("  " + one_line(snap.reason, 120))
         self.query_one("#model-header", Static).update(t)
 
-    def _update_drift(self, snap: Any, force: bool) -> None:
-        drift = getattr(snap, "drift", None)
-        key = (getattr(drift, "computed_at", None), getattr(drift, "error", None))
-        if not force and key == self._drift_key:
+    def _update_drift(self, snap: EndpointSnapshot | None, force: bool) -> None:
+        drift: DriftSummary | None = snap.drift if snap is not None else None
+        stamp = (drift.computed_at, drift.error) if drift is not None else (None, None)
+        if not force and stamp == self._drift_key:
             return
-        self._drift_key = key
+        self._drift_key = stamp
         summary = self.query_one("#drift-summary", Static)
         table = self.query_one("#drift-table", DataTable)
         if drift is None:
@@ -311,7 +321,8 @@ class ModelScreen(DeckScreen):
     def environments(self, *, held_only: bool = False) -> list[tuple[str, str]]:
         """Environments to offer: those holding a version, those with configured endpoints,
         and the usual two; each with a note of what it holds."""
-        app: Any = self.app
+        app = self.app
+        assert app.settings is not None
         names: list[str] = list(self.aliases)
         if not held_only:
             names += [e.environment for e in app.settings.endpoints if e.model == self.model]
@@ -336,7 +347,7 @@ class ModelScreen(DeckScreen):
         def chosen(env: str | None) -> None:
             if env:
                 self.app.push_screen(ReleaseScreen(self.model, env, "promote", version=number),
-                                     lambda _: self.load_versions())
+                                     self._versions_changed)
 
         self.app.push_screen(EnvironmentPicker(f"Promote {self.model} version {number} to…",
                                                self.environments(), self.endpoint.environment), chosen)
@@ -351,7 +362,7 @@ class ModelScreen(DeckScreen):
 
         def chosen(env: str | None) -> None:
             if env:
-                self.app.push_screen(ReleaseScreen(self.model, env, "rollback"), lambda _: self.load_versions())
+                self.app.push_screen(ReleaseScreen(self.model, env, "rollback"), self._versions_changed)
 
         self.app.push_screen(EnvironmentPicker(f"Roll back {self.model} in…", envs, self.endpoint.environment),
                              chosen)
@@ -363,7 +374,7 @@ class ModelScreen(DeckScreen):
         if number is None:
             self.app.notify("select a version first (tab 1)", severity="warning")
             return
-        self.app.push_screen(ApprovalScreen(self.model, number, approve), lambda _: self.load_versions())
+        self.app.push_screen(ApprovalScreen(self.model, number, approve), self._versions_changed)
 
     def action_approve(self) -> None:
         self._approval(True)
@@ -381,7 +392,7 @@ class ModelScreen(DeckScreen):
         self.app.push_screen(RetrainScreen(self.model), done)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.WRITE_ACTIONS and self.app.read_only:  # type: ignore[attr-defined]
+        if action in self.WRITE_ACTIONS and self.app.read_only:
             return False  # --read-only hides every action that writes
         return True
 

@@ -5,7 +5,7 @@ approve / reject with a reason. Each is one face of ``core.releases`` / ``core.r
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -16,7 +16,19 @@ from textual.widgets import Checkbox, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
 from modeldeck.core.textfmt import one_line
+from modeldeck.tui.messages import (
+    ApprovalFailed,
+    ApprovalWritten,
+    PlanFailed,
+    PlanReady,
+    ReleaseEventMsg,
+    ReleaseFailed,
+    ReleaseFinished,
+)
 from modeldeck.tui.screens.base import DeckModal
+
+if TYPE_CHECKING:
+    from modeldeck.core.releases import ReleaseOutcome, ReleasePlan
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "success": "bold green", "output": "dim",
                "progress": "cyan", "info": ""}
@@ -61,7 +73,9 @@ class ReleaseScreen(DeckModal):
     Shows the plan (from -> to), each gate with its numbers, what the deploy hook runs, then
     asks for a reason (and, for production, the model name). The rollout then runs in an app
     worker and its events stream into this dialog; ``esc`` hides the dialog while the rollout
-    goes on (its end is a notice), ``X`` aborts it (which rolls back)."""
+    goes on (its end is a notice), ``X`` aborts it (which rolls back). The planning worker and
+    the app's release worker report here with messages (PlanReady / PlanFailed,
+    ReleaseEventMsg, ReleaseFinished / ReleaseFailed)."""
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", key_display="esc"),
@@ -77,10 +91,10 @@ class ReleaseScreen(DeckModal):
         self.action = action
         self.version = version
         self.to = to
-        self.plan: Any = None
+        self.plan: ReleasePlan | None = None
         self.state = "planning"  # planning | ready | running | done | failed
         self.stop_event = threading.Event()
-        self.outcome: Any = None
+        self.outcome: ReleaseOutcome | None = None
 
     def compose(self) -> ComposeResult:
         verb = "Promote" if self.action == "promote" else "Roll back"
@@ -106,24 +120,26 @@ class ReleaseScreen(DeckModal):
         from modeldeck.core import releases
         from modeldeck.core.registry import Registry
 
-        app: Any = self.app
+        app = self.app
+        settings = app.settings
+        assert settings is not None  # a release dialog opens from a model screen, after the config
         latest = app.source.latest() if app.source is not None else None
         try:
-            with Registry(app.settings.registry, create=False) as reg:
-                plan = releases.plan(app.settings, reg, self.model, self.version, self.environment,
+            with Registry(settings.registry, create=False) as reg:
+                plan = releases.plan(settings, reg, self.model, self.version, self.environment,
                                      action=self.action, to=self.to, snapshots=latest)
         except Exception as e:
-            app.call_from_thread(self._plan_failed, e)
+            self.post_message(PlanFailed(e))
             return
-        app.call_from_thread(self._show_plan, plan)
+        self.post_message(PlanReady(plan))
 
-    def _plan_failed(self, error: Exception) -> None:
+    def on_plan_failed(self, message: PlanFailed) -> None:
         self.state = "failed"
-        self.query_one("#release-plan", Static).update(Text(one_line(str(error), 300), style="bold red"))
+        self.query_one("#release-plan", Static).update(Text(one_line(str(message.error), 300), style="bold red"))
         self.query_one("#release-hint", Static).update(Text("nothing was written; esc closes", style="dim"))
 
-    def _show_plan(self, plan: Any) -> None:
-        self.plan = plan
+    def on_plan_ready(self, message: PlanReady) -> None:
+        plan = self.plan = message.plan
         self.state = "ready"
         self.query_one("#release-plan", Static).update(plan_text(plan))
         reason = self.query_one("#release-reason", Input)
@@ -153,7 +169,7 @@ class ReleaseScreen(DeckModal):
         self.action_submit()
 
     def action_submit(self) -> None:
-        if self.state != "ready":
+        if self.state != "ready" or self.plan is None:
             return
         plan = self.plan
         reason = self.query_one("#release-reason", Input).value.strip()
@@ -177,20 +193,22 @@ class ReleaseScreen(DeckModal):
         log.display = True
         self.query_one("#release-hint", Static).update(
             Text("rolling out… esc hides this (the rollout goes on), X aborts and rolls back", style="dim"))
-        app: Any = self.app
-        app.start_release(plan, reason=reason, force=force, stop_event=self.stop_event, dialog=self)
+        self.app.start_release(plan, reason=reason, force=force, stop_event=self.stop_event, dialog=self)
 
-    # -- events from the app's release worker ------------------------------------------------------
-    def release_event(self, event: Any) -> None:
+    # -- messages from the app's release worker ----------------------------------------------------
+    def on_release_event_msg(self, message: ReleaseEventMsg) -> None:
+        event = message.event
+        self._log(event.stage, event.message, event.level)
+
+    def _log(self, stage: str, text: str, level: str) -> None:
         if not self.is_mounted:
             return
-        style = LEVEL_STYLE.get(event.level, "")
-        line = Text(f"{event.stage:>8}  ", style="dim")
-        line.append(one_line(event.message, 400), style=style)
+        line = Text(f"{stage:>8}  ", style="dim")
+        line.append(one_line(text, 400), style=LEVEL_STYLE.get(level, ""))
         self.query_one("#release-log", RichLog).write(line)
 
-    def release_done(self, outcome: Any) -> None:
-        self.outcome = outcome
+    def on_release_finished(self, message: ReleaseFinished) -> None:
+        outcome = self.outcome = message.outcome
         self.state = "done"
         if not self.is_mounted:
             return
@@ -198,11 +216,11 @@ class ReleaseScreen(DeckModal):
         self.query_one("#release-hint", Static).update(
             Text.assemble((one_line(outcome.message, 300), style), ("   esc closes", "dim")))
 
-    def release_failed(self, error: BaseException) -> None:
+    def on_release_failed(self, message: ReleaseFailed) -> None:
         self.state = "done"
         if self.is_mounted:
             self.query_one("#release-hint", Static).update(
-                Text.assemble((one_line(str(error), 300), "bold red"), ("   esc closes", "dim")))
+                Text.assemble((one_line(str(message.error), 300), "bold red"), ("   esc closes", "dim")))
 
     # -- leaving ---------------------------------------------------------------------------------
     def action_cancel(self) -> None:
@@ -213,7 +231,7 @@ class ReleaseScreen(DeckModal):
     def action_abort(self) -> None:
         if self.state == "running":
             self.stop_event.set()
-            self.release_event(_Note("abort", "aborting: the rollout will be rolled back", "warning"))
+            self._log("abort", "aborting: the rollout will be rolled back", "warning")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "abort":
@@ -223,12 +241,7 @@ class ReleaseScreen(DeckModal):
         return True
 
 
-class _Note:
-    def __init__(self, stage: str, message: str, level: str) -> None:
-        self.stage, self.message, self.level = stage, message, level
-
-
-def plan_text(plan: Any) -> Text:
+def plan_text(plan: ReleasePlan) -> Text:
     t = Text()
     before = "unset" if plan.from_version is None else f"version {plan.from_version}"
     t.append(f"{one_line(plan.environment, 30)}: ", style="bold")
@@ -300,16 +313,23 @@ class ApprovalScreen(DeckModal):
     def write(self, reason: str) -> None:
         from modeldeck.core.registry import Registry
 
-        app: Any = self.app
+        settings = self.app.settings
+        assert settings is not None
         try:
-            with Registry(app.settings.registry, create=False) as reg:
+            with Registry(settings.registry, create=False) as reg:
                 v = (reg.approve if self.approve else reg.reject)(self.model, self.version, reason)
         except Exception as e:
-            app.call_from_thread(self.query_one("#approval-hint", Static).update,
-                                 Text(one_line(str(e), 300), style="bold red"))
+            self.post_message(ApprovalFailed(e))
             return
-        app.call_from_thread(app.notify, f"{v.approval} {self.model} version {v.version}")
-        app.call_from_thread(self.dismiss, True)
+        self.post_message(ApprovalWritten(v))
+
+    def on_approval_failed(self, message: ApprovalFailed) -> None:
+        self.query_one("#approval-hint", Static).update(Text(one_line(str(message.error), 300), style="bold red"))
+
+    def on_approval_written(self, message: ApprovalWritten) -> None:
+        v = message.version
+        self.app.notify(f"{v.approval} {self.model} version {v.version}")
+        self.dismiss(True)
 
     def action_cancel(self) -> None:
         self.dismiss(False)

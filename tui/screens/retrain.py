@@ -4,7 +4,7 @@ the jobs list (`J`) where `c` cancels a running job. Both call ``core.retrain``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -13,15 +13,31 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
 
+from modeldeck.core.config import HookConfig
+from modeldeck.core.registry import Job
 from modeldeck.core.textfmt import one_line
+from modeldeck.tui.messages import (
+    JobCancelled,
+    JobOutput,
+    JobsLoaded,
+    JobStatus,
+    RetrainFailed,
+    RetrainStarted,
+)
 from modeldeck.tui.screens.base import DeckModal, DeckScreen
 from modeldeck.tui.widgets.keybar import KeyBar
+
+if TYPE_CHECKING:
+    from modeldeck.core.retrain import RetrainRun
 
 STATUS_STYLE = {"succeeded": "bold green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
                 "queued": "dim"}
 
 
-def describe_pipeline(hook: Any) -> str:
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+def describe_pipeline(hook: HookConfig | None) -> str:
     if hook is None:
         return ""
     if hook.command:
@@ -32,8 +48,17 @@ def describe_pipeline(hook: Any) -> str:
     return ""
 
 
+def job_end_text(job: Job) -> str:
+    """``job #7 failed (exit 3): ...``: the line shown when a job ends."""
+    produced = f", produced version {job.produced_version}" if job.produced_version else ""
+    return f"job #{job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code not in (None, 0) else "") \
+        + produced + (f": {job.message}" if job.message and job.status != "succeeded" else "")
+
+
 class RetrainScreen(DeckModal):
-    """Start retraining; the job runs detached (it outlives the TUI) and its log streams here."""
+    """Start retraining; the job runs detached (it outlives the TUI) and its log streams here
+    (JobOutput and JobStatus messages from the job's follower thread). Its end is a notice
+    also when this dialog was closed."""
 
     BINDINGS = [
         Binding("escape", "close", "Close", key_display="esc"),
@@ -43,13 +68,13 @@ class RetrainScreen(DeckModal):
     def __init__(self, model: str) -> None:
         super().__init__()
         self.model = model
-        self.run: Any = None
+        self.run: RetrainRun | None = None
         self.finished = False
         self.produced: int | None = None  # the version the job registered
 
     def compose(self) -> ComposeResult:
-        app: Any = self.app
-        hook = app.settings.model(self.model).retrain if app.settings else None
+        settings = self.app.settings
+        hook = settings.model(self.model).retrain if settings else None
         with Vertical(classes="dialog", id="retrain-box"):
             yield Static(Text(f"Retrain {one_line(self.model, 40)}", style="bold"), markup=False)
             yield Static(Text(describe_pipeline(hook) or "no retraining pipeline is configured for this model",
@@ -60,8 +85,8 @@ class RetrainScreen(DeckModal):
 
     def on_mount(self) -> None:
         self.query_one("#retrain-log").display = False
-        app: Any = self.app
-        if app.settings.model(self.model).retrain is None:
+        settings = self.app.settings
+        if settings is None or settings.model(self.model).retrain is None:
             self.query_one("#retrain-reason").display = False
             self.query_one("#retrain-hint", Static).update(Text("add [models.NAME] retrain = {...} to the "
                                                                 "config; esc closes", style="dim"))
@@ -78,44 +103,50 @@ class RetrainScreen(DeckModal):
     def start(self, reason: str) -> None:
         from modeldeck.core import retrain
 
-        app: Any = self.app
+        app = self.app  # the callbacks run in the job's follower thread, where self.app is not set
+        settings = app.settings
+        assert settings is not None
+        model = self.model
 
         def output(line: str) -> None:
-            app.call_from_thread(self._line, line)
+            self.post_message(JobOutput(line))
 
-        def status(job: Any) -> None:
-            app.call_from_thread(self._status, job)
+        def status(job: Job) -> None:
+            if job.status in ENDED:  # a notice even when this dialog is gone (notify is thread-safe)
+                app.notify(f"retraining {model}: {job_end_text(job)}",
+                           severity="information" if job.status == "succeeded" else "error")
+            self.post_message(JobStatus(job))
 
         try:
-            run = retrain.start_retrain(app.settings, self.model, trigger="manual", reason=reason,
+            run = retrain.start_retrain(settings, self.model, trigger="manual", reason=reason,
                                         on_output=output, on_status=status, detach=True)
         except Exception as e:
-            app.call_from_thread(self._hint, one_line(str(e), 300), "bold red")
+            self.post_message(RetrainFailed(e))
             return
         self.run = run
-        app.call_from_thread(self._started, run)
+        self.post_message(RetrainStarted(run))
 
-    def _started(self, run: Any) -> None:
+    def on_retrain_failed(self, message: RetrainFailed) -> None:
+        self._hint(one_line(str(message.error), 300), "bold red")
+
+    def on_retrain_started(self, message: RetrainStarted) -> None:
+        run = message.run
         self.query_one("#retrain-log").display = True
         self._hint(f"job #{run.job_id} running; its log: {run.log_path}. esc hides this (the job goes on), "
                    f"c cancels it", "dim")
         self.app.notify(f"retraining {self.model}: job #{run.job_id} started")
 
-    def _line(self, line: str) -> None:
+    def on_job_output(self, message: JobOutput) -> None:
         if self.is_mounted:
-            self.query_one("#retrain-log", RichLog).write(Text(one_line(line, 500)))
+            self.query_one("#retrain-log", RichLog).write(Text(one_line(message.line, 500)))
 
-    def _status(self, job: Any) -> None:
-        if job.status in ("succeeded", "failed", "cancelled"):
+    def on_job_status(self, message: JobStatus) -> None:
+        job = message.job
+        if job.status in ENDED:
             self.finished = True
             self.produced = job.produced_version
-            produced = f", produced version {job.produced_version}" if job.produced_version else ""
-            text = f"job #{job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code not in (None, 0) else "") \
-                + produced + (f": {job.message}" if job.message and job.status != "succeeded" else "")
-            self.app.notify(f"retraining {self.model}: {text}",
-                            severity="information" if job.status == "succeeded" else "error")
             if self.is_mounted:
-                self._hint(text + "   esc closes", STATUS_STYLE.get(job.status, ""))
+                self._hint(job_end_text(job) + "   esc closes", STATUS_STYLE.get(job.status, ""))
 
     def _hint(self, text: str, style: str) -> None:
         if self.is_mounted:
@@ -127,15 +158,16 @@ class RetrainScreen(DeckModal):
 
     @work(thread=True, exit_on_error=False, name="cancel job")
     def cancel_job(self) -> None:
+        assert self.run is not None
         job = self.run.cancel()
-        self.app.call_from_thread(self.app.notify, f"job #{job.id} {job.status}")
+        self.app.notify(f"job #{job.id} {job.status}")
 
     def action_close(self) -> None:
         self.dismiss(self.produced)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_job":
-            return self.run is not None and not self.finished and not self.app.read_only  # type: ignore[attr-defined]
+            return self.run is not None and not self.finished and not self.app.read_only
         return True
 
 
@@ -152,7 +184,7 @@ class JobsScreen(DeckScreen):
     def __init__(self, model: str | None = None) -> None:
         super().__init__()
         self.model = model
-        self.jobs: list[Any] = []
+        self.jobs: list[Job] = []
 
     def compose(self) -> ComposeResult:
         title = f"retraining jobs of {one_line(self.model, 40)}" if self.model else "retraining jobs"
@@ -176,12 +208,14 @@ class JobsScreen(DeckScreen):
         from modeldeck.core import retrain
         from modeldeck.core.registry import Registry
 
-        app: Any = self.app
-        with Registry(app.settings.registry, create=False) as reg:
+        settings = self.app.settings
+        assert settings is not None
+        with Registry(settings.registry, create=False) as reg:
             jobs = retrain.list_jobs(reg, self.model)
-        app.call_from_thread(self._show, jobs)
+        self.post_message(JobsLoaded(jobs))
 
-    def _show(self, jobs: list[Any]) -> None:
+    def on_jobs_loaded(self, message: JobsLoaded) -> None:
+        jobs = message.jobs
         key = [(j.id, j.status, j.produced_version) for j in jobs]
         if key == [(j.id, j.status, j.produced_version) for j in self.jobs]:
             return
@@ -199,7 +233,7 @@ class JobsScreen(DeckScreen):
         if jobs:
             table.move_cursor(row=min(max(row, 0), len(jobs) - 1))
 
-    def selected(self) -> Any:
+    def selected(self) -> Job | None:
         table = self.query_one(DataTable)
         if not self.jobs or not 0 <= table.cursor_row < len(self.jobs):
             return None
@@ -241,16 +275,20 @@ class JobsScreen(DeckScreen):
         from modeldeck.core import retrain
         from modeldeck.core.registry import Registry
 
-        app: Any = self.app
-        with Registry(app.settings.registry, create=False) as reg:
+        settings = self.app.settings
+        assert settings is not None
+        with Registry(settings.registry, create=False) as reg:
             job = retrain.cancel(job_id, registry=reg)
-        app.call_from_thread(app.notify, f"job #{job.id} {job.status}")
-        app.call_from_thread(self.load)
+        self.app.notify(f"job #{job.id} {job.status}")  # thread-safe; shown even if this screen is gone
+        self.post_message(JobCancelled(job))
+
+    def on_job_cancelled(self, message: JobCancelled) -> None:
+        self.load()
 
     def action_back(self) -> None:
         self.app.pop_screen()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "cancel_job" and self.app.read_only:  # type: ignore[attr-defined]
+        if action == "cancel_job" and self.app.read_only:
             return False
         return True

@@ -40,7 +40,7 @@ def number(value: float | None, fmt: str = "{:.1f}", *, level: str = judge.OK) -
     return Text(fmt.format(value), style=judge.STYLE[level], justify="right")
 
 
-def versions(served: str | None, registry: Any, *, mismatch: bool) -> Text:
+def versions(served: str | None, registry: str | None, *, mismatch: bool) -> Text:
     """``served/registry``; red when the judge calls it a mismatch (a release that did not land)."""
     s = "-" if served in (None, "") else one_line(served, 12)
     r = "-" if registry in (None, "") else one_line(registry, 12)

@@ -3,8 +3,6 @@ Footer is one scrolling line). Generated from the screen's active bindings, like
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.style import Style
 from rich.text import Text
 from textual.screen import Screen
@@ -25,6 +23,7 @@ class KeyBar(Static):
 
     def __init__(self) -> None:
         super().__init__("", markup=False)
+        self._items: list[tuple[str, str, bool]] = []  # (keys, description, enabled)
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._changed)
@@ -40,7 +39,7 @@ class KeyBar(Static):
     def refresh_keys(self) -> None:
         if not self.is_attached or not self.is_mounted:
             return  # queued after refresh, but the screen was dismissed meanwhile
-        app: Any = self.app
+        app = self.app
         seen: dict[str, tuple[list[str], str, bool]] = {}
         palette = None
         for key, active in self.screen.active_bindings.items():
@@ -68,7 +67,7 @@ class KeyBar(Static):
         key_style = Style.parse(f"bold {colour}")
         t = Text(no_wrap=True)
         col = 0
-        for keys, desc, enabled in getattr(self, "_items", []):
+        for keys, desc, enabled in self._items:
             size = len(keys) + 1 + len(desc or "")
             if col and col + 2 + size > width:
                 t.append("\n")
