@@ -34,3 +34,7 @@ class GateError(RegistryError):
 
 class InputError(ModeldeckError):
     """A data file or window that cannot be read or compared; names the file and column."""
+
+
+class UnknownEnvironmentError(RegistryError):
+    """A release names an environment that is not declared (no alias, endpoint or policy)."""

@@ -318,3 +318,51 @@ def verdicts(snap: EndpointSnapshot, th: Thresholds, *, drift_result: Mapping[st
 def level(snap: EndpointSnapshot, th: Thresholds) -> str:
     """The worst level of an endpoint's verdicts."""
     return worst(v.level for v in verdicts(snap, th))
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+def approvals_needed(environment: str, approvals: int = 0, four_eyes: bool = False,
+                     protected: Sequence[str] = ("production",)) -> int:
+    """Distinct approvals a promotion to ``environment`` needs: the policy's ``approvals``, at
+    least 1 for a protected environment (production) and with four eyes."""
+    need = int(approvals or 0)
+    if environment in protected or four_eyes:
+        need = max(need, 1)
+    return need
+
+
+def approval_verdict(*, model: str, version: int, environment: str, action: str, approval: str,
+                     approvers: Sequence[str], needed: int, four_eyes: bool, promoter: str) -> tuple[bool, str]:
+    """THE approval rule, for the release gate and the registry's own check (the same words
+    in both): a promotion needs ``needed`` distinct approvers since the last rejection, the
+    promoter not counted with ``four_eyes``; a rollback only needs a target not rejected.
+    Never forceable. Returns (passed, one line naming who approved and who is promoting)."""
+    who = ", ".join(approvers)
+    if action != "promote":
+        if approval == "rejected":
+            return False, (f"{model} version {version} was rejected; {environment} cannot be rolled back to it "
+                           f"(approval cannot be forced): roll back to another version with --to N, or approve it again")
+        return True, f"version {version} is {approval} (not rejected)"
+    if approval == "rejected":
+        return False, (f"{model} version {version} was rejected; only an approved version can be promoted "
+                       f"to {environment}")
+    counted = [a for a in approvers if not (four_eyes and a == promoter)]
+    if len(counted) >= needed:
+        if not approvers:
+            return True, f"version {version} is {approval}; {environment} needs no approval"
+        text = f"version {version} is approved by {who}"
+        if needed > 1 or four_eyes:
+            text += f" ({len(counted)} of {needed} needed" + (f"; {promoter} is promoting" if four_eyes else "") + ")"
+        return True, text
+    if not approvers:
+        if needed == 1 and not four_eyes:
+            return False, (f"{model} version {version} is {approval}, not approved; only an approved version can "
+                           f"be promoted to {environment}")
+        return False, (f"{environment} needs {needed} approval{'s' if needed != 1 else ''}"
+                       f"{' by people other than the promoter' if four_eyes else ''}: {model} version {version} "
+                       f"is {approval}, approved by no one; {promoter} is promoting")
+    return False, (f"{environment} needs {needed} approval{'s' if needed != 1 else ''}"
+                   f"{' by people other than the promoter' if four_eyes else ' by different people'}: "
+                   f"{model} version {version} is approved by {who}; {promoter} is promoting")

@@ -26,13 +26,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modeldeck.core import datafiles
 from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
 from modeldeck.core.textfmt import format_time, stored_time, utcnow  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
 BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
@@ -168,6 +169,43 @@ class Version:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """One metric of one version measured on one dataset (SHA-256 and rows; both None when the
+    metrics were registered without their evaluation data)."""
+
+    model: str
+    version: int
+    metric: str
+    value: float
+    dataset_sha256: str | None
+    dataset_rows: int | None
+    dataset_path: str | None
+    source: str  # register | evaluate | gate
+    at: str
+    actor: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """One version of a model's release policy as stored: ``rules`` holds only the keys given."""
+
+    model: str
+    version: int
+    rules: Mapping[str, Any]
+    text: str  # the policy file as given ("" when imported from a config)
+    at: str
+    actor: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "rules": dict(self.rules), "text": self.text,
+                "at": self.at, "actor": self.actor, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class AliasChange:
     id: int
     model: str
@@ -274,8 +312,40 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db["snapshots"].create_index(["taken_at"])
 
 
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Release rules: metrics with the data they were measured on (``evaluations``), the
+    versioned release policy per model (``policies``), and every approval decision
+    (``approvals``: N distinct approvers, four eyes). Existing metrics become evaluations on
+    unknown data; existing approvals become one decision each."""
+    db["evaluations"].create({"id": int, "model": str, "version": int, "metric": str, "value": float,
+                              "dataset_sha256": str, "dataset_rows": int, "dataset_path": str,
+                              "source": str, "at": str, "actor": str}, pk="id",
+                             not_null=["model", "version", "metric", "value", "source", "at"])
+    db["evaluations"].create_index(["model", "version", "metric"])
+    db["evaluations"].create_index(["model", "metric", "dataset_sha256"])
+    # one value per version, metric and dataset (a re-evaluation replaces it; the audit log keeps both)
+    db.conn.execute("CREATE UNIQUE INDEX evaluations_one_per_dataset ON evaluations"
+                    "(model, version, metric, dataset_sha256) WHERE dataset_sha256 IS NOT NULL")
+    db["policies"].create({"model": str, "version": int, "rules": str, "text": str, "at": str, "actor": str,
+                           "reason": str}, pk=("model", "version"), not_null=["rules", "at"])
+    db["approvals"].create({"id": int, "model": str, "version": int, "decision": str, "actor": str, "at": str,
+                            "reason": str}, pk="id", not_null=["model", "version", "decision", "actor", "at"])
+    db["approvals"].create_index(["model", "version", "id"])
+    c = db.conn
+    for model, version, metrics, at, actor in c.execute(
+            "SELECT model, version, metrics, created_at, created_by FROM versions").fetchall():
+        for k, v in (_loads(metrics, {}) or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                c.execute("INSERT INTO evaluations(model, version, metric, value, source, at, actor) "
+                          "VALUES (?,?,?,?,?,?,?)", (model, version, str(k), float(v), "register", at, actor))
+    c.execute("INSERT INTO approvals(model, version, decision, actor, at, reason) SELECT model, version, "
+              "CASE approval WHEN 'approved' THEN 'approve' ELSE 'reject' END, coalesce(approval_by, 'unknown'), "
+              "coalesce(approval_at, created_at), coalesce(approval_reason, '') FROM versions "
+              "WHERE approval IN ('approved', 'rejected') ORDER BY coalesce(approval_at, created_at)")
+
+
 # Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
-MIGRATIONS = [_migrate_1]
+MIGRATIONS = [_migrate_1, _migrate_2]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -533,10 +603,31 @@ class Registry:
                  code_version: str | None = None, params: Mapping[str, Any] | None = None,
                  metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                  description: str | None = None, job_id: int | None = None,
-                 actor: str | None = None, reason: str = "") -> Version:
+                 actor: str | None = None, reason: str = "", eval_dataset: str | None = None,
+                 eval_sha256: str | None = None, eval_rows: int | None = None) -> Version:
         """Add the next version of ``model`` (created on first use). The dataset's SHA-256 is
-        computed here unless given, before the transaction, so the write lock is held briefly."""
+        computed here unless given, before the transaction, so the write lock is held briefly.
+        ``eval_dataset`` (or ``eval_sha256`` and ``eval_rows``) is the data ``metrics`` were
+        measured on: its SHA-256 and rows are recorded with each metric (:meth:`evaluations`),
+        so release gates compare versions on the same data only."""
         _check_name(model, "model name")
+        eval_path = None
+        if (eval_dataset or eval_sha256 or eval_rows is not None) and not metrics:
+            raise RegistryError("--eval-dataset / --eval-sha256 describe the data of --metrics: give the metrics too")
+        if eval_dataset and eval_sha256:
+            raise RegistryError("give --eval-dataset PATH or --eval-sha256 HEX, not both")
+        if eval_rows is not None and (isinstance(eval_rows, bool) or not isinstance(eval_rows, int) or eval_rows < 0):
+            raise RegistryError(f"--eval-rows must be a whole number >= 0, not {eval_rows!r}")
+        if eval_dataset:
+            if "://" in eval_dataset:
+                raise RegistryError(f"--eval-dataset {eval_dataset}: give a local file (or its hash with --eval-sha256)")
+            eval_sha256, counted = datafiles.identity(eval_dataset)
+            if eval_rows is not None and eval_rows != counted:
+                raise RegistryError(f"--eval-rows {eval_rows}: {eval_dataset} has {counted} rows")
+            eval_rows = counted
+            eval_path = _abs_if_local(eval_dataset)
+        elif eval_sha256:
+            eval_sha256 = datafiles.check_sha256(eval_sha256)
         if not artifact or not str(artifact).strip():
             raise RegistryError("an artifact URI is required (--artifact)")
         if dataset and not dataset_sha256:
@@ -551,9 +642,7 @@ class Registry:
             if value is not None and not isinstance(value, Mapping):
                 raise RegistryError(f"{label} must be a JSON object, not {type(value).__name__}")
         if metrics:
-            for k, v in metrics.items():
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise RegistryError(f"metric {k!r} must be a number, not {v!r}")
+            _check_metrics(metrics)
         actor = actor or current_actor()
         at = utcnow()
         with self._write() as c:
@@ -573,10 +662,69 @@ class Registry:
             after = {k: row[k] for k in ("artifact", "dataset_path", "dataset_sha256", "reference_path",
                                          "code_version", "job_id")}
             after.update(version=n, params=dict(params or {}), metrics=dict(metrics or {}))
+            if metrics:
+                self._insert_evaluations(model, n, metrics, eval_sha256, eval_rows, eval_path, "register", at, actor)
+                after.update(eval_sha256=eval_sha256, eval_rows=eval_rows, eval_path=eval_path)
             self._audit("register", f"{model}:{n}", None, after, reason, actor, at)
             if job_id is not None:
                 c.execute("UPDATE jobs SET produced_version=? WHERE id=? AND model=?", (n, job_id, model))
         return self.version(model, n)
+
+    # -- evaluations: metrics with the data they were measured on --------------------------------
+    def _insert_evaluations(self, model: str, version: int, metrics: Mapping[str, Any], sha: str | None,
+                            rows: int | None, path: str | None, source: str, at: str, actor: str) -> None:
+        for k, v in metrics.items():
+            self.conn.execute(
+                "INSERT INTO evaluations(model, version, metric, value, dataset_sha256, dataset_rows, dataset_path, "
+                "source, at, actor) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(model, version, metric, dataset_sha256) "
+                "WHERE dataset_sha256 IS NOT NULL DO UPDATE SET value=excluded.value, "
+                "dataset_rows=excluded.dataset_rows, dataset_path=excluded.dataset_path, source=excluded.source, "
+                "at=excluded.at, actor=excluded.actor",
+                (model, int(version), str(k), float(v), sha, rows, path, source, at, actor))
+
+    def record_evaluation(self, model: str, version: int, metrics: Mapping[str, Any], *, dataset_sha256: str,
+                          dataset_rows: int | None, dataset_path: str | None = None, source: str = "evaluate",
+                          actor: str | None = None, reason: str = "") -> list[Evaluation]:
+        """Record ``metrics`` of a version measured on one dataset (audited as ``evaluate``). A
+        metric already recorded for that version on the same dataset is replaced."""
+        _check_metrics(metrics)
+        if not metrics:
+            raise RegistryError("an evaluation needs at least one metric")
+        sha = datafiles.check_sha256(dataset_sha256, "dataset SHA-256")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (model, int(version))).fetchone():
+                raise NotFoundError(self._no_version(model, version))
+            before = {r[0]: r[1] for r in c.execute(
+                "SELECT metric, value FROM evaluations WHERE model=? AND version=? AND dataset_sha256=?",
+                (model, int(version), sha)) if r[0] in metrics}
+            self._insert_evaluations(model, int(version), metrics, sha, dataset_rows, dataset_path, source, at, actor)
+            self._audit("evaluate", f"{model}:{version}", {"metrics": before} if before else None,
+                        {"metrics": {k: float(v) for k, v in metrics.items()}, "dataset_sha256": sha,
+                         "dataset_rows": dataset_rows, "dataset_path": dataset_path, "source": source},
+                        reason, actor, at)
+        return self.evaluations(model, version, dataset_sha256=sha)
+
+    def evaluations(self, model: str, version: int | None = None, *, metric: str | None = None,
+                    dataset_sha256: str | None = None) -> list[Evaluation]:
+        """Metrics with their data, oldest first; filtered by version, metric and dataset."""
+        where, params = ["model=?"], [model]
+        for col, val in (("version", version), ("metric", metric), ("dataset_sha256", dataset_sha256)):
+            if val is not None:
+                where.append(f"{col}=?")
+                params.append(int(val) if col == "version" else val)
+        rows = self._read(f"SELECT * FROM evaluations WHERE {' AND '.join(where)} ORDER BY at, id", params)
+        return [Evaluation(model=r["model"], version=r["version"], metric=r["metric"], value=r["value"],
+                           dataset_sha256=r["dataset_sha256"], dataset_rows=r["dataset_rows"],
+                           dataset_path=r["dataset_path"], source=r["source"], at=r["at"], actor=r["actor"] or "")
+                for r in rows]
+
+    # -- approvals ---------------------------------------------------------------------------------
+    def approvers(self, model: str, version: int) -> list[tuple[str, str]]:
+        """Who approved a version since it was last rejected: (actor, at), first approval first,
+        each actor once."""
+        return _approvers(self.conn, model, int(version))
 
     def _set_approval(self, model: str, version: int, state: str, reason: str, actor: str | None,
                       force: bool = False) -> Version:
@@ -591,8 +739,10 @@ class Registry:
             if not row:
                 raise NotFoundError(self._no_version(model, version))
             before = row[0]
-            if before == state:
-                raise ConflictError(f"{model} version {version} is already {state}")
+            approvers = [a for a, _ in _approvers(c, model, int(version))]
+            if before == state and (state == "rejected" or actor in approvers):
+                by = f" by {actor}" if state == "approved" else ""
+                raise ConflictError(f"{model} version {version} is already {state}{by}")
             if state == "rejected" and not force:
                 holders = [r[0] for r in c.execute(
                     "SELECT environment FROM aliases WHERE model=? AND version=? ORDER BY environment",
@@ -602,8 +752,13 @@ class Registry:
                                     f"before rejecting it")
             c.execute("UPDATE versions SET approval=?, approval_reason=?, approval_by=?, approval_at=? "
                       "WHERE model=? AND version=?", (state, reason, actor, at, model, int(version)))
-            self._audit("approve" if state == "approved" else "reject", f"{model}:{version}",
-                        {"approval": before}, {"approval": state}, reason, actor, at)
+            c.execute("INSERT INTO approvals(model, version, decision, actor, at, reason) VALUES (?,?,?,?,?,?)",
+                      (model, int(version), "approve" if state == "approved" else "reject", actor, at, reason))
+            b: dict[str, Any] = {"approval": before}
+            a: dict[str, Any] = {"approval": state}
+            if state == "approved":
+                b["approvers"], a["approvers"] = approvers, [*approvers, actor]
+            self._audit("approve" if state == "approved" else "reject", f"{model}:{version}", b, a, reason, actor, at)
         return self.version(model, version)
 
     def approve(self, model: str, version: int, reason: str, actor: str | None = None) -> Version:
@@ -670,13 +825,16 @@ class Registry:
 
     def promote(self, model: str, version: int, environment: str, reason: str, *,
                 expect: int | str | None = "current", actor: str | None = None, force: bool = False,
-                details: Mapping[str, Any] | None = None) -> AliasChange:
+                details: Mapping[str, Any] | None = None, undo: bool = False) -> AliasChange:
         """Move ``environment`` to ``version``. ``expect`` is the version the caller saw
         holding the alias (None: it was unset); if another writer moved it meanwhile, this
         raises ConflictError and writes nothing. ``expect="current"`` takes whatever holds
-        it now (no check). Promoting to production requires an approved version unless
-        ``force``; ``details`` (gate results, rollout notes) go into the audit entry."""
-        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details)
+        it now (no check). Promoting to production requires an approved version, and the
+        registry policy's ``approvals`` / ``approver_is_not_promoter`` for the environment hold,
+        whatever ``force`` says (it only marks the entry ``forced``: metric and health gates
+        are the caller's); only ``undo`` (putting back what a failed release replaced) skips
+        them. ``details`` (gate results, rollout notes) go into the audit entry."""
+        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details, undo)
 
     def rollback_target(self, model: str, environment: str) -> int | None:
         """The version that held the alias before the current one, skipping versions that
@@ -686,10 +844,11 @@ class Registry:
 
     def rollback(self, model: str, environment: str, reason: str, *, to: int | None = None,
                  expect: int | str | None = "current", actor: str | None = None, force: bool = False,
-                 details: Mapping[str, Any] | None = None) -> AliasChange:
+                 details: Mapping[str, Any] | None = None, undo: bool = False) -> AliasChange:
         """Move ``environment`` back to the previous holder (or ``to``). Compare-and-set
-        like promote."""
-        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details)
+        like promote; a rejected version is refused (in production, or where the policy asks
+        for approvals) unless ``undo``."""
+        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details, undo)
 
     def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
                     actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:
@@ -736,9 +895,32 @@ class Registry:
                 stack.append(to)
         return stack
 
+    def _check_approval(self, c: sqlite3.Connection, model: str, version: int, environment: str, action: str,
+                        approval: str, actor: str) -> None:
+        """The approval rule (``judge.approval_verdict``) with the registry's own policy for the
+        environment (``approvals``, ``approver_is_not_promoter``), inside the write transaction:
+        whatever a caller's config says, nothing below the registry's policy moves an alias."""
+        from modeldeck.core import judge
+
+        row = c.execute("SELECT rules FROM policies WHERE model=? ORDER BY version DESC LIMIT 1", (model,)).fetchone()
+        rules = ((_loads(row[0], {}) or {}).get("environments") or {}).get(environment) or {} if row else {}
+        four_eyes = bool(rules.get("approver_is_not_promoter", False))
+        needed = judge.approvals_needed(environment, int(rules.get("approvals", 0) or 0), four_eyes,
+                                        PROTECTED_ENVIRONMENTS)
+        if action == "promote" and not needed:
+            return
+        if action == "rollback" and environment not in PROTECTED_ENVIRONMENTS and not needed:
+            return
+        approvers = [a for a, _ in _approvers(c, model, version)]
+        ok, text = judge.approval_verdict(model=model, version=version, environment=environment, action=action,
+                                          approval=approval, approvers=approvers, needed=needed,
+                                          four_eyes=four_eyes, promoter=actor)
+        if not ok:
+            raise GateError(f"{text}; nothing was changed")
+
     def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
               expect: int | str | None, actor: str | None, force: bool,
-              details: Mapping[str, Any] | None) -> AliasChange:
+              details: Mapping[str, Any] | None, undo: bool = False) -> AliasChange:
         _check_name(environment, "environment name")
         if not reason or not reason.strip():
             raise RegistryError(f"a reason is required to {action} (--reason)")
@@ -772,14 +954,8 @@ class Registry:
                 raise NotFoundError(self._no_version(model, version))
             if version == current:
                 raise ConflictError(f"{environment} of {model} already holds version {version}")
-            approval = vrow[0]
-            if environment in PROTECTED_ENVIRONMENTS and not force:
-                if action == "promote" and approval != "approved":
-                    raise GateError(f"{model} version {version} is {approval}, not approved; only an "
-                                    f"approved version can be promoted to {environment}")
-                if action == "rollback" and approval == "rejected":
-                    raise GateError(f"{model} version {version} was rejected; rolling {environment} back "
-                                    f"to it needs --force")
+            if not undo:  # approval is never forced; only undoing a failed release skips it
+                self._check_approval(c, model, version, environment, action, vrow[0], actor)
             cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
                             "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
                             (model, environment, current, version, action, actor, at, reason))
@@ -797,6 +973,65 @@ class Registry:
             self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
         return AliasChange(id=hid or 0, model=model, environment=environment, from_version=current,
                            to_version=version, action=action, actor=actor, at=at, reason=reason)
+
+    # -- release policies (rules in core.policy; stored here, versioned and audited) ----------------
+    def policy(self, model: str, version: int | None = None) -> PolicyRecord | None:
+        """The model's current release policy (or one version of it); None when it has none."""
+        if version is None:
+            rows = self._read("SELECT * FROM policies WHERE model=? ORDER BY version DESC LIMIT 1", (model,))
+        else:
+            rows = self._read("SELECT * FROM policies WHERE model=? AND version=?", (model, int(version)))
+            if not rows:
+                raise NotFoundError(f"{model} has no policy version {version}")
+        return _policy(rows[0]) if rows else None
+
+    def policy_history(self, model: str) -> list[PolicyRecord]:
+        """Every version of the model's policy, newest first."""
+        return [_policy(r) for r in self._read("SELECT * FROM policies WHERE model=? ORDER BY version DESC",
+                                               (model,))]
+
+    def set_policy(self, model: str, rules: Mapping[str, Any], reason: str, *, text: str = "",
+                   actor: str | None = None, expect: int | str | None = "current") -> PolicyRecord:
+        """Store ``rules`` (already checked by ``core.policy``) as the model's next policy
+        version, audited with the previous one. ``expect``: the version the caller saw (None:
+        no policy); another writer's change meanwhile raises ConflictError."""
+        if not reason or not reason.strip():
+            raise RegistryError("a reason is required to set a policy (--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                raise NotFoundError(self._unknown_model(model))
+            row = c.execute("SELECT version, rules FROM policies WHERE model=? ORDER BY version DESC LIMIT 1",
+                            (model,)).fetchone()
+            current = row[0] if row else None
+            if expect != "current" and expect != current:
+                raise ConflictError(f"the policy of {model} changed to version {current} since you read it "
+                                    f"(version {expect}); nothing was changed")
+            n = (current or 0) + 1
+            c.execute("INSERT INTO policies(model, version, rules, text, at, actor, reason) VALUES (?,?,?,?,?,?,?)",
+                      (model, n, _dumps(dict(rules)), text, at, actor, reason))
+            self._audit("policy", f"{model}:policy", {"version": current, "rules": _loads(row[1]) if row else None},
+                        {"version": n, "rules": dict(rules)}, reason, actor, at)
+        rec = self.policy(model)
+        assert rec is not None
+        return rec
+
+    def policy_environments(self) -> dict[str, list[str]]:
+        """Environment -> models whose current policy names it (environments declared by policy)."""
+        out: dict[str, list[str]] = {}
+        for r in self._read("SELECT p.model, p.rules FROM policies p JOIN (SELECT model, max(version) AS v FROM "
+                            "policies GROUP BY model) m ON p.model = m.model AND p.version = m.v"):
+            for env in (_loads(r["rules"], {}) or {}).get("environments", {}) or {}:
+                out.setdefault(str(env), []).append(r["model"])
+        return out
+
+    def environments(self) -> dict[str, list[str]]:
+        """Environment -> models holding an alias there, for every environment holding one."""
+        out: dict[str, list[str]] = {}
+        for r in self._read("SELECT environment, model FROM aliases ORDER BY environment, model"):
+            out.setdefault(r["environment"], []).append(r["model"])
+        return out
 
     # -- retraining jobs -----------------------------------------------------------------------
     def create_job(self, model: str, *, trigger: str, runner: str, reason: str = "",
@@ -1000,6 +1235,27 @@ def _check_name(value: str, what: str) -> None:
         raise RegistryError(f"{what} is longer than 200 characters")
 
 
+def _check_metrics(metrics: Mapping[str, Any]) -> None:
+    if not isinstance(metrics, Mapping):
+        raise RegistryError(f"metrics must be a JSON object, not {type(metrics).__name__}")
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise RegistryError(f"metric {k!r} must be a number, not {v!r}")
+        if v != v or v in (float("inf"), float("-inf")):
+            raise RegistryError(f"metric {k!r} must be a finite number, not {v!r}")
+
+
+def _approvers(c: sqlite3.Connection, model: str, version: int) -> list[tuple[str, str]]:
+    """Distinct approvers since the last rejection, first approval first."""
+    last_reject = c.execute("SELECT max(id) FROM approvals WHERE model=? AND version=? AND decision='reject'",
+                            (model, version)).fetchone()[0] or 0
+    out: dict[str, str] = {}
+    for actor, at in c.execute("SELECT actor, at FROM approvals WHERE model=? AND version=? AND decision='approve' "
+                               "AND id > ? ORDER BY id", (model, version, last_reject)):
+        out.setdefault(actor, at)
+    return list(out.items())
+
+
 def _abs_if_local(p: str) -> str:
     if "://" in p:
         return p
@@ -1018,6 +1274,11 @@ def _version(r: sqlite3.Row) -> Version:
                    metrics=_loads(r["metrics"], {}), tags=_loads(r["tags"], {}), approval=r["approval"],
                    approval_reason=r["approval_reason"], approval_by=r["approval_by"],
                    approval_at=r["approval_at"], job_id=r["job_id"])
+
+
+def _policy(r: sqlite3.Row) -> PolicyRecord:
+    return PolicyRecord(model=r["model"], version=r["version"], rules=_loads(r["rules"], {}), text=r["text"] or "",
+                        at=r["at"], actor=r["actor"] or "", reason=r["reason"] or "")
 
 
 def _change(r: sqlite3.Row) -> AliasChange:

@@ -80,9 +80,13 @@ def test_production_needs_an_approved_version(reg: Registry) -> None:
     with pytest.raises(GateError, match="pending, not approved"):
         reg.promote("churn", 1, "production", "ship it")
     assert reg.alias("churn", "production") is None
-    # staging takes anything; a forced production release is recorded as forced
+    # staging takes anything; approval is never forced (force only marks metric/health gates forced)
     reg.promote("churn", 1, "staging", "try it")
-    reg.promote("churn", 1, "production", "incident override", force=True)
+    with pytest.raises(GateError, match="pending, not approved"):
+        reg.promote("churn", 1, "production", "incident override", force=True)
+    assert reg.alias("churn", "production") is None
+    reg.approve("churn", 1, "ok")
+    reg.promote("churn", 1, "production", "gates forced by the caller", force=True)
     entry = reg.audit(action="promote")[0]
     assert entry.after == {"version": 1, "forced": True}
 
@@ -112,14 +116,17 @@ def test_rollback_walks_back_through_promotions(reg: Registry) -> None:
         reg.rollback("churn", "staging", "x")
 
 
-def test_rollback_to_a_rejected_version_needs_force(reg: Registry) -> None:
+def test_rollback_to_a_rejected_version_is_refused_even_forced(reg: Registry) -> None:
     _approved(reg, 2)
     reg.promote("churn", 1, "production", "a")
     reg.promote("churn", 2, "production", "b")
     reg.reject("churn", 1, "leaks labels")
-    with pytest.raises(GateError, match="rejected"):
-        reg.rollback("churn", "production", "back")
-    assert reg.rollback("churn", "production", "back anyway", force=True).to_version == 1
+    for force in (False, True):
+        with pytest.raises(GateError, match="rejected; production cannot be rolled back to it"):
+            reg.rollback("churn", "production", "back", force=force)
+    assert reg.alias("churn", "production") == 2
+    # only undoing a failed release puts back what was there, rejected or not
+    assert reg.rollback("churn", "production", "automatic: bake failed", undo=True).to_version == 1
 
 
 def test_what_served_production_at_a_time(reg: Registry) -> None:
