@@ -110,15 +110,61 @@ class GateConfig:
     greater_is_better: bool = True
 
 
+# Release rules: the keys a [models.X] table and a registry policy share. Each is a dataclass
+# field made with rule(); its metadata says how to read it and which way is stricter, so the
+# policy code (core/policy.py) reads, merges and checks every rule key without a list of its own:
+# a new rule is one more field here (and its use where it applies).
+#   stricter: "higher" (a larger number is stricter), "lower", "true" (true is stricter),
+#             "same" (a config may set it only where the policy leaves it unset, or to the same
+#             value), "gates" and "environments" (merged by core/policy.py)
+#   kind:     "seconds" / "number" (>= 0), "count" (a whole number >= 0), "flag", "text"
+RULE_KINDS = ("seconds", "number", "count", "flag", "text")
+
+
+def rule(default: Any, stricter: str, kind: str, help: str) -> Any:
+    """A release-rule field (see above)."""
+    meta = {"rule": stricter, "kind": kind, "help": help}
+    if isinstance(default, (dict, tuple)) and not default:
+        factory = type(default)
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def rule_fields(cls: type) -> dict[str, Any]:
+    """The rule fields of a dataclass (ModelConfig, EnvironmentRules): name -> dataclass field."""
+    return {f.name: f for f in fields(cls) if "rule" in f.metadata}
+
+
+@dataclass(frozen=True)
+class EnvironmentRules:
+    """Rules for one environment (``[models.X.environments.NAME]``, or ``[environments.NAME]``
+    in a policy file)."""
+
+    approvals: int = rule(0, "higher", "count", "distinct approvers a promotion needs (production: at least 1)")
+    approver_is_not_promoter: bool = rule(False, "true", "flag",
+                                          "the promoter's own approval does not count (four eyes)")
+    explicit: frozenset[str] = frozenset()  # the keys written (the rest are defaults)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
     retrain: HookConfig | None = None
     deploy: HookConfig | None = None
-    gates: tuple[GateConfig, ...] = ()
-    verify_timeout: float = 60.0  # endpoints must serve the new version within this
-    bake_seconds: float = 60.0  # then watched this long before the release counts as done
+    evaluate: HookConfig | None = None  # argv printing a JSON object of metrics on its last line
+    gates: tuple[GateConfig, ...] = rule((), "gates", "gates", "champion/challenger metric gates")
+    eval_data: str | None = rule(None, "same", "text", "data both versions are evaluated on when they share "
+                                 "none: a path, a glob, or 'recent' (the newest labelled rows)")
+    eval_rows: int = rule(1000, "higher", "count", "rows of 'recent' evaluation data")
+    verify_timeout: float = rule(60.0, "lower", "seconds", "endpoints must serve the new version within this")
+    bake_seconds: float = rule(60.0, "higher", "seconds", "then watched this long before the release counts as done")
+    environments: Mapping[str, EnvironmentRules] = rule({}, "environments", "environments",
+                                                        "per-environment rules ([environments.NAME])")
     retrain_cooldown: float = 6 * 3600.0  # --retrain-on-drift starts at most one job per this
+    explicit: frozenset[str] = frozenset()  # the rule keys written in the config (the rest are defaults)
+
+    def environment(self, name: str) -> EnvironmentRules:
+        return self.environments.get(name) or EnvironmentRules()
 
 
 @dataclass(frozen=True)
@@ -130,6 +176,7 @@ class EndpointConfig:
     served_model: str = ""
     metrics_url: str = ""
     capture: str | None = None
+    labels: str | None = None  # ground truth for the captured requests (SageMaker ground-truth JSONL)
     headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
     metrics_profile: str | None = None  # mlserver, triton, torchserve, bentoml, demo; None: detect
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -284,6 +331,13 @@ class _Reader:
         p = Path(self.string(value, key)).expanduser()
         return p if p.is_absolute() else (self.base / p)
 
+    def source(self, value: Any, key: str) -> str:
+        """A file, glob or http(s) URL; a relative path means the config file's folder."""
+        c = self.string(value, key)
+        if re.match(r"^https?://", c) or Path(c).expanduser().is_absolute():
+            return c
+        return str(self.base / c)
+
     # -- sections --------------------------------------------------------------------------
     def settings(self, data: Mapping[str, Any]) -> Settings:
         self.check_keys(data, {"registry", "read_only", "poll", "thresholds", "endpoints", "models",
@@ -328,7 +382,7 @@ class _Reader:
             raise self.fail("endpoints", "must be an array of tables ([[endpoints]])")
         out: list[EndpointConfig] = []
         seen: set[str] = set()
-        allowed = {"name", "model", "environment", "url", "served_model", "metrics_url", "capture",
+        allowed = {"name", "model", "environment", "url", "served_model", "metrics_url", "capture", "labels",
                    "headers", "metrics_profile", "thresholds"}
         for i, item in enumerate(value):
             where = f"endpoints[{i}]"
@@ -343,13 +397,8 @@ class _Reader:
             seen.add(name)
             model = self.string(t["model"], f"{where}.model")
             url = self.url(t["url"], f"{where}.url")
-            capture = None
-            if "capture" in t:
-                c = self.string(t["capture"], f"{where}.capture")
-                if re.match(r"^https?://", c) or Path(c).expanduser().is_absolute():
-                    capture = c
-                else:
-                    capture = str(self.base / c)
+            capture = self.source(t["capture"], f"{where}.capture") if "capture" in t else None
+            labels = self.source(t["labels"], f"{where}.labels") if "labels" in t else None
             profile = None
             if "metrics_profile" in t:
                 profile = self.string(t["metrics_profile"], f"{where}.metrics_profile")
@@ -360,6 +409,7 @@ class _Reader:
                 metrics_url=(self.url(t["metrics_url"], f"{where}.metrics_url") if "metrics_url" in t
                              else url + "/metrics"),
                 capture=capture,
+                labels=labels,
                 headers=self.str_map(t.get("headers", {}), f"{where}.headers"),
                 metrics_profile=profile,
                 thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),
@@ -420,30 +470,73 @@ class _Reader:
                                    "min_relative_change")
         return GateConfig(**kw)
 
+    def rules(self, t: Mapping[str, Any], where: str, cls: type = ModelConfig) -> dict[str, Any]:
+        """The rule keys of ``t`` (the fields of ``cls`` made with :func:`rule`), read by their
+        metadata; keys that are not rules are left to the caller."""
+        out: dict[str, Any] = {}
+        for name, f in rule_fields(cls).items():
+            if name not in t:
+                continue
+            key = f"{where}.{name}" if where else name
+            kind = f.metadata["kind"]
+            v = t[name]
+            if kind == "gates":
+                if not isinstance(v, list):
+                    raise self.fail(key, "must be an array of tables")
+                out[name] = tuple(self.gate(g, f"{key}[{i}]") for i, g in enumerate(v))
+            elif kind == "environments":
+                envs = self.table(v, key)
+                rules: dict[str, EnvironmentRules] = {}
+                for env, body in envs.items():
+                    ew = f"{key}.{env}"
+                    if not str(env).strip():
+                        raise self.fail(ew, "an environment name must not be empty")
+                    et = self.table(body, ew)
+                    self.check_keys(et, set(rule_fields(EnvironmentRules)), ew)
+                    given = self.rules(et, ew, EnvironmentRules)
+                    rules[str(env)] = EnvironmentRules(**given, explicit=frozenset(given))
+                out[name] = rules
+            elif kind in ("seconds", "number"):
+                out[name] = self.number(v, key, minimum=0)
+            elif kind == "count":
+                out[name] = self.integer(v, key, minimum=0)
+            elif kind == "flag":
+                out[name] = self.boolean(v, key)
+            else:
+                out[name] = self.string(v, key)
+        return out
+
     def models(self, value: Any) -> dict[str, ModelConfig]:
         t = self.table(value, "models")
         out: dict[str, ModelConfig] = {}
         for name, item in t.items():
             where = f"models.{name}"
             m = self.table(item, where)
-            self.check_keys(m, {"retrain", "deploy", "gates", "verify_timeout", "bake_seconds",
-                                "retrain_cooldown"}, where)
-            gates_raw = m.get("gates", [])
-            if not isinstance(gates_raw, list):
-                raise self.fail(f"{where}.gates", "must be an array of tables")
+            self.check_keys(m, {"retrain", "deploy", "evaluate", "retrain_cooldown", *rule_fields(ModelConfig)}, where)
+            rules = self.rules(m, where)
+            if "eval_data" in rules and rules["eval_data"] != "recent":
+                rules["eval_data"] = self.source(rules["eval_data"], f"{where}.eval_data")
             out[name] = ModelConfig(
                 name=name,
                 retrain=self.hook(m["retrain"], f"{where}.retrain", retrain=True) if "retrain" in m else None,
                 deploy=self.hook(m["deploy"], f"{where}.deploy", retrain=False) if "deploy" in m else None,
-                gates=tuple(self.gate(g, f"{where}.gates[{i}]") for i, g in enumerate(gates_raw)),
-                verify_timeout=(self.number(m["verify_timeout"], f"{where}.verify_timeout", minimum=0)
-                                if "verify_timeout" in m else 60.0),
-                bake_seconds=(self.number(m["bake_seconds"], f"{where}.bake_seconds", minimum=0)
-                              if "bake_seconds" in m else 60.0),
+                evaluate=self.evaluate_hook(m["evaluate"], f"{where}.evaluate") if "evaluate" in m else None,
                 retrain_cooldown=(self.number(m["retrain_cooldown"], f"{where}.retrain_cooldown", minimum=0)
                                   if "retrain_cooldown" in m else 6 * 3600.0),
+                explicit=frozenset(rules),
+                **rules,
             )
         return out
+
+    def evaluate_hook(self, value: Any, where: str) -> HookConfig:
+        """``evaluate = { command = [...] }``: argv only (its last output line is the metrics)."""
+        t = self.table(value, where)
+        if "webhook" in t:
+            raise self.fail(f"{where}.webhook", "an evaluate hook is a command (argv) that prints a JSON object "
+                                                "of metrics on its last line; webhooks are not supported")
+        if "command" not in t:
+            raise self.fail(where, "needs a 'command' (argv)")
+        return self.hook(t, where, retrain=False)
 
 
 def _kind(value: Any) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import os
 import shlex
 import sys
@@ -45,9 +46,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modeldeck.core import judge, paths
-from modeldeck.core.config import ConfigError, EndpointConfig, GateConfig, HookConfig, Settings
-from modeldeck.core.errors import ConflictError, GateError, RegistryError
+from modeldeck.core import datafiles, evaluation, judge, paths, policy
+from modeldeck.core.config import (
+    ConfigError,
+    EndpointConfig,
+    EnvironmentRules,
+    GateConfig,
+    HookConfig,
+    ModelConfig,
+    Settings,
+)
+from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError, UnknownEnvironmentError
+from modeldeck.core.evaluation import DataRef
 from modeldeck.core.hooks import (
     config_file,
     exit_words,
@@ -65,6 +75,7 @@ from modeldeck.core.hooks import (
 from modeldeck.core.registry import (
     PROTECTED_ENVIRONMENTS,
     AliasChange,
+    Evaluation,
     Registry,
     Version,
     current_actor,
@@ -94,9 +105,11 @@ class GateResult:
     passed: bool
     detail: str  # one line with the numbers
     data: Mapping[str, Any] = field(default_factory=dict)
+    forceable: bool = True  # --force may release past it (metric and health gates); approval never
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail, **dict(self.data)}
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, "forceable": self.forceable,
+                **dict(self.data)}
 
 
 @dataclass(frozen=True)
@@ -134,10 +147,23 @@ class ReleasePlan:
     deploy: tuple[str, ...] = ()  # what the deploy hook will run, in words
     notes: tuple[str, ...] = ()
     expect: int | str | None = "plan"  # "plan": from_version; else an explicit --expect
+    actor: str = ""  # who is releasing (the approval gate judged this person)
+    policy_version: int | None = None  # the registry policy applied (None: none; the config's rules)
+    creates_environment: bool = False  # --create-env: the environment is new
 
     @property
     def failed_gates(self) -> tuple[GateResult, ...]:
         return tuple(g for g in self.gates if not g.passed)
+
+    @property
+    def unforceable_failures(self) -> tuple[GateResult, ...]:
+        """Failed gates that --force cannot pass (approval)."""
+        return tuple(g for g in self.gates if not g.passed and not g.forceable)
+
+    @property
+    def forceable(self) -> bool:
+        """Blocked only by gates --force may pass (metric and health)."""
+        return self.blocked and not self.unforceable_failures
 
     @property
     def blocked(self) -> bool:
@@ -167,7 +193,8 @@ class ReleasePlan:
                 "gates": [g.as_dict() for g in self.gates], "blocked": self.blocked,
                 "confirm": self.confirm, "endpoints": list(self.endpoints),
                 "verify_timeout": self.verify_timeout, "bake_seconds": self.bake_seconds,
-                "deploy": list(self.deploy), "notes": list(self.notes)}
+                "deploy": list(self.deploy), "notes": list(self.notes), "actor": self.actor,
+                "policy_version": self.policy_version, "creates_environment": self.creates_environment}
 
 
 @dataclass(frozen=True)
@@ -205,19 +232,22 @@ class ReleaseStopped(Exception):
 
 
 def evaluate_metric_gate(gate: GateConfig, candidate: Mapping[str, Any], champion: Mapping[str, Any] | None,
-                         champion_version: int | None = None) -> GateResult:
-    """One champion/challenger gate with MLflow ``MetricThreshold`` semantics."""
+                         champion_version: int | None = None, *, on: str | None = None,
+                         extra: Mapping[str, Any] | None = None) -> GateResult:
+    """One champion/challenger gate with MLflow ``MetricThreshold`` semantics, on values the
+    caller has matched to one dataset (``on`` describes it: ``93ddf3b… (300 rows)``)."""
     m = gate.metric
     name = f"metric:{m}"
     better = gate.greater_is_better
     data: dict[str, Any] = {"metric": m, "greater_is_better": better, "threshold": gate.threshold,
                             "min_absolute_change": gate.min_absolute_change,
                             "min_relative_change": gate.min_relative_change,
-                            "champion_version": champion_version}
+                            "champion_version": champion_version, **dict(extra or {})}
+    head = f"{m} on {on}: " if on else f"{m}: "
     cand = finite(candidate.get(m))
     data["candidate"] = cand
     if cand is None:
-        return GateResult(name, False, f"{m}: the candidate has no {m} metric", data)
+        return GateResult(name, False, f"{head}the candidate has no {m} metric", data)
     parts: list[str] = []
     failed: list[str] = []
     if gate.threshold is not None:
@@ -258,8 +288,10 @@ def evaluate_metric_gate(gate: GateConfig, candidate: Mapping[str, Any], champio
                                  f"{'>=' if ok else '<'} min {gate.min_relative_change * 100:+.2f}%")
                 if not ok:
                     failed.append("min_relative_change")
+    if not wants_compare and champ is not None:
+        parts.append(f"champion {_n(champ)} (v{champion_version})")
     data["failed"] = failed
-    return GateResult(name, not failed, f"{m}: " + "; ".join(parts), data)
+    return GateResult(name, not failed, head + "; ".join(parts), data)
 
 
 def _ge(a: float, b: float) -> bool:
@@ -273,18 +305,204 @@ def _n(v: float | None) -> str:
     return f"{v:.4g}"
 
 
-def _approval_gate(model: str, version: Version, environment: str, action: str) -> GateResult:
-    data = {"approval": version.approval, "approved_by": version.approval_by}
-    if action == "promote":
-        if version.approval == "approved":
-            by = f" by {version.approval_by}" if version.approval_by else ""
-            return GateResult("approved", True, f"version {version.version} is approved{by}", data)
-        return GateResult("approved", False, f"{model} version {version.version} is {version.approval}, not "
-                          f"approved; only an approved version can be promoted to {environment}", data)
-    if version.approval == "rejected":
-        return GateResult("approved", False, f"{model} version {version.version} was rejected; rolling "
-                          f"{environment} back to it needs --force", data)
-    return GateResult("approved", True, f"version {version.version} is {version.approval} (not rejected)", data)
+def approval_gate(registry: Registry, model: str, version: Version, environment: str, action: str,
+                  rules: EnvironmentRules, actor: str) -> GateResult | None:
+    """The approval rule (``judge.approval_verdict``) with the rules that apply to the
+    environment; None when the environment needs no approval (and it is not a rollback to a
+    rejected version). Never forceable."""
+    four_eyes = rules.approver_is_not_promoter
+    needed = judge.approvals_needed(environment, rules.approvals, four_eyes, PROTECTED_ENVIRONMENTS)
+    if not needed and not (action == "rollback" and environment in PROTECTED_ENVIRONMENTS):
+        return None
+    approvers = [a for a, _ in registry.approvers(model, version.version)]
+    passed, text = judge.approval_verdict(model=model, version=version.version, environment=environment,
+                                          action=action, approval=version.approval, approvers=approvers,
+                                          needed=needed, four_eyes=four_eyes, promoter=actor)
+    data = {"approval": version.approval, "approved_by": version.approval_by, "approvers": approvers,
+            "approvals_needed": needed, "approver_is_not_promoter": four_eyes, "promoter": actor}
+    return GateResult("approved", passed, text, data, forceable=False)
+
+
+# -- metric gates on one dataset -----------------------------------------------------------------
+
+
+class _MetricGates:
+    """The metric gates of one plan: each compares the candidate with the champion on a
+    dataset both were measured on; when they share none, the evaluate hook measures
+    whichever lacks it on the policy's ``eval_data`` (else the candidate's own evaluation data,
+    else the champion's), records it, then compares. Without a hook: a failing gate that
+    says why."""
+
+    def __init__(self, settings: Settings, registry: Registry, mc: ModelConfig, candidate: Version,
+                 champion: Version | None, environment: str, *, run_hooks: bool, actor: str,
+                 emit: Callable[[ReleaseEvent], None] | None) -> None:
+        self.settings, self.reg, self.mc = settings, registry, mc
+        self.cand, self.champ = candidate, champion
+        self.environment, self.run_hooks, self.actor, self.emit = environment, run_hooks, actor, emit
+        self._target: DataRef | None = None
+        self._target_error: str | None = None
+        self._failed_runs: dict[tuple[int, str], str] = {}
+        self._measured: set[tuple[int, str]] = set()
+
+    def _event(self, message: str, level: str = "progress") -> None:
+        if self.emit is not None:
+            with contextlib.suppress(Exception):
+                self.emit(ReleaseEvent("gates", message, level))
+
+    def _evals(self, v: Version | None, m: str) -> dict[str | None, Evaluation]:
+        return evaluation.by_dataset(self.reg.evaluations(v.model, v.version, metric=m)) if v is not None else {}
+
+    @staticmethod
+    def _preferred(evals: Mapping[str | None, Evaluation]) -> Evaluation | None:
+        """The value a version is quoted with: its registered one on known data, else the
+        newest on known data, else one registered without its data."""
+        known = [e for k, e in evals.items() if k]
+        registered = [e for e in known if e.source == "register"]
+        if registered:
+            return registered[-1]
+        if known:
+            return max(known, key=lambda e: e.at)
+        return evals.get(None)
+
+    def _data_for_hook(self, cand: Mapping[str | None, Evaluation],
+                       champ: Mapping[str | None, Evaluation]) -> DataRef | str:
+        """Where the hook evaluates: eval_data, else the candidate's data, else the champion's."""
+        if self.mc.eval_data:
+            if self._target is None and self._target_error is None:
+                try:
+                    self._target = evaluation.resolve_data(self.settings, self.mc.name, self.mc.eval_data,
+                                                           environment=self.environment, rows=self.mc.eval_rows)
+                except ModeldeckError as e:
+                    self._target_error = f"eval_data {self.mc.eval_data!r}: {e}"
+            return self._target if self._target is not None else str(self._target_error)
+        for evals in (cand, champ):
+            pref = self._preferred(evals)
+            if pref is not None and pref.dataset_sha256:
+                ref = evaluation.still_there(pref)
+                if ref is not None:
+                    return ref
+        return ("no data to evaluate on: set eval_data in the policy (the versions' own evaluation data is not "
+                "on this box)")
+
+    def _measure(self, v: Version, data: DataRef) -> str | None:
+        """Run the hook for ``v`` on ``data`` (once per plan); None when recorded, else why not."""
+        key = (v.version, data.sha256)
+        if key in self._failed_runs:
+            return self._failed_runs[key]
+        if key in self._measured:
+            return None
+        self._measured.add(key)
+        self._event(f"evaluating v{v.version} on {data.describe()} with the evaluate hook", "progress")
+        try:
+            evaluation.evaluate(self.settings, self.reg, v, data, source="gate", actor=self.actor,
+                                reason=f"release gate: {self.cand.model} v{self.cand.version} to {self.environment}",
+                                on_output=lambda line: self._event(line, "output"))
+        except ModeldeckError as e:
+            self._failed_runs[key] = str(e)
+            return str(e)
+        self._event(f"recorded v{v.version}'s metrics on {data.describe()}", "success")
+        return None
+
+    def gate(self, g: GateConfig) -> GateResult:
+        m = g.metric
+        name = f"metric:{m}"
+        cand, champ = self._evals(self.cand, m), self._evals(self.champ, m)
+        cv, hv = self.cand.version, (self.champ.version if self.champ else None)
+        compare = g.min_absolute_change is not None or g.min_relative_change is not None
+        hook = self.mc.evaluate is not None and self.run_hooks
+
+        def common() -> list[str]:
+            return [k for k in cand if k and k in champ]
+
+        if common():
+            return self._result(g, cand, champ, self._pick(common(), cand))
+        if self.champ is None or not compare:
+            # an absolute bar, or no champion: the candidate's value decides; with a champion and
+            # a hook both are measured on one dataset anyway, so the line shows both values
+            if hook and (self.champ is not None or not cand):
+                data = self._data_for_hook(cand, champ)
+                if isinstance(data, DataRef):
+                    err = self._measure_missing(data, m)
+                    cand, champ = self._evals(self.cand, m), self._evals(self.champ, m)
+                    if common():
+                        return self._result(g, cand, champ, self._pick(common(), cand))
+                    if not cand:
+                        why = err or f"the evaluate hook printed no {m}"
+                        return GateResult(name, False, f"{m}: v{cv} has no {m}; {why}", self._data(g))
+                elif not cand:
+                    return GateResult(name, False, f"{m}: v{cv} has no {m}, and {data}", self._data(g))
+            pref = self._preferred(cand)
+            if pref is None:
+                return GateResult(name, False, f"{m}: the candidate (v{cv}) has no {m} metric", self._data(g))
+            return self._result(g, cand, champ, pref.dataset_sha256, lone=True)
+        # compare, and the two share no dataset
+        where = self._where(m, cand, champ, cv, hv)
+        if self.mc.evaluate is None:
+            return GateResult(name, False, f"{where}: not comparable; set an evaluate hook", self._data(g))
+        data = self._data_for_hook(cand, champ)
+        if isinstance(data, str):
+            return GateResult(name, False, f"{where}: not comparable; {data}", self._data(g))
+        if not self.run_hooks:
+            return GateResult(name, False, f"{where}: not comparable until the evaluate hook measures them on "
+                              f"{data.describe()} (not run: a read-only plan)", self._data(g))
+        err = self._measure_missing(data, m)
+        if err:
+            return GateResult(name, False, f"{where}: not comparable; {err}", self._data(g))
+        cand, champ = self._evals(self.cand, m), self._evals(self.champ, m)
+        if data.sha256 in cand and data.sha256 in champ:
+            return self._result(g, cand, champ, data.sha256)
+        lacking = [f"v{v}" for v, e in ((cv, cand), (hv, champ)) if data.sha256 not in e]
+        return GateResult(name, False, f"{where}: not comparable; the evaluate hook printed no {m} for "
+                          f"{' and '.join(lacking)} on {data.describe()}", self._data(g))
+
+    def _measure_missing(self, data: DataRef, m: str) -> str | None:
+        for v in (self.cand, self.champ):
+            if v is not None and data.sha256 not in self._evals(v, m):
+                err = self._measure(v, data)
+                if err:
+                    return err
+        return None
+
+    def _pick(self, common: list[str], cand: Mapping[str | None, Evaluation]) -> str:
+        registered = [k for k in common if cand[k].source == "register"]
+        if registered:
+            return registered[-1]
+        return max(common, key=lambda k: cand[k].at)
+
+    def _where(self, m: str, cand: Mapping[str | None, Evaluation], champ: Mapping[str | None, Evaluation],
+               cv: int, hv: int | None) -> str:
+        pc, ph = self._preferred(cand), self._preferred(champ)
+        if pc is None and ph is None:
+            return f"{m}: neither v{cv} nor v{hv} has {m}"
+        if pc is None:
+            return f"{m} of v{hv} is on {_on(ph)}; v{cv} has no {m}"
+        if ph is None:
+            return f"{m} of v{cv} is on {_on(pc)}; v{hv} has no {m}"
+        return f"{m} of v{cv} is on {_on(pc)}, of v{hv} on {_on(ph)}"
+
+    def _data(self, g: GateConfig, sha: str | None = None, rows: int | None = None) -> dict[str, Any]:
+        return {"metric": g.metric, "candidate_version": self.cand.version,
+                "champion_version": self.champ.version if self.champ else None,
+                "dataset_sha256": sha, "dataset_rows": rows, "comparable": False}
+
+    def _result(self, g: GateConfig, cand: Mapping[str | None, Evaluation], champ: Mapping[str | None, Evaluation],
+                sha: str | None, *, lone: bool = False) -> GateResult:
+        c = cand[sha]
+        h = champ.get(sha) if sha else None
+        on = _on(c)
+        extra = {"candidate_version": self.cand.version, "dataset_sha256": sha, "dataset_rows": c.dataset_rows,
+                 "dataset_path": c.dataset_path, "comparable": h is not None}
+        r = evaluate_metric_gate(g, {g.metric: c.value}, {g.metric: h.value} if h is not None else None,
+                                 self.champ.version if self.champ else None, on=on, extra=extra)
+        if lone and self.champ is not None and h is None:
+            r = replace(r, detail=r.detail + f"; champion v{self.champ.version} has no {g.metric} on it")
+        return r
+
+
+def _on(e: Evaluation | None) -> str:
+    if e is None:
+        return "no data"
+    return datafiles.describe(e.dataset_sha256, e.dataset_rows)
 
 
 def health_gate(settings: Settings, model: str, environment: str,
@@ -326,18 +544,110 @@ def health_gate(settings: Settings, model: str, environment: str,
 # plan
 
 
+# -- environments ----------------------------------------------------------------------------------
+
+
+def known_environments(settings: Settings, registry: Registry, model: str | None = None) -> list[str]:
+    """Every declared environment: one holding an alias (of any model), named by a configured
+    endpoint, or listed in a policy (the registry's, or ``[models.X.environments]`` of the
+    config); production first, then by name."""
+    names = set(registry.environments()) | {e.environment for e in settings.endpoints}
+    names |= set(registry.policy_environments())
+    for mc in settings.models.values():
+        names |= set(mc.environments)
+    return sorted(names, key=lambda n: (n != "production", n != "staging", n))
+
+
+def check_environment(settings: Settings, registry: Registry, environment: str, *, create: bool = False) -> bool:
+    """Refuse an undeclared environment (a typo must not create one) unless ``create``;
+    returns whether the environment is new."""
+    known = known_environments(settings, registry)
+    if environment in known:
+        return False
+    if create:
+        return True
+    close = [k for k in known if k.startswith(environment) or environment.startswith(k)]
+    close += [k for k in difflib.get_close_matches(environment, known, n=2, cutoff=0.5) if k not in close]
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    listed = ", ".join(known) if known else "none yet"
+    raise UnknownEnvironmentError(f"unknown environment '{environment}' (known: {listed}); --create-env to create "
+                                  f"it{hint}")
+
+
+@dataclass(frozen=True)
+class EnvironmentChoice:
+    """An environment as a picker shows it: what it holds, where a rollback would go."""
+
+    name: str
+    holds: int | None
+    rollback_to: int | None  # what a rollback would put back (None: nothing to roll back to)
+    endpoints: int
+    declared_by: str  # alias | endpoint | policy
+
+    def note(self) -> str:
+        parts = [f"holds version {self.holds}" if self.holds is not None else "holds nothing yet"]
+        if self.holds is not None:
+            parts.append(f"rollback goes to version {self.rollback_to}" if self.rollback_to is not None
+                         else "no earlier version to roll back to")
+        if self.endpoints:
+            parts.append(f"{self.endpoints} endpoint{'s' if self.endpoints != 1 else ''}")
+        if self.holds is None and self.declared_by == "policy":
+            parts.append("declared by the policy")
+        return ", ".join(parts)
+
+
+def environment_choices(settings: Settings, registry: Registry, model: str) -> list[EnvironmentChoice]:
+    """The declared environments for ``model``'s pickers: those it holds first."""
+    aliases = registry.aliases(model)
+    held = set(registry.environments())
+    configured = {e.environment for e in settings.endpoints}
+    declared = set(registry.policy_environments()) | {n for mc in settings.models.values() for n in mc.environments}
+    out = []
+    for env in known_environments(settings, registry):
+        holds = aliases.get(env)
+        out.append(EnvironmentChoice(
+            name=env, holds=holds, rollback_to=registry.rollback_target(model, env) if holds is not None else None,
+            endpoints=len(settings.endpoints_for(model, env)),
+            declared_by=("alias" if env in held else "endpoint" if env in configured else
+                         "policy" if env in declared else "alias")))
+    out.sort(key=lambda c: c.holds is None)  # stable: the held ones first, each group in known order
+    return out
+
+
+def effective_model(settings: Settings, registry: Registry, model: str) -> tuple[ModelConfig, int | None]:
+    """The rules that apply to ``model``: the registry's policy made stricter by the config's
+    ``[models.X]`` (PolicyError when the config would loosen it), with the config's hooks."""
+    rec = registry.policy(model)
+    mc = policy.effective(settings.model(model), rec, settings.path)
+    return mc, (rec.version if rec else None)
+
+
+# -- plan ------------------------------------------------------------------------------------------
+
+
 def plan(settings: Settings, registry: Registry, model: str, version: int | None, environment: str, *,
          action: str = "promote", to: int | None = None, snapshots: Iterable[EndpointSnapshot] | Mapping[str, EndpointSnapshot] | None = None,
-         expect: int | str | None = "plan", check_health: bool = True) -> ReleasePlan:
+         expect: int | str | None = "plan", check_health: bool = True, actor: str | None = None,
+         create_env: bool = False, run_hooks: bool = True,
+         on_event: Callable[[ReleaseEvent], None] | None = None) -> ReleasePlan:
     """What a promote (``version``) or rollback (``to``, default the previous holder) of
-    ``environment`` will do, with its gates evaluated. Reads only. Without ``snapshots`` (the
-    caller's latest EndpointSnapshots, a list or a name->snapshot mapping) the environment's
-    endpoints are polled once (with its own event loop, so only when no loop runs in this
-    thread; from a Textual handler pass the poller's ``latest()``). Unknown model/version and
-    impossible rollbacks raise RegistryError subclasses with the registry's wording."""
+    ``environment`` will do, with its gates evaluated under the rules that apply (the
+    registry's policy, made stricter by the config: :func:`effective_model`). Without
+    ``snapshots`` (the caller's latest EndpointSnapshots, a list or a name->snapshot mapping)
+    the environment's endpoints are polled once (with its own event loop, so only when no loop
+    runs in this thread; from a Textual handler pass the poller's ``latest()``). A metric gate
+    whose versions share no evaluation data runs the evaluate hook and records its metrics
+    (``run_hooks=False``: it fails instead); its progress goes to ``on_event``. ``actor`` is
+    who releases (default: the current actor): the approval gate judges them. Unknown
+    model/version/environment and impossible rollbacks raise RegistryError subclasses with the
+    registry's wording; a config looser than the policy raises PolicyError."""
     if action not in ("promote", "rollback"):
         raise RegistryError(f"unknown release action {action!r}")
     registry.model(model)  # unknown model -> NotFoundError naming it
+    creates = check_environment(settings, registry, environment, create=create_env)
+    mc, policy_version = effective_model(settings, registry, model)
+    settings = replace(settings, models={**settings.models, model: mc})
+    actor = actor or current_actor()
     current = registry.alias(model, environment)
     if action == "rollback":
         if current is None:
@@ -355,16 +665,21 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
     candidate = registry.version(model, int(target))
     if current == candidate.version:
         raise ConflictError(f"{environment} of {model} already holds version {candidate.version}")
-    mc = settings.model(model)
     gates: list[GateResult] = []
     notes: list[str] = []
-    if environment in PROTECTED_ENVIRONMENTS:
-        gates.append(_approval_gate(model, candidate, environment, action))
+    if creates:
+        notes.append(f"creates the environment {environment!r} (--create-env)")
+    if policy_version is None and mc.explicit:
+        notes.append(f"the registry has no release policy for {model}: the config's rules apply "
+                     f"(modeldeck policy {model} --from-config --reason ... stores them)")
+    approval = approval_gate(registry, model, candidate, environment, action, mc.environment(environment), actor)
+    if approval is not None:
+        gates.append(approval)
     if action == "promote":
         champion = registry.version(model, current) if current is not None else None
-        for g in mc.gates:
-            gates.append(evaluate_metric_gate(g, candidate.metrics, champion.metrics if champion else None,
-                                              current))
+        metric = _MetricGates(settings, registry, mc, candidate, champion, environment, run_hooks=run_hooks,
+                              actor=actor, emit=on_event)
+        gates += [metric.gate(g) for g in mc.gates]
         if check_health:
             snaps = _snapshot_list(snapshots)
             eps = settings.endpoints_for(model, environment)
@@ -381,7 +696,8 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
                        from_version=current, to_version=candidate.version, candidate=candidate,
                        gates=tuple(gates), endpoints=eps, verify_timeout=mc.verify_timeout,
                        bake_seconds=mc.bake_seconds if action == "promote" else 0.0,
-                       deploy=_describe_hook(mc.deploy), notes=tuple(notes), expect=expect)
+                       deploy=_describe_hook(mc.deploy), notes=tuple(notes), expect=expect, actor=actor,
+                       policy_version=policy_version, creates_environment=creates)
 
 
 def _loop_running() -> bool:
@@ -514,8 +830,9 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
     monotonic seconds, ``sleep(s)`` waits and returns True to stop; ``interval`` is the time
     between polls (default ``poll.interval``)."""
     if not reason or not reason.strip():
-        raise RegistryError(f"a reason is required to {plan.action} (--reason)")
-    actor = actor or current_actor()
+        raise RegistryError(f"a reason is required to {plan.action} (--reason)"
+                            + (": forcing past a gate is recorded with it" if force else ""))
+    actor = actor or plan.actor or current_actor()
     own = registry is None
     reg = registry if registry is not None else Registry(plan.settings.registry, create=False)
     run = _Run(plan, reg, actor, reason, on_event, stop_event, clock, sleep)
@@ -533,15 +850,22 @@ def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequenc
     run.emit("plan", p.summary())
     for g in p.gates:
         run.emit("gates", f"{'PASS' if g.passed else 'FAIL'} {g.name}: {g.detail}",
-                 "info" if g.passed else ("warning" if force else "error"), gate=g.as_dict())
+                 "info" if g.passed else ("warning" if force and g.forceable else "error"), gate=g.as_dict())
     failed = p.failed_gates
-    if failed and not force:
+    unforceable = p.unforceable_failures
+    if failed and (not force or unforceable):
+        first = unforceable[0] if unforceable else failed[0]
         names = ", ".join(g.name for g in failed)
-        msg = f"blocked by {len(failed)} gate(s) ({names}): {failed[0].detail}; nothing was changed"
+        why = " (approval cannot be forced)" if force and unforceable else ""
+        msg = f"blocked by {len(failed)} gate(s) ({names}){why}: {first.detail}; nothing was changed"
         run.emit("done", msg, "error")
         return _outcome(run, BLOCKED, msg)
     forced = bool(failed) and force
     details: dict[str, Any] = {"gates": [g.as_dict() for g in p.gates]}
+    if p.policy_version is not None:
+        details["policy_version"] = p.policy_version
+    if p.creates_environment:
+        details["created_environment"] = True
     if forced:
         details["forced_gates"] = [g.name for g in failed]
         run.emit("gates", f"forced past {len(failed)} failed gate(s): "
@@ -672,26 +996,20 @@ def _undo(run: _Run, change: AliasChange, *, stage: str, why: str) -> tuple[Alia
                  change=undo.as_dict())
         return undo, ""
     run.emit("rollback", f"{why}; putting {p.environment} back to version {prev}", "warning")
-    for force in (False, True):
-        try:
-            if change.action == "promote":
-                undo = reg.rollback(p.model, p.environment, reason, to=prev, expect=change.to_version,
-                                    actor=run.actor, force=force, details=details)
-            else:
-                undo = reg.promote(p.model, prev, p.environment, reason, expect=change.to_version,
-                                   actor=run.actor, force=force, details=details)
-        except GateError:
-            if force:
-                raise
-            continue  # the previous version was rejected meanwhile: undoing still must happen
-        except ConflictError as e:
-            text = f"not rolled back: {e}"
-            run.emit("rollback", text, "error")
-            return None, text
-        run.emit("rollback", f"{p.environment} of {p.model} is back at version {undo.to_version}", "warning",
-                 change=undo.as_dict())
-        return undo, ""
-    raise AssertionError("unreachable")
+    try:  # undo=True: putting back what held it a moment ago needs no approval (it may be rejected meanwhile)
+        if change.action == "promote":
+            undo = reg.rollback(p.model, p.environment, reason, to=prev, expect=change.to_version,
+                                actor=run.actor, details=details, undo=True)
+        else:
+            undo = reg.promote(p.model, prev, p.environment, reason, expect=change.to_version,
+                               actor=run.actor, details=details, undo=True)
+    except ConflictError as e:
+        text = f"not rolled back: {e}"
+        run.emit("rollback", text, "error")
+        return None, text
+    run.emit("rollback", f"{p.environment} of {p.model} is back at version {undo.to_version}", "warning",
+             change=undo.as_dict())
+    return undo, ""
 
 
 # -- deploy hook --------------------------------------------------------------------------------

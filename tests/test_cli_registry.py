@@ -29,6 +29,9 @@ def test_release_flow_end_to_end(registry_path: Path, tmp_path: Path) -> None:
     # --registry before the subcommand works as well as after it
     assert md("--registry", reg, "approve", "churn", "1", "--reason", "offline eval").returncode == 0
     r = md("promote", "churn", "1", "--env", "production", "--reason", "first release", "--registry", reg)
+    assert r.returncode == 2 and "unknown environment 'production' (known: none yet); --create-env" in r.stderr
+    r = md("promote", "churn", "1", "--env", "production", "--reason", "first release", "--create-env",
+           "--registry", reg)
     assert r.returncode == 0, r.stderr
     assert "unset -> version 1" in r.stdout
 
@@ -54,8 +57,11 @@ def test_release_flow_end_to_end(registry_path: Path, tmp_path: Path) -> None:
     (["approve", "fraud", "1", "--reason", "x"], "modeldeck: no model named 'fraud'"),
     (["rollback", "churn", "--env", "production", "--reason", "x"], "modeldeck: production of churn has no earlier"),
     (["register", "churn", "--artifact", "s3://m/3", "--metrics", "{auc: 1}"], "modeldeck: --metrics: not valid JSON"),
-    (["promote", "churn", "1", "--env", "staging", "--reason", "x", "--expect", "2"],
+    (["promote", "churn", "1", "--env", "staging", "--reason", "x", "--expect", "2", "--create-env"],
      "modeldeck: staging of churn moved to unset"),
+    (["promote", "churn", "1", "--env", "prod", "--reason", "x"],
+     "modeldeck: unknown environment 'prod' (known: production); --create-env to create it "
+     "(did you mean 'production'?)"),
 ])
 def test_bad_requests_say_what_is_wrong_and_write_nothing(registry_path: Path, args: list[str], message: str) -> None:
     with Registry(registry_path) as reg:

@@ -46,12 +46,15 @@ def settings_for(tmp_path: Path, registry: Path, *, model: dict[str, Any] | None
     return configmod.parse(data, tmp_path / "modeldeck.toml")
 
 
+HOLDOUT = "93ddf3b" + "0" * 57  # the SHA-256 of the holdout both versions were measured on
+
+
 def champion_and_candidate(registry: Path, *, cand_auc: float = 0.85, approve: bool = True) -> None:
     with Registry(registry) as reg:
-        reg.register("churn", "s3://m/1", metrics={"auc": 0.91, "latency": 20})
+        reg.register("churn", "s3://m/1", metrics={"auc": 0.91, "latency": 20}, eval_sha256=HOLDOUT, eval_rows=300)
         reg.approve("churn", 1, "offline eval")
         reg.promote("churn", 1, "production", "first release")
-        reg.register("churn", "s3://m/2", metrics={"auc": cand_auc})
+        reg.register("churn", "s3://m/2", metrics={"auc": cand_auc}, eval_sha256=HOLDOUT, eval_rows=300)
         if approve:
             reg.approve("churn", 2, "offline eval")
 
@@ -111,6 +114,7 @@ def test_worse_candidate_is_blocked_and_a_forced_release_says_so(tmp_path: Path,
         gate = p.gates[1]
         assert gate.data["candidate"] == 0.85 and gate.data["champion"] == 0.91
         assert "0.85" in gate.detail and "0.91" in gate.detail and "-0.01" in gate.detail
+        assert gate.detail.startswith("auc on 93ddf3b… (300 rows): ") and gate.data["dataset_rows"] == 300
 
         events: list[releases.ReleaseEvent] = []
         out = releases.execute(p, reason="try it", on_event=events.append)
@@ -443,8 +447,8 @@ def test_without_endpoints_verification_is_skipped_with_a_note(tmp_path: Path, r
     champion_and_candidate(registry_path)
     s = configmod.load(None, registry_path)  # registry-only use: no config file
     with Registry(registry_path) as reg:
-        p = releases.plan(s, reg, "churn", 2, "staging")
-        assert p.confirm is None and p.gates == (releases.GateResult(
+        p = releases.plan(s, reg, "churn", 2, "staging", create_env=True)
+        assert p.creates_environment and p.confirm is None and p.gates == (releases.GateResult(
             "healthy", True, "no endpoints configured for churn in staging: not checked", {"endpoints": []}),)
         assert any("no config file" in n for n in p.notes)
         out = releases.execute(p, reason="x")

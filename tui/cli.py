@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
     p.add_argument("--reference", metavar="PATH", help="reference data that drift is compared against")
     p.add_argument("--metrics", metavar="JSON", help='evaluation metrics, e.g. \'{"auc": 0.91}\' or @file.json')
+    ev = p.add_mutually_exclusive_group()
+    ev.add_argument("--eval-dataset", metavar="PATH",
+                    help="the data --metrics were measured on (its SHA-256 and rows are recorded with them)")
+    ev.add_argument("--eval-sha256", metavar="HEX", help="or only that data's SHA-256 (with --eval-rows)")
+    p.add_argument("--eval-rows", metavar="N", type=int, help="rows of the evaluation data")
     p.add_argument("--params", metavar="JSON", help="training parameters (JSON object or @file.json)")
     p.add_argument("--code-version", metavar="REV", help="code revision (git SHA, tag)")
     p.add_argument("--tag", metavar="KEY=VALUE", action="append", default=[], help="free-form tag (repeatable)")
@@ -146,6 +151,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-id", type=int, default=None,
                    help="retraining job that produced it (default: $MODELDECK_JOB_ID)")
     p.add_argument("--reason", default="", help="why (goes to the audit log)")
+    _json_flag(p)
+
+    p = sub.add_parser("evaluate", parents=[common], help="run the model's evaluate hook on data; record the metrics",
+                       description="Run [models.MODEL] evaluate (argv printing a JSON object of metrics on its last "
+                                   "line) for one version on DATA and record the metrics, audited, as that "
+                                   "version's on that dataset (its SHA-256 and rows).")
+    p.set_defaults(handler=_cmd_evaluate)
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("version", metavar="VERSION", type=_version_number)
+    p.add_argument("--data", metavar="PATH", required=True,
+                   help="a file, folder or glob, or 'recent' (the newest labelled rows of --env's endpoints)")
+    p.add_argument("--env", metavar="ENV", default="production", help="for --data recent (default production)")
+    p.add_argument("--reason", default="", help="why (goes to the audit log)")
+    _json_flag(p)
+
+    p = sub.add_parser("policy", parents=[common], help="show or set a model's release policy (in the registry)",
+                       description="A model's release policy lives in the registry, versioned and audited: every "
+                                   "promote and rollback applies it, with or without a config (a config may only "
+                                   "make it stricter). Without --set it prints the policy as a policy file.")
+    p.set_defaults(handler=_cmd_policy)
+    p.add_argument("model", metavar="MODEL")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--set", metavar="FILE", dest="set_file", help="replace the policy with this TOML file")
+    what.add_argument("--from-config", action="store_true",
+                      help="store the config's [models.MODEL] rules as the first policy")
+    what.add_argument("--history", action="store_true", help="list every version of the policy")
+    what.add_argument("--version", dest="policy_version", metavar="N", type=int, help="show this version")
+    p.add_argument("--reason", help="why (required with --set and --from-config; goes to the audit log)")
     _json_flag(p)
 
     p = sub.add_parser("versions", parents=[common], help="list a model's versions")
@@ -188,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", metavar="ENV", required=True)
     p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
     p.add_argument("--expect", metavar="N", help="fail unless ENV holds version N now ('none': unset)")
-    p.add_argument("--force", action="store_true", help="release even when a gate fails (audited)")
+    p.add_argument("--force", action="store_true",
+                   help="release even when a metric or health gate fails (audited; never past approval)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not wait for the endpoints to serve it, and skip baking")
+    p.add_argument("--create-env", action="store_true", help="ENV is new: create it (else a typo is refused)")
     _json_flag(p)
 
     p = sub.add_parser("rollback", parents=[common], help="roll an environment back")
@@ -200,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
     p.add_argument("--to", metavar="VERSION", type=_version_number, help="this version instead of the previous")
     p.add_argument("--expect", metavar="N", help="fail unless ENV holds version N now")
-    p.add_argument("--force", action="store_true", help="even to a rejected version (audited)")
+    p.add_argument("--force", action="store_true", help="accepted for symmetry: a rollback has no metric or "
+                   "health gates, and approval (not to a rejected version) is never forced")
     p.add_argument("--no-verify", action="store_true", help="do not wait for the endpoints to serve it")
+    p.add_argument("--create-env", action="store_true", help=argparse.SUPPRESS)
     _json_flag(p)  # with --json, progress goes to stderr and the outcome as JSON to stdout
 
     p = sub.add_parser("tag", parents=[common], help="set (KEY=VALUE) or remove (KEY=) a version's tag")
@@ -526,11 +563,122 @@ def _cmd_register(args: argparse.Namespace) -> int:
     with _registry(args, create=True) as reg:
         v = reg.register(args.model, args.artifact, dataset=args.dataset, reference=args.reference,
                          code_version=args.code_version, params=params, metrics=metrics, tags=tags,
-                         description=args.description, job_id=job_id, reason=args.reason)
+                         description=args.description, job_id=job_id, reason=args.reason,
+                         eval_dataset=args.eval_dataset, eval_sha256=args.eval_sha256, eval_rows=args.eval_rows)
+        evals = reg.evaluations(v.model, v.version)
     if args.json:
-        _print_json(v.as_dict())
+        _print_json({**v.as_dict(), "evaluations": [e.as_dict() for e in evals]})
     else:
         _out(f"registered {v.model} version {v.version} (pending approval)")
+    if metrics and not (args.eval_dataset or args.eval_sha256):
+        print(f"{PROG}: note: metrics recorded without their evaluation data: metric gates compare them with no "
+              f"other version's (--eval-dataset PATH, or modeldeck evaluate)", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from modeldeck.core import datafiles, evaluation
+    from modeldeck.core.registry import Registry
+
+    settings = _settings(args)
+    with Registry(settings.registry, create=False) as reg:
+        v = reg.version(args.model, args.version)
+        if settings.model(args.model).evaluate is None:
+            raise evaluation.no_hook(args.model)
+        data = evaluation.resolve_data(settings, args.model, args.data, environment=args.env)
+        progress = sys.stderr
+        print(f"evaluating {v.model} version {v.version} on {data.describe()} ({data.path})", file=progress,
+              flush=True)
+        evals = evaluation.evaluate(settings, reg, v, data, reason=args.reason,
+                                    on_output=lambda line: print(f"  | {one_line(line, 400)}", file=progress,
+                                                                 flush=True))
+    if args.json:
+        _print_json({"model": v.model, "version": v.version, "dataset_sha256": data.sha256,
+                     "dataset_rows": data.rows, "dataset_path": data.path,
+                     "metrics": {e.metric: e.value for e in evals}})
+        return 0
+    metrics = " ".join(f"{one_line(e.metric, 40)}={num(e.value, 4)}" for e in evals)
+    _out(f"evaluated {v.model} version {v.version} on {datafiles.describe(data.sha256, data.rows)}: {metrics}")
+    return 0
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from modeldeck.core import policy
+    from modeldeck.core.registry import Registry
+
+    settings = _settings(args)
+    writes = bool(args.set_file or args.from_config)
+    if writes and not (args.reason and args.reason.strip()):
+        raise RegistryError("a reason is required to set a policy (--reason)")
+    with Registry(settings.registry, create=False) as reg:
+        reg.model(args.model)
+        current = reg.policy(args.model)
+        if args.history:
+            history = reg.policy_history(args.model)
+            if args.json:
+                _print_json([h.as_dict() for h in history])
+            elif not history:
+                _out(f"{args.model} has no release policy in the registry")
+            else:
+                _out(table(["VERSION", "SET (UTC)", "BY", "REASON", "RULES"],
+                           [[h.version, h.at[:19].replace("T", " "), h.actor, h.reason,
+                             ", ".join(sorted(h.rules))] for h in history], right=[0]))
+            return 0
+        if writes:
+            mc = settings.model(args.model)
+            if args.from_config:
+                if current is not None:
+                    raise RegistryError(f"{args.model} already has policy version {current.version} in the registry; "
+                                        f"--from-config only imports a config into a registry without one "
+                                        f"(edit it: modeldeck policy {args.model} > FILE, then --set FILE)")
+                rules = policy.config_rules(mc)
+                if not rules:
+                    where = settings.path or "no config file"
+                    raise RegistryError(f"{where}: [models.{args.model}] sets no release rules to import")
+                text = policy.to_toml(rules)
+            else:
+                rules, text = policy.parse_file(args.set_file)
+            if current is not None and dict(current.rules) == rules:
+                _out(f"the release policy of {args.model} is unchanged (still version {current.version})")
+                return 0
+            rec = reg.set_policy(args.model, rules, args.reason, text=text,
+                                 expect=current.version if current else None)
+            was = f" (was version {current.version})" if current else ""
+            _out(f"set the release policy of {args.model}: version {rec.version}{was}")
+            merged = policy.merge(mc, rec, settings.path)
+            for problem in merged.problems:
+                print(f"{PROG}: warning: {one_line(problem, 400)}: releases with this config are refused until it "
+                      f"is changed", file=sys.stderr)
+            return 0
+        rec = reg.policy(args.model, args.policy_version) if args.policy_version else current
+    merged = policy.merge(settings.model(args.model), rec, settings.path)
+    if args.json:
+        _print_json({"model": args.model, "policy": rec.as_dict() if rec else None,
+                     "applies": policy.config_rules(merged.model_config) if rec or merged.model_config.explicit
+                     else {}, "tightened_by_config": list(merged.tightened), "problems": list(merged.problems),
+                     "config": str(settings.path) if settings.path else None})
+        return 0
+    lines = []
+    if rec is None:
+        lines.append(f"# {args.model} has no release policy in the registry: the config's [models.{args.model}] "
+                     f"rules apply" + ("" if merged.model_config.explicit else " (none: the defaults)"))
+        lines.append(f"# store them: modeldeck policy {args.model} --from-config --reason TEXT; or write a policy "
+                     f"file and: modeldeck policy {args.model} --set FILE --reason TEXT")
+        body = policy.to_toml(policy.config_rules(merged.model_config)) if merged.model_config.explicit else ""
+    else:
+        lines.append(f"# release policy of {args.model}: version {rec.version}, set {rec.at[:19].replace('T', ' ')} "
+                     f"UTC by {one_line(rec.actor, 60)}: {one_line(rec.reason, 200)}")
+        lines.append(f"# edit a copy and apply it: modeldeck policy {args.model} --set FILE --reason TEXT")
+        body = policy.to_toml(rec.rules)
+    for t in merged.tightened:
+        lines.append(f"# the config {settings.path} makes it stricter: {one_line(t, 200)}")
+    for problem in merged.problems:
+        lines.append(f"# REFUSED: {one_line(problem, 300)}")
+    lines.append("# what applies:" + "".join(f" {k} = {one_line(v, 200)};" for k, v in
+                                              policy.describe_rules(merged.model_config)).rstrip(";"))
+    _out("\n".join(lines) + ("\n" + body.rstrip("\n") if body else ""))
+    for problem in merged.problems:
+        print(f"{PROG}: warning: {one_line(problem, 400)}", file=sys.stderr)
     return 0
 
 
@@ -678,26 +826,26 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return run_release(_settings(args), action="promote", model=args.model, version=args.version,
                        environment=args.env, reason=args.reason,
                        expect="plan" if args.expect is None else _expect(args.expect),
-                       force=args.force, verify=not args.no_verify, as_json=args.json)
+                       force=args.force, verify=not args.no_verify, as_json=args.json, create_env=args.create_env)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     return run_release(_settings(args), action="rollback", model=args.model, version=None,
                        environment=args.env, reason=args.reason, to=args.to,
                        expect="plan" if args.expect is None else _expect(args.expect),
-                       force=args.force, verify=not args.no_verify, as_json=args.json)
+                       force=args.force, verify=not args.no_verify, as_json=args.json, create_env=args.create_env)
 
 
 def run_release(settings: configmod.Settings, *, action: str, model: str, version: int | None, environment: str,
                 reason: str, to: int | None = None, expect: int | str | None = "plan", force: bool = False,
                 verify: bool = True, as_json: bool = False, out: TextIO | None = None,
-                err: TextIO | None = None) -> int:
+                err: TextIO | None = None, create_env: bool = False) -> int:
     """``modeldeck promote`` / ``rollback``: print the plan, the gates and the progress as it
-    happens (``core.releases.plan`` / ``execute``); exit 0 when released, 1 when a gate blocked
-    it or it was rolled back / could not be verified, and raise (exit 2) for bad input. A block
-    by the approval rule alone is the registry's own refusal (an unapproved version to
-    production): raised as GateError, exit 2. With ``as_json`` the progress goes to stderr and
-    the outcome as JSON to stdout."""
+    happens (``core.releases.plan`` / ``execute``); exit 0 when released, 1 when a metric or
+    health gate blocked it or it was rolled back / could not be verified, and raise (exit 2)
+    for bad input. A failed approval gate (not approved, too few approvers, four eyes, a
+    rejected rollback target) is a refusal whatever ``force`` says: raised as GateError, exit
+    2. With ``as_json`` the progress goes to stderr and the outcome as JSON to stdout."""
     from modeldeck.core import releases
     from modeldeck.core.registry import Registry
 
@@ -706,20 +854,22 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
     progress = err if as_json else out
     if not reason or not reason.strip():
         raise RegistryError(f"a reason is required to {action} (--reason)")
+    def show(ev: ReleaseEvent) -> None:
+        if ev.stage == "done":
+            return
+        text = one_line(ev.message, 400)
+        line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
+        print(line, file=progress, flush=True)
+
     with Registry(settings.registry, create=False) as reg:
-        p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect)
-        failed = p.failed_gates
-        if failed and not force and all(g.name == "approved" for g in failed):
-            raise GateError(f"{failed[0].detail}; nothing was changed (--force releases anyway, audited)")
+        p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect,
+                          create_env=create_env, on_event=show)
+        refused = p.unforceable_failures
+        if refused:
+            extra = " (--force does not pass approval)" if force else ""
+            raise GateError(f"{refused[0].detail}; nothing was changed{extra}")
         for note in p.notes:
             print(f"note: {note}", file=progress, flush=True)
-
-        def show(ev: ReleaseEvent) -> None:
-            if ev.stage == "done":
-                return
-            text = one_line(ev.message, 400)
-            line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
-            print(line, file=progress, flush=True)
 
         outcome = releases.execute(p, reason=reason, force=force, on_event=show, verify=verify, registry=reg)
     if as_json:
