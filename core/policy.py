@@ -151,8 +151,10 @@ def to_toml(rules: Mapping[str, Any]) -> str:
     for key in sorted(k for k in rules if k not in ("gates", "environments")):
         lines.append(f"{key} = {_toml(rules[key])}")
     if rules.get("gates"):
+        order = ("metric", *GATE_BOUNDS, "greater_is_better")
         lines.append("gates = [")
-        lines += [f"  {_toml(g)}," for g in rules["gates"]]
+        lines += [f"  {_toml({k: g[k] for k in sorted(g, key=lambda k: (order + (k,)).index(k))})},"
+                  for g in rules["gates"]]
         lines.append("]")
     for env, body in (rules.get("environments") or {}).items():
         lines += ["", f"[environments.{_toml_key(env)}]"]

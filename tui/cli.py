@@ -674,8 +674,10 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         lines.append(f"# the config {settings.path} makes it stricter: {one_line(t, 200)}")
     for problem in merged.problems:
         lines.append(f"# REFUSED: {one_line(problem, 300)}")
-    lines.append("# what applies:" + "".join(f" {k} = {one_line(v, 200)};" for k, v in
-                                              policy.describe_rules(merged.model_config)).rstrip(";"))
+    applies = f"policy version {rec.version}" if rec else "no policy"
+    applies += f" with the config {settings.path}" if settings.path else ", no config"
+    lines.append(f"# what applies ({applies}):")
+    lines += [f"#   {k}: {one_line(v, 200)}" for k, v in policy.describe_rules(merged.model_config)]
     _out("\n".join(lines) + ("\n" + body.rstrip("\n") if body else ""))
     for problem in merged.problems:
         print(f"{PROG}: warning: {one_line(problem, 400)}", file=sys.stderr)

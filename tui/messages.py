@@ -22,7 +22,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from modeldeck.core.config import Settings
     from modeldeck.core.registry import AuditEntry, Job, VerifyResult, Version
-    from modeldeck.core.releases import ReleaseEvent, ReleaseOutcome, ReleasePlan
+    from modeldeck.core.releases import EnvironmentChoice, ReleaseEvent, ReleaseOutcome, ReleasePlan
     from modeldeck.core.retrain import RetrainRun
 
 
@@ -56,6 +56,14 @@ class PlanReady(WorkerMessage):
     def __init__(self, plan: ReleasePlan) -> None:
         super().__init__()
         self.plan = plan
+
+
+class PlanProgress(WorkerMessage):
+    """Planning takes a while (the evaluate hook runs for a metric gate): one step of it."""
+
+    def __init__(self, event: ReleaseEvent) -> None:
+        super().__init__()
+        self.event = event
 
 
 class PlanFailed(WorkerMessage):
@@ -108,10 +116,15 @@ class ApprovalFailed(WorkerMessage):
 
 
 class VersionsLoaded(WorkerMessage):
-    def __init__(self, versions: Sequence[Version], aliases: Mapping[str, int]) -> None:
+    """The model's versions, aliases and declared environments (each with where a rollback
+    would go: ``core.releases.EnvironmentChoice``)."""
+
+    def __init__(self, versions: Sequence[Version], aliases: Mapping[str, int],
+                 environments: Sequence[EnvironmentChoice] = ()) -> None:
         super().__init__()
         self.versions = list(versions)
         self.aliases = dict(aliases)
+        self.environments = list(environments)
 
 
 # -- retraining -----------------------------------------------------------------------------------

@@ -152,6 +152,10 @@ def train_script() -> Path:
     return sample_data_dir() / "pipeline" / "train.py"
 
 
+def evaluate_script() -> Path:
+    return sample_data_dir() / "pipeline" / "evaluate.py"
+
+
 def to_csv_text(cols: Columns) -> str:
     """Columns -> CSV text with a header (numbers as their shortest repr)."""
     names = list(cols)

@@ -30,7 +30,7 @@ from typing import Any
 
 from modeldeck.core import paths
 from modeldeck.core.demo import seed
-from modeldeck.core.demo.datasets import WORLDS, train_script
+from modeldeck.core.demo.datasets import WORLDS, evaluate_script, train_script
 from modeldeck.core.demo.models import ArtifactError, LoadedVersion, load_version
 from modeldeck.core.demo.recorder import RotatingJsonl
 from modeldeck.core.demo.seed import DemoError
@@ -233,6 +233,7 @@ class Fleet:
             raise DemoError(f"cannot prepare the demo registry {self.registry_path}: {e}") from None
         if done:
             log.info("seeded %s into %s", ", ".join(done), self.registry_path)
+            self._seed_policies(done)
         self.follower = RegistryFollower(self.registry_path, [(self.specs[n], srv) for n, srv in self.servers.items()],
                                          s.registry_poll)
         self.follower.start()
@@ -292,7 +293,7 @@ class Fleet:
             spec = self.specs[name]
             out.append({"name": name, "model": spec.model, "environment": spec.environment, "url": srv.url,
                         "served_model": spec.model, "metrics_url": srv.metrics_url,
-                        "capture": self.captures[name].pattern})
+                        "capture": self.captures[name].pattern, "labels": self.ground_truth[name].pattern})
         return out
 
     def retrain_command(self, model: str) -> list[str]:
@@ -308,6 +309,29 @@ class Fleet:
                 "--recent", self.captures[prod.name].pattern,
                 "--labels", self.ground_truth[prod.name].pattern, "--recent-rows", "1200",
                 "--reason", "retrained on the recent window of " + prod.name]
+
+    def policy_rules(self, model: str) -> dict[str, Any]:
+        """The release policy the demo registry starts with (the config's rules say the same)."""
+        return {"gates": [{"greater_is_better": True, **g} for g in GATES.get(model, [])],
+                "verify_timeout": 20.0, "bake_seconds": 20.0,
+                "environments": {"production": {"approvals": 1}}}
+
+    def _seed_policies(self, models: list[str]) -> None:
+        from modeldeck.core import policy
+        from modeldeck.core.registry import Registry
+
+        with Registry(self.registry_path) as reg:
+            for model in models:
+                if reg.policy(model) is None:
+                    rules = policy.parse_rules(self.policy_rules(model), f"demo policy of {model}")
+                    reg.set_policy(model, rules, "the demo's release rules", text=policy.to_toml(rules),
+                                   actor="ci-pipeline")
+
+    def evaluate_command(self) -> list[str]:
+        """The example pipeline's evaluate entry point: metrics of ``{artifact}`` on ``{data}``
+        (the gates run it when two versions were measured on different holdouts)."""
+        return [sys.executable, str(evaluate_script()), "--model", "{model}", "--artifact", "{artifact}",
+                "--data", "{data}"]
 
     def config_text(self) -> str:
         s = self.settings
@@ -336,6 +360,7 @@ class Fleet:
         for model in sorted({sp.model for sp in s.endpoints}):
             lines.append(f"[models.{model}]")
             lines.append(f"retrain = {_toml({'command': self.retrain_command(model), 'timeout': 300.0})}")
+            lines.append(f"evaluate = {_toml({'command': self.evaluate_command(), 'timeout': 120.0})}")
             lines.append("gates = [")
             lines += [f"  {_toml(g)}," for g in GATES.get(model, [])]
             lines.append("]")

@@ -181,9 +181,11 @@ def seed_registry(registry_path: Path, models: list[str] | None = None) -> list[
                     tmp.rename(dst)
                 metrics = json.loads((dst / "metrics.json").read_text())
                 params = json.loads((dst / "params.json").read_text())
+                # measured on the sample holdout (train.py's default): every seed version on the same data
                 reg.register(model, str(dst / "model.pkl"), dataset=str(dataset), reference=str(dst / "reference.csv"),
                              code_version=code_version, params=params, metrics=metrics, actor="ci-pipeline",
-                             reason=sv.reason, description=_DESCRIPTIONS.get(model))
+                             reason=sv.reason, description=_DESCRIPTIONS.get(model),
+                             eval_dataset=str(sample_data_dir() / model / "reference.csv"))
             for step in SEED_HISTORY.get(model, []):
                 action, what, *rest = step
                 if action == "approve":

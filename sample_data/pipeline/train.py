@@ -20,8 +20,12 @@ with ``--registry`` or ``$MODELDECK_REGISTRY``, else ``$XDG_CACHE_HOME/modeldeck
 ``model.pkl`` (a pickled dict: the scikit-learn pipeline and its feature list),
 ``reference.csv`` (the holdout, or all rows when the holdout has fewer than 1,000, with the
 model's outputs ``prediction`` and, for classifiers, ``probability``: what drift of the live
-inputs and outputs is compared against), ``metrics.json``, and ``train.csv`` when the training
-data was assembled from a capture window (so the registered dataset hash is the real one).
+inputs and outputs is compared against), ``metrics.json``, ``train.csv`` when the training
+data was assembled from a capture window (so the registered dataset hash is the real one), and
+``holdout.csv`` when the holdout was split off here. The metrics are registered with the data
+they were measured on (``--eval-dataset``: the holdout file), so modeldeck's release gates
+compare versions on the same data; ``evaluate.py`` beside this file measures any version on
+any labelled data (modeldeck's ``evaluate`` hook).
 
 Registration runs the ``modeldeck`` command line next to this Python (or ``python -m
 modeldeck``) with the dataset, code version (``git rev-parse --short HEAD``, else the SHA-256 of
@@ -384,9 +388,11 @@ def train_model(model: str, train: pd.DataFrame, holdout: pd.DataFrame, *, algor
                        {"fit_seconds": round(fit_s, 3)})
 
 
-def save_run(result: TrainResult, folder: Path, train_data: pd.DataFrame | None = None) -> dict[str, Path]:
-    """Write model.pkl, reference.csv, metrics.json (and train.csv) into ``folder`` atomically
-    (a temporary sibling renamed into place)."""
+def save_run(result: TrainResult, folder: Path, train_data: pd.DataFrame | None = None,
+             holdout_data: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write model.pkl, reference.csv, metrics.json (and train.csv, and holdout.csv: the data
+    the metrics were measured on, when it was split off here) into ``folder`` atomically (a
+    temporary sibling renamed into place)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -397,6 +403,8 @@ def save_run(result: TrainResult, folder: Path, train_data: pd.DataFrame | None 
         (tmp / "params.json").write_text(json.dumps(result.params, indent=1, sort_keys=True, default=str) + "\n")
         if train_data is not None:
             train_data.to_csv(tmp / "train.csv", index=False)
+        if holdout_data is not None:
+            holdout_data.to_csv(tmp / "holdout.csv", index=False)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process wrote the same folder first: keep theirs
@@ -408,6 +416,8 @@ def save_run(result: TrainResult, folder: Path, train_data: pd.DataFrame | None 
            "metrics": folder / "metrics.json"}
     if (folder / "train.csv").exists():
         out["dataset"] = folder / "train.csv"
+    if (folder / "holdout.csv").exists():
+        out["holdout"] = folder / "holdout.csv"
     return out
 
 
@@ -451,11 +461,13 @@ def modeldeck_command() -> list[str]:
 
 def register(model: str, files: Mapping[str, Path], dataset: str, metrics: Mapping[str, Any],
              params: Mapping[str, Any], *, registry: str | None, config: str | None, reason: str,
-             tags: Sequence[str] = ()) -> int:
+             tags: Sequence[str] = (), eval_dataset: str | None = None) -> int:
     cmd = [*modeldeck_command(), "register", model, "--artifact", str(files["artifact"]),
            "--dataset", str(dataset), "--reference", str(files["reference"]),
            "--metrics", json.dumps(dict(metrics)), "--params", json.dumps(dict(params), default=str),
            "--code-version", code_version(), "--json"]
+    if eval_dataset:  # the holdout the metrics were measured on: gates compare versions on the same data
+        cmd += ["--eval-dataset", str(eval_dataset)]
     if registry:
         cmd += ["--registry", registry]
     if config:
@@ -575,18 +587,22 @@ def run(args: argparse.Namespace) -> int:
     out_root = Path(args.out).expanduser() if args.out else default_out(registry)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     digest = hashlib.sha256(pickle.dumps(result.metrics) + str(time.time_ns()).encode()).hexdigest()[:8]
-    files = save_run(result, out_root / args.model / f"{stamp}-{digest}", assembled)
+    files = save_run(result, out_root / args.model / f"{stamp}-{digest}", assembled,
+                     holdout_data=None if holdout_path else holdout.dropna(subset=[target]))
     dataset = str(files.get("dataset", dataset))
+    eval_dataset = str(holdout_path) if holdout_path else str(files["holdout"])
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if not k.startswith("n_"))
     print(f"trained {args.model} ({result.params['algorithm']}) on {result.n_train} rows, "
           f"holdout {result.n_holdout}: {summary}", file=sys.stderr)
     print(f"artifact {files['artifact']}", file=sys.stderr)
     record = {"model": args.model, "artifact": str(files["artifact"]), "reference": str(files["reference"]),
-              "dataset": dataset, "metrics": result.metrics, "params": result.params, "version": None}
+              "dataset": dataset, "eval_dataset": eval_dataset, "metrics": result.metrics,
+              "params": result.params, "version": None}
     if not args.no_register:
         version = register(args.model, files, dataset, result.metrics, result.params,
                            registry=registry, config=args.config,
-                           reason=args.reason or f"trained by train.py on {source} data", tags=args.tag)
+                           reason=args.reason or f"trained by train.py on {source} data", tags=args.tag,
+                           eval_dataset=eval_dataset)
         record["version"] = version
         print(f"registered {args.model} version {version}", file=sys.stderr)
     if args.json:

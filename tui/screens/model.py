@@ -59,6 +59,7 @@ class ModelScreen(DeckScreen):
         self.model = endpoint.model
         self.versions: list[Version] = []
         self.aliases: dict[str, int] = {}
+        self.environment_choices: list[Any] = []  # core.releases.EnvironmentChoice, from the registry worker
         self._drift_key: tuple[float | None, str | None] | None = None
         self._drift_rows: list[str] = []
         self._drift_cols: dict[str, dict[str, Any]] = {}
@@ -108,6 +109,7 @@ class ModelScreen(DeckScreen):
     def load_versions(self) -> None:
         from modeldeck.core.errors import NotFoundError
         from modeldeck.core.registry import Registry
+        from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
@@ -115,11 +117,13 @@ class ModelScreen(DeckScreen):
             with Registry(settings.registry, create=False) as reg:
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
+                choices = environment_choices(settings, reg, self.model)
         except NotFoundError:
-            versions, aliases = [], {}
-        self.post_message(VersionsLoaded(versions, aliases))
+            versions, aliases, choices = [], {}, []
+        self.post_message(VersionsLoaded(versions, aliases, choices))
 
     def on_versions_loaded(self, message: VersionsLoaded) -> None:
+        self.environment_choices = message.environments
         self._show_versions(message.versions, message.aliases)
 
     def _show_versions(self, versions: list[Version], aliases: dict[str, int]) -> None:
@@ -319,21 +323,16 @@ class ModelScreen(DeckScreen):
 
     # -- release actions (hidden with --read-only) ---------------------------------------------------
     def environments(self, *, held_only: bool = False) -> list[tuple[str, str]]:
-        """Environments to offer: those holding a version, those with configured endpoints,
-        and the usual two; each with a note of what it holds."""
-        app = self.app
-        assert app.settings is not None
-        names: list[str] = list(self.aliases)
-        if not held_only:
-            names += [e.environment for e in app.settings.endpoints if e.model == self.model]
-            names += ["production", "staging"]
+        """The declared environments (an alias, a configured endpoint or the policy names them:
+        ``core.releases.environment_choices``), each with what it holds and which version a
+        rollback would go to; ``held_only``: those holding a version of this model."""
         out = []
-        for env in dict.fromkeys(names):
-            held = self.aliases.get(env)
-            n_eps = len(app.settings.endpoints_for(self.model, env))
-            note = (f"holds version {held}" if held is not None else "holds nothing yet") + (
-                f", {n_eps} endpoint{'s' if n_eps != 1 else ''}" if n_eps else "")
-            out.append((env, note))
+        for c in self.environment_choices:
+            if held_only and c.holds is None:
+                continue
+            out.append((c.name, c.note()))
+        if not held_only and not out:  # nothing declared yet: the configured environment of this endpoint
+            out.append((self.endpoint.environment, "holds nothing yet"))
         return out
 
     def action_promote(self) -> None:

@@ -20,6 +20,7 @@ from modeldeck.tui.messages import (
     ApprovalFailed,
     ApprovalWritten,
     PlanFailed,
+    PlanProgress,
     PlanReady,
     ReleaseEventMsg,
     ReleaseFailed,
@@ -105,7 +106,7 @@ class ReleaseScreen(DeckModal):
                          markup=False, id="release-plan")
             yield Input(placeholder="reason (required; goes to the audit log)", id="release-reason")
             yield Input(placeholder="", id="release-confirm")
-            yield Checkbox("force past the failing gates (recorded as forced)", id="release-force")
+            yield Checkbox("force past the failing metric/health gates (recorded as forced)", id="release-force")
             yield Static("", markup=False, id="release-hint")
             yield RichLog(id="release-log", wrap=True, markup=False, max_lines=500)
 
@@ -127,11 +128,18 @@ class ReleaseScreen(DeckModal):
         try:
             with Registry(settings.registry, create=False) as reg:
                 plan = releases.plan(settings, reg, self.model, self.version, self.environment,
-                                     action=self.action, to=self.to, snapshots=latest)
+                                     action=self.action, to=self.to, snapshots=latest,
+                                     on_event=lambda ev: self.post_message(PlanProgress(ev)))
         except Exception as e:
             self.post_message(PlanFailed(e))
             return
         self.post_message(PlanReady(plan))
+
+    def on_plan_progress(self, message: PlanProgress) -> None:
+        if self.state != "planning" or message.event.level == "output":
+            return
+        self.query_one("#release-plan", Static).update(
+            Text(one_line(message.event.message, 300) + "…", style="dim"))
 
     def on_plan_failed(self, message: PlanFailed) -> None:
         self.state = "failed"
@@ -148,15 +156,21 @@ class ReleaseScreen(DeckModal):
         if plan.confirm:
             confirm.display = True
             confirm.placeholder = f"type {plan.confirm} to confirm a change to {plan.environment}"
-        self.query_one("#release-force", Checkbox).display = plan.blocked
+        # force passes metric and health gates only: never offered past a failed approval
+        self.query_one("#release-force", Checkbox).display = plan.forceable
+        if plan.unforceable_failures:
+            reason.display = confirm.display = False
+            self._hint(f"{plan.unforceable_failures[0].detail} (approval cannot be forced)", closing=True)
+            return
         self._hint()
         reason.focus()
 
-    def _hint(self, problem: str = "") -> None:
+    def _hint(self, problem: str = "", closing: bool = False) -> None:
         t = Text()
         if problem:
             t.append(problem + "  ", style="bold red")
-        t.append("enter or ctrl+s releases, esc cancels with nothing written", style="dim")
+        t.append("esc closes with nothing written" if closing else
+                 "enter or ctrl+s releases, esc cancels with nothing written", style="dim")
         self.query_one("#release-hint", Static).update(t)
 
     # -- submitting -----------------------------------------------------------------------------
@@ -181,7 +195,10 @@ class ReleaseScreen(DeckModal):
             self._hint(f"type the model name {plan.confirm!r} to confirm")
             self.query_one("#release-confirm", Input).focus()
             return
-        force = self.query_one("#release-force", Checkbox).value
+        if plan.unforceable_failures:  # whatever the force box says
+            self._hint(f"{plan.unforceable_failures[0].detail} (approval cannot be forced)", closing=True)
+            return
+        force = self.query_one("#release-force", Checkbox).value and plan.forceable
         if plan.blocked and not force:
             names = ", ".join(g.name for g in plan.failed_gates)
             self._hint(f"blocked by {names}: fix it, or tick force")
@@ -255,12 +272,19 @@ def plan_text(plan: ReleasePlan) -> Text:
                                  f"{one_line(k, 16)}={one_line(v, 12)}" for k, v in list(cand.metrics.items())[:3]),
                  style="dim")
     t.append(")\n")
+    t.append("rules   ", style="bold")
+    t.append(f"registry policy version {plan.policy_version}" if plan.policy_version is not None else
+             "no policy in the registry: the config's rules", style="dim")
+    t.append("\n")
     if plan.gates:
         t.append("gates\n", style="bold")
         for g in plan.gates:
             t.append("  ✔ " if g.passed else "  ✘ ", style="bold green" if g.passed else "bold red")
             t.append(one_line(g.name, 30) + "  ", style="bold")
-            t.append(one_line(g.detail, 200) + "\n")
+            t.append(one_line(g.detail, 240))
+            if not g.passed and not g.forceable:
+                t.append("  (cannot be forced)", style="bold red")
+            t.append("\n")
     if plan.deploy:
         t.append("deploy  ", style="bold")
         t.append(one_line("; ".join(plan.deploy), 200) + "\n")
