@@ -153,7 +153,7 @@ def to_toml(rules: Mapping[str, Any]) -> str:
     if rules.get("gates"):
         order = ("metric", *GATE_BOUNDS, "greater_is_better")
         lines.append("gates = [")
-        lines += [f"  {_toml({k: g[k] for k in sorted(g, key=lambda k: (order + (k,)).index(k))})},"
+        lines += [f"  {_toml({k: g[k] for k in sorted(g, key=lambda k: (*order, k).index(k))})},"
                   for g in rules["gates"]]
         lines.append("]")
     for env, body in (rules.get("environments") or {}).items():
