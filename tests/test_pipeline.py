@@ -110,6 +110,39 @@ def test_recent_mode_trains_on_the_labelled_capture_window(train, tmp_path: Path
     assert res["metrics"]["auc"] > 0.85 and res["metrics"]["n_train"] == 600
 
 
+def test_metrics_are_registered_with_their_holdout_and_evaluate_py_reproduces_them(train, tmp_path: Path) -> None:
+    from modeldeck.core.datafiles import sha256_file
+    from modeldeck.core.evaluation import labelled_window
+
+    capture_glob, labels_glob = _write_window(tmp_path, 1200, drift=True)
+    reg_path = tmp_path / "registry.db"
+    r = subprocess.run([sys.executable, str(TRAIN), "--model", "churn", "--recent", capture_glob, "--labels",
+                        labels_glob, "--recent-rows", "800", "--registry", str(reg_path)], capture_output=True,
+                       text=True, timeout=120, env=_env())
+    assert r.returncode == 0, r.stderr
+    with Registry(reg_path) as reg:
+        v = reg.version("churn", 1)
+        evs = {e.metric: e for e in reg.evaluations("churn", 1)}
+    holdout = Path(v.artifact).parent / "holdout.csv"  # the split-off holdout, written with the run
+    assert evs["auc"].dataset_sha256 == sha256_file(holdout) and evs["auc"].dataset_rows == 200
+    assert evs["auc"].dataset_path == str(holdout.resolve()) and evs["auc"].value == v.metrics["auc"]
+    # the evaluate entry point (modeldeck's evaluate hook) measures the same numbers on the same data
+    r = subprocess.run([sys.executable, str(TRAIN.parent / "evaluate.py"), "--artifact", v.artifact, "--data",
+                        str(holdout)], capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == 0, r.stderr
+    measured = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {k: measured[k] for k in ("auc", "accuracy", "f1")} == {k: v.metrics[k] for k in ("auc", "accuracy", "f1")}
+    # modeldeck's 'recent' data is the pipeline's labelled window, with the label as 'label'
+    ours = labelled_window(capture_glob, labels_glob, 800)
+    theirs = train.load_recent([capture_glob], [labels_glob], "churned", 800)
+    features = list(WORLDS["churn"].features)
+    assert len(ours) == 800 and ours[features].equals(theirs[features])
+    assert ours["label"].tolist() == theirs["churned"].tolist()
+    r = subprocess.run([sys.executable, str(TRAIN.parent / "evaluate.py"), "--artifact", v.artifact, "--data",
+                        str(tmp_path / "nope.csv")], capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 2 and r.stderr.strip().endswith("nope.csv: no such file")
+
+
 def test_a_worse_candidate_and_bad_input(train, tmp_path: Path, capsys) -> None:
     code = train.main(["--model", "churn", "--algorithm", "dummy", "--out", str(tmp_path), "--no-register", "--json",
                        "--param", "demo_fault=errors"])

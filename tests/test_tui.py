@@ -288,6 +288,72 @@ async def test_production_needs_the_typed_model_name_and_force_past_a_failing_ga
         assert promote.after["forced"] is True and promote.reason == "first release"
 
 
+async def _open_release(pilot, key: str, env_row: int = 0) -> None:
+    await pilot.press(key)
+    await pilot.pause(0.3)
+    assert type(pilot.app.screen).__name__ == "EnvironmentPicker"
+    await pilot.press(*["j"] * env_row, "enter")
+    for _ in range(40):
+        await pilot.pause(0.1)
+        if getattr(pilot.app.screen, "state", "planning") != "planning":
+            break
+
+
+async def test_promote_dialog_gate_lines_force_and_the_rollback_picker(world, tmp_path: Path) -> None:
+    from textual.widgets import Checkbox, Input, OptionList
+
+    from modeldeck.core.registry import Registry
+
+    holdout = "93ddf3b" + "4" * 57
+    with Registry(tmp_path / "registry.db") as reg:
+        for version, auc in ((2, 0.82), (3, 0.80)):
+            reg.record_evaluation("churn", version, {"auc": auc}, dataset_sha256=holdout, dataset_rows=300)
+        reg.set_policy("churn", {"gates": [{"metric": "auc", "min_absolute_change": -0.01}]}, "rules")
+        before = reg.last_audit_id()
+    app = make_app(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")  # churn-prod
+        await pilot.pause(0.5)
+        # the rollback picker: what each environment holds and where a rollback would go
+        await pilot.press("R")
+        await pilot.pause(0.3)
+        options = app.screen.query_one(OptionList)
+        notes = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert notes[0].startswith("production") and "holds version 2, rollback goes to version 1" in notes[0]
+        assert "staging" in notes[1] and "holds version 3, no earlier version to roll back to" in notes[1]
+        await pilot.press("escape")
+        # v3 (newest row, pending): approval fails, and force is never offered past it
+        await _open_release(pilot, "P")
+        screen = app.screen
+        plan = static_text(app, "#release-plan")
+        assert "rules   registry policy version 1" in plan
+        assert "✘ approved  churn version 3 is pending, not approved" in plan and "(cannot be forced)" in plan
+        assert "✘ metric:auc  auc on 93ddf3b… (300 rows): 0.8 vs champion 0.82 (v2): improvement -0.02 < min -0.01" \
+               in plan
+        assert not screen.query_one("#release-force", Checkbox).display
+        assert not screen.query_one("#release-reason", Input).display
+        assert "approval cannot be forced" in static_text(app, "#release-hint")
+        screen.query_one("#release-force", Checkbox).value = True  # even ticked behind the user's back
+        screen.query_one("#release-reason", Input).value = "ship it"
+        screen.query_one("#release-confirm", Input).value = "churn"
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert screen.state == "ready" and "approval cannot be forced" in static_text(app, "#release-hint")
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        with Registry(tmp_path / "registry.db") as reg:
+            assert reg.last_audit_id() == before and reg.alias("churn", "production") == 2
+            reg.approve("churn", 3, "ok", actor="alice")
+        # approved now: only the metric gate fails, and force may pass it
+        await _open_release(pilot, "P")
+        screen = app.screen
+        plan = static_text(app, "#release-plan")
+        assert "✔ approved  version 3 is approved by alice" in plan and "✘ metric:auc" in plan
+        assert screen.query_one("#release-force", Checkbox).display
+        assert screen.query_one("#release-reason", Input).display
+        await pilot.press("escape")
+
+
 async def test_read_only_hides_every_write_action(world) -> None:
     app = make_app(world, read_only=True)
     async with app.run_test(size=(120, 35)) as pilot:

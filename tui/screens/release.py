@@ -31,6 +31,8 @@ from modeldeck.tui.screens.base import DeckModal
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseOutcome, ReleasePlan
 
+UNFORCEABLE = ("approval cannot be forced: get the version approved as the policy asks (a, by someone "
+               "else under four eyes), then promote again.")
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "success": "bold green", "output": "dim",
                "progress": "cyan", "info": ""}
 
@@ -160,7 +162,7 @@ class ReleaseScreen(DeckModal):
         self.query_one("#release-force", Checkbox).display = plan.forceable
         if plan.unforceable_failures:
             reason.display = confirm.display = False
-            self._hint(f"{plan.unforceable_failures[0].detail} (approval cannot be forced)", closing=True)
+            self._hint(UNFORCEABLE, closing=True)
             return
         self._hint()
         reason.focus()
@@ -196,7 +198,7 @@ class ReleaseScreen(DeckModal):
             self.query_one("#release-confirm", Input).focus()
             return
         if plan.unforceable_failures:  # whatever the force box says
-            self._hint(f"{plan.unforceable_failures[0].detail} (approval cannot be forced)", closing=True)
+            self._hint(UNFORCEABLE, closing=True)
             return
         force = self.query_one("#release-force", Checkbox).value and plan.forceable
         if plan.blocked and not force:
