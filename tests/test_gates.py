@@ -404,3 +404,37 @@ def test_schema_1_registries_are_upgraded_with_their_metrics_and_approvals(tmp_p
         assert (ev.metric, ev.value, ev.dataset_sha256) == ("auc", 0.9, None)
         assert reg.approvers("churn", 1) == [("alice", "2026-01-02")]
     assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+
+
+def test_recent_and_glob_eval_data_are_written_once_per_content(tmp_path: Path) -> None:
+    from modeldeck.core import evaluation
+    from modeldeck.core.demo.recorder import capture_record, ground_truth_record
+
+    (tmp_path / "cap").mkdir()
+    (tmp_path / "gt").mkdir()
+    with open(tmp_path / "cap" / "c-1.jsonl", "w") as cap, open(tmp_path / "gt" / "g-1.jsonl", "w") as gt:
+        for i in range(30):
+            body = json.dumps({"instances": [{"x": i, "plan": "basic"}]})
+            cap.write(json.dumps(capture_record(f"e{i}", body, json.dumps({"predictions": [0]}))) + "\n")
+            if i % 3:  # a third never gets a label
+                gt.write(json.dumps(ground_truth_record(f"e{i}", [i % 2])) + "\n")
+        gt.write(json.dumps(ground_truth_record("e29", [0])) + "\n")  # a corrected label: the newest wins
+    s = configmod.parse({"registry": "r.db", "models": {"churn": {"eval_rows": 5}}, "endpoints": [
+        {"name": "churn-prod", "model": "churn", "url": "http://127.0.0.1:9", "capture": "cap/*.jsonl",
+         "labels": "gt/*.jsonl"}]}, tmp_path / "modeldeck.toml")
+    ref = evaluation.resolve_data(s, "churn", "recent", environment="production")
+    import pandas as pd
+
+    frame = pd.read_csv(ref.path)
+    assert ref.rows == 5 and list(frame.columns) == ["x", "plan", "label"]
+    assert frame["x"].tolist() == [22, 23, 25, 26, 28, 29][-5:] and frame["label"].tolist() == [1, 1, 0, 0, 0]
+    assert evaluation.resolve_data(s, "churn", "recent", environment="production") == ref  # same rows, same file
+    with pytest.raises(Exception, match="no endpoint of churn in staging has both capture and labels"):
+        evaluation.resolve_data(s, "churn", "recent", environment="staging")
+    # a glob of several files: combined into one CSV, named by its content
+    csv_file(tmp_path / "a.csv", 3)
+    csv_file(tmp_path / "b.csv", 4, seed=1)
+    combined = evaluation.resolve_data(s, "churn", "*.csv")
+    assert combined.rows == 7 and combined.sha256 == datafiles.sha256_file(combined.path)
+    single = evaluation.resolve_data(s, "churn", "a.csv")  # relative to the config's folder
+    assert single.path == str((tmp_path / "a.csv").resolve()) and single.rows == 3

@@ -352,6 +352,11 @@ async def test_promote_dialog_gate_lines_force_and_the_rollback_picker(world, tm
         assert screen.query_one("#release-force", Checkbox).display
         assert screen.query_one("#release-reason", Input).display
         await pilot.press("escape")
+        await pilot.pause(0.2)
+        await pilot.press("l")  # the lineage lists the metrics with their data
+        await pilot.pause(0.2)
+        lineage = static_text(app, "#lineage-text")
+        assert "93ddf3b… (300 rows) (evaluate) auc=0.8" in lineage and "unknown data (register) auc=0.83" in lineage
 
 
 async def test_read_only_hides_every_write_action(world) -> None:

@@ -697,11 +697,14 @@ def _cmd_versions(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         versions = reg.versions(args.model)
         aliases = reg.aliases(args.model)
+        evaluations = reg.evaluations(args.model) if args.json else []
     holders: dict[int, list[str]] = {}
     for env, n in aliases.items():
         holders.setdefault(n, []).append(env)
     if args.json:
-        _print_json([{**v.as_dict(), "environments": holders.get(v.version, [])} for v in versions])
+        _print_json([{**v.as_dict(), "environments": holders.get(v.version, []),
+                      "evaluations": [e.as_dict() for e in evaluations if e.version == v.version]}
+                     for v in versions])
         return 0
     if not versions:
         _out(f"{args.model} has no versions")
@@ -782,7 +785,20 @@ def _change_text(before: Any, after: Any) -> str:
     if not isinstance(after, dict):
         return str(after)
     b = before if isinstance(before, dict) else {}
+    if "rules" in after and "version" in after:  # a policy
+        old_rules, new_rules = b.get("rules") or {}, after.get("rules") or {}
+        changed = sorted(k for k in {*old_rules, *new_rules} if old_rules.get(k) != new_rules.get(k))
+        return (f"policy version {b.get('version') or '-'} -> {after['version']}"
+                + (f"; changed: {', '.join(changed)}" if changed else ""))
+    if "dataset_sha256" in after and isinstance(after.get("metrics"), dict):  # an evaluation
+        from modeldeck.core.datafiles import describe
+
+        metrics = " ".join(f"{k}={num(v, 4)}" for k, v in list(after["metrics"].items())[:4])
+        return f"{metrics} on {describe(after['dataset_sha256'], after.get('dataset_rows'))}"
     parts = []
+    if "approvers" in after and isinstance(after["approvers"], list):
+        parts.append(f"approved by {', '.join(map(str, after['approvers']))}")
+        after = {k: v for k, v in after.items() if k != "approvers"}
     if "version" in after:
         parts.append(f"version: {b.get('version', '-') if b else '-'} -> {after['version'] if after['version'] is not None else 'unset'}")
     gates = after.get("gates")

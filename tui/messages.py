@@ -21,7 +21,7 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from modeldeck.core.config import Settings
-    from modeldeck.core.registry import AuditEntry, Job, VerifyResult, Version
+    from modeldeck.core.registry import AuditEntry, Evaluation, Job, VerifyResult, Version
     from modeldeck.core.releases import EnvironmentChoice, ReleaseEvent, ReleaseOutcome, ReleasePlan
     from modeldeck.core.retrain import RetrainRun
 
@@ -120,11 +120,12 @@ class VersionsLoaded(WorkerMessage):
     would go: ``core.releases.EnvironmentChoice``)."""
 
     def __init__(self, versions: Sequence[Version], aliases: Mapping[str, int],
-                 environments: Sequence[EnvironmentChoice] = ()) -> None:
+                 environments: Sequence[EnvironmentChoice] = (), evaluations: Sequence[Evaluation] = ()) -> None:
         super().__init__()
         self.versions = list(versions)
         self.aliases = dict(aliases)
         self.environments = list(environments)
+        self.evaluations = list(evaluations)  # every version's metrics with their data
 
 
 # -- retraining -----------------------------------------------------------------------------------

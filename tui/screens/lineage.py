@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
@@ -11,12 +12,13 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from modeldeck.core.registry import Version
-from modeldeck.core.textfmt import one_line
+from modeldeck.core import datafiles
+from modeldeck.core.registry import Evaluation, Version
+from modeldeck.core.textfmt import num, one_line
 from modeldeck.tui.screens.base import DeckModal
 
 
-def lineage_text(v: Version, aliases: dict[str, int]) -> Text:
+def lineage_text(v: Version, aliases: dict[str, int], evaluations: Sequence[Evaluation] = ()) -> Text:
     t = Text()
     t.append(f"{one_line(v.model, 60)} version {v.version}\n", style="bold")
     held = [env for env, n in aliases.items() if n == v.version]
@@ -48,6 +50,19 @@ def lineage_text(v: Version, aliases: dict[str, int]) -> Text:
             first = False
             shown = val if isinstance(val, (str, int, float)) else json.dumps(val, default=str)
             t.append(f"{one_line(k, 40)} = {one_line(shown, 120)}\n")
+    t.append(f"{'evaluated on':>15}  ", style="dim")
+    by_data: dict[str | None, list[Evaluation]] = {}
+    for e in evaluations:
+        by_data.setdefault(e.dataset_sha256, []).append(e)
+    if not by_data:
+        t.append("-\n")
+    for i, (sha, evs) in enumerate(by_data.items()):
+        if i:
+            t.append(" " * 17)
+        head = datafiles.describe(sha, evs[-1].dataset_rows)
+        t.append(head, style="bold" if sha else "yellow")
+        t.append(f" ({evs[-1].source}) ", style="dim")
+        t.append(one_line(" ".join(f"{e.metric}={num(e.value, 4)}" for e in evs), 160) + "\n")
     t.rstrip()
     return t
 
@@ -55,14 +70,15 @@ def lineage_text(v: Version, aliases: dict[str, int]) -> Text:
 class LineageScreen(DeckModal):
     BINDINGS = [Binding("escape,q,l", "close", "Close", key_display="esc")]
 
-    def __init__(self, version: Version, aliases: dict[str, int]) -> None:
+    def __init__(self, version: Version, aliases: dict[str, int], evaluations: Sequence[Evaluation] = ()) -> None:
         super().__init__()
         self.version = version
         self.aliases = aliases
+        self.evaluations = list(evaluations)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="lineage-box"):
-            yield Static(lineage_text(self.version, self.aliases), id="lineage-text", markup=False)
+            yield Static(lineage_text(self.version, self.aliases, self.evaluations), id="lineage-text", markup=False)
 
     def action_close(self) -> None:
         self.dismiss(None)

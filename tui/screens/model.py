@@ -60,6 +60,7 @@ class ModelScreen(DeckScreen):
         self.versions: list[Version] = []
         self.aliases: dict[str, int] = {}
         self.environment_choices: list[Any] = []  # core.releases.EnvironmentChoice, from the registry worker
+        self.evaluations: list[Any] = []  # core.registry.Evaluation of every version
         self._drift_key: tuple[float | None, str | None] | None = None
         self._drift_rows: list[str] = []
         self._drift_cols: dict[str, dict[str, Any]] = {}
@@ -118,12 +119,14 @@ class ModelScreen(DeckScreen):
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
                 choices = environment_choices(settings, reg, self.model)
+                evaluations = reg.evaluations(self.model)
         except NotFoundError:
-            versions, aliases, choices = [], {}, []
-        self.post_message(VersionsLoaded(versions, aliases, choices))
+            versions, aliases, choices, evaluations = [], {}, [], []
+        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations))
 
     def on_versions_loaded(self, message: VersionsLoaded) -> None:
         self.environment_choices = message.environments
+        self.evaluations = message.evaluations
         self._show_versions(message.versions, message.aliases)
 
     def _show_versions(self, versions: list[Version], aliases: dict[str, int]) -> None:
@@ -309,7 +312,7 @@ class ModelScreen(DeckScreen):
         if v is None:
             self.app.notify("no version selected", severity="warning")
             return
-        self.app.push_screen(LineageScreen(v, self.aliases))
+        self.app.push_screen(LineageScreen(v, self.aliases, [e for e in self.evaluations if e.version == v.version]))
 
     def action_audit(self) -> None:
         from modeldeck.tui.screens.audit import AuditScreen
