@@ -335,7 +335,7 @@ class _MetricGates:
 
     def __init__(self, settings: Settings, registry: Registry, mc: ModelConfig, candidate: Version,
                  champion: Version | None, environment: str, *, run_hooks: bool, actor: str,
-                 emit: Callable[[ReleaseEvent], None] | None) -> None:
+                 emit: Callable[[ReleaseEvent], None] | None, not_run: str = "a read-only plan") -> None:
         self.settings, self.reg, self.mc = settings, registry, mc
         self.cand, self.champ = candidate, champion
         self.environment, self.run_hooks, self.actor, self.emit = environment, run_hooks, actor, emit
@@ -343,6 +343,7 @@ class _MetricGates:
         self._target_error: str | None = None
         self._failed_runs: dict[tuple[int, str], str] = {}
         self._measured: set[tuple[int, str]] = set()
+        self.not_run = not_run
 
     def _event(self, message: str, level: str = "progress") -> None:
         if self.emit is not None:
@@ -444,7 +445,7 @@ class _MetricGates:
             return GateResult(name, False, f"{where}: not comparable; {data}", self._data(g))
         if not self.run_hooks:
             return GateResult(name, False, f"{where}: not comparable until the evaluate hook measures them on "
-                              f"{data.describe()} (not run: a read-only plan)", self._data(g))
+                              f"{data.describe()} (not run: {self.not_run})", self._data(g))
         err = self._measure_missing(data, m)
         if err:
             return GateResult(name, False, f"{where}: not comparable; {err}", self._data(g))
@@ -677,8 +678,11 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
         gates.append(approval)
     if action == "promote":
         champion = registry.version(model, current) if current is not None else None
-        metric = _MetricGates(settings, registry, mc, candidate, champion, environment, run_hooks=run_hooks,
-                              actor=actor, emit=on_event)
+        # an approval that failed refuses the release whatever the metrics say: no hook runs for it
+        hooks_ok = run_hooks and (approval is None or approval.passed)
+        metric = _MetricGates(settings, registry, mc, candidate, champion, environment, run_hooks=hooks_ok,
+                              actor=actor, emit=on_event,
+                              not_run="approval failed first" if run_hooks else "a read-only plan")
         gates += [metric.gate(g) for g in mc.gates]
         if check_health:
             snaps = _snapshot_list(snapshots)
