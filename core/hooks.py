@@ -1,4 +1,4 @@
-"""The hook machinery shared by deploys and retraining (and, later, evaluation): argv and URL
+"""The hook machinery shared by deploys, evaluation (core.evaluation) and retraining: argv and URL
 templating, webhook bodies, headers and HMAC signatures, a hook's environment and working
 folder, starting a command in its own process group, streaming its output with a timeout,
 stopping a process group, and whether a process is still there.

@@ -15,19 +15,29 @@ that thread with a :class:`ReleaseEvent` for each step (forward it to the UI thr
 rolls it back. Endpoint polling uses :class:`core.poller.Poller` on a private event loop; tests
 inject ``poll``, ``clock`` and ``sleep``.
 
+Rules (:func:`effective_model`): the registry's release policy for the model
+(``core.policy``), made stricter by the config's ``[models.X]`` where it says so; a looser
+config value raises PolicyError. Environments must be declared (:func:`check_environment`):
+held by an alias, named by an endpoint or listed in a policy, else ``create_env``.
+
 Gates (each a :class:`GateResult` with its numbers):
 
-- ``approved`` (protected environments, i.e. production): the candidate is approved (for a
-  rollback: the target is not rejected);
-- ``metric:<name>`` per ``[[models.<m>.gates]]``, champion/challenger as MLflow's
-  ``MetricThreshold``: with ``greater_is_better`` the candidate must reach ``threshold``,
-  ``candidate - champion >= min_absolute_change`` and
+- ``approved`` (production, and any environment whose rules ask for ``approvals`` or four
+  eyes): enough distinct approvers, the promoter not counted under
+  ``approver_is_not_promoter`` (for a rollback: the target is not rejected). Never forceable:
+  ``execute(force=True)`` still blocks on it, and the registry refuses the move itself;
+- ``metric:<name>`` per gate, champion/challenger as MLflow's ``MetricThreshold``, on one
+  dataset both versions were measured on (:class:`_MetricGates`: a common dataset, else the
+  evaluate hook on ``eval_data``, else a failure saying why): with ``greater_is_better`` the
+  candidate must reach ``threshold``, ``candidate - champion >= min_absolute_change`` and
   ``(candidate - champion) / |champion| >= min_relative_change`` (mirrored when lower is better;
-  a champion of 0 falls back to "strictly better"). A missing candidate metric fails; no
-  champion (or a champion without the metric) passes with a note. Not applied to rollbacks;
+  a champion of 0 falls back to "strictly better"). A missing candidate metric fails; without a
+  champion the threshold alone is judged. Not applied to rollbacks;
 - ``healthy``: the environment's endpoints are not DOWN and not over their critical error
   ratio / p95 thresholds (promotions only: a rollback is usually the cure for an unhealthy
   environment).
+
+``force`` passes failed metric and health gates (recorded as forced, with them).
 """
 
 from __future__ import annotations
