@@ -202,37 +202,48 @@ approvals = 1
 """
 
 
+def cli_run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (its parser, handlers and printing): exit status, stdout, stderr."""
+    from modeldeck.tui import cli
+
+    capsys.readouterr()
+    rc = cli.main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
 @pytest.mark.live
-def test_policy_set_is_versioned_audited_and_applied_with_no_config(world: dict[str, Any]) -> None:
+def test_policy_set_is_versioned_audited_and_applied_with_no_config(world: dict[str, Any], capsys,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     f = world["tmp"] / "policy.toml"
     f.write_text(POLICY)
     reg_args = ["--registry", str(world["registry"])]
-    cwd = world["tmp"]  # no modeldeck.toml here: registry only
-    assert md("policy", "churn", "--set", str(f), *reg_args, cwd=cwd).returncode == 2  # no reason
-    r = md("policy", "churn", "--set", str(f), "--reason", "gates for everyone", *reg_args, cwd=cwd)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "set the release policy of churn: version 1"
-    shown = md("policy", "churn", *reg_args, cwd=cwd)
-    assert "# release policy of churn: version 1" in shown.stdout and "bake_seconds = 120" in shown.stdout
-    body = "\n".join(line for line in shown.stdout.splitlines() if not line.startswith("#"))
+    monkeypatch.chdir(world["tmp"])  # no modeldeck.toml here: registry only
+    assert cli_run(capsys, "policy", "churn", "--set", str(f), *reg_args)[0] == 2  # no reason
+    rc, out, err = cli_run(capsys, "policy", "churn", "--set", str(f), "--reason", "gates for everyone", *reg_args)
+    assert rc == 0, err
+    assert out.strip() == "set the release policy of churn: version 1"
+    rc, shown, _ = cli_run(capsys, "policy", "churn", *reg_args)
+    assert "# release policy of churn: version 1" in shown and "bake_seconds = 120" in shown
+    body = "\n".join(line for line in shown.splitlines() if not line.startswith("#"))
     assert policy.parse_rules(__import__("tomllib").loads(body)) == policy.parse_file(f)[0]  # round trip
-    data = json.loads(md("policy", "churn", "--json", *reg_args, cwd=cwd).stdout)
+    data = json.loads(cli_run(capsys, "policy", "churn", "--json", *reg_args)[1])
     assert data["policy"]["version"] == 1 and data["policy"]["rules"]["environments"]["canary"] == {}
-    # applied by a promote with no config at all: the gate blocks, and canary is a declared environment
-    r = md("promote", "churn", "2", "--env", "production", "--reason", "x", *reg_args, cwd=cwd)
+    # applied by a promote with no config at all (a real process): the gate blocks
+    r = md("promote", "churn", "2", "--env", "production", "--reason", "x", *reg_args, cwd=world["tmp"])
     assert r.returncode == 1 and "FAIL metric:auc" in r.stdout and "not comparable" in r.stderr, r.stdout + r.stderr
     with Registry(world["registry"]) as reg:
         s = configmod.load(None, world["registry"])
-        p = releases.plan(s, reg, "churn", 2, "canary")
+        p = releases.plan(s, reg, "churn", 2, "canary")  # canary: declared by the policy
         assert p.policy_version == 1 and p.bake_seconds == 120 and not p.creates_environment
         entry = reg.audit(action="policy", limit=1)[0]
         assert entry.subject == "churn:policy" and entry.reason == "gates for everyone"
         assert entry.before == {"version": None, "rules": None} and entry.after["version"] == 1
         assert reg.alias("churn", "production") == 1
     # the same file again is no new version; --history lists the versions
-    r = md("policy", "churn", "--set", str(f), "--reason", "again", *reg_args, cwd=cwd)
-    assert "unchanged (still version 1)" in r.stdout
-    assert "gates for everyone" in md("policy", "churn", "--history", *reg_args, cwd=cwd).stdout
+    assert "unchanged (still version 1)" in cli_run(capsys, "policy", "churn", "--set", str(f), "--reason", "again",
+                                                    *reg_args)[1]
+    assert "gates for everyone" in cli_run(capsys, "policy", "churn", "--history", *reg_args)[1]
 
 
 def test_a_config_may_tighten_the_policy_but_not_loosen_it(world: dict[str, Any]) -> None:
