@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -121,9 +121,11 @@ class GateConfig:
 RULE_KINDS = ("seconds", "number", "count", "flag", "text")
 
 
-def rule(default: Any, stricter: str, kind: str, help: str) -> Any:
-    """A release-rule field (see above)."""
-    meta = {"rule": stricter, "kind": kind, "help": help}
+def rule(default: Any, stricter: str, kind: str, help: str,
+         check: Callable[[Any], str | None] | None = None) -> Any:
+    """A release-rule field (see above). ``check(value)`` returns why a value is refused (None:
+    fine), for limits the kind does not say (a share below 1, a ratio of at least 1)."""
+    meta = {"rule": stricter, "kind": kind, "help": help, "check": check}
     if isinstance(default, (dict, tuple)) and not default:
         factory = type(default)
         return field(default_factory=factory, metadata=meta)
@@ -504,6 +506,10 @@ class _Reader:
                 out[name] = self.boolean(v, key)
             else:
                 out[name] = self.string(v, key)
+            check = f.metadata.get("check")
+            why = check(out[name]) if check is not None else None
+            if why:
+                raise self.fail(key, why)
         return out
 
     def models(self, value: Any) -> dict[str, ModelConfig]:

@@ -267,6 +267,8 @@ def same_data_spec(a: str, b: str, base: Path) -> bool:
 
 
 def _is_looser(stricter: str, cv: Any, pv: Any, given: bool) -> bool:
+    if stricter in ("higher", "lower") and (cv is None or pv is None):
+        return False  # an unset optional rule (its default is derived): nothing to compare
     if stricter == "higher":
         return cv < pv
     if stricter == "lower":
