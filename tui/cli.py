@@ -820,7 +820,9 @@ def _change_text(before: Any, after: Any) -> str:
 def _cmd_approve(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         v = reg.approve(args.model, args.version, args.reason)
-    _out(f"approved {v.model} version {v.version}")
+        approvers = [a for a, _ in reg.approvers(v.model, v.version)]
+    more = f" (approved by {', '.join(approvers)})" if len(approvers) > 1 else ""
+    _out(f"approved {v.model} version {v.version}{more}")
     return 0
 
 
