@@ -19,7 +19,9 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check core tui tests benchmarks sample_data
 
+# The live tests start Debian's prometheus: installed here when missing and run as root.
 test: lint
+	@sh scripts/ensure-prometheus.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The fast part only: no real servers, subprocesses or demo fleet (tests marked `live`).
