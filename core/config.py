@@ -8,6 +8,7 @@ expanded values never sit in a settings object that might be logged or stored.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -15,9 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from modeldeck.core import paths
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.textfmt import one_line, visible
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +44,51 @@ def expand(value: str, where: str = "") -> str:
         return os.environ[name]
 
     return _VAR.sub(sub, value)
+
+
+# RFC 9110 field names are tokens; values may hold visible characters, spaces and tabs only. CR, LF
+# and NUL would let a value (or a variable expanded into it) end the header and smuggle another
+# one, or a second request, onto the connection.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent (None: it can): a name that is not an HTTP token, or a value
+    holding CR, LF, NUL or another control character. Never quotes the value."""
+    if not _TOKEN.match(name):
+        return f"{name!r} is not a valid HTTP header name"
+    m = _BAD_VALUE.search(value)
+    if m:
+        return f"the value holds a control character ({visible(m.group())}); CR, LF and NUL are refused"
+    return None
+
+
+def check_header(name: str, value: str, where: str) -> str:
+    """``value`` when it can be sent as header ``name``, else a ConfigError naming ``where``."""
+    why = header_problem(name, value)
+    if why:
+        raise ConfigError(f"{where}: {why}" if where else why)
+    return value
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) URL (None: it is): spaces or control characters
+    (CR/LF would split the request line), no host, or a port that is not a number."""
+    m = _BAD_URL.search(url)
+    if m:
+        return f"must not contain spaces or control characters ({visible(m.group())})"
+    if not re.match(r"^https?://[^/\s?#]+", url, re.I):
+        return "must be an http:// or https:// URL"
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if not u.hostname:
+        return "has no host name"
+    return None
 
 
 def mentions_variables(value: str) -> bool:
@@ -162,6 +210,21 @@ class ModelConfig:
     bake_seconds: float = rule(60.0, "higher", "seconds", "then watched this long before the release counts as done")
     environments: Mapping[str, EnvironmentRules] = rule({}, "environments", "environments",
                                                         "per-environment rules ([environments.NAME])")
+    # Model quality from delayed ground truth (core/quality.py); a policy may carry them too.
+    problem_type: str | None = rule(None, "same", "text", "classification or regression (default: classification)",
+                                    check=lambda v: None if v in ("classification", "regression") else
+                                    f"must be \"classification\" or \"regression\", not {v!r}")
+    prediction_column: str | None = rule(None, "same", "text", "the captured output holding the prediction "
+                                         "(default: prediction)")
+    probability_column: str | None = rule(None, "same", "text", "the captured output holding the probability of "
+                                          "the positive label (default: probability)")
+    positive_label: str | None = rule(None, "same", "text", "the positive class (default: 1)")
+    quality_window: int = rule(1000, "same", "count", "the newest labelled rows quality is measured on",
+                               check=lambda v: None if v >= 1 else "must be at least 1")
+    quality_min_rows: int = rule(200, "lower", "count", "fewer labelled rows than this: not enough labels, "
+                                 "no verdict", check=lambda v: None if v >= 1 else "must be at least 1")
+    quality_drop: float = rule(0.05, "lower", "number", "live quality this far (absolute) below the registered "
+                               "metric, its interval too, is a warning; twice that is critical")
     retrain_cooldown: float = 6 * 3600.0  # --retrain-on-drift starts at most one job per this
     explicit: frozenset[str] = frozenset()  # the rule keys written in the config (the rest are defaults)
 
@@ -178,7 +241,9 @@ class EndpointConfig:
     served_model: str = ""
     metrics_url: str = ""
     capture: str | None = None
-    labels: str | None = None  # ground truth for the captured requests (SageMaker ground-truth JSONL)
+    labels: str | None = None  # ground truth for the captured requests (core.capture.read_labels)
+    label_id_column: str | None = None  # plain label (and capture) files: the id column to join on
+    label_column: str = "label"  # plain label files: the label column
     headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
     metrics_profile: str | None = None  # mlserver, triton, torchserve, bentoml, kserve, demo; None: detect
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -191,7 +256,13 @@ class EndpointConfig:
         return self.metrics == "prometheus"
 
     def resolved_headers(self) -> dict[str, str]:
-        return {k: expand(v, f"endpoint {self.name}: header {k}") for k, v in self.headers.items()}
+        """The headers with ``${VAR}`` expanded now; a value that holds CR, LF or NUL after
+        expansion is a ConfigError (naming the header and never the value)."""
+        out = {}
+        for k, v in self.headers.items():
+            where = f"endpoint {self.name}: header {k}"
+            out[k] = check_header(k, expand(v, where), where)
+        return out
 
 
 @dataclass(frozen=True)
@@ -209,7 +280,12 @@ class PrometheusConfig:
     vanished_after: float = 300.0  # a discovered endpoint no longer reported shows DOWN this long, then goes
 
     def resolved_headers(self) -> dict[str, str]:
-        return {k: expand(v, f"prometheus: header {k}") for k, v in self.headers.items()}
+        """As :meth:`EndpointConfig.resolved_headers` (errors name the header, never the value)."""
+        out = {}
+        for k, v in self.headers.items():
+            where = f"header {k}"
+            out[k] = check_header(k, expand(v, where), where)
+        return out
 
 
 @dataclass(frozen=True)
@@ -346,6 +422,8 @@ class _Reader:
     def number(self, value: Any, key: str, *, minimum: float | None = None, positive: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"must be a number, not {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, not {value}")
         if positive and not value > 0:
             raise self.fail(key, f"must be greater than 0, not {value}")
         if minimum is not None and value < minimum:
@@ -368,10 +446,21 @@ class _Reader:
         t = self.table(value, key)
         return {str(k): self.string(v, f"{key}.{k}", empty_ok=True) for k, v in t.items()}
 
+    def headers(self, value: Any, key: str) -> dict[str, str]:
+        """HTTP headers: token names, values without CR, LF, NUL or other control characters
+        (checked again after ``${VAR}`` expansion, when a request is built)."""
+        out = self.str_map(value, key)
+        for k, v in out.items():
+            why = header_problem(k, v)
+            if why:
+                raise self.fail(f"{key}.{k}", why)
+        return out
+
     def url(self, value: Any, key: str) -> str:
         s = self.string(value, key).strip()
-        if not re.match(r"^https?://[^/\s]+", s):
-            raise self.fail(key, f"must be an http:// or https:// URL, not {s!r}")
+        why = url_problem(s)
+        if why:
+            raise self.fail(key, f"{why}, not {one_line(s, 120)!r}")
         return s.rstrip("/")
 
     def path(self, value: Any, key: str) -> Path:
@@ -381,7 +470,14 @@ class _Reader:
     def source(self, value: Any, key: str) -> str:
         """A file, glob or http(s) URL; a relative path means the config file's folder."""
         c = self.string(value, key)
-        if re.match(r"^https?://", c) or Path(c).expanduser().is_absolute():
+        if re.match(r"^https?://", c, re.I):
+            why = url_problem(c)
+            if why:
+                raise self.fail(key, why)
+            return c
+        if "\x00" in c:
+            raise self.fail(key, "must not contain NUL")
+        if Path(c).expanduser().is_absolute():
             return c
         return str(self.base / c)
 
@@ -456,7 +552,7 @@ class _Reader:
             raise self.fail("prometheus", "missing required key 'url'")
         kw: dict[str, Any] = {"url": self.url(t["url"], "prometheus.url")}
         if "headers" in t:
-            kw["headers"] = self.str_map(t["headers"], "prometheus.headers")
+            kw["headers"] = self.headers(t["headers"], "prometheus.headers")
         if "window" in t:
             kw["window"], kw["window_seconds"] = self.duration_text(t["window"], "prometheus.window")
         for k in ("timeout", "discover_interval"):
@@ -483,7 +579,8 @@ class _Reader:
         out: list[EndpointConfig] = []
         seen: set[str] = set()
         allowed = {"name", "model", "environment", "url", "served_model", "metrics_url", "capture", "labels",
-                   "headers", "metrics_profile", "thresholds", "metrics", "selector"}
+                   "label_id_column", "label_column", "headers", "metrics_profile", "thresholds", "metrics",
+                   "selector"}
         for i, item in enumerate(value):
             where = f"endpoints[{i}]"
             t = self.table(item, where)
@@ -529,7 +626,11 @@ class _Reader:
                              else (url + "/metrics" if not via else "")),
                 capture=capture,
                 labels=labels,
-                headers=self.str_map(t.get("headers", {}), f"{where}.headers"),
+                label_id_column=(self.string(t["label_id_column"], f"{where}.label_id_column")
+                                 if "label_id_column" in t else None),
+                label_column=(self.string(t["label_column"], f"{where}.label_column")
+                              if "label_column" in t else "label"),
+                headers=self.headers(t.get("headers", {}), f"{where}.headers"),
                 metrics_profile=profile,
                 thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),
                 metrics=metrics, selector=selector,
@@ -629,8 +730,8 @@ class _Reader:
             webhook = WebhookConfig(
                 url=self.url(wt["url"], f"{where}.webhook.url"),
                 secret=self.string(wt["secret"], f"{where}.webhook.secret") if "secret" in wt else None,
-                headers=self.str_map(wt.get("headers", {}), f"{where}.webhook.headers"),
-                status_url=(self.string(wt["status_url"], f"{where}.webhook.status_url")
+                headers=self.headers(wt.get("headers", {}), f"{where}.webhook.headers"),
+                status_url=(self.url(wt["status_url"], f"{where}.webhook.status_url")
                             if "status_url" in wt else None),
                 poll_interval=(self.number(wt["poll_interval"], f"{where}.webhook.poll_interval",
                                            positive=True) if "poll_interval" in wt else 5.0),
