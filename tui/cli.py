@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
-from modeldeck.core.textfmt import num, one_line, table
+from modeldeck.core.textfmt import escape_controls, num, one_line, table
 
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseEvent
@@ -127,6 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--categorical", metavar="COLS", help="comma-separated columns to treat as categorical")
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
+
+    p = sub.add_parser("quality", parents=[common], help="model quality: captured predictions joined with labels",
+                       description="Join captured predictions with their delayed labels and measure the model: "
+                                   "exit 0 fine (or not enough labels), 1 degraded against the registered "
+                                   "metrics (with --model), 2 bad input.")
+    p.set_defaults(handler=_cmd_quality)
+    p.add_argument("capture", metavar="CAPTURE", help="captured predictions: file, glob or URL")
+    p.add_argument("labels", metavar="LABELS", help="ground truth: file, glob or URL")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--problem-type", choices=["classification", "regression"],
+                   help="default: the model's rules with --model, else classification")
+    p.add_argument("--prediction-column", metavar="COL", help="default: prediction")
+    p.add_argument("--probability-column", metavar="COL", help="default: probability ('' for none)")
+    p.add_argument("--positive-label", metavar="LABEL", help="default: 1")
+    p.add_argument("--label-id-column", metavar="COL",
+                   help="plain label (and capture) files: the id column (default: event_id, id, ...)")
+    p.add_argument("--label-column", metavar="COL", default="label", help="plain label files (default: label)")
+    p.add_argument("--window", type=int, metavar="N", help="newest labelled rows measured (default 1000)")
+    p.add_argument("--min-rows", type=int, metavar="N", help="fewer: not enough labels (default 200)")
+    p.add_argument("--model", metavar="MODEL", help="judge against this model's registered metrics")
+    p.add_argument("--version", type=_version_number, metavar="N",
+                   help="the version served (default: the --env alias's)")
+    p.add_argument("--env", default="production", help="with --model: whose alias names the version")
 
     p = sub.add_parser("models", parents=[common], help="list models, their versions and aliases")
     p.set_defaults(handler=_cmd_models)
@@ -299,23 +322,76 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    report = bool(args.report) and args.command is None
+    with _guarded_streams():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        report = bool(args.report) and args.command is None
+        try:
+            _check_combination(parser, args)
+            handler: Callable[[argparse.Namespace], int] = args.handler
+            return handler(args)
+        except ModeldeckError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return 3 if report else e.exit_code
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `modeldeck audit | head`
+            with _suppress():
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            return 0
+
+
+class _SafeStream:
+    """A text stream that writes every control character it is given visibly (``\\x1b``; tabs
+    and line breaks kept): whatever a file, an endpoint or a name holds, nothing modeldeck prints
+    can move the cursor, retitle the terminal or hide text. ``unguarded`` is the stream itself,
+    for output modeldeck colours on purpose (the text report) after cleaning its parts."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.unguarded = stream
+
+    def write(self, text: str) -> int:
+        self.unguarded.write(escape_controls(text))
+        return len(text)
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unguarded, name)
+
+
+@contextlib.contextmanager
+def _guarded_streams():
+    """sys.stdout and sys.stderr as :class:`_SafeStream` while a command runs (the TUI's
+    handler puts the real ones back: Textual draws with escape sequences)."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, _SafeStream):
+        sys.stdout = _SafeStream(sys.stdout)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, _SafeStream):
+        sys.stderr = _SafeStream(sys.stderr)  # type: ignore[assignment]
     try:
-        _check_combination(parser, args)
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
-    except ModeldeckError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 3 if report else e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `modeldeck audit | head`
-        with _suppress():
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        return 0
+        yield
+    finally:
+        if isinstance(sys.stdout, _SafeStream):  # (a broken pipe may have replaced it)
+            sys.stdout = saved[0]
+        sys.stderr = saved[1]
+
+
+@contextlib.contextmanager
+def _unguarded_streams():
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _unguarded(sys.stdout), _unguarded(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _unguarded(stream: Any) -> Any:
+    return stream.unguarded if isinstance(stream, _SafeStream) else stream
 
 
 class _suppress:
@@ -400,9 +476,11 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     from modeldeck.tui.app import run_app  # Textual is imported only here
 
     if args.demo:
-        return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
+        with _unguarded_streams():
+            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
     settings = _settings(args, required=True)
-    return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
+    with _unguarded_streams():
+        return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -438,7 +516,7 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     text = report.render(result, fmt, color=color)
     try:
         if output is None:
-            out.write(text)
+            (_unguarded(out) if color else out).write(text)  # colour codes are ours; the parts are one_line'd
             out.flush()
         else:
             report.write_atomic(output, text)
@@ -531,6 +609,65 @@ def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | N
     else:
         out.write(drift.render_text(result))
     return 1 if result.dataset_drift else 0
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    return run_quality(args, sys.stdout)
+
+
+def run_quality(args: argparse.Namespace, out: TextIO) -> int:
+    """``modeldeck quality CAPTURE LABELS``: the metrics of the joined rows; with ``--model``
+    judged against the served version's registered metrics (0 fine or not enough labels, 1
+    degraded; ``InputError`` exit 2)."""
+    from modeldeck.core import judge, quality
+    from modeldeck.core.config import ModelConfig
+
+    mc = ModelConfig(name=args.model or "-")
+    registered = None
+    if args.model:
+        from modeldeck.core import policy
+        from modeldeck.core.registry import Registry
+
+        settings = _settings(args)
+        with Registry(settings.registry, create=False, readonly=True) as reg:
+            mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
+            version = args.version
+            if version is None:
+                version = reg.model(args.model).aliases.get(args.env)
+                if version is None:
+                    raise InputError(f"{one_line(args.model, 60)} has no {one_line(args.env, 40)} version: "
+                                     f"pass --version N")
+            registered = quality.registered(reg, args.model, version)
+    for flag, value in (("--window", args.window), ("--min-rows", args.min_rows)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, not {value}")
+    spec = quality.spec_for(mc, window=args.window, id_column=args.label_id_column)
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if args.problem_type:
+        changes["problem_type"] = args.problem_type
+    if args.prediction_column is not None:
+        changes["prediction_column"] = args.prediction_column
+    if args.probability_column is not None:
+        changes["probability_column"] = args.probability_column or None
+    if args.positive_label is not None:
+        changes["positive_label"] = args.positive_label
+    if args.min_rows is not None:
+        changes["min_rows"] = args.min_rows
+    spec = replace(spec, **changes)
+    result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
+                            label_column=args.label_column)
+    found = judge.quality_verdicts(result, registered.metrics if registered else None, mc.quality_drop,
+                                   registered.describe() if registered else "")
+    if args.format == "json":
+        doc = result.to_json()
+        doc["registered"] = registered.as_dict() if registered else None
+        doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]
+        out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    else:
+        out.write(quality.render_text(result, registered, found))
+    return 1 if found else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -838,7 +975,8 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         for k, v in pairs:
             reg.tag(args.model, args.version, k, v if v != "" else None, reason=args.reason)
-    _out(f"tagged {args.model} version {args.version}: " + ", ".join(f"{k}={v}" for k, v in pairs))
+    _out(f"tagged {one_line(args.model, 128)} version {args.version}: "
+         + ", ".join(f"{one_line(k, 128)}={one_line(v, 200)}" for k, v in pairs))
     return 0
 
 
@@ -896,7 +1034,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
         print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
     if outcome.ok:
         if not as_json:
-            print(outcome.message, file=out)
+            print(one_line(outcome.message, 400), file=out)
         return 0
     print(f"{PROG}: {one_line(outcome.message, 400)}", file=err)
     return 1
