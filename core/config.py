@@ -8,6 +8,7 @@ expanded values never sit in a settings object that might be logged or stored.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -15,9 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from modeldeck.core import paths
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.textfmt import one_line, visible
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +44,51 @@ def expand(value: str, where: str = "") -> str:
         return os.environ[name]
 
     return _VAR.sub(sub, value)
+
+
+# RFC 9110 field names are tokens; values may hold visible characters, spaces and tabs only. CR, LF
+# and NUL would let a value (or a variable expanded into it) end the header and smuggle another
+# one, or a second request, onto the connection.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent (None: it can): a name that is not an HTTP token, or a value
+    holding CR, LF, NUL or another control character. Never quotes the value."""
+    if not _TOKEN.match(name):
+        return f"{name!r} is not a valid HTTP header name"
+    m = _BAD_VALUE.search(value)
+    if m:
+        return f"the value holds a control character ({visible(m.group())}); CR, LF and NUL are refused"
+    return None
+
+
+def check_header(name: str, value: str, where: str) -> str:
+    """``value`` when it can be sent as header ``name``, else a ConfigError naming ``where``."""
+    why = header_problem(name, value)
+    if why:
+        raise ConfigError(f"{where}: {why}" if where else why)
+    return value
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) URL (None: it is): spaces or control characters
+    (CR/LF would split the request line), no host, or a port that is not a number."""
+    m = _BAD_URL.search(url)
+    if m:
+        return f"must not contain spaces or control characters ({visible(m.group())})"
+    if not re.match(r"^https?://[^/\s?#]+", url, re.I):
+        return "must be an http:// or https:// URL"
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if not u.hostname:
+        return "has no host name"
+    return None
 
 
 def mentions_variables(value: str) -> bool:
@@ -184,7 +232,13 @@ class EndpointConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def resolved_headers(self) -> dict[str, str]:
-        return {k: expand(v, f"endpoint {self.name}: header {k}") for k, v in self.headers.items()}
+        """The headers with ``${VAR}`` expanded now; a value that holds CR, LF or NUL after
+        expansion is a ConfigError (naming the header and never the value)."""
+        out = {}
+        for k, v in self.headers.items():
+            where = f"endpoint {self.name}: header {k}"
+            out[k] = check_header(k, expand(v, where), where)
+        return out
 
 
 @dataclass(frozen=True)
@@ -301,6 +355,8 @@ class _Reader:
     def number(self, value: Any, key: str, *, minimum: float | None = None, positive: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"must be a number, not {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, not {value}")
         if positive and not value > 0:
             raise self.fail(key, f"must be greater than 0, not {value}")
         if minimum is not None and value < minimum:
@@ -323,10 +379,21 @@ class _Reader:
         t = self.table(value, key)
         return {str(k): self.string(v, f"{key}.{k}", empty_ok=True) for k, v in t.items()}
 
+    def headers(self, value: Any, key: str) -> dict[str, str]:
+        """HTTP headers: token names, values without CR, LF, NUL or other control characters
+        (checked again after ``${VAR}`` expansion, when a request is built)."""
+        out = self.str_map(value, key)
+        for k, v in out.items():
+            why = header_problem(k, v)
+            if why:
+                raise self.fail(f"{key}.{k}", why)
+        return out
+
     def url(self, value: Any, key: str) -> str:
         s = self.string(value, key).strip()
-        if not re.match(r"^https?://[^/\s]+", s):
-            raise self.fail(key, f"must be an http:// or https:// URL, not {s!r}")
+        why = url_problem(s)
+        if why:
+            raise self.fail(key, f"{why}, not {one_line(s, 120)!r}")
         return s.rstrip("/")
 
     def path(self, value: Any, key: str) -> Path:
@@ -336,7 +403,14 @@ class _Reader:
     def source(self, value: Any, key: str) -> str:
         """A file, glob or http(s) URL; a relative path means the config file's folder."""
         c = self.string(value, key)
-        if re.match(r"^https?://", c) or Path(c).expanduser().is_absolute():
+        if re.match(r"^https?://", c, re.I):
+            why = url_problem(c)
+            if why:
+                raise self.fail(key, why)
+            return c
+        if "\x00" in c:
+            raise self.fail(key, "must not contain NUL")
+        if Path(c).expanduser().is_absolute():
             return c
         return str(self.base / c)
 
@@ -412,7 +486,7 @@ class _Reader:
                              else url + "/metrics"),
                 capture=capture,
                 labels=labels,
-                headers=self.str_map(t.get("headers", {}), f"{where}.headers"),
+                headers=self.headers(t.get("headers", {}), f"{where}.headers"),
                 metrics_profile=profile,
                 thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),
             ))
@@ -443,8 +517,8 @@ class _Reader:
             webhook = WebhookConfig(
                 url=self.url(wt["url"], f"{where}.webhook.url"),
                 secret=self.string(wt["secret"], f"{where}.webhook.secret") if "secret" in wt else None,
-                headers=self.str_map(wt.get("headers", {}), f"{where}.webhook.headers"),
-                status_url=(self.string(wt["status_url"], f"{where}.webhook.status_url")
+                headers=self.headers(wt.get("headers", {}), f"{where}.webhook.headers"),
+                status_url=(self.url(wt["status_url"], f"{where}.webhook.status_url")
                             if "status_url" in wt else None),
                 poll_interval=(self.number(wt["poll_interval"], f"{where}.webhook.poll_interval",
                                            positive=True) if "poll_interval" in wt else 5.0),

@@ -48,8 +48,10 @@ from modeldeck.core import paths
 from modeldeck.core.config import ConfigError, HookConfig, Settings, WebhookConfig
 from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError
 from modeldeck.core.hooks import (
+    ANSWER_BYTES,
     CANCEL_GRACE,
     SIGNATURE_HEADER,
+    Redactor,
     clean_line,
     config_file,
     exit_words,
@@ -385,6 +387,7 @@ class RetrainRun:
             headers = webhook_headers(webhook, body, where)
         except ConfigError as e:
             return _end(reg, job.id, "failed", actor, message=str(e))
+        redact = Redactor.for_webhook(webhook, headers, where)
         started = _start_running(reg, job.id, actor, pid=os.getpid())
         if started is None:
             return reg.job(job.id)
@@ -392,7 +395,7 @@ class RetrainRun:
         deadline = time.monotonic() + hook.timeout
         with webhook_client(webhook) as client:
             emit(f"POST {webhook.url}")
-            r = post_webhook(client, webhook.url, body, headers)
+            r = post_webhook(client, webhook.url, body, headers, redact=redact)
             if isinstance(r, str):
                 return _end(reg, job.id, "failed", actor, message=r)
             if not r.ok:
@@ -426,13 +429,15 @@ class RetrainRun:
                 try:
                     s = client.get(url, headers=status_headers)
                     if s.is_success:
-                        state = _state(s.json())
+                        if len(s.content) > ANSWER_BYTES:
+                            raise ValueError("too large")
+                        state = _state(redact.data(s.json()))
                     else:
                         problem = f"HTTP {s.status_code}"
-                except ValueError:
+                except (ValueError, RecursionError):
                     problem = "the answer is not JSON"
                 except (httpx.HTTPError, OSError) as e:
-                    problem = http_reason(e)
+                    problem = redact(http_reason(e))
                 if problem is not None:
                     failures += 1
                     emit(f"status {url}: {problem}")

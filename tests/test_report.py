@@ -146,7 +146,9 @@ def healthy(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with FaultServer("m", ["2"], metrics_version="2") as srv, Traffic(srv):
         ep = {"name": "m-prod", "model": "m", "environment": "production", "url": srv.url,
               "capture": str(capture)}
-        cfg = write_config(tmp_path / "modeldeck.toml", reg, [ep])
+        # a generous poll timeout: it only widens the drift deadline (sample + 2 x timeout + 2 s), which a
+        # cold pandas/scipy start on a loaded 2-core machine can exceed; the endpoint answers at once
+        cfg = write_config(tmp_path / "modeldeck.toml", reg, [ep], timeout=5.0)
         yield {"config": cfg, "registry": reg, "server": srv, "endpoint": ep, "capture": capture,
                "reference": ref, "dir": tmp_path}
 
@@ -309,7 +311,7 @@ def test_broken_audit_chain_is_critical(healthy: dict[str, Any]) -> None:
 @pytest.mark.live
 def test_dataset_drift_is_a_warning_and_retrains_once_per_cooldown(healthy: dict[str, Any]) -> None:
     frame(3, 600, shift=1.5).to_csv(healthy["capture"], index=False)
-    cfg = write_config(healthy["config"], healthy["registry"], [healthy["endpoint"]],
+    cfg = write_config(healthy["config"], healthy["registry"], [healthy["endpoint"]], timeout=5.0,
                        models={"m": {"retrain": {"command": [sys.executable, "-c", "pass"]}}})
     first = run_report(cfg, "--format", "json", "--retrain-on-drift")
     assert first.returncode == 1, first.stdout + first.stderr
@@ -395,7 +397,7 @@ def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
 
 def _demo_config(fleet: dict[str, Any], path: Path, names: Sequence[str]) -> Path:
-    return write_config(path, fleet["registry"], [fleet["endpoints"][n] for n in names])
+    return write_config(path, fleet["registry"], [fleet["endpoints"][n] for n in names], timeout=5.0)
 
 
 @pytest.mark.live
