@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from modeldeck.core.errors import InputError
@@ -58,8 +59,10 @@ __all__ = [
     "is_url",
     "parse_bytes",
     "parse_capture_lines",
+    "read_labels",
     "read_table",
     "read_window",
+    "row_key",
 ]
 
 DEFAULT_TIMEOUT = 10.0
@@ -70,6 +73,17 @@ PARQUET_EXT = (".parquet", ".pq")
 JSON_EXT = (".jsonl", ".ndjson", ".json", ".jsonlines")
 OUTPUT = "prediction"
 POSITIONAL = "_c"
+ID = "_id"  # the join key of a captured row or a label (read_window(ids=True), read_labels)
+LABEL = "label"
+LABEL_TIME = "_label_time"
+
+
+def row_key(event: Any, i: int) -> str | None:
+    """The key of row ``i`` of a SageMaker event: its event id for the first row (a request of
+    one row, the common case), ``ID#i`` for the others of a batch."""
+    if event is None:
+        return None
+    return str(event) if i == 0 else f"{event}#{i}"
 
 
 def is_url(source: str | os.PathLike) -> bool:
@@ -178,14 +192,15 @@ def _open_bytes(data: bytes, name: str) -> bytes:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_bytes(data: bytes, name: str, *, content_type: str | None = None) -> pd.DataFrame:
-    """Parse a whole file's bytes (any supported format) into a DataFrame."""
+def parse_bytes(data: bytes, name: str, *, content_type: str | None = None, ids: bool = False) -> pd.DataFrame:
+    """Parse a whole file's bytes (any supported format) into a DataFrame (``ids``: SageMaker
+    capture rows carry their event key in an ``_id`` column)."""
     data = _open_bytes(data, name)
     fmt = _format_of(name, data[:16], content_type)
     if fmt == "parquet":
         return _read_parquet(io.BytesIO(data), name)
     if fmt == "json":
-        return _parse_json_text(_decode(data, name), name)
+        return _parse_json_text(_decode(data, name), name, ids=ids)
     return _read_csv(io.BytesIO(data), name)
 
 
@@ -240,7 +255,7 @@ def _is_capture(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("captureData"), dict)
 
 
-def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.DataFrame:
+def _parse_json_text(text: str, name: str, last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
     stripped = text.lstrip()
     if not stripped:
         raise InputError(f"cannot read {name}: the file is empty")
@@ -250,10 +265,10 @@ def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.Data
         except json.JSONDecodeError as e:
             raise InputError(f"cannot read {name}: bad JSON at line {e.lineno}: {e.msg}") from None
         if isinstance(obj, list) and obj and _is_capture(obj[0]):
-            return _capture_frame([_capture_rows(o, name, i + 1) for i, o in enumerate(obj)])
+            return _capture_frame([_capture_rows(o, name, i + 1) for i, o in enumerate(obj)], None, ids)
         if not isinstance(obj, list) or not all(isinstance(o, dict) for o in obj):
             raise InputError(f"cannot read {name}: expected a JSON array of objects (records)")
-        return _records_frame([(i + 1, o) for i, o in enumerate(obj)], name, last_n)
+        return _records_frame([(i + 1, o) for i, o in enumerate(obj)], name, last_n, ids)
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
     records = []
     for k, (lineno, line) in enumerate(lines):
@@ -263,15 +278,16 @@ def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.Data
             if k == len(lines) - 1 and not text.endswith("\n"):
                 break  # the record being written right now: whole lines only
             raise InputError(f"cannot read {name}: bad JSON on line {lineno}: {e.msg}") from None
-    return _records_frame(records, name, last_n)
+    return _records_frame(records, name, last_n, ids)
 
 
-def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None) -> pd.DataFrame:
+def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None,
+                   ids: bool = False) -> pd.DataFrame:
     if not records:
         raise InputError(f"cannot read {name}: no records")
     if _is_capture(records[0][1]):
         parsed = [_capture_rows(o, name, ln) for ln, o in records]
-        return _capture_frame(parsed, last_n)
+        return _capture_frame(parsed, last_n, ids)
     rows = []
     for lineno, obj in records:
         if not isinstance(obj, dict):
@@ -288,10 +304,12 @@ def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None
 class _Rows:
     """Rows of one capture record: inputs and outputs (lists of dicts) and the inference time."""
 
-    __slots__ = ("inputs", "outputs", "positional", "time")
+    __slots__ = ("event", "inputs", "outputs", "positional", "time")
 
-    def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any):
+    def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any,
+                 event: Any = None):
         self.inputs, self.outputs, self.positional, self.time = inputs, outputs, positional, time
+        self.event = event
 
     def __len__(self) -> int:
         return max(len(self.inputs), len(self.outputs))
@@ -491,22 +509,32 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
                 raise InputError(f"cannot read {name}: line {lineno}: endpointOutput is not JSON ({e.msg})") from None
             outputs, _ = _json_rows(obj, "output", len(inputs) if inputs else None)
     meta = rec.get("eventMetadata") or {}
-    return _Rows(inputs, outputs, positional, meta.get("inferenceTime") if isinstance(meta, dict) else None)
+    if not isinstance(meta, dict):
+        return _Rows(inputs, outputs, positional, None)
+    event = meta.get("eventId")
+    if event is None:
+        event = meta.get("inferenceId")
+    return _Rows(inputs, outputs, positional, meta.get("inferenceTime"), None if event is None else str(event))
 
 
-def _capture_frame(parsed: list[_Rows], last_n: int | None = None) -> pd.DataFrame:
+def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
     rows: list[dict] = []
     times: list[Any] = []
     positional: dict[str, None] = {}
+    outputs: dict[str, None] = {}
     for r in parsed:
         n = len(r)
         for i in range(n):
             row: dict[str, Any] = {}
+            if ids:
+                row[ID] = row_key(r.event, i)
             if i < len(r.inputs):
                 row.update(r.inputs[i])
             if i < len(r.outputs):
                 for k, v in r.outputs[i].items():
-                    row[k if k not in row else f"{k}_output"] = v
+                    key = k if k not in row else f"{k}_output"
+                    row[key] = v
+                    outputs[key] = None
             rows.append(row)
             times.append(r.time)
         positional.update(dict.fromkeys(r.positional))
@@ -518,6 +546,7 @@ def _capture_frame(parsed: list[_Rows], last_n: int | None = None) -> pd.DataFra
     if len(frame) and not frame.index.isna().any():
         frame = frame.iloc[frame.index.argsort(kind="stable")]
     frame.attrs["positional_columns"] = [c for c in positional if c in frame.columns]
+    frame.attrs["output_columns"] = [c for c in outputs if c in frame.columns]
     return frame
 
 
@@ -556,7 +585,7 @@ def _reverse_lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
             yield tail
 
 
-def _read_json_tail(path: Path, name: str, last_n: int) -> pd.DataFrame:
+def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False) -> pd.DataFrame:
     """The last ``last_n`` rows of a JSON-lines file without reading all of it."""
     picked: list[tuple[int, Any]] = []
     rows = 0
@@ -582,10 +611,10 @@ def _read_json_tail(path: Path, name: str, last_n: int) -> pd.DataFrame:
         if rows >= last_n:
             break
     picked.reverse()
-    return _records_frame(picked, name, last_n)
+    return _records_frame(picked, name, last_n, ids)
 
 
-def read_file(path: Path, last_n: int | None = None) -> pd.DataFrame:
+def read_file(path: Path, last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
     """One file (any supported format), or its last ``last_n`` records."""
     name = str(path)
     try:
@@ -611,8 +640,8 @@ def read_file(path: Path, last_n: int | None = None) -> pd.DataFrame:
         if last_n is not None and not gz and last_n > 0:
             first = head.lstrip()[:1]
             if first == b"{":
-                return _read_json_tail(path, name, last_n)
-        return _parse_json_text(_decode(_read_all(path, name), name), name, last_n)
+                return _read_json_tail(path, name, last_n, ids)
+        return _parse_json_text(_decode(_read_all(path, name), name), name, last_n, ids)
     frame = _read_csv(str(path), name)
     return frame.tail(last_n) if last_n is not None else frame
 
@@ -632,37 +661,43 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     positional: dict[str, None] = {}
+    outputs: dict[str, None] = {}
     for f in frames:
         positional.update(dict.fromkeys(f.attrs.get("positional_columns", [])))
+        outputs.update(dict.fromkeys(f.attrs.get("output_columns", [])))
     out = pd.concat(frames, axis=0)
     if isinstance(out.index, pd.DatetimeIndex) and not out.index.isna().any():
         out = out.iloc[out.index.argsort(kind="stable")]
     elif not isinstance(out.index, pd.DatetimeIndex):
         out = out.reset_index(drop=True)
     out.attrs["positional_columns"] = [c for c in positional if c in out.columns]
+    if outputs:
+        out.attrs["output_columns"] = [c for c in outputs if c in out.columns]
     return out
 
 
 def read_window(source: str | os.PathLike, last_n: int | None, *, timeout: float = DEFAULT_TIMEOUT,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
-    """The last ``last_n`` records of a file, glob or URL (all of them with ``last_n=None``)."""
+                max_bytes: int = DEFAULT_MAX_BYTES, ids: bool = False) -> pd.DataFrame:
+    """The last ``last_n`` records of a file, glob or URL (all of them with ``last_n=None``).
+    ``ids``: SageMaker capture rows carry their event key (:func:`row_key`) in an ``_id``
+    column (quality joins them with labels on it)."""
     if last_n is not None and last_n < 0:
         raise InputError(f"last_n must be >= 0, got {last_n}")
     text = str(source)
     if is_url(text):
         data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
-        frame = parse_bytes(data, text, content_type=ctype)
+        frame = parse_bytes(data, text, content_type=ctype, ids=ids)
         return _tail(frame, last_n)
     paths = expand_source(text)
     if len(paths) == 1:
-        return _tail(read_file(paths[0], last_n), last_n)
+        return _tail(read_file(paths[0], last_n, ids), last_n)
     frames: list[pd.DataFrame] = []
     rows = 0
     for p in reversed(paths):  # newest first
         need = None if last_n is None else last_n - rows
         if need is not None and need <= 0:
             break
-        f = read_file(p, need)
+        f = read_file(p, need, ids)
         frames.insert(0, f)
         rows += len(f)
     return _tail(_concat(frames), last_n)
@@ -681,3 +716,155 @@ def read_table(source: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT,
                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
     """All records of a file, glob or URL (reference data)."""
     return read_window(source, None, timeout=timeout, max_bytes=max_bytes)
+
+
+# --------------------------------------------------------------------------- labels (ground truth)
+
+ID_COLUMNS = ("event_id", "eventId", "inference_id", "inferenceId", "id")  # tried when none is configured
+LABEL_TIME_COLUMNS = ("label_time", "labelTime")
+
+
+def _is_ground_truth(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("groundTruthData"), dict)
+
+
+def read_labels(source: str | os.PathLike, *, id_column: str | None = None, label_column: str = LABEL,
+                timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """Ground truth from a file, glob or URL (the same limits as :func:`read_window`): a frame
+    of ``_id`` (the join key), ``label`` and ``_label_time`` (UTC; NaT when not known), oldest
+    first, so the last row of an id is its newest label.
+
+    Formats: SageMaker Model Monitor ground-truth JSON lines (``groundTruthData.data``, one
+    label per row of the captured request, comma-separated; the key ``eventMetadata.eventId``,
+    or ``inferenceId``, as :func:`row_key` makes it for a batch; ``eventMetadata.labelTime``
+    when present), or any CSV / JSON lines / Parquet file with an id column (``id_column``,
+    else the first of event_id, eventId, inference_id, inferenceId, id) and ``label_column``
+    (and ``label_time`` when present). Labels are ordered by their label time when every one
+    has it, else as written (files oldest first)."""
+    text = str(source)
+    frames: list[pd.DataFrame] = []
+    if is_url(text):
+        data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
+        frames.append(_labels_from_bytes(data, text, ctype, id_column, label_column))
+    else:
+        for p in expand_source(text):
+            try:
+                data = p.read_bytes()
+            except OSError as e:
+                raise InputError(f"cannot read {p}: {e.strerror or e}") from None
+            if not data.strip():
+                continue  # a label file just created
+            frames.append(_labels_from_bytes(data, str(p), None, id_column, label_column))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({ID: pd.Series([], dtype=object), LABEL: pd.Series([], dtype=object),
+                             LABEL_TIME: pd.Series([], dtype="datetime64[ns, UTC]")})
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    times = out[LABEL_TIME]
+    if len(out) and not times.isna().any():
+        out = out.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
+    return out
+
+
+def _labels_from_bytes(data: bytes, name: str, ctype: str | None, id_column: str | None,
+                       label_column: str) -> pd.DataFrame:
+    data = _open_bytes(data, name)
+    fmt = _format_of(name, data[:16], ctype)
+    if fmt == "json" and data.lstrip()[:1] == b"{":
+        first = data.lstrip().split(b"\n", 1)[0]
+        try:
+            head = json.loads(first)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            head = None
+        if _is_ground_truth(head):
+            return _ground_truth_frame(_decode(data, name), name)
+    frame = parse_bytes(data, name, content_type=ctype)
+    return _plain_labels(frame, name, id_column, label_column)
+
+
+def _ground_truth_frame(text: str, name: str) -> pd.DataFrame:
+    ids: list[str | None] = []
+    labels: list[Any] = []
+    times: list[Any] = []
+    lines = text.split("\n")
+    complete = text.endswith("\n")
+    loads = json.loads
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = loads(line)
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1 and not complete:
+                break  # the record being written right now: whole lines only
+            raise InputError(f"cannot read {name}: bad JSON on line {k + 1}: {e.msg}") from None
+        gt = rec.get("groundTruthData") if isinstance(rec, dict) else None
+        if not isinstance(gt, dict):
+            raise InputError(f"cannot read {name}: line {k + 1} is not a ground-truth record (no groundTruthData)")
+        meta = rec.get("eventMetadata")
+        event = None
+        when = None
+        if isinstance(meta, dict):
+            event = meta.get("eventId")
+            if event is None:
+                event = meta.get("inferenceId")
+            when = meta.get("labelTime")
+        if event is None:
+            raise InputError(f"cannot read {name}: line {k + 1} has no eventMetadata.eventId or inferenceId")
+        value = gt.get("data")
+        if isinstance(value, str) and str(gt.get("encoding", "CSV")).upper() == "BASE64":
+            try:
+                value = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                raise InputError(f"cannot read {name}: line {k + 1}: groundTruthData is not base64 text") from None
+        event = str(event)
+        if isinstance(value, str) and "," in value:
+            for i, part in enumerate(next(csv.reader([value]))):
+                ids.append(row_key(event, i))
+                labels.append(_scalar(part))
+                times.append(when)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                ids.append(row_key(event, i))
+                labels.append(v)
+                times.append(when)
+        else:
+            ids.append(event)
+            labels.append(_scalar(value) if isinstance(value, str) else value)
+            times.append(when)
+    return _label_table(ids, labels, times)
+
+
+def _label_table(ids: Any, labels: Any, times: Any) -> pd.DataFrame:
+    t = pd.to_datetime(pd.Series(times, dtype=object), errors="coerce", utc=True) if len(times) else \
+        pd.Series([], dtype="datetime64[ns, UTC]")
+    return pd.DataFrame({ID: pd.Series(ids, dtype=object), LABEL: pd.Series(labels, dtype=object),
+                         LABEL_TIME: t.reset_index(drop=True)})
+
+
+def _plain_labels(frame: pd.DataFrame, name: str, id_column: str | None, label_column: str) -> pd.DataFrame:
+    cols = [str(c) for c in frame.columns]
+    if id_column is None:
+        id_column = next((c for c in ID_COLUMNS if c in cols), None)
+        if id_column is None:
+            raise InputError(f"{name}: no id column to join labels on (set label_id_column; columns: "
+                             f"{_cols(cols)})")
+    elif id_column not in cols:
+        raise InputError(f"{name}: no id column {id_column!r} (columns: {_cols(cols)})")
+    if label_column not in cols:
+        raise InputError(f"{name}: no label column {label_column!r} (set label_column; columns: {_cols(cols)})")
+    ids = frame[id_column]
+    keys = ids.astype(object).where(ids.notna(), None)
+    keys = [None if k is None else (str(int(k)) if isinstance(k, float) and k.is_integer() else str(k))
+            for k in keys.tolist()] if ids.dtype.kind == "f" else \
+        [None if k is None else str(k) for k in keys.tolist()]
+    tcol = next((c for c in LABEL_TIME_COLUMNS if c in cols), None)
+    times = frame[tcol].tolist() if tcol else [None] * len(frame)
+    return _label_table(keys, frame[label_column].tolist(), times)
+
+
+def _cols(cols: list[str], limit: int = 12) -> str:
+    from modeldeck.core.textfmt import one_line
+
+    shown = ", ".join(one_line(c, 40) for c in cols[:limit])
+    return shown + (f" and {len(cols) - limit} more" if len(cols) > limit else "")

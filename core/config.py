@@ -210,6 +210,21 @@ class ModelConfig:
     bake_seconds: float = rule(60.0, "higher", "seconds", "then watched this long before the release counts as done")
     environments: Mapping[str, EnvironmentRules] = rule({}, "environments", "environments",
                                                         "per-environment rules ([environments.NAME])")
+    # Model quality from delayed ground truth (core/quality.py); a policy may carry them too.
+    problem_type: str | None = rule(None, "same", "text", "classification or regression (default: classification)",
+                                    check=lambda v: None if v in ("classification", "regression") else
+                                    f"must be \"classification\" or \"regression\", not {v!r}")
+    prediction_column: str | None = rule(None, "same", "text", "the captured output holding the prediction "
+                                         "(default: prediction)")
+    probability_column: str | None = rule(None, "same", "text", "the captured output holding the probability of "
+                                          "the positive label (default: probability)")
+    positive_label: str | None = rule(None, "same", "text", "the positive class (default: 1)")
+    quality_window: int = rule(1000, "same", "count", "the newest labelled rows quality is measured on",
+                               check=lambda v: None if v >= 1 else "must be at least 1")
+    quality_min_rows: int = rule(200, "lower", "count", "fewer labelled rows than this: not enough labels, "
+                                 "no verdict", check=lambda v: None if v >= 1 else "must be at least 1")
+    quality_drop: float = rule(0.05, "lower", "number", "live quality this far (absolute) below the registered "
+                               "metric, its interval too, is a warning; twice that is critical")
     retrain_cooldown: float = 6 * 3600.0  # --retrain-on-drift starts at most one job per this
     explicit: frozenset[str] = frozenset()  # the rule keys written in the config (the rest are defaults)
 
@@ -226,7 +241,9 @@ class EndpointConfig:
     served_model: str = ""
     metrics_url: str = ""
     capture: str | None = None
-    labels: str | None = None  # ground truth for the captured requests (SageMaker ground-truth JSONL)
+    labels: str | None = None  # ground truth for the captured requests (core.capture.read_labels)
+    label_id_column: str | None = None  # plain label (and capture) files: the id column to join on
+    label_column: str = "label"  # plain label files: the label column
     headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
     metrics_profile: str | None = None  # mlserver, triton, torchserve, bentoml, demo; None: detect
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -459,7 +476,7 @@ class _Reader:
         out: list[EndpointConfig] = []
         seen: set[str] = set()
         allowed = {"name", "model", "environment", "url", "served_model", "metrics_url", "capture", "labels",
-                   "headers", "metrics_profile", "thresholds"}
+                   "label_id_column", "label_column", "headers", "metrics_profile", "thresholds"}
         for i, item in enumerate(value):
             where = f"endpoints[{i}]"
             t = self.table(item, where)
@@ -486,6 +503,10 @@ class _Reader:
                              else url + "/metrics"),
                 capture=capture,
                 labels=labels,
+                label_id_column=(self.string(t["label_id_column"], f"{where}.label_id_column")
+                                 if "label_id_column" in t else None),
+                label_column=(self.string(t["label_column"], f"{where}.label_column")
+                              if "label_column" in t else "label"),
                 headers=self.headers(t.get("headers", {}), f"{where}.headers"),
                 metrics_profile=profile,
                 thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),

@@ -366,3 +366,51 @@ def approval_verdict(*, model: str, version: int, environment: str, action: str,
     return False, (f"{environment} needs {needed} approval{'s' if needed != 1 else ''}"
                    f"{' by people other than the promoter' if four_eyes else ' by different people'}: "
                    f"{model} version {version} is approved by {who}; {promoter} is promoting")
+
+
+# -- model quality --------------------------------------------------------------------------------
+
+# The live metrics judged against the version's registered ones (higher is better, unitless;
+# MAE and RMSE are shown, never judged: an absolute drop means nothing on their scale).
+QUALITY_JUDGED = {"classification": ("accuracy", "f1", "roc_auc"), "regression": ("r2",)}
+
+
+def quality_level(value: float | None, high: float | None, registered: float | None, drop: float) -> str:
+    """THE quality rule for one metric: WARNING when the live ``value`` is at least ``drop``
+    (absolute) below the ``registered`` one and the upper bound of its 95 % interval (``high``)
+    is below the registered value too (the drop is not chance); CRITICAL at twice the drop;
+    else OK (also when a number is missing)."""
+    v, h, r = finite(value), finite(high), finite(registered)
+    if v is None or r is None or h is None or not h < r:
+        return OK
+    if reaches(r - v, 2 * drop - 1e-12):
+        return CRITICAL
+    return WARNING if reaches(r - v, drop - 1e-12) else OK
+
+
+def quality_verdicts(result: Any, registered: Mapping[str, float] | None, drop: float,
+                     against: str = "its registered value") -> list[Verdict]:
+    """What the rules say about a :class:`core.quality.QualityResult`: one verdict per judged
+    metric that dropped (:func:`quality_level`), or why quality was not measured. Fewer
+    labelled rows than its ``min_rows`` is "not enough labels": never a verdict."""
+    if result is None:
+        return []
+    if result.error:
+        return [Verdict("quality_error", WARNING, f"quality not measured: {one_line(result.error, 300)}")]
+    if not result.enough or not registered:
+        return []
+    out = []
+    for name in QUALITY_JUDGED.get(result.problem_type, ()):
+        m = result.metrics.get(name)
+        r = registered.get(name)
+        if m is None or r is None:
+            continue
+        lv = quality_level(m.value, m.high, r, drop)
+        if lv == OK:
+            continue
+        limit = drop * (2 if lv == CRITICAL else 1)
+        low = f"{m.low:.3f}" if finite(m.low) is not None else "?"
+        out.append(Verdict("quality", lv, f"{name} {m.value:.3f} (95% {low}-{m.high:.3f}, {result.rows} "
+                                          f"labelled rows) is {r - m.value:.3f} below {r:.3f}, "
+                                          f"{one_line(against, 80)} (limit {limit:g})"))
+    return out

@@ -128,6 +128,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categorical", metavar="COLS", help="comma-separated columns to treat as categorical")
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
 
+    p = sub.add_parser("quality", parents=[common], help="model quality: captured predictions joined with labels",
+                       description="Join captured predictions with their delayed labels and measure the model: "
+                                   "exit 0 fine (or not enough labels), 1 degraded against the registered "
+                                   "metrics (with --model), 2 bad input.")
+    p.set_defaults(handler=_cmd_quality)
+    p.add_argument("capture", metavar="CAPTURE", help="captured predictions: file, glob or URL")
+    p.add_argument("labels", metavar="LABELS", help="ground truth: file, glob or URL")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--problem-type", choices=["classification", "regression"],
+                   help="default: the model's rules with --model, else classification")
+    p.add_argument("--prediction-column", metavar="COL", help="default: prediction")
+    p.add_argument("--probability-column", metavar="COL", help="default: probability ('' for none)")
+    p.add_argument("--positive-label", metavar="LABEL", help="default: 1")
+    p.add_argument("--label-id-column", metavar="COL",
+                   help="plain label (and capture) files: the id column (default: event_id, id, ...)")
+    p.add_argument("--label-column", metavar="COL", default="label", help="plain label files (default: label)")
+    p.add_argument("--window", type=int, metavar="N", help="newest labelled rows measured (default 1000)")
+    p.add_argument("--min-rows", type=int, metavar="N", help="fewer: not enough labels (default 200)")
+    p.add_argument("--model", metavar="MODEL", help="judge against this model's registered metrics")
+    p.add_argument("--version", type=_version_number, metavar="N",
+                   help="the version served (default: the --env alias's)")
+    p.add_argument("--env", default="production", help="with --model: whose alias names the version")
+
     p = sub.add_parser("models", parents=[common], help="list models, their versions and aliases")
     p.set_defaults(handler=_cmd_models)
     _json_flag(p)
@@ -531,6 +554,65 @@ def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | N
     else:
         out.write(drift.render_text(result))
     return 1 if result.dataset_drift else 0
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    return run_quality(args, sys.stdout)
+
+
+def run_quality(args: argparse.Namespace, out: TextIO) -> int:
+    """``modeldeck quality CAPTURE LABELS``: the metrics of the joined rows; with ``--model``
+    judged against the served version's registered metrics (0 fine or not enough labels, 1
+    degraded; ``InputError`` exit 2)."""
+    from modeldeck.core import judge, quality
+    from modeldeck.core.config import ModelConfig
+
+    mc = ModelConfig(name=args.model or "-")
+    registered = None
+    if args.model:
+        from modeldeck.core import policy
+        from modeldeck.core.registry import Registry
+
+        settings = _settings(args)
+        with Registry(settings.registry, create=False, readonly=True) as reg:
+            mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
+            version = args.version
+            if version is None:
+                version = reg.model(args.model).aliases.get(args.env)
+                if version is None:
+                    raise InputError(f"{one_line(args.model, 60)} has no {one_line(args.env, 40)} version: "
+                                     f"pass --version N")
+            registered = quality.registered(reg, args.model, version)
+    for flag, value in (("--window", args.window), ("--min-rows", args.min_rows)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, not {value}")
+    spec = quality.spec_for(mc, window=args.window, id_column=args.label_id_column)
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if args.problem_type:
+        changes["problem_type"] = args.problem_type
+    if args.prediction_column is not None:
+        changes["prediction_column"] = args.prediction_column
+    if args.probability_column is not None:
+        changes["probability_column"] = args.probability_column or None
+    if args.positive_label is not None:
+        changes["positive_label"] = args.positive_label
+    if args.min_rows is not None:
+        changes["min_rows"] = args.min_rows
+    spec = replace(spec, **changes)
+    result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
+                            label_column=args.label_column)
+    found = judge.quality_verdicts(result, registered.metrics if registered else None, mc.quality_drop,
+                                   registered.describe() if registered else "")
+    if args.format == "json":
+        doc = result.to_json()
+        doc["registered"] = registered.as_dict() if registered else None
+        doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]
+        out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    else:
+        out.write(quality.render_text(result, registered, found))
+    return 1 if found else 0
 
 
 # ---------------------------------------------------------------------------------------------
