@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
 from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
-from modeldeck.core.textfmt import format_time, stored_time, utcnow  # noqa: F401 - part of this module's API
+from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
@@ -271,6 +271,8 @@ class VerifyResult:
     def describe(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.checked} entries, head {self.head[:16]}"
+        if self.first_bad is None:
+            return f"audit chain BROKEN: {self.problem}"
         return f"audit chain BROKEN at entry {self.first_bad}: {self.problem}"
 
 
@@ -471,9 +473,9 @@ class Registry:
     def _audit(self, action: str, subject: str, before: Any, after: Any, reason: str, actor: str,
                at: str) -> int:
         """Append one chained audit row. Called inside a write transaction."""
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
+        head = self._head()
         prev = head["hash"]
-        entry_id = int(head["id"]) + 1
+        entry_id = head["id"] + 1
         b, a = _dumps(before), _dumps(after)
         h = entry_hash(prev, entry_id, at, actor, action, subject, b, a, reason)
         self.conn.execute(
@@ -506,11 +508,32 @@ class Registry:
                            subject=r["subject"], before=_loads(r["before"]), after=_loads(r["after"]),
                            reason=r["reason"], hash=r["hash"]) for r in self._read(sql, params)]
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every SELECT inside sees the same committed state (WAL keeps
+        that snapshot however many writers commit meanwhile)."""
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.OperationalError as e:
+            raise RegistryError(f"{self.path}: {_sqlite_reason(e)}") from None
+        try:
+            yield self.conn
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
     def verify_audit(self) -> VerifyResult:
         """Walk the chain from the first entry: ids contiguous from 1, each prev_hash the
         previous entry's hash, each hash recomputed from the stored fields, and the last one
-        the head recorded in meta (so deleting the newest rows shows too)."""
-        cur = self.conn.execute(
+        the head recorded in meta (so deleting the newest rows shows too; a missing, null or
+        unreadable head is a broken chain). The rows and the head are read in one snapshot, so
+        writers committing meanwhile never look like a break."""
+        with self._snapshot() as c:
+            return self._verify_chain(c)
+
+    def _verify_chain(self, c: sqlite3.Connection) -> VerifyResult:
+        head_row = c.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        cur = c.execute(
             "SELECT id, at, actor, action, subject, before, after, reason, prev_hash, hash "
             "FROM audit ORDER BY id")
         prev = GENESIS
@@ -533,12 +556,14 @@ class Registry:
                 prev = h
                 expected_id += 1
                 checked += 1
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
-        if head and int(head["id"]) != checked:
+        head, why = _parse_head(head_row[0] if head_row else None, missing=head_row is None)
+        if head is None:
+            return VerifyResult(False, checked, checked + 1, f"{why} (entries may have been removed)", prev)
+        if head["id"] != checked:
             return VerifyResult(False, checked, checked + 1,
                                 f"the log ends at entry {checked} but entry {head['id']} was written "
                                 f"(newest entries were removed)", prev)
-        if head and head["hash"] != prev:
+        if head["hash"] != prev:
             return VerifyResult(False, checked, checked, "the newest entry differs from the one written",
                                 prev)
         return VerifyResult(True, checked, None, "", prev)
@@ -1167,8 +1192,17 @@ class Registry:
         return out
 
     def last_audit_id(self) -> int:
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
-        return int(head["id"])
+        return self._head()["id"]
+
+    def _head(self) -> dict[str, Any]:
+        """The stored head of the audit chain; a missing or unreadable one refuses the write
+        (appending to it would hide that the chain is broken)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        head, why = _parse_head(row[0] if row else None, missing=row is None)
+        if head is None:
+            raise RegistryError(f"{self.path}: {why}: the audit chain is broken (modeldeck audit --verify); "
+                                f"nothing was written")
+        return head
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1226,13 +1260,46 @@ def _sqlite_reason(e: BaseException) -> str:
     return msg
 
 
-def _check_name(value: str, what: str) -> None:
+NAME_LIMIT = 128  # characters of a model, environment or tag name
+
+
+def name_problem(value: Any, what: str = "name") -> str | None:
+    """Why ``value`` cannot be a model, environment or tag name (None: it can): names are one
+    line of printable characters, at most NAME_LIMIT long, without surrounding spaces. The
+    value is quoted with its control characters escaped."""
     if not isinstance(value, str) or not value.strip():
-        raise RegistryError(f"{what} must not be empty")
-    if value != value.strip() or any(ch in value for ch in "\n\r\t\x00"):
-        raise RegistryError(f"{what} {value!r} has leading/trailing spaces or control characters")
-    if len(value) > 200:
-        raise RegistryError(f"{what} is longer than 200 characters")
+        return f"{what} must not be empty"
+    shown = repr(value if len(value) <= 60 else value[:60] + "…")
+    bad = next((ch for ch in value if not ch.isprintable()), None)
+    if bad is not None:
+        return (f"{what} {shown} holds a control or invisible character ({visible(bad)}): names are one line "
+                f"of printable characters")
+    if value != value.strip():
+        return f"{what} {shown} has leading or trailing spaces"
+    if len(value) > NAME_LIMIT:
+        return f"{what} is {len(value)} characters long; at most {NAME_LIMIT} are allowed"
+    return None
+
+
+def _check_name(value: str, what: str) -> None:
+    why = name_problem(value, what)
+    if why:
+        raise RegistryError(why)
+
+
+def _parse_head(text: str | None, *, missing: bool) -> tuple[dict[str, Any] | None, str]:
+    """The stored audit head ``{"id": N, "hash": HEX}``, or None and why it is unusable."""
+    if missing:
+        return None, "the stored head of the audit chain is missing"
+    head = _loads(text)
+    if (not isinstance(head, dict) or isinstance(head.get("id"), bool) or not isinstance(head.get("id"), int)
+            or head["id"] < 0 or not isinstance(head.get("hash"), str) or not _HEX64.match(head["hash"])):
+        shown = "null" if text is None else repr(str(text)[:40])
+        return None, f"the stored head of the audit chain is unreadable ({shown})"
+    return head, ""
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _check_metrics(metrics: Mapping[str, Any]) -> None:
