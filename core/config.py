@@ -258,6 +258,38 @@ class EndpointConfig:
         return out
 
 
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.I)  # MLflow refuses these alias names
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """``[mlflow]``: MLflow's Model Registry as the registry of record (models, versions,
+    lineage, aliases); the local registry file stays the ledger on top."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
+    models: tuple[str, ...] | None = None  # None: every registered model
+    aliases: Mapping[str, str] = field(default_factory=dict)  # environment -> MLflow alias
+    tag_prefix: str = "modeldeck."
+    timeout: float = 5.0  # seconds per request
+    max_body_bytes: int = 32 << 20  # an answer larger than this is refused
+
+    def alias_for(self, environment: str) -> str:
+        return self.aliases.get(environment, environment)
+
+    def environment_for(self, alias: str) -> str:
+        for env, a in self.aliases.items():
+            if a == alias:
+                return env
+        return alias
+
+    def resolved_headers(self) -> dict[str, str]:
+        return {k: expand(v, f"[mlflow] headers.{k}") for k, v in self.headers.items()}
+
+    def wants(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path | None
@@ -268,6 +300,7 @@ class Settings:
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     read_only: bool = False
     report_sample: float = 5.0
+    mlflow: MlflowSettings | None = None  # [mlflow]: MLflow is the registry of record
 
     def model(self, name: str) -> ModelConfig:
         return self.models.get(name) or ModelConfig(name=name)
@@ -434,7 +467,7 @@ class _Reader:
     # -- sections --------------------------------------------------------------------------
     def settings(self, data: Mapping[str, Any]) -> Settings:
         self.check_keys(data, {"registry", "read_only", "poll", "thresholds", "endpoints", "models",
-                               "report"}, "")
+                               "report", "mlflow"}, "")
         registry = (self.path(data["registry"], "registry") if "registry" in data
                     else paths.default_registry_file())
         poll = self.poll(data.get("poll", {}))
@@ -445,9 +478,44 @@ class _Reader:
         self.check_keys(report, {"sample"}, "report")
         sample = self.number(report["sample"], "report.sample", minimum=0) if "sample" in report else 5.0
         read_only = self.boolean(data["read_only"], "read_only") if "read_only" in data else False
+        mlflow = self.mlflow(data["mlflow"]) if "mlflow" in data else None
         return Settings(path=None if self.filename == "config" else Path(self.filename),
                         registry=registry, poll=poll, thresholds=thresholds, endpoints=endpoints,
-                        models=models, read_only=read_only, report_sample=sample)
+                        models=models, read_only=read_only, report_sample=sample, mlflow=mlflow)
+
+    def mlflow(self, value: Any) -> MlflowSettings:
+        t = self.table(value, "mlflow")
+        self.check_keys(t, {f.name for f in fields(MlflowSettings)}, "mlflow")
+        if "url" not in t:
+            raise self.fail("mlflow", "missing required key 'url' (the MLflow tracking server)")
+        kw: dict[str, Any] = {"url": self.url(t["url"], "mlflow.url")}
+        if "headers" in t:
+            kw["headers"] = self.str_map(t["headers"], "mlflow.headers")
+        if "models" in t:
+            m = t["models"]
+            if not isinstance(m, list) or not all(isinstance(x, str) and x.strip() for x in m):
+                raise self.fail("mlflow.models", "must be an array of registered model names")
+            kw["models"] = tuple(dict.fromkeys(m))
+        if "aliases" in t:
+            aliases = self.str_map(t["aliases"], "mlflow.aliases")
+            seen: dict[str, str] = {}
+            for env, alias in aliases.items():
+                key = f"mlflow.aliases.{env}"
+                if not alias.strip() or alias != alias.strip():
+                    raise self.fail(key, f"{alias!r} is not an alias name")
+                if RESERVED_ALIAS.match(alias):
+                    raise self.fail(key, f"MLflow reserves the alias name {alias!r} (latest, v<digits>)")
+                if alias in seen:
+                    raise self.fail(key, f"alias {alias!r} is already the alias of environment {seen[alias]!r}")
+                seen[alias] = env
+            kw["aliases"] = aliases
+        if "tag_prefix" in t:
+            kw["tag_prefix"] = self.string(t["tag_prefix"], "mlflow.tag_prefix")
+        if "timeout" in t:
+            kw["timeout"] = self.number(t["timeout"], "mlflow.timeout", positive=True)
+        if "max_body_bytes" in t:
+            kw["max_body_bytes"] = self.integer(t["max_body_bytes"], "mlflow.max_body_bytes", minimum=1024)
+        return MlflowSettings(**kw)
 
     def poll(self, value: Any) -> PollSettings:
         t = self.table(value, "poll")

@@ -423,10 +423,10 @@ def _settings(args: argparse.Namespace, *, required: bool = False) -> configmod.
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool = False):
-    from modeldeck.core.registry import Registry
+    """The registry of the config: the ledger, or MLflow with the ledger on top ([mlflow])."""
+    from modeldeck.core.registry import open_registry
 
-    settings = _settings(args)
-    return Registry(settings.registry, create=create, readonly=readonly)
+    return open_registry(_settings(args), create=create, readonly=readonly)
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
@@ -715,10 +715,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from modeldeck.core import datafiles, evaluation
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         v = reg.version(args.model, args.version)
         if settings.model(args.model).evaluate is None:
             raise evaluation.no_hook(args.model)
@@ -741,13 +741,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_policy(args: argparse.Namespace) -> int:
     from modeldeck.core import policy
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
     writes = bool(args.set_file or args.from_config)
     if writes and not (args.reason and args.reason.strip()):
         raise RegistryError("a reason is required to set a policy (--reason)")
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         reg.model(args.model)
         current = reg.policy(args.model)
         if args.history:
@@ -1005,7 +1005,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
     rejected rollback target) is a refusal whatever ``force`` says: raised as GateError, exit
     2. With ``as_json`` the progress goes to stderr and the outcome as JSON to stdout."""
     from modeldeck.core import releases
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -1019,7 +1019,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
         line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
         print(line, file=progress, flush=True)
 
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect,
                           create_env=create_env, on_event=show)
         refused = p.unforceable_failures

@@ -122,13 +122,13 @@ class ModelScreen(DeckScreen):
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
     def load_versions(self) -> None:
         from modeldeck.core.errors import NotFoundError
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
         from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
         try:
-            with Registry(settings.registry, create=False) as reg:
+            with open_registry(settings, create=False) as reg:
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
                 choices = environment_choices(settings, reg, self.model)

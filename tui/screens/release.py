@@ -123,14 +123,14 @@ class ReleaseScreen(DeckModal):
     @work(thread=True, exit_on_error=False, name="release plan")
     def load_plan(self) -> None:
         from modeldeck.core import releases
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         app = self.app
         settings = app.settings
         assert settings is not None  # a release dialog opens from a model screen, after the config
         latest = app.source.latest() if app.source is not None else None
         try:
-            with Registry(settings.registry, create=False) as reg:
+            with open_registry(settings, create=False) as reg:
                 plan = releases.plan(settings, reg, self.model, self.version, self.environment,
                                      action=self.action, to=self.to, snapshots=latest,
                                      on_event=lambda ev: self.post_message(PlanProgress(ev)))
@@ -348,12 +348,12 @@ class ApprovalScreen(DeckModal):
 
     @work(thread=True, exit_on_error=False, name="approval")
     def write(self, reason: str) -> None:
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         settings = self.app.settings
         assert settings is not None
         try:
-            with Registry(settings.registry, create=False) as reg:
+            with open_registry(settings, create=False) as reg:
                 v = (reg.approve if self.approve else reg.reject)(self.model, self.version, reason)
         except Exception as e:
             self.post_message(ApprovalFailed(e))
