@@ -306,7 +306,7 @@ def test_a_move_mlflow_refuses_writes_no_ledger_entry(mlflow_server, nb: Noteboo
         cfg = write_config(tmp_path, proxy.url)
         proxy.fail["POST /api/2.0/mlflow/registered-models/alias"] = (
             403, '{"error_code": "PERMISSION_DENIED", "message": "no EDIT on this model"}')
-        code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "staging",
+        code, _out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "staging",
                                "--reason", "try", "--no-verify")
         assert code == 2 and "HTTP 403" in err and len(err.strip().splitlines()) == 1, err
         assert nb.alias(name, "staging") == 1
@@ -339,4 +339,4 @@ def test_mlflow_moved_but_the_ledger_failed_is_critical(mlflow_server, nb: Noteb
     db.commit()
     db.close()
     code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
-    assert [(c["action"], c["from_version"], c["to_version"]) for c in json.loads(out)][0] == ("external", 1, 2)
+    assert next((c["action"], c["from_version"], c["to_version"]) for c in json.loads(out)) == ("external", 1, 2)
