@@ -33,7 +33,7 @@ from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
 BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
@@ -167,9 +167,13 @@ class Version:
     approval_by: str | None = None
     approval_at: str | None = None
     job_id: int | None = None  # the retraining job that produced it
+    run_id: str | None = None  # the MLflow run it came from ([mlflow])
+    datasets: tuple[Mapping[str, str], ...] = ()  # MLflow dataset inputs: name, digest, context, source
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        out["datasets"] = [dict(d) for d in self.datasets]
+        return out
 
 
 @dataclass(frozen=True)
@@ -350,13 +354,33 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
               "WHERE approval IN ('approved', 'rejected') ORDER BY coalesce(approval_at, created_at)")
 
 
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """MLflow as the registry of record ([mlflow]): a version's run and its dataset inputs
+    (the ledger's copy of MLflow's lineage)."""
+    db.conn.execute("ALTER TABLE versions ADD COLUMN run_id TEXT")
+    db.conn.execute("ALTER TABLE versions ADD COLUMN datasets TEXT")
+
+
 # Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
-MIGRATIONS = [_migrate_1, _migrate_2]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------------------------------------
 # the registry
+
+
+def open_registry(settings: Any, *, create: bool = True, readonly: bool = False) -> Registry:
+    """The registry a config describes: the ledger alone, or with ``[mlflow]`` MLflow's Model
+    Registry of record with the ledger on top (``core.mlflow.MlflowRegistry``: the same
+    methods). Every caller that has settings opens the registry through this."""
+    ml = getattr(settings, "mlflow", None)
+    if ml is None:
+        return Registry(settings.registry, create=create, readonly=readonly)
+    from modeldeck.core.mlflow import MlflowRegistry
+
+    # MLflow holds the models: the ledger is made on first use whatever ``create`` says
+    return MlflowRegistry(settings.registry, ml, create=create or not readonly, readonly=readonly)
 
 
 class Registry:
@@ -633,7 +657,8 @@ class Registry:
                  metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                  description: str | None = None, job_id: int | None = None,
                  actor: str | None = None, reason: str = "", eval_dataset: str | None = None,
-                 eval_sha256: str | None = None, eval_rows: int | None = None) -> Version:
+                 eval_sha256: str | None = None, eval_rows: int | None = None,
+                 run_id: str | None = None) -> Version:
         """Add the next version of ``model`` (created on first use). The dataset's SHA-256 is
         computed here unless given, before the transaction, so the write lock is held briefly.
         ``eval_dataset`` (or ``eval_sha256`` and ``eval_rows``) is the data ``metrics`` were
@@ -674,22 +699,40 @@ class Registry:
             _check_metrics(metrics)
         actor = actor or current_actor()
         at = utcnow()
+        row = {"artifact": str(artifact), "created_at": at, "created_by": actor, "dataset_path": dataset,
+               "dataset_sha256": dataset_sha256, "reference_path": reference, "code_version": code_version,
+               "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
+               "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
+               "approval": "pending", "approval_reason": None, "approval_by": None,
+               "approval_at": None, "job_id": job_id, "run_id": run_id}
+        return self._register_row(model, None, row, params=dict(params or {}), metrics=dict(metrics or {}),
+                                  tags={str(k): str(v) for k, v in (tags or {}).items()},
+                                  evaluation=(eval_sha256, eval_rows, eval_path), description=description or "",
+                                  reason=reason, actor=actor, at=at)
+
+    def _register_row(self, model: str, n: int | None, row: dict[str, Any], *, params: dict[str, Any],
+                      metrics: dict[str, Any], tags: dict[str, str], evaluation: tuple[str | None, int | None, str | None],
+                      description: str, reason: str, actor: str, at: str) -> Version:
+        """The write of :meth:`register` (inputs checked): the next version, or version ``n``
+        when a registry of record elsewhere numbered it (its row replaces a copy read meanwhile)."""
+        eval_sha256, eval_rows, eval_path = evaluation
+        job_id = row.get("job_id")
         with self._write() as c:
             if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
                 c.execute("INSERT INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
                           (model, at, actor, description or ""))
-            n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
-            row = {"model": model, "version": n, "artifact": str(artifact), "created_at": at,
-                   "created_by": actor, "dataset_path": dataset, "dataset_sha256": dataset_sha256,
-                   "reference_path": reference, "code_version": code_version,
-                   "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
-                   "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
-                   "approval": "pending", "approval_reason": None, "approval_by": None,
-                   "approval_at": None, "job_id": job_id}
+            if n is None:
+                n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
+            else:
+                c.execute("DELETE FROM versions WHERE model=? AND version=?", (model, n))
+                c.execute("DELETE FROM evaluations WHERE model=? AND version=? AND source='register'", (model, n))
+            row = {"model": model, "version": n, **row}
             c.execute(f"INSERT INTO versions({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                       list(row.values()))
             after = {k: row[k] for k in ("artifact", "dataset_path", "dataset_sha256", "reference_path",
                                          "code_version", "job_id")}
+            if row.get("run_id"):
+                after["run_id"] = row["run_id"]
             after.update(version=n, params=dict(params or {}), metrics=dict(metrics or {}))
             if metrics:
                 self._insert_evaluations(model, n, metrics, eval_sha256, eval_rows, eval_path, "register", at, actor)
@@ -779,6 +822,8 @@ class Registry:
                 if PROTECTED_ENVIRONMENTS[0] in holders:
                     raise GateError(f"{model} version {version} serves production; roll production back "
                                     f"before rejecting it")
+            self._apply_approval(model, int(version), state, reason, actor,
+                                 [*approvers, actor] if state == "approved" else [actor])
             c.execute("UPDATE versions SET approval=?, approval_reason=?, approval_by=?, approval_at=? "
                       "WHERE model=? AND version=?", (state, reason, actor, at, model, int(version)))
             c.execute("INSERT INTO approvals(model, version, decision, actor, at, reason) VALUES (?,?,?,?,?,?)",
@@ -789,6 +834,11 @@ class Registry:
                 b["approvers"], a["approvers"] = approvers, [*approvers, actor]
             self._audit("approve" if state == "approved" else "reject", f"{model}:{version}", b, a, reason, actor, at)
         return self.version(model, version)
+
+    def _apply_approval(self, model: str, version: int, state: str, reason: str, actor: str,
+                        deciders: list[str]) -> None:
+        """Inside an approval's write transaction, after its checks: a registry of record
+        elsewhere records the decision too (core.mlflow: version tags); raising rolls it back."""
 
     def approve(self, model: str, version: int, reason: str, actor: str | None = None) -> Version:
         return self._set_approval(model, version, "approved", reason, actor)
@@ -809,6 +859,7 @@ class Registry:
                 raise NotFoundError(self._no_version(model, version))
             tags = _loads(row[0], {})
             before = tags.get(key)
+            self._apply_tag(model, int(version), key, value)
             if value is None:
                 tags.pop(key, None)
             else:
@@ -817,6 +868,9 @@ class Registry:
                       (_dumps(tags), model, int(version)))
             self._audit("tag", f"{model}:{version}", {key: before}, {key: value}, reason, actor, at)
         return self.version(model, version)
+
+    def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
+        """Inside a tag's write transaction: a registry of record elsewhere sets it too."""
 
     # -- aliases ----------------------------------------------------------------------------------
     def aliases(self, model: str) -> dict[str, int]:
@@ -835,6 +889,9 @@ class Registry:
         """Alias changes, newest first."""
         if not self.has_model(model):
             raise NotFoundError(self._unknown_model(model))
+        return self._history_rows(model, environment, limit)
+
+    def _history_rows(self, model: str, environment: str | None, limit: int | None) -> list[AliasChange]:
         sql = "SELECT * FROM alias_history WHERE model=?"
         params: list[Any] = [model]
         if environment:
@@ -899,23 +956,46 @@ class Registry:
             if expect != "current" and expect != current:
                 raise ConflictError(f"{environment} of {model} moved to version {current} since you saw it at "
                                     f"{'unset' if expect is None else f'version {expect}'}; nothing was changed")
-            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
-                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
-                            (model, environment, current, None, "unset", actor, at, reason))
+            self._apply_move(model, environment, current, None)
+            change = self._write_alias(c, model, environment, current, None, "unset", actor, at, reason, details)
+        return change
+
+    def _apply_move(self, model: str, environment: str, current: int | None, target: int | None) -> None:
+        """Called inside an alias move's write transaction, after every check and before the
+        ledger rows are written: a registry of record elsewhere (core.mlflow) moves its alias
+        here, and an exception rolls the ledger's side back. Nothing to do for the ledger alone."""
+
+    def _write_alias(self, c: sqlite3.Connection, model: str, environment: str, current: int | None,
+                     version: int | None, action: str, actor: str, at: str, reason: str,
+                     details: Mapping[str, Any] | None, force: bool = False) -> AliasChange:
+        """Inside a write transaction: the history row, the alias itself (None: removed) and the
+        audit entry of one alias move."""
+        cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
+                        "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
+                        (model, environment, current, version, action, actor, at, reason))
+        hid = int(cur.lastrowid or 0)
+        if version is None:
             c.execute("DELETE FROM aliases WHERE model=? AND environment=?", (model, environment))
-            after: dict[str, Any] = {"version": None}
-            if details:
-                after.update(details)
-            self._audit("unset", f"{model}@{environment}", {"version": current}, after, reason, actor, at)
-        return AliasChange(id=int(cur.lastrowid or 0), model=model, environment=environment,
-                           from_version=current, to_version=None, action="unset", actor=actor, at=at,
-                           reason=reason)
+        else:
+            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
+                      "version=excluded.version, updated_at=excluded.updated_at, "
+                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
+                      (model, environment, version, at, actor, hid))
+        after: dict[str, Any] = {"version": version}
+        if force:
+            after["forced"] = True
+        if details:
+            after.update(details)
+        self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
+        return AliasChange(id=hid, model=model, environment=environment, from_version=current,
+                           to_version=version, action=action, actor=actor, at=at, reason=reason)
 
     def _alias_stack(self, c: sqlite3.Connection, model: str, environment: str) -> list[int]:
         stack: list[int] = []
         for action, to in c.execute("SELECT action, to_version FROM alias_history WHERE model=? AND "
                                     "environment=? ORDER BY id", (model, environment)):
-            if action == "unset":
+            if action == "unset" or to is None:
                 stack.clear()
             elif action == "rollback" and to in stack:
                 while stack[-1] != to:
@@ -985,23 +1065,10 @@ class Registry:
                 raise ConflictError(f"{environment} of {model} already holds version {version}")
             if not undo:  # approval is never forced; only undoing a failed release skips it
                 self._check_approval(c, model, version, environment, action, vrow[0], actor)
-            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
-                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
-                            (model, environment, current, version, action, actor, at, reason))
-            hid = cur.lastrowid
-            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
-                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
-                      "version=excluded.version, updated_at=excluded.updated_at, "
-                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
-                      (model, environment, version, at, actor, hid))
-            after: dict[str, Any] = {"version": version}
-            if force:
-                after["forced"] = True
-            if details:
-                after.update(details)
-            self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
-        return AliasChange(id=hid or 0, model=model, environment=environment, from_version=current,
-                           to_version=version, action=action, actor=actor, at=at, reason=reason)
+            self._apply_move(model, environment, current, version)
+            change = self._write_alias(c, model, environment, current, version, action, actor, at, reason,
+                                       details, force)
+        return change
 
     # -- release policies (rules in core.policy; stored here, versioned and audited) ----------------
     def policy(self, model: str, version: int | None = None) -> PolicyRecord | None:
@@ -1344,7 +1411,9 @@ def _version(r: sqlite3.Row) -> Version:
                    code_version=r["code_version"], params=_loads(r["params"], {}),
                    metrics=_loads(r["metrics"], {}), tags=_loads(r["tags"], {}), approval=r["approval"],
                    approval_reason=r["approval_reason"], approval_by=r["approval_by"],
-                   approval_at=r["approval_at"], job_id=r["job_id"])
+                   approval_at=r["approval_at"], job_id=r["job_id"],
+                   run_id=r["run_id"] if "run_id" in r.keys() else None,  # noqa: SIM118 (Row iterates values)
+                   datasets=tuple(_loads(r["datasets"], []) or ()) if "datasets" in r.keys() else ())  # noqa: SIM118
 
 
 def _policy(r: sqlite3.Row) -> PolicyRecord:

@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
     p.set_defaults(handler=_cmd_register)
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
+    p.add_argument("--artifact", metavar="URI", help="where the trained artifact lives (required without --run-id)")
+    p.add_argument("--run-id", metavar="RUN", help="with [mlflow]: the MLflow run it comes from (its params, "
+                   "metrics and git commit are the lineage; source runs:/RUN/model unless --artifact)")
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
     p.add_argument("--reference", metavar="PATH", help="reference data that drift is compared against")
     p.add_argument("--metrics", metavar="JSON", help='evaluation metrics, e.g. \'{"auc": 0.91}\' or @file.json')
@@ -438,10 +440,10 @@ def _settings(args: argparse.Namespace, *, required: bool = False) -> configmod.
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool = False):
-    from modeldeck.core.registry import Registry
+    """The registry of the config: the ledger, or MLflow with the ledger on top ([mlflow])."""
+    from modeldeck.core.registry import open_registry
 
-    settings = _settings(args)
-    return Registry(settings.registry, create=create, readonly=readonly)
+    return open_registry(_settings(args), create=create, readonly=readonly)
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
@@ -712,12 +714,21 @@ def _cmd_register(args: argparse.Namespace) -> int:
         job_id = int(os.environ["MODELDECK_JOB_ID"])
     metrics = _json_arg(args.metrics, "--metrics")
     params = _json_arg(args.params, "--params")
+    settings = _settings(args)
+    if args.run_id and settings.mlflow is None:
+        raise RegistryError("--run-id names an MLflow run: it needs [mlflow] in the config")
+    if not args.artifact and not args.run_id:
+        raise RegistryError("an artifact URI is required (--artifact URI" +
+                            (", or --run-id RUN)" if settings.mlflow is not None else ")"))
+    extra = {"run_id": args.run_id} if args.run_id else {}
     if args.reference:  # read it now and refuse what drift would refuse, with drift's words
         from modeldeck.core import drift
 
         drift.load_profile(args.reference)
-    with _registry(args, create=True) as reg:
-        v = reg.register(args.model, args.artifact, dataset=args.dataset, reference=args.reference,
+    from modeldeck.core.registry import open_registry
+
+    with open_registry(settings, create=True) as reg:
+        v = reg.register(args.model, args.artifact, **extra, dataset=args.dataset, reference=args.reference,
                          code_version=args.code_version, params=params, metrics=metrics, tags=tags,
                          description=args.description, job_id=job_id, reason=args.reason,
                          eval_dataset=args.eval_dataset, eval_sha256=args.eval_sha256, eval_rows=args.eval_rows)
@@ -725,7 +736,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**v.as_dict(), "evaluations": [e.as_dict() for e in evals]})
     else:
-        _out(f"registered {v.model} version {v.version} (pending approval)")
+        where = f" in MLflow ({one_line(v.artifact, 120)})" if settings.mlflow is not None else ""
+        _out(f"registered {v.model} version {v.version}{where} (pending approval)")
     if metrics and not (args.eval_dataset or args.eval_sha256):
         print(f"{PROG}: note: metrics recorded without their evaluation data: metric gates compare them with no "
               f"other version's (--eval-dataset PATH, or modeldeck evaluate)", file=sys.stderr)
@@ -734,10 +746,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from modeldeck.core import datafiles, evaluation
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         v = reg.version(args.model, args.version)
         if settings.model(args.model).evaluate is None:
             raise evaluation.no_hook(args.model)
@@ -760,13 +772,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_policy(args: argparse.Namespace) -> int:
     from modeldeck.core import policy
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
     writes = bool(args.set_file or args.from_config)
     if writes and not (args.reason and args.reason.strip()):
         raise RegistryError("a reason is required to set a policy (--reason)")
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         reg.model(args.model)
         current = reg.policy(args.model)
         if args.history:
@@ -1024,7 +1036,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
     rejected rollback target) is a refusal whatever ``force`` says: raised as GateError, exit
     2. With ``as_json`` the progress goes to stderr and the outcome as JSON to stdout."""
     from modeldeck.core import releases
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -1038,7 +1050,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
         line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
         print(line, file=progress, flush=True)
 
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect,
                           create_env=create_env, on_event=show)
         refused = p.unforceable_failures
