@@ -1228,7 +1228,7 @@ def compare_frames(reference: pd.DataFrame, current: pd.DataFrame, **kwargs: Any
 
 def _list(names: Iterable[str], limit: int = 8) -> str:
     names = list(names)
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(one_line(n, 60) for n in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
@@ -1290,7 +1290,7 @@ def render_text(result: DriftResult) -> str:
         if c.psi_level in ("warn", "alert"):
             psi += "!" if c.psi_level == "warn" else "!!"
         rows.append([
-            c.column, c.kind or "-", c.method or "-", _num(c.score), _num(c.threshold, 2),
+            one_line(c.column, 80), c.kind or "-", c.method or "-", _num(c.score), _num(c.threshold, 2),
             "DRIFT" if c.drifted else "no", psi,
             f"{_share(c.missing_share_reference)}>{_share(c.missing_share_current)}",
             _share(c.unseen_share), str(c.n_current), c.status,
@@ -1303,9 +1303,9 @@ def render_text(result: DriftResult) -> str:
     notes = [(c.column, c.message) for c in result.columns if c.message]
     if notes:
         lines.append("")
-        lines.extend(f"{name}: {msg}" for name, msg in notes)
+        lines.extend(f"{one_line(name, 80)}: {one_line(msg, 400)}" for name, msg in notes)
     for n in result.notes:
-        lines.append(n)
+        lines.append(one_line(n, 400))
     lines.append("")
     verdict = "DATASET DRIFT" if result.dataset_drift else "no dataset drift"
     lines.append(

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
 from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
-from modeldeck.core.textfmt import format_time, stored_time, utcnow  # noqa: F401 - part of this module's API
+from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
 BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
@@ -164,9 +164,13 @@ class Version:
     approval_by: str | None = None
     approval_at: str | None = None
     job_id: int | None = None  # the retraining job that produced it
+    run_id: str | None = None  # the MLflow run it came from ([mlflow])
+    datasets: tuple[Mapping[str, str], ...] = ()  # MLflow dataset inputs: name, digest, context, source
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        out["datasets"] = [dict(d) for d in self.datasets]
+        return out
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,8 @@ class VerifyResult:
     def describe(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.checked} entries, head {self.head[:16]}"
+        if self.first_bad is None:
+            return f"audit chain BROKEN: {self.problem}"
         return f"audit chain BROKEN at entry {self.first_bad}: {self.problem}"
 
 
@@ -345,13 +351,33 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
               "WHERE approval IN ('approved', 'rejected') ORDER BY coalesce(approval_at, created_at)")
 
 
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """MLflow as the registry of record ([mlflow]): a version's run and its dataset inputs
+    (the ledger's copy of MLflow's lineage)."""
+    db.conn.execute("ALTER TABLE versions ADD COLUMN run_id TEXT")
+    db.conn.execute("ALTER TABLE versions ADD COLUMN datasets TEXT")
+
+
 # Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
-MIGRATIONS = [_migrate_1, _migrate_2]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------------------------------------
 # the registry
+
+
+def open_registry(settings: Any, *, create: bool = True, readonly: bool = False) -> Registry:
+    """The registry a config describes: the ledger alone, or with ``[mlflow]`` MLflow's Model
+    Registry of record with the ledger on top (``core.mlflow.MlflowRegistry``: the same
+    methods). Every caller that has settings opens the registry through this."""
+    ml = getattr(settings, "mlflow", None)
+    if ml is None:
+        return Registry(settings.registry, create=create, readonly=readonly)
+    from modeldeck.core.mlflow import MlflowRegistry
+
+    # MLflow holds the models: the ledger is made on first use whatever ``create`` says
+    return MlflowRegistry(settings.registry, ml, create=create or not readonly, readonly=readonly)
 
 
 class Registry:
@@ -472,9 +498,9 @@ class Registry:
     def _audit(self, action: str, subject: str, before: Any, after: Any, reason: str, actor: str,
                at: str) -> int:
         """Append one chained audit row. Called inside a write transaction."""
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
+        head = self._head()
         prev = head["hash"]
-        entry_id = int(head["id"]) + 1
+        entry_id = head["id"] + 1
         b, a = _dumps(before), _dumps(after)
         h = entry_hash(prev, entry_id, at, actor, action, subject, b, a, reason)
         self.conn.execute(
@@ -507,11 +533,32 @@ class Registry:
                            subject=r["subject"], before=_loads(r["before"]), after=_loads(r["after"]),
                            reason=r["reason"], hash=r["hash"]) for r in self._read(sql, params)]
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every SELECT inside sees the same committed state (WAL keeps
+        that snapshot however many writers commit meanwhile)."""
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.OperationalError as e:
+            raise RegistryError(f"{self.path}: {_sqlite_reason(e)}") from None
+        try:
+            yield self.conn
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
     def verify_audit(self) -> VerifyResult:
         """Walk the chain from the first entry: ids contiguous from 1, each prev_hash the
         previous entry's hash, each hash recomputed from the stored fields, and the last one
-        the head recorded in meta (so deleting the newest rows shows too)."""
-        cur = self.conn.execute(
+        the head recorded in meta (so deleting the newest rows shows too; a missing, null or
+        unreadable head is a broken chain). The rows and the head are read in one snapshot, so
+        writers committing meanwhile never look like a break."""
+        with self._snapshot() as c:
+            return self._verify_chain(c)
+
+    def _verify_chain(self, c: sqlite3.Connection) -> VerifyResult:
+        head_row = c.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        cur = c.execute(
             "SELECT id, at, actor, action, subject, before, after, reason, prev_hash, hash "
             "FROM audit ORDER BY id")
         prev = GENESIS
@@ -534,12 +581,14 @@ class Registry:
                 prev = h
                 expected_id += 1
                 checked += 1
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
-        if head and int(head["id"]) != checked:
+        head, why = _parse_head(head_row[0] if head_row else None, missing=head_row is None)
+        if head is None:
+            return VerifyResult(False, checked, checked + 1, f"{why} (entries may have been removed)", prev)
+        if head["id"] != checked:
             return VerifyResult(False, checked, checked + 1,
                                 f"the log ends at entry {checked} but entry {head['id']} was written "
                                 f"(newest entries were removed)", prev)
-        if head and head["hash"] != prev:
+        if head["hash"] != prev:
             return VerifyResult(False, checked, checked, "the newest entry differs from the one written",
                                 prev)
         return VerifyResult(True, checked, None, "", prev)
@@ -807,6 +856,9 @@ class Registry:
         """Alias changes, newest first."""
         if not self.has_model(model):
             raise NotFoundError(self._unknown_model(model))
+        return self._history_rows(model, environment, limit)
+
+    def _history_rows(self, model: str, environment: str | None, limit: int | None) -> list[AliasChange]:
         sql = "SELECT * FROM alias_history WHERE model=?"
         params: list[Any] = [model]
         if environment:
@@ -871,23 +923,46 @@ class Registry:
             if expect != "current" and expect != current:
                 raise ConflictError(f"{environment} of {model} moved to version {current} since you saw it at "
                                     f"{'unset' if expect is None else f'version {expect}'}; nothing was changed")
-            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
-                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
-                            (model, environment, current, None, "unset", actor, at, reason))
+            self._apply_move(model, environment, current, None)
+            change = self._write_alias(c, model, environment, current, None, "unset", actor, at, reason, details)
+        return change
+
+    def _apply_move(self, model: str, environment: str, current: int | None, target: int | None) -> None:
+        """Called inside an alias move's write transaction, after every check and before the
+        ledger rows are written: a registry of record elsewhere (core.mlflow) moves its alias
+        here, and an exception rolls the ledger's side back. Nothing to do for the ledger alone."""
+
+    def _write_alias(self, c: sqlite3.Connection, model: str, environment: str, current: int | None,
+                     version: int | None, action: str, actor: str, at: str, reason: str,
+                     details: Mapping[str, Any] | None, force: bool = False) -> AliasChange:
+        """Inside a write transaction: the history row, the alias itself (None: removed) and the
+        audit entry of one alias move."""
+        cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
+                        "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
+                        (model, environment, current, version, action, actor, at, reason))
+        hid = int(cur.lastrowid or 0)
+        if version is None:
             c.execute("DELETE FROM aliases WHERE model=? AND environment=?", (model, environment))
-            after: dict[str, Any] = {"version": None}
-            if details:
-                after.update(details)
-            self._audit("unset", f"{model}@{environment}", {"version": current}, after, reason, actor, at)
-        return AliasChange(id=int(cur.lastrowid or 0), model=model, environment=environment,
-                           from_version=current, to_version=None, action="unset", actor=actor, at=at,
-                           reason=reason)
+        else:
+            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
+                      "version=excluded.version, updated_at=excluded.updated_at, "
+                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
+                      (model, environment, version, at, actor, hid))
+        after: dict[str, Any] = {"version": version}
+        if force:
+            after["forced"] = True
+        if details:
+            after.update(details)
+        self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
+        return AliasChange(id=hid, model=model, environment=environment, from_version=current,
+                           to_version=version, action=action, actor=actor, at=at, reason=reason)
 
     def _alias_stack(self, c: sqlite3.Connection, model: str, environment: str) -> list[int]:
         stack: list[int] = []
         for action, to in c.execute("SELECT action, to_version FROM alias_history WHERE model=? AND "
                                     "environment=? ORDER BY id", (model, environment)):
-            if action == "unset":
+            if action == "unset" or to is None:
                 stack.clear()
             elif action == "rollback" and to in stack:
                 while stack[-1] != to:
@@ -957,23 +1032,10 @@ class Registry:
                 raise ConflictError(f"{environment} of {model} already holds version {version}")
             if not undo:  # approval is never forced; only undoing a failed release skips it
                 self._check_approval(c, model, version, environment, action, vrow[0], actor)
-            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
-                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
-                            (model, environment, current, version, action, actor, at, reason))
-            hid = cur.lastrowid
-            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
-                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
-                      "version=excluded.version, updated_at=excluded.updated_at, "
-                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
-                      (model, environment, version, at, actor, hid))
-            after: dict[str, Any] = {"version": version}
-            if force:
-                after["forced"] = True
-            if details:
-                after.update(details)
-            self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
-        return AliasChange(id=hid or 0, model=model, environment=environment, from_version=current,
-                           to_version=version, action=action, actor=actor, at=at, reason=reason)
+            self._apply_move(model, environment, current, version)
+            change = self._write_alias(c, model, environment, current, version, action, actor, at, reason,
+                                       details, force)
+        return change
 
     # -- release policies (rules in core.policy; stored here, versioned and audited) ----------------
     def policy(self, model: str, version: int | None = None) -> PolicyRecord | None:
@@ -1170,8 +1232,17 @@ class Registry:
         return out
 
     def last_audit_id(self) -> int:
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
-        return int(head["id"])
+        return self._head()["id"]
+
+    def _head(self) -> dict[str, Any]:
+        """The stored head of the audit chain; a missing or unreadable one refuses the write
+        (appending to it would hide that the chain is broken)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        head, why = _parse_head(row[0] if row else None, missing=row is None)
+        if head is None:
+            raise RegistryError(f"{self.path}: {why}: the audit chain is broken (modeldeck audit --verify); "
+                                f"nothing was written")
+        return head
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1229,13 +1300,46 @@ def _sqlite_reason(e: BaseException) -> str:
     return msg
 
 
-def _check_name(value: str, what: str) -> None:
+NAME_LIMIT = 128  # characters of a model, environment or tag name
+
+
+def name_problem(value: Any, what: str = "name") -> str | None:
+    """Why ``value`` cannot be a model, environment or tag name (None: it can): names are one
+    line of printable characters, at most NAME_LIMIT long, without surrounding spaces. The
+    value is quoted with its control characters escaped."""
     if not isinstance(value, str) or not value.strip():
-        raise RegistryError(f"{what} must not be empty")
-    if value != value.strip() or any(ch in value for ch in "\n\r\t\x00"):
-        raise RegistryError(f"{what} {value!r} has leading/trailing spaces or control characters")
-    if len(value) > 200:
-        raise RegistryError(f"{what} is longer than 200 characters")
+        return f"{what} must not be empty"
+    shown = repr(value if len(value) <= 60 else value[:60] + "…")
+    bad = next((ch for ch in value if not ch.isprintable()), None)
+    if bad is not None:
+        return (f"{what} {shown} holds a control or invisible character ({visible(bad)}): names are one line "
+                f"of printable characters")
+    if value != value.strip():
+        return f"{what} {shown} has leading or trailing spaces"
+    if len(value) > NAME_LIMIT:
+        return f"{what} is {len(value)} characters long; at most {NAME_LIMIT} are allowed"
+    return None
+
+
+def _check_name(value: str, what: str) -> None:
+    why = name_problem(value, what)
+    if why:
+        raise RegistryError(why)
+
+
+def _parse_head(text: str | None, *, missing: bool) -> tuple[dict[str, Any] | None, str]:
+    """The stored audit head ``{"id": N, "hash": HEX}``, or None and why it is unusable."""
+    if missing:
+        return None, "the stored head of the audit chain is missing"
+    head = _loads(text)
+    if (not isinstance(head, dict) or isinstance(head.get("id"), bool) or not isinstance(head.get("id"), int)
+            or head["id"] < 0 or not isinstance(head.get("hash"), str) or not _HEX64.match(head["hash"])):
+        shown = "null" if text is None else repr(str(text)[:40])
+        return None, f"the stored head of the audit chain is unreadable ({shown})"
+    return head, ""
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _check_metrics(metrics: Mapping[str, Any]) -> None:
@@ -1276,7 +1380,9 @@ def _version(r: sqlite3.Row) -> Version:
                    code_version=r["code_version"], params=_loads(r["params"], {}),
                    metrics=_loads(r["metrics"], {}), tags=_loads(r["tags"], {}), approval=r["approval"],
                    approval_reason=r["approval_reason"], approval_by=r["approval_by"],
-                   approval_at=r["approval_at"], job_id=r["job_id"])
+                   approval_at=r["approval_at"], job_id=r["job_id"],
+                   run_id=r["run_id"] if "run_id" in r.keys() else None,  # noqa: SIM118 (Row iterates values)
+                   datasets=tuple(_loads(r["datasets"], []) or ()) if "datasets" in r.keys() else ())  # noqa: SIM118
 
 
 def _policy(r: sqlite3.Row) -> PolicyRecord:

@@ -90,6 +90,7 @@ from modeldeck.core.registry import (
     Registry,
     Version,
     current_actor,
+    open_registry,
     utcnow,
 )
 from modeldeck.core.snapshot import DOWN, EndpointSnapshot
@@ -849,7 +850,7 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
                             + (": forcing past a gate is recorded with it" if force else ""))
     actor = actor or plan.actor or current_actor()
     own = registry is None
-    reg = registry if registry is not None else Registry(plan.settings.registry, create=False)
+    reg = registry if registry is not None else open_registry(plan.settings, create=False)
     run = _Run(plan, reg, actor, reason, on_event, stop_event, clock, sleep)
     try:
         return _execute(run, force=force, verify=verify, poll=poll, interval=interval)

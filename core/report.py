@@ -236,7 +236,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
                       for v in reg.versions(m)}
         judged = _quality_bases(settings, reg, known_models)
         endpoints: list[EndpointReport] = []
-        if settings.endpoints:
+        if settings.endpoints or settings.discover:
             import asyncio
 
             endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models, judged))
@@ -328,7 +328,7 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
         workers.submit(_import_drift)  # pandas and scipy load (about 1 s of CPU) while the first poll runs
     try:
         first = await poller.poll_once()
-        for cfg, snap in zip(settings.endpoints, first):
+        for cfg, snap in zip(poller.configs(), first):
             if not cfg.capture or cfg.model not in known_models:  # the latter is a finding of its own
                 continue
             job = _drift_job(references, settings, cfg, judge.drift_version(snap))
@@ -336,11 +336,13 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
                 drift_errors[cfg.name] = job
             else:
                 drift_futures[cfg.name] = asyncio.wrap_future(workers.submit(job))
-        for cfg, snap in zip(settings.endpoints, first):
+        for cfg, snap in zip(poller.configs(), first):
             if cfg.capture and cfg.labels and cfg.model in judged:
                 qjob = _quality_job(settings, cfg, judged[cfg.model], judge.drift_version(snap))
                 quality_futures[cfg.name] = asyncio.wrap_future(workers.submit(qjob))
-        if sample > 0:
+        # Endpoints read through Prometheus have their rates at once (its window): without any
+        # scraped directly there is nothing to sample.
+        if sample > 0 and any(not c.via_prometheus for c in poller.configs()):
             await asyncio.sleep(max(0.0, t0 + sample - loop.time()))
             second = await poller.poll_once()
         else:
@@ -353,7 +355,7 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
             await asyncio.wait_for(poller.aclose(), 5.0)
         workers.shutdown()
     out = []
-    for cfg, snap in zip(settings.endpoints, second):
+    for cfg, snap in zip(poller.configs(), second):
         data, error = None, drift_errors.get(cfg.name)
         fut = drift_futures.get(cfg.name)
         if fut is not None:

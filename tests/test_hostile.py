@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,183 @@ def test_non_finite_numbers_are_config_errors(tmp_path: Path, text: str) -> None
         configmod.parse_file(_write_config(tmp_path, f"[poll]\n{text}\n"))
     with pytest.raises(ConfigError, match="thresholds.psi_warn: must be a finite number"):
         configmod.parse_file(_write_config(tmp_path, "[thresholds]\npsi_warn = inf\n"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 4, 5. the audit chain detects what it claims to detect, in one snapshot
+
+
+def _three_entries(registry_path: Path) -> None:
+    with Registry(registry_path) as reg:
+        for i in range(3):
+            reg.register("churn", f"s3://m/{i}")
+
+
+def _tampered(registry_path: Path, *sql: str) -> str:
+    conn = sqlite3.connect(registry_path)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    with Registry(registry_path) as reg:
+        r = reg.verify_audit()
+    assert not r.ok
+    return r.describe()
+
+
+@pytest.mark.parametrize(("sql", "words"), [
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value='null' WHERE key='audit_head'"], "unreadable ('null')"),
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value=NULL WHERE key='audit_head'"], "unreadable (null)"),
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value='{\"id\": \"x\"}' WHERE key='audit_head'"], "unreadable"),
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value='garbage' WHERE key='audit_head'"], "unreadable"),
+    (["DELETE FROM audit WHERE id=3", "DELETE FROM meta WHERE key='audit_head'"], "head of the audit chain is missing"),
+    (["DELETE FROM audit", "DELETE FROM meta WHERE key='audit_head'"], "head of the audit chain is missing"),
+])
+def test_a_removed_null_or_garbage_head_is_a_broken_chain(registry_path: Path, sql: list[str], words: str) -> None:
+    _three_entries(registry_path)
+    text = _tampered(registry_path, *sql)
+    assert "BROKEN" in text and words in text
+
+
+def test_a_broken_head_refuses_writes_and_the_cli_says_so_in_one_line(
+        registry_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _three_entries(registry_path)
+    _tampered(registry_path, "DELETE FROM meta WHERE key='audit_head'")
+    assert cli.main(["--registry", str(registry_path), "audit", "--verify"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("audit chain BROKEN") and len(err.splitlines()) == 1
+    assert cli.main(["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "audit chain is broken" in err and "Traceback" not in err
+    with Registry(registry_path) as reg:
+        assert len(reg.versions("churn")) == 3  # nothing was written
+
+
+def test_verify_reads_rows_and_head_in_one_snapshot(registry_path: Path) -> None:
+    """A writer commits while verify is reading (a second real connection, run from SQLite's
+    progress handler in the middle of verify's reads): the chain is intact, and says so."""
+    _three_entries(registry_path)
+    with Registry(registry_path) as reg, Registry(registry_path) as writer:
+        wrote: list[int] = []
+
+        def write_now() -> int:
+            if not wrote:
+                wrote.append(writer.register("churn", "s3://m/meanwhile").version)
+            return 0
+
+        reg.conn.set_progress_handler(write_now, 5)
+        r = reg.verify_audit()
+        reg.conn.set_progress_handler(None, 0)
+        assert wrote, "the writer did not run during verify"
+        assert r.ok, r.describe()
+        assert reg.verify_audit().checked == 4
+
+
+@pytest.mark.live
+def test_verify_and_report_stay_intact_under_concurrent_writers(tmp_path: Path, registry_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from modeldeck.core import report
+    from tests.conftest import ROOT
+
+    with Registry(registry_path) as reg:
+        reg.register("churn", "s3://m/0")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "registry_worker.py"), str(registry_path),
+                               str(seed), "150"], stdout=subprocess.DEVNULL) for seed in range(3)]
+    s = _settings(tmp_path, {"registry": str(registry_path)})
+    bad = []
+    try:
+        with Registry(registry_path) as reg:
+            while any(p.poll() is None for p in procs):
+                r = reg.verify_audit()
+                if not r.ok:
+                    bad.append(r.describe())
+                rep = report.collect(s, sample=0)
+                if not rep.audit_ok:
+                    bad.append(rep.audit_text)
+    finally:
+        for p in procs:
+            p.wait(60)
+    assert bad == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. terminal injection: every printed line shows control characters visibly; names refuse them
+
+ESC_TITLE = "a\x1b]0;pwned\x07b"  # sets the terminal's title
+ESC_RED = "\x1b[31mred\x1b[0m"
+
+
+def _no_raw_controls(text: str) -> None:
+    bad = [ch for ch in text if (ord(ch) < 0x20 and ch not in "\n\t") or 0x7f <= ord(ch) < 0xa0 or ch == "\u202e"]
+    assert bad == [], repr(text[:400])
+
+
+def test_drift_prints_hostile_column_names_visibly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref, cur, other = tmp_path / "ref.csv", tmp_path / "cur.csv", tmp_path / "other.csv"
+    rows = "\n".join(f"{i},{i % 3}" for i in range(200))
+    ref.write_text(f"{ESC_TITLE},x\u202ey\n{rows}\n")
+    cur.write_text(f"{ESC_TITLE},x\u202ey\n{rows}\n")
+    other.write_text(f"{ESC_RED}\n" + "\n".join(str(i) for i in range(200)) + "\n")
+    assert cli.main(["drift", str(ref), str(cur)]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "a\\x1b]0;pwned\\x07b" in out and "x\\u202ey" in out
+    assert cli.main(["drift", str(ref), str(other)]) == 2
+    err = capsys.readouterr().err
+    _no_raw_controls(err)
+    assert "no shared columns" in err and "\\x1b[31mred" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", [ESC_TITLE, "churn\x07", "churn\u202elive", "churn\x9b31m", "tab\tbed", "x" * 129])
+def test_names_with_control_characters_or_too_long_are_refused_at_the_registry(
+        registry_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    reg_args = ["--registry", str(registry_path)]
+    assert cli.main([*reg_args, "register", name, "--artifact", "s3://m/1"]) == 2
+    err = capsys.readouterr().err
+    _no_raw_controls(err)
+    assert ("control or invisible character" in err or "at most 128" in err) and len(err.strip().splitlines()) == 1
+    assert cli.main([*reg_args, "register", "churn", "--artifact", "s3://m/1"]) == 0
+    assert cli.main([*reg_args, "approve", "churn", "1", "--reason", "ok"]) == 0
+    assert cli.main([*reg_args, "promote", "churn", "1", "--env", name, "--reason", "r", "--create-env",
+                     "--no-verify"]) == 2
+    assert cli.main([*reg_args, "tag", "churn", "1", f"{name}=v"]) == 2
+    err = capsys.readouterr().err
+    _no_raw_controls(err)
+    with Registry(registry_path) as reg:
+        assert [m.name for m in reg.models()] == ["churn"] and reg.aliases("churn") == {}
+        assert reg.version("churn", 1).tags == {}
+        assert reg.verify_audit().ok
+
+
+def test_every_command_echoes_hostile_names_and_values_visibly(registry_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    reg_args = ["--registry", str(registry_path)]
+    assert cli.main([*reg_args, "register", "churn", "--artifact", "s3://m/1"]) == 0
+    seen: list[str] = []
+    for argv in (["approve", ESC_TITLE, "1", "--reason", "r"], ["reject", ESC_TITLE, "1", "--reason", "r"],
+                 ["tag", ESC_TITLE, "1", "k=v"], ["versions", ESC_TITLE], ["history", ESC_TITLE],
+                 ["promote", ESC_TITLE, "1", "--env", "production", "--reason", "r"],
+                 ["rollback", ESC_TITLE, "--env", "production", "--reason", "r"],
+                 ["tag", "churn", "1", f"k={ESC_RED}"], ["audit"],
+                 ["approve", "churn", "1", "--reason", ESC_RED], ["audit"]):
+        cli.main([*reg_args, *argv])
+        got = capsys.readouterr()
+        _no_raw_controls(got.out + got.err)
+        seen.append(got.out + got.err)
+    assert sum("pwned" in t for t in seen) >= 7 and sum("\\x1b[31mred" in t for t in seen) >= 3
+
+
+@pytest.mark.live
+def test_a_real_process_never_writes_a_raw_escape(tmp_path: Path, registry_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import MODELDECK, run_env
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{ESC_TITLE}\n1\n2\n")
+    r = subprocess.run([*MODELDECK, "drift", str(bad), str(tmp_path / "missing\x1b[2J.csv")], capture_output=True,
+                       env=run_env(), timeout=60)
+    assert r.returncode == 2
+    assert b"\x1b" not in r.stdout + r.stderr and b"\\x1b[2J" in r.stderr

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
-from modeldeck.core.textfmt import num, one_line, table
+from modeldeck.core.textfmt import escape_controls, num, one_line, table
 
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseEvent
@@ -323,23 +323,76 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    report = bool(args.report) and args.command is None
+    with _guarded_streams():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        report = bool(args.report) and args.command is None
+        try:
+            _check_combination(parser, args)
+            handler: Callable[[argparse.Namespace], int] = args.handler
+            return handler(args)
+        except ModeldeckError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return 3 if report else e.exit_code
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `modeldeck audit | head`
+            with _suppress():
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            return 0
+
+
+class _SafeStream:
+    """A text stream that writes every control character it is given visibly (``\\x1b``; tabs
+    and line breaks kept): whatever a file, an endpoint or a name holds, nothing modeldeck prints
+    can move the cursor, retitle the terminal or hide text. ``unguarded`` is the stream itself,
+    for output modeldeck colours on purpose (the text report) after cleaning its parts."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.unguarded = stream
+
+    def write(self, text: str) -> int:
+        self.unguarded.write(escape_controls(text))
+        return len(text)
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unguarded, name)
+
+
+@contextlib.contextmanager
+def _guarded_streams():
+    """sys.stdout and sys.stderr as :class:`_SafeStream` while a command runs (the TUI's
+    handler puts the real ones back: Textual draws with escape sequences)."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, _SafeStream):
+        sys.stdout = _SafeStream(sys.stdout)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, _SafeStream):
+        sys.stderr = _SafeStream(sys.stderr)  # type: ignore[assignment]
     try:
-        _check_combination(parser, args)
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
-    except ModeldeckError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 3 if report else e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `modeldeck audit | head`
-        with _suppress():
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        return 0
+        yield
+    finally:
+        if isinstance(sys.stdout, _SafeStream):  # (a broken pipe may have replaced it)
+            sys.stdout = saved[0]
+        sys.stderr = saved[1]
+
+
+@contextlib.contextmanager
+def _unguarded_streams():
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _unguarded(sys.stdout), _unguarded(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _unguarded(stream: Any) -> Any:
+    return stream.unguarded if isinstance(stream, _SafeStream) else stream
 
 
 class _suppress:
@@ -372,10 +425,10 @@ def _settings(args: argparse.Namespace, *, required: bool = False) -> configmod.
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool = False):
-    from modeldeck.core.registry import Registry
+    """The registry of the config: the ledger, or MLflow with the ledger on top ([mlflow])."""
+    from modeldeck.core.registry import open_registry
 
-    settings = _settings(args)
-    return Registry(settings.registry, create=create, readonly=readonly)
+    return open_registry(_settings(args), create=create, readonly=readonly)
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
@@ -425,9 +478,11 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     from modeldeck.tui.app import run_app  # Textual is imported only here
 
     if args.demo:
-        return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
+        with _unguarded_streams():
+            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
     settings = _settings(args, required=True)
-    return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
+    with _unguarded_streams():
+        return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -464,7 +519,7 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     text = report.render(result, fmt, color=color)
     try:
         if output is None:
-            out.write(text)
+            (_unguarded(out) if color else out).write(text)  # colour codes are ours; the parts are one_line'd
             out.flush()
         else:
             report.write_atomic(output, text)
@@ -659,10 +714,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from modeldeck.core import datafiles, evaluation
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         v = reg.version(args.model, args.version)
         if settings.model(args.model).evaluate is None:
             raise evaluation.no_hook(args.model)
@@ -685,13 +740,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_policy(args: argparse.Namespace) -> int:
     from modeldeck.core import policy
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
     writes = bool(args.set_file or args.from_config)
     if writes and not (args.reason and args.reason.strip()):
         raise RegistryError("a reason is required to set a policy (--reason)")
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         reg.model(args.model)
         current = reg.policy(args.model)
         if args.history:
@@ -919,7 +974,8 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         for k, v in pairs:
             reg.tag(args.model, args.version, k, v if v != "" else None, reason=args.reason)
-    _out(f"tagged {args.model} version {args.version}: " + ", ".join(f"{k}={v}" for k, v in pairs))
+    _out(f"tagged {one_line(args.model, 128)} version {args.version}: "
+         + ", ".join(f"{one_line(k, 128)}={one_line(v, 200)}" for k, v in pairs))
     return 0
 
 
@@ -948,7 +1004,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
     rejected rollback target) is a refusal whatever ``force`` says: raised as GateError, exit
     2. With ``as_json`` the progress goes to stderr and the outcome as JSON to stdout."""
     from modeldeck.core import releases
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -962,7 +1018,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
         line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
         print(line, file=progress, flush=True)
 
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect,
                           create_env=create_env, on_event=show)
         refused = p.unforceable_failures
@@ -977,7 +1033,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
         print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
     if outcome.ok:
         if not as_json:
-            print(outcome.message, file=out)
+            print(one_line(outcome.message, 400), file=out)
         return 0
     print(f"{PROG}: {one_line(outcome.message, 400)}", file=err)
     return 1

@@ -32,6 +32,19 @@ ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "ca
 
 
 class FleetScreen(DeckScreen):
+    HELP_TITLE = "Fleet"
+    HELP_LEGEND = (
+        ("UP", "ready and within its thresholds", cells.STATUS_STYLE["UP"]),
+        ("DEGRADED", "serving, but errors, latency, drift or readiness are off", cells.STATUS_STYLE["DEGRADED"]),
+        ("DOWN", "its health check fails or does not answer", cells.STATUS_STYLE["DOWN"]),
+        ("PENDING", "not polled yet", cells.STATUS_STYLE["PENDING"]),
+        ("SERVED/REG 2/3", "version served / version the registry holds for the environment; red: they differ", ""),
+        ("ERR %  P95 MS", "error share and 95th percentile latency: yellow warning, red critical", ""),
+        ("DRIFT 6/8 0.34", "6 of 8 judged columns drifted; worst PSI 0.34 (columns with 200+ rows)", ""),
+        ("DRIFT n=15", "rows in the live window, too few to judge a column yet", "dim"),
+        ("AGE", "since the last poll: yellow late, red stale", ""),
+        ("header", "counts by status, drifting endpoints, the poll interval, registry and config", ""),
+    )
     BINDINGS = [
         Binding("j", "cursor_down", "Move", key_display="j/k"),
         Binding("k", "cursor_up", "Up", show=False),

@@ -1,0 +1,159 @@
+"""MLflow's Model Registry as the registry of record, the ledger on top (issue 16), against a
+real ``mlflow server`` (tests marked live; the config tests are not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modeldeck.core import config
+from modeldeck.core.errors import ConfigError
+from modeldeck.core.mlflow import MlflowRegistry
+from modeldeck.core.registry import Registry, open_registry
+from modeldeck.tui import cli
+from tests.mlflow_helpers import Notebook, unique, write_config
+
+live = [pytest.mark.live, pytest.mark.xdist_group("mlflow")]
+
+
+# -- config (no server) ------------------------------------------------------------------------
+
+
+def test_mlflow_config(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[mlflow]\nurl = "http://127.0.0.1:5000/"\nheaders = { Authorization = "Bearer ${MLFLOW_TOKEN}" }\n'
+                 'models = ["churn", "fraud"]\naliases = { production = "champion" }\ntag_prefix = "md."\n')
+    ml = config.parse_file(p).mlflow
+    assert ml is not None and ml.url == "http://127.0.0.1:5000" and ml.models == ("churn", "fraud")
+    assert ml.alias_for("production") == "champion" and ml.alias_for("staging") == "staging"
+    assert ml.environment_for("champion") == "production" and ml.environment_for("qa") == "qa"
+    assert ml.tag_prefix == "md." and ml.wants("churn") and not ml.wants("other")
+    assert config.parse_file(tmp_path / "c.toml").mlflow.headers["Authorization"] == "Bearer ${MLFLOW_TOKEN}"
+    p.write_text("")
+    assert config.parse_file(p).mlflow is None
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ('[mlflow]\nmodels = ["a"]\n', "missing required key 'url'"),
+    ('[mlflow]\nurl = "ftp://x"\n', "mlflow.url: must be an http"),
+    ('[mlflow]\nurl = "http://x"\naliases = { production = "latest" }\n', "reserves the alias name 'latest'"),
+    ('[mlflow]\nurl = "http://x"\naliases = { a = "v3" }\n', "reserves the alias name 'v3'"),
+    ('[mlflow]\nurl = "http://x"\naliases = { a = "c", b = "c" }\n', "already the alias of environment 'a'"),
+    ('[mlflow]\nurl = "http://x"\nurll = 1\n', "mlflow.urll: unknown key (did you mean 'url'?)"),
+    ('[mlflow]\nurl = "http://x"\ntimeout = 0\n', "mlflow.timeout: must be greater than 0"),
+])
+def test_mlflow_config_errors(tmp_path: Path, body: str, says: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match="c.toml") as e:
+        config.parse_file(p)
+    assert says in str(e.value)
+
+
+def test_without_mlflow_nothing_changes(tmp_path: Path) -> None:
+    s = config.Settings(path=None, registry=tmp_path / "r.db")
+    with open_registry(s) as reg:
+        assert type(reg) is Registry
+
+
+# -- the read side -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nb(mlflow_server):
+    n = Notebook(mlflow_server.url)
+    yield n
+    n.close()
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_versions_and_lineage_come_from_mlflow(mlflow_server, nb: Notebook, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("churn")
+    nb.model(name)
+    r1 = nb.run(params={"depth": 6}, metrics={"auc": 0.91}, datasets=[("train", "d1g35t", "training")],
+                commit="abc1234")
+    r2 = nb.run(params={"depth": 8}, metrics={"auc": 0.93})
+    assert nb.version(name, "s3://bucket/churn/1", r1, tags={"team": "growth"}) == 1
+    assert nb.version(name, "s3://bucket/churn/2", r2) == 2
+    nb.set_alias(name, "champion", 1)
+    cfg = write_config(tmp_path, mlflow_server.url, aliases={"production": "champion"})
+
+    code, out, err = _main(capsys, "--config", str(cfg), "versions", name, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["version"] for r in rows] == [1, 2]
+    v1 = rows[0]
+    assert v1["artifact"] == "s3://bucket/churn/1" and v1["run_id"] == r1
+    assert v1["params"] == {"depth": "6"} and v1["metrics"] == {"auc": 0.91}
+    assert v1["code_version"] == "abc1234" and v1["tags"] == {"team": "growth"}
+    assert v1["datasets"] == [{"name": "train", "digest": "d1g35t", "context": "training", "source": "/data/train.csv"}]
+    assert v1["environments"] == ["production"] and v1["approval"] == "pending"
+    assert rows[1]["environments"] == [] and rows[1]["metrics"] == {"auc": 0.93}
+
+    code, out, _ = _main(capsys, "--config", str(cfg), "versions", name)
+    assert code == 0 and "production" in out and "abc1234" in out
+
+    # the ledger kept its copy: a second read asks no run again
+    settings = config.load(cfg)
+    with open_registry(settings) as reg:
+        assert isinstance(reg, MlflowRegistry)
+        before = reg.client.calls
+        assert [v.version for v in reg.versions(name)] == [1, 2]
+        assert reg.client.calls - before == 1  # one version search
+        assert reg.aliases(name) == {"production": 1}
+        assert reg.alias(name, "production") == 1 and reg.alias(name, "staging") is None
+        assert reg.version(name, 2).metrics == {"auc": 0.93}
+        assert (name, "production") in reg.all_aliases()
+
+    code, _, err = _main(capsys, "--config", str(cfg), "versions", unique("nope"))
+    assert code == 2 and "no model named" in err and mlflow_server.url in err
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_history_records_moves_made_outside_modeldeck(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("fraud")
+    nb.model(name)
+    for i in (1, 2, 3):
+        nb.version(name, f"s3://b/fraud/{i}")
+    nb.set_alias(name, "production", 1)
+    cfg = write_config(tmp_path, mlflow_server.url)
+    code, out, err = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert [(c["environment"], c["from_version"], c["to_version"], c["action"], c["actor"]) for c in first] == \
+        [("production", None, 1, "external", "unknown")]
+    assert "first looked" in first[0]["reason"]
+
+    nb.set_alias(name, "production", 3)  # the MLflow UI, a notebook
+    nb.set_alias(name, "staging", 2)
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    changes = json.loads(out)
+    assert [(c["environment"], c["from_version"], c["to_version"], c["action"]) for c in changes][:2] == \
+        [("staging", None, 2, "external"), ("production", 1, 3, "external")]
+    assert "outside modeldeck" in changes[1]["reason"]
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert len(json.loads(out)) == 3  # nothing new: nothing recorded twice
+
+    nb.delete_alias(name, "staging")
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--env", "staging", "--json")
+    assert [(c["from_version"], c["to_version"]) for c in json.loads(out)] == [(2, None), (None, 2)]
+
+    code, out, _ = _main(capsys, "--config", str(cfg), "audit", "--action", "external", "--json")
+    entries = [e for e in json.loads(out) if e["subject"].startswith(name)]
+    assert len(entries) == 4 and {e["actor"] for e in entries} == {"unknown"}
+    code, out, _ = _main(capsys, "--config", str(cfg), "audit", "--verify")
+    assert code == 0 and "intact" in out
+    with Registry(tmp_path / "ledger.db") as ledger:  # the ledger's own view agrees with MLflow
+        assert ledger.alias(name, "production") == 3 and ledger.alias(name, "staging") is None
