@@ -204,7 +204,7 @@ def test_healthy_endpoint_is_ok_in_every_format(healthy: dict[str, Any]) -> None
     # markdown: tables of a constant width with a separator row
     tables = _md_tables(markdown)
     assert markdown.startswith("## modeldeck report: OK")
-    assert [len(t[0]) for t in tables] == [12, 5]  # endpoints, models (no findings table)
+    assert [len(t[0]) for t in tables] == [13, 5]  # endpoints, models (no findings table)
     assert "No findings." in markdown
     for t in tables:
         assert all(len(row) == len(t[0]) for row in t)
@@ -506,10 +506,13 @@ def test_demo_fleet_healthy_and_drifting(demo_fleet: dict[str, Any], tmp_path: P
         assert e["served_version"] == e["registry_version"] and e["served_version"] is not None
         assert e["request_rate"] is not None and set(e["drift"]) == DRIFT_KEYS
     assert {m["name"] for m in doc["models"]} == {"churn", "fraud", "demand"}
-    assert warn.returncode == 1, warn.stdout + warn.stderr
     doc = json.loads(warn.stdout)
     assert any(m.startswith("churn-prod: dataset drift: ") for m in findings(doc, "WARNING")), doc["findings"]
     assert doc["endpoints"][0]["drift"]["dataset_drift"] is True
+    # its labels follow the drifted relation: once 200 are in, accuracy is judged (and drops)
+    q = doc["endpoints"][0]["quality"]
+    assert q["status"] in ("measured", "not_enough_labels") and q["registered"]["metrics"]["accuracy"] > 0.8
+    assert warn.returncode == (2 if findings(doc, "CRITICAL") else 1), warn.stdout + warn.stderr
 
 
 # ---------------------------------------------------------------------------------------------
