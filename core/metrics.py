@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
+    "ERRORS_UNREPORTED",
     "PROFILES",
     "MetricsError",
     "Profile",
@@ -444,6 +445,8 @@ PROFILES: dict[str, Profile] = {
     # The embedded demo fleet exports MLServer's names.
     "demo": Profile(name="demo", **_MLSERVER),  # type: ignore[arg-type]
 }
+# Profiles whose servers export no failure counter: their error ratio is unknown, never 0.
+ERRORS_UNREPORTED = {"kserve": "errors not reported by kserve (no failure counter)"}
 _DETECT_ORDER = ("mlserver", "triton", "torchserve", "bentoml", "kserve")
 
 

@@ -558,6 +558,132 @@ class MlflowRegistry(Registry):
                        params=dict(lin.params) if lin else {}, metrics=dict(lin.metrics) if lin else {}, tags=tags,
                        run_id=mv.run_id, datasets=tuple(lin.datasets) if lin else ())
 
+    # -- writes: MLflow first, then the ledger ------------------------------------------------------
+    def register(self, model: str, artifact: str | None = None, *, run_id: str | None = None,
+                 params: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                 code_version: str | None = None, **kw: Any) -> Version:
+        """Create MLflow version N of ``model`` (the registered model on first use) from
+        ``artifact`` (its ``source``) and/or ``run_id`` (default source ``runs:/RUN/model``),
+        then the ledger's version N. A run's params, metrics and git commit are the lineage
+        (what is given here wins); the rest modeldeck records goes on the version as tags under
+        ``tag_prefix`` too, so another modeldeck reading this MLflow sees it."""
+        self._check_wanted(model)
+        if self.readonly:
+            raise RegistryError(f"{self.path}: opened read-only")
+        lin = None
+        if run_id:
+            try:
+                lin = self.client.get_run(run_id)
+            except MlflowNotFound:
+                raise MlflowNotFound(f"no run {one_line(run_id, 40)!r} in {self.where} (--run-id)") from None
+            params = {**lin.params, **(params or {})}
+            metrics = {**lin.metrics, **(metrics or {})}
+            code_version = code_version or lin.code_version
+        if not artifact and run_id:
+            artifact = f"runs:/{run_id}/model"
+        if not artifact or not str(artifact).strip():
+            raise RegistryError("give --artifact URI (the version's source) or --run-id RUN (the MLflow run it "
+                                "comes from; source runs:/RUN/model), or both")
+        self._pending_run = lin
+        try:
+            return super().register(model, artifact or "", run_id=run_id, params=params or None,
+                                    metrics=metrics or None, code_version=code_version, **kw)
+        finally:
+            self._pending_run = None
+
+    _pending_run: RunLineage | None = None
+
+    def _register_row(self, model: str, n: int | None, row: dict[str, Any], **kw: Any) -> Version:
+        if n is not None:  # a retry, or a caller that numbered it
+            return super()._register_row(model, n, row, **kw)
+        p = self.ml.tag_prefix
+        actor = kw["actor"]
+        tags = dict(kw["tags"])
+        for key, value in (("registered_by", actor), ("dataset_sha256", row.get("dataset_sha256")),
+                           ("dataset", row.get("dataset_path")), ("code_version", row.get("code_version")),
+                           ("reference", row.get("reference_path")), ("job_id", row.get("job_id"))):
+            if value is not None:
+                tags[p + key] = str(value)
+        try:
+            self.client.get_model(model)
+        except MlflowNotFound:
+            self.client.create_model(model, kw.get("description") or "")
+        mv = self.client.create_version(model, row["artifact"], run_id=row.get("run_id"), tags=tags,
+                                        description=kw.get("reason") or "")
+        lin = self._pending_run
+        row = {**row, "artifact": mv.source or row["artifact"],
+               "datasets": _dumps(list(lin.datasets) if lin else []),
+               "dataset_path": row.get("dataset_path") or _training(lin, "source"),
+               "created_at": mv.created_at or row["created_at"]}
+        return retry_ledger(lambda: super(MlflowRegistry, self)._register_row(model, mv.version, row, **kw),
+                            f"{self.where} has {model} version {mv.version} (just created)")
+
+    def _ensure_version(self, model: str, version: int) -> Version:
+        """The version from MLflow, with the ledger's row for it (made when missing)."""
+        return self.version(model, version)
+
+    def _set_approval(self, model: str, version: int, state: str, reason: str, actor: str | None,
+                      force: bool = False) -> Version:
+        self._ensure_version(model, version)
+        return super()._set_approval(model, version, state, reason, actor, force)
+
+    def _apply_approval(self, model: str, version: int, state: str, reason: str, actor: str,
+                        deciders: list[str]) -> None:
+        """The decision as MLflow version tags: ``approval``, ``approval_reason`` and
+        ``approved_by`` (``rejected_by`` for a rejection) under ``tag_prefix``. Raising here
+        (MLflow refused) writes nothing to the ledger."""
+        p = self.ml.tag_prefix
+        who = ", ".join(deciders)
+        self.client.set_version_tag(model, version, p + "approval", state)
+        self.client.set_version_tag(model, version, p + "approval_reason", reason)
+        if state == "approved":
+            self.client.set_version_tag(model, version, p + "approved_by", who)
+            with contextlib.suppress(MlflowNotFound):
+                self.client.delete_version_tag(model, version, p + "rejected_by")
+        else:
+            self.client.set_version_tag(model, version, p + "rejected_by", who)
+            with contextlib.suppress(MlflowNotFound):
+                self.client.delete_version_tag(model, version, p + "approved_by")
+
+    def tag(self, model: str, version: int, key: str, value: str | None, actor: str | None = None,
+            reason: str = "") -> Version:
+        if key.startswith(self.ml.tag_prefix):
+            raise RegistryError(f"tag {one_line(key, 60)!r}: names under {self.ml.tag_prefix!r} are modeldeck's own "
+                                f"([mlflow] tag_prefix)")
+        v = self._ensure_version(model, version)
+        if not self.readonly:  # the ledger's copy of the tags is MLflow's, so the audit shows the real before
+            with self._write() as c:
+                c.execute("UPDATE versions SET tags=? WHERE model=? AND version=?",
+                          (_dumps(dict(v.tags)), model, int(version)))
+        return super().tag(model, version, key, value, actor, reason)
+
+    def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
+        if value is None:
+            with contextlib.suppress(MlflowNotFound):
+                self.client.delete_version_tag(model, version, key)
+        else:
+            self.client.set_version_tag(model, version, key, value)
+
+    def record_evaluation(self, model: str, version: int, metrics: Mapping[str, Any], **kw: Any) -> Any:
+        self._ensure_version(model, version)
+        return super().record_evaluation(model, version, metrics, **kw)
+
+    def create_job(self, model: str, **kw: Any) -> Any:
+        self._ensure_model_row(model)
+        return super().create_job(model, **kw)
+
+    def set_policy(self, model: str, rules: Mapping[str, Any], reason: str, **kw: Any) -> Any:
+        self._ensure_model_row(model)
+        return super().set_policy(model, rules, reason, **kw)
+
+    def _ensure_model_row(self, model: str) -> None:
+        if self._ledger_has(model):
+            return
+        m = self._ml_model(model)
+        with self._write() as c:
+            c.execute("INSERT OR IGNORE INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
+                      (model, m.created_at or utcnow(), m.user_id or "mlflow", m.description))
+
     # -- aliases ---------------------------------------------------------------------------------------
     def aliases(self, model: str) -> dict[str, int]:
         m = self._ml_model(model)

@@ -71,7 +71,15 @@ from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig, Settings, Thresholds
 from modeldeck.core.errors import ModeldeckError, RegistryError
 from modeldeck.core.http11 import Answer, Sender, fetch, host_key, within
-from modeldeck.core.metrics import PROFILES, MetricsError, Profile, Rates, RateWindow, read_metrics
+from modeldeck.core.metrics import (
+    ERRORS_UNREPORTED,
+    PROFILES,
+    MetricsError,
+    Profile,
+    Rates,
+    RateWindow,
+    read_metrics,
+)
 from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot, QualitySummary
 from modeldeck.core.textfmt import duration, one_line, utc_iso
 
@@ -924,7 +932,10 @@ class Poller:
             t.profile = None
             return
         t.profile = used
-        t.metrics_note = None if reading.found else f"no {reading.profile} metrics at the metrics URL"
+        if not reading.found:
+            t.metrics_note = f"no {reading.profile} metrics at the metrics URL"
+        else:  # kserve's own server counts no failures: the error ratio is unknown, and said so
+            t.metrics_note = ERRORS_UNREPORTED.get(used.name) if reading.errors is None else None
         rates = t.window.add(reading)
         if rates is not None:
             t.rates = rates
@@ -958,7 +969,9 @@ class Poller:
         missing = (f"does not serve version {registry_version}, the {one_line(cfg.environment, 24)} alias "
                    f"({route}: 404)") if unconfirmed and unconfirmed[1] == "404" else None
         notes = []
-        if unconfirmed and not missing:
+        if unconfirmed and unconfirmed[1] == "501":  # KServe: versions null, the route not implemented
+            notes.append(f"version unknown: the server reports none ({route} answered 501)")
+        elif unconfirmed and not missing:
             notes.append(f"version {registry_version} not confirmed ({route}: {one_line(unconfirmed[1], 40)})")
         if t.metrics_note:
             notes.append(t.metrics_note)

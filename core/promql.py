@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from modeldeck.core.errors import ModeldeckError
+from modeldeck.core.metrics import ERRORS_UNREPORTED
 from modeldeck.core.textfmt import duration, one_line
 
 if TYPE_CHECKING:  # httpx loads only when a client is made (config parsing imports this module)
@@ -283,7 +284,6 @@ DISCOVER_NAMES = {
     "kserve": "request_predict_seconds_count|revision_app_request_count(_total)?",
 }
 DISCOVER_NAMES["demo"] = DISCOVER_NAMES["mlserver"]
-ERRORS_UNREPORTED = {"kserve": "errors not reported (KServe's model server exports no failure counter)"}
 
 
 def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matcher]],

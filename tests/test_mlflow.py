@@ -157,3 +157,87 @@ def test_history_records_moves_made_outside_modeldeck(mlflow_server, nb: Noteboo
     assert code == 0 and "intact" in out
     with Registry(tmp_path / "ledger.db") as ledger:  # the ledger's own view agrees with MLflow
         assert ledger.alias(name, "production") == 3 and ledger.alias(name, "staging") is None
+
+
+# -- register and approvals ------------------------------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_register_creates_the_mlflow_version_and_approvals_are_tags(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("reg")
+    cfg = write_config(tmp_path, mlflow_server.url)
+    data = tmp_path / "train.csv"
+    data.write_text("a,b\n1,2\n")
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "s3://b/reg/1.pkl",
+                           "--dataset", str(data), "--code-version", "f00d", "--metrics", '{"auc": 0.8}',
+                           "--tag", "team=risk", "--reason", "first")
+    assert code == 0, err
+    assert f"registered {name} version 1 in MLflow" in out
+    tags = nb.version_tags(name, 1)
+    assert tags["team"] == "risk" and tags["modeldeck.registered_by"] == "tester"
+    assert tags["modeldeck.code_version"] == "f00d" and len(tags["modeldeck.dataset_sha256"]) == 64
+
+    rid = nb.run(params={"depth": 3}, metrics={"auc": 0.85, "loss": 0.2}, commit="beef")
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--run-id", rid, "--json")
+    assert code == 0, err
+    v2 = json.loads(out)
+    assert v2["version"] == 2 and v2["artifact"] == f"runs:/{rid}/model" and v2["run_id"] == rid
+    assert v2["params"] == {"depth": "3"} and v2["metrics"] == {"auc": 0.85, "loss": 0.2}
+    assert v2["code_version"] == "beef"
+    assert {e["metric"] for e in v2["evaluations"]} == {"auc", "loss"}
+
+    nb.version(name, "s3://b/reg/3.pkl")  # registered outside modeldeck: numbering is MLflow's
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "s3://b/reg/4.pkl")
+    assert code == 0 and "version 4" in out, err
+
+    code, out, err = _main(capsys, "--config", str(cfg), "approve", name, "2", "--reason", "offline eval ok")
+    assert code == 0, err
+    tags = nb.version_tags(name, 2)
+    assert tags["modeldeck.approval"] == "approved" and tags["modeldeck.approved_by"] == "tester"
+    assert tags["modeldeck.approval_reason"] == "offline eval ok"
+    code, out, err = _main(capsys, "--config", str(cfg), "reject", name, "3", "--reason", "leaky features")
+    assert code == 0, err
+    tags = nb.version_tags(name, 3)
+    assert tags["modeldeck.approval"] == "rejected" and tags["modeldeck.rejected_by"] == "tester"
+    code, out, _ = _main(capsys, "--config", str(cfg), "versions", name, "--json")
+    rows = {r["version"]: r for r in json.loads(out)}
+    assert rows[2]["approval"] == "approved" and rows[3]["approval"] == "rejected" and rows[1]["approval"] == "pending"
+    assert "modeldeck.approval" not in rows[2]["tags"]  # modeldeck's own tags are shown as what they mean
+
+    code, out, err = _main(capsys, "--config", str(cfg), "tag", name, "1", "stage=canary")
+    assert code == 0, err
+    assert nb.version_tags(name, 1)["stage"] == "canary"
+    code, _, err = _main(capsys, "--config", str(cfg), "tag", name, "1", "modeldeck.approval=approved")
+    assert code == 2 and "modeldeck's own" in err
+
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--run-id", "0" * 32)
+    assert code == 2 and "no run" in err
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "/not/in/a/run.pkl")
+    assert code == 2 and "local path" in err and "run_id" in err  # MLflow's own reason, one line
+    code, out, _ = _main(capsys, "--config", str(cfg), "versions", name, "--json")
+    assert [r["version"] for r in json.loads(out)] == [1, 2, 3, 4]  # the refusals made nothing
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_an_approval_mlflow_refuses_is_not_in_the_ledger(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("appr")
+    nb.model(name)
+    nb.version(name, "s3://b/a/1")
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url)
+        proxy.fail["set-tag"] = (503, '{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "db is busy"}')
+        code, _, err = _main(capsys, "--config", str(cfg), "approve", name, "1", "--reason", "ok")
+        assert code == 2 and "HTTP 503" in err and "db is busy" in err and len(err.strip().splitlines()) == 1
+        with Registry(tmp_path / "ledger.db") as ledger:
+            assert ledger.version(name, 1).approval == "pending"
+            assert ledger.approvers(name, 1) == [] and not ledger.audit(action="approve")
+        del proxy.fail["set-tag"]
+        code, _, err = _main(capsys, "--config", str(cfg), "approve", name, "1", "--reason", "ok")
+        assert code == 0, err
+    assert nb.version_tags(name, 1)["modeldeck.approval"] == "approved"

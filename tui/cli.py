@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
     p.set_defaults(handler=_cmd_register)
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
+    p.add_argument("--artifact", metavar="URI", help="where the trained artifact lives (required without --run-id)")
+    p.add_argument("--run-id", metavar="RUN", help="with [mlflow]: the MLflow run it comes from (its params, "
+                   "metrics and git commit are the lineage; source runs:/RUN/model unless --artifact)")
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
     p.add_argument("--reference", metavar="PATH", help="reference data that drift is compared against")
     p.add_argument("--metrics", metavar="JSON", help='evaluation metrics, e.g. \'{"auc": 0.91}\' or @file.json')
@@ -696,8 +698,17 @@ def _cmd_register(args: argparse.Namespace) -> int:
         job_id = int(os.environ["MODELDECK_JOB_ID"])
     metrics = _json_arg(args.metrics, "--metrics")
     params = _json_arg(args.params, "--params")
-    with _registry(args, create=True) as reg:
-        v = reg.register(args.model, args.artifact, dataset=args.dataset, reference=args.reference,
+    settings = _settings(args)
+    if args.run_id and settings.mlflow is None:
+        raise RegistryError("--run-id names an MLflow run: it needs [mlflow] in the config")
+    if not args.artifact and not args.run_id:
+        raise RegistryError("an artifact URI is required (--artifact URI" +
+                            (", or --run-id RUN)" if settings.mlflow is not None else ")"))
+    extra = {"run_id": args.run_id} if args.run_id else {}
+    from modeldeck.core.registry import open_registry
+
+    with open_registry(settings, create=True) as reg:
+        v = reg.register(args.model, args.artifact, **extra, dataset=args.dataset, reference=args.reference,
                          code_version=args.code_version, params=params, metrics=metrics, tags=tags,
                          description=args.description, job_id=job_id, reason=args.reason,
                          eval_dataset=args.eval_dataset, eval_sha256=args.eval_sha256, eval_rows=args.eval_rows)
@@ -705,7 +716,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**v.as_dict(), "evaluations": [e.as_dict() for e in evals]})
     else:
-        _out(f"registered {v.model} version {v.version} (pending approval)")
+        where = f" in MLflow ({one_line(v.artifact, 120)})" if settings.mlflow is not None else ""
+        _out(f"registered {v.model} version {v.version}{where} (pending approval)")
     if metrics and not (args.eval_dataset or args.eval_sha256):
         print(f"{PROG}: note: metrics recorded without their evaluation data: metric gates compare them with no "
               f"other version's (--eval-dataset PATH, or modeldeck evaluate)", file=sys.stderr)
