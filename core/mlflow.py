@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.config import RESERVED_ALIAS, MlflowSettings
-from modeldeck.core.errors import NotFoundError, RegistryError
+from modeldeck.core.errors import ConflictError, NotFoundError, RegistryError
 from modeldeck.core.registry import AliasChange, Model, Registry, Version, _dumps, _loads, format_time, utcnow
 from modeldeck.core.textfmt import one_line
 
@@ -684,6 +685,95 @@ class MlflowRegistry(Registry):
             c.execute("INSERT OR IGNORE INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
                       (model, m.created_at or utcnow(), m.user_id or "mlflow", m.description))
 
+    # -- alias moves: read, check, set, read back; then the ledger -----------------------------------
+    def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
+              expect: int | str | None, actor: str | None, force: bool, details: Mapping[str, Any] | None,
+              undo: bool = False) -> AliasChange:
+        """Promote / rollback (the seam every release goes through, rollouts too: move an alias
+        with a check of what it held). Outside moves are recorded first, so the ledger's
+        "current" is MLflow's; then, in the ledger's write transaction, :meth:`_apply_move`
+        moves the MLflow alias; the ledger's rows follow. MLflow refusing writes nothing."""
+        self._prepare_move(model, environment)
+        if version is not None:
+            self._ensure_version(model, int(version))
+        else:
+            self.versions(model)  # a rollback's target comes from the history: every version has a row
+        return self._guarded(model, environment, lambda: super(MlflowRegistry, self)._move(
+            model, version, environment, reason, action, expect, actor, force, details, undo))
+
+    def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
+                    actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:
+        self._prepare_move(model, environment)
+        return self._guarded(model, environment, lambda: super(MlflowRegistry, self).unset_alias(
+            model, environment, reason, expect=expect, actor=actor, details=details))
+
+    def _prepare_move(self, model: str, environment: str) -> None:
+        if self.readonly:
+            raise RegistryError(f"{self.path}: opened read-only")
+        self._check_wanted(model)
+        self.alias_name(environment)  # a reserved alias name: refused before anything is read
+        self.sync_aliases([model])
+
+    def _guarded(self, model: str, environment: str, write: Any) -> AliasChange:
+        """Run a ledger move; when it fails after MLflow's alias moved, retry the ledger's side
+        (MLflow is only checked, not moved again), then raise LedgerCritical."""
+        self._moved = None
+        try:
+            return write()  # type: ignore[no-any-return]
+        except BaseException:
+            moved = self._moved
+            if moved is None:
+                raise
+            _m, _e, _before, target = moved
+            alias = self.ml.alias_for(environment)
+            now = "removed" if target is None else f"points at version {target}"
+            self._ledger_only = True
+            try:
+                return retry_ledger(write, f"{self.where}: alias {alias!r} of {model} {now} (moved by modeldeck)")  # type: ignore[no-any-return]
+            except LedgerCritical as e:
+                raise LedgerCritical(f"{e}; the next poll records it as a move made outside modeldeck") from None
+            finally:
+                self._ledger_only = False
+        finally:
+            self._moved = None
+
+    def _apply_move(self, model: str, environment: str, current: int | None, target: int | None) -> None:
+        """In the ledger's write transaction: read the MLflow alias, check it still holds what
+        the ledger does (MLflow has no compare-and-set: between this read and the set below
+        another writer can still move it, which the read-back then shows), set or remove it,
+        read it back."""
+        alias = self.alias_name(environment)
+        now = self.client.alias_version(model, alias)
+        if self._ledger_only:  # a retry of the ledger's side: MLflow must still hold what modeldeck set
+            if now != target:
+                raise ConflictError(f"alias {alias!r} of {model} moved again in MLflow (now {_v(now)})")
+            return
+        if now != current:
+            raise ConflictError(f"{environment} of {model} is {_v(now)} in {self.where} (alias {alias!r}), not "
+                                f"{_v(current)}: it moved outside modeldeck just now; nothing was changed; look again "
+                                f"and retry")
+        try:
+            if target is None:
+                self.client.delete_alias(model, alias)
+            else:
+                self.client.set_alias(model, alias, target)
+        except MlflowError as e:
+            # the request may have been applied (a timeout): only a read-back tells
+            try:
+                back = self.client.alias_version(model, alias)
+            except MlflowError:
+                raise MlflowError(f"{e}; MLflow may or may not have moved alias {alias!r}; the ledger records "
+                                  f"nothing, and the next poll records what MLflow holds") from None
+            if back != target:
+                raise
+        self._moved = (model, environment, current, target)
+        back = self.client.alias_version(model, alias)
+        if back != target:
+            self._moved = None  # not modeldeck's move any more: the next poll records what MLflow holds
+            raise ConflictError(f"alias {alias!r} of {model} read back as {_v(back)} right after modeldeck set it to "
+                                f"{_v(target)}: another writer moved it at the same moment; the ledger records "
+                                f"nothing; look again")
+
     # -- aliases ---------------------------------------------------------------------------------------
     def aliases(self, model: str) -> dict[str, int]:
         m = self._ml_model(model)
@@ -778,6 +868,10 @@ class MlflowRegistry(Registry):
                                              mv.user_id or "mlflow", "pending", mv.run_id))
 
 
+def _v(version: int | None) -> str:
+    return "unset" if version is None else f"version {version}"
+
+
 def _training(lin: RunLineage | None, key: str) -> str | None:
     if lin is None:
         return None
@@ -801,7 +895,7 @@ def retry_ledger(write: Any, describe: str) -> Any:
             time.sleep(pause)
         try:
             return write()
-        except (RegistryError, OSError) as e:
+        except (RegistryError, OSError, sqlite3.Error) as e:
             last = e
     raise LedgerCritical(f"CRITICAL: {describe}, but the ledger could not record it after "
                          f"{len(LEDGER_RETRIES) + 1} tries ({one_line(last, 200)})")

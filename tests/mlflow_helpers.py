@@ -108,8 +108,8 @@ def write_config(tmp_path: Path, url: str, *, models: list[str] | None = None, e
 
 class FaultProxy:
     """A real loopback HTTP proxy in front of the MLflow server that can go wrong on purpose:
-    ``fail[path_part] = (status, body)`` answers matching requests itself (401, 503, ...);
-    ``delay[path_part] = seconds`` holds them first (slow); ``down = True`` closes every
+    ``fail[part] = (status, body)`` answers requests whose "METHOD /path?query" contains
+    ``part`` itself (401, 503, ...); ``delay[part] = seconds`` holds them first (slow); ``down = True`` closes every
     connection unanswered. ``seen`` lists (method, path) of what went through."""
 
     def __init__(self, upstream: str) -> None:
@@ -142,11 +142,12 @@ class FaultProxy:
                 if proxy.down:
                     self.close_connection = True
                     return
+                what = f"{self.command} {self.path}"
                 for part, seconds in list(proxy.delay.items()):
-                    if part in self.path:
+                    if part in what:
                         time.sleep(seconds)
                 for part, (status, text) in list(proxy.fail.items()):
-                    if part in self.path:
+                    if part in what:
                         self._send(status, text.encode(), "application/json")
                         return
                 r = client.request(self.command, self.path, content=body,

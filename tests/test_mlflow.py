@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modeldeck.core import config
-from modeldeck.core.errors import ConfigError
+from modeldeck.core.errors import ConfigError, ConflictError
 from modeldeck.core.mlflow import MlflowRegistry
 from modeldeck.core.registry import Registry, open_registry
 from modeldeck.tui import cli
@@ -241,3 +241,102 @@ def test_an_approval_mlflow_refuses_is_not_in_the_ledger(mlflow_server, nb: Note
         code, _, err = _main(capsys, "--config", str(cfg), "approve", name, "1", "--reason", "ok")
         assert code == 0, err
     assert nb.version_tags(name, 1)["modeldeck.approval"] == "approved"
+
+
+# -- releases move MLflow aliases ------------------------------------------------------------------
+
+
+def _approved_model(nb: Notebook, name: str, n: int = 3) -> None:
+    nb.model(name)
+    for i in range(1, n + 1):
+        nb.version(name, f"s3://b/{name}/{i}")
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_promote_and_rollback_move_the_mlflow_alias(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("rel")
+    _approved_model(nb, name)
+    cfg = write_config(tmp_path, mlflow_server.url, aliases={"production": "champion"})
+    for v in ("1", "2", "3"):
+        assert _main(capsys, "--config", str(cfg), "approve", name, v, "--reason", "eval ok")[0] == 0
+    code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "1", "--env", "production",
+                           "--reason", "first", "--no-verify", "--create-env")
+    assert code == 0, err + out
+    assert nb.alias(name, "champion") == 1
+    code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "production",
+                           "--reason", "weekly", "--no-verify")
+    assert code == 0, err + out
+    assert nb.alias(name, "champion") == 2
+    code, out, err = _main(capsys, "--config", str(cfg), "rollback", name, "--env", "production",
+                           "--reason", "p95 doubled", "--no-verify")
+    assert code == 0, err + out
+    assert nb.alias(name, "champion") == 1
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert [(c["action"], c["from_version"], c["to_version"], c["actor"]) for c in json.loads(out)] == [
+        ("rollback", 2, 1, "tester"), ("promote", 1, 2, "tester"), ("promote", None, 1, "tester")]
+
+    # a move in MLflow since modeldeck looked: recorded as external, and the stale expectation refused
+    nb.set_alias(name, "champion", 3)
+    settings = config.load(cfg)
+    with open_registry(settings) as reg:
+        with pytest.raises(ConflictError, match="moved to version 3 by unknown"):
+            reg.promote(name, 2, "production", "stale view", expect=1)
+        assert nb.alias(name, "champion") == 3
+        assert [(c.action, c.to_version) for c in reg.history(name)][:1] == [("external", 3)]
+        change = reg.promote(name, 2, "production", "fresh view", expect=3)
+        assert (change.from_version, change.to_version) == (3, 2) and nb.alias(name, "champion") == 2
+        assert reg.rollback_target(name, "production") == 3  # an outside move is part of the stack
+        assert reg.unset_alias(name, "production", "retire", expect=2).to_version is None
+        assert nb.alias(name, "champion") is None
+        assert reg.verify_audit().ok
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_a_move_mlflow_refuses_writes_no_ledger_entry(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("refuse")
+    _approved_model(nb, name, 2)
+    nb.set_alias(name, "staging", 1)
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url)
+        proxy.fail["POST /api/2.0/mlflow/registered-models/alias"] = (
+            403, '{"error_code": "PERMISSION_DENIED", "message": "no EDIT on this model"}')
+        code, _out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "staging",
+                               "--reason", "try", "--no-verify")
+        assert code == 2 and "HTTP 403" in err and len(err.strip().splitlines()) == 1, err
+        assert nb.alias(name, "staging") == 1
+        with Registry(tmp_path / "ledger.db") as ledger:
+            assert [c.action for c in ledger.history(name)] == ["external"]  # only the first look
+            assert ledger.alias(name, "staging") == 1 and not ledger.audit(action="promote")
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_mlflow_moved_but_the_ledger_failed_is_critical(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    name = unique("crit")
+    _approved_model(nb, name, 2)
+    nb.set_alias(name, "staging", 1)
+    cfg = write_config(tmp_path, mlflow_server.url)
+    assert _main(capsys, "--config", str(cfg), "history", name)[0] == 0  # the ledger has seen staging=1
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    db.execute("CREATE TRIGGER full_disk BEFORE INSERT ON alias_history WHEN NEW.action = 'promote' "
+               "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    db.commit()
+    code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "staging",
+                           "--reason", "go", "--no-verify")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "CRITICAL" in err and "points at version 2" in err and "4 tries" in err and "disk is full" in err
+    assert nb.alias(name, "staging") == 2  # MLflow moved
+    db.execute("DROP TRIGGER full_disk")
+    db.commit()
+    db.close()
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert next((c["action"], c["from_version"], c["to_version"]) for c in json.loads(out)) == ("external", 1, 2)
