@@ -111,6 +111,7 @@ class PollSettings:
     retention_hours: float = 168.0  # stored snapshots older than this are pruned
     max_body_bytes: int = 1 << 20  # health and metadata answers larger than this are cut off
     max_metrics_bytes: int = 8 << 20
+    max_capture_bytes: int = 256 << 20  # a capture, labels or reference file (local or URL) read whole
     max_backoff: float = 30.0  # an endpoint that stays down is retried at most this far apart
     quality_every: int = 15  # measure quality (endpoints with capture and labels) every N polls (0: never)
     quality_scan: int = 5000  # the newest N captured records are joined with the labels
@@ -579,7 +580,8 @@ class _Reader:
         kw: dict[str, Any] = {}
         for k, v in t.items():
             key = f"poll.{k}"
-            if k in ("drift_every", "drift_window", "history", "max_body_bytes", "max_metrics_bytes", "quality_scan"):
+            if k in ("drift_every", "drift_window", "history", "max_body_bytes", "max_metrics_bytes",
+                     "max_capture_bytes", "quality_scan"):
                 kw[k] = self.integer(v, key, minimum=1)
             elif k == "quality_every":
                 kw[k] = self.integer(v, key, minimum=0)

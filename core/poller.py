@@ -1118,7 +1118,8 @@ class Poller:
             t.drift = await self._in_drift_pool(
                 lambda: drift_mod.window_drift(version, reference, cfg.capture or "", self.poll_settings.drift_window,
                                                drift_share=cfg.thresholds.drift_share, histograms=True,
-                                               current_name=f"capture of {cfg.name}", computed_at=now))
+                                               current_name=f"capture of {cfg.name}", computed_at=now,
+                                               max_bytes=self.poll_settings.max_capture_bytes))
         except asyncio.CancelledError:
             raise
         except ImportError as e:

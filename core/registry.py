@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
-from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
+from modeldeck.core.errors import ConflictError, GateError, ModeldeckError, NotFoundError, RegistryError
 from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
@@ -90,6 +90,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents, in order)."""
     p = Path(path)
     h = hashlib.sha256()
+    try:
+        datafiles.check_regular(p)
+    except ModeldeckError as e:
+        raise RegistryError(str(e)) from None
     try:
         if p.is_dir():
             for f in sorted(x for x in p.rglob("*") if x.is_file()):

@@ -398,12 +398,13 @@ def _drift_job(references: Mapping[tuple[str, str], str | None], settings: Setti
     ref = references.get((cfg.model, str(int(version)))) if version is not None and version.isdigit() else None
     capture, last_n = cfg.capture or "", settings.poll.drift_window
     share, timeout = cfg.thresholds.drift_share, max(1.0, settings.poll.timeout)
+    cap = settings.poll.max_capture_bytes
 
     def job() -> Any:
         from modeldeck.core import drift
 
         return drift.window_drift(version, ref, capture, last_n, drift_share=share, timeout=timeout,
-                                  current_name=f"capture of {cfg.name}")
+                                  current_name=f"capture of {cfg.name}", max_bytes=cap)
 
     return job
 

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--categorical", metavar="COLS", help="comma-separated columns to treat as categorical")
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
+    p.add_argument("--max-bytes", metavar="N", type=_byte_count, default=None,
+                   help="largest file read whole, e.g. 512M (default 256M; 0 would refuse everything)")
 
     p = sub.add_parser("quality", parents=[common], help="model quality: captured predictions joined with labels",
                        description="Join captured predictions with their delayed labels and measure the model: "
@@ -299,6 +301,19 @@ def _endpoint_rate(text: str) -> tuple[str, float]:
         return name.strip(), float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: use ENDPOINT=REQUESTS_PER_SECOND") from None
+
+
+def _byte_count(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        n = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or 64K, 512M, 2G)") from None
+    if not 1 <= n < 1 << 50:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size of at least 1 byte")
+    return int(n)
 
 
 def _version_number(text: str) -> int:
@@ -597,18 +612,18 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
     return run_drift(args.reference, args.current, args.format, cols(args.categorical), cols(args.columns),
-                     sys.stdout)
+                     sys.stdout, max_bytes=args.max_bytes)
 
 
 def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | None, columns: list[str] | None,
-              out: TextIO) -> int:
+              out: TextIO, *, max_bytes: int | None = None) -> int:
     """``modeldeck drift REFERENCE CURRENT``: prints the table or the JSON; 0 without dataset
     drift, 1 with; ``InputError`` (exit 2) on bad input."""
     if fmt not in ("text", "json"):
         raise InputError(f"unknown --format {fmt!r} (text or json)")
     from modeldeck.core import drift
 
-    result = drift.compare_files(reference, current, categorical=categorical, columns=columns)
+    result = drift.compare_files(reference, current, categorical=categorical, columns=columns, max_bytes=max_bytes)
     if fmt == "json":
         out.write(json.dumps(drift.result_to_json(result), indent=2) + "\n")
     else:
@@ -705,6 +720,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
         raise RegistryError("an artifact URI is required (--artifact URI" +
                             (", or --run-id RUN)" if settings.mlflow is not None else ")"))
     extra = {"run_id": args.run_id} if args.run_id else {}
+    if args.reference:  # read it now and refuse what drift would refuse, with drift's words
+        from modeldeck.core import drift
+
+        drift.load_profile(args.reference)
     from modeldeck.core.registry import open_registry
 
     with open_registry(settings, create=True) as reg:

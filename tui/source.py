@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from modeldeck.core.config import Settings
+from modeldeck.core.config import EndpointConfig, Settings
 from modeldeck.core.snapshot import EndpointSnapshot
 
 if TYPE_CHECKING:  # the poller (httpx) loads only when a PollerSource starts
@@ -52,6 +52,11 @@ class SnapshotSource(Protocol):
 
     def stop(self) -> None: ...
 
+    def endpoints(self) -> tuple[EndpointConfig, ...] | None:
+        """The endpoints watched now (the configured ones and those ``[[discover]]`` found), or
+        None when they are the settings' own."""
+        ...
+
     def latest(self) -> dict[str, EndpointSnapshot]:
         """The newest snapshot of every endpoint polled so far, by endpoint name (a copy)."""
         ...
@@ -86,6 +91,9 @@ class FixedSource:
 
     def stop(self) -> None:
         pass
+
+    def endpoints(self) -> tuple[EndpointConfig, ...] | None:
+        return None
 
     def latest(self) -> dict[str, EndpointSnapshot]:
         return dict(self._latest)
@@ -186,6 +194,12 @@ class PollerSource:
         self.generation += 1
 
     # -- what the screens read ---------------------------------------------------------------
+    def endpoints(self) -> tuple[EndpointConfig, ...] | None:
+        poller = self._poller
+        if poller is None or not self.settings.discover:
+            return None
+        return poller.configs()
+
     def latest(self) -> dict[str, EndpointSnapshot]:
         return self._poller.latest() if self._poller is not None else {}
 

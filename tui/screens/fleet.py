@@ -60,6 +60,7 @@ class FleetScreen(DeckScreen):
         self._layout: list[tuple[str, str, int]] = []
         self._rows: list[str] = []
         self._cells: dict[str, tuple[int, float | None, int, bool]] = {}  # per row: what its cells came from
+        self._names: tuple[str, ...] = ()  # every endpoint's name when the rows were built
 
     def compose(self) -> ComposeResult:
         yield Static("", id="fleet-header", markup=False)
@@ -82,6 +83,11 @@ class FleetScreen(DeckScreen):
     # -- data -------------------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[EndpointConfig]:
+        """The configured endpoints, and those ``[[discover]]`` found (they come and go)."""
+        source = self.app.source
+        found = source.endpoints() if source is not None and hasattr(source, "endpoints") else None
+        if found is not None:
+            return list(found)
         settings = self.app.settings
         return list(settings.endpoints) if settings is not None else []
 
@@ -113,6 +119,7 @@ class FleetScreen(DeckScreen):
             self._layout = layout
             self._cells.clear()
         self._rows = [ep.name for ep in self._visible()]
+        self._names = tuple(ep.name for ep in self.endpoints)
         table.set_rows(self._rows)
         self.refresh_snapshots(force=True)
 
@@ -130,9 +137,13 @@ class FleetScreen(DeckScreen):
         latest = source.latest() if source is not None else {}
         now = app.clock()
         interval = source.interval if source is not None else 2.0
+        endpoints = self.endpoints
+        if len(endpoints) != len(self._names) or any(a.name != b for a, b in zip(endpoints, self._names)):
+            self._build_table()  # discovery found endpoints, or some went
+            return
         self._update_header(latest, interval)
         table = self.query_one(LiveTable)
-        by_name = {ep.name: ep for ep in self.endpoints}
+        by_name = {ep.name: ep for ep in endpoints}
         for name in self._rows:
             ep = by_name.get(name)
             if ep is None:
