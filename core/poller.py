@@ -99,19 +99,27 @@ T = TypeVar("T")
 
 
 class _RegistryThread:
-    """One worker thread owning one Registry connection (opened in that thread)."""
+    """One worker thread owning one Registry connection (opened in that thread). With
+    ``mlflow`` (the config's ``[mlflow]``), it is an MlflowRegistry: aliases come from MLflow
+    and moves made outside modeldeck are recorded in the ledger as they are found."""
 
-    def __init__(self, path: Path, *, create: bool, name: str) -> None:
+    def __init__(self, path: Path, *, create: bool, name: str, mlflow: Any = None) -> None:
         self.path = path
         self.create = create
+        self.mlflow = mlflow
         self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modeldeck-{name}")
         self._reg: Any = None
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._reg is None:
-            from modeldeck.core.registry import Registry
+            if self.mlflow is not None:
+                from modeldeck.core.mlflow import MlflowRegistry
 
-            self._reg = Registry(self.path, create=self.create)
+                self._reg = MlflowRegistry(self.path, self.mlflow, create=True)
+            else:
+                from modeldeck.core.registry import Registry
+
+                self._reg = Registry(self.path, create=self.create)
         return fn(self._reg, *args)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -241,7 +249,10 @@ class Poller:
         self._fixed_aliases = aliases is not None
         self._aliases: dict[tuple[str, str], int] = dict(aliases or {})
         self._aliases_at = -math.inf
-        self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read")
+        # [mlflow] only when the registry is the config's (the report hands over a nowhere path)
+        self._mlflow = settings.mlflow if Path(self.registry_path) == Path(settings.registry) else None
+        self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read", mlflow=self._mlflow)
+        self.registry_fault: str | None = None  # the last alias read's failure (MLflow down, ...), for a status
         self._writer: _RegistryThread | None = None
         self._drift_pool: ThreadPoolExecutor | None = None
         self._references: dict[tuple[str, str], str | None] = {}  # (model, version) -> reference data
@@ -1011,14 +1022,20 @@ class Poller:
         if self._fixed_aliases or (not force and loop.time() - self._aliases_at < 0.5 * self._interval):
             return
         self._aliases_at = loop.time()
-        if not self.registry_path.exists():
+        if self._mlflow is None and not self.registry_path.exists():
             return
+        limit = max(1.0, self.poll_settings.timeout)
+        if self._mlflow is not None:  # a model search, and a read per outside move found
+            limit = max(limit, 2 * self._mlflow.timeout + 1.0)
         try:
-            self._aliases = await within(self._reader.call(lambda r: r.all_aliases()),
-                                          max(1.0, self.poll_settings.timeout))
+            self._aliases = await within(self._reader.call(lambda r: r.all_aliases()), limit)
+            self.registry_fault = None
         except asyncio.TimeoutError:
-            self._registry_warning("aliases", TimeoutError("the registry did not answer in time"))
-        except (RegistryError, OSError) as e:
+            what = "MLflow" if self._mlflow is not None else "the registry"
+            self.registry_fault = f"{what} did not answer the alias poll within {limit:g} s (last known aliases kept)"
+            self._registry_warning("aliases", TimeoutError(self.registry_fault))
+        except (ModeldeckError, OSError) as e:
+            self.registry_fault = one_line(e, 300)
             self._registry_warning("aliases", e)
 
     async def _alias_loop(self) -> None:
