@@ -340,3 +340,57 @@ def test_mlflow_moved_but_the_ledger_failed_is_critical(mlflow_server, nb: Noteb
     db.close()
     code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
     assert next((c["action"], c["from_version"], c["to_version"]) for c in json.loads(out)) == ("external", 1, 2)
+
+
+# -- moves made outside modeldeck, found every poll interval ---------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_the_poller_records_outside_moves_every_interval(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from modeldeck.core.poller import Poller
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("poll")
+    _approved_model(nb, name, 3)
+    nb.set_alias(name, "champion", 1)
+    monkeypatch.setenv("MLFLOW_TOKEN", "s3cr3t-t0ken")
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url, models=[name], aliases={"production": "champion"},
+                           headers={"Authorization": "Bearer ${MLFLOW_TOKEN}"}, extra=f"""
+            [[endpoints]]
+            name = "{name}-prod"
+            model = "{name}"
+            url = "http://127.0.0.1:9"
+            """)
+        settings = config.load(cfg)
+
+        async def cycles() -> tuple[dict, str | None, dict, str | None]:
+            poller = Poller(settings)
+            try:
+                await poller.poll_once()
+                first = dict(poller._aliases)
+                nb.set_alias(name, "champion", 3)
+                proxy.fail["registered-models/search"] = (401, '{"error_code": "UNAUTHENTICATED"}')
+                await poller._refresh_aliases(force=True)
+                fault = poller.registry_fault
+                del proxy.fail["registered-models/search"]
+                await poller._refresh_aliases(force=True)
+                return first, fault, dict(poller._aliases), poller.registry_fault
+            finally:
+                await poller.aclose()
+
+        first, fault, after, cleared = asyncio.run(cycles())
+        assert any(h.get("Authorization") == "Bearer s3cr3t-t0ken" for h in proxy.headers_seen)
+    assert first == {(name, "production"): 1} and after == {(name, "production"): 3} and cleared is None
+    assert fault is not None and "HTTP 401" in fault and "s3cr3t" not in fault and "headers" in fault
+    with Registry(tmp_path / "ledger.db") as ledger:
+        changes = ledger.history(name, "production")
+        assert [(c.action, c.from_version, c.to_version, c.actor) for c in changes] == [
+            ("external", 1, 3, "unknown"), ("external", None, 1, "unknown")]
+        at = changes[0].at
+        assert ledger.alias_at(name, "production", at).to_version == 3
+        assert ledger.verify_audit().ok

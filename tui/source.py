@@ -44,6 +44,12 @@ class SnapshotSource(Protocol):
         ...
 
     @property
+    def registry_error(self) -> str | None:
+        """One line when the registry's aliases cannot be read (MLflow down, refusing, slow),
+        else None; the last known aliases are kept meanwhile."""
+        ...
+
+    @property
     def generation(self) -> int:
         """Grows whenever new snapshots arrived."""
         ...
@@ -84,6 +90,7 @@ class FixedSource:
         self.interval = interval
         self.paused = False
         self.error: str | None = None
+        self.registry_error: str | None = None
         self.generation = 1
 
     def start(self) -> None:
@@ -205,6 +212,10 @@ class PollerSource:
 
     def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
         return self._poller.history(name) if self._poller is not None else ()
+
+    @property
+    def registry_error(self) -> str | None:
+        return self._poller.registry_fault if self._poller is not None else None
 
     # -- controls ------------------------------------------------------------------------------
     @property

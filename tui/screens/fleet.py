@@ -209,11 +209,18 @@ class FleetScreen(DeckScreen):
                 t.append("  read-only", style="bold cyan")
             if app.demo:
                 t.append("  demo", style="bold magenta")
-            t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
+            if settings.mlflow is not None:
+                t.append(f"  MLflow {one_line(settings.mlflow.url, 60)}", style="dim")
+                t.append(f"  ledger {one_line(paths.display(settings.registry), 60)}", style="dim")
+            else:
+                t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
             t.append(f"  config {one_line(paths.display(settings.path), 60)}", style="dim")
             error = app.source.error if app.source is not None else None
             if error:
                 t.append("  " + one_line(error, 80), style="bold red")
+            registry_error = getattr(app.source, "registry_error", None) if app.source is not None else None
+            if registry_error:
+                t.append("  registry: " + one_line(registry_error, 120), style="bold yellow")
         if self.filter_text:
             t.append(f"  filter: {one_line(self.filter_text, 30)} ({len(self._rows)}/{len(self.endpoints)})",
                      style="bold cyan")
