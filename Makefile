@@ -21,7 +21,9 @@ lint: $(STAMP)
 
 # The MLflow tests run a real `mlflow server` from a pinned mlflow in its own virtualenv
 # (~/.cache/modeldeck/mlflow-<pin>), made on first use; if it cannot be made they skip, saying why.
+# The Prometheus tests start Debian's prometheus: installed here when missing and run as root.
 test: lint
+	@sh scripts/ensure-prometheus.sh
 	$(BIN)/python tests/mlflow_venv.py
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

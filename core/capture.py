@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import glob
 import gzip
@@ -41,6 +42,9 @@ import io
 import json
 import math
 import os
+import stat
+import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,10 +54,12 @@ import numpy as np
 import pandas as pd
 
 from modeldeck.core.errors import InputError
+from modeldeck.core.textfmt import one_line
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT",
+    "check_regular",
     "expand_source",
     "fetch_bytes",
     "is_url",
@@ -110,7 +116,38 @@ def expand_source(source: str | os.PathLike) -> list[Path]:
         raise InputError(f"cannot read {text}: no such file")
     if path.is_dir():
         raise InputError(f"cannot read {text}: it is a directory (use a glob like {text}/*.jsonl)")
+    check_regular(path, text)
     return [path]
+
+
+def check_regular(path: Path, name: str | None = None) -> os.stat_result:
+    """``path``'s stat when it is a regular file; a FIFO (reading it would wait for a writer
+    forever), a device (``/dev/zero`` never ends) or a socket is refused in words."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError(f"cannot read {name or path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"cannot read {name or path}: not a regular file ({_file_kind(st.st_mode)}); "
+                         f"data is read from files, globs or URLs")
+    return st
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
+
+
+def _too_big(name: str, size: int, max_bytes: int, what: str = "") -> InputError:
+    return InputError(f"cannot read {name}: {what}{size} bytes is over the {max_bytes}-byte cap "
+                      f"([poll] max_capture_bytes, --max-bytes)")
 
 
 def _age_key(p: Path) -> tuple[int, str]:
@@ -180,22 +217,38 @@ def _format_of(name: str, head: bytes, content_type: str | None = None) -> str:
     return "csv"
 
 
-def _open_bytes(data: bytes, name: str) -> bytes:
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _open_bytes(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """``data``, gunzipped when it is gzip: at most ``max_bytes`` decompressed (a small file
+    may inflate to gigabytes)."""
     if data[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise InputError(f"cannot read {name}: bad gzip data ({e})") from None
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+                out = f.read(max_bytes + 1)
+        except GZIP_ERRORS as e:
+            raise InputError(f"cannot read {name}: bad gzip data ({_one_line(e)})") from None
+        if len(out) > max_bytes:
+            raise InputError(f"cannot read {name}: more than {max_bytes} bytes once decompressed "
+                             f"([poll] max_capture_bytes, --max-bytes)")
+        return out
     return data
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_bytes(data: bytes, name: str, *, content_type: str | None = None, ids: bool = False) -> pd.DataFrame:
+def parse_bytes(data: bytes, name: str, *, content_type: str | None = None, ids: bool = False,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
     """Parse a whole file's bytes (any supported format) into a DataFrame (``ids``: SageMaker
     capture rows carry their event key in an ``_id`` column)."""
-    data = _open_bytes(data, name)
+    with _bounded(name):
+        return _parse_bytes(data, name, content_type, ids, max_bytes)
+
+
+def _parse_bytes(data: bytes, name: str, content_type: str | None, ids: bool, max_bytes: int) -> pd.DataFrame:
+    data = _open_bytes(data, name, max_bytes)
     fmt = _format_of(name, data[:16], content_type)
     if fmt == "parquet":
         return _read_parquet(io.BytesIO(data), name)
@@ -219,7 +272,7 @@ def _read_csv(src: Any, name: str, sep: str | None = None) -> pd.DataFrame:
         frame = pd.read_csv(src, sep=sep, compression="infer" if isinstance(src, (str, Path)) else None)
     except pd.errors.EmptyDataError:
         raise InputError(f"cannot read {name}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, *GZIP_ERRORS) as e:
         raise InputError(f"cannot read {name}: {_one_line(e)}") from None
     return frame
 
@@ -249,6 +302,19 @@ def _read_parquet(src: Any, name: str, last_n: int | None = None) -> pd.DataFram
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+@contextlib.contextmanager
+def _bounded(name: str) -> Iterator[None]:
+    """Whole-input failures that are not ours to raise, as one line: JSON (or a payload in it)
+    nested deeper than Python's recursion limit, a corrupt compressed stream."""
+    try:
+        yield
+    except RecursionError:
+        raise InputError(f"cannot read {name}: nested too deeply (JSON more than about "
+                         f"{sys.getrecursionlimit()} levels deep)") from None
+    except zlib.error as e:
+        raise InputError(f"cannot read {name}: bad compressed data ({_one_line(e)})") from None
 
 
 def _is_capture(obj: Any) -> bool:
@@ -330,7 +396,7 @@ def _payload_text(payload: dict, name: str, lineno: int, side: str) -> tuple[str
         except (binascii.Error, ValueError) as e:
             raise InputError(f"cannot read {name}: line {lineno}: {side} is not base64 ({e})") from None
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            raw = _open_bytes(raw, f"{name}: line {lineno}: {side}")
         try:
             data = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -565,19 +631,34 @@ def parse_capture_lines(lines: list[str], name: str = "<capture>", last_n: int |
 # --------------------------------------------------------------------------- files
 
 
-def _reverse_lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
-    """The lines of a file, last first, reading blocks from the end."""
+LINE_LIMIT = 64 << 20  # bytes of one record (line) read from the end of a file
+
+
+def _reverse_lines(path: Path, *, budget: int, block: int = 1 << 20, stop: int = 0) -> Iterator[bytes]:
+    """The non-empty lines of a file, last first, reading blocks from the end: at most
+    ``budget`` bytes in all and LINE_LIMIT for one line (a hole of NULs, or a file without line
+    breaks, is refused in words instead of read into memory); lines starting before ``stop``
+    (a header) are not yielded."""
+    name = str(path)
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         pos = f.tell()
         tail = b""
-        while pos > 0:
-            step = min(block, pos)
+        used = 0
+        while pos > stop:
+            step = min(block, pos - stop)
             pos -= step
+            used += step
+            if used > budget:
+                raise InputError(f"cannot read {name}: the last records are not within the last {budget} bytes "
+                                 f"([poll] max_capture_bytes, --max-bytes)")
             f.seek(pos)
             chunk = f.read(step) + tail
             parts = chunk.split(b"\n")
             tail = parts[0]
+            if len(tail) > LINE_LIMIT:
+                raise InputError(f"cannot read {name}: a line longer than {LINE_LIMIT >> 20} MiB near byte {pos} "
+                                 f"(not line-delimited records)")
             for line in reversed(parts[1:]):
                 if line.strip():
                     yield line
@@ -585,22 +666,24 @@ def _reverse_lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
             yield tail
 
 
-def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False) -> pd.DataFrame:
-    """The last ``last_n`` rows of a JSON-lines file without reading all of it."""
+def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False,
+                    max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """The last ``last_n`` rows of a JSON-lines file without reading all of it: memory is
+    bounded by the window, not the file."""
     picked: list[tuple[int, Any]] = []
     rows = 0
     capture = None
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         complete = f.read(1) == b"\n"
-    for k, raw in enumerate(_reverse_lines(path)):
+    for k, raw in enumerate(_reverse_lines(path, budget=max_bytes)):
         try:
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             if k == 0 and not complete:
                 continue  # the record being written right now: whole lines only
             msg = getattr(e, "msg", None) or str(e)
-            raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {msg}") from None
+            raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {one_line(msg, 80)}") from None
         if capture is None:
             capture = _is_capture(obj)
         picked.append((-k, obj))
@@ -614,9 +697,36 @@ def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False) -> pd
     return _records_frame(picked, name, last_n, ids)
 
 
-def read_file(path: Path, last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
-    """One file (any supported format), or its last ``last_n`` records."""
+def _read_csv_tail(path: Path, name: str, last_n: int, max_bytes: int) -> pd.DataFrame | None:
+    """The header and the last ``last_n`` rows of a plain CSV/TSV without reading the rest;
+    None when the tail holds a quote (a quoted field may span lines: read it whole instead)."""
+    with open(path, "rb") as f:
+        header = f.readline(LINE_LIMIT + 1)
+    if len(header) > LINE_LIMIT or not header.endswith(b"\n"):
+        return None
+    lines: list[bytes] = []
+    for raw in _reverse_lines(path, budget=max_bytes, stop=len(header)):
+        if b'"' in raw:
+            return None
+        lines.append(raw)
+        if len(lines) >= last_n:
+            break
+    lines.reverse()
+    return _read_csv(io.BytesIO(header + b"\n".join(lines) + b"\n"), name)
+
+
+def read_file(path: Path, last_n: int | None = None, ids: bool = False,
+              max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """One file (any supported format), or its last ``last_n`` records. A regular file only;
+    a whole read (or a gzipped one, decompressed) is at most ``max_bytes``; a window of the
+    last records of JSON lines or a CSV reads from the end of the file."""
     name = str(path)
+    with _bounded(name):
+        return _read_file(path, name, last_n, ids, max_bytes)
+
+
+def _read_file(path: Path, name: str, last_n: int | None, ids: bool, max_bytes: int) -> pd.DataFrame:
+    st = check_regular(path, name)
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -629,29 +739,41 @@ def read_file(path: Path, last_n: int | None = None, ids: bool = False) -> pd.Da
         try:
             with gzip.open(path, "rb") as f:
                 head = f.read(16)
-        except (OSError, EOFError) as e:
-            raise InputError(f"cannot read {name}: bad gzip data ({e})") from None
+        except GZIP_ERRORS as e:
+            raise InputError(f"cannot read {name}: bad gzip data ({_one_line(e)})") from None
     fmt = _format_of(name, head)
+    tail = last_n is not None and last_n > 0 and not gz
+    if fmt == "json" and tail and head.lstrip()[:1] != b"[":
+        return _read_json_tail(path, name, last_n, ids, max_bytes)  # type: ignore[arg-type]
+    if fmt == "csv" and tail:
+        frame = _read_csv_tail(path, name, last_n, max_bytes)  # type: ignore[arg-type]
+        if frame is not None:
+            return frame
+    if st.st_size > max_bytes:
+        raise _too_big(name, st.st_size, max_bytes)
     if fmt == "parquet":
         if gz:
-            return _read_parquet(io.BytesIO(_read_all(path, name)), name, last_n)
+            return _read_parquet(io.BytesIO(_read_all(path, name, max_bytes)), name, last_n)
         return _read_parquet(str(path), name, last_n)
     if fmt == "json":
-        if last_n is not None and not gz and last_n > 0:
-            first = head.lstrip()[:1]
-            if first == b"{":
-                return _read_json_tail(path, name, last_n, ids)
-        return _parse_json_text(_decode(_read_all(path, name), name), name, last_n, ids)
-    frame = _read_csv(str(path), name)
+        return _parse_json_text(_decode(_read_all(path, name, max_bytes), name), name, last_n, ids)
+    frame = _read_csv(io.BytesIO(_read_all(path, name, max_bytes)), name)
     return frame.tail(last_n) if last_n is not None else frame
 
 
-def _read_all(path: Path, name: str) -> bytes:
+def _read_all(path: Path, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A regular file's bytes (gunzipped), at most ``max_bytes`` either way."""
+    st = check_regular(path, name)
+    if st.st_size > max_bytes:
+        raise _too_big(name, st.st_size, max_bytes)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
     except OSError as e:
         raise InputError(f"cannot read {name}: {e.strerror or e}") from None
-    return _open_bytes(data, name)
+    if len(data) > max_bytes:  # it grew meanwhile
+        raise _too_big(name, len(data), max_bytes)
+    return _open_bytes(data, name, max_bytes)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -686,21 +808,32 @@ def read_window(source: str | os.PathLike, last_n: int | None, *, timeout: float
     text = str(source)
     if is_url(text):
         data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
-        frame = parse_bytes(data, text, content_type=ctype, ids=ids)
+        frame = parse_bytes(data, text, content_type=ctype, ids=ids, max_bytes=max_bytes)
         return _tail(frame, last_n)
     paths = expand_source(text)
     if len(paths) == 1:
-        return _tail(read_file(paths[0], last_n, ids), last_n)
+        return _tail(read_file(paths[0], last_n, ids, max_bytes), last_n)
+    if last_n is None:
+        total = sum(_size(p) for p in paths)
+        if total > max_bytes:
+            raise _too_big(text, total, max_bytes, f"{len(paths)} files of ")
     frames: list[pd.DataFrame] = []
     rows = 0
     for p in reversed(paths):  # newest first
         need = None if last_n is None else last_n - rows
         if need is not None and need <= 0:
             break
-        f = read_file(p, need, ids)
+        f = read_file(p, need, ids, max_bytes)
         frames.insert(0, f)
         rows += len(f)
     return _tail(_concat(frames), last_n)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def _tail(frame: pd.DataFrame, last_n: int | None) -> pd.DataFrame:
@@ -745,16 +878,26 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
     frames: list[pd.DataFrame] = []
     if is_url(text):
         data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
-        frames.append(_labels_from_bytes(data, text, ctype, id_column, label_column))
+        with _bounded(text):
+            frames.append(_labels_from_bytes(data, text, ctype, id_column, label_column))
     else:
-        for p in expand_source(text):
+        paths = expand_source(text)
+        total = sum(_size(p) for p in paths)
+        if total > max_bytes:
+            raise _too_big(text, total, max_bytes, f"{len(paths)} label files of " if len(paths) > 1 else "")
+        for p in paths:
+            st = check_regular(p)
+            if st.st_size == 0:
+                continue  # a label file just created
             try:
-                data = p.read_bytes()
+                with open(p, "rb") as f:
+                    data = f.read(max_bytes + 1)
             except OSError as e:
                 raise InputError(f"cannot read {p}: {e.strerror or e}") from None
             if not data.strip():
                 continue  # a label file just created
-            frames.append(_labels_from_bytes(data, str(p), None, id_column, label_column))
+            with _bounded(str(p)):
+                frames.append(_labels_from_bytes(data, str(p), None, id_column, label_column))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame({ID: pd.Series([], dtype=object), LABEL: pd.Series([], dtype=object),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.config import RESERVED_ALIAS, MlflowSettings
-from modeldeck.core.errors import NotFoundError, RegistryError
+from modeldeck.core.errors import ConflictError, NotFoundError, RegistryError
 from modeldeck.core.registry import AliasChange, Model, Registry, Version, _dumps, _loads, format_time, utcnow
 from modeldeck.core.textfmt import one_line
 
@@ -558,6 +559,221 @@ class MlflowRegistry(Registry):
                        params=dict(lin.params) if lin else {}, metrics=dict(lin.metrics) if lin else {}, tags=tags,
                        run_id=mv.run_id, datasets=tuple(lin.datasets) if lin else ())
 
+    # -- writes: MLflow first, then the ledger ------------------------------------------------------
+    def register(self, model: str, artifact: str | None = None, *, run_id: str | None = None,
+                 params: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                 code_version: str | None = None, **kw: Any) -> Version:
+        """Create MLflow version N of ``model`` (the registered model on first use) from
+        ``artifact`` (its ``source``) and/or ``run_id`` (default source ``runs:/RUN/model``),
+        then the ledger's version N. A run's params, metrics and git commit are the lineage
+        (what is given here wins); the rest modeldeck records goes on the version as tags under
+        ``tag_prefix`` too, so another modeldeck reading this MLflow sees it."""
+        self._check_wanted(model)
+        if self.readonly:
+            raise RegistryError(f"{self.path}: opened read-only")
+        lin = None
+        if run_id:
+            try:
+                lin = self.client.get_run(run_id)
+            except MlflowNotFound:
+                raise MlflowNotFound(f"no run {one_line(run_id, 40)!r} in {self.where} (--run-id)") from None
+            params = {**lin.params, **(params or {})}
+            metrics = {**lin.metrics, **(metrics or {})}
+            code_version = code_version or lin.code_version
+        if not artifact and run_id:
+            artifact = f"runs:/{run_id}/model"
+        if not artifact or not str(artifact).strip():
+            raise RegistryError("give --artifact URI (the version's source) or --run-id RUN (the MLflow run it "
+                                "comes from; source runs:/RUN/model), or both")
+        self._pending_run = lin
+        try:
+            return super().register(model, artifact or "", run_id=run_id, params=params or None,
+                                    metrics=metrics or None, code_version=code_version, **kw)
+        finally:
+            self._pending_run = None
+
+    _pending_run: RunLineage | None = None
+
+    def _register_row(self, model: str, n: int | None, row: dict[str, Any], **kw: Any) -> Version:
+        if n is not None:  # a retry, or a caller that numbered it
+            return super()._register_row(model, n, row, **kw)
+        p = self.ml.tag_prefix
+        actor = kw["actor"]
+        tags = dict(kw["tags"])
+        for key, value in (("registered_by", actor), ("dataset_sha256", row.get("dataset_sha256")),
+                           ("dataset", row.get("dataset_path")), ("code_version", row.get("code_version")),
+                           ("reference", row.get("reference_path")), ("job_id", row.get("job_id"))):
+            if value is not None:
+                tags[p + key] = str(value)
+        try:
+            self.client.get_model(model)
+        except MlflowNotFound:
+            self.client.create_model(model, kw.get("description") or "")
+        mv = self.client.create_version(model, row["artifact"], run_id=row.get("run_id"), tags=tags,
+                                        description=kw.get("reason") or "")
+        lin = self._pending_run
+        row = {**row, "artifact": mv.source or row["artifact"],
+               "datasets": _dumps(list(lin.datasets) if lin else []),
+               "dataset_path": row.get("dataset_path") or _training(lin, "source"),
+               "created_at": mv.created_at or row["created_at"]}
+        return retry_ledger(lambda: super(MlflowRegistry, self)._register_row(model, mv.version, row, **kw),
+                            f"{self.where} has {model} version {mv.version} (just created)")
+
+    def _ensure_version(self, model: str, version: int) -> Version:
+        """The version from MLflow, with the ledger's row for it (made when missing)."""
+        return self.version(model, version)
+
+    def _set_approval(self, model: str, version: int, state: str, reason: str, actor: str | None,
+                      force: bool = False) -> Version:
+        self._ensure_version(model, version)
+        return super()._set_approval(model, version, state, reason, actor, force)
+
+    def _apply_approval(self, model: str, version: int, state: str, reason: str, actor: str,
+                        deciders: list[str]) -> None:
+        """The decision as MLflow version tags: ``approval``, ``approval_reason`` and
+        ``approved_by`` (``rejected_by`` for a rejection) under ``tag_prefix``. Raising here
+        (MLflow refused) writes nothing to the ledger."""
+        p = self.ml.tag_prefix
+        who = ", ".join(deciders)
+        self.client.set_version_tag(model, version, p + "approval", state)
+        self.client.set_version_tag(model, version, p + "approval_reason", reason)
+        if state == "approved":
+            self.client.set_version_tag(model, version, p + "approved_by", who)
+            with contextlib.suppress(MlflowNotFound):
+                self.client.delete_version_tag(model, version, p + "rejected_by")
+        else:
+            self.client.set_version_tag(model, version, p + "rejected_by", who)
+            with contextlib.suppress(MlflowNotFound):
+                self.client.delete_version_tag(model, version, p + "approved_by")
+
+    def tag(self, model: str, version: int, key: str, value: str | None, actor: str | None = None,
+            reason: str = "") -> Version:
+        if key.startswith(self.ml.tag_prefix):
+            raise RegistryError(f"tag {one_line(key, 60)!r}: names under {self.ml.tag_prefix!r} are modeldeck's own "
+                                f"([mlflow] tag_prefix)")
+        v = self._ensure_version(model, version)
+        if not self.readonly:  # the ledger's copy of the tags is MLflow's, so the audit shows the real before
+            with self._write() as c:
+                c.execute("UPDATE versions SET tags=? WHERE model=? AND version=?",
+                          (_dumps(dict(v.tags)), model, int(version)))
+        return super().tag(model, version, key, value, actor, reason)
+
+    def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
+        if value is None:
+            with contextlib.suppress(MlflowNotFound):
+                self.client.delete_version_tag(model, version, key)
+        else:
+            self.client.set_version_tag(model, version, key, value)
+
+    def record_evaluation(self, model: str, version: int, metrics: Mapping[str, Any], **kw: Any) -> Any:
+        self._ensure_version(model, version)
+        return super().record_evaluation(model, version, metrics, **kw)
+
+    def create_job(self, model: str, **kw: Any) -> Any:
+        self._ensure_model_row(model)
+        return super().create_job(model, **kw)
+
+    def set_policy(self, model: str, rules: Mapping[str, Any], reason: str, **kw: Any) -> Any:
+        self._ensure_model_row(model)
+        return super().set_policy(model, rules, reason, **kw)
+
+    def _ensure_model_row(self, model: str) -> None:
+        if self._ledger_has(model):
+            return
+        m = self._ml_model(model)
+        with self._write() as c:
+            c.execute("INSERT OR IGNORE INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
+                      (model, m.created_at or utcnow(), m.user_id or "mlflow", m.description))
+
+    # -- alias moves: read, check, set, read back; then the ledger -----------------------------------
+    def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
+              expect: int | str | None, actor: str | None, force: bool, details: Mapping[str, Any] | None,
+              undo: bool = False) -> AliasChange:
+        """Promote / rollback (the seam every release goes through, rollouts too: move an alias
+        with a check of what it held). Outside moves are recorded first, so the ledger's
+        "current" is MLflow's; then, in the ledger's write transaction, :meth:`_apply_move`
+        moves the MLflow alias; the ledger's rows follow. MLflow refusing writes nothing."""
+        self._prepare_move(model, environment)
+        if version is not None:
+            self._ensure_version(model, int(version))
+        else:
+            self.versions(model)  # a rollback's target comes from the history: every version has a row
+        return self._guarded(model, environment, lambda: super(MlflowRegistry, self)._move(
+            model, version, environment, reason, action, expect, actor, force, details, undo))
+
+    def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
+                    actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:
+        self._prepare_move(model, environment)
+        return self._guarded(model, environment, lambda: super(MlflowRegistry, self).unset_alias(
+            model, environment, reason, expect=expect, actor=actor, details=details))
+
+    def _prepare_move(self, model: str, environment: str) -> None:
+        if self.readonly:
+            raise RegistryError(f"{self.path}: opened read-only")
+        self._check_wanted(model)
+        self.alias_name(environment)  # a reserved alias name: refused before anything is read
+        self.sync_aliases([model])
+
+    def _guarded(self, model: str, environment: str, write: Any) -> AliasChange:
+        """Run a ledger move; when it fails after MLflow's alias moved, retry the ledger's side
+        (MLflow is only checked, not moved again), then raise LedgerCritical."""
+        self._moved = None
+        try:
+            return write()  # type: ignore[no-any-return]
+        except BaseException:
+            moved = self._moved
+            if moved is None:
+                raise
+            _m, _e, _before, target = moved
+            alias = self.ml.alias_for(environment)
+            now = "removed" if target is None else f"points at version {target}"
+            self._ledger_only = True
+            try:
+                return retry_ledger(write, f"{self.where}: alias {alias!r} of {model} {now} (moved by modeldeck)")  # type: ignore[no-any-return]
+            except LedgerCritical as e:
+                raise LedgerCritical(f"{e}; the next poll records it as a move made outside modeldeck") from None
+            finally:
+                self._ledger_only = False
+        finally:
+            self._moved = None
+
+    def _apply_move(self, model: str, environment: str, current: int | None, target: int | None) -> None:
+        """In the ledger's write transaction: read the MLflow alias, check it still holds what
+        the ledger does (MLflow has no compare-and-set: between this read and the set below
+        another writer can still move it, which the read-back then shows), set or remove it,
+        read it back."""
+        alias = self.alias_name(environment)
+        now = self.client.alias_version(model, alias)
+        if self._ledger_only:  # a retry of the ledger's side: MLflow must still hold what modeldeck set
+            if now != target:
+                raise ConflictError(f"alias {alias!r} of {model} moved again in MLflow (now {_v(now)})")
+            return
+        if now != current:
+            raise ConflictError(f"{environment} of {model} is {_v(now)} in {self.where} (alias {alias!r}), not "
+                                f"{_v(current)}: it moved outside modeldeck just now; nothing was changed; look again "
+                                f"and retry")
+        try:
+            if target is None:
+                self.client.delete_alias(model, alias)
+            else:
+                self.client.set_alias(model, alias, target)
+        except MlflowError as e:
+            # the request may have been applied (a timeout): only a read-back tells
+            try:
+                back = self.client.alias_version(model, alias)
+            except MlflowError:
+                raise MlflowError(f"{e}; MLflow may or may not have moved alias {alias!r}; the ledger records "
+                                  f"nothing, and the next poll records what MLflow holds") from None
+            if back != target:
+                raise
+        self._moved = (model, environment, current, target)
+        back = self.client.alias_version(model, alias)
+        if back != target:
+            self._moved = None  # not modeldeck's move any more: the next poll records what MLflow holds
+            raise ConflictError(f"alias {alias!r} of {model} read back as {_v(back)} right after modeldeck set it to "
+                                f"{_v(target)}: another writer moved it at the same moment; the ledger records "
+                                f"nothing; look again")
+
     # -- aliases ---------------------------------------------------------------------------------------
     def aliases(self, model: str) -> dict[str, int]:
         m = self._ml_model(model)
@@ -652,6 +868,10 @@ class MlflowRegistry(Registry):
                                              mv.user_id or "mlflow", "pending", mv.run_id))
 
 
+def _v(version: int | None) -> str:
+    return "unset" if version is None else f"version {version}"
+
+
 def _training(lin: RunLineage | None, key: str) -> str | None:
     if lin is None:
         return None
@@ -675,7 +895,7 @@ def retry_ledger(write: Any, describe: str) -> Any:
             time.sleep(pause)
         try:
             return write()
-        except (RegistryError, OSError) as e:
+        except (RegistryError, OSError, sqlite3.Error) as e:
             last = e
     raise LedgerCritical(f"CRITICAL: {describe}, but the ledger could not record it after "
                          f"{len(LEDGER_RETRIES) + 1} tries ({one_line(last, 200)})")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
-from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
+from modeldeck.core.errors import ConflictError, GateError, ModeldeckError, NotFoundError, RegistryError
 from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
@@ -39,7 +39,8 @@ BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
 APPROVAL_STATES = ("pending", "approved", "rejected")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_TRIGGERS = ("manual", "drift", "schedule")
+JOB_TRIGGERS = ("manual", "drift", "quality", "schedule")
+AUTOMATIC_TRIGGERS = ("drift", "quality")  # share one cool-down (create_job's not_since)
 PROTECTED_ENVIRONMENTS = ("production",)
 
 
@@ -89,6 +90,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents, in order)."""
     p = Path(path)
     h = hashlib.sha256()
+    try:
+        datafiles.check_regular(p)
+    except ModeldeckError as e:
+        raise RegistryError(str(e)) from None
     try:
         if p.is_dir():
             for f in sorted(x for x in p.rglob("*") if x.is_file()):
@@ -653,7 +658,8 @@ class Registry:
                  metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                  description: str | None = None, job_id: int | None = None,
                  actor: str | None = None, reason: str = "", eval_dataset: str | None = None,
-                 eval_sha256: str | None = None, eval_rows: int | None = None) -> Version:
+                 eval_sha256: str | None = None, eval_rows: int | None = None,
+                 run_id: str | None = None) -> Version:
         """Add the next version of ``model`` (created on first use). The dataset's SHA-256 is
         computed here unless given, before the transaction, so the write lock is held briefly.
         ``eval_dataset`` (or ``eval_sha256`` and ``eval_rows``) is the data ``metrics`` were
@@ -694,22 +700,40 @@ class Registry:
             _check_metrics(metrics)
         actor = actor or current_actor()
         at = utcnow()
+        row = {"artifact": str(artifact), "created_at": at, "created_by": actor, "dataset_path": dataset,
+               "dataset_sha256": dataset_sha256, "reference_path": reference, "code_version": code_version,
+               "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
+               "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
+               "approval": "pending", "approval_reason": None, "approval_by": None,
+               "approval_at": None, "job_id": job_id, "run_id": run_id}
+        return self._register_row(model, None, row, params=dict(params or {}), metrics=dict(metrics or {}),
+                                  tags={str(k): str(v) for k, v in (tags or {}).items()},
+                                  evaluation=(eval_sha256, eval_rows, eval_path), description=description or "",
+                                  reason=reason, actor=actor, at=at)
+
+    def _register_row(self, model: str, n: int | None, row: dict[str, Any], *, params: dict[str, Any],
+                      metrics: dict[str, Any], tags: dict[str, str], evaluation: tuple[str | None, int | None, str | None],
+                      description: str, reason: str, actor: str, at: str) -> Version:
+        """The write of :meth:`register` (inputs checked): the next version, or version ``n``
+        when a registry of record elsewhere numbered it (its row replaces a copy read meanwhile)."""
+        eval_sha256, eval_rows, eval_path = evaluation
+        job_id = row.get("job_id")
         with self._write() as c:
             if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
                 c.execute("INSERT INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
                           (model, at, actor, description or ""))
-            n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
-            row = {"model": model, "version": n, "artifact": str(artifact), "created_at": at,
-                   "created_by": actor, "dataset_path": dataset, "dataset_sha256": dataset_sha256,
-                   "reference_path": reference, "code_version": code_version,
-                   "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
-                   "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
-                   "approval": "pending", "approval_reason": None, "approval_by": None,
-                   "approval_at": None, "job_id": job_id}
+            if n is None:
+                n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
+            else:
+                c.execute("DELETE FROM versions WHERE model=? AND version=?", (model, n))
+                c.execute("DELETE FROM evaluations WHERE model=? AND version=? AND source='register'", (model, n))
+            row = {"model": model, "version": n, **row}
             c.execute(f"INSERT INTO versions({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                       list(row.values()))
             after = {k: row[k] for k in ("artifact", "dataset_path", "dataset_sha256", "reference_path",
                                          "code_version", "job_id")}
+            if row.get("run_id"):
+                after["run_id"] = row["run_id"]
             after.update(version=n, params=dict(params or {}), metrics=dict(metrics or {}))
             if metrics:
                 self._insert_evaluations(model, n, metrics, eval_sha256, eval_rows, eval_path, "register", at, actor)
@@ -799,6 +823,8 @@ class Registry:
                 if PROTECTED_ENVIRONMENTS[0] in holders:
                     raise GateError(f"{model} version {version} serves production; roll production back "
                                     f"before rejecting it")
+            self._apply_approval(model, int(version), state, reason, actor,
+                                 [*approvers, actor] if state == "approved" else [actor])
             c.execute("UPDATE versions SET approval=?, approval_reason=?, approval_by=?, approval_at=? "
                       "WHERE model=? AND version=?", (state, reason, actor, at, model, int(version)))
             c.execute("INSERT INTO approvals(model, version, decision, actor, at, reason) VALUES (?,?,?,?,?,?)",
@@ -809,6 +835,11 @@ class Registry:
                 b["approvers"], a["approvers"] = approvers, [*approvers, actor]
             self._audit("approve" if state == "approved" else "reject", f"{model}:{version}", b, a, reason, actor, at)
         return self.version(model, version)
+
+    def _apply_approval(self, model: str, version: int, state: str, reason: str, actor: str,
+                        deciders: list[str]) -> None:
+        """Inside an approval's write transaction, after its checks: a registry of record
+        elsewhere records the decision too (core.mlflow: version tags); raising rolls it back."""
 
     def approve(self, model: str, version: int, reason: str, actor: str | None = None) -> Version:
         return self._set_approval(model, version, "approved", reason, actor)
@@ -829,6 +860,7 @@ class Registry:
                 raise NotFoundError(self._no_version(model, version))
             tags = _loads(row[0], {})
             before = tags.get(key)
+            self._apply_tag(model, int(version), key, value)
             if value is None:
                 tags.pop(key, None)
             else:
@@ -837,6 +869,9 @@ class Registry:
                       (_dumps(tags), model, int(version)))
             self._audit("tag", f"{model}:{version}", {key: before}, {key: value}, reason, actor, at)
         return self.version(model, version)
+
+    def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
+        """Inside a tag's write transaction: a registry of record elsewhere sets it too."""
 
     # -- aliases ----------------------------------------------------------------------------------
     def aliases(self, model: str) -> dict[str, int]:
@@ -1100,8 +1135,9 @@ class Registry:
                    actor: str | None = None, log_path: str | None = None,
                    not_since: str | None = None) -> Job:
         """Queue a retraining job. With ``not_since`` (a time), refuse with ConflictError when a
-        job with the same trigger was created for this model since then (drift cool-down),
-        checked inside the write transaction so two cron runs cannot both start one."""
+        job with the same trigger (for drift and quality: either of them) was created for this
+        model since then (the automatic cool-down), checked inside the write transaction so two
+        cron runs cannot both start one."""
         if trigger not in JOB_TRIGGERS:
             raise RegistryError(f"unknown trigger {trigger!r} (one of {', '.join(JOB_TRIGGERS)})")
         actor = actor or current_actor()
@@ -1110,11 +1146,12 @@ class Registry:
             if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
                 raise NotFoundError(self._unknown_model(model))
             if not_since is not None:
-                recent = c.execute("SELECT id, created_at FROM jobs WHERE model=? AND trigger=? AND "
-                                   "created_at >= ? ORDER BY id DESC LIMIT 1",
-                                   (model, trigger, not_since)).fetchone()
+                same = AUTOMATIC_TRIGGERS if trigger in AUTOMATIC_TRIGGERS else (trigger,)
+                recent = c.execute(f"SELECT id, created_at, trigger FROM jobs WHERE model=? AND trigger IN "
+                                   f"({','.join('?' * len(same))}) AND created_at >= ? ORDER BY id DESC LIMIT 1",
+                                   (model, *same, not_since)).fetchone()
                 if recent:
-                    raise ConflictError(f"{model}: a {trigger} retraining job (#{recent[0]}) already "
+                    raise ConflictError(f"{model}: a {recent[2]} retraining job (#{recent[0]}) already "
                                         f"started at {recent[1]}; cooling down")
             cur = c.execute("INSERT INTO jobs(model, trigger, actor, reason, status, runner, created_at, "
                             "log_path) VALUES (?,?,?,?,?,?,?,?)",

@@ -104,3 +104,81 @@ def write_config(tmp_path: Path, url: str, *, models: list[str] | None = None, e
     p = tmp_path / "modeldeck.toml"
     p.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
     return p
+
+
+class FaultProxy:
+    """A real loopback HTTP proxy in front of the MLflow server that can go wrong on purpose:
+    ``fail[part] = (status, body)`` answers requests whose "METHOD /path?query" contains
+    ``part`` itself (401, 503, ...); ``delay[part] = seconds`` holds them first (slow); ``down = True`` closes every
+    connection unanswered. ``seen`` lists (method, path) of what went through."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        self.upstream = upstream
+        self.fail: dict[str, tuple[int, str]] = {}
+        self.delay: dict[str, float] = {}
+        self.down = False
+        self.seen: list[tuple[str, str]] = []
+        self.headers_seen: list[dict[str, str]] = []
+        proxy = self
+        client = httpx.Client(base_url=upstream, timeout=30)
+        self._client = client
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                import time
+
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.seen.append((self.command, self.path))
+                proxy.headers_seen.append(dict(self.headers))
+                if proxy.down:
+                    self.close_connection = True
+                    return
+                what = f"{self.command} {self.path}"
+                for part, seconds in list(proxy.delay.items()):
+                    if part in what:
+                        time.sleep(seconds)
+                for part, (status, text) in list(proxy.fail.items()):
+                    if part in what:
+                        self._send(status, text.encode(), "application/json")
+                        return
+                r = client.request(self.command, self.path, content=body,
+                                   headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                self._send(r.status_code, r.content, r.headers.get("content-type", "application/json"))
+
+            def _send(self, status: int, content: bytes, ctype: str) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = do_DELETE = do_PATCH = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._client.close()
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

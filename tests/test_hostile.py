@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -397,3 +399,155 @@ def test_a_real_process_never_writes_a_raw_escape(tmp_path: Path, registry_path:
                        env=run_env(), timeout=60)
     assert r.returncode == 2
     assert b"\x1b" not in r.stdout + r.stderr and b"\\x1b[2J" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 7, 8, 10. input limits: nested, corrupt, overflowing, endless, huge and sparse files
+
+
+def _csv(path: Path, rows: int = 300, value: str | None = None) -> Path:
+    path.write_text("a,b\n" + "\n".join(f"{value or (i % 17) / 7},{i % 5}" for i in range(rows)) + "\n")
+    return path
+
+
+def _drift_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    rc = cli.main(["drift", *argv])
+    got = capsys.readouterr()
+    assert rc == 2, got
+    lines = got.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in got.err and "Warning" not in got.err, got.err
+    return lines[0]
+
+
+def test_deeply_nested_json_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _csv(tmp_path / "ref.csv")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert "nested too deeply" in _drift_line(capsys, str(ref), str(deep))
+    deep_array = tmp_path / "deep.json"
+    deep_array.write_text("[" * 100_000 + "]" * 100_000)
+    assert "nested too deeply" in _drift_line(capsys, str(ref), str(deep_array))
+
+
+def test_a_gzip_with_a_corrupt_body_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+    import random
+
+    rnd = random.Random(1)
+    raw = gzip.compress(("a,b\n" + "\n".join(f"{rnd.random()},{rnd.random()}" for _ in range(5000))).encode())
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(raw[:200] + bytes(len(raw) - 200))  # a valid header, then garbage
+    assert "bad gzip data" in _drift_line(capsys, str(_csv(tmp_path / "ref.csv")), str(bad))
+
+
+def test_values_that_overflow_the_statistics_are_one_line_exit_2(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import random
+
+    rnd = random.Random(2)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("a\n" + "\n".join(str(rnd.random()) for _ in range(5000)) + "\n")
+    huge = tmp_path / "huge.csv"
+    huge.write_text("a\n" + "\n".join("1e308" for _ in range(5000)) + "\n")
+    line = _drift_line(capsys, str(ref), str(huge))
+    assert "nothing could be compared" in line and "too large" in line
+    # with another column that compares, the run goes on and names the column it could not compare
+    (tmp_path / "ref2.csv").write_text("a,b\n" + "\n".join(f"{rnd.random()},{i % 3}" for i in range(5000)) + "\n")
+    (tmp_path / "huge2.csv").write_text("a,b\n" + "\n".join(f"1e308,{i % 3}" for i in range(5000)) + "\n")
+    assert cli.main(["drift", str(tmp_path / "ref2.csv"), str(tmp_path / "huge2.csv")]) in (0, 1)
+    got = capsys.readouterr()
+    assert "Warning" not in got.err and "a: column 'a': values too large" in got.out
+
+
+def test_devices_and_fifos_are_refused_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = str(_csv(tmp_path / "ref.csv"))
+    assert "not a regular file (a character device)" in _drift_line(capsys, ref, "/dev/zero")
+    assert "not a regular file (a character device)" in _drift_line(capsys, "/dev/zero", ref)
+    fifo = tmp_path / "capture.jsonl"
+    os.mkfifo(fifo)
+    assert "not a regular file (a FIFO)" in _drift_line(capsys, ref, str(fifo))
+    from modeldeck.core import capture
+
+    with pytest.raises(capture.InputError, match="FIFO"):
+        capture.read_window(str(fifo), 100)
+
+
+def test_local_files_have_the_url_byte_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    ref = str(_csv(tmp_path / "ref.csv"))
+    big = _csv(tmp_path / "big.csv", rows=20_000)
+    assert "over the 65536-byte cap" in _drift_line(capsys, ref, str(big), "--max-bytes", "64K")
+    bomb = tmp_path / "bomb.csv.gz"  # 100 KiB that inflates to 100 MiB
+    bomb.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * (25 << 20)))
+    assert bomb.stat().st_size < 1 << 20
+    assert "once decompressed" in _drift_line(capsys, ref, str(bomb), "--max-bytes", "8M")
+
+
+def test_a_window_of_a_sparse_2_gib_file_reads_from_its_end_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from modeldeck.core import capture
+
+    records = "".join(json.dumps({"a": i % 7, "b": f"x{i % 3}"}) + "\n" for i in range(3000)).encode()
+    for name, first in (("cap.jsonl", b'{"a": 0, "b": "x0"}\n'), ("cap.csv", b"a,b\n")):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.write(first)
+            f.truncate(2 << 30)  # a 2 GiB hole (no disk used), then the newest records
+            f.seek(0, os.SEEK_END)
+            f.write(records if name.endswith(".jsonl") else
+                    "".join(f"{i % 7},x{i % 3}\n" for i in range(3000)).encode())
+        tracemalloc.start()
+        try:
+            window = capture.read_window(str(path), 1000)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(window) == 1000 and list(window.columns) == ["a", "b"]
+        assert peak < 32 << 20, f"{name}: {peak / 2**20:.0f} MiB for a 1,000-row window"
+        with pytest.raises(capture.InputError, match="over the"):  # the whole file: refused, not read
+            capture.read_window(str(path), None)
+
+
+def test_a_hole_where_the_window_should_be_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    from modeldeck.core import capture
+
+    path = tmp_path / "cap.jsonl"
+    with open(path, "wb") as f:
+        f.write(b'{"a": 1}\n')
+        f.truncate(1 << 30)  # no line break in the last GiB
+    with pytest.raises(capture.InputError, match="longer than 64 MiB"):
+        capture.read_window(str(path), 1000)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", "the file is empty"),
+    (bytes(range(256)) * 8, "cannot read"),
+    ("a,b\n\xe9t\xe9,1\n".encode("latin-1"), "codec can't decode"),
+])
+def test_register_reference_refuses_what_drift_refuses_with_the_same_line(
+        tmp_path: Path, registry_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: str) -> None:
+    ref = tmp_path / "reference.csv"
+    ref.write_bytes(content)
+    drift_line = _drift_line(capsys, str(ref), str(_csv(tmp_path / "cur.csv")))
+    assert words in drift_line
+    rc = cli.main(["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/1",
+                   "--reference", str(ref)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == drift_line
+    assert not registry_path.exists() or Registry(registry_path).versions("churn") == []
+    assert cli.main(["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/1",
+                     "--reference", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_eval_and_training_datasets_refuse_devices_and_nested_json(tmp_path: Path, registry_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "eval.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    base = ["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/1"]
+    assert cli.main([*base, "--metrics", '{"auc": 0.9}', "--eval-dataset", str(deep)]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
+    assert cli.main([*base, "--dataset", "/dev/zero"]) == 2
+    assert "not a regular file (a device)" in capsys.readouterr().err

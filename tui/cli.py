@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", metavar="FILE", default=None, help="write the report atomically to FILE")
     rep.add_argument("--sample", metavar="SECONDS", type=float, default=None,
                      help="seconds between the two metric scrapes (default 5)")
-    rep.add_argument("--retrain-on-drift", action="store_true",
-                     help="start retraining for models whose production endpoint drifts")
+    rep.add_argument("--retrain-on", metavar="drift,quality", default=None,
+                     help="start retraining for models whose production endpoint drifts and/or loses quality")
+    rep.add_argument("--retrain-on-drift", action="store_true", help="the same as --retrain-on drift")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--categorical", metavar="COLS", help="comma-separated columns to treat as categorical")
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
+    p.add_argument("--max-bytes", metavar="N", type=_byte_count, default=None,
+                   help="largest file read whole, e.g. 512M (default 256M; 0 would refuse everything)")
 
     p = sub.add_parser("quality", parents=[common], help="model quality: captured predictions joined with labels",
                        description="Join captured predictions with their delayed labels and measure the model: "
@@ -158,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
     p.set_defaults(handler=_cmd_register)
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
+    p.add_argument("--artifact", metavar="URI", help="where the trained artifact lives (required without --run-id)")
+    p.add_argument("--run-id", metavar="RUN", help="with [mlflow]: the MLflow run it comes from (its params, "
+                   "metrics and git commit are the lineage; source runs:/RUN/model unless --artifact)")
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
     p.add_argument("--reference", metavar="PATH", help="reference data that drift is compared against")
     p.add_argument("--metrics", metavar="JSON", help='evaluation metrics, e.g. \'{"auc": 0.91}\' or @file.json')
@@ -298,6 +303,19 @@ def _endpoint_rate(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: use ENDPOINT=REQUESTS_PER_SECOND") from None
 
 
+def _byte_count(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        n = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or 64K, 512M, 2G)") from None
+    if not 1 <= n < 1 << 50:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size of at least 1 byte")
+    return int(n)
+
+
 def _version_number(text: str) -> int:
     try:
         n = int(text.lstrip("v"))
@@ -411,7 +429,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("choose --demo or --report, not both")
     if not args.report:
         for flag, value in (("--output", args.output), ("--sample", args.sample),
-                            ("--retrain-on-drift", args.retrain_on_drift or None)):
+                            ("--retrain-on-drift", args.retrain_on_drift or None),
+                            ("--retrain-on", args.retrain_on)):
             if value is not None:
                 parser.error(f"{flag} only applies to --report")
         if args.format is not None:
@@ -486,12 +505,12 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     return run_report(settings, fmt=args.format or "text", output=args.output,
-                      sample=args.sample, retrain_on_drift=args.retrain_on_drift)
+                      sample=args.sample, retrain_on_drift=args.retrain_on_drift, retrain_on=args.retrain_on)
 
 
 def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
-               sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
-               stderr: TextIO | None = None) -> int:
+               sample: float | None = None, retrain_on_drift: bool = False, retrain_on: str | None = None,
+               stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``modeldeck --report``: collect (``core.report``), render, write; returns the exit code
     (0 OK, 1 WARNING, 2 CRITICAL, 3 when the report could not run: the reason is one line on
     stderr). With ``output`` and the prometheus format, a run that cannot collect still
@@ -505,7 +524,8 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
         print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
         return report.EXIT_CODES[report.UNKNOWN]
     try:
-        result = report.collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
+        triggers = report.retrain_triggers(retrain_on, drift_flag=retrain_on_drift)
+        result = report.collect(settings, sample=sample, retrain_on=triggers)
     except (ModeldeckError, OSError) as e:
         _report_could_not_run(fmt, output, e, err)
         return report.EXIT_CODES[report.UNKNOWN]
@@ -592,18 +612,18 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
     return run_drift(args.reference, args.current, args.format, cols(args.categorical), cols(args.columns),
-                     sys.stdout)
+                     sys.stdout, max_bytes=args.max_bytes)
 
 
 def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | None, columns: list[str] | None,
-              out: TextIO) -> int:
+              out: TextIO, *, max_bytes: int | None = None) -> int:
     """``modeldeck drift REFERENCE CURRENT``: prints the table or the JSON; 0 without dataset
     drift, 1 with; ``InputError`` (exit 2) on bad input."""
     if fmt not in ("text", "json"):
         raise InputError(f"unknown --format {fmt!r} (text or json)")
     from modeldeck.core import drift
 
-    result = drift.compare_files(reference, current, categorical=categorical, columns=columns)
+    result = drift.compare_files(reference, current, categorical=categorical, columns=columns, max_bytes=max_bytes)
     if fmt == "json":
         out.write(json.dumps(drift.result_to_json(result), indent=2) + "\n")
     else:
@@ -619,7 +639,7 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     """``modeldeck quality CAPTURE LABELS``: the metrics of the joined rows; with ``--model``
     judged against the served version's registered metrics (0 fine or not enough labels, 1
     degraded; ``InputError`` exit 2)."""
-    from modeldeck.core import judge, quality
+    from modeldeck.core import quality
     from modeldeck.core.config import ModelConfig
 
     mc = ModelConfig(name=args.model or "-")
@@ -658,16 +678,12 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     spec = replace(spec, **changes)
     result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
                             label_column=args.label_column)
-    found = judge.quality_verdicts(result, registered.metrics if registered else None, mc.quality_drop,
-                                   registered.describe() if registered else "")
+    doc = quality.document(result, registered, mc.quality_drop)
     if args.format == "json":
-        doc = result.to_json()
-        doc["registered"] = registered.as_dict() if registered else None
-        doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]
         out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
-        out.write(quality.render_text(result, registered, found))
-    return 1 if found else 0
+        out.write(quality.render_text(result, registered, doc["verdicts"]))
+    return 1 if doc["verdicts"] else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,8 +713,21 @@ def _cmd_register(args: argparse.Namespace) -> int:
         job_id = int(os.environ["MODELDECK_JOB_ID"])
     metrics = _json_arg(args.metrics, "--metrics")
     params = _json_arg(args.params, "--params")
-    with _registry(args, create=True) as reg:
-        v = reg.register(args.model, args.artifact, dataset=args.dataset, reference=args.reference,
+    settings = _settings(args)
+    if args.run_id and settings.mlflow is None:
+        raise RegistryError("--run-id names an MLflow run: it needs [mlflow] in the config")
+    if not args.artifact and not args.run_id:
+        raise RegistryError("an artifact URI is required (--artifact URI" +
+                            (", or --run-id RUN)" if settings.mlflow is not None else ")"))
+    extra = {"run_id": args.run_id} if args.run_id else {}
+    if args.reference:  # read it now and refuse what drift would refuse, with drift's words
+        from modeldeck.core import drift
+
+        drift.load_profile(args.reference)
+    from modeldeck.core.registry import open_registry
+
+    with open_registry(settings, create=True) as reg:
+        v = reg.register(args.model, args.artifact, **extra, dataset=args.dataset, reference=args.reference,
                          code_version=args.code_version, params=params, metrics=metrics, tags=tags,
                          description=args.description, job_id=job_id, reason=args.reason,
                          eval_dataset=args.eval_dataset, eval_sha256=args.eval_sha256, eval_rows=args.eval_rows)
@@ -706,7 +735,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**v.as_dict(), "evaluations": [e.as_dict() for e in evals]})
     else:
-        _out(f"registered {v.model} version {v.version} (pending approval)")
+        where = f" in MLflow ({one_line(v.artifact, 120)})" if settings.mlflow is not None else ""
+        _out(f"registered {v.model} version {v.version}{where} (pending approval)")
     if metrics and not (args.eval_dataset or args.eval_sha256):
         print(f"{PROG}: note: metrics recorded without their evaluation data: metric gates compare them with no "
               f"other version's (--eval-dataset PATH, or modeldeck evaluate)", file=sys.stderr)

@@ -64,6 +64,7 @@ class FleetScreen(DeckScreen):
         self._rows: list[str] = []
         # per row: what its cells came from (snapshot, taken at, age shown, narrow layout)
         self._cells: dict[str, tuple[EndpointSnapshot | None, float | None, int, bool]] = {}
+        self._names: tuple[str, ...] = ()  # every endpoint's name when the rows were built
 
     def compose(self) -> ComposeResult:
         yield Static("", id="fleet-header", markup=False)
@@ -90,6 +91,11 @@ class FleetScreen(DeckScreen):
     # -- data -------------------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[EndpointConfig]:
+        """The configured endpoints, and those ``[[discover]]`` found (they come and go)."""
+        source = self.app.source
+        found = source.endpoints() if source is not None and hasattr(source, "endpoints") else None
+        if found is not None:
+            return list(found)
         settings = self.app.settings
         return list(settings.endpoints) if settings is not None else []
 
@@ -124,6 +130,7 @@ class FleetScreen(DeckScreen):
                     self._natural[key] = max(self._natural.get(key, 0), len(one_line(value, 40)))
             self._fit_columns(force=True)
         self._rows = [ep.name for ep in self._visible()]
+        self._names = tuple(ep.name for ep in self.endpoints)
         table.set_rows(self._rows)
         self.refresh_snapshots(force=True)
 
@@ -156,9 +163,13 @@ class FleetScreen(DeckScreen):
         latest = source.latest() if source is not None else {}
         now = app.clock()
         interval = source.interval if source is not None else 2.0
+        endpoints = self.endpoints
+        if len(endpoints) != len(self._names) or any(a.name != b for a, b in zip(endpoints, self._names)):
+            self._build_table()  # discovery found endpoints, or some went
+            return
         self._update_header(latest, interval)
         table = self.query_one(LiveTable)
-        by_name = {ep.name: ep for ep in self.endpoints}
+        by_name = {ep.name: ep for ep in endpoints}
         grown = False
         for name in self._rows:
             ep = by_name.get(name)
@@ -230,9 +241,14 @@ class FleetScreen(DeckScreen):
                 t.append("  read-only", style="bold cyan")
             if app.demo:
                 t.append("  demo", style="bold magenta")
+            if settings.mlflow is not None:
+                t.append(f"  MLflow {one_line(settings.mlflow.url, 60)}", style="dim")
             error = app.source.error if app.source is not None else None
             if error:
                 t.append("  " + one_line(error, 80), style="bold red")
+            registry_error = getattr(app.source, "registry_error", None) if app.source is not None else None
+            if registry_error:
+                t.append("  registry: " + one_line(registry_error, 120), style="bold yellow")
         if self.filter_text:
             t.append(f"  filter: {one_line(self.filter_text, 30)} ({len(self._rows)}/{len(self.endpoints)})",
                      style="bold cyan")
@@ -240,13 +256,14 @@ class FleetScreen(DeckScreen):
             header = self.query_one("#fleet-header", Static)
             room = (header.size.width or self.app.size.width) - 2 - t.cell_len
             reg, cfg = paths.display(settings.registry), paths.display(settings.path)
-            both = room - len("  registry ") - len("  config ")
+            reg_label = "  ledger " if settings.mlflow is not None else "  registry "
+            both = room - len(reg_label) - len("  config ")
             if both >= 16 or both >= len(reg) + len(cfg):
                 reg_w, cfg_w = share([(8, len(reg)), (8, len(cfg))], both, pad=0)
-                t.append(f"  registry {middle(reg, reg_w)}", style="dim")
+                t.append(f"{reg_label}{middle(reg, reg_w)}", style="dim")
                 t.append(f"  config {middle(cfg, cfg_w)}", style="dim")
-            elif room - len("  registry ") >= 8:  # no room for both: the registry, where releases go
-                t.append(f"  registry {middle(reg, room - len('  registry '))}", style="dim")
+            elif room - len(reg_label) >= 8:  # no room for both: the registry, where releases go
+                t.append(f"{reg_label}{middle(reg, room - len(reg_label))}", style="dim")
         self.query_one("#fleet-header", Static).update(t)
 
     def _update_detail(self, latest: dict[str, EndpointSnapshot]) -> None:
