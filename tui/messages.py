@@ -120,12 +120,14 @@ class VersionsLoaded(WorkerMessage):
     would go: ``core.releases.EnvironmentChoice``)."""
 
     def __init__(self, versions: Sequence[Version], aliases: Mapping[str, int],
-                 environments: Sequence[EnvironmentChoice] = (), evaluations: Sequence[Evaluation] = ()) -> None:
+                 environments: Sequence[EnvironmentChoice] = (), evaluations: Sequence[Evaluation] = (),
+                 problem: str | None = None) -> None:
         super().__init__()
         self.versions = list(versions)
         self.aliases = dict(aliases)
         self.environments = list(environments)
         self.evaluations = list(evaluations)  # every version's metrics with their data
+        self.problem = problem  # MLflow could not be read: these are the ledger's last known
 
 
 # -- retraining -----------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ class ModelScreen(DeckScreen):
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
         with TabbedContent(initial="versions", id="model-tabs"):
-            with TabPane("1 Versions", id="versions"):
+            with TabPane("1 Versions", id="versions"), Vertical():
+                yield Static("", id="registry-status", markup=False)
                 yield DataTable(id="versions-table", cursor_type="row", zebra_stripes=True)
             with TabPane("2 Drift", id="drift"), Vertical():
                 yield Static("", id="drift-summary", markup=False)
@@ -97,6 +98,7 @@ class ModelScreen(DeckScreen):
         yield KeyBar()
 
     def on_mount(self) -> None:
+        self.query_one("#registry-status", Static).display = False
         vt = self.query_one("#versions-table", DataTable)
         for key, label, width in VERSION_COLUMNS:
             vt.add_column(label, key=key, width=width)
@@ -122,22 +124,34 @@ class ModelScreen(DeckScreen):
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
     def load_versions(self) -> None:
         from modeldeck.core.errors import NotFoundError
+        from modeldeck.core.mlflow import MlflowError
         from modeldeck.core.registry import open_registry
         from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
-        try:
-            with open_registry(settings, create=False) as reg:
-                versions = reg.versions(self.model)
-                aliases = reg.aliases(self.model)
-                choices = environment_choices(settings, reg, self.model)
-                evaluations = reg.evaluations(self.model)
-        except NotFoundError:
-            versions, aliases, choices, evaluations = [], {}, [], []
-        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations))
+        problem = None
+        with open_registry(settings, create=False) as reg:
+            def read() -> tuple[Any, Any, Any, Any]:
+                try:
+                    return (reg.versions(self.model), reg.aliases(self.model),
+                            environment_choices(settings, reg, self.model), reg.evaluations(self.model))
+                except NotFoundError:
+                    return [], {}, [], []
+
+            try:
+                versions, aliases, choices, evaluations = read()
+            except MlflowError as e:  # MLflow down, refusing, slow: the ledger's last known, said so
+                problem = f"{one_line(e, 200)}; showing the ledger's last known versions and aliases"
+                reg.offline = True  # type: ignore[attr-defined]
+                versions, aliases, choices, evaluations = read()
+        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations, problem))
 
     def on_versions_loaded(self, message: VersionsLoaded) -> None:
+        status = self.query_one("#registry-status", Static)
+        if message.problem:
+            status.update(Text(message.problem, style="bold yellow"))
+        status.display = bool(message.problem)
         self.environment_choices = message.environments
         self.evaluations = message.evaluations
         self._show_versions(message.versions, message.aliases)
