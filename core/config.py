@@ -113,6 +113,8 @@ class PollSettings:
     max_metrics_bytes: int = 8 << 20
     max_capture_bytes: int = 256 << 20  # a capture, labels or reference file (local or URL) read whole
     max_backoff: float = 30.0  # an endpoint that stays down is retried at most this far apart
+    quality_every: int = 15  # measure quality (endpoints with capture and labels) every N polls (0: never)
+    quality_scan: int = 5000  # the newest N captured records are joined with the labels
 
     @property
     def effective_metrics_interval(self) -> float:
@@ -579,8 +581,10 @@ class _Reader:
         for k, v in t.items():
             key = f"poll.{k}"
             if k in ("drift_every", "drift_window", "history", "max_body_bytes", "max_metrics_bytes",
-                     "max_capture_bytes"):
+                     "max_capture_bytes", "quality_scan"):
                 kw[k] = self.integer(v, key, minimum=1)
+            elif k == "quality_every":
+                kw[k] = self.integer(v, key, minimum=0)
             elif k in ("interval", "timeout"):
                 kw[k] = self.number(v, key, positive=True)
             else:

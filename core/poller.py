@@ -42,7 +42,10 @@ The registry is used through two private threads, each with its own connection: 
 every ``poll.store_interval`` seconds with ``poll.retention_hours`` retention. A locked
 registry delays only that writer thread; failures are logged and retried at the next interval.
 Drift (endpoints with ``capture``) is computed every ``poll.drift_every`` polls in a worker
-thread, reference profiles cached per (model, version).
+thread, reference profiles cached per (model, version). Quality (endpoints with ``capture``
+and ``labels``: ``core.quality.endpoint_quality``) is measured every ``poll.quality_every``
+polls in the same workers, judged against the served version's registered metrics and the
+model's rules (both read from the registry, cached per (model, version) for a minute).
 """
 
 from __future__ import annotations
@@ -77,12 +80,13 @@ from modeldeck.core.metrics import (
     RateWindow,
     read_metrics,
 )
-from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot
+from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot, QualitySummary
 from modeldeck.core.textfmt import duration, one_line, utc_iso
 
 log = logging.getLogger("modeldeck.poller")
 
 REASON_LIMIT = 160  # characters of a reason; endpoint text inside it is cut shorter
+QUALITY_BASE_TTL = 60.0  # seconds a model's rules and a version's registered metrics are cached for quality
 RATE_WINDOW = 10.0  # seconds of metrics readings that rates are computed over (at least two)
 METADATA_EVERY = 10  # a full poll (live, ready, metadata) at least every N polls
 LARGE_METRICS = 512 * 1024  # metrics text larger than this is parsed in a worker thread
@@ -182,6 +186,8 @@ class _Target:
         self.restarted_pending = False
         self.drift: DriftSummary | None = None
         self.drift_task: asyncio.Task[None] | None = None
+        self.quality: QualitySummary | None = None
+        self.quality_task: asyncio.Task[None] | None = None
         self.inflight: asyncio.Future[EndpointSnapshot] | None = None
         self.wake: asyncio.Event | None = None
         self.forced = False
@@ -250,6 +256,7 @@ class Poller:
         self._writer: _RegistryThread | None = None
         self._drift_pool: ThreadPoolExecutor | None = None
         self._references: dict[tuple[str, str], str | None] = {}  # (model, version) -> reference data
+        self._quality_bases: dict[tuple[str, str | None], tuple[float, Any]] = {}  # -> (read at, (rules, registered))
         self._stored_at: dict[str, float] = {}
         self._registry_warned: set[str] = set()
         # Prometheus (core/promql.py): endpoints with metrics = "prometheus" and [[discover]] blocks
@@ -500,11 +507,11 @@ class Poller:
             return
         self._closed = True
         self.stop()
-        for t in self._targets:
-            if t.drift_task is not None:
-                t.drift_task.cancel()
+        tasks = [task for t in self._targets for task in (t.drift_task, t.quality_task) if task is not None]
+        for task in tasks:
+            task.cancel()
         if self._loop is not None:
-            await asyncio.gather(*(t.drift_task for t in self._targets if t.drift_task), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for c in self._clients.values():
             with contextlib.suppress(Exception):
                 await c.aclose()
@@ -823,6 +830,9 @@ class Poller:
         snap = self._snapshot(t, taken_at, duration_ms, health)
         if t.cfg.capture and self.poll_settings.drift_every and t.polls % self.poll_settings.drift_every == 0:
             self._start_drift(t, snap)
+        every = self.poll_settings.quality_every
+        if t.cfg.capture and t.cfg.labels and every and t.polls % every == 0:
+            self._start_quality(t, snap)
         return snap
 
     async def _health(self, t: _Target, full: bool, alias: str | None, h: _Health) -> None:
@@ -995,7 +1005,7 @@ class Poller:
             error_ratio=rates.error_ratio if rates else None,
             latency_p50_ms=rates.p50_ms if rates else None, latency_p95_ms=rates.p95_ms if rates else None,
             latency_p99_ms=rates.p99_ms if rates else None, latency_mean_ms=rates.mean_ms if rates else None,
-            profile=t.profile.name if t.profile else None, restarted=restarted, drift=t.drift,
+            profile=t.profile.name if t.profile else None, restarted=restarted, drift=t.drift, quality=t.quality,
             metrics_window=rates.window if rates else None,
             metrics_age=(now - t.rates_at) if (rates and now is not None and t.rates_at is not None) else None,
         )
@@ -1135,6 +1145,47 @@ class Poller:
         except Exception as e:
             log.info("endpoint %s: drift failed: %s", cfg.name, one_line(e, 200))
             t.drift = DriftSummary(error=one_line(e, 120), computed_at=now(), version=version)
+
+    # -- quality ----------------------------------------------------------------------------------
+    def _start_quality(self, t: _Target, snap: EndpointSnapshot) -> None:
+        if t.quality_task is not None and not t.quality_task.done():
+            return
+        t.quality_task = asyncio.ensure_future(self._quality(t, judge.drift_version(snap)))
+
+    async def _quality(self, t: _Target, version: str | None) -> None:
+        cfg = t.cfg
+        now = self._clock
+        try:
+            from modeldeck.core import quality as quality_mod
+
+            key = (cfg.model, version)
+            cached = self._quality_bases.get(key)
+            if cached is None or time.monotonic() - cached[0] > QUALITY_BASE_TTL:
+                settings = self.settings
+
+                def read(r: Any) -> Any:
+                    return (quality_mod.rules_for(r, settings, cfg.model),
+                            quality_mod.registered(r, cfg.model, version))
+
+                try:
+                    base = await self._reader.call(read)
+                except ModeldeckError as e:
+                    base = (self.settings.model(cfg.model), None)
+                    log.info("endpoint %s: quality is not judged: %s", cfg.name, one_line(e, 200))
+                self._quality_bases[key] = (time.monotonic(), base)
+                while len(self._quality_bases) > 256:
+                    self._quality_bases.pop(next(iter(self._quality_bases)))
+            mc, registered = self._quality_bases[key][1]
+            scan, timeout = self.poll_settings.quality_scan, max(1.0, self.poll_settings.timeout)
+            t.quality = await self._in_drift_pool(
+                lambda: quality_mod.endpoint_quality(cfg, mc, registered, version, scan=scan, timeout=timeout,
+                                                     clock=now))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never the poller's end: the summary says why
+            log.info("endpoint %s: quality failed: %s", cfg.name, one_line(e, 200))
+            t.quality = QualitySummary(computed_at=now(), version=version,
+                                       error=one_line(f"{type(e).__name__}: {e}", 200))
 
     async def _in_drift_pool(self, fn: Callable[[], T]) -> T:
         if self._drift_pool is None:

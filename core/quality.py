@@ -791,7 +791,7 @@ class Registered:
 
     def as_dict(self) -> dict[str, Any]:
         return {"version": self.version, "metrics": dict(self.metrics), "dataset_sha256": self.dataset_sha256,
-                "dataset_rows": self.dataset_rows}
+                "dataset_rows": self.dataset_rows, "describe": self.describe()}
 
 
 def by_quality_names(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -838,6 +838,21 @@ def spec_for(mc: Any, *, window: int | None = None, id_column: str | None = None
                        id_column=id_column, window=window or mc.quality_window, min_rows=mc.quality_min_rows)
 
 
+def document(r: QualityResult, reg: Registered | None, drop: float) -> dict[str, Any]:
+    """The quality object ``modeldeck quality --format json`` prints and the report embeds as
+    ``endpoints[].quality``: :meth:`QualityResult.to_json` with the registered metrics it was
+    judged against, the verdicts (``core.judge.quality_verdicts``) and their worst level."""
+    from modeldeck.core import judge
+
+    doc = r.to_json()
+    found = judge.quality_verdicts(doc, reg.metrics if reg else None, drop, reg.describe() if reg else "")
+    doc["registered"] = reg.as_dict() if reg else None
+    doc["quality_drop"] = drop
+    doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]
+    doc["level"] = judge.worst(v.level for v in found)
+    return doc
+
+
 def render_text(r: QualityResult, reg: Registered | None = None, verdicts: Sequence[Any] = ()) -> str:
     """The table ``modeldeck quality`` prints: each metric with its interval (and the
     registered value it is judged against), the counts, share, lag, the confusion matrix and
@@ -878,5 +893,35 @@ def render_text(r: QualityResult, reg: Registered | None = None, verdicts: Seque
         lines += ["", f"estimated (CBPE, not measured) on {e.rows} unlabelled rows, calibrated on "
                       f"{e.reference_rows} labelled: {vals}"]
     for v in verdicts:
-        lines.append(f"{v.level}: {v.text}")
+        lines.append(f"{v['level']}: {v['text']}" if isinstance(v, Mapping) else f"{v.level}: {v.text}")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# one endpoint (the poller, the report)
+
+
+def rules_for(reg: Any, settings: Any, model: str) -> Any:
+    """The model's rules that apply (the registry's policy made stricter by the config; a
+    looser config value does not change what the policy says)."""
+    from modeldeck.core import policy
+
+    return policy.merge(settings.model(model), reg.policy(model), settings.path).model_config
+
+
+def endpoint_quality(cfg: Any, mc: Any, reg_metrics: Registered | None, version: str | None, *, scan: int,
+                     timeout: float = 10.0, clock: Any = time.time) -> Any:
+    """The :class:`core.snapshot.QualitySummary` of one endpoint with ``capture`` and ``labels``:
+    its newest ``scan`` captured rows joined with its labels, measured and judged against
+    ``reg_metrics`` (the served version's). A source that cannot be read is the summary's
+    ``error`` (the judge's "quality not measured" warning), never an exception."""
+    from modeldeck.core.snapshot import QualitySummary
+
+    spec = spec_for(mc, id_column=cfg.label_id_column)
+    try:
+        result = assess(cfg.capture, cfg.labels, spec, last_n=scan, label_id_column=cfg.label_id_column,
+                        label_column=cfg.label_column, timeout=timeout, clock=clock)
+    except InputError as e:
+        result = failed(spec, str(e), clock=clock)
+    doc = document(result, reg_metrics, mc.quality_drop)
+    return QualitySummary(computed_at=float(clock()), version=version, result=doc, error=result.error)

@@ -39,7 +39,8 @@ BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
 APPROVAL_STATES = ("pending", "approved", "rejected")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_TRIGGERS = ("manual", "drift", "schedule")
+JOB_TRIGGERS = ("manual", "drift", "quality", "schedule")
+AUTOMATIC_TRIGGERS = ("drift", "quality")  # share one cool-down (create_job's not_since)
 PROTECTED_ENVIRONMENTS = ("production",)
 
 
@@ -1134,8 +1135,9 @@ class Registry:
                    actor: str | None = None, log_path: str | None = None,
                    not_since: str | None = None) -> Job:
         """Queue a retraining job. With ``not_since`` (a time), refuse with ConflictError when a
-        job with the same trigger was created for this model since then (drift cool-down),
-        checked inside the write transaction so two cron runs cannot both start one."""
+        job with the same trigger (for drift and quality: either of them) was created for this
+        model since then (the automatic cool-down), checked inside the write transaction so two
+        cron runs cannot both start one."""
         if trigger not in JOB_TRIGGERS:
             raise RegistryError(f"unknown trigger {trigger!r} (one of {', '.join(JOB_TRIGGERS)})")
         actor = actor or current_actor()
@@ -1144,11 +1146,12 @@ class Registry:
             if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
                 raise NotFoundError(self._unknown_model(model))
             if not_since is not None:
-                recent = c.execute("SELECT id, created_at FROM jobs WHERE model=? AND trigger=? AND "
-                                   "created_at >= ? ORDER BY id DESC LIMIT 1",
-                                   (model, trigger, not_since)).fetchone()
+                same = AUTOMATIC_TRIGGERS if trigger in AUTOMATIC_TRIGGERS else (trigger,)
+                recent = c.execute(f"SELECT id, created_at, trigger FROM jobs WHERE model=? AND trigger IN "
+                                   f"({','.join('?' * len(same))}) AND created_at >= ? ORDER BY id DESC LIMIT 1",
+                                   (model, *same, not_since)).fetchone()
                 if recent:
-                    raise ConflictError(f"{model}: a {trigger} retraining job (#{recent[0]}) already "
+                    raise ConflictError(f"{model}: a {recent[2]} retraining job (#{recent[0]}) already "
                                         f"started at {recent[1]}; cooling down")
             cur = c.execute("INSERT INTO jobs(model, trigger, actor, reason, status, runner, created_at, "
                             "log_path) VALUES (?,?,?,?,?,?,?,?)",

@@ -562,21 +562,23 @@ def job_log_path(job_id: int, registry: str | os.PathLike[str]) -> Path:
     """``state_dir()/jobs/<registry key>/<job>.log``: job numbers are per registry, so each
     registry file gets its own folder (its name plus a hash of its absolute path)."""
     reg = Path(registry).expanduser().resolve()
-    key = f"{reg.stem}-{hashlib.sha256(str(reg).encode()).hexdigest()[:10]}"
+    stem = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in reg.stem)[:40]
+    key = f"{stem}-{hashlib.sha256(str(reg).encode()).hexdigest()[:10]}"
     return paths.state_dir() / "jobs" / key / f"{job_id}.log"
 
 
 def maybe_retrain_on_drift(settings: Settings, registry: Registry, model: str, reason: str, *,
-                           actor: str | None = None, detach: bool = True) -> Job | None:
-    """Start retraining ``model`` with trigger ``drift`` unless one started within the model's
-    ``retrain_cooldown`` (checked inside the registry's write transaction, so two cron runs
-    cannot both start one) or no pipeline is configured. Returns the new job or None."""
+                           actor: str | None = None, detach: bool = True, trigger: str = "drift") -> Job | None:
+    """Start retraining ``model`` with ``trigger`` (``drift`` or ``quality``) unless an
+    automatic one (either trigger) started within the model's ``retrain_cooldown`` (checked
+    inside the registry's write transaction, so two cron runs cannot both start one) or no
+    pipeline is configured. Returns the new job or None."""
     mc = settings.model(model)
     if mc.retrain is None:
         return None
     since = format_time(datetime.now(timezone.utc) - timedelta(seconds=mc.retrain_cooldown))
     try:
-        run = start_retrain(settings, model, trigger="drift", reason=reason, actor=actor,
+        run = start_retrain(settings, model, trigger=trigger, reason=reason, actor=actor,
                             registry=registry, detach=detach, not_since=since)
     except ConflictError:
         return None

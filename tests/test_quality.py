@@ -164,7 +164,8 @@ def test_not_enough_labels_is_no_verdict() -> None:
     pred, labels = _frames(400, 3, missing=0.7)
     r = quality.measure(quality.join(pred, labels, quality.QualitySpec()))
     assert r.rows < 200 and not r.enough and r.status == "not_enough_labels"
-    assert judge.quality_verdicts(r, {"accuracy": 0.99, "roc_auc": 0.99}, 0.05) == []
+    assert judge.quality_verdicts(r.to_json(), {"accuracy": 0.99, "roc_auc": 0.99}, 0.05) == []
+    assert quality.document(r, None, 0.05)["level"] == judge.OK
     assert "not enough labels" in quality.render_text(r)
 
 

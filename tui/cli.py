@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", metavar="FILE", default=None, help="write the report atomically to FILE")
     rep.add_argument("--sample", metavar="SECONDS", type=float, default=None,
                      help="seconds between the two metric scrapes (default 5)")
-    rep.add_argument("--retrain-on-drift", action="store_true",
-                     help="start retraining for models whose production endpoint drifts")
+    rep.add_argument("--retrain-on", metavar="drift,quality", default=None,
+                     help="start retraining for models whose production endpoint drifts and/or loses quality")
+    rep.add_argument("--retrain-on-drift", action="store_true", help="the same as --retrain-on drift")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -428,7 +429,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("choose --demo or --report, not both")
     if not args.report:
         for flag, value in (("--output", args.output), ("--sample", args.sample),
-                            ("--retrain-on-drift", args.retrain_on_drift or None)):
+                            ("--retrain-on-drift", args.retrain_on_drift or None),
+                            ("--retrain-on", args.retrain_on)):
             if value is not None:
                 parser.error(f"{flag} only applies to --report")
         if args.format is not None:
@@ -503,12 +505,12 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     return run_report(settings, fmt=args.format or "text", output=args.output,
-                      sample=args.sample, retrain_on_drift=args.retrain_on_drift)
+                      sample=args.sample, retrain_on_drift=args.retrain_on_drift, retrain_on=args.retrain_on)
 
 
 def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
-               sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
-               stderr: TextIO | None = None) -> int:
+               sample: float | None = None, retrain_on_drift: bool = False, retrain_on: str | None = None,
+               stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``modeldeck --report``: collect (``core.report``), render, write; returns the exit code
     (0 OK, 1 WARNING, 2 CRITICAL, 3 when the report could not run: the reason is one line on
     stderr). With ``output`` and the prometheus format, a run that cannot collect still
@@ -522,7 +524,8 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
         print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
         return report.EXIT_CODES[report.UNKNOWN]
     try:
-        result = report.collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
+        triggers = report.retrain_triggers(retrain_on, drift_flag=retrain_on_drift)
+        result = report.collect(settings, sample=sample, retrain_on=triggers)
     except (ModeldeckError, OSError) as e:
         _report_could_not_run(fmt, output, e, err)
         return report.EXIT_CODES[report.UNKNOWN]
@@ -636,7 +639,7 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     """``modeldeck quality CAPTURE LABELS``: the metrics of the joined rows; with ``--model``
     judged against the served version's registered metrics (0 fine or not enough labels, 1
     degraded; ``InputError`` exit 2)."""
-    from modeldeck.core import judge, quality
+    from modeldeck.core import quality
     from modeldeck.core.config import ModelConfig
 
     mc = ModelConfig(name=args.model or "-")
@@ -675,16 +678,12 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     spec = replace(spec, **changes)
     result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
                             label_column=args.label_column)
-    found = judge.quality_verdicts(result, registered.metrics if registered else None, mc.quality_drop,
-                                   registered.describe() if registered else "")
+    doc = quality.document(result, registered, mc.quality_drop)
     if args.format == "json":
-        doc = result.to_json()
-        doc["registered"] = registered.as_dict() if registered else None
-        doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]
         out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
-        out.write(quality.render_text(result, registered, found))
-    return 1 if found else 0
+        out.write(quality.render_text(result, registered, doc["verdicts"]))
+    return 1 if doc["verdicts"] else 0
 
 
 # ---------------------------------------------------------------------------------------------
