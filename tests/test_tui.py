@@ -43,7 +43,7 @@ async def test_fleet_shows_every_endpoint_with_its_numbers(world) -> None:
         table = app.screen.query_one("#fleet-table", LiveTable)
         assert table.row_count == 4
         assert cell_text(table, "churn-prod", "status") == "DEGRADED"
-        assert cell_text(table, "churn-prod", "drift") == "2/3 .41"
+        assert cell_text(table, "churn-prod", "drift") == "2/3 0.41"
         assert cell_text(table, "fraud-prod", "err") == "31.0"
         assert cell_text(table, "fraud-prod", "p95") == "640"
         assert cell_text(table, "churn-staging", "version") == "3/3"
@@ -223,11 +223,12 @@ async def test_fits_80_by_24(world) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         table = app.screen.query_one("#fleet-table", LiveTable)
-        assert [c.key for c in table.columns] == ["name", "env", "status", "version", "rps", "err", "p95", "drift"]
+        assert [c.key for c in table.columns] == ["name", "env", "status", "version", "rps", "err", "p95", "drift",
+                                                  "quality"]
         assert table.virtual_size.width <= 80
         await pilot.press("enter")
         await pilot.pause(0.3)
-        for tid in ("#versions-table", "#drift-table"):
+        for tid in ("#versions-table", "#drift-table", "#quality-table"):
             assert app.screen.query_one(tid, DataTable).virtual_size.width <= 78
 
 

@@ -18,24 +18,25 @@ from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig
 from modeldeck.core.registry import Version
 from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
-from modeldeck.core.textfmt import num, one_line
+from modeldeck.core.textfmt import finite, num, one_line
 from modeldeck.tui.messages import VersionsLoaded
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
 from modeldeck.tui.widgets.histogram import Histogram
 from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.trend import Trend
+from modeldeck.tui.widgets.widths import fill_table
 
-# Widths fit 80 columns (each column adds 2 cells of padding).
+# (key, label, minimum width): columns share the table's width by content (tui/widgets/widths.py)
 VERSION_COLUMNS = [("version", "VER", 3), ("created", "CREATED UTC", 11), ("approval", "APPROVAL", 8),
-                   ("envs", "HELD BY", 10), ("metrics", "METRICS", 16), ("dataset", "DATASET", 8),
+                   ("envs", "HELD BY", 7), ("metrics", "METRICS", 12), ("dataset", "DATASET", 7),
                    ("code", "CODE", 7)]
-QUALITY_COLUMNS = [("metric", "METRIC", 9), ("value", "VALUE", 7), ("interval", "95% INTERVAL", 13),
-                   ("method", "METHOD", 9), ("rows", "ROWS", 6), ("registered", "REGISTERED", 10),
-                   ("delta", "Δ", 7)]
-DRIFT_COLUMNS = [("column", "COLUMN", 14), ("method", "METHOD", 13), ("score", "SCORE", 7),
-                 ("threshold", "THRESH", 6), ("psi", "PSI", 6), ("miss", "MISS R/C", 8),
-                 ("status", "STATUS", 9)]
+QUALITY_COLUMNS = [("metric", "METRIC", 6), ("value", "VALUE", 5), ("interval", "95% INTERVAL", 11),
+                   ("method", "METHOD", 6), ("rows", "ROWS", 4), ("registered", "REGISTERED", 5),
+                   ("delta", "Δ", 6)]
+DRIFT_COLUMNS = [("column", "COLUMN", 8), ("method", "METHOD", 8), ("score", "SCORE", 5),
+                 ("threshold", "THRESH", 6), ("psi", "PSI", 5), ("miss", "MISS R/C", 8),
+                 ("status", "STATUS", 6)]
 
 
 class ModelScreen(DeckScreen):
@@ -86,10 +87,14 @@ class ModelScreen(DeckScreen):
         self.evaluations: list[Any] = []  # core.registry.Evaluation of every version
         self._drift_key: tuple[float | None, str | None] | None = None
         self._quality_key: tuple[Any, ...] | None = None
+        self._quality_cells: list[tuple[str, list[Text]]] = []
         self._drift_rows: list[str] = []
         self._drift_cols: dict[str, dict[str, Any]] = {}
         self._version_rows: list[int] = []
         self.select_version: int | None = None  # to select once the versions next load
+        self.gate_metrics: list[str] = []  # shown first in the versions' METRICS
+        self._version_cells: list[tuple[str, list[Text]]] = []
+        self._drift_cells_shown: list[tuple[str, list[Text]]] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
@@ -101,28 +106,23 @@ class ModelScreen(DeckScreen):
                 yield DataTable(id="drift-table", cursor_type="row", zebra_stripes=True)
                 yield Histogram(id="drift-histogram")
             with TabPane("3 Live", id="live"), VerticalScroll():
-                yield Trend("requests/s", fmt="{:.1f}", id="live-rps", spark_height=3)
-                yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3)
-                yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3)
-                yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3)
+                yield Trend("requests/s", fmt="{:.1f}", id="live-rps", spark_height=3, axis=True)
+                yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3, axis=True)
+                yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3, axis=True)
+                yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3, axis=True)
             with TabPane("4 Quality", id="quality"), VerticalScroll():
                 yield Static("", id="quality-summary", markup=False)
                 yield DataTable(id="quality-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="quality-estimate", markup=False)
-                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3)
+                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3, axis=True)
                 yield Static("", id="quality-confusion", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
         vt = self.query_one("#versions-table", DataTable)
-        for key, label, width in VERSION_COLUMNS:
-            vt.add_column(label, key=key, width=width)
-        dt = self.query_one("#drift-table", DataTable)
-        for key, label, width in DRIFT_COLUMNS:
-            dt.add_column(label, key=key, width=width)
-        qt = self.query_one("#quality-table", DataTable)
-        for key, label, width in QUALITY_COLUMNS:
-            qt.add_column(label, key=key, width=width)
+        fill_table(vt, VERSION_COLUMNS, [], self._table_width())
+        fill_table(self.query_one("#drift-table", DataTable), DRIFT_COLUMNS, [], self._table_width())
+        fill_table(self.query_one("#quality-table", DataTable), QUALITY_COLUMNS, [], self._table_width())
         vt.focus()
         self.load_versions()
         self.set_interval(5.0, self._reload_if_current)
@@ -134,6 +134,30 @@ class ModelScreen(DeckScreen):
             self.load_versions()
             self.refresh_snapshots(force=True)
 
+    def _table_width(self) -> int:
+        return max(20, self.app.size.width - 4)  # less the scrollbar
+
+    def on_resize(self) -> None:
+        self._refill_tables()
+
+    def _refill_tables(self) -> None:
+        width = self._table_width()
+        vt = self.query_one("#versions-table", DataTable)
+        row = vt.cursor_row
+        fill_table(vt, VERSION_COLUMNS, self._version_cells, width)
+        if self._version_cells:
+            vt.move_cursor(row=min(row, len(self._version_cells) - 1))
+        dt = self.query_one("#drift-table", DataTable)
+        row = dt.cursor_row
+        fill_table(dt, DRIFT_COLUMNS, self._drift_cells_shown, width)
+        if self._drift_cells_shown:
+            dt.move_cursor(row=min(row, len(self._drift_cells_shown) - 1))
+        qt = self.query_one("#quality-table", DataTable)
+        row = qt.cursor_row
+        fill_table(qt, QUALITY_COLUMNS, self._quality_cells, width)
+        if self._quality_cells:
+            qt.move_cursor(row=min(row, len(self._quality_cells) - 1))
+
     def _reload_if_current(self) -> None:
         if self.is_current:  # kept (installed) screens that are not shown stay quiet
             self.load_versions()
@@ -141,29 +165,35 @@ class ModelScreen(DeckScreen):
     # -- versions (registry, in a worker) -----------------------------------------------------------
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
     def load_versions(self) -> None:
+        from modeldeck.core import policy
         from modeldeck.core.errors import NotFoundError
         from modeldeck.core.registry import open_registry
         from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
+        gates: list[str] = []
         try:
             with open_registry(settings, create=False) as reg:
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
                 choices = environment_choices(settings, reg, self.model)
                 evaluations = reg.evaluations(self.model)
+                rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
+                gates = [g.metric for g in rules.gates]
         except NotFoundError:
             versions, aliases, choices, evaluations = [], {}, [], []
-        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations))
+        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations, gates))
 
     def on_versions_loaded(self, message: VersionsLoaded) -> None:
         self.environment_choices = message.environments
         self.evaluations = message.evaluations
-        self._show_versions(message.versions, message.aliases)
+        gates_changed = message.gate_metrics != self.gate_metrics
+        self.gate_metrics = message.gate_metrics
+        self._show_versions(message.versions, message.aliases, force=gates_changed)
 
-    def _show_versions(self, versions: list[Version], aliases: dict[str, int]) -> None:
-        if [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
+    def _show_versions(self, versions: list[Version], aliases: dict[str, int], force: bool = False) -> None:
+        if not force and [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
                 and aliases == self.aliases:
             if self.select_version in self._version_rows:
                 table = self.query_one("#versions-table", DataTable)
@@ -176,17 +206,18 @@ class ModelScreen(DeckScreen):
         holders: dict[int, list[str]] = {}
         for env, n in aliases.items():
             holders.setdefault(n, []).append(env)
-        table.clear()
         self._version_rows = []
+        rows = []
         for v in reversed(versions):  # newest first
-            metrics = " ".join(f"{one_line(k, 10)}={num(val)}" for k, val in list(v.metrics.items())[:3])
-            table.add_row(Text(str(v.version), justify="right"), cells.plain(v.created_at[5:16].replace("T", " ")),
-                          cells.approval(v.approval),
-                          Text(",".join(holders.get(v.version, [])) or "-",
-                               style="bold green" if holders.get(v.version) else "dim"),
-                          cells.plain(metrics or "-"), cells.plain((v.dataset_sha256 or "")[:12] or "-"),
-                          cells.plain(v.code_version or "-", 12), key=str(v.version))
+            held = holders.get(v.version, [])
+            rows.append((str(v.version), [
+                Text(str(v.version), justify="right"), cells.plain(v.created_at[5:16].replace("T", " ")),
+                cells.approval(v.approval), Text(",".join(held) or "-", style="bold green" if held else "dim"),
+                metrics_cell(v.metrics, self.gate_metrics), cells.plain((v.dataset_sha256 or "")[:12] or "-"),
+                cells.plain(v.code_version or "-", 12)]))
             self._version_rows.append(v.version)
+        self._version_cells = rows
+        fill_table(table, VERSION_COLUMNS, rows, self._table_width())
         if self.select_version in self._version_rows:
             selected, self.select_version = self.select_version, None
         if selected in self._version_rows:
@@ -214,11 +245,14 @@ class ModelScreen(DeckScreen):
         self._update_header(snap)
         self._update_drift(snap, force)
         self._update_quality(snap, force)
-        self.query_one("#live-rps", Trend).update([s.request_rate for s in history])
-        self.query_one("#live-p95", Trend).update([s.latency_p95_ms for s in history])
-        self.query_one("#live-p50", Trend).update([s.latency_p50_ms for s in history])
+        th = self.endpoint.thresholds
+        times, now = [s.taken_at for s in history], self.app.clock()
+        self.query_one("#live-rps", Trend).update([s.request_rate for s in history], times, now=now)
+        self.query_one("#live-p95", Trend).update([s.latency_p95_ms for s in history], times, th.p95_ms_warn, now)
+        self.query_one("#live-p50", Trend).update([s.latency_p50_ms for s in history], times, now=now)
         self.query_one("#live-err", Trend).update(
-            [None if s.error_ratio is None else s.error_ratio * 100 for s in history])
+            [None if s.error_ratio is None else s.error_ratio * 100 for s in history], times,
+            th.error_ratio_warn * 100, now)
 
     def _update_header(self, snap: EndpointSnapshot | None) -> None:
         ep = self.endpoint
@@ -260,69 +294,26 @@ class ModelScreen(DeckScreen):
             s.append("DATASET DRIFT" if drift.dataset_drift else "no dataset drift",
                      style="bold red" if drift.dataset_drift else "green")
             s.append(f"  {drift.n_drifted}/{drift.n_columns} columns drifted")
+            if not drift.n_columns:
+                s = Text("no column judged yet" + ("" if drift.window_rows is None else
+                                                   f": {drift.window_rows} rows in the window"), style="dim")
             if drift.worst_psi is not None:
                 s.append(f"  worst PSI {drift.worst_psi:.3f} ({one_line(drift.worst_psi_column or '', 30)})")
         summary.update(s)
         columns = list((drift.result or {}).get("columns", []))
         names = [str(c.get("column")) for c in columns]
-        if names != self._drift_rows:
-            selected = self._selected_column()
-            table.clear()
-            for name in names:
-                table.add_row(*[Text("") for _ in DRIFT_COLUMNS], key=name)
-            self._drift_rows = names
-            if selected in names:
-                table.move_cursor(row=names.index(selected))
-        self._drift_cols = {str(c.get("column")): c for c in columns}
+        selected = self._selected_column()
+        rows = []
         for c in columns:
-            for key, cell in self._drift_cells(c).items():
-                table.update_cell(str(c.get("column")), key, cell)
+            by_key = self._drift_cells(c)
+            rows.append((str(c.get("column")), [by_key[key] for key, _, _ in DRIFT_COLUMNS]))
+        self._drift_cells_shown = rows
+        fill_table(table, DRIFT_COLUMNS, rows, self._table_width())
+        self._drift_rows = names
+        if selected in names:
+            table.move_cursor(row=names.index(selected))
+        self._drift_cols = {str(c.get("column")): c for c in columns}
         self._show_histogram()
-
-    def _update_quality(self, snap: EndpointSnapshot | None, force: bool) -> None:
-        q = snap.quality if snap is not None else None
-        stamp = (q.computed_at, q.error, q.version) if q is not None else (None,)
-        if not force and stamp == self._quality_key:
-            return
-        self._quality_key = stamp
-        summary = self.query_one("#quality-summary", Static)
-        table = self.query_one("#quality-table", DataTable)
-        estimate = self.query_one("#quality-estimate", Static)
-        confusion = self.query_one("#quality-confusion", Static)
-        trend = self.query_one("#quality-trend", Trend)
-        table.clear()
-        if q is None:
-            ep = self.endpoint
-            why = ("no quality: the endpoint needs a capture source and labels (ground truth) in the config"
-                   if not (ep.capture and ep.labels) else "waiting for the first quality measurement")
-            summary.update(Text(why, style="dim"))
-            for w in (estimate, confusion):
-                w.update("")
-            trend.update([])
-            return
-        doc = q.result or {}
-        verdicts = judge.snapshot_quality_verdicts(q)
-        summary.update(quality_summary(q, verdicts))
-        registered = ((doc.get("registered") or {}).get("metrics")) or {}
-        drop = doc.get("quality_drop") or 0.05
-        for name, m in (doc.get("metrics") or {}).items():
-            table.add_row(*quality_row(name, m or {}, registered.get(name), drop), key=name)
-        est = doc.get("estimated")
-        if est:
-            t = Text("estimated (CBPE, not measured) ", style="bold cyan")
-            t.append(", ".join(f"{one_line(k, 12)} {'-' if v is None else f'{v:.3f}'}"
-                               for k, v in (est.get("metrics") or {}).items()), style="cyan")
-            t.append(f"  on the {est.get('rows')} newest rows without a label, calibrated on "
-                     f"{est.get('reference_rows')} labelled", style="dim")
-            estimate.update(t)
-        else:
-            estimate.update(Text("no estimate (binary classifiers with probabilities, while some of the newest "
-                                 "rows have no label)", style="dim"))
-        series = list(doc.get("series") or [])
-        if series:
-            trend.title = f"{series[-1].get('metric')} over time ({series[-1].get('rows')} labelled rows a point)"
-        trend.update([s.get("value") for s in series])
-        confusion.update(confusion_text(doc.get("confusion_matrix")))
 
     @staticmethod
     def _drift_cells(c: dict[str, Any]) -> dict[str, Text]:
@@ -331,15 +322,15 @@ class ModelScreen(DeckScreen):
 
         status = str(c.get("status") or ("drift" if c.get("drifted") else "ok"))
         miss = f"{(c.get('missing_share_reference') or 0) * 100:.0f}/{(c.get('missing_share_current') or 0) * 100:.0f}%"
-        psi = c.get("psi")
+        psi = judge.psi_counts(c)  # only a judged column's PSI over enough rows counts
+        raw = finite(c.get("psi"))
         return {
             "column": cells.plain(c.get("column"), 40),
             "method": cells.plain(c.get("method"), 20),
             "score": f(c.get("score")),
             "threshold": f(c.get("threshold"), 2),
-            "psi": Text("-" if psi is None else f"{psi:.3f}", justify="right",
-                        style="bold red" if psi is not None and psi >= 0.25 else
-                        ("yellow" if psi is not None and psi >= 0.1 else "")),
+            "psi": Text("-" if raw is None else f"{raw:.3f}", justify="right",
+                        style="dim" if psi is None else ("bold red" if psi >= 0.25 else ("yellow" if psi >= 0.1 else ""))),
             "miss": Text(miss, justify="right"),
             "status": Text(one_line(status, 12), style=cells.DRIFT_STATUS_STYLE.get(status, "")),
         }
@@ -360,6 +351,67 @@ class ModelScreen(DeckScreen):
             return
         labels, ref, cur = data
         hist.show(labels, ref, cur, title=f"{name}: reference vs current")
+
+    # -- quality ------------------------------------------------------------------------------------
+    def _update_quality(self, snap: EndpointSnapshot | None, force: bool) -> None:
+        q = snap.quality if snap is not None else None
+        stamp = (q.computed_at, q.error, q.version) if q is not None else (None,)
+        if not force and stamp == self._quality_key:
+            return
+        self._quality_key = stamp
+        summary = self.query_one("#quality-summary", Static)
+        table = self.query_one("#quality-table", DataTable)
+        estimate = self.query_one("#quality-estimate", Static)
+        confusion = self.query_one("#quality-confusion", Static)
+        trend = self.query_one("#quality-trend", Trend)
+        if q is None:
+            ep = self.endpoint
+            why = ("no quality: the endpoint needs a capture source and labels (ground truth) in the config"
+                   if not (ep.capture and ep.labels) else "waiting for the first quality measurement")
+            summary.update(Text(why, style="dim"))
+            for w in (estimate, confusion):
+                w.update("")
+            self._quality_cells = []
+            fill_table(table, QUALITY_COLUMNS, [], self._table_width())
+            trend.update([])
+            return
+        doc = q.result or {}
+        verdicts = judge.snapshot_quality_verdicts(q)
+        summary.update(quality_summary(q, verdicts))
+        registered = ((doc.get("registered") or {}).get("metrics")) or {}
+        drop = doc.get("quality_drop") or 0.05
+        self._quality_cells = [(name, quality_row(name, m or {}, registered.get(name), drop))
+                               for name, m in (doc.get("metrics") or {}).items()]
+        row = table.cursor_row
+        fill_table(table, QUALITY_COLUMNS, self._quality_cells, self._table_width())
+        if self._quality_cells:
+            table.move_cursor(row=min(max(0, row), len(self._quality_cells) - 1))
+        est = doc.get("estimated")
+        if est:
+            t = Text("estimated (CBPE, not measured) ", style="bold cyan")
+            t.append(", ".join(f"{one_line(k, 12)} {'-' if v is None else f'{v:.3f}'}"
+                               for k, v in (est.get("metrics") or {}).items()), style="cyan")
+            t.append(f"  on the {est.get('rows')} newest rows without a label, calibrated on "
+                     f"{est.get('reference_rows')} labelled", style="dim")
+            estimate.update(t)
+        else:
+            estimate.update(Text("no estimate (binary classifiers with probabilities, while some of the newest "
+                                 "rows have no label)", style="dim"))
+        series = list(doc.get("series") or [])
+        if series:
+            trend.title = f"{series[-1].get('metric')} over time ({series[-1].get('rows')} labelled rows a point)"
+            from modeldeck.core.textfmt import parse_utc
+
+            times = [parse_utc(str(p.get("end") or "")) for p in series]
+            name = str(series[-1].get("metric"))
+            reg = registered.get(name)
+            if all(times):
+                trend.update([p.get("value") for p in series], times, reg, self.app.clock())
+            else:
+                trend.update([p.get("value") for p in series], None, reg)
+        else:
+            trend.update([])
+        confusion.update(confusion_text(doc.get("confusion_matrix")))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "drift-table":
@@ -495,6 +547,17 @@ def column_histogram(col: dict[str, Any]) -> tuple[list[str], list[float], list[
         return [str(x) for x in labels], [float(x) for x in ref], [float(x) for x in cur]
     except (TypeError, ValueError):
         return None
+
+
+def metrics_cell(metrics: dict[str, Any], gate_metrics: list[str]) -> Text:
+    """Every metric, those the model's gates compare first (bold)."""
+    order = [k for k in gate_metrics if k in metrics] + [k for k in metrics if k not in gate_metrics]
+    t = Text(no_wrap=True, overflow="ellipsis")
+    for i, k in enumerate(order):
+        value = metrics[k]
+        shown = num(value) if isinstance(value, (int, float)) else one_line(value, 16)
+        t.append((" " if i else "") + f"{one_line(k, 24)}={shown}", style="bold" if k in gate_metrics else "")
+    return t if order else Text("-", style="dim")
 
 
 def _fmt(name: str, v: Any) -> str:
