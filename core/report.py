@@ -221,6 +221,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
                 findings.append(Finding(WARNING, "registry",
                                         f"registry: this run's snapshots were not stored: {one_line(e, 160)}"))
         models = _collect_models(reg, known_models)
+        findings += rollout_findings(settings, reg)
         verify = reg.verify_audit()
         if retrain_on_drift:
             retrains = _retrain_on_drift(settings, reg, endpoints)
@@ -398,6 +399,24 @@ def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[Endpoint
                           "message": f"a drift retraining started within the last {duration(cooldown)}"}
         else:
             out[model] = {"action": "started", "job": job.id, "message": f"started job {job.id}: {reason}"}
+    return out
+
+
+def rollout_findings(settings: Settings, reg: Any) -> list[Finding]:
+    """Rollouts nothing watches to their end: resumed or set unverified first (a dead
+    supervisor), then every environment whose newest rollout is unverified or failed after
+    its alias moved is CRITICAL until an operator confirms it or rolls back."""
+    from modeldeck.core import rollout
+
+    out: list[Finding] = []
+    if not reg.readonly:
+        with contextlib.suppress(RegistryError, OSError):
+            rollout.reconcile(reg, settings)
+    for r in rollout.unverified(reg):
+        how = (f"modeldeck rollout {r.id} --confirm --reason ... once checked, or roll back" if r.state == "unverified"
+               else f"check {r.environment} (modeldeck rollout {r.id})")
+        out.append(Finding(CRITICAL, r.model, f"{r.model} {r.environment}: rollout {r.id} to version {r.to_version} "
+                           f"is {r.state}: {one_line(r.message, 240)}; {how}"))
     return out
 
 
