@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import glob
 import gzip
@@ -41,25 +42,33 @@ import io
 import json
 import math
 import os
+import stat
+import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from modeldeck.core.errors import InputError
+from modeldeck.core.textfmt import one_line
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT",
+    "check_regular",
     "expand_source",
     "fetch_bytes",
     "is_url",
     "parse_bytes",
     "parse_capture_lines",
+    "read_labels",
     "read_table",
     "read_window",
+    "row_key",
 ]
 
 DEFAULT_TIMEOUT = 10.0
@@ -70,6 +79,17 @@ PARQUET_EXT = (".parquet", ".pq")
 JSON_EXT = (".jsonl", ".ndjson", ".json", ".jsonlines")
 OUTPUT = "prediction"
 POSITIONAL = "_c"
+ID = "_id"  # the join key of a captured row or a label (read_window(ids=True), read_labels)
+LABEL = "label"
+LABEL_TIME = "_label_time"
+
+
+def row_key(event: Any, i: int) -> str | None:
+    """The key of row ``i`` of a SageMaker event: its event id for the first row (a request of
+    one row, the common case), ``ID#i`` for the others of a batch."""
+    if event is None:
+        return None
+    return str(event) if i == 0 else f"{event}#{i}"
 
 
 def is_url(source: str | os.PathLike) -> bool:
@@ -96,7 +116,38 @@ def expand_source(source: str | os.PathLike) -> list[Path]:
         raise InputError(f"cannot read {text}: no such file")
     if path.is_dir():
         raise InputError(f"cannot read {text}: it is a directory (use a glob like {text}/*.jsonl)")
+    check_regular(path, text)
     return [path]
+
+
+def check_regular(path: Path, name: str | None = None) -> os.stat_result:
+    """``path``'s stat when it is a regular file; a FIFO (reading it would wait for a writer
+    forever), a device (``/dev/zero`` never ends) or a socket is refused in words."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError(f"cannot read {name or path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"cannot read {name or path}: not a regular file ({_file_kind(st.st_mode)}); "
+                         f"data is read from files, globs or URLs")
+    return st
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
+
+
+def _too_big(name: str, size: int, max_bytes: int, what: str = "") -> InputError:
+    return InputError(f"cannot read {name}: {what}{size} bytes is over the {max_bytes}-byte cap "
+                      f"([poll] max_capture_bytes, --max-bytes)")
 
 
 def _age_key(p: Path) -> tuple[int, str]:
@@ -166,26 +217,43 @@ def _format_of(name: str, head: bytes, content_type: str | None = None) -> str:
     return "csv"
 
 
-def _open_bytes(data: bytes, name: str) -> bytes:
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _open_bytes(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """``data``, gunzipped when it is gzip: at most ``max_bytes`` decompressed (a small file
+    may inflate to gigabytes)."""
     if data[:2] == b"\x1f\x8b":
         try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise InputError(f"cannot read {name}: bad gzip data ({e})") from None
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+                out = f.read(max_bytes + 1)
+        except GZIP_ERRORS as e:
+            raise InputError(f"cannot read {name}: bad gzip data ({_one_line(e)})") from None
+        if len(out) > max_bytes:
+            raise InputError(f"cannot read {name}: more than {max_bytes} bytes once decompressed "
+                             f"([poll] max_capture_bytes, --max-bytes)")
+        return out
     return data
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_bytes(data: bytes, name: str, *, content_type: str | None = None) -> pd.DataFrame:
-    """Parse a whole file's bytes (any supported format) into a DataFrame."""
-    data = _open_bytes(data, name)
+def parse_bytes(data: bytes, name: str, *, content_type: str | None = None, ids: bool = False,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """Parse a whole file's bytes (any supported format) into a DataFrame (``ids``: SageMaker
+    capture rows carry their event key in an ``_id`` column)."""
+    with _bounded(name):
+        return _parse_bytes(data, name, content_type, ids, max_bytes)
+
+
+def _parse_bytes(data: bytes, name: str, content_type: str | None, ids: bool, max_bytes: int) -> pd.DataFrame:
+    data = _open_bytes(data, name, max_bytes)
     fmt = _format_of(name, data[:16], content_type)
     if fmt == "parquet":
         return _read_parquet(io.BytesIO(data), name)
     if fmt == "json":
-        return _parse_json_text(_decode(data, name), name)
+        return _parse_json_text(_decode(data, name), name, ids=ids)
     return _read_csv(io.BytesIO(data), name)
 
 
@@ -204,7 +272,7 @@ def _read_csv(src: Any, name: str, sep: str | None = None) -> pd.DataFrame:
         frame = pd.read_csv(src, sep=sep, compression="infer" if isinstance(src, (str, Path)) else None)
     except pd.errors.EmptyDataError:
         raise InputError(f"cannot read {name}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, *GZIP_ERRORS) as e:
         raise InputError(f"cannot read {name}: {_one_line(e)}") from None
     return frame
 
@@ -236,11 +304,24 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+@contextlib.contextmanager
+def _bounded(name: str) -> Iterator[None]:
+    """Whole-input failures that are not ours to raise, as one line: JSON (or a payload in it)
+    nested deeper than Python's recursion limit, a corrupt compressed stream."""
+    try:
+        yield
+    except RecursionError:
+        raise InputError(f"cannot read {name}: nested too deeply (JSON more than about "
+                         f"{sys.getrecursionlimit()} levels deep)") from None
+    except zlib.error as e:
+        raise InputError(f"cannot read {name}: bad compressed data ({_one_line(e)})") from None
+
+
 def _is_capture(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("captureData"), dict)
 
 
-def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.DataFrame:
+def _parse_json_text(text: str, name: str, last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
     stripped = text.lstrip()
     if not stripped:
         raise InputError(f"cannot read {name}: the file is empty")
@@ -250,10 +331,10 @@ def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.Data
         except json.JSONDecodeError as e:
             raise InputError(f"cannot read {name}: bad JSON at line {e.lineno}: {e.msg}") from None
         if isinstance(obj, list) and obj and _is_capture(obj[0]):
-            return _capture_frame([_capture_rows(o, name, i + 1) for i, o in enumerate(obj)])
+            return _capture_frame([_capture_rows(o, name, i + 1) for i, o in enumerate(obj)], None, ids)
         if not isinstance(obj, list) or not all(isinstance(o, dict) for o in obj):
             raise InputError(f"cannot read {name}: expected a JSON array of objects (records)")
-        return _records_frame([(i + 1, o) for i, o in enumerate(obj)], name, last_n)
+        return _records_frame([(i + 1, o) for i, o in enumerate(obj)], name, last_n, ids)
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
     records = []
     for k, (lineno, line) in enumerate(lines):
@@ -263,15 +344,16 @@ def _parse_json_text(text: str, name: str, last_n: int | None = None) -> pd.Data
             if k == len(lines) - 1 and not text.endswith("\n"):
                 break  # the record being written right now: whole lines only
             raise InputError(f"cannot read {name}: bad JSON on line {lineno}: {e.msg}") from None
-    return _records_frame(records, name, last_n)
+    return _records_frame(records, name, last_n, ids)
 
 
-def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None) -> pd.DataFrame:
+def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None,
+                   ids: bool = False) -> pd.DataFrame:
     if not records:
         raise InputError(f"cannot read {name}: no records")
     if _is_capture(records[0][1]):
         parsed = [_capture_rows(o, name, ln) for ln, o in records]
-        return _capture_frame(parsed, last_n)
+        return _capture_frame(parsed, last_n, ids)
     rows = []
     for lineno, obj in records:
         if not isinstance(obj, dict):
@@ -288,10 +370,12 @@ def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None
 class _Rows:
     """Rows of one capture record: inputs and outputs (lists of dicts) and the inference time."""
 
-    __slots__ = ("inputs", "outputs", "positional", "time")
+    __slots__ = ("event", "inputs", "outputs", "positional", "time")
 
-    def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any):
+    def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any,
+                 event: Any = None):
         self.inputs, self.outputs, self.positional, self.time = inputs, outputs, positional, time
+        self.event = event
 
     def __len__(self) -> int:
         return max(len(self.inputs), len(self.outputs))
@@ -312,7 +396,7 @@ def _payload_text(payload: dict, name: str, lineno: int, side: str) -> tuple[str
         except (binascii.Error, ValueError) as e:
             raise InputError(f"cannot read {name}: line {lineno}: {side} is not base64 ({e})") from None
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            raw = _open_bytes(raw, f"{name}: line {lineno}: {side}")
         try:
             data = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -491,22 +575,32 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
                 raise InputError(f"cannot read {name}: line {lineno}: endpointOutput is not JSON ({e.msg})") from None
             outputs, _ = _json_rows(obj, "output", len(inputs) if inputs else None)
     meta = rec.get("eventMetadata") or {}
-    return _Rows(inputs, outputs, positional, meta.get("inferenceTime") if isinstance(meta, dict) else None)
+    if not isinstance(meta, dict):
+        return _Rows(inputs, outputs, positional, None)
+    event = meta.get("eventId")
+    if event is None:
+        event = meta.get("inferenceId")
+    return _Rows(inputs, outputs, positional, meta.get("inferenceTime"), None if event is None else str(event))
 
 
-def _capture_frame(parsed: list[_Rows], last_n: int | None = None) -> pd.DataFrame:
+def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
     rows: list[dict] = []
     times: list[Any] = []
     positional: dict[str, None] = {}
+    outputs: dict[str, None] = {}
     for r in parsed:
         n = len(r)
         for i in range(n):
             row: dict[str, Any] = {}
+            if ids:
+                row[ID] = row_key(r.event, i)
             if i < len(r.inputs):
                 row.update(r.inputs[i])
             if i < len(r.outputs):
                 for k, v in r.outputs[i].items():
-                    row[k if k not in row else f"{k}_output"] = v
+                    key = k if k not in row else f"{k}_output"
+                    row[key] = v
+                    outputs[key] = None
             rows.append(row)
             times.append(r.time)
         positional.update(dict.fromkeys(r.positional))
@@ -518,6 +612,7 @@ def _capture_frame(parsed: list[_Rows], last_n: int | None = None) -> pd.DataFra
     if len(frame) and not frame.index.isna().any():
         frame = frame.iloc[frame.index.argsort(kind="stable")]
     frame.attrs["positional_columns"] = [c for c in positional if c in frame.columns]
+    frame.attrs["output_columns"] = [c for c in outputs if c in frame.columns]
     return frame
 
 
@@ -536,19 +631,34 @@ def parse_capture_lines(lines: list[str], name: str = "<capture>", last_n: int |
 # --------------------------------------------------------------------------- files
 
 
-def _reverse_lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
-    """The lines of a file, last first, reading blocks from the end."""
+LINE_LIMIT = 64 << 20  # bytes of one record (line) read from the end of a file
+
+
+def _reverse_lines(path: Path, *, budget: int, block: int = 1 << 20, stop: int = 0) -> Iterator[bytes]:
+    """The non-empty lines of a file, last first, reading blocks from the end: at most
+    ``budget`` bytes in all and LINE_LIMIT for one line (a hole of NULs, or a file without line
+    breaks, is refused in words instead of read into memory); lines starting before ``stop``
+    (a header) are not yielded."""
+    name = str(path)
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         pos = f.tell()
         tail = b""
-        while pos > 0:
-            step = min(block, pos)
+        used = 0
+        while pos > stop:
+            step = min(block, pos - stop)
             pos -= step
+            used += step
+            if used > budget:
+                raise InputError(f"cannot read {name}: the last records are not within the last {budget} bytes "
+                                 f"([poll] max_capture_bytes, --max-bytes)")
             f.seek(pos)
             chunk = f.read(step) + tail
             parts = chunk.split(b"\n")
             tail = parts[0]
+            if len(tail) > LINE_LIMIT:
+                raise InputError(f"cannot read {name}: a line longer than {LINE_LIMIT >> 20} MiB near byte {pos} "
+                                 f"(not line-delimited records)")
             for line in reversed(parts[1:]):
                 if line.strip():
                     yield line
@@ -556,22 +666,24 @@ def _reverse_lines(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
             yield tail
 
 
-def _read_json_tail(path: Path, name: str, last_n: int) -> pd.DataFrame:
-    """The last ``last_n`` rows of a JSON-lines file without reading all of it."""
+def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False,
+                    max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """The last ``last_n`` rows of a JSON-lines file without reading all of it: memory is
+    bounded by the window, not the file."""
     picked: list[tuple[int, Any]] = []
     rows = 0
     capture = None
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         complete = f.read(1) == b"\n"
-    for k, raw in enumerate(_reverse_lines(path)):
+    for k, raw in enumerate(_reverse_lines(path, budget=max_bytes)):
         try:
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             if k == 0 and not complete:
                 continue  # the record being written right now: whole lines only
             msg = getattr(e, "msg", None) or str(e)
-            raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {msg}") from None
+            raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {one_line(msg, 80)}") from None
         if capture is None:
             capture = _is_capture(obj)
         picked.append((-k, obj))
@@ -582,12 +694,39 @@ def _read_json_tail(path: Path, name: str, last_n: int) -> pd.DataFrame:
         if rows >= last_n:
             break
     picked.reverse()
-    return _records_frame(picked, name, last_n)
+    return _records_frame(picked, name, last_n, ids)
 
 
-def read_file(path: Path, last_n: int | None = None) -> pd.DataFrame:
-    """One file (any supported format), or its last ``last_n`` records."""
+def _read_csv_tail(path: Path, name: str, last_n: int, max_bytes: int) -> pd.DataFrame | None:
+    """The header and the last ``last_n`` rows of a plain CSV/TSV without reading the rest;
+    None when the tail holds a quote (a quoted field may span lines: read it whole instead)."""
+    with open(path, "rb") as f:
+        header = f.readline(LINE_LIMIT + 1)
+    if len(header) > LINE_LIMIT or not header.endswith(b"\n"):
+        return None
+    lines: list[bytes] = []
+    for raw in _reverse_lines(path, budget=max_bytes, stop=len(header)):
+        if b'"' in raw:
+            return None
+        lines.append(raw)
+        if len(lines) >= last_n:
+            break
+    lines.reverse()
+    return _read_csv(io.BytesIO(header + b"\n".join(lines) + b"\n"), name)
+
+
+def read_file(path: Path, last_n: int | None = None, ids: bool = False,
+              max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """One file (any supported format), or its last ``last_n`` records. A regular file only;
+    a whole read (or a gzipped one, decompressed) is at most ``max_bytes``; a window of the
+    last records of JSON lines or a CSV reads from the end of the file."""
     name = str(path)
+    with _bounded(name):
+        return _read_file(path, name, last_n, ids, max_bytes)
+
+
+def _read_file(path: Path, name: str, last_n: int | None, ids: bool, max_bytes: int) -> pd.DataFrame:
+    st = check_regular(path, name)
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -600,29 +739,41 @@ def read_file(path: Path, last_n: int | None = None) -> pd.DataFrame:
         try:
             with gzip.open(path, "rb") as f:
                 head = f.read(16)
-        except (OSError, EOFError) as e:
-            raise InputError(f"cannot read {name}: bad gzip data ({e})") from None
+        except GZIP_ERRORS as e:
+            raise InputError(f"cannot read {name}: bad gzip data ({_one_line(e)})") from None
     fmt = _format_of(name, head)
+    tail = last_n is not None and last_n > 0 and not gz
+    if fmt == "json" and tail and head.lstrip()[:1] != b"[":
+        return _read_json_tail(path, name, last_n, ids, max_bytes)  # type: ignore[arg-type]
+    if fmt == "csv" and tail:
+        frame = _read_csv_tail(path, name, last_n, max_bytes)  # type: ignore[arg-type]
+        if frame is not None:
+            return frame
+    if st.st_size > max_bytes:
+        raise _too_big(name, st.st_size, max_bytes)
     if fmt == "parquet":
         if gz:
-            return _read_parquet(io.BytesIO(_read_all(path, name)), name, last_n)
+            return _read_parquet(io.BytesIO(_read_all(path, name, max_bytes)), name, last_n)
         return _read_parquet(str(path), name, last_n)
     if fmt == "json":
-        if last_n is not None and not gz and last_n > 0:
-            first = head.lstrip()[:1]
-            if first == b"{":
-                return _read_json_tail(path, name, last_n)
-        return _parse_json_text(_decode(_read_all(path, name), name), name, last_n)
-    frame = _read_csv(str(path), name)
+        return _parse_json_text(_decode(_read_all(path, name, max_bytes), name), name, last_n, ids)
+    frame = _read_csv(io.BytesIO(_read_all(path, name, max_bytes)), name)
     return frame.tail(last_n) if last_n is not None else frame
 
 
-def _read_all(path: Path, name: str) -> bytes:
+def _read_all(path: Path, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A regular file's bytes (gunzipped), at most ``max_bytes`` either way."""
+    st = check_regular(path, name)
+    if st.st_size > max_bytes:
+        raise _too_big(name, st.st_size, max_bytes)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
     except OSError as e:
         raise InputError(f"cannot read {name}: {e.strerror or e}") from None
-    return _open_bytes(data, name)
+    if len(data) > max_bytes:  # it grew meanwhile
+        raise _too_big(name, len(data), max_bytes)
+    return _open_bytes(data, name, max_bytes)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -632,40 +783,57 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     positional: dict[str, None] = {}
+    outputs: dict[str, None] = {}
     for f in frames:
         positional.update(dict.fromkeys(f.attrs.get("positional_columns", [])))
+        outputs.update(dict.fromkeys(f.attrs.get("output_columns", [])))
     out = pd.concat(frames, axis=0)
     if isinstance(out.index, pd.DatetimeIndex) and not out.index.isna().any():
         out = out.iloc[out.index.argsort(kind="stable")]
     elif not isinstance(out.index, pd.DatetimeIndex):
         out = out.reset_index(drop=True)
     out.attrs["positional_columns"] = [c for c in positional if c in out.columns]
+    if outputs:
+        out.attrs["output_columns"] = [c for c in outputs if c in out.columns]
     return out
 
 
 def read_window(source: str | os.PathLike, last_n: int | None, *, timeout: float = DEFAULT_TIMEOUT,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
-    """The last ``last_n`` records of a file, glob or URL (all of them with ``last_n=None``)."""
+                max_bytes: int = DEFAULT_MAX_BYTES, ids: bool = False) -> pd.DataFrame:
+    """The last ``last_n`` records of a file, glob or URL (all of them with ``last_n=None``).
+    ``ids``: SageMaker capture rows carry their event key (:func:`row_key`) in an ``_id``
+    column (quality joins them with labels on it)."""
     if last_n is not None and last_n < 0:
         raise InputError(f"last_n must be >= 0, got {last_n}")
     text = str(source)
     if is_url(text):
         data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
-        frame = parse_bytes(data, text, content_type=ctype)
+        frame = parse_bytes(data, text, content_type=ctype, ids=ids, max_bytes=max_bytes)
         return _tail(frame, last_n)
     paths = expand_source(text)
     if len(paths) == 1:
-        return _tail(read_file(paths[0], last_n), last_n)
+        return _tail(read_file(paths[0], last_n, ids, max_bytes), last_n)
+    if last_n is None:
+        total = sum(_size(p) for p in paths)
+        if total > max_bytes:
+            raise _too_big(text, total, max_bytes, f"{len(paths)} files of ")
     frames: list[pd.DataFrame] = []
     rows = 0
     for p in reversed(paths):  # newest first
         need = None if last_n is None else last_n - rows
         if need is not None and need <= 0:
             break
-        f = read_file(p, need)
+        f = read_file(p, need, ids, max_bytes)
         frames.insert(0, f)
         rows += len(f)
     return _tail(_concat(frames), last_n)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def _tail(frame: pd.DataFrame, last_n: int | None) -> pd.DataFrame:
@@ -681,3 +849,165 @@ def read_table(source: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT,
                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
     """All records of a file, glob or URL (reference data)."""
     return read_window(source, None, timeout=timeout, max_bytes=max_bytes)
+
+
+# --------------------------------------------------------------------------- labels (ground truth)
+
+ID_COLUMNS = ("event_id", "eventId", "inference_id", "inferenceId", "id")  # tried when none is configured
+LABEL_TIME_COLUMNS = ("label_time", "labelTime")
+
+
+def _is_ground_truth(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("groundTruthData"), dict)
+
+
+def read_labels(source: str | os.PathLike, *, id_column: str | None = None, label_column: str = LABEL,
+                timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """Ground truth from a file, glob or URL (the same limits as :func:`read_window`): a frame
+    of ``_id`` (the join key), ``label`` and ``_label_time`` (UTC; NaT when not known), oldest
+    first, so the last row of an id is its newest label.
+
+    Formats: SageMaker Model Monitor ground-truth JSON lines (``groundTruthData.data``, one
+    label per row of the captured request, comma-separated; the key ``eventMetadata.eventId``,
+    or ``inferenceId``, as :func:`row_key` makes it for a batch; ``eventMetadata.labelTime``
+    when present), or any CSV / JSON lines / Parquet file with an id column (``id_column``,
+    else the first of event_id, eventId, inference_id, inferenceId, id) and ``label_column``
+    (and ``label_time`` when present). Labels are ordered by their label time when every one
+    has it, else as written (files oldest first)."""
+    text = str(source)
+    frames: list[pd.DataFrame] = []
+    if is_url(text):
+        data, ctype = fetch_bytes(text, timeout=timeout, max_bytes=max_bytes)
+        with _bounded(text):
+            frames.append(_labels_from_bytes(data, text, ctype, id_column, label_column))
+    else:
+        paths = expand_source(text)
+        total = sum(_size(p) for p in paths)
+        if total > max_bytes:
+            raise _too_big(text, total, max_bytes, f"{len(paths)} label files of " if len(paths) > 1 else "")
+        for p in paths:
+            st = check_regular(p)
+            if st.st_size == 0:
+                continue  # a label file just created
+            try:
+                with open(p, "rb") as f:
+                    data = f.read(max_bytes + 1)
+            except OSError as e:
+                raise InputError(f"cannot read {p}: {e.strerror or e}") from None
+            if not data.strip():
+                continue  # a label file just created
+            with _bounded(str(p)):
+                frames.append(_labels_from_bytes(data, str(p), None, id_column, label_column))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({ID: pd.Series([], dtype=object), LABEL: pd.Series([], dtype=object),
+                             LABEL_TIME: pd.Series([], dtype="datetime64[ns, UTC]")})
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    times = out[LABEL_TIME]
+    if len(out) and not times.isna().any():
+        out = out.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
+    return out
+
+
+def _labels_from_bytes(data: bytes, name: str, ctype: str | None, id_column: str | None,
+                       label_column: str) -> pd.DataFrame:
+    data = _open_bytes(data, name)
+    fmt = _format_of(name, data[:16], ctype)
+    if fmt == "json" and data.lstrip()[:1] == b"{":
+        first = data.lstrip().split(b"\n", 1)[0]
+        try:
+            head = json.loads(first)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            head = None
+        if _is_ground_truth(head):
+            return _ground_truth_frame(_decode(data, name), name)
+    frame = parse_bytes(data, name, content_type=ctype)
+    return _plain_labels(frame, name, id_column, label_column)
+
+
+def _ground_truth_frame(text: str, name: str) -> pd.DataFrame:
+    ids: list[str | None] = []
+    labels: list[Any] = []
+    times: list[Any] = []
+    lines = text.split("\n")
+    complete = text.endswith("\n")
+    loads = json.loads
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = loads(line)
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1 and not complete:
+                break  # the record being written right now: whole lines only
+            raise InputError(f"cannot read {name}: bad JSON on line {k + 1}: {e.msg}") from None
+        gt = rec.get("groundTruthData") if isinstance(rec, dict) else None
+        if not isinstance(gt, dict):
+            raise InputError(f"cannot read {name}: line {k + 1} is not a ground-truth record (no groundTruthData)")
+        meta = rec.get("eventMetadata")
+        event = None
+        when = None
+        if isinstance(meta, dict):
+            event = meta.get("eventId")
+            if event is None:
+                event = meta.get("inferenceId")
+            when = meta.get("labelTime")
+        if event is None:
+            raise InputError(f"cannot read {name}: line {k + 1} has no eventMetadata.eventId or inferenceId")
+        value = gt.get("data")
+        if isinstance(value, str) and str(gt.get("encoding", "CSV")).upper() == "BASE64":
+            try:
+                value = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                raise InputError(f"cannot read {name}: line {k + 1}: groundTruthData is not base64 text") from None
+        event = str(event)
+        if isinstance(value, str) and "," in value:
+            for i, part in enumerate(next(csv.reader([value]))):
+                ids.append(row_key(event, i))
+                labels.append(_scalar(part))
+                times.append(when)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                ids.append(row_key(event, i))
+                labels.append(v)
+                times.append(when)
+        else:
+            ids.append(event)
+            labels.append(_scalar(value) if isinstance(value, str) else value)
+            times.append(when)
+    return _label_table(ids, labels, times)
+
+
+def _label_table(ids: Any, labels: Any, times: Any) -> pd.DataFrame:
+    t = pd.to_datetime(pd.Series(times, dtype=object), errors="coerce", utc=True) if len(times) else \
+        pd.Series([], dtype="datetime64[ns, UTC]")
+    return pd.DataFrame({ID: pd.Series(ids, dtype=object), LABEL: pd.Series(labels, dtype=object),
+                         LABEL_TIME: t.reset_index(drop=True)})
+
+
+def _plain_labels(frame: pd.DataFrame, name: str, id_column: str | None, label_column: str) -> pd.DataFrame:
+    cols = [str(c) for c in frame.columns]
+    if id_column is None:
+        id_column = next((c for c in ID_COLUMNS if c in cols), None)
+        if id_column is None:
+            raise InputError(f"{name}: no id column to join labels on (set label_id_column; columns: "
+                             f"{_cols(cols)})")
+    elif id_column not in cols:
+        raise InputError(f"{name}: no id column {id_column!r} (columns: {_cols(cols)})")
+    if label_column not in cols:
+        raise InputError(f"{name}: no label column {label_column!r} (set label_column; columns: {_cols(cols)})")
+    ids = frame[id_column]
+    keys = ids.astype(object).where(ids.notna(), None)
+    keys = [None if k is None else (str(int(k)) if isinstance(k, float) and k.is_integer() else str(k))
+            for k in keys.tolist()] if ids.dtype.kind == "f" else \
+        [None if k is None else str(k) for k in keys.tolist()]
+    tcol = next((c for c in LABEL_TIME_COLUMNS if c in cols), None)
+    times = frame[tcol].tolist() if tcol else [None] * len(frame)
+    return _label_table(keys, frame[label_column].tolist(), times)
+
+
+def _cols(cols: list[str], limit: int = 12) -> str:
+    from modeldeck.core.textfmt import one_line
+
+    shown = ", ".join(one_line(c, 40) for c in cols[:limit])
+    return shown + (f" and {len(cols) - limit} more" if len(cols) > limit else "")

@@ -8,6 +8,7 @@ expanded values never sit in a settings object that might be logged or stored.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -15,9 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from modeldeck.core import paths
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.textfmt import one_line, visible
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +46,51 @@ def expand(value: str, where: str = "") -> str:
     return _VAR.sub(sub, value)
 
 
+# RFC 9110 field names are tokens; values may hold visible characters, spaces and tabs only. CR, LF
+# and NUL would let a value (or a variable expanded into it) end the header and smuggle another
+# one, or a second request, onto the connection.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent (None: it can): a name that is not an HTTP token, or a value
+    holding CR, LF, NUL or another control character. Never quotes the value."""
+    if not _TOKEN.match(name):
+        return f"{name!r} is not a valid HTTP header name"
+    m = _BAD_VALUE.search(value)
+    if m:
+        return f"the value holds a control character ({visible(m.group())}); CR, LF and NUL are refused"
+    return None
+
+
+def check_header(name: str, value: str, where: str) -> str:
+    """``value`` when it can be sent as header ``name``, else a ConfigError naming ``where``."""
+    why = header_problem(name, value)
+    if why:
+        raise ConfigError(f"{where}: {why}" if where else why)
+    return value
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable http(s) URL (None: it is): spaces or control characters
+    (CR/LF would split the request line), no host, or a port that is not a number."""
+    m = _BAD_URL.search(url)
+    if m:
+        return f"must not contain spaces or control characters ({visible(m.group())})"
+    if not re.match(r"^https?://[^/\s?#]+", url, re.I):
+        return "must be an http:// or https:// URL"
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if not u.hostname:
+        return "has no host name"
+    return None
+
+
 def mentions_variables(value: str) -> bool:
     return bool(_VAR.search(value))
 
@@ -63,7 +111,10 @@ class PollSettings:
     retention_hours: float = 168.0  # stored snapshots older than this are pruned
     max_body_bytes: int = 1 << 20  # health and metadata answers larger than this are cut off
     max_metrics_bytes: int = 8 << 20
+    max_capture_bytes: int = 256 << 20  # a capture, labels or reference file (local or URL) read whole
     max_backoff: float = 30.0  # an endpoint that stays down is retried at most this far apart
+    quality_every: int = 15  # measure quality (endpoints with capture and labels) every N polls (0: never)
+    quality_scan: int = 5000  # the newest N captured records are joined with the labels
 
     @property
     def effective_metrics_interval(self) -> float:
@@ -162,6 +213,21 @@ class ModelConfig:
     bake_seconds: float = rule(60.0, "higher", "seconds", "then watched this long before the release counts as done")
     environments: Mapping[str, EnvironmentRules] = rule({}, "environments", "environments",
                                                         "per-environment rules ([environments.NAME])")
+    # Model quality from delayed ground truth (core/quality.py); a policy may carry them too.
+    problem_type: str | None = rule(None, "same", "text", "classification or regression (default: classification)",
+                                    check=lambda v: None if v in ("classification", "regression") else
+                                    f"must be \"classification\" or \"regression\", not {v!r}")
+    prediction_column: str | None = rule(None, "same", "text", "the captured output holding the prediction "
+                                         "(default: prediction)")
+    probability_column: str | None = rule(None, "same", "text", "the captured output holding the probability of "
+                                          "the positive label (default: probability)")
+    positive_label: str | None = rule(None, "same", "text", "the positive class (default: 1)")
+    quality_window: int = rule(1000, "same", "count", "the newest labelled rows quality is measured on",
+                               check=lambda v: None if v >= 1 else "must be at least 1")
+    quality_min_rows: int = rule(200, "lower", "count", "fewer labelled rows than this: not enough labels, "
+                                 "no verdict", check=lambda v: None if v >= 1 else "must be at least 1")
+    quality_drop: float = rule(0.05, "lower", "number", "live quality this far (absolute) below the registered "
+                               "metric, its interval too, is a warning; twice that is critical")
     retrain_cooldown: float = 6 * 3600.0  # --retrain-on-drift starts at most one job per this
     explicit: frozenset[str] = frozenset()  # the rule keys written in the config (the rest are defaults)
 
@@ -178,13 +244,101 @@ class EndpointConfig:
     served_model: str = ""
     metrics_url: str = ""
     capture: str | None = None
-    labels: str | None = None  # ground truth for the captured requests (SageMaker ground-truth JSONL)
+    labels: str | None = None  # ground truth for the captured requests (core.capture.read_labels)
+    label_id_column: str | None = None  # plain label (and capture) files: the id column to join on
+    label_column: str = "label"  # plain label files: the label column
     headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
-    metrics_profile: str | None = None  # mlserver, triton, torchserve, bentoml, demo; None: detect
+    metrics_profile: str | None = None  # mlserver, triton, torchserve, bentoml, kserve, demo; None: detect
     thresholds: Thresholds = field(default_factory=Thresholds)
+    metrics: str = "scrape"  # "scrape": read metrics_url; "prometheus": PromQL through [prometheus]
+    selector: str = ""  # label matchers added to every PromQL query ('{namespace="prod"}'), normalised
+    discovered: str | None = None  # the [[discover]] block this endpoint came from (its name)
+
+    @property
+    def via_prometheus(self) -> bool:
+        return self.metrics == "prometheus"
 
     def resolved_headers(self) -> dict[str, str]:
-        return {k: expand(v, f"endpoint {self.name}: header {k}") for k, v in self.headers.items()}
+        """The headers with ``${VAR}`` expanded now; a value that holds CR, LF or NUL after
+        expansion is a ConfigError (naming the header and never the value)."""
+        out = {}
+        for k, v in self.headers.items():
+            where = f"endpoint {self.name}: header {k}"
+            out[k] = check_header(k, expand(v, where), where)
+        return out
+
+
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.I)  # MLflow refuses these alias names
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """``[mlflow]``: MLflow's Model Registry as the registry of record (models, versions,
+    lineage, aliases); the local registry file stays the ledger on top."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
+    models: tuple[str, ...] | None = None  # None: every registered model
+    aliases: Mapping[str, str] = field(default_factory=dict)  # environment -> MLflow alias
+    tag_prefix: str = "modeldeck."
+    timeout: float = 5.0  # seconds per request
+    max_body_bytes: int = 32 << 20  # an answer larger than this is refused
+
+    def alias_for(self, environment: str) -> str:
+        return self.aliases.get(environment, environment)
+
+    def environment_for(self, alias: str) -> str:
+        for env, a in self.aliases.items():
+            if a == alias:
+                return env
+        return alias
+
+    def resolved_headers(self) -> dict[str, str]:
+        return {k: expand(v, f"[mlflow] headers.{k}") for k, v in self.headers.items()}
+
+    def wants(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """``[prometheus]``: the Prometheus (or Thanos, Mimir, VictoriaMetrics) HTTP API that
+    endpoints with ``metrics = "prometheus"`` and ``[[discover]]`` blocks are read from."""
+
+    url: str  # base URL; a path prefix is kept (Mimir: https://mimir/prometheus)
+    headers: Mapping[str, str] = field(default_factory=dict)  # values may hold ${VAR}
+    window: str = "1m"  # the rate window, a PromQL duration
+    window_seconds: float = 60.0
+    timeout: float = 2.0  # per query, seconds
+    max_bytes: int = 32 << 20  # an answer larger than this is refused while streaming
+    discover_interval: float = 30.0  # seconds between [[discover]] refreshes
+    vanished_after: float = 300.0  # a discovered endpoint no longer reported shows DOWN this long, then goes
+
+    def resolved_headers(self) -> dict[str, str]:
+        """As :meth:`EndpointConfig.resolved_headers` (errors name the header, never the value)."""
+        out = {}
+        for k, v in self.headers.items():
+            where = f"header {k}"
+            out[k] = check_header(k, expand(v, where), where)
+        return out
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """``[[discover]]``: endpoints made from the label sets of Prometheus series."""
+
+    name: str  # the block's name in messages ("discover[0]" unless given)
+    profile: str  # the metrics profile whose request counter is looked for
+    selector: str = ""  # normalised label matchers
+    group_by: tuple[str, ...] = ()  # one endpoint per distinct value set of these labels
+    name_template: str = "{model}"  # "{model}-{namespace}": labels by name
+    model_label: str | None = None  # the registry model name is this label's value ...
+    model: str | None = None  # ... or this fixed name
+    environment_label: str | None = None
+    environment: str = "production"
+    served_model_label: str | None = None  # the model's name on the server (default: the profile's model label)
+    url_template: str | None = None  # OIP base URL for health and metadata ("http://{instance}")
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 @dataclass(frozen=True)
@@ -197,6 +351,9 @@ class Settings:
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     read_only: bool = False
     report_sample: float = 5.0
+    mlflow: MlflowSettings | None = None  # [mlflow]: MLflow is the registry of record
+    prometheus: PrometheusConfig | None = None
+    discover: tuple[DiscoverConfig, ...] = ()
 
     def model(self, name: str) -> ModelConfig:
         return self.models.get(name) or ModelConfig(name=name)
@@ -301,6 +458,8 @@ class _Reader:
     def number(self, value: Any, key: str, *, minimum: float | None = None, positive: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"must be a number, not {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, not {value}")
         if positive and not value > 0:
             raise self.fail(key, f"must be greater than 0, not {value}")
         if minimum is not None and value < minimum:
@@ -323,10 +482,21 @@ class _Reader:
         t = self.table(value, key)
         return {str(k): self.string(v, f"{key}.{k}", empty_ok=True) for k, v in t.items()}
 
+    def headers(self, value: Any, key: str) -> dict[str, str]:
+        """HTTP headers: token names, values without CR, LF, NUL or other control characters
+        (checked again after ``${VAR}`` expansion, when a request is built)."""
+        out = self.str_map(value, key)
+        for k, v in out.items():
+            why = header_problem(k, v)
+            if why:
+                raise self.fail(f"{key}.{k}", why)
+        return out
+
     def url(self, value: Any, key: str) -> str:
         s = self.string(value, key).strip()
-        if not re.match(r"^https?://[^/\s]+", s):
-            raise self.fail(key, f"must be an http:// or https:// URL, not {s!r}")
+        why = url_problem(s)
+        if why:
+            raise self.fail(key, f"{why}, not {one_line(s, 120)!r}")
         return s.rstrip("/")
 
     def path(self, value: Any, key: str) -> Path:
@@ -336,27 +506,72 @@ class _Reader:
     def source(self, value: Any, key: str) -> str:
         """A file, glob or http(s) URL; a relative path means the config file's folder."""
         c = self.string(value, key)
-        if re.match(r"^https?://", c) or Path(c).expanduser().is_absolute():
+        if re.match(r"^https?://", c, re.I):
+            why = url_problem(c)
+            if why:
+                raise self.fail(key, why)
+            return c
+        if "\x00" in c:
+            raise self.fail(key, "must not contain NUL")
+        if Path(c).expanduser().is_absolute():
             return c
         return str(self.base / c)
 
     # -- sections --------------------------------------------------------------------------
     def settings(self, data: Mapping[str, Any]) -> Settings:
         self.check_keys(data, {"registry", "read_only", "poll", "thresholds", "endpoints", "models",
-                               "report"}, "")
+                               "report", "mlflow", "prometheus", "discover"}, "")
         registry = (self.path(data["registry"], "registry") if "registry" in data
                     else paths.default_registry_file())
         poll = self.poll(data.get("poll", {}))
         thresholds = self.thresholds(data.get("thresholds", {}), "thresholds", Thresholds())
-        endpoints = self.endpoints(data.get("endpoints", []), thresholds)
+        prometheus = self.prometheus(data["prometheus"]) if "prometheus" in data else None
+        endpoints = self.endpoints(data.get("endpoints", []), thresholds, prometheus)
+        discover = self.discover(data.get("discover", []), thresholds, prometheus)
         models = self.models(data.get("models", {}))
         report = self.table(data.get("report", {}), "report")
         self.check_keys(report, {"sample"}, "report")
         sample = self.number(report["sample"], "report.sample", minimum=0) if "sample" in report else 5.0
         read_only = self.boolean(data["read_only"], "read_only") if "read_only" in data else False
+        mlflow = self.mlflow(data["mlflow"]) if "mlflow" in data else None
         return Settings(path=None if self.filename == "config" else Path(self.filename),
                         registry=registry, poll=poll, thresholds=thresholds, endpoints=endpoints,
-                        models=models, read_only=read_only, report_sample=sample)
+                        models=models, read_only=read_only, report_sample=sample, mlflow=mlflow,
+                        prometheus=prometheus, discover=discover)
+
+    def mlflow(self, value: Any) -> MlflowSettings:
+        t = self.table(value, "mlflow")
+        self.check_keys(t, {f.name for f in fields(MlflowSettings)}, "mlflow")
+        if "url" not in t:
+            raise self.fail("mlflow", "missing required key 'url' (the MLflow tracking server)")
+        kw: dict[str, Any] = {"url": self.url(t["url"], "mlflow.url")}
+        if "headers" in t:
+            kw["headers"] = self.str_map(t["headers"], "mlflow.headers")
+        if "models" in t:
+            m = t["models"]
+            if not isinstance(m, list) or not all(isinstance(x, str) and x.strip() for x in m):
+                raise self.fail("mlflow.models", "must be an array of registered model names")
+            kw["models"] = tuple(dict.fromkeys(m))
+        if "aliases" in t:
+            aliases = self.str_map(t["aliases"], "mlflow.aliases")
+            seen: dict[str, str] = {}
+            for env, alias in aliases.items():
+                key = f"mlflow.aliases.{env}"
+                if not alias.strip() or alias != alias.strip():
+                    raise self.fail(key, f"{alias!r} is not an alias name")
+                if RESERVED_ALIAS.match(alias):
+                    raise self.fail(key, f"MLflow reserves the alias name {alias!r} (latest, v<digits>)")
+                if alias in seen:
+                    raise self.fail(key, f"alias {alias!r} is already the alias of environment {seen[alias]!r}")
+                seen[alias] = env
+            kw["aliases"] = aliases
+        if "tag_prefix" in t:
+            kw["tag_prefix"] = self.string(t["tag_prefix"], "mlflow.tag_prefix")
+        if "timeout" in t:
+            kw["timeout"] = self.number(t["timeout"], "mlflow.timeout", positive=True)
+        if "max_body_bytes" in t:
+            kw["max_body_bytes"] = self.integer(t["max_body_bytes"], "mlflow.max_body_bytes", minimum=1024)
+        return MlflowSettings(**kw)
 
     def poll(self, value: Any) -> PollSettings:
         t = self.table(value, "poll")
@@ -365,8 +580,11 @@ class _Reader:
         kw: dict[str, Any] = {}
         for k, v in t.items():
             key = f"poll.{k}"
-            if k in ("drift_every", "drift_window", "history", "max_body_bytes", "max_metrics_bytes"):
+            if k in ("drift_every", "drift_window", "history", "max_body_bytes", "max_metrics_bytes",
+                     "max_capture_bytes", "quality_scan"):
                 kw[k] = self.integer(v, key, minimum=1)
+            elif k == "quality_every":
+                kw[k] = self.integer(v, key, minimum=0)
             elif k in ("interval", "timeout"):
                 kw[k] = self.number(v, key, positive=True)
             else:
@@ -379,18 +597,75 @@ class _Reader:
         kw = {k: self.number(v, f"{where}.{k}", minimum=0) for k, v in t.items()}
         return replace(base, **kw)
 
-    def endpoints(self, value: Any, thresholds: Thresholds) -> tuple[EndpointConfig, ...]:
+    def duration_text(self, value: Any, key: str) -> tuple[str, float]:
+        """A PromQL duration ("1m", "90s", "1m30s"): the text and its seconds."""
+        s = self.string(value, key).strip()
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+        parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", s)
+        if not parts or "".join(n + u for n, u in parts) != s:
+            raise self.fail(key, f"must be a PromQL duration such as \"1m\" or \"90s\", not {s!r}")
+        seconds = sum(int(n) * units[u] for n, u in parts)
+        if seconds <= 0:
+            raise self.fail(key, "must be longer than 0")
+        return s, seconds
+
+    def selector(self, value: Any, key: str) -> str:
+        from modeldeck.core.promql import SelectorError, parse_selector, selector_text
+
+        text = self.string(value, key, empty_ok=True)
+        try:
+            return selector_text(parse_selector(text))
+        except SelectorError as e:
+            raise self.fail(key, str(e)) from None
+
+    def prometheus(self, value: Any) -> PrometheusConfig:
+        t = self.table(value, "prometheus")
+        self.check_keys(t, {"url", "headers", "window", "timeout", "max_bytes", "discover_interval",
+                            "vanished_after"}, "prometheus")
+        if "url" not in t:
+            raise self.fail("prometheus", "missing required key 'url'")
+        kw: dict[str, Any] = {"url": self.url(t["url"], "prometheus.url")}
+        if "headers" in t:
+            kw["headers"] = self.headers(t["headers"], "prometheus.headers")
+        if "window" in t:
+            kw["window"], kw["window_seconds"] = self.duration_text(t["window"], "prometheus.window")
+        for k in ("timeout", "discover_interval"):
+            if k in t:
+                kw[k] = self.number(t[k], f"prometheus.{k}", positive=True)
+        if "vanished_after" in t:
+            kw["vanished_after"] = self.number(t["vanished_after"], "prometheus.vanished_after", minimum=0)
+        if "max_bytes" in t:
+            kw["max_bytes"] = self.integer(t["max_bytes"], "prometheus.max_bytes", minimum=1024)
+        return PrometheusConfig(**kw)
+
+    def profile_name(self, value: Any, key: str, *, prometheus: bool) -> str:
+        from modeldeck.core.metrics import PROFILES
+
+        name = self.string(value, key).strip().lower()
+        if name not in PROFILES:
+            raise self.fail(key, f"unknown metrics profile {name!r} (known: {', '.join(PROFILES)})")
+        return name
+
+    def endpoints(self, value: Any, thresholds: Thresholds,
+                  prometheus: PrometheusConfig | None = None) -> tuple[EndpointConfig, ...]:
         if not isinstance(value, list):
             raise self.fail("endpoints", "must be an array of tables ([[endpoints]])")
         out: list[EndpointConfig] = []
         seen: set[str] = set()
         allowed = {"name", "model", "environment", "url", "served_model", "metrics_url", "capture", "labels",
-                   "headers", "metrics_profile", "thresholds"}
+                   "label_id_column", "label_column", "headers", "metrics_profile", "thresholds", "metrics",
+                   "selector"}
         for i, item in enumerate(value):
             where = f"endpoints[{i}]"
             t = self.table(item, where)
             self.check_keys(t, allowed, where)
-            for req in ("name", "model", "url"):
+            metrics = "scrape"
+            if "metrics" in t:
+                metrics = self.string(t["metrics"], f"{where}.metrics").strip()
+                if metrics not in ("scrape", "prometheus"):
+                    raise self.fail(f"{where}.metrics", f'must be "scrape" or "prometheus", not {metrics!r}')
+            via = metrics == "prometheus"
+            for req in ("name", "model") if via else ("name", "model", "url"):
                 if req not in t:
                     raise self.fail(where, f"missing required key '{req}'")
             name = self.string(t["name"], f"{where}.name")
@@ -398,24 +673,110 @@ class _Reader:
                 raise self.fail(f"{where}.name", f"duplicate endpoint name {name!r}")
             seen.add(name)
             model = self.string(t["model"], f"{where}.model")
-            url = self.url(t["url"], f"{where}.url")
+            url = self.url(t["url"], f"{where}.url") if "url" in t else ""
             capture = self.source(t["capture"], f"{where}.capture") if "capture" in t else None
             labels = self.source(t["labels"], f"{where}.labels") if "labels" in t else None
             profile = None
             if "metrics_profile" in t:
-                profile = self.string(t["metrics_profile"], f"{where}.metrics_profile")
+                profile = self.profile_name(t["metrics_profile"], f"{where}.metrics_profile", prometheus=via)
+            selector = self.selector(t["selector"], f"{where}.selector") if "selector" in t else ""
+            if via:
+                if prometheus is None:
+                    raise self.fail(f"{where}.metrics", 'is "prometheus" but the config has no [prometheus] '
+                                                        "section (its url)")
+                if profile is None:
+                    raise self.fail(where, 'metrics = "prometheus" needs metrics_profile (one of '
+                                           'mlserver, triton, torchserve, bentoml, kserve)')
+                if "metrics_url" in t:
+                    raise self.fail(f"{where}.metrics_url", 'is not used with metrics = "prometheus" '
+                                                            "(the metrics come from PromQL)")
+            elif "selector" in t:
+                raise self.fail(f"{where}.selector", 'only applies with metrics = "prometheus"')
             out.append(EndpointConfig(
                 name=name, model=model, url=url,
                 environment=self.string(t.get("environment", "production"), f"{where}.environment"),
                 served_model=self.string(t.get("served_model", model), f"{where}.served_model"),
                 metrics_url=(self.url(t["metrics_url"], f"{where}.metrics_url") if "metrics_url" in t
-                             else url + "/metrics"),
+                             else (url + "/metrics" if not via else "")),
                 capture=capture,
                 labels=labels,
-                headers=self.str_map(t.get("headers", {}), f"{where}.headers"),
+                label_id_column=(self.string(t["label_id_column"], f"{where}.label_id_column")
+                                 if "label_id_column" in t else None),
+                label_column=(self.string(t["label_column"], f"{where}.label_column")
+                              if "label_column" in t else "label"),
+                headers=self.headers(t.get("headers", {}), f"{where}.headers"),
                 metrics_profile=profile,
                 thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),
+                metrics=metrics, selector=selector,
             ))
+        return tuple(out)
+
+    def discover(self, value: Any, thresholds: Thresholds,
+                 prometheus: PrometheusConfig | None) -> tuple[DiscoverConfig, ...]:
+        if not isinstance(value, list):
+            raise self.fail("discover", "must be an array of tables ([[discover]])")
+        if value and prometheus is None:
+            raise self.fail("discover", "needs a [prometheus] section (its url) to discover endpoints from")
+        allowed = {"name", "profile", "selector", "group_by", "name_template", "model_label", "model",
+                   "environment_label", "environment", "served_model_label", "url", "thresholds"}
+        out: list[DiscoverConfig] = []
+        for i, item in enumerate(value):
+            where = f"discover[{i}]"
+            t = self.table(item, where)
+            self.check_keys(t, allowed, where)
+            if "profile" not in t:
+                raise self.fail(where, "missing required key 'profile' (mlserver, triton, torchserve, bentoml, "
+                                       "kserve)")
+            profile = self.profile_name(t["profile"], f"{where}.profile", prometheus=True)
+            group_by: tuple[str, ...] = ()
+            if "group_by" in t:
+                g = t["group_by"]
+                if not isinstance(g, list) or not all(isinstance(x, str) and re.fullmatch(
+                        r"[a-zA-Z_][a-zA-Z0-9_]*", x) for x in g):
+                    raise self.fail(f"{where}.group_by", "must be an array of label names")
+                group_by = tuple(dict.fromkeys(g))
+            if "model_label" in t and "model" in t:
+                raise self.fail(where, "give model_label or model, not both")
+            if "environment_label" in t and "environment" in t:
+                raise self.fail(where, "give environment_label or environment, not both")
+            kw: dict[str, Any] = {}
+            for k in ("model_label", "environment_label", "served_model_label"):
+                if k in t:
+                    v = self.string(t[k], f"{where}.{k}")
+                    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", v):
+                        raise self.fail(f"{where}.{k}", f"must be a label name, not {v!r}")
+                    kw[k] = v
+            if "model" in t:
+                kw["model"] = self.string(t["model"], f"{where}.model")
+            if "environment" in t:
+                kw["environment"] = self.string(t["environment"], f"{where}.environment")
+            if "model_label" not in kw and "model" not in kw:
+                raise self.fail(where, "needs model_label (the label naming the registry model) or model "
+                                       "(a fixed name)")
+            template = self.string(t.get("name_template", "{model}"), f"{where}.name_template")
+            labels_used = set(group_by) | {kw[k] for k in ("model_label", "environment_label",
+                                                             "served_model_label") if k in kw}
+            for tmpl, key in ((template, "name_template"), (t.get("url"), "url")):
+                if tmpl is None:
+                    continue
+                tmpl = self.string(tmpl, f"{where}.{key}")
+                for field_name in re.findall(r"\{([^{}]*)\}", tmpl):
+                    if field_name not in labels_used | {"model", "environment"}:
+                        raise self.fail(f"{where}.{key}", f"{{{field_name}}} is not a group_by label "
+                                                          f"(group_by: {', '.join(group_by) or 'none'})")
+            url_template = None
+            if "url" in t:
+                url_template = self.string(t["url"], f"{where}.url").strip().rstrip("/")
+                if not re.match(r"^https?://", url_template):
+                    raise self.fail(f"{where}.url", f"must be an http:// or https:// URL template, not "
+                                                    f"{url_template!r}")
+            out.append(DiscoverConfig(
+                name=self.string(t["name"], f"{where}.name") if "name" in t else where,
+                profile=profile,
+                selector=self.selector(t["selector"], f"{where}.selector") if "selector" in t else "",
+                group_by=group_by, name_template=template, url_template=url_template,
+                thresholds=self.thresholds(t.get("thresholds", {}), f"{where}.thresholds", thresholds),
+                **kw))
         return tuple(out)
 
     def hook(self, value: Any, where: str, *, retrain: bool) -> HookConfig:
@@ -443,8 +804,8 @@ class _Reader:
             webhook = WebhookConfig(
                 url=self.url(wt["url"], f"{where}.webhook.url"),
                 secret=self.string(wt["secret"], f"{where}.webhook.secret") if "secret" in wt else None,
-                headers=self.str_map(wt.get("headers", {}), f"{where}.webhook.headers"),
-                status_url=(self.string(wt["status_url"], f"{where}.webhook.status_url")
+                headers=self.headers(wt.get("headers", {}), f"{where}.webhook.headers"),
+                status_url=(self.url(wt["status_url"], f"{where}.webhook.status_url")
                             if "status_url" in wt else None),
                 poll_interval=(self.number(wt["poll_interval"], f"{where}.webhook.poll_interval",
                                            positive=True) if "poll_interval" in wt else 5.0),

@@ -11,6 +11,8 @@ import hashlib
 import io
 import os
 import re
+import stat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -21,10 +23,26 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json", ".csv.gz", ".jsonl.gz")
 
 
+def check_regular(p: Path) -> None:
+    """Refuse what is not a regular file: a FIFO would wait for a writer forever and a device
+    (``/dev/zero``) never ends."""
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a plain file")
+        raise InputError(f"{p}: not a regular file ({kind})")
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents, in order)."""
     p = Path(path)
     h = hashlib.sha256()
+    check_regular(p)
     try:
         if p.is_dir():
             for f in sorted(x for x in p.rglob("*") if x.is_file()):
@@ -60,6 +78,7 @@ def count_rows(path: str | os.PathLike[str]) -> int:
     metadata), JSON lines (non-empty lines) or JSON array file; ``.gz`` is read through. A
     folder counts the rows of its data files."""
     p = Path(path)
+    check_regular(p)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(DATA_SUFFIXES))
         if not files:
@@ -90,8 +109,10 @@ def count_rows(path: str | os.PathLike[str]) -> int:
         raise InputError(f"{p}: no such file") from None
     except InputError:
         raise
-    except (OSError, ValueError, csv.Error) as e:
-        raise InputError(f"{p}: cannot count its rows: {e}") from None
+    except RecursionError:
+        raise InputError(f"{p}: cannot count its rows: JSON nested too deeply") from None
+    except (OSError, ValueError, csv.Error, EOFError, zlib.error) as e:
+        raise InputError(f"{p}: cannot count its rows: {' '.join(str(e).split())}") from None
     except Exception as e:  # pyarrow's errors
         raise InputError(f"{p}: cannot count its rows: {type(e).__name__}: {e}") from None
 

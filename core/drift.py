@@ -460,7 +460,7 @@ def read_profile(path: Path, sha: str | None = None) -> ReferenceProfile:
 
 def load_profile(reference: str | os.PathLike | pd.DataFrame, *, cache_dir: str | os.PathLike | None = None,
                  use_cache: bool = True, timeout: float | None = None,
-                 workers: int | None = None) -> ReferenceProfile:
+                 workers: int | None = None, max_bytes: int | None = None) -> ReferenceProfile:
     """The ``ReferenceProfile`` of reference data, read from the disk cache when it is there.
 
     The cache key is the SHA-256 of the data (file bytes; the frame's hash for a DataFrame); a
@@ -469,7 +469,9 @@ def load_profile(reference: str | os.PathLike | pd.DataFrame, *, cache_dir: str 
     from modeldeck.core import capture
 
     folder = Path(cache_dir) if cache_dir is not None else default_profile_dir()
-    kwargs = {} if timeout is None else {"timeout": timeout}
+    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    if max_bytes is not None:
+        kwargs["max_bytes"] = max_bytes
     frame: pd.DataFrame | None = None
     if isinstance(reference, pd.DataFrame):
         frame, source = reference, "<frame>"
@@ -486,6 +488,11 @@ def load_profile(reference: str | os.PathLike | pd.DataFrame, *, cache_dir: str 
             frame = capture.parse_bytes(data, source, content_type=ctype)
         else:
             paths = capture.expand_source(source)
+            cap = max_bytes if max_bytes is not None else capture.DEFAULT_MAX_BYTES
+            total = sum(capture.check_regular(p).st_size for p in paths)
+            if total > cap:  # refused before hashing it, as reading it would be
+                raise InputError(f"cannot read reference {source}: {total} bytes is over the {cap}-byte cap "
+                                 f"([poll] max_capture_bytes, --max-bytes)")
             try:
                 sha = _file_sha256(paths)
             except OSError as e:
@@ -895,7 +902,13 @@ def _choose_method(kind: str, n_ref: int, n_values: int) -> str:
 def _compare_column(name: str, ref: ColumnProfile, series: pd.Series, forced_categorical: bool,
                     ref_label: str, cur_label: str, plans: _Plans | None = None) -> ColumnDrift:
     try:
-        return _compare_column_inner(name, ref, series, forced_categorical, ref_label, cur_label, plans)
+        # numpy's floating-point warnings (values so large a statistic overflows) become this
+        # column's error in words, never a RuntimeWarning with a source line on stderr
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            return _compare_column_inner(name, ref, series, forced_categorical, ref_label, cur_label, plans)
+    except FloatingPointError as e:
+        return _column_error(name, f"column '{one_line(name, 60)}': values too large or too extreme to compare "
+                             f"({e})", ref, len(series), int(series.isna().sum()))
     except InputError as e:
         return _column_error(name, str(e), ref, len(series), int(series.isna().sum()))
     except (ValueError, TypeError, ArithmeticError, MemoryError) as e:  # one bad column, not the run
@@ -1228,7 +1241,7 @@ def compare_frames(reference: pd.DataFrame, current: pd.DataFrame, **kwargs: Any
 
 def _list(names: Iterable[str], limit: int = 8) -> str:
     names = list(names)
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(one_line(n, 60) for n in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
@@ -1290,7 +1303,7 @@ def render_text(result: DriftResult) -> str:
         if c.psi_level in ("warn", "alert"):
             psi += "!" if c.psi_level == "warn" else "!!"
         rows.append([
-            c.column, c.kind or "-", c.method or "-", _num(c.score), _num(c.threshold, 2),
+            one_line(c.column, 80), c.kind or "-", c.method or "-", _num(c.score), _num(c.threshold, 2),
             "DRIFT" if c.drifted else "no", psi,
             f"{_share(c.missing_share_reference)}>{_share(c.missing_share_current)}",
             _share(c.unseen_share), str(c.n_current), c.status,
@@ -1303,9 +1316,9 @@ def render_text(result: DriftResult) -> str:
     notes = [(c.column, c.message) for c in result.columns if c.message]
     if notes:
         lines.append("")
-        lines.extend(f"{name}: {msg}" for name, msg in notes)
+        lines.extend(f"{one_line(name, 80)}: {one_line(msg, 400)}" for name, msg in notes)
     for n in result.notes:
-        lines.append(n)
+        lines.append(one_line(n, 400))
     lines.append("")
     verdict = "DATASET DRIFT" if result.dataset_drift else "no dataset drift"
     lines.append(
@@ -1323,7 +1336,7 @@ _PROFILES_LOCK = threading.Lock()
 PROFILES_KEPT = 32
 
 
-def cached_profile(reference: str, *, timeout: float | None = None) -> ReferenceProfile:
+def cached_profile(reference: str, *, timeout: float | None = None, max_bytes: int | None = None) -> ReferenceProfile:
     """:func:`load_profile` with an in-process cache for local files (keyed on the path, its
     size and mtime: a reference changed in place is read again), so a poller comparing every
     few seconds hashes a reference once, not every time. URLs go to :func:`load_profile`."""
@@ -1341,7 +1354,7 @@ def cached_profile(reference: str, *, timeout: float | None = None) -> Reference
             hit = _PROFILES.get(key)
         if hit is not None:
             return hit
-    profile = load_profile(reference, timeout=timeout)
+    profile = load_profile(reference, timeout=timeout, max_bytes=max_bytes)
     if key is not None:
         with _PROFILES_LOCK:
             _PROFILES[key] = profile
@@ -1352,7 +1365,8 @@ def cached_profile(reference: str, *, timeout: float | None = None) -> Reference
 
 def window_drift(version: str | None, reference: str | None, capture_source: str, last_n: int, *,
                  drift_share: float = DATASET_DRIFT_SHARE, timeout: float | None = None, histograms: bool = False,
-                 current_name: str = "current", computed_at: Callable[[], float] = time.time) -> Any:
+                 current_name: str = "current", computed_at: Callable[[], float] = time.time,
+                 max_bytes: int | None = None) -> Any:
     """The drift check of one endpoint, used by the poller, the report and (through the
     poller) the bake: the newest ``last_n`` records of ``capture_source`` compared with the
     reference profile of ``version`` (its registered ``reference`` data), summarised by
@@ -1374,9 +1388,11 @@ def window_drift(version: str | None, reference: str | None, capture_source: str
         return problem(f"served version {one_line(version, 24)} is not a registry version")
     if not reference:
         return problem(f"version {version} has no reference data (register it with --reference)")
-    kwargs = {} if timeout is None else {"timeout": timeout}
+    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    if max_bytes is not None:
+        kwargs["max_bytes"] = max_bytes
     try:
-        profile = cached_profile(reference, timeout=timeout)
+        profile = cached_profile(reference, timeout=timeout, max_bytes=max_bytes)
         window = capture.read_window(capture_source, last_n, **kwargs)
         result = compare(profile, window, drift_share=drift_share, current_name=current_name)
     except InputError as e:
@@ -1386,12 +1402,18 @@ def window_drift(version: str | None, reference: str | None, capture_source: str
 
 
 def compare_files(reference: str, current: str, *, categorical: list[str] | None = None,
-                  columns: list[str] | None = None) -> DriftResult:
+                  columns: list[str] | None = None, max_bytes: int | None = None) -> DriftResult:
     """``modeldeck drift REFERENCE CURRENT``: the whole ``current`` data (any format
     ``core.capture`` reads) against ``reference``'s profile. ``InputError`` on bad input; the
     command line renders the result (``render_text`` / ``result_to_json``)."""
     from modeldeck.core import capture
 
-    profile = load_profile(reference)
-    window = capture.read_window(current, None)
-    return compare(profile, window, categorical=categorical, columns=columns, current_name=str(current))
+    cap = capture.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    profile = load_profile(reference, max_bytes=cap)
+    window = capture.read_window(current, None, max_bytes=cap)
+    result = compare(profile, window, categorical=categorical, columns=columns, current_name=str(current))
+    errors = [c for c in result.columns if c.status == STATUS_ERROR]
+    if not result.n_columns and errors:  # nothing could be compared: the input is bad, not "no drift"
+        more = f" (and {len(errors) - 1} more columns)" if len(errors) > 1 else ""
+        raise InputError(f"nothing could be compared: {errors[0].message}{more}")
+    return result

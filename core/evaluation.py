@@ -18,8 +18,8 @@ metrics of that version on that dataset (:meth:`Registry.record_evaluation`).
 
 Data (:func:`resolve_data`): a file or folder; a glob (one file as it is, several combined into
 one CSV); or ``recent``: the newest labelled rows (``eval_rows``) of the environment's
-endpoints that have both ``capture`` and ``labels`` (SageMaker data capture joined with
-SageMaker ground truth on the event id), written to a CSV with the inputs and a ``label``
+endpoints that have both ``capture`` and ``labels`` (joined as model quality joins them:
+``labelled_window``), written to a CSV with the inputs and a ``label``
 column. Combined data is written once per content to ``$XDG_CACHE_HOME/modeldeck/evaldata/``.
 """
 
@@ -145,7 +145,8 @@ def recent_data(settings: Settings, model: str, environment: str, rows: int) -> 
     frames = []
     for ep in eps:
         assert ep.capture is not None and ep.labels is not None
-        frames.append(labelled_window(ep.capture, ep.labels, rows))
+        frames.append(labelled_window(ep.capture, ep.labels, rows, label_id_column=ep.label_id_column,
+                                      label_column=ep.label_column))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if "_time" in frame.columns:
         frame = frame.sort_values("_time", kind="stable").drop(columns=["_time"])
@@ -155,69 +156,36 @@ def recent_data(settings: Settings, model: str, environment: str, rows: int) -> 
     return _materialize(frame, f"{model}-{environment}-recent", RECENT)
 
 
-def labelled_window(capture: str, labels: str, rows: int) -> Any:
-    """The newest ``rows`` captured input rows that have a ground-truth label: SageMaker data
-    capture JSONL joined with SageMaker ground-truth JSONL (``groundTruthData.data``, one
-    label per row, comma-separated) on ``eventMetadata.eventId`` (or ``inferenceId``); the
-    newest label of an event wins. Inputs only (the model's outputs are left out), the label
-    as ``label``."""
+def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: str | None = None,
+                    label_column: str = LABEL_COLUMN) -> Any:
+    """The newest ``rows`` captured input rows that have a label: the captures joined with the
+    labels as quality joins them (``core.capture.read_labels``: SageMaker ground truth or a
+    plain file with an id column; the newest label of an id wins). Inputs only (the model's
+    outputs are left out), the label as ``label``, the inference time as ``_time``."""
     import pandas as pd
 
-    from modeldeck.core.capture import _capture_rows, expand_source
+    from modeldeck.core.capture import ID, LABEL, read_labels, read_window
 
-    truth: dict[str, list[str]] = {}
-    for f in expand_source(labels):
-        for rec in _jsonl(f):
-            meta, gt = rec.get("eventMetadata"), rec.get("groundTruthData")
-            if not isinstance(meta, dict) or not isinstance(gt, dict) or "eventId" not in meta:
-                continue
-            truth[str(meta["eventId"])] = [x.strip() for x in str(gt.get("data", "")).split(",")]
-    out: list[dict[str, Any]] = []
-    for f in reversed(expand_source(capture)):  # newest file first
-        recs = list(_jsonl(f, numbered=True))
-        for lineno, rec in reversed(recs):
-            meta = rec.get("eventMetadata") if isinstance(rec, dict) else None
-            if not isinstance(meta, dict):
-                continue
-            key = meta.get("eventId") or meta.get("inferenceId")
-            found = truth.get(str(key)) if key is not None else None
-            if not found:
-                continue
-            try:
-                parsed = _capture_rows(rec, str(f), lineno)
-            except InputError:
-                continue
-            if len(parsed.inputs) != len(found):
-                continue
-            for r, y in zip(reversed(parsed.inputs), reversed(found)):
-                out.append({**r, LABEL_COLUMN: _scalar(y), "_time": parsed.time or ""})
-            if len(out) >= rows:
-                break
-        if len(out) >= rows:
-            break
-    out.reverse()
-    return pd.DataFrame(out[-rows:])
-
-
-def _jsonl(path: Path, numbered: bool = False) -> Iterable[Any]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:  # a line being written right now
-                continue
-            if isinstance(rec, dict):
-                yield (i, rec) if numbered else rec
-
-
-def _scalar(text: str) -> Any:
-    try:
-        f = float(text)
-    except ValueError:
-        return text
-    return int(f) if f.is_integer() and "." not in text and "e" not in text.lower() else f
+    preds = read_window(capture, None, ids=True)
+    labs = read_labels(labels, id_column=label_id_column, label_column=label_column)
+    if not len(preds) or not len(labs):
+        return pd.DataFrame()
+    outputs = set(preds.attrs.get("output_columns", []))
+    key = ID if ID in preds.columns else label_id_column
+    if key is None or key not in preds.columns:
+        raise InputError(f"{capture}: no key to join labels on (SageMaker data capture, or label_id_column)")
+    newest = labs.drop_duplicates(ID, keep="last").set_index(ID)[LABEL]
+    keys = preds[key].astype(object).where(preds[key].notna(), None).map(
+        lambda k: None if k is None else str(k))
+    found = keys.map(newest)
+    has = found.notna().to_numpy()
+    inputs = [c for c in preds.columns if c not in outputs and c != ID]
+    frame = preds.loc[has, inputs].copy()
+    frame[LABEL_COLUMN] = found[has].to_numpy()
+    idx = preds.index[has]
+    frame["_time"] = [str(t) if t is not None and t == t else "" for t in idx] if isinstance(
+        preds.index, pd.DatetimeIndex) else ""
+    return frame.reset_index(drop=True).tail(rows).reset_index(drop=True)
 
 
 # -- the evaluate hook ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ when a request is built (:func:`webhook_headers`); the result goes into the requ
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -22,19 +23,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from modeldeck.core.config import Settings, WebhookConfig, expand
+from modeldeck.core.config import Settings, WebhookConfig, check_header, expand
+from modeldeck.core.errors import ConfigError
 from modeldeck.core.registry import stored_time
 from modeldeck.core.textfmt import duration, one_line
 
 SIGNATURE_HEADER = "X-Modeldeck-Signature"
 CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 ANSWER_LIMIT = 300  # characters of a webhook's answer that are quoted anywhere
+ANSWER_BYTES = 1 << 20  # bytes of a webhook's answer that are read at all
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,14 +87,83 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 
 
 def webhook_headers(hook: WebhookConfig, body: bytes, where: str) -> dict[str, str]:
-    """Request headers for a webhook call: the configured ones (``${VAR}`` expanded only now)
-    and the signature when a secret is set. The result must never be logged."""
+    """Request headers for a webhook call: the configured ones (``${VAR}`` expanded only now;
+    a value holding CR, LF or NUL after expansion is a ConfigError) and the signature when a
+    secret is set. The result must never be logged."""
     headers = {"Content-Type": "application/json", "User-Agent": "modeldeck"}
     for k, v in hook.headers.items():
-        headers[k] = expand(v, f"{where}.headers.{k}")
+        key = f"{where}.headers.{k}"
+        headers[k] = check_header(k, expand(v, key), key)
     if hook.secret:
         headers[SIGNATURE_HEADER] = sign_body(expand(hook.secret, f"{where}.secret"), body)
     return headers
+
+
+# The words before a credential in an Authorization value: not secret, and redacting them would
+# shred every answer that mentions them.
+_AUTH_SCHEMES = {"bearer", "basic", "token", "digest", "negotiate", "apikey", "api-key", "hmac", "aws4-hmac-sha256"}
+MIN_SECRET = 4  # shorter values are not redacted (they would shred any answer and hold no secret)
+
+
+class Redactor:
+    """Replaces every secret a webhook call used with ``***`` in whatever the other side
+    answered, before any of it is printed, logged or stored: each configured header value as
+    sent (after ``${VAR}`` expansion), each expanded variable, the credential after an auth
+    scheme (``Bearer <token>``, and a ``Basic`` credential's decoded ``user:password`` and
+    password), the expanded signing secret and the signature, also as they appear JSON-escaped
+    or percent-encoded. Longest first, so a value containing another is replaced whole."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        found: set[str] = set()
+        for v in values:
+            self._add(found, v)
+        self.secrets = sorted(found, key=len, reverse=True)
+        self._re = re.compile("|".join(re.escape(x) for x in self.secrets)) if self.secrets else None
+
+    @staticmethod
+    def _add(found: set[str], value: str) -> None:
+        value = str(value)
+        parts = [value, value.strip(), *value.split()]
+        words = value.split()
+        if len(words) == 2 and words[0].lower() == "basic":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                decoded = base64.b64decode(words[1], validate=True).decode("utf-8")
+                parts += [decoded, decoded.partition(":")[2]]
+        for p in parts:
+            if len(p) < MIN_SECRET or p.lower() in _AUTH_SCHEMES:
+                continue
+            found.add(p)
+            found.add(json.dumps(p)[1:-1])
+            found.add(quote(p, safe=""))
+            found.add(quote(p, safe="/:@"))
+
+    @classmethod
+    def for_webhook(cls, hook: WebhookConfig, headers: Mapping[str, str], where: str) -> Redactor:
+        """The secrets of one webhook call: ``headers`` as sent (but the content type and user
+        agent modeldeck sets), every variable the configured values and the secret name, the
+        expanded secret."""
+        values = [v for k, v in headers.items() if k not in ("Content-Type", "User-Agent")]
+        for raw in [*hook.headers.values(), hook.secret or ""]:
+            for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", raw):
+                if name in os.environ:
+                    values.append(os.environ[name])
+        if hook.secret:
+            with contextlib.suppress(ConfigError):
+                values.append(expand(hook.secret, f"{where}.secret"))
+        return cls(values)
+
+    def __call__(self, text: str) -> str:
+        return self._re.sub("***", text) if self._re is not None else text
+
+    def data(self, value: Any) -> Any:
+        """A decoded JSON answer with every string (keys too) redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, Mapping):
+            return {self(str(k)): self.data(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.data(v) for v in value]
+        return value
 
 
 def json_body(payload: Mapping[str, Any]) -> bytes:
@@ -299,9 +371,10 @@ class WebhookAnswer:
         return 200 <= self.status < 300
 
 
-def excerpt(text: str, limit: int = ANSWER_LIMIT) -> str:
-    """What may be quoted of an answer: one line, at most ``limit`` characters."""
-    return one_line(text, limit)
+def excerpt(text: str, limit: int = ANSWER_LIMIT, redact: Redactor | None = None) -> str:
+    """What may be quoted of an answer: its secrets redacted (before anything is cut, so no
+    part of one survives), one line, at most ``limit`` characters."""
+    return one_line(redact(text) if redact is not None else text, limit)
 
 
 def http_reason(e: BaseException) -> str:
@@ -315,20 +388,33 @@ def http_reason(e: BaseException) -> str:
     return type(e).__name__ + (f": {one_line(e, 160)}" if str(e) else "")
 
 
-def post_webhook(client: Any, url: str, body: bytes, headers: Mapping[str, str]) -> WebhookAnswer | str:
-    """POST ``body`` with ``client`` (an ``httpx.Client``). Returns the answer, or why there is
-    none in words (``webhook URL: timed out``)."""
+def post_webhook(client: Any, url: str, body: bytes, headers: Mapping[str, str], *,
+                 redact: Redactor | None = None) -> WebhookAnswer | str:
+    """POST ``body`` with ``client`` (an ``httpx.Client``). Returns the answer (its text and
+    JSON with every secret of ``redact`` replaced by ``***``; by default every header value
+    sent but the content type and user agent), or why there is none in words (``webhook URL:
+    timed out``). At most ``ANSWER_BYTES`` of the answer are read."""
     import httpx
 
+    redact = redact or Redactor(v for k, v in headers.items() if k not in ("Content-Type", "User-Agent"))
     try:
-        r = client.post(url, content=body, headers=dict(headers))
+        with client.stream("POST", url, content=body, headers=dict(headers)) as r:
+            raw = bytearray()
+            for chunk in r.iter_bytes():
+                raw += chunk
+                if len(raw) > ANSWER_BYTES:
+                    break
+            status, encoding = r.status_code, r.encoding or "utf-8"
     except httpx.HTTPError as e:
-        return f"webhook {url}: {http_reason(e)}"
-    try:
-        data = r.json()
-    except ValueError:
-        data = None
-    return WebhookAnswer(r.status_code, excerpt(r.text), data)
+        return f"webhook {url}: {redact(http_reason(e))}"
+    text = bytes(raw[:ANSWER_BYTES]).decode(encoding, "replace")
+    data = None
+    if len(raw) <= ANSWER_BYTES:
+        try:
+            data = redact.data(json.loads(text))
+        except (ValueError, RecursionError):
+            data = None
+    return WebhookAnswer(status, excerpt(text, redact=redact), data)
 
 
 def webhook_client(hook: WebhookConfig) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import re
 import socket
 import ssl
 import sys
@@ -128,6 +129,11 @@ class _Body(httpx.AsyncByteStream):
             self.conn.close()
 
 
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_UNSAFE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+
+
 class PlainHTTP1Transport(httpx.AsyncBaseTransport):
     """HTTP/1.1 GETs over asyncio streams with keep-alive, for plain-http endpoints.
 
@@ -178,12 +184,18 @@ class PlainHTTP1Transport(httpx.AsyncBaseTransport):
         if request.method != "GET" or url.scheme != "http" or request.headers.get("content-length") not in (None, "0"):
             return await self.fallback.handle_async_request(request)
         key = (url.host, url.port or 80)
+        head = [b"GET ", url.raw_path, b" HTTP/1.1\r\n"]
+        if _UNSAFE_TARGET.search(url.raw_path):
+            raise httpx.LocalProtocolError("the request target holds a space or a control character")
+        for k, v in request.headers.raw:
+            if not _TOKEN.match(k) or _UNSAFE_VALUE.search(v):
+                # CR/LF would end the header and smuggle another one (or a request) onto the connection
+                raise httpx.LocalProtocolError(f"header {k.decode('latin-1')!r} holds CR, LF, NUL or another "
+                                               f"control character; not sent")
+            head += [k, b": ", v, b"\r\n"]
+        head.append(b"\r\n")
         conn = await self._checkout(key)
         try:
-            head = [b"GET ", url.raw_path, b" HTTP/1.1\r\n"]
-            for k, v in request.headers.raw:
-                head += [k, b": ", v, b"\r\n"]
-            head.append(b"\r\n")
             conn.writer.write(b"".join(head))
             try:
                 raw = await conn.reader.readuntil(b"\r\n\r\n")

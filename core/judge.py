@@ -17,6 +17,11 @@ DEGRADED when it answers but something is wrong (server not ready, a version oth
 registry's, error ratio or p95 at or over the warning threshold, metrics that cannot be read);
 else UP. Drift and quality do not change the status: they are judged on their own.
 
+**Quality** (:func:`quality_level`, :func:`quality_verdicts`): a judged metric at least
+``quality_drop`` below the version's registered value, the upper end of its 95 % interval
+below the registered value too, is a WARNING; twice the drop is CRITICAL; fewer labelled rows
+than ``quality_min_rows`` is "not enough labels", never a verdict.
+
 **Drift** (:func:`summarize_drift`): only *judged* columns count (status ``ok``, ``drift`` or
 ``constant``; never ``low_sample``, ``error`` or ``skipped``). A column's PSI counts only when
 it is judged and has at least :data:`PSI_MIN_ROWS` current values: over 10 bins a smaller
@@ -68,6 +73,7 @@ class Verdict:
     the endpoint's name)."""
 
     key: str  # down | pending | version | not_ready | errors | p95 | degraded | drift | psi | missing | drift_error
+    #           | quality | quality_error
     level: str
     text: str
 
@@ -286,7 +292,8 @@ def verdicts(snap: EndpointSnapshot, th: Thresholds, *, drift_result: Mapping[st
     down or not polled, a version other than the registry's (CRITICAL), a server that is not
     ready, the error ratio and p95 levels, a DEGRADED status that no other verdict explains,
     then drift: from ``drift_result`` (or why there is none, ``drift_error``) when given, else
-    from the snapshot's own :class:`DriftSummary`."""
+    from the snapshot's own :class:`DriftSummary`; then quality, from the snapshot's
+    :class:`QualitySummary` (:func:`snapshot_quality_verdicts`)."""
     health = health_verdicts(snap, th)
     out = [v for v in health if v.key in ("down", "pending")]
     if version_mismatch(snap.registry_version, snap.served_versions):
@@ -312,7 +319,23 @@ def verdicts(snap: EndpointSnapshot, th: Thresholds, *, drift_result: Mapping[st
         text = (f"dataset drift: {summary.n_drifted} of {summary.n_columns} columns drifted" if summary.dataset_drift
                 else f"PSI >= {th.psi_alert:g} in {one_line(summary.worst_psi_column, 40)} ({summary.worst_psi:.2f})")
         out.append(Verdict("drift", WARNING, text))
+    out += snapshot_quality_verdicts(snap.quality)
     return out
+
+
+def snapshot_quality_verdicts(summary: Any) -> list[Verdict]:
+    """The quality verdicts of a snapshot's :class:`QualitySummary`: judged again from its
+    document (metrics, the registered values and the drop it carries), so a stored snapshot
+    is judged by today's rule."""
+    if summary is None:
+        return []
+    doc = summary.result or {}
+    if summary.error and not doc:
+        return [Verdict("quality_error", WARNING, f"quality not measured: {one_line(summary.error, 300)}")]
+    reg = doc.get("registered") or {}
+    drop = finite(doc.get("quality_drop"))
+    return quality_verdicts(doc, reg.get("metrics"), 0.05 if drop is None else drop,
+                            str(reg.get("describe") or "its registered value"))
 
 
 def level(snap: EndpointSnapshot, th: Thresholds) -> str:
@@ -366,3 +389,60 @@ def approval_verdict(*, model: str, version: int, environment: str, action: str,
     return False, (f"{environment} needs {needed} approval{'s' if needed != 1 else ''}"
                    f"{' by people other than the promoter' if four_eyes else ' by different people'}: "
                    f"{model} version {version} is approved by {who}; {promoter} is promoting")
+
+
+# -- model quality --------------------------------------------------------------------------------
+
+# The live metrics judged against the version's registered ones (higher is better, unitless;
+# MAE and RMSE are shown, never judged: an absolute drop means nothing on their scale).
+QUALITY_JUDGED = {"classification": ("accuracy", "f1", "roc_auc"), "regression": ("r2",)}
+
+
+def quality_level(value: float | None, high: float | None, registered: float | None, drop: float) -> str:
+    """THE quality rule for one metric: WARNING when the live ``value`` is at least ``drop``
+    (absolute) below the ``registered`` one and the upper bound of its 95 % interval (``high``)
+    is below the registered value too (the drop is not chance); CRITICAL at twice the drop;
+    else OK (also when a number is missing)."""
+    v, h, r = finite(value), finite(high), finite(registered)
+    if v is None or r is None or h is None or not h < r:
+        return OK
+    if reaches(r - v, 2 * drop - 1e-12):
+        return CRITICAL
+    return WARNING if reaches(r - v, drop - 1e-12) else OK
+
+
+def quality_verdicts(doc: Mapping[str, Any] | None, registered: Mapping[str, float] | None, drop: float,
+                     against: str = "its registered value") -> list[Verdict]:
+    """What the rules say about a quality result (``core.quality.QualityResult.to_json()``,
+    as the report embeds it and snapshots store it): one verdict per judged metric that
+    dropped against ``registered`` (:func:`quality_level`), or why quality was not measured.
+    Fewer labelled rows than its ``min_rows`` is "not enough labels": never a verdict."""
+    if not doc:
+        return []
+    if doc.get("error"):
+        return [Verdict("quality_error", WARNING, f"quality not measured: {one_line(doc.get('error'), 300)}")]
+    if doc.get("status") != "measured" or not registered:
+        return []
+    out = []
+    metrics = doc.get("metrics") or {}
+    for name in QUALITY_JUDGED.get(str(doc.get("problem_type")), ()):
+        m = metrics.get(name) or {}
+        r = finite(registered.get(name))
+        v, lo, hi = finite(m.get("value")), finite(m.get("low")), finite(m.get("high"))
+        if v is None or r is None:
+            continue
+        lv = quality_level(v, hi, r, drop)
+        if lv == OK:
+            continue
+        limit = drop * (2 if lv == CRITICAL else 1)
+        low = f"{lo:.3f}" if lo is not None else "?"
+        out.append(Verdict("quality", lv, f"{name} {v:.3f} (95% {low}-{hi:.3f}, {doc.get('rows')} labelled rows) is "
+                                          f"{r - v:.3f} below {r:.3f}, {one_line(against, 80)} (limit {limit:g})"))
+    return out
+
+
+def quality_level_of(doc: Mapping[str, Any] | None) -> str:
+    """The level a quality document was judged at (its stored verdicts; OK without any)."""
+    if not doc:
+        return OK
+    return worst(str(v.get("level")) for v in doc.get("verdicts") or () if v.get("level") in RANK)

@@ -30,6 +30,11 @@ config picks one by name):
   / Δrequests; errors = Δ``Requests5XX`` (host-wide: exact for a server with one model).
 - ``bentoml``: ``bentoml_service_request_total`` (errors: ``http_response_code`` 5xx) and the
   ``bentoml_service_request_duration_seconds`` histogram, health and metrics routes excluded.
+- ``kserve``: KServe's own model server (0.21) exports only the ``request_predict_seconds``
+  histogram labelled ``model_name``: requests = its count, percentiles and mean from it, errors
+  not reported (``None``, never 0). Knative's queue-proxy (``revision_app_request_count`` with
+  ``response_code_class``, ``revision_app_request_latencies`` in milliseconds) is used instead
+  when present: errors = 5xx.
 
 Counter resets (a value went down: the server restarted) never give negative rates: as
 Prometheus' ``rate()`` does, the new value counts as the increase since the restart, and the
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
+    "ERRORS_UNREPORTED",
     "PROFILES",
     "MetricsError",
     "Profile",
@@ -368,6 +374,44 @@ def _read_bentoml(samples: list[_Sample], model: str | None, name: str, at: floa
                    buckets=_fold_buckets(bucket_samples), latency_sum=lat_sum, latency_count=lat_count)
 
 
+def _read_kserve(samples: list[_Sample], model: str | None, name: str, at: float) -> Reading:
+    qp = [s for s in samples if s.name.startswith("revision_app_request_")]
+    if qp:  # Knative queue-proxy in front of the model: it sees every request and its status
+        requests = errors = 0.0
+        lat_sum = lat_count = None
+        buckets: dict[float, float] = {}
+        for s in qp:
+            n = s.name
+            if n == "revision_app_request_count":
+                requests += s.value
+                if s.labels.get("response_code_class", "") == "5xx":
+                    errors += s.value
+            elif n == "revision_app_request_latencies_bucket":
+                le = _le(s)
+                if le is not None:
+                    buckets[le / 1000.0] = buckets.get(le / 1000.0, 0.0) + s.value
+            elif n == "revision_app_request_latencies_sum":
+                lat_sum = (lat_sum or 0.0) + s.value / 1000.0
+            elif n == "revision_app_request_latencies_count":
+                lat_count = (lat_count or 0.0) + s.value
+        return Reading(profile=name, at=at, requests=requests, errors=errors, buckets=tuple(sorted(buckets.items())),
+                       latency_sum=lat_sum, latency_count=lat_count)
+    count = 0.0
+    lat_sum = None
+    bucket_samples: list[_Sample] = []
+    for s in samples:
+        if not _mine(s, model):
+            continue
+        if s.name == "request_predict_seconds_count":
+            count += s.value
+        elif s.name == "request_predict_seconds_sum":
+            lat_sum = (lat_sum or 0.0) + s.value
+        elif s.name == "request_predict_seconds_bucket":
+            bucket_samples.append(s)
+    return Reading(profile=name, at=at, requests=count, errors=None, buckets=_fold_buckets(bucket_samples),
+                   latency_sum=lat_sum, latency_count=count if lat_sum is not None else None)
+
+
 _MLSERVER = dict(
     detect=("model_infer_request_success",),
     prefixes=("model_infer_request_success", "model_infer_request_failure",
@@ -393,10 +437,17 @@ PROFILES: dict[str, Profile] = {
         name="bentoml", detect=("bentoml_service_request_total",),
         prefixes=("bentoml_service_request_total", "bentoml_service_request_duration_seconds"),
         reader=_read_bentoml),
+    "kserve": Profile(
+        name="kserve", detect=("request_predict_seconds", "revision_app_request_count"),
+        prefixes=("request_predict_seconds_bucket", "request_predict_seconds_sum", "request_predict_seconds_count",
+                  "revision_app_request_count", "revision_app_request_latencies"),
+        reader=_read_kserve, model_prefixes=("request_predict_seconds",)),
     # The embedded demo fleet exports MLServer's names.
     "demo": Profile(name="demo", **_MLSERVER),  # type: ignore[arg-type]
 }
-_DETECT_ORDER = ("mlserver", "triton", "torchserve", "bentoml")
+# Profiles whose servers export no failure counter: their error ratio is unknown, never 0.
+ERRORS_UNREPORTED = {"kserve": "errors not reported by kserve (no failure counter)"}
+_DETECT_ORDER = ("mlserver", "triton", "torchserve", "bentoml", "kserve")
 
 
 def get_profile(name: str) -> Profile:

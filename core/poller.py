@@ -42,7 +42,10 @@ The registry is used through two private threads, each with its own connection: 
 every ``poll.store_interval`` seconds with ``poll.retention_hours`` retention. A locked
 registry delays only that writer thread; failures are logged and retried at the next interval.
 Drift (endpoints with ``capture``) is computed every ``poll.drift_every`` polls in a worker
-thread, reference profiles cached per (model, version).
+thread, reference profiles cached per (model, version). Quality (endpoints with ``capture``
+and ``labels``: ``core.quality.endpoint_quality``) is measured every ``poll.quality_every``
+polls in the same workers, judged against the served version's registered metrics and the
+model's rules (both read from the registry, cached per (model, version) for a minute).
 """
 
 from __future__ import annotations
@@ -68,13 +71,22 @@ from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig, Settings, Thresholds
 from modeldeck.core.errors import ModeldeckError, RegistryError
 from modeldeck.core.http11 import Answer, Sender, fetch, host_key, within
-from modeldeck.core.metrics import MetricsError, Profile, Rates, RateWindow, read_metrics
-from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot
+from modeldeck.core.metrics import (
+    ERRORS_UNREPORTED,
+    PROFILES,
+    MetricsError,
+    Profile,
+    Rates,
+    RateWindow,
+    read_metrics,
+)
+from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot, QualitySummary
 from modeldeck.core.textfmt import duration, one_line, utc_iso
 
 log = logging.getLogger("modeldeck.poller")
 
 REASON_LIMIT = 160  # characters of a reason; endpoint text inside it is cut shorter
+QUALITY_BASE_TTL = 60.0  # seconds a model's rules and a version's registered metrics are cached for quality
 RATE_WINDOW = 10.0  # seconds of metrics readings that rates are computed over (at least two)
 METADATA_EVERY = 10  # a full poll (live, ready, metadata) at least every N polls
 LARGE_METRICS = 512 * 1024  # metrics text larger than this is parsed in a worker thread
@@ -87,19 +99,27 @@ T = TypeVar("T")
 
 
 class _RegistryThread:
-    """One worker thread owning one Registry connection (opened in that thread)."""
+    """One worker thread owning one Registry connection (opened in that thread). With
+    ``mlflow`` (the config's ``[mlflow]``), it is an MlflowRegistry: aliases come from MLflow
+    and moves made outside modeldeck are recorded in the ledger as they are found."""
 
-    def __init__(self, path: Path, *, create: bool, name: str) -> None:
+    def __init__(self, path: Path, *, create: bool, name: str, mlflow: Any = None) -> None:
         self.path = path
         self.create = create
+        self.mlflow = mlflow
         self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modeldeck-{name}")
         self._reg: Any = None
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._reg is None:
-            from modeldeck.core.registry import Registry
+            if self.mlflow is not None:
+                from modeldeck.core.mlflow import MlflowRegistry
 
-            self._reg = Registry(self.path, create=self.create)
+                self._reg = MlflowRegistry(self.path, self.mlflow, create=True)
+            else:
+                from modeldeck.core.registry import Registry
+
+                self._reg = Registry(self.path, create=self.create)
         return fn(self._reg, *args)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -166,9 +186,16 @@ class _Target:
         self.restarted_pending = False
         self.drift: DriftSummary | None = None
         self.drift_task: asyncio.Task[None] | None = None
+        self.quality: QualitySummary | None = None
+        self.quality_task: asyncio.Task[None] | None = None
         self.inflight: asyncio.Future[EndpointSnapshot] | None = None
         self.wake: asyncio.Event | None = None
         self.forced = False
+        self.via = cfg.via_prometheus  # metrics from PromQL (core/promql.py), not metrics_url
+        self.prom: Any = None  # the last PromReading
+        self.prom_versions: tuple[str, ...] = ()
+        self.vanished_at: float | None = None  # loop time a discovered endpoint was last missing from
+        self.task: asyncio.Task[None] | None = None  # its endpoint loop (endpoints with a url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +227,7 @@ class Poller:
         self.fast_http = fast_http
         self._clock = clock
         self._interval = float(settings.poll.interval)
+        self._rate_window = rate_window
         self._targets = [_Target(cfg, i) for i, cfg in enumerate(settings.endpoints)]
         for t in self._targets:
             t.window = RateWindow(rate_window)
@@ -221,17 +249,45 @@ class Poller:
         self._fixed_aliases = aliases is not None
         self._aliases: dict[tuple[str, str], int] = dict(aliases or {})
         self._aliases_at = -math.inf
-        self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read")
+        # [mlflow] only when the registry is the config's (the report hands over a nowhere path)
+        self._mlflow = settings.mlflow if Path(self.registry_path) == Path(settings.registry) else None
+        self._reader = _RegistryThread(self.registry_path, create=False, name="registry-read", mlflow=self._mlflow)
+        self.registry_fault: str | None = None  # the last alias read's failure (MLflow down, ...), for a status
         self._writer: _RegistryThread | None = None
         self._drift_pool: ThreadPoolExecutor | None = None
         self._references: dict[tuple[str, str], str | None] = {}  # (model, version) -> reference data
+        self._quality_bases: dict[tuple[str, str | None], tuple[float, Any]] = {}  # -> (read at, (rules, registered))
         self._stored_at: dict[str, float] = {}
         self._registry_warned: set[str] = set()
+        # Prometheus (core/promql.py): endpoints with metrics = "prometheus" and [[discover]] blocks
+        self._prom_cfg = settings.prometheus
+        self._prom: Any = None  # a PromFleet, made on the poller's loop
+        self._prom_wake: asyncio.Event | None = None
+        self._prom_forced = False
+        self._discover_at = -math.inf
+        self._discover_errors: dict[str, str] = {}  # block name -> why its last discovery failed
+        self._running = False
+        self.prom_refresh_ms: float | None = None  # the last Prometheus refresh's wall time
 
     # -- thread-safe reads --------------------------------------------------------------------
     @property
     def endpoints(self) -> tuple[str, ...]:
         return tuple(t.cfg.name for t in self._targets)
+
+    def configs(self) -> tuple[EndpointConfig, ...]:
+        """Every endpoint watched now: the configured ones, then those ``[[discover]]`` found."""
+        with self._lock:
+            return tuple(t.cfg for t in self._targets)
+
+    @property
+    def discover_errors(self) -> dict[str, str]:
+        """Why the last discovery of a ``[[discover]]`` block failed, by block name."""
+        return dict(self._discover_errors)
+
+    @property
+    def uses_prometheus(self) -> bool:
+        return self._prom_cfg is not None and (bool(self.settings.discover)
+                                               or any(t.via for t in self._targets))
 
     def latest(self) -> dict[str, EndpointSnapshot]:
         """The newest snapshot of every endpoint (PENDING before its first poll), in config order."""
@@ -286,6 +342,7 @@ class Poller:
             for t in self._targets:
                 t.forced = True
                 t.need_full = True
+            self._prom_forced = True
             self._wake_all()
 
         self._call(apply)
@@ -305,6 +362,8 @@ class Poller:
         for t in self._targets:
             if t.wake is not None:
                 t.wake.set()
+        if self._prom_wake is not None:
+            self._prom_wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _bind(self) -> None:
@@ -316,6 +375,7 @@ class Poller:
             self._start_lock = asyncio.Lock()
             for t in self._targets:
                 t.wake = asyncio.Event()
+            self._prom_wake = asyncio.Event()
             if self._stop_requested:
                 self._stopping.set()
         elif self._loop is not loop:
@@ -329,13 +389,21 @@ class Poller:
                 return
             self._started = True
             self._build_clients()
+            if self.uses_prometheus:
+                from modeldeck.core.promql import PromFleet
+
+                assert self._prom_cfg is not None
+                self._prom = PromFleet(self._prom_cfg, clock=self._clock)
+                await self._discover()
             await self._seed_history()
             await self._refresh_aliases(force=True)
 
     def _build_clients(self) -> None:
         hosts: dict[tuple[str, str, int | None], int] = {}
         for t in self._targets:
-            for url in {t.cfg.url, t.cfg.metrics_url or t.cfg.url + "/metrics"}:
+            if not t.cfg.url:
+                continue
+            for url in {t.cfg.url} if t.via else {t.cfg.url, t.cfg.metrics_url or t.cfg.url + "/metrics"}:
                 k = host_key(url)
                 hosts[k] = hosts.get(k, 0) + 1
         for k, n in hosts.items():
@@ -351,6 +419,8 @@ class Poller:
         return c
 
     def _build_requests(self, t: _Target) -> None:
+        if not t.cfg.url:  # a Prometheus-only endpoint: nothing is asked of it directly
+            return
         try:
             headers = t.cfg.resolved_headers()
             t.header_error = None
@@ -362,11 +432,12 @@ class Poller:
         reqs = {}
         for key, path in t.paths.items():
             reqs[key] = self._client(base).build_request(base + path, headers)
-        murl = t.cfg.metrics_url or base + "/metrics"
-        reqs["metrics"] = self._client(murl).build_request(murl, headers)
+        if not t.via:
+            murl = t.cfg.metrics_url or base + "/metrics"
+            reqs["metrics"] = self._client(murl).build_request(murl, headers)
+            t.metrics_client = self._client(murl)
         t.requests = reqs
         t.client = self._client(base)
-        t.metrics_client = self._client(murl)
         t.headers = headers  # only ever put into requests
 
     def _version_request(self, t: _Target, version: str) -> httpx.Request:
@@ -385,16 +456,24 @@ class Poller:
         registry aliases every interval and stores snapshots every ``poll.store_interval``."""
         await self._ensure_started()
         assert self._stopping is not None
-        tasks = [asyncio.ensure_future(self._endpoint_loop(t)) for t in self._targets]
-        tasks.append(asyncio.ensure_future(self._alias_loop()))
+        self._running = True
+        for t in self._targets:
+            self._start_loop(t)
+        tasks = [asyncio.ensure_future(self._alias_loop())]
+        if self._prom is not None:
+            tasks.append(asyncio.ensure_future(self._prom_loop()))
         if self.poll_settings.store_interval > 0:
             tasks.append(asyncio.ensure_future(self._store_loop()))
         try:
             await self._stopping.wait()
         finally:
-            for task in tasks:
+            self._running = False
+            loops = [t.task for t in self._targets if t.task is not None]
+            for task in [*tasks, *loops]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *loops, return_exceptions=True)
+            for t in self._targets:
+                t.task = None
             self._stopping.clear()
             self._stop_requested = False
             if self.poll_settings.store_interval > 0:
@@ -407,7 +486,20 @@ class Poller:
         ``poll.timeout`` at most, however the endpoints behave. Rates need two cycles."""
         await self._ensure_started()
         await self._refresh_aliases()
-        return list(await asyncio.gather(*(self._poll_target(t, True) for t in self._targets)))
+        if self._prom is not None:
+            await self._maybe_discover()
+        targets = list(self._targets)
+
+        async def via_prometheus() -> None:
+            await self._prom_refresh()  # publishes the snapshots of endpoints without a url
+            await asyncio.gather(*(self._poll_target(t, True) for t in targets if t.via and t.cfg.url))
+
+        jobs = [self._poll_target(t, True) for t in targets if not t.via]
+        if self._prom is not None:
+            jobs.append(via_prometheus())
+        await asyncio.gather(*jobs)
+        with self._lock:
+            return [self._latest[t.cfg.name] for t in targets if t.cfg.name in self._latest]
 
     async def aclose(self) -> None:
         """Stop, close the HTTP clients and the registry threads. Idempotent."""
@@ -415,15 +507,18 @@ class Poller:
             return
         self._closed = True
         self.stop()
-        for t in self._targets:
-            if t.drift_task is not None:
-                t.drift_task.cancel()
+        tasks = [task for t in self._targets for task in (t.drift_task, t.quality_task) if task is not None]
+        for task in tasks:
+            task.cancel()
         if self._loop is not None:
-            await asyncio.gather(*(t.drift_task for t in self._targets if t.drift_task), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for c in self._clients.values():
             with contextlib.suppress(Exception):
                 await c.aclose()
         self._clients.clear()
+        if self._prom is not None:
+            with contextlib.suppress(Exception):
+                await self._prom.aclose()
         self._reader.close()
         if self._writer is not None:
             self._writer.close()
@@ -435,6 +530,197 @@ class Poller:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # -- Prometheus ---------------------------------------------------------------------------------
+    def _start_loop(self, t: _Target) -> None:
+        """The endpoint's own polling loop, for endpoints asked anything directly (a url)."""
+        if self._running and t.cfg.url and t.task is None:
+            t.task = asyncio.ensure_future(self._endpoint_loop(t))
+
+    async def _prom_loop(self) -> None:
+        """Every interval: one Prometheus refresh for every endpoint read through it (and, every
+        ``discover_interval``, the discovery first)."""
+        loop = asyncio.get_running_loop()
+        wake = self._prom_wake
+        assert wake is not None
+        last = -math.inf
+        while True:
+            now = loop.time()
+            if self._prom_forced or (not self._paused and now - last >= self._interval):
+                self._prom_forced = False
+                last = now
+                try:
+                    await self._maybe_discover()
+                    await self._prom_refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug: never let it stop the watching
+                    log.exception("prometheus refresh failed")
+                continue
+            wake.clear()
+            handle = None if self._paused else loop.call_at(last + self._interval, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                if handle is not None:
+                    handle.cancel()
+
+    async def _prom_refresh(self) -> None:
+        """Read every Prometheus-backed endpoint (one query per quantity per profile); publish the
+        snapshots of those without a url (the others publish from their own polls)."""
+        if self._prom is None:
+            return
+        loop = asyncio.get_running_loop()
+        targets = [t for t in self._targets if t.via]
+        if not targets:
+            return
+        taken_at = self._clock()
+        start = loop.time()
+        readings = await self._prom.refresh([t.cfg for t in targets])
+        self.prom_refresh_ms = (loop.time() - start) * 1000.0
+        duration_ms = self.prom_refresh_ms
+        for t in targets:
+            self._apply_prom(t, readings.get(t.cfg.name))
+        for t in targets:
+            if t.cfg.url or t.cfg.name not in self._latest:
+                continue
+            t.polls += 1
+            self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
+
+    def _apply_prom(self, t: _Target, r: Any) -> None:
+        t.prom = r
+        t.profile = PROFILES.get((t.cfg.metrics_profile or "mlserver").lower())
+        if r is None:
+            return
+        if r.error:
+            t.metrics_error = one_line(r.error, REASON_LIMIT)
+            t.metrics_note = None
+            t.rates = None
+            return
+        t.metrics_error = r.problem
+        notes = list(r.notes)
+        if not r.found and (r.up is not None or t.cfg.url):
+            notes.insert(0, f"no {t.profile.name if t.profile else ''} series in Prometheus for the model yet")
+        t.metrics_note = "; ".join(notes) or None
+        t.rates = Rates(window=r.window, request_rate=r.request_rate, error_ratio=r.error_ratio,
+                        p50_ms=r.p50_ms, p95_ms=r.p95_ms, p99_ms=r.p99_ms, mean_ms=r.mean_ms,
+                        requests=(r.request_rate or 0.0) * r.window)
+        t.rates_at = asyncio.get_running_loop().time() - (r.age or 0.0)
+        t.prom_versions = r.versions
+
+    def _prom_health(self, t: _Target) -> _Health:
+        """What Prometheus knows of an endpoint's health (no url: nothing is asked of it)."""
+        r = t.prom
+        h = _Health(versions=())
+        if r is None or r.error:
+            return h  # unknown: the metrics error says why (DEGRADED)
+        h.versions = r.versions
+        if r.up is False:
+            age = f", newest sample {duration(r.age)} old" if r.age is not None else ""
+            h.down = f"prometheus: scrape target down (up = 0{age})"
+            h.live = False
+            return h
+        if not r.found and r.up is None:
+            sel = one_line(t.cfg.selector or "{}", 80)
+            h.down = f"no series in Prometheus match {sel}"
+            return h
+        window = self._prom_cfg.window_seconds if self._prom_cfg is not None else 60.0
+        if r.age is not None and r.age > max(window, 3 * self._interval):
+            h.note = f"prometheus: no fresh samples (newest {duration(round(r.age))} old)"
+        if r.up:
+            h.live = h.ready = True
+        if r.found:
+            h.model_ready = True
+        return h
+
+    async def _maybe_discover(self) -> None:
+        if self._prom is None or not self.settings.discover or self._prom_cfg is None:
+            return
+        if asyncio.get_running_loop().time() - self._discover_at >= self._prom_cfg.discover_interval:
+            await self._discover()
+
+    async def _discover(self) -> None:
+        """Refresh the endpoints of every ``[[discover]]`` block. A block whose query fails keeps
+        its endpoints (and says why in :attr:`discover_errors`); endpoints no longer found show
+        DOWN "no longer reported by Prometheus" for ``vanished_after`` seconds, then go."""
+        from modeldeck.core.promql import PromError
+
+        blocks = self.settings.discover
+        if self._prom is None or not blocks or self._prom_cfg is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._discover_at = loop.time()
+        answers = await asyncio.gather(*(self._prom.discover(b) for b in blocks), return_exceptions=True)
+        configured = {e.name for e in self.settings.endpoints}
+        by_name = {t.cfg.name: t for t in self._targets}
+        taken = set(configured)
+        now = loop.time()
+        for block, found in zip(blocks, answers):
+            if isinstance(found, asyncio.CancelledError):
+                raise found
+            if isinstance(found, BaseException):
+                msg = str(found) if isinstance(found, PromError) else one_line(f"prometheus: {found}", REASON_LIMIT)
+                if self._discover_errors.get(block.name) != msg:
+                    log.warning("discover %s: %s", one_line(block.name, 40), msg)
+                self._discover_errors[block.name] = msg
+                taken |= {t.cfg.name for t in self._targets if t.cfg.discovered == block.name}
+                continue
+            self._discover_errors.pop(block.name, None)
+            names = set()
+            for cfg in found:
+                if cfg.name in taken:
+                    continue
+                taken.add(cfg.name)
+                names.add(cfg.name)
+                t = by_name.get(cfg.name)
+                if t is None:
+                    self._add_target(cfg)
+                elif t.cfg.discovered == block.name:
+                    t.vanished_at = None
+                    if t.cfg != cfg:
+                        self._replace_config(t, cfg)
+            for t in list(self._targets):
+                if t.cfg.discovered != block.name or t.cfg.name in names:
+                    continue
+                if t.vanished_at is None:
+                    t.vanished_at = now
+                    log.info("discover %s: %s is no longer reported", one_line(block.name, 40),
+                             one_line(t.cfg.name, 60))
+                if now - t.vanished_at >= self._prom_cfg.vanished_after:
+                    self._remove_target(t)
+                else:
+                    taken.add(t.cfg.name)
+
+    def _add_target(self, cfg: EndpointConfig) -> None:
+        t = _Target(cfg, len(self._targets))
+        t.window = RateWindow(self._rate_window)
+        t.wake = asyncio.Event()
+        self._build_requests(t)
+        with self._lock:
+            self._targets.append(t)
+            self._latest[cfg.name] = EndpointSnapshot.pending(cfg)
+            self._history[cfg.name] = deque(maxlen=max(1, self.poll_settings.history))
+        self._start_loop(t)
+
+    def _replace_config(self, t: _Target, cfg: EndpointConfig) -> None:
+        if t.task is not None:
+            t.task.cancel()
+            t.task = None
+        t.cfg = cfg
+        t.served = cfg.served_model or cfg.model
+        t.requests = {}
+        self._build_requests(t)
+        self._start_loop(t)
+
+    def _remove_target(self, t: _Target) -> None:
+        if t.task is not None:
+            t.task.cancel()
+            t.task = None
+        with self._lock:
+            self._targets = [x for x in self._targets if x is not t]
+            self._latest.pop(t.cfg.name, None)
+            self._history.pop(t.cfg.name, None)
+        log.info("endpoint %s removed (no longer reported by Prometheus)", one_line(t.cfg.name, 60))
 
     # -- scheduling -------------------------------------------------------------------------------
     def _delay(self, t: _Target) -> float:
@@ -522,7 +808,7 @@ class Poller:
         full = (t.need_full or t.since_full >= self.metadata_every or t.restarted_pending
                 or (alias is not None and t.versions and str(alias) not in t.versions))
         mi = self.poll_settings.metrics_interval or self._interval
-        metrics_due = (every_metrics or t.metrics_last is None or start - t.metrics_last >= 0.9 * mi)
+        metrics_due = not t.via and (every_metrics or t.metrics_last is None or start - t.metrics_last >= 0.9 * mi)
         health = _Health()
         jobs: list[Coroutine[Any, Any, Any]] = [self._health(t, full, str(alias) if alias is not None else None,
                                                              health)]
@@ -544,6 +830,9 @@ class Poller:
         snap = self._snapshot(t, taken_at, duration_ms, health)
         if t.cfg.capture and self.poll_settings.drift_every and t.polls % self.poll_settings.drift_every == 0:
             self._start_drift(t, snap)
+        every = self.poll_settings.quality_every
+        if t.cfg.capture and t.cfg.labels and every and t.polls % every == 0:
+            self._start_quality(t, snap)
         return snap
 
     async def _health(self, t: _Target, full: bool, alias: str | None, h: _Health) -> None:
@@ -654,7 +943,10 @@ class Poller:
             t.profile = None
             return
         t.profile = used
-        t.metrics_note = None if reading.found else f"no {reading.profile} metrics at the metrics URL"
+        if not reading.found:
+            t.metrics_note = f"no {reading.profile} metrics at the metrics URL"
+        else:  # kserve's own server counts no failures: the error ratio is unknown, and said so
+            t.metrics_note = ERRORS_UNREPORTED.get(used.name) if reading.errors is None else None
         rates = t.window.add(reading)
         if rates is not None:
             t.rates = rates
@@ -675,7 +967,9 @@ class Poller:
             t.live = h.live
         if h.ready is not None:
             t.ready = h.ready  # else: the last known server readiness carries over
-        served_versions = t.versions
+        if t.vanished_at is not None:
+            h.down = "no longer reported by Prometheus"
+        served_versions = t.versions or t.prom_versions
         served = judge.served_version(registry_version, served_versions)
         rates = t.rates
         restarted = bool(rates and rates.restarted and t.rates_at is not None
@@ -686,7 +980,9 @@ class Poller:
         missing = (f"does not serve version {registry_version}, the {one_line(cfg.environment, 24)} alias "
                    f"({route}: 404)") if unconfirmed and unconfirmed[1] == "404" else None
         notes = []
-        if unconfirmed and not missing:
+        if unconfirmed and unconfirmed[1] == "501":  # KServe: versions null, the route not implemented
+            notes.append(f"version unknown: the server reports none ({route} answered 501)")
+        elif unconfirmed and not missing:
             notes.append(f"version {registry_version} not confirmed ({route}: {one_line(unconfirmed[1], 40)})")
         if t.metrics_note:
             notes.append(t.metrics_note)
@@ -709,7 +1005,7 @@ class Poller:
             error_ratio=rates.error_ratio if rates else None,
             latency_p50_ms=rates.p50_ms if rates else None, latency_p95_ms=rates.p95_ms if rates else None,
             latency_p99_ms=rates.p99_ms if rates else None, latency_mean_ms=rates.mean_ms if rates else None,
-            profile=t.profile.name if t.profile else None, restarted=restarted, drift=t.drift,
+            profile=t.profile.name if t.profile else None, restarted=restarted, drift=t.drift, quality=t.quality,
             metrics_window=rates.window if rates else None,
             metrics_age=(now - t.rates_at) if (rates and now is not None and t.rates_at is not None) else None,
         )
@@ -726,14 +1022,20 @@ class Poller:
         if self._fixed_aliases or (not force and loop.time() - self._aliases_at < 0.5 * self._interval):
             return
         self._aliases_at = loop.time()
-        if not self.registry_path.exists():
+        if self._mlflow is None and not self.registry_path.exists():
             return
+        limit = max(1.0, self.poll_settings.timeout)
+        if self._mlflow is not None:  # a model search, and a read per outside move found
+            limit = max(limit, 2 * self._mlflow.timeout + 1.0)
         try:
-            self._aliases = await within(self._reader.call(lambda r: r.all_aliases()),
-                                          max(1.0, self.poll_settings.timeout))
+            self._aliases = await within(self._reader.call(lambda r: r.all_aliases()), limit)
+            self.registry_fault = None
         except asyncio.TimeoutError:
-            self._registry_warning("aliases", TimeoutError("the registry did not answer in time"))
-        except (RegistryError, OSError) as e:
+            what = "MLflow" if self._mlflow is not None else "the registry"
+            self.registry_fault = f"{what} did not answer the alias poll within {limit:g} s (last known aliases kept)"
+            self._registry_warning("aliases", TimeoutError(self.registry_fault))
+        except (ModeldeckError, OSError) as e:
+            self.registry_fault = one_line(e, 300)
             self._registry_warning("aliases", e)
 
     async def _alias_loop(self) -> None:
@@ -833,7 +1135,8 @@ class Poller:
             t.drift = await self._in_drift_pool(
                 lambda: drift_mod.window_drift(version, reference, cfg.capture or "", self.poll_settings.drift_window,
                                                drift_share=cfg.thresholds.drift_share, histograms=True,
-                                               current_name=f"capture of {cfg.name}", computed_at=now))
+                                               current_name=f"capture of {cfg.name}", computed_at=now,
+                                               max_bytes=self.poll_settings.max_capture_bytes))
         except asyncio.CancelledError:
             raise
         except ImportError as e:
@@ -842,6 +1145,47 @@ class Poller:
         except Exception as e:
             log.info("endpoint %s: drift failed: %s", cfg.name, one_line(e, 200))
             t.drift = DriftSummary(error=one_line(e, 120), computed_at=now(), version=version)
+
+    # -- quality ----------------------------------------------------------------------------------
+    def _start_quality(self, t: _Target, snap: EndpointSnapshot) -> None:
+        if t.quality_task is not None and not t.quality_task.done():
+            return
+        t.quality_task = asyncio.ensure_future(self._quality(t, judge.drift_version(snap)))
+
+    async def _quality(self, t: _Target, version: str | None) -> None:
+        cfg = t.cfg
+        now = self._clock
+        try:
+            from modeldeck.core import quality as quality_mod
+
+            key = (cfg.model, version)
+            cached = self._quality_bases.get(key)
+            if cached is None or time.monotonic() - cached[0] > QUALITY_BASE_TTL:
+                settings = self.settings
+
+                def read(r: Any) -> Any:
+                    return (quality_mod.rules_for(r, settings, cfg.model),
+                            quality_mod.registered(r, cfg.model, version))
+
+                try:
+                    base = await self._reader.call(read)
+                except ModeldeckError as e:
+                    base = (self.settings.model(cfg.model), None)
+                    log.info("endpoint %s: quality is not judged: %s", cfg.name, one_line(e, 200))
+                self._quality_bases[key] = (time.monotonic(), base)
+                while len(self._quality_bases) > 256:
+                    self._quality_bases.pop(next(iter(self._quality_bases)))
+            mc, registered = self._quality_bases[key][1]
+            scan, timeout = self.poll_settings.quality_scan, max(1.0, self.poll_settings.timeout)
+            t.quality = await self._in_drift_pool(
+                lambda: quality_mod.endpoint_quality(cfg, mc, registered, version, scan=scan, timeout=timeout,
+                                                     clock=now))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never the poller's end: the summary says why
+            log.info("endpoint %s: quality failed: %s", cfg.name, one_line(e, 200))
+            t.quality = QualitySummary(computed_at=now(), version=version,
+                                       error=one_line(f"{type(e).__name__}: {e}", 200))
 
     async def _in_drift_pool(self, fn: Callable[[], T]) -> T:
         if self._drift_pool is None:

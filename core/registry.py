@@ -27,19 +27,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
-from modeldeck.core.errors import ConflictError, GateError, NotFoundError, RegistryError
-from modeldeck.core.textfmt import format_time, stored_time, utcnow  # noqa: F401 - part of this module's API
+from modeldeck.core.errors import ConflictError, GateError, ModeldeckError, NotFoundError, RegistryError
+from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
 BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
 APPROVAL_STATES = ("pending", "approved", "rejected")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_TRIGGERS = ("manual", "drift", "schedule")
+JOB_TRIGGERS = ("manual", "drift", "quality", "schedule")
+AUTOMATIC_TRIGGERS = ("drift", "quality")  # share one cool-down (create_job's not_since)
 PROTECTED_ENVIRONMENTS = ("production",)
 # rollouts: gating -> deploying -> verifying -> baking -> done, or rolled_back / failed / aborted;
 # unverified: nothing could watch it to its end (its supervisor died with no bake time left, or a
@@ -103,6 +104,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents, in order)."""
     p = Path(path)
     h = hashlib.sha256()
+    try:
+        datafiles.check_regular(p)
+    except ModeldeckError as e:
+        raise RegistryError(str(e)) from None
     try:
         if p.is_dir():
             for f in sorted(x for x in p.rglob("*") if x.is_file()):
@@ -177,9 +182,13 @@ class Version:
     approval_by: str | None = None
     approval_at: str | None = None
     job_id: int | None = None  # the retraining job that produced it
+    run_id: str | None = None  # the MLflow run it came from ([mlflow])
+    datasets: tuple[Mapping[str, str], ...] = ()  # MLflow dataset inputs: name, digest, context, source
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        out["datasets"] = [dict(d) for d in self.datasets]
+        return out
 
 
 @dataclass(frozen=True)
@@ -345,6 +354,8 @@ class VerifyResult:
     def describe(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.checked} entries, head {self.head[:16]}"
+        if self.first_bad is None:
+            return f"audit chain BROKEN: {self.problem}"
         return f"audit chain BROKEN at entry {self.first_bad}: {self.problem}"
 
 
@@ -419,6 +430,13 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
 
 
 def _migrate_3(db: sqlite_utils.Database) -> None:
+    """MLflow as the registry of record ([mlflow]): a version's run and its dataset inputs
+    (the ledger's copy of MLflow's lineage)."""
+    db.conn.execute("ALTER TABLE versions ADD COLUMN run_id TEXT")
+    db.conn.execute("ALTER TABLE versions ADD COLUMN datasets TEXT")
+
+
+def _migrate_4(db: sqlite_utils.Database) -> None:
     """Rollouts: every promote and rollback as a record driven by a supervisor process, with
     its step log."""
     db["rollouts"].create({
@@ -436,12 +454,25 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
 
 
 # Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------------------------------------
 # the registry
+
+
+def open_registry(settings: Any, *, create: bool = True, readonly: bool = False) -> Registry:
+    """The registry a config describes: the ledger alone, or with ``[mlflow]`` MLflow's Model
+    Registry of record with the ledger on top (``core.mlflow.MlflowRegistry``: the same
+    methods). Every caller that has settings opens the registry through this."""
+    ml = getattr(settings, "mlflow", None)
+    if ml is None:
+        return Registry(settings.registry, create=create, readonly=readonly)
+    from modeldeck.core.mlflow import MlflowRegistry
+
+    # MLflow holds the models: the ledger is made on first use whatever ``create`` says
+    return MlflowRegistry(settings.registry, ml, create=create or not readonly, readonly=readonly)
 
 
 class Registry:
@@ -562,9 +593,9 @@ class Registry:
     def _audit(self, action: str, subject: str, before: Any, after: Any, reason: str, actor: str,
                at: str) -> int:
         """Append one chained audit row. Called inside a write transaction."""
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
+        head = self._head()
         prev = head["hash"]
-        entry_id = int(head["id"]) + 1
+        entry_id = head["id"] + 1
         b, a = _dumps(before), _dumps(after)
         h = entry_hash(prev, entry_id, at, actor, action, subject, b, a, reason)
         self.conn.execute(
@@ -597,11 +628,32 @@ class Registry:
                            subject=r["subject"], before=_loads(r["before"]), after=_loads(r["after"]),
                            reason=r["reason"], hash=r["hash"]) for r in self._read(sql, params)]
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every SELECT inside sees the same committed state (WAL keeps
+        that snapshot however many writers commit meanwhile)."""
+        try:
+            self.conn.execute("BEGIN")
+        except sqlite3.OperationalError as e:
+            raise RegistryError(f"{self.path}: {_sqlite_reason(e)}") from None
+        try:
+            yield self.conn
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
     def verify_audit(self) -> VerifyResult:
         """Walk the chain from the first entry: ids contiguous from 1, each prev_hash the
         previous entry's hash, each hash recomputed from the stored fields, and the last one
-        the head recorded in meta (so deleting the newest rows shows too)."""
-        cur = self.conn.execute(
+        the head recorded in meta (so deleting the newest rows shows too; a missing, null or
+        unreadable head is a broken chain). The rows and the head are read in one snapshot, so
+        writers committing meanwhile never look like a break."""
+        with self._snapshot() as c:
+            return self._verify_chain(c)
+
+    def _verify_chain(self, c: sqlite3.Connection) -> VerifyResult:
+        head_row = c.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        cur = c.execute(
             "SELECT id, at, actor, action, subject, before, after, reason, prev_hash, hash "
             "FROM audit ORDER BY id")
         prev = GENESIS
@@ -624,12 +676,14 @@ class Registry:
                 prev = h
                 expected_id += 1
                 checked += 1
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
-        if head and int(head["id"]) != checked:
+        head, why = _parse_head(head_row[0] if head_row else None, missing=head_row is None)
+        if head is None:
+            return VerifyResult(False, checked, checked + 1, f"{why} (entries may have been removed)", prev)
+        if head["id"] != checked:
             return VerifyResult(False, checked, checked + 1,
                                 f"the log ends at entry {checked} but entry {head['id']} was written "
                                 f"(newest entries were removed)", prev)
-        if head and head["hash"] != prev:
+        if head["hash"] != prev:
             return VerifyResult(False, checked, checked, "the newest entry differs from the one written",
                                 prev)
         return VerifyResult(True, checked, None, "", prev)
@@ -695,7 +749,8 @@ class Registry:
                  metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                  description: str | None = None, job_id: int | None = None,
                  actor: str | None = None, reason: str = "", eval_dataset: str | None = None,
-                 eval_sha256: str | None = None, eval_rows: int | None = None) -> Version:
+                 eval_sha256: str | None = None, eval_rows: int | None = None,
+                 run_id: str | None = None) -> Version:
         """Add the next version of ``model`` (created on first use). The dataset's SHA-256 is
         computed here unless given, before the transaction, so the write lock is held briefly.
         ``eval_dataset`` (or ``eval_sha256`` and ``eval_rows``) is the data ``metrics`` were
@@ -736,22 +791,40 @@ class Registry:
             _check_metrics(metrics)
         actor = actor or current_actor()
         at = utcnow()
+        row = {"artifact": str(artifact), "created_at": at, "created_by": actor, "dataset_path": dataset,
+               "dataset_sha256": dataset_sha256, "reference_path": reference, "code_version": code_version,
+               "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
+               "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
+               "approval": "pending", "approval_reason": None, "approval_by": None,
+               "approval_at": None, "job_id": job_id, "run_id": run_id}
+        return self._register_row(model, None, row, params=dict(params or {}), metrics=dict(metrics or {}),
+                                  tags={str(k): str(v) for k, v in (tags or {}).items()},
+                                  evaluation=(eval_sha256, eval_rows, eval_path), description=description or "",
+                                  reason=reason, actor=actor, at=at)
+
+    def _register_row(self, model: str, n: int | None, row: dict[str, Any], *, params: dict[str, Any],
+                      metrics: dict[str, Any], tags: dict[str, str], evaluation: tuple[str | None, int | None, str | None],
+                      description: str, reason: str, actor: str, at: str) -> Version:
+        """The write of :meth:`register` (inputs checked): the next version, or version ``n``
+        when a registry of record elsewhere numbered it (its row replaces a copy read meanwhile)."""
+        eval_sha256, eval_rows, eval_path = evaluation
+        job_id = row.get("job_id")
         with self._write() as c:
             if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
                 c.execute("INSERT INTO models(name, created_at, created_by, description) VALUES (?,?,?,?)",
                           (model, at, actor, description or ""))
-            n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
-            row = {"model": model, "version": n, "artifact": str(artifact), "created_at": at,
-                   "created_by": actor, "dataset_path": dataset, "dataset_sha256": dataset_sha256,
-                   "reference_path": reference, "code_version": code_version,
-                   "params": _dumps(dict(params or {})), "metrics": _dumps(dict(metrics or {})),
-                   "tags": _dumps({str(k): str(v) for k, v in (tags or {}).items()}),
-                   "approval": "pending", "approval_reason": None, "approval_by": None,
-                   "approval_at": None, "job_id": job_id}
+            if n is None:
+                n = (c.execute("SELECT max(version) FROM versions WHERE model=?", (model,)).fetchone()[0] or 0) + 1
+            else:
+                c.execute("DELETE FROM versions WHERE model=? AND version=?", (model, n))
+                c.execute("DELETE FROM evaluations WHERE model=? AND version=? AND source='register'", (model, n))
+            row = {"model": model, "version": n, **row}
             c.execute(f"INSERT INTO versions({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                       list(row.values()))
             after = {k: row[k] for k in ("artifact", "dataset_path", "dataset_sha256", "reference_path",
                                          "code_version", "job_id")}
+            if row.get("run_id"):
+                after["run_id"] = row["run_id"]
             after.update(version=n, params=dict(params or {}), metrics=dict(metrics or {}))
             if metrics:
                 self._insert_evaluations(model, n, metrics, eval_sha256, eval_rows, eval_path, "register", at, actor)
@@ -841,6 +914,8 @@ class Registry:
                 if PROTECTED_ENVIRONMENTS[0] in holders:
                     raise GateError(f"{model} version {version} serves production; roll production back "
                                     f"before rejecting it")
+            self._apply_approval(model, int(version), state, reason, actor,
+                                 [*approvers, actor] if state == "approved" else [actor])
             c.execute("UPDATE versions SET approval=?, approval_reason=?, approval_by=?, approval_at=? "
                       "WHERE model=? AND version=?", (state, reason, actor, at, model, int(version)))
             c.execute("INSERT INTO approvals(model, version, decision, actor, at, reason) VALUES (?,?,?,?,?,?)",
@@ -851,6 +926,11 @@ class Registry:
                 b["approvers"], a["approvers"] = approvers, [*approvers, actor]
             self._audit("approve" if state == "approved" else "reject", f"{model}:{version}", b, a, reason, actor, at)
         return self.version(model, version)
+
+    def _apply_approval(self, model: str, version: int, state: str, reason: str, actor: str,
+                        deciders: list[str]) -> None:
+        """Inside an approval's write transaction, after its checks: a registry of record
+        elsewhere records the decision too (core.mlflow: version tags); raising rolls it back."""
 
     def approve(self, model: str, version: int, reason: str, actor: str | None = None) -> Version:
         return self._set_approval(model, version, "approved", reason, actor)
@@ -871,6 +951,7 @@ class Registry:
                 raise NotFoundError(self._no_version(model, version))
             tags = _loads(row[0], {})
             before = tags.get(key)
+            self._apply_tag(model, int(version), key, value)
             if value is None:
                 tags.pop(key, None)
             else:
@@ -879,6 +960,9 @@ class Registry:
                       (_dumps(tags), model, int(version)))
             self._audit("tag", f"{model}:{version}", {key: before}, {key: value}, reason, actor, at)
         return self.version(model, version)
+
+    def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
+        """Inside a tag's write transaction: a registry of record elsewhere sets it too."""
 
     # -- aliases ----------------------------------------------------------------------------------
     def aliases(self, model: str) -> dict[str, int]:
@@ -897,6 +981,9 @@ class Registry:
         """Alias changes, newest first."""
         if not self.has_model(model):
             raise NotFoundError(self._unknown_model(model))
+        return self._history_rows(model, environment, limit)
+
+    def _history_rows(self, model: str, environment: str | None, limit: int | None) -> list[AliasChange]:
         sql = "SELECT * FROM alias_history WHERE model=?"
         params: list[Any] = [model]
         if environment:
@@ -966,23 +1053,46 @@ class Registry:
             if expect != "current" and expect != current:
                 raise ConflictError(f"{environment} of {model} moved to version {current} since you saw it at "
                                     f"{'unset' if expect is None else f'version {expect}'}; nothing was changed")
-            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
-                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
-                            (model, environment, current, None, "unset", actor, at, reason))
+            self._apply_move(model, environment, current, None)
+            change = self._write_alias(c, model, environment, current, None, "unset", actor, at, reason, details)
+        return change
+
+    def _apply_move(self, model: str, environment: str, current: int | None, target: int | None) -> None:
+        """Called inside an alias move's write transaction, after every check and before the
+        ledger rows are written: a registry of record elsewhere (core.mlflow) moves its alias
+        here, and an exception rolls the ledger's side back. Nothing to do for the ledger alone."""
+
+    def _write_alias(self, c: sqlite3.Connection, model: str, environment: str, current: int | None,
+                     version: int | None, action: str, actor: str, at: str, reason: str,
+                     details: Mapping[str, Any] | None, force: bool = False) -> AliasChange:
+        """Inside a write transaction: the history row, the alias itself (None: removed) and the
+        audit entry of one alias move."""
+        cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
+                        "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
+                        (model, environment, current, version, action, actor, at, reason))
+        hid = int(cur.lastrowid or 0)
+        if version is None:
             c.execute("DELETE FROM aliases WHERE model=? AND environment=?", (model, environment))
-            after: dict[str, Any] = {"version": None}
-            if details:
-                after.update(details)
-            self._audit("unset", f"{model}@{environment}", {"version": current}, after, reason, actor, at)
-        return AliasChange(id=int(cur.lastrowid or 0), model=model, environment=environment,
-                           from_version=current, to_version=None, action="unset", actor=actor, at=at,
-                           reason=reason)
+        else:
+            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
+                      "version=excluded.version, updated_at=excluded.updated_at, "
+                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
+                      (model, environment, version, at, actor, hid))
+        after: dict[str, Any] = {"version": version}
+        if force:
+            after["forced"] = True
+        if details:
+            after.update(details)
+        self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
+        return AliasChange(id=hid, model=model, environment=environment, from_version=current,
+                           to_version=version, action=action, actor=actor, at=at, reason=reason)
 
     def _alias_stack(self, c: sqlite3.Connection, model: str, environment: str) -> list[int]:
         stack: list[int] = []
         for action, to in c.execute("SELECT action, to_version FROM alias_history WHERE model=? AND "
                                     "environment=? ORDER BY id", (model, environment)):
-            if action == "unset":
+            if action == "unset" or to is None:
                 stack.clear()
             elif action == "rollback" and to in stack:
                 while stack[-1] != to:
@@ -1053,27 +1163,14 @@ class Registry:
                 raise ConflictError(f"{environment} of {model} already holds version {version}")
             if not undo:  # approval is never forced; only undoing a failed release skips it
                 self._check_approval(c, model, version, environment, action, vrow[0], actor)
-            cur = c.execute("INSERT INTO alias_history(model, environment, from_version, to_version, action, "
-                            "actor, at, reason) VALUES (?,?,?,?,?,?,?,?)",
-                            (model, environment, current, version, action, actor, at, reason))
-            hid = cur.lastrowid
-            c.execute("INSERT INTO aliases(model, environment, version, updated_at, updated_by, history_id) "
-                      "VALUES (?,?,?,?,?,?) ON CONFLICT(model, environment) DO UPDATE SET "
-                      "version=excluded.version, updated_at=excluded.updated_at, "
-                      "updated_by=excluded.updated_by, history_id=excluded.history_id",
-                      (model, environment, version, at, actor, hid))
-            after: dict[str, Any] = {"version": version}
-            if force:
-                after["forced"] = True
-            if details:
-                after.update(details)
-            self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
+            self._apply_move(model, environment, current, version)
+            change = self._write_alias(c, model, environment, current, version, action, actor, at, reason,
+                                       details, force)
             if rollout_id is not None:
                 self._rollout_to(c, rollout_id, "deploying", actor, at,
-                                 f"{environment} of {model} moved to version {version}", change_id=hid,
+                                 f"{environment} of {model} moved to version {version}", change_id=change.id,
                                  forced=int(bool(force)), from_version=current, to_version=version)
-        return AliasChange(id=hid or 0, model=model, environment=environment, from_version=current,
-                           to_version=version, action=action, actor=actor, at=at, reason=reason)
+        return change
 
     # -- release policies (rules in core.policy; stored here, versioned and audited) ----------------
     def policy(self, model: str, version: int | None = None) -> PolicyRecord | None:
@@ -1139,8 +1236,9 @@ class Registry:
                    actor: str | None = None, log_path: str | None = None,
                    not_since: str | None = None) -> Job:
         """Queue a retraining job. With ``not_since`` (a time), refuse with ConflictError when a
-        job with the same trigger was created for this model since then (drift cool-down),
-        checked inside the write transaction so two cron runs cannot both start one."""
+        job with the same trigger (for drift and quality: either of them) was created for this
+        model since then (the automatic cool-down), checked inside the write transaction so two
+        cron runs cannot both start one."""
         if trigger not in JOB_TRIGGERS:
             raise RegistryError(f"unknown trigger {trigger!r} (one of {', '.join(JOB_TRIGGERS)})")
         actor = actor or current_actor()
@@ -1149,11 +1247,12 @@ class Registry:
             if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
                 raise NotFoundError(self._unknown_model(model))
             if not_since is not None:
-                recent = c.execute("SELECT id, created_at FROM jobs WHERE model=? AND trigger=? AND "
-                                   "created_at >= ? ORDER BY id DESC LIMIT 1",
-                                   (model, trigger, not_since)).fetchone()
+                same = AUTOMATIC_TRIGGERS if trigger in AUTOMATIC_TRIGGERS else (trigger,)
+                recent = c.execute(f"SELECT id, created_at, trigger FROM jobs WHERE model=? AND trigger IN "
+                                   f"({','.join('?' * len(same))}) AND created_at >= ? ORDER BY id DESC LIMIT 1",
+                                   (model, *same, not_since)).fetchone()
                 if recent:
-                    raise ConflictError(f"{model}: a {trigger} retraining job (#{recent[0]}) already "
+                    raise ConflictError(f"{model}: a {recent[2]} retraining job (#{recent[0]}) already "
                                         f"started at {recent[1]}; cooling down")
             cur = c.execute("INSERT INTO jobs(model, trigger, actor, reason, status, runner, created_at, "
                             "log_path) VALUES (?,?,?,?,?,?,?,?)",
@@ -1470,8 +1569,17 @@ class Registry:
         return out
 
     def last_audit_id(self) -> int:
-        head = _loads(self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()[0])
-        return int(head["id"])
+        return self._head()["id"]
+
+    def _head(self) -> dict[str, Any]:
+        """The stored head of the audit chain; a missing or unreadable one refuses the write
+        (appending to it would hide that the chain is broken)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        head, why = _parse_head(row[0] if row else None, missing=row is None)
+        if head is None:
+            raise RegistryError(f"{self.path}: {why}: the audit chain is broken (modeldeck audit --verify); "
+                                f"nothing was written")
+        return head
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1529,13 +1637,46 @@ def _sqlite_reason(e: BaseException) -> str:
     return msg
 
 
-def _check_name(value: str, what: str) -> None:
+NAME_LIMIT = 128  # characters of a model, environment or tag name
+
+
+def name_problem(value: Any, what: str = "name") -> str | None:
+    """Why ``value`` cannot be a model, environment or tag name (None: it can): names are one
+    line of printable characters, at most NAME_LIMIT long, without surrounding spaces. The
+    value is quoted with its control characters escaped."""
     if not isinstance(value, str) or not value.strip():
-        raise RegistryError(f"{what} must not be empty")
-    if value != value.strip() or any(ch in value for ch in "\n\r\t\x00"):
-        raise RegistryError(f"{what} {value!r} has leading/trailing spaces or control characters")
-    if len(value) > 200:
-        raise RegistryError(f"{what} is longer than 200 characters")
+        return f"{what} must not be empty"
+    shown = repr(value if len(value) <= 60 else value[:60] + "…")
+    bad = next((ch for ch in value if not ch.isprintable()), None)
+    if bad is not None:
+        return (f"{what} {shown} holds a control or invisible character ({visible(bad)}): names are one line "
+                f"of printable characters")
+    if value != value.strip():
+        return f"{what} {shown} has leading or trailing spaces"
+    if len(value) > NAME_LIMIT:
+        return f"{what} is {len(value)} characters long; at most {NAME_LIMIT} are allowed"
+    return None
+
+
+def _check_name(value: str, what: str) -> None:
+    why = name_problem(value, what)
+    if why:
+        raise RegistryError(why)
+
+
+def _parse_head(text: str | None, *, missing: bool) -> tuple[dict[str, Any] | None, str]:
+    """The stored audit head ``{"id": N, "hash": HEX}``, or None and why it is unusable."""
+    if missing:
+        return None, "the stored head of the audit chain is missing"
+    head = _loads(text)
+    if (not isinstance(head, dict) or isinstance(head.get("id"), bool) or not isinstance(head.get("id"), int)
+            or head["id"] < 0 or not isinstance(head.get("hash"), str) or not _HEX64.match(head["hash"])):
+        shown = "null" if text is None else repr(str(text)[:40])
+        return None, f"the stored head of the audit chain is unreadable ({shown})"
+    return head, ""
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _check_metrics(metrics: Mapping[str, Any]) -> None:
@@ -1576,7 +1717,9 @@ def _version(r: sqlite3.Row) -> Version:
                    code_version=r["code_version"], params=_loads(r["params"], {}),
                    metrics=_loads(r["metrics"], {}), tags=_loads(r["tags"], {}), approval=r["approval"],
                    approval_reason=r["approval_reason"], approval_by=r["approval_by"],
-                   approval_at=r["approval_at"], job_id=r["job_id"])
+                   approval_at=r["approval_at"], job_id=r["job_id"],
+                   run_id=r["run_id"] if "run_id" in r.keys() else None,  # noqa: SIM118 (Row iterates values)
+                   datasets=tuple(_loads(r["datasets"], []) or ()) if "datasets" in r.keys() else ())  # noqa: SIM118
 
 
 def _policy(r: sqlite3.Row) -> PolicyRecord:

@@ -69,6 +69,7 @@ from modeldeck.core.config import (
 from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError, UnknownEnvironmentError
 from modeldeck.core.evaluation import DataRef
 from modeldeck.core.hooks import (
+    Redactor,
     config_file,
     exit_words,
     hook_cwd,
@@ -89,6 +90,7 @@ from modeldeck.core.registry import (
     Registry,
     Version,
     current_actor,
+    open_registry,
     utcnow,
 )
 from modeldeck.core.snapshot import DOWN, EndpointSnapshot
@@ -860,7 +862,7 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
                             + (": forcing past a gate is recorded with it" if force else ""))
     actor = actor or plan.actor or current_actor()
     own = registry is None
-    reg = registry if registry is not None else Registry(plan.settings.registry, create=False)
+    reg = registry if registry is not None else open_registry(plan.settings, create=False)
     run = _Run(plan, reg, actor, reason, on_event, stop_event, clock, sleep)
     try:
         moved = gate_and_move(run, force=force)
@@ -1174,14 +1176,15 @@ def _deploy_webhook(run: _Run, hook: HookConfig, fields: Mapping[str, Any], out:
                "artifact": fields["artifact"], "actor": run.actor, "reason": run.reason, "forced": forced,
                "automatic": automatic, "sent_at": utcnow()}
     body = json_body(payload)
+    where = f"models.{fields['model']}.deploy.webhook"
     try:
-        headers = webhook_headers(w, body, f"models.{fields['model']}.deploy.webhook")
+        headers = webhook_headers(w, body, where)
     except ConfigError as e:
         return str(e)
     run.emit("hook", f"POST {w.url}", "progress")
     out(f"POST {w.url}")
     with webhook_client(w) as client:
-        r = post_webhook(client, w.url, body, headers)
+        r = post_webhook(client, w.url, body, headers, redact=Redactor.for_webhook(w, headers, where))
     if isinstance(r, str):
         return r
     out(f"-> HTTP {r.status} {r.text}".rstrip())

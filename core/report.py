@@ -172,15 +172,41 @@ def _endpoint_json(e: EndpointReport) -> dict[str, Any]:
         "error_ratio": finite(s.error_ratio), "latency_p50_ms": finite(s.latency_p50_ms),
         "latency_p95_ms": finite(s.latency_p95_ms), "latency_p99_ms": finite(s.latency_p99_ms),
         "drift": e.drift,
+        "quality": _quality_json(s),
     }
+
+
+def _quality_json(s: EndpointSnapshot) -> dict[str, Any] | None:
+    if s.quality is None:
+        return None
+    if s.quality.result:
+        return dict(s.quality.result)
+    return {"status": "error", "error": s.quality.error, "verdicts": [], "level": WARNING}
 
 
 # ---------------------------------------------------------------------------------------------
 # collection
 
 
+RETRAIN_TRIGGERS = ("drift", "quality")
+
+
+def retrain_triggers(text: str | None, *, drift_flag: bool = False) -> tuple[str, ...]:
+    """``--retrain-on drift,quality`` (and the older ``--retrain-on-drift``) -> the triggers."""
+    out: list[str] = ["drift"] if drift_flag else []
+    for part in (text or "").split(","):
+        p = part.strip().lower()
+        if not p:
+            continue
+        if p not in RETRAIN_TRIGGERS:
+            raise ModeldeckError(f"--retrain-on: {one_line(part, 40)!r} is not a trigger (drift, quality)")
+        if p not in out:
+            out.append(p)
+    return tuple(out)
+
+
 def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift: bool = False,
-            clock: Callable[[], float] = time.time) -> Report:
+            retrain_on: Sequence[str] = (), clock: Callable[[], float] = time.time) -> Report:
     """One collection (see the module docstring). Raises ModeldeckError when the report
     cannot run at all (registry missing or unreadable, a negative sample).
 
@@ -208,11 +234,12 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
         references = {(m, str(v.version)): v.reference_path
                       for m in {e.model for e in settings.endpoints if e.capture and e.model in known_models}
                       for v in reg.versions(m)}
+        judged = _quality_bases(settings, reg, known_models)
         endpoints: list[EndpointReport] = []
-        if settings.endpoints:
+        if settings.endpoints or settings.discover:
             import asyncio
 
-            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models))
+            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models, judged))
         stored = 0
         if endpoints:
             try:
@@ -223,8 +250,9 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
         models = _collect_models(reg, known_models)
         findings += rollout_findings(settings, reg)
         verify = reg.verify_audit()
-        if retrain_on_drift:
-            retrains = _retrain_on_drift(settings, reg, endpoints)
+        triggers = tuple(dict.fromkeys([*(["drift"] if retrain_on_drift else []), *retrain_on]))
+        if triggers:
+            retrains = _retrain_on(settings, reg, endpoints, triggers)
             models = [replace(m, retrain=retrains.get(m.name)) for m in models]
     findings += endpoint_findings(endpoints, known_models)
     findings += model_findings(models)
@@ -235,9 +263,44 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
                   duration=time.monotonic() - started, stored=stored)
 
 
+def _quality_bases(settings: Settings, reg: Any, known_models: Mapping[str, Any]) -> dict[str, Any]:
+    """For each model with an endpoint that has capture and labels: its rules (the policy
+    applied) and every version's registered metrics, read here (the quality jobs run in
+    worker threads, which may not use this process's one registry connection)."""
+    models = {e.model for e in settings.endpoints if e.capture and e.labels and e.model in known_models}
+    if not models:
+        return {}
+    from modeldeck.core import quality
+
+    out: dict[str, Any] = {}
+    for m in models:
+        try:
+            mc = quality.rules_for(reg, settings, m)
+        except ModeldeckError as e:
+            out[m] = one_line(e, 200)
+            continue
+        out[m] = (mc, {str(v.version): quality.registered(reg, m, v.version) for v in reg.versions(m)})
+    return out
+
+
+def _quality_job(settings: Settings, cfg: EndpointConfig, base: Any, version: str | None) -> Callable[[], Any]:
+    def job() -> Any:
+        from modeldeck.core import quality
+        from modeldeck.core.snapshot import QualitySummary
+
+        if isinstance(base, str):
+            return QualitySummary(computed_at=time.time(), version=version, error=base)
+        mc, registered = base
+        return quality.endpoint_quality(cfg, mc, registered.get(str(version)) if version else None, version,
+                                        scan=settings.poll.quality_scan, timeout=max(1.0, settings.poll.timeout))
+
+    return job
+
+
 async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
                              references: Mapping[tuple[str, str], str | None],
-                             known_models: Mapping[str, Any]) -> list[EndpointReport]:
+                             known_models: Mapping[str, Any],
+                             judged: Mapping[str, Any] | None = None) -> list[EndpointReport]:
     import asyncio
     import tempfile
 
@@ -246,7 +309,7 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
     timeout = settings.poll.timeout
     # Metrics on every poll (rates need both scrapes), no drift or storing by the poller itself
     # (done here, once, with a deadline), and no stored history beyond one row to seed.
-    psettings = replace(settings, poll=replace(settings.poll, metrics_interval=1e-3, drift_every=0,
+    psettings = replace(settings, poll=replace(settings.poll, metrics_interval=1e-3, drift_every=0, quality_every=0,
                                                store_interval=0.0, history=1))
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -259,12 +322,14 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
                     rate_window=max(10.0, 2 * sample + 2 * timeout))
     workers = _DaemonWorkers(DRIFT_WORKERS)
     drift_futures: dict[str, asyncio.Future[Any]] = {}
+    quality_futures: dict[str, asyncio.Future[Any]] = {}
     drift_errors: dict[str, str] = {}
+    judged = judged or {}
     if any(cfg.capture for cfg in settings.endpoints):
         workers.submit(_import_drift)  # pandas and scipy load (about 1 s of CPU) while the first poll runs
     try:
         first = await poller.poll_once()
-        for cfg, snap in zip(settings.endpoints, first):
+        for cfg, snap in zip(poller.configs(), first):
             if not cfg.capture or cfg.model not in known_models:  # the latter is a finding of its own
                 continue
             job = _drift_job(references, settings, cfg, judge.drift_version(snap))
@@ -272,12 +337,18 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
                 drift_errors[cfg.name] = job
             else:
                 drift_futures[cfg.name] = asyncio.wrap_future(workers.submit(job))
-        if sample > 0:
+        for cfg, snap in zip(poller.configs(), first):
+            if cfg.capture and cfg.labels and cfg.model in judged:
+                qjob = _quality_job(settings, cfg, judged[cfg.model], judge.drift_version(snap))
+                quality_futures[cfg.name] = asyncio.wrap_future(workers.submit(qjob))
+        # Endpoints read through Prometheus have their rates at once (its window): without any
+        # scraped directly there is nothing to sample.
+        if sample > 0 and any(not c.via_prometheus for c in poller.configs()):
             await asyncio.sleep(max(0.0, t0 + sample - loop.time()))
             second = await poller.poll_once()
         else:
             second = first
-        pending = [f for f in drift_futures.values() if not f.done()]
+        pending = [f for f in [*drift_futures.values(), *quality_futures.values()] if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
     finally:
@@ -285,7 +356,7 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
             await asyncio.wait_for(poller.aclose(), 5.0)
         workers.shutdown()
     out = []
-    for cfg, snap in zip(settings.endpoints, second):
+    for cfg, snap in zip(poller.configs(), second):
         data, error = None, drift_errors.get(cfg.name)
         fut = drift_futures.get(cfg.name)
         if fut is not None:
@@ -300,6 +371,21 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
                 summary = fut.result()
                 snap = replace(snap, drift=summary)
                 data, error = (None, summary.error) if summary.error else (summary.result, None)
+        qfut = quality_futures.get(cfg.name)
+        if qfut is not None:
+            from modeldeck.core.snapshot import QualitySummary
+
+            version = judge.drift_version(snap)
+            if not qfut.done():
+                qfut.cancel()
+                qs = QualitySummary(computed_at=time.time(), version=version,
+                                    error=f"the quality measurement did not finish within the report's "
+                                          f"{sample + 2 * timeout + DRIFT_SLACK:g} s")
+            elif qfut.exception() is not None:
+                qs = QualitySummary(computed_at=time.time(), version=version, error=one_line(qfut.exception(), 200))
+            else:
+                qs = qfut.result()
+            snap = replace(snap, quality=qs)
         out.append(EndpointReport(cfg, snap, data, error))
     return out
 
@@ -313,12 +399,13 @@ def _drift_job(references: Mapping[tuple[str, str], str | None], settings: Setti
     ref = references.get((cfg.model, str(int(version)))) if version is not None and version.isdigit() else None
     capture, last_n = cfg.capture or "", settings.poll.drift_window
     share, timeout = cfg.thresholds.drift_share, max(1.0, settings.poll.timeout)
+    cap = settings.poll.max_capture_bytes
 
     def job() -> Any:
         from modeldeck.core import drift
 
         return drift.window_drift(version, ref, capture, last_n, drift_share=share, timeout=timeout,
-                                  current_name=f"capture of {cfg.name}")
+                                  current_name=f"capture of {cfg.name}", max_bytes=cap)
 
     return job
 
@@ -368,37 +455,49 @@ class _DaemonWorkers:
             self._q.put(None)
 
 
-def _retrain_on_drift(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport]) -> dict[str, dict[str, Any]]:
-    """Start retraining for each model whose production endpoint shows dataset drift."""
+def _retrain_on(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport],
+                triggers: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Start retraining for each model whose production endpoint shows dataset drift
+    (trigger ``drift``) or a quality drop the judge warns about (trigger ``quality``); one
+    automatic job per model per ``retrain_cooldown``, whichever trigger started it."""
     from modeldeck.core import retrain
 
-    drifting: dict[str, list[EndpointReport]] = {}
+    found: dict[str, tuple[str, list[str]]] = {}
     for e in endpoints:
-        if e.config.environment == "production" and e.drift and e.drift.get("dataset_drift"):
-            drifting.setdefault(e.config.model, []).append(e)
+        if e.config.environment != "production":
+            continue
+        if "drift" in triggers and e.drift and e.drift.get("dataset_drift"):
+            trig, why = found.setdefault(e.config.model, ("drift", []))
+            if trig == "drift":
+                why.append(f"dataset drift on {e.config.name} ({e.drift.get('n_drifted')} of "
+                           f"{e.drift.get('n_columns')} columns)")
+        if "quality" in triggers and e.config.model not in found:
+            dropped = [v for v in judge.snapshot_quality_verdicts(e.snapshot.quality) if v.key == "quality"]
+            if dropped:
+                found[e.config.model] = ("quality", [f"quality drop on {e.config.name}: {dropped[0].text}"])
     out: dict[str, dict[str, Any]] = {}
-    for model, eps in drifting.items():
-        names = ", ".join(f"{e.config.name} ({e.drift.get('n_drifted')} of {e.drift.get('n_columns')} columns)"
-                          for e in eps if e.drift)
-        reason = f"modeldeck --report: dataset drift on {names}"
+    for model, (trigger, why) in found.items():
+        reason = f"modeldeck --report: {'; '.join(why)}"
         cooldown = settings.model(model).retrain_cooldown
         if settings.model(model).retrain is None:
-            out[model] = {"action": "not_configured", "job": None,
+            out[model] = {"action": "not_configured", "job": None, "trigger": trigger,
                           "message": f"{model} has no retraining pipeline configured"}
             continue
         try:
-            job = retrain.maybe_retrain_on_drift(settings, reg, model, reason)
+            job = retrain.maybe_retrain_on_drift(settings, reg, model, reason, trigger=trigger)
         except ModeldeckError as e:
-            out[model] = {"action": "failed", "job": None, "message": one_line(e, 200)}
+            out[model] = {"action": "failed", "job": None, "trigger": trigger, "message": one_line(e, 200)}
             continue
         except OSError as e:
-            out[model] = {"action": "failed", "job": None, "message": one_line(f"{e.strerror or e}", 200)}
+            out[model] = {"action": "failed", "job": None, "trigger": trigger,
+                          "message": one_line(f"{e.strerror or e}", 200)}
             continue
         if job is None:
-            out[model] = {"action": "cooling_down", "job": None,
-                          "message": f"a drift retraining started within the last {duration(cooldown)}"}
+            out[model] = {"action": "cooling_down", "job": None, "trigger": trigger,
+                          "message": f"an automatic retraining started within the last {duration(cooldown)}"}
         else:
-            out[model] = {"action": "started", "job": job.id, "message": f"started job {job.id}: {reason}"}
+            out[model] = {"action": "started", "job": job.id, "trigger": trigger,
+                          "message": f"started job {job.id}: {reason}"}
     return out
 
 
@@ -496,7 +595,8 @@ def model_findings(models: Sequence[ModelReport]) -> list[Finding]:
                                                     f"at {short_time(j.ended_at or j.created_at)}{why}"))
         r = m.retrain
         if r is not None and r.get("action") in ("failed", "not_configured"):
-            out.append(Finding(WARNING, m.name, f"{m.name}: retraining on drift not started: {r.get('message')}"))
+            out.append(Finding(WARNING, m.name, f"{m.name}: retraining on {r.get('trigger') or 'drift'} not started: "
+                                                f"{r.get('message')}"))
     return out
 
 
@@ -552,16 +652,38 @@ def _drift_cell(e: EndpointReport) -> str:
     return text
 
 
+def quality_cell(summary: Any) -> str:
+    """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the headline metric; ▼
+    below the registered value by the drop the judge warns at, ▲/= otherwise), ``labels 42/200``
+    while there are not enough labels, ``error`` when it could not be measured, ``-`` without."""
+    if summary is None:
+        return "-"
+    doc = summary.result or {}
+    if summary.error or doc.get("status") == "error":
+        return "error"
+    if doc.get("status") == "not_enough_labels":
+        return f"labels {doc.get('rows')}/{doc.get('min_rows')}"
+    name, value, reg = summary.headline()
+    short = {"roc_auc": "auc", "accuracy": "acc", "r2": "r2"}.get(name, name)
+    if value is None:
+        return f"{short} -"
+    text = f"{short} {value:.3f}".replace(" 0.", " .") if value >= 0 else f"{short} {value:.3f}"
+    if reg is not None:
+        lv = judge.quality_level_of(doc)
+        text += " ▼" if lv in (WARNING, CRITICAL) else (" ▲" if value > reg else " =" if value == reg else " ▽")
+    return text
+
+
 def _endpoint_row(e: EndpointReport) -> list[str]:
     s = e.snapshot
     served = ",".join(s.served_versions) if s.served_versions else (s.served_version or "-")
     return [e.config.name, e.config.model, e.config.environment, s.status, served, s.registry_version or "-",
             num(finite(s.request_rate)), pct(finite(s.error_ratio)), num(finite(s.latency_p50_ms)),
-            num(finite(s.latency_p95_ms)), num(finite(s.latency_p99_ms)), _drift_cell(e)]
+            num(finite(s.latency_p95_ms)), num(finite(s.latency_p99_ms)), _drift_cell(e), quality_cell(s.quality)]
 
 
 ENDPOINT_HEADERS = ["ENDPOINT", "MODEL", "ENV", "STATUS", "SERVED", "REGISTRY", "REQ/S", "ERRORS",
-                    "P50 MS", "P95 MS", "P99 MS", "DRIFT"]
+                    "P50 MS", "P95 MS", "P99 MS", "DRIFT", "QUALITY"]
 MODEL_HEADERS = ["MODEL", "LATEST", "ENVIRONMENTS", "PENDING APPROVAL", "JOBS (RUNNING, FAILED 24H)"]
 
 
@@ -572,7 +694,7 @@ def _model_row(m: ModelReport) -> list[str]:
     if len(m.jobs) > 4:
         jobs += f" +{len(m.jobs) - 4}"
     if m.retrain is not None and m.retrain.get("action") == "started":
-        jobs = f"started #{m.retrain.get('job')} (drift) " + (jobs if jobs != "-" else "")
+        jobs = f"started #{m.retrain.get('job')} ({m.retrain.get('trigger') or 'drift'}) " + (jobs if jobs != "-" else "")
     elif m.retrain is not None and m.retrain.get("action") == "cooling_down":
         jobs = "retrain cooling down " + (jobs if jobs != "-" else "")
     return [m.name, str(m.latest_version or "-"), envs, pending, jobs.strip()]
@@ -625,7 +747,7 @@ def render_markdown(report: Report) -> str:
     if report.endpoints:
         lines += ["", "### Endpoints", ""]
         heads = ["Endpoint", "Model", "Environment", "Status", "Served", "Registry", "Req/s", "Errors",
-                 "p50 ms", "p95 ms", "p99 ms", "Drift"]
+                 "p50 ms", "p95 ms", "p99 ms", "Drift", "Quality"]
         lines += _md_table(heads, [_endpoint_row(e) for e in report.endpoints])
     if report.models:
         lines += ["", "### Models", ""]
@@ -708,6 +830,18 @@ def render_prometheus(report: Report | None, *, generated_at: float | None = Non
              "1 when the live window shows dataset drift against the served version's reference.")
     f.family("modeldeck_drift_share", "gauge", "Share of compared columns that drifted (0-1).")
     f.family("modeldeck_column_psi", "gauge", "Population stability index of each compared input column.")
+    f.family("modeldeck_endpoint_quality", "gauge",
+             "Live model quality over the newest labelled rows (metric: accuracy, precision, recall, f1, roc_auc, "
+             "mae, rmse, r2; scikit-learn's definitions).")
+    f.family("modeldeck_endpoint_quality_registered", "gauge",
+             "The served version's registered metric on its own evaluation data, as quality compares it.")
+    f.family("modeldeck_endpoint_quality_estimated", "gauge",
+             "Estimated quality of the newest unlabelled rows (CBPE from the model's probabilities; not measured).")
+    f.family("modeldeck_endpoint_quality_rows", "gauge", "Labelled rows the live quality was measured on.")
+    f.family("modeldeck_endpoint_quality_labelled_share", "gauge",
+             "Share of the newest captured rows (the quality window) that have a label (0-1).")
+    f.family("modeldeck_endpoint_quality_label_lag_seconds", "gauge",
+             "Median time from inference to label over the measured rows.")
     for e in report.endpoints:
         s = e.snapshot
         base = [("endpoint", e.config.name), ("model", e.config.model), ("environment", e.config.environment)]
@@ -725,6 +859,17 @@ def render_prometheus(report: Report | None, *, generated_at: float | None = Non
             for c in e.drift.get("columns") or []:
                 if c.get("status") in judge.JUDGED and isinstance(c.get("psi"), (int, float)):
                     f.add("modeldeck_column_psi", [*base, ("column", c.get("column"))], c.get("psi"))
+        q = _quality_json(s)
+        if q and q.get("status") in ("measured", "not_enough_labels"):
+            f.add("modeldeck_endpoint_quality_rows", base, int(q.get("rows") or 0))
+            f.add("modeldeck_endpoint_quality_labelled_share", base, q.get("labelled_share"))
+            f.add("modeldeck_endpoint_quality_label_lag_seconds", base, q.get("label_lag_seconds"))
+            for name, m in (q.get("metrics") or {}).items():
+                f.add("modeldeck_endpoint_quality", [*base, ("metric", name)], (m or {}).get("value"))
+            for name, v in (((q.get("registered") or {}).get("metrics")) or {}).items():
+                f.add("modeldeck_endpoint_quality_registered", [*base, ("metric", name)], v)
+            for name, v in (((q.get("estimated") or {}).get("metrics")) or {}).items():
+                f.add("modeldeck_endpoint_quality_estimated", [*base, ("metric", name)], v)
     return f.text()
 
 

@@ -48,8 +48,10 @@ from modeldeck.core import paths
 from modeldeck.core.config import ConfigError, HookConfig, Settings, WebhookConfig
 from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError
 from modeldeck.core.hooks import (
+    ANSWER_BYTES,
     CANCEL_GRACE,
     SIGNATURE_HEADER,
+    Redactor,
     clean_line,
     config_file,
     exit_words,
@@ -385,6 +387,7 @@ class RetrainRun:
             headers = webhook_headers(webhook, body, where)
         except ConfigError as e:
             return _end(reg, job.id, "failed", actor, message=str(e))
+        redact = Redactor.for_webhook(webhook, headers, where)
         started = _start_running(reg, job.id, actor, pid=os.getpid())
         if started is None:
             return reg.job(job.id)
@@ -392,7 +395,7 @@ class RetrainRun:
         deadline = time.monotonic() + hook.timeout
         with webhook_client(webhook) as client:
             emit(f"POST {webhook.url}")
-            r = post_webhook(client, webhook.url, body, headers)
+            r = post_webhook(client, webhook.url, body, headers, redact=redact)
             if isinstance(r, str):
                 return _end(reg, job.id, "failed", actor, message=r)
             if not r.ok:
@@ -426,13 +429,15 @@ class RetrainRun:
                 try:
                     s = client.get(url, headers=status_headers)
                     if s.is_success:
-                        state = _state(s.json())
+                        if len(s.content) > ANSWER_BYTES:
+                            raise ValueError("too large")
+                        state = _state(redact.data(s.json()))
                     else:
                         problem = f"HTTP {s.status_code}"
-                except ValueError:
+                except (ValueError, RecursionError):
                     problem = "the answer is not JSON"
                 except (httpx.HTTPError, OSError) as e:
-                    problem = http_reason(e)
+                    problem = redact(http_reason(e))
                 if problem is not None:
                     failures += 1
                     emit(f"status {url}: {problem}")
@@ -562,16 +567,17 @@ def job_log_path(job_id: int, registry: str | os.PathLike[str]) -> Path:
 
 
 def maybe_retrain_on_drift(settings: Settings, registry: Registry, model: str, reason: str, *,
-                           actor: str | None = None, detach: bool = True) -> Job | None:
-    """Start retraining ``model`` with trigger ``drift`` unless one started within the model's
-    ``retrain_cooldown`` (checked inside the registry's write transaction, so two cron runs
-    cannot both start one) or no pipeline is configured. Returns the new job or None."""
+                           actor: str | None = None, detach: bool = True, trigger: str = "drift") -> Job | None:
+    """Start retraining ``model`` with ``trigger`` (``drift`` or ``quality``) unless an
+    automatic one (either trigger) started within the model's ``retrain_cooldown`` (checked
+    inside the registry's write transaction, so two cron runs cannot both start one) or no
+    pipeline is configured. Returns the new job or None."""
     mc = settings.model(model)
     if mc.retrain is None:
         return None
     since = format_time(datetime.now(timezone.utc) - timedelta(seconds=mc.retrain_cooldown))
     try:
-        run = start_retrain(settings, model, trigger="drift", reason=reason, actor=actor,
+        run = start_retrain(settings, model, trigger=trigger, reason=reason, actor=actor,
                             registry=registry, detach=detach, not_since=since)
     except ConflictError:
         return None

@@ -48,6 +48,7 @@ from modeldeck.core.registry import (
     RolloutStep,
     current_actor,
     format_time,
+    open_registry,
     stored_time,
     utcnow,
 )
@@ -215,7 +216,7 @@ def start(plan: Any, *, reason: str, force: bool = False, verify: bool = True, a
         raise RegistryError(f"a reason is required to {plan.action} (--reason)")
     actor = actor or plan.actor or current_actor()
     own = registry is None
-    reg = registry if registry is not None else Registry(plan.settings.registry, create=False)
+    reg = registry if registry is not None else open_registry(plan.settings, create=False)
     try:
         s: Settings = plan.settings
         # refusals known before anything is written leave nothing behind (no record, no audit
@@ -341,7 +342,8 @@ def supervise(rollout_id: int, registry: str, spec_bytes: bytes) -> Rollout:
     except Exception as e:
         raise RegistryError(f"rollout {rollout_id}: unreadable supervisor spec on stdin ({type(e).__name__})") from None
     me = os.getpid()
-    with Registry(registry, create=False) as reg:
+    settings = replace(settings, registry=Path(registry))
+    with open_registry(settings, create=False) as reg:
         r = reg.rollout(rollout_id)
         if not r.active:
             return r

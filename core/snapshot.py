@@ -1,5 +1,5 @@
 """What one poll learned about one endpoint, as immutable values: :class:`EndpointSnapshot`
-and its :class:`DriftSummary`, and the status words. This module imports nothing but the
+and its :class:`DriftSummary` and :class:`QualitySummary`, and the status words. This module imports nothing but the
 standard library and :mod:`modeldeck.core.textfmt` (no httpx, no pandas), so every part of
 modeldeck can type its snapshots: the poller and the Prometheus source produce them; the
 judge, the report, the releases and the screens read them.
@@ -58,6 +58,46 @@ class DriftSummary:
 
 
 @dataclass(frozen=True)
+class QualitySummary:
+    """The last quality measurement of an endpoint (captures joined with labels):
+    ``result`` is ``core.quality.document(...)`` (the JSON the report embeds: metrics with
+    intervals, counts, the registered values and the judge's verdicts); treat it as read-only."""
+
+    computed_at: float = 0.0  # epoch seconds
+    version: str | None = None  # the served version whose registered metrics it was judged against
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """measured | not_enough_labels | error"""
+        return "error" if self.error else str(self.result.get("status") or "error")
+
+    def headline(self) -> tuple[str, float | None, float | None]:
+        """(metric, live value, registered value): ROC AUC when measured, else accuracy; R² for
+        regression."""
+        metrics = self.result.get("metrics") or {}
+        reg = ((self.result.get("registered") or {}).get("metrics")) or {}
+        if self.result.get("problem_type") == "regression":
+            name = "r2"
+        else:
+            name = "roc_auc" if finite((metrics.get("roc_auc") or {}).get("value")) is not None else "accuracy"
+        return name, finite((metrics.get(name) or {}).get("value")), finite(reg.get(name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"computed_at": self.computed_at, "version": self.version, "result": json_safe(self.result),
+                "error": self.error}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QualitySummary:
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if not isinstance(kw.get("result", {}), dict):
+            kw["result"] = {}
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
 class EndpointSnapshot:
     """What one poll learned about one endpoint. Immutable; ``None`` means unknown."""
 
@@ -83,6 +123,7 @@ class EndpointSnapshot:
     profile: str | None = None  # the metrics profile used
     restarted: bool = False  # counters went down since the last reading: the server restarted
     drift: DriftSummary | None = None
+    quality: QualitySummary | None = None
     metrics_window: float | None = None  # seconds the rates cover
     metrics_age: float | None = None  # seconds since the metrics were read
     source: str = "live"  # "live", or "stored" for history seeded from the registry
@@ -103,6 +144,8 @@ class EndpointSnapshot:
                 v = finite(v)
             elif isinstance(v, DriftSummary):
                 v = v.to_dict(result=drift_result)
+            elif isinstance(v, QualitySummary):
+                v = v.to_dict()
             d[f.name] = v
         d["taken_at_utc"] = utc_iso(self.taken_at)
         return d
@@ -125,6 +168,8 @@ class EndpointSnapshot:
         kw["served_versions"] = tuple(str(v) for v in (kw.get("served_versions") or ()))
         drift = kw.get("drift")
         kw["drift"] = DriftSummary.from_dict(drift) if isinstance(drift, Mapping) else None
+        q = kw.get("quality")
+        kw["quality"] = QualitySummary.from_dict(q) if isinstance(q, Mapping) else None
         kw["restarted"] = bool(kw.get("restarted", False))
         return cls(**kw)
 

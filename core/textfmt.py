@@ -11,15 +11,36 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
+# C0 and C1 control characters (ESC, BEL, backspace, DEL, CSI ...) except tab, newline and carriage
+# return (whitespace, collapsed), and the invisible format characters that reorder or hide text
+# (bidi overrides and isolates, zero-width characters, line/paragraph separators, BOM).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+                      "\u2066-\u206f\ufeff\ufff9-\ufffb]")
 _USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 
 
+def visible(ch: str) -> str:
+    """One character as its escape: ``\\x1b``, ``\\u202e``."""
+    n = ord(ch)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+_LONE_CR = re.compile("\r(?!\n)")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control and invisible format character written as its escape
+    (``\\x1b``), tabs and line breaks (``\\n``, ``\\r\\n``) kept; a carriage return that does
+    not end a line (it would overwrite it) is escaped too: what a terminal may be given."""
+    return _LONE_CR.sub("\\\\x0d", _CONTROL.sub(lambda m: visible(m.group()), text))
+
+
 def one_line(text: Any, limit: int = 200) -> str:
-    """Untrusted text made safe for one terminal line: ANSI escapes and control characters
-    removed, whitespace collapsed, credentials in URLs (``user:pass@``) dropped, cut to
-    ``limit`` characters."""
-    s = _CONTROL.sub(" ", str(text))
+    """Untrusted text made safe for one terminal line: control characters (ESC, BEL, DEL, C1,
+    bidi overrides ...) written visibly as escapes (``\\x1b``), whitespace and line breaks
+    collapsed to single spaces, credentials in URLs (``user:pass@``) dropped, cut to ``limit``
+    characters."""
+    s = _CONTROL.sub(lambda m: visible(m.group()), str(text))
     s = _USERINFO.sub(r"\1", " ".join(s.split()))
     return s if len(s) <= limit else s[: limit - 1] + "…"
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from modeldeck.core.demo import mlflowserver
+
 ROOT = Path(__file__).resolve().parent.parent
+# Where the pinned MLflow virtualenv is, read before any test moves the XDG folders.
+MLFLOW_VENV = mlflowserver.venv_dir()
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +31,23 @@ def _isolated_xdg(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("MODELDECK_ACTOR", "tester")
     monkeypatch.delenv("MODELDECK_CONFIG", raising=False)
     monkeypatch.delenv("MODELDECK_REGISTRY", raising=False)
+    monkeypatch.setenv(mlflowserver.ENV_VENV, str(MLFLOW_VENV))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real ``mlflow server --workers 1`` (SQLite backend, loopback, ephemeral port) per
+    test session, from the pinned MLflow virtualenv; skipped, saying why, when there is none.
+    Tests using it share it: each names its models uniquely (``tests/mlflow_helpers.py``) and
+    carries ``xdist_group("mlflow")`` so one worker runs them all."""
+    if not mlflowserver.venv_ready(MLFLOW_VENV):
+        pytest.skip(mlflowserver.why_not_ready(MLFLOW_VENV))
+    try:
+        server = mlflowserver.start(tmp_path_factory.mktemp("mlflow"), venv=MLFLOW_VENV)
+    except mlflowserver.MlflowServerError as e:
+        pytest.skip(str(e))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

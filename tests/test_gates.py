@@ -16,7 +16,7 @@ import pytest
 from modeldeck.core import config as configmod
 from modeldeck.core import datafiles, policy, releases
 from modeldeck.core.errors import GateError
-from modeldeck.core.registry import Registry
+from modeldeck.core.registry import SCHEMA_VERSION, Registry
 from tests.conftest import MODELDECK, ROOT, run_env
 
 PY = sys.executable
@@ -414,7 +414,8 @@ def test_schema_1_registries_are_upgraded_with_their_metrics_and_approvals(tmp_p
         (ev,) = reg.evaluations("churn", 1)
         assert (ev.metric, ev.value, ev.dataset_sha256) == ("auc", 0.9, None)
         assert reg.approvers("churn", 1) == [("alice", "2026-01-02")]
-    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(registrymod.SCHEMA_VERSION)
+    stored = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert stored == str(SCHEMA_VERSION)
 
 
 def test_recent_and_glob_eval_data_are_written_once_per_content(tmp_path: Path) -> None:

@@ -483,3 +483,47 @@ async def test_drift_every_n_polls_against_the_served_versions_reference(tmp_pat
     assert d.n_columns == 2 and d.n_drifted == 1 and d.worst_psi_column == "x"
     assert d.worst_psi is not None and d.worst_psi > 0.25 and d.version == "1"
     assert d.window_rows == 500 and d.result["columns"]
+
+
+# quality
+
+
+async def test_quality_every_n_polls_judged_against_the_served_versions_registered_metrics(tmp_path: Path) -> None:
+    import numpy as np
+
+    from modeldeck.core import judge
+
+    rng = np.random.default_rng(8)
+    n = 400
+    y = (rng.random(n) < 0.5).astype(int)
+    pred = np.where(rng.random(n) < 0.7, y, 1 - y)  # 70 % right
+    cur = tmp_path / "capture.csv"
+    cur.write_text("id,x,prediction\n" + "".join(f"q{i},{rng.normal():.3f},{p}\n" for i, p in enumerate(pred)))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"q{i},{v}\n" for i, v in enumerate(y)) + "ghost,1\n")
+    promote(tmp_path, 1)
+    with Registry(tmp_path / "registry.db") as r:
+        r.record_evaluation("m", 1, {"accuracy": 0.93}, dataset_sha256="cd" * 32, dataset_rows=500, source="evaluate")
+    with FaultServer() as srv:
+        cfg = settings(tmp_path, [{"name": "e", "url": srv.url, "capture": str(cur), "labels": str(labels),
+                                   "label_id_column": "id"}], quality_every=2, drift_every=1000)
+        async with Poller(cfg) as p:
+            (s1,) = await p.poll_once()
+            assert s1.quality is None
+            await p.poll_once()
+            deadline = time.monotonic() + 20
+            snap = s1
+            while snap.quality is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                (snap,) = await p.poll_once()
+    q = snap.quality
+    assert q is not None and q.error is None and q.version == "1" and q.status == "measured", q
+    doc = q.result
+    assert doc["rows"] == n and doc["counts"]["labels_without_prediction"] == 1
+    assert doc["registered"]["metrics"] == {"accuracy": 0.93}
+    assert abs(doc["metrics"]["accuracy"]["value"] - float((pred == y).mean())) < 1e-12
+    verdicts = judge.verdicts(snap, cfg.endpoints[0].thresholds)
+    assert [v.key for v in verdicts] == ["quality"] and verdicts[0].level == "CRITICAL"
+    assert judge.level(snap, cfg.endpoints[0].thresholds) == "CRITICAL"
+    back = EndpointSnapshot.from_dict(json.loads(json.dumps(snap.to_dict())))  # stored and read back: judged alike
+    assert judge.verdicts(back, cfg.endpoints[0].thresholds) == verdicts

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeck.core import judge, report
 from modeldeck.core.config import EndpointConfig, Thresholds
+from modeldeck.core.errors import ModeldeckError
 from modeldeck.core.registry import Registry
 from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
 from modeldeck.tui import cli
@@ -34,7 +35,8 @@ from tests.faultservers import HANG, FaultServer, refused_url, servers
 
 SAMPLE = "0.5"
 ENDPOINT_KEYS = ["name", "model", "environment", "status", "reason", "served_version", "registry_version",
-                 "request_rate", "error_ratio", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "drift"]
+                 "request_rate", "error_ratio", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "drift",
+                 "quality"]
 DRIFT_KEYS = {"dataset_drift", "drift_share", "n_columns", "n_drifted", "columns"}
 
 
@@ -146,7 +148,9 @@ def healthy(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with FaultServer("m", ["2"], metrics_version="2") as srv, Traffic(srv):
         ep = {"name": "m-prod", "model": "m", "environment": "production", "url": srv.url,
               "capture": str(capture)}
-        cfg = write_config(tmp_path / "modeldeck.toml", reg, [ep])
+        # a generous poll timeout: it only widens the drift deadline (sample + 2 x timeout + 2 s), which a
+        # cold pandas/scipy start on a loaded 2-core machine can exceed; the endpoint answers at once
+        cfg = write_config(tmp_path / "modeldeck.toml", reg, [ep], timeout=5.0)
         yield {"config": cfg, "registry": reg, "server": srv, "endpoint": ep, "capture": capture,
                "reference": ref, "dir": tmp_path}
 
@@ -200,7 +204,7 @@ def test_healthy_endpoint_is_ok_in_every_format(healthy: dict[str, Any]) -> None
     # markdown: tables of a constant width with a separator row
     tables = _md_tables(markdown)
     assert markdown.startswith("## modeldeck report: OK")
-    assert [len(t[0]) for t in tables] == [12, 5]  # endpoints, models (no findings table)
+    assert [len(t[0]) for t in tables] == [13, 5]  # endpoints, models (no findings table)
     assert "No findings." in markdown
     for t in tables:
         assert all(len(row) == len(t[0]) for row in t)
@@ -309,7 +313,7 @@ def test_broken_audit_chain_is_critical(healthy: dict[str, Any]) -> None:
 @pytest.mark.live
 def test_dataset_drift_is_a_warning_and_retrains_once_per_cooldown(healthy: dict[str, Any]) -> None:
     frame(3, 600, shift=1.5).to_csv(healthy["capture"], index=False)
-    cfg = write_config(healthy["config"], healthy["registry"], [healthy["endpoint"]],
+    cfg = write_config(healthy["config"], healthy["registry"], [healthy["endpoint"]], timeout=5.0,
                        models={"m": {"retrain": {"command": [sys.executable, "-c", "pass"]}}})
     first = run_report(cfg, "--format", "json", "--retrain-on-drift")
     assert first.returncode == 1, first.stdout + first.stderr
@@ -332,6 +336,97 @@ def test_dataset_drift_is_a_warning_and_retrains_once_per_cooldown(healthy: dict
         deadline = time.monotonic() + 20  # let the detached runner finish before the folder goes
         while reg.job(jobs[0].id).status not in ("succeeded", "failed") and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def _labelled(healthy: dict[str, Any], *, accuracy: float, n: int = 600) -> dict[str, Any]:
+    """The healthy endpoint's capture with ids and predictions (``accuracy`` of them right) and
+    its labels (a plain CSV joined on ``request_id``); version 2 registered with AUC 0.97 and
+    accuracy 0.95 on its holdout."""
+    rng = np.random.default_rng(5)
+    cap = frame(2, n)
+    y = (rng.random(n) < 0.4).astype(int)
+    right = rng.random(n) < accuracy
+    cap["request_id"] = [f"r{i}" for i in range(n)]
+    cap["prediction"] = np.where(right, y, 1 - y)
+    cap["probability"] = np.clip(np.where(cap["prediction"] == 1, 0.75, 0.25) + rng.normal(0, 0.1, n), 0, 1)
+    cap.to_csv(healthy["capture"], index=False)
+    labels = healthy["dir"] / "labels.csv"
+    pd.DataFrame({"request_id": cap["request_id"], "label": y}).to_csv(labels, index=False)
+    holdout = healthy["dir"] / "holdout.csv"
+    holdout.write_text("a,label\n1,0\n")
+    with Registry(healthy["registry"]) as reg:
+        reg.record_evaluation("m", 2, {"auc": 0.97, "accuracy": 0.95}, dataset_sha256="ab" * 32, dataset_rows=300,
+                              dataset_path=str(holdout), source="evaluate", reason="holdout")
+    return {**healthy["endpoint"], "labels": str(labels), "label_id_column": "request_id"}
+
+
+@pytest.mark.live
+def test_quality_drop_is_a_finding_a_gauge_and_retrains(healthy: dict[str, Any]) -> None:
+    ep = _labelled(healthy, accuracy=0.7)
+    cfg = write_config(healthy["config"], healthy["registry"], [ep], timeout=5.0,
+                       models={"m": {"retrain": {"command": [sys.executable, "-c", "pass"]}}})
+    js, prom = run_many([(cfg, ["--format", "json", "--retrain-on", "drift,quality"]),
+                         (cfg, ["--format", "prometheus"])])
+    assert js.returncode == 2, js.stdout + js.stderr
+    doc = json.loads(js.stdout)
+    crit = findings(doc, "CRITICAL")
+    assert len(crit) >= 1 and crit[0].startswith("m-prod: accuracy 0.") and "below 0.950, version 2's registered " \
+        "value on abababa… (300 rows)" in crit[0]
+    q = doc["endpoints"][0]["quality"]
+    assert q["status"] == "measured" and q["rows"] == 600 and q["registered"]["metrics"] == {"roc_auc": 0.97,
+                                                                                          "accuracy": 0.95}
+    assert q["level"] == "CRITICAL" and q["counts"]["labelled"] == 600
+    # the same object `modeldeck quality --format json` prints for the same files and model
+    cli = subprocess.run([*MODELDECK, "quality", ep["capture"], ep["labels"], "--label-id-column", "request_id",
+                          "--model", "m", "--format", "json", "--config", str(cfg)], capture_output=True, text=True,
+                         env=run_env(), timeout=60)
+    assert cli.returncode == 1, cli.stderr
+    assert {k: v for k, v in json.loads(cli.stdout).items() if k != "series"} == \
+        {k: v for k, v in q.items() if k != "series"}
+    retrain = doc["models"][0]["retrain"]
+    assert retrain["action"] == "started" and retrain["trigger"] == "quality"
+    assert prom.returncode == 2
+    assert re.search(r'^modeldeck_endpoint_quality\{endpoint="m-prod",model="m",environment="production",'
+                     r'metric="accuracy"\} 0\.[67]\d*$', prom.stdout, re.M)
+    assert 'modeldeck_endpoint_quality_registered{endpoint="m-prod",model="m",environment="production",' \
+           'metric="roc_auc"} 0.97' in prom.stdout
+    assert re.search(r'^modeldeck_endpoint_quality_rows\{[^}]*\} 600$', prom.stdout, re.M)
+    _promtool(prom.stdout, healthy["dir"])
+    second = run_report(cfg, "--format", "json", "--retrain-on-drift", "--retrain-on", "quality")
+    assert json.loads(second.stdout)["models"][0]["retrain"]["action"] == "cooling_down"
+    with Registry(healthy["registry"]) as reg:
+        jobs = reg.jobs("m")
+        assert [(j.id, j.trigger) for j in jobs] == [(retrain["job"], "quality")]
+        assert "quality drop on m-prod: accuracy" in jobs[0].reason
+        deadline = time.monotonic() + 20  # let the detached runner finish before the folder goes
+        while reg.job(jobs[0].id).status not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+@pytest.mark.live
+def test_quality_fine_or_not_enough_labels_is_no_finding(healthy: dict[str, Any]) -> None:
+    ep = _labelled(healthy, accuracy=0.95)
+    few = {**ep, "name": "m-few", "labels": str(healthy["dir"] / "few.csv")}
+    pd.read_csv(ep["labels"]).head(50).to_csv(few["labels"], index=False)
+    cfg = write_config(healthy["config"], healthy["registry"], [ep, few], timeout=5.0)
+    r = run_report(cfg, "--format", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["findings"] == [], r.stdout + r.stderr
+    fine, short = (e["quality"] for e in doc["endpoints"])
+    assert fine["status"] == "measured" and fine["level"] == "OK" and fine["verdicts"] == []
+    assert short["status"] == "not_enough_labels" and short["rows"] == 50 and short["counts"]["labelled"] == 50
+    text = run_report(cfg)
+    assert re.search(r"^m-prod\s.*\sacc \.9\d\d [▲▽=]$", text.stdout, re.M) or \
+        re.search(r"^m-prod\s.*\sauc \.\d{3} [▲▽=]$", text.stdout, re.M), text.stdout
+    assert re.search(r"^m-few\s.*\slabels 50/200$", text.stdout, re.M), text.stdout
+
+
+def test_retrain_on_takes_drift_and_quality() -> None:
+    assert report.retrain_triggers("drift,quality") == ("drift", "quality")
+    assert report.retrain_triggers(" quality ", drift_flag=True) == ("drift", "quality")
+    assert report.retrain_triggers(None) == ()
+    with pytest.raises(ModeldeckError, match="'errors' is not a trigger"):
+        report.retrain_triggers("drift,errors")
 
 
 @pytest.mark.live
@@ -395,7 +490,7 @@ def demo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
 
 def _demo_config(fleet: dict[str, Any], path: Path, names: Sequence[str]) -> Path:
-    return write_config(path, fleet["registry"], [fleet["endpoints"][n] for n in names])
+    return write_config(path, fleet["registry"], [fleet["endpoints"][n] for n in names], timeout=5.0)
 
 
 @pytest.mark.live
@@ -411,10 +506,13 @@ def test_demo_fleet_healthy_and_drifting(demo_fleet: dict[str, Any], tmp_path: P
         assert e["served_version"] == e["registry_version"] and e["served_version"] is not None
         assert e["request_rate"] is not None and set(e["drift"]) == DRIFT_KEYS
     assert {m["name"] for m in doc["models"]} == {"churn", "fraud", "demand"}
-    assert warn.returncode == 1, warn.stdout + warn.stderr
     doc = json.loads(warn.stdout)
     assert any(m.startswith("churn-prod: dataset drift: ") for m in findings(doc, "WARNING")), doc["findings"]
     assert doc["endpoints"][0]["drift"]["dataset_drift"] is True
+    # its labels follow the drifted relation: once 200 are in, accuracy is judged (and drops)
+    q = doc["endpoints"][0]["quality"]
+    assert q["status"] in ("measured", "not_enough_labels") and q["registered"]["metrics"]["accuracy"] > 0.8
+    assert warn.returncode == (2 if findings(doc, "CRITICAL") else 1), warn.stdout + warn.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,7 +717,7 @@ def test_markdown_escapes_cells_and_text_colours_only_on_request() -> None:
     r = _report_with(["a|b", "plain"])
     md = report.render_markdown(r)
     tables = _md_tables(md)
-    assert [len(t[0]) for t in tables] == [3, 12]
+    assert [len(t[0]) for t in tables] == [3, 13]
     for t in tables:
         assert all(len(row) == len(t[0]) for row in t)
     assert "a\\|b: odd \\| name" in md

@@ -112,7 +112,7 @@ async def test_navigation_filter_pause_and_help_on_live_data(settings) -> None:
         assert app.screen.endpoint.name == table.rows[table.rows.index("fraud-prod") - 1]
         await pilot.press("question_mark")
         await pilot.pause()
-        assert "Promote" in {what for _, what, _ in app.screen.entries}
+        assert "promote the selected version (gated, confirmed)" in {what for _, what, _ in app.screen.entries}
         await pilot.press("escape", "escape")
         assert type(app.screen).__name__ == "FleetScreen"
 

@@ -191,13 +191,13 @@ class ModeldeckApp(App[int]):
         """Start the rollout (gates and the alias move here; the rest in its detached
         supervisor, which quitting the app does not stop) and follow its step log."""
         from modeldeck.core import releases, rollout
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         def on_event(event: ReleaseEvent) -> None:
             dialog.post_message(ReleaseEventMsg(event))
 
         try:
-            with Registry(plan.settings.registry, create=False) as reg:
+            with open_registry(plan.settings, create=False) as reg:
                 started = rollout.start(plan, reason=reason, force=force, registry=reg, on_event=on_event)
                 r = started.rollout
                 if r is None or started.refused:
@@ -351,7 +351,10 @@ def rollout_outcome(plan: ReleasePlan, r: Any) -> Any:
 
     status = {"done": releases.RELEASED, "rolled_back": releases.ROLLED_BACK, "aborted": releases.ROLLED_BACK,
               "unverified": releases.UNVERIFIED}.get(r.state, releases.UNDO_FAILED)
-    return releases.ReleaseOutcome(status, plan, f"rollout {r.id} {r.state}: {r.message}")
+    verified = True if r.state == "done" and r.verify and plan.endpoints else None
+    baked = True if verified and r.bake_seconds > 0 else (False if r.bake_started_at and r.state != "done" else None)
+    return releases.ReleaseOutcome(status, plan, f"rollout {r.id} {r.state}: {r.message}", verified=verified,
+                                   baked=baked)
 
 
 def active_rollouts_note(app: ModeldeckApp) -> list[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
-from modeldeck.core.textfmt import num, one_line, table
+from modeldeck.core.textfmt import escape_controls, num, one_line, table
 
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseEvent
@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", metavar="FILE", default=None, help="write the report atomically to FILE")
     rep.add_argument("--sample", metavar="SECONDS", type=float, default=None,
                      help="seconds between the two metric scrapes (default 5)")
-    rep.add_argument("--retrain-on-drift", action="store_true",
-                     help="start retraining for models whose production endpoint drifts")
+    rep.add_argument("--retrain-on", metavar="drift,quality", default=None,
+                     help="start retraining for models whose production endpoint drifts and/or loses quality")
+    rep.add_argument("--retrain-on-drift", action="store_true", help="the same as --retrain-on drift")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -133,6 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--categorical", metavar="COLS", help="comma-separated columns to treat as categorical")
     p.add_argument("--columns", metavar="COLS", help="comma-separated columns to compare (default: shared)")
+    p.add_argument("--max-bytes", metavar="N", type=_byte_count, default=None,
+                   help="largest file read whole, e.g. 512M (default 256M; 0 would refuse everything)")
+
+    p = sub.add_parser("quality", parents=[common], help="model quality: captured predictions joined with labels",
+                       description="Join captured predictions with their delayed labels and measure the model: "
+                                   "exit 0 fine (or not enough labels), 1 degraded against the registered "
+                                   "metrics (with --model), 2 bad input.")
+    p.set_defaults(handler=_cmd_quality)
+    p.add_argument("capture", metavar="CAPTURE", help="captured predictions: file, glob or URL")
+    p.add_argument("labels", metavar="LABELS", help="ground truth: file, glob or URL")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--problem-type", choices=["classification", "regression"],
+                   help="default: the model's rules with --model, else classification")
+    p.add_argument("--prediction-column", metavar="COL", help="default: prediction")
+    p.add_argument("--probability-column", metavar="COL", help="default: probability ('' for none)")
+    p.add_argument("--positive-label", metavar="LABEL", help="default: 1")
+    p.add_argument("--label-id-column", metavar="COL",
+                   help="plain label (and capture) files: the id column (default: event_id, id, ...)")
+    p.add_argument("--label-column", metavar="COL", default="label", help="plain label files (default: label)")
+    p.add_argument("--window", type=int, metavar="N", help="newest labelled rows measured (default 1000)")
+    p.add_argument("--min-rows", type=int, metavar="N", help="fewer: not enough labels (default 200)")
+    p.add_argument("--model", metavar="MODEL", help="judge against this model's registered metrics")
+    p.add_argument("--version", type=_version_number, metavar="N",
+                   help="the version served (default: the --env alias's)")
+    p.add_argument("--env", default="production", help="with --model: whose alias names the version")
 
     p = sub.add_parser("models", parents=[common], help="list models, their versions and aliases")
     p.set_defaults(handler=_cmd_models)
@@ -141,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", parents=[common], help="register a new model version with its lineage")
     p.set_defaults(handler=_cmd_register)
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--artifact", metavar="URI", required=True, help="where the trained artifact lives")
+    p.add_argument("--artifact", metavar="URI", help="where the trained artifact lives (required without --run-id)")
+    p.add_argument("--run-id", metavar="RUN", help="with [mlflow]: the MLflow run it comes from (its params, "
+                   "metrics and git commit are the lineage; source runs:/RUN/model unless --artifact)")
     p.add_argument("--dataset", metavar="PATH", help="training data (its SHA-256 is recorded)")
     p.add_argument("--reference", metavar="PATH", help="reference data that drift is compared against")
     p.add_argument("--metrics", metavar="JSON", help='evaluation metrics, e.g. \'{"auc": 0.91}\' or @file.json')
@@ -307,6 +335,19 @@ def _endpoint_rate(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: use ENDPOINT=REQUESTS_PER_SECOND") from None
 
 
+def _byte_count(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        n = float(t[: len(t) - len(unit)] if unit else t) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or 64K, 512M, 2G)") from None
+    if not 1 <= n < 1 << 50:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size of at least 1 byte")
+    return int(n)
+
+
 def _version_number(text: str) -> int:
     try:
         n = int(text.lstrip("v"))
@@ -331,23 +372,76 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    report = bool(args.report) and args.command is None
+    with _guarded_streams():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        report = bool(args.report) and args.command is None
+        try:
+            _check_combination(parser, args)
+            handler: Callable[[argparse.Namespace], int] = args.handler
+            return handler(args)
+        except ModeldeckError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return 3 if report else e.exit_code
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `modeldeck audit | head`
+            with _suppress():
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            return 0
+
+
+class _SafeStream:
+    """A text stream that writes every control character it is given visibly (``\\x1b``; tabs
+    and line breaks kept): whatever a file, an endpoint or a name holds, nothing modeldeck prints
+    can move the cursor, retitle the terminal or hide text. ``unguarded`` is the stream itself,
+    for output modeldeck colours on purpose (the text report) after cleaning its parts."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.unguarded = stream
+
+    def write(self, text: str) -> int:
+        self.unguarded.write(escape_controls(text))
+        return len(text)
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unguarded, name)
+
+
+@contextlib.contextmanager
+def _guarded_streams():
+    """sys.stdout and sys.stderr as :class:`_SafeStream` while a command runs (the TUI's
+    handler puts the real ones back: Textual draws with escape sequences)."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, _SafeStream):
+        sys.stdout = _SafeStream(sys.stdout)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, _SafeStream):
+        sys.stderr = _SafeStream(sys.stderr)  # type: ignore[assignment]
     try:
-        _check_combination(parser, args)
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
-    except ModeldeckError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 3 if report else e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `modeldeck audit | head`
-        with _suppress():
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        return 0
+        yield
+    finally:
+        if isinstance(sys.stdout, _SafeStream):  # (a broken pipe may have replaced it)
+            sys.stdout = saved[0]
+        sys.stderr = saved[1]
+
+
+@contextlib.contextmanager
+def _unguarded_streams():
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _unguarded(sys.stdout), _unguarded(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _unguarded(stream: Any) -> Any:
+    return stream.unguarded if isinstance(stream, _SafeStream) else stream
 
 
 class _suppress:
@@ -367,7 +461,8 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("choose --demo or --report, not both")
     if not args.report:
         for flag, value in (("--output", args.output), ("--sample", args.sample),
-                            ("--retrain-on-drift", args.retrain_on_drift or None)):
+                            ("--retrain-on-drift", args.retrain_on_drift or None),
+                            ("--retrain-on", args.retrain_on)):
             if value is not None:
                 parser.error(f"{flag} only applies to --report")
         if args.format is not None:
@@ -379,10 +474,11 @@ def _settings(args: argparse.Namespace, *, required: bool = False) -> configmod.
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool = False):
-    from modeldeck.core.registry import Registry
+    """The registry of the config: the ledger, or MLflow with the ledger on top ([mlflow])."""
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
-    reg = Registry(settings.registry, create=create, readonly=readonly)
+    reg = open_registry(settings, create=create, readonly=readonly)
     try:
         _reconcile_rollouts(reg, settings)
     except BaseException:
@@ -454,22 +550,24 @@ def _cmd_tui(args: argparse.Namespace) -> int:
             print(f"{PROG}: {one_line(line, 300)}", file=sys.stderr)
 
     if args.demo:
-        return run_app(None, demo=True, read_only=args.read_only, registry=args.registry, on_exit=left_running)
+        with _unguarded_streams():
+            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry, on_exit=left_running)
     settings = _settings(args, required=True)
     with contextlib.suppress(RegistryError), _registry(args):  # resume or mark unverified what nobody watches
         pass
-    return run_app(settings, demo=False, read_only=args.read_only or settings.read_only, on_exit=left_running)
+    with _unguarded_streams():
+        return run_app(settings, demo=False, read_only=args.read_only or settings.read_only, on_exit=left_running)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     return run_report(settings, fmt=args.format or "text", output=args.output,
-                      sample=args.sample, retrain_on_drift=args.retrain_on_drift)
+                      sample=args.sample, retrain_on_drift=args.retrain_on_drift, retrain_on=args.retrain_on)
 
 
 def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str | os.PathLike[str] | None = None,
-               sample: float | None = None, retrain_on_drift: bool = False, stdout: TextIO | None = None,
-               stderr: TextIO | None = None) -> int:
+               sample: float | None = None, retrain_on_drift: bool = False, retrain_on: str | None = None,
+               stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``modeldeck --report``: collect (``core.report``), render, write; returns the exit code
     (0 OK, 1 WARNING, 2 CRITICAL, 3 when the report could not run: the reason is one line on
     stderr). With ``output`` and the prometheus format, a run that cannot collect still
@@ -483,7 +581,8 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
         print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
         return report.EXIT_CODES[report.UNKNOWN]
     try:
-        result = report.collect(settings, sample=sample, retrain_on_drift=retrain_on_drift)
+        triggers = report.retrain_triggers(retrain_on, drift_flag=retrain_on_drift)
+        result = report.collect(settings, sample=sample, retrain_on=triggers)
     except (ModeldeckError, OSError) as e:
         _report_could_not_run(fmt, output, e, err)
         return report.EXIT_CODES[report.UNKNOWN]
@@ -494,7 +593,7 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     text = report.render(result, fmt, color=color)
     try:
         if output is None:
-            out.write(text)
+            (_unguarded(out) if color else out).write(text)  # colour codes are ours; the parts are one_line'd
             out.flush()
         else:
             report.write_atomic(output, text)
@@ -578,23 +677,78 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
     return run_drift(args.reference, args.current, args.format, cols(args.categorical), cols(args.columns),
-                     sys.stdout)
+                     sys.stdout, max_bytes=args.max_bytes)
 
 
 def run_drift(reference: str, current: str, fmt: str, categorical: list[str] | None, columns: list[str] | None,
-              out: TextIO) -> int:
+              out: TextIO, *, max_bytes: int | None = None) -> int:
     """``modeldeck drift REFERENCE CURRENT``: prints the table or the JSON; 0 without dataset
     drift, 1 with; ``InputError`` (exit 2) on bad input."""
     if fmt not in ("text", "json"):
         raise InputError(f"unknown --format {fmt!r} (text or json)")
     from modeldeck.core import drift
 
-    result = drift.compare_files(reference, current, categorical=categorical, columns=columns)
+    result = drift.compare_files(reference, current, categorical=categorical, columns=columns, max_bytes=max_bytes)
     if fmt == "json":
         out.write(json.dumps(drift.result_to_json(result), indent=2) + "\n")
     else:
         out.write(drift.render_text(result))
     return 1 if result.dataset_drift else 0
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    return run_quality(args, sys.stdout)
+
+
+def run_quality(args: argparse.Namespace, out: TextIO) -> int:
+    """``modeldeck quality CAPTURE LABELS``: the metrics of the joined rows; with ``--model``
+    judged against the served version's registered metrics (0 fine or not enough labels, 1
+    degraded; ``InputError`` exit 2)."""
+    from modeldeck.core import quality
+    from modeldeck.core.config import ModelConfig
+
+    mc = ModelConfig(name=args.model or "-")
+    registered = None
+    if args.model:
+        from modeldeck.core import policy
+        from modeldeck.core.registry import Registry
+
+        settings = _settings(args)
+        with Registry(settings.registry, create=False, readonly=True) as reg:
+            mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
+            version = args.version
+            if version is None:
+                version = reg.model(args.model).aliases.get(args.env)
+                if version is None:
+                    raise InputError(f"{one_line(args.model, 60)} has no {one_line(args.env, 40)} version: "
+                                     f"pass --version N")
+            registered = quality.registered(reg, args.model, version)
+    for flag, value in (("--window", args.window), ("--min-rows", args.min_rows)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, not {value}")
+    spec = quality.spec_for(mc, window=args.window, id_column=args.label_id_column)
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if args.problem_type:
+        changes["problem_type"] = args.problem_type
+    if args.prediction_column is not None:
+        changes["prediction_column"] = args.prediction_column
+    if args.probability_column is not None:
+        changes["probability_column"] = args.probability_column or None
+    if args.positive_label is not None:
+        changes["positive_label"] = args.positive_label
+    if args.min_rows is not None:
+        changes["min_rows"] = args.min_rows
+    spec = replace(spec, **changes)
+    result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
+                            label_column=args.label_column)
+    doc = quality.document(result, registered, mc.quality_drop)
+    if args.format == "json":
+        out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    else:
+        out.write(quality.render_text(result, registered, doc["verdicts"]))
+    return 1 if doc["verdicts"] else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,8 +778,21 @@ def _cmd_register(args: argparse.Namespace) -> int:
         job_id = int(os.environ["MODELDECK_JOB_ID"])
     metrics = _json_arg(args.metrics, "--metrics")
     params = _json_arg(args.params, "--params")
-    with _registry(args, create=True) as reg:
-        v = reg.register(args.model, args.artifact, dataset=args.dataset, reference=args.reference,
+    settings = _settings(args)
+    if args.run_id and settings.mlflow is None:
+        raise RegistryError("--run-id names an MLflow run: it needs [mlflow] in the config")
+    if not args.artifact and not args.run_id:
+        raise RegistryError("an artifact URI is required (--artifact URI" +
+                            (", or --run-id RUN)" if settings.mlflow is not None else ")"))
+    extra = {"run_id": args.run_id} if args.run_id else {}
+    if args.reference:  # read it now and refuse what drift would refuse, with drift's words
+        from modeldeck.core import drift
+
+        drift.load_profile(args.reference)
+    from modeldeck.core.registry import open_registry
+
+    with open_registry(settings, create=True) as reg:
+        v = reg.register(args.model, args.artifact, **extra, dataset=args.dataset, reference=args.reference,
                          code_version=args.code_version, params=params, metrics=metrics, tags=tags,
                          description=args.description, job_id=job_id, reason=args.reason,
                          eval_dataset=args.eval_dataset, eval_sha256=args.eval_sha256, eval_rows=args.eval_rows)
@@ -633,7 +800,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**v.as_dict(), "evaluations": [e.as_dict() for e in evals]})
     else:
-        _out(f"registered {v.model} version {v.version} (pending approval)")
+        where = f" in MLflow ({one_line(v.artifact, 120)})" if settings.mlflow is not None else ""
+        _out(f"registered {v.model} version {v.version}{where} (pending approval)")
     if metrics and not (args.eval_dataset or args.eval_sha256):
         print(f"{PROG}: note: metrics recorded without their evaluation data: metric gates compare them with no "
               f"other version's (--eval-dataset PATH, or modeldeck evaluate)", file=sys.stderr)
@@ -642,10 +810,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from modeldeck.core import datafiles, evaluation
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         v = reg.version(args.model, args.version)
         if settings.model(args.model).evaluate is None:
             raise evaluation.no_hook(args.model)
@@ -668,13 +836,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_policy(args: argparse.Namespace) -> int:
     from modeldeck.core import policy
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     settings = _settings(args)
     writes = bool(args.set_file or args.from_config)
     if writes and not (args.reason and args.reason.strip()):
         raise RegistryError("a reason is required to set a policy (--reason)")
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         reg.model(args.model)
         current = reg.policy(args.model)
         if args.history:
@@ -905,7 +1073,8 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         for k, v in pairs:
             reg.tag(args.model, args.version, k, v if v != "" else None, reason=args.reason)
-    _out(f"tagged {args.model} version {args.version}: " + ", ".join(f"{k}={v}" for k, v in pairs))
+    _out(f"tagged {one_line(args.model, 128)} version {args.version}: "
+         + ", ".join(f"{one_line(k, 128)}={one_line(v, 200)}" for k, v in pairs))
     return 0
 
 
@@ -968,7 +1137,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
     supervisor and says how to follow it. With ``as_json`` the progress goes to stderr and the
     rollout as JSON to stdout."""
     from modeldeck.core import releases, rollout
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.registry import open_registry
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -981,7 +1150,7 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
             return
         print(_step_line(ev.stage, ev.level, ev.message), file=progress, flush=True)
 
-    with Registry(settings.registry, create=False) as reg:
+    with open_registry(settings, create=False) as reg:
         _reconcile_rollouts(reg, settings)
         p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect,
                           create_env=create_env, on_event=show)

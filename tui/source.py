@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from modeldeck.core.config import Settings
+from modeldeck.core.config import EndpointConfig, Settings
 from modeldeck.core.snapshot import EndpointSnapshot
 
 if TYPE_CHECKING:  # the poller (httpx) loads only when a PollerSource starts
@@ -44,6 +44,12 @@ class SnapshotSource(Protocol):
         ...
 
     @property
+    def registry_error(self) -> str | None:
+        """One line when the registry's aliases cannot be read (MLflow down, refusing, slow),
+        else None; the last known aliases are kept meanwhile."""
+        ...
+
+    @property
     def generation(self) -> int:
         """Grows whenever new snapshots arrived."""
         ...
@@ -51,6 +57,11 @@ class SnapshotSource(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def endpoints(self) -> tuple[EndpointConfig, ...] | None:
+        """The endpoints watched now (the configured ones and those ``[[discover]]`` found), or
+        None when they are the settings' own."""
+        ...
 
     def latest(self) -> dict[str, EndpointSnapshot]:
         """The newest snapshot of every endpoint polled so far, by endpoint name (a copy)."""
@@ -79,6 +90,7 @@ class FixedSource:
         self.interval = interval
         self.paused = False
         self.error: str | None = None
+        self.registry_error: str | None = None
         self.generation = 1
 
     def start(self) -> None:
@@ -86,6 +98,9 @@ class FixedSource:
 
     def stop(self) -> None:
         pass
+
+    def endpoints(self) -> tuple[EndpointConfig, ...] | None:
+        return None
 
     def latest(self) -> dict[str, EndpointSnapshot]:
         return dict(self._latest)
@@ -186,11 +201,21 @@ class PollerSource:
         self.generation += 1
 
     # -- what the screens read ---------------------------------------------------------------
+    def endpoints(self) -> tuple[EndpointConfig, ...] | None:
+        poller = self._poller
+        if poller is None or not self.settings.discover:
+            return None
+        return poller.configs()
+
     def latest(self) -> dict[str, EndpointSnapshot]:
         return self._poller.latest() if self._poller is not None else {}
 
     def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
         return self._poller.history(name) if self._poller is not None else ()
+
+    @property
+    def registry_error(self) -> str | None:
+        return self._poller.registry_fault if self._poller is not None else None
 
     # -- controls ------------------------------------------------------------------------------
     @property

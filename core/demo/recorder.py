@@ -50,10 +50,11 @@ def capture_record(event_id: str, input_body: str, output_body: str, *, ts: floa
 
 def ground_truth_record(event_id: str, labels: list[Any], *, ts: float | None = None) -> dict[str, Any]:
     """One SageMaker Model Monitor ground-truth record: the labels of one captured request
-    (comma-separated, one per row), keyed by the capture's event id."""
+    (comma-separated, one per row), keyed by the capture's event id; ``labelTime`` (when the
+    label was known, UTC) is modeldeck's addition, for the label lag."""
     return {
         "groundTruthData": {"data": ",".join(str(v) for v in labels), "encoding": "CSV"},
-        "eventMetadata": {"eventId": event_id, "inferenceTime": inference_time(ts)},
+        "eventMetadata": {"eventId": event_id, "labelTime": inference_time(ts)},
         "eventVersion": "0",
     }
 

@@ -23,6 +23,11 @@ PAGE = 500
 
 class AuditScreen(DeckScreen):
     HELP_TITLE = "Audit log"
+    HELP_LEGEND = (
+        ("rollback", "rollbacks, rejections and forced releases are red", "bold red"),
+        ("/ filter", "model:NAME action:NAME actor:NAME, other words match anywhere", ""),
+        ("✔ chain intact", "every entry's hash links to the one before (v checks again)", "bold green"),
+    )
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc"),
         Binding("j", "cursor_down", "Move", key_display="j/k"),
@@ -212,6 +217,7 @@ def entry_text(e: AuditEntry) -> Text:
 
 
 class AuditEntryScreen(DeckModal):
+    CLOSE_ACTION = "close"
     BINDINGS = [Binding("escape,q,enter", "close", "Close", key_display="esc")]
 
     def __init__(self, entry: AuditEntry) -> None:
@@ -220,7 +226,7 @@ class AuditEntryScreen(DeckModal):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="audit-entry-box"):
-            yield Static(entry_text(self.entry), markup=False)
+            yield Static(entry_text(self.entry), markup=False, id="audit-entry-text")
 
     def action_close(self) -> None:
         self.dismiss(None)

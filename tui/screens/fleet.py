@@ -32,6 +32,19 @@ ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "ca
 
 
 class FleetScreen(DeckScreen):
+    HELP_TITLE = "Fleet"
+    HELP_LEGEND = (
+        ("UP", "ready and within its thresholds", cells.STATUS_STYLE["UP"]),
+        ("DEGRADED", "serving, but errors, latency, drift or readiness are off", cells.STATUS_STYLE["DEGRADED"]),
+        ("DOWN", "its health check fails or does not answer", cells.STATUS_STYLE["DOWN"]),
+        ("PENDING", "not polled yet", cells.STATUS_STYLE["PENDING"]),
+        ("SERVED/REG 2/3", "version served / version the registry holds for the environment; red: they differ", ""),
+        ("ERR %  P95 MS", "error share and 95th percentile latency: yellow warning, red critical", ""),
+        ("DRIFT 6/8 0.34", "6 of 8 judged columns drifted; worst PSI 0.34 (columns with 200+ rows)", ""),
+        ("DRIFT n=15", "rows in the live window, too few to judge a column yet", "dim"),
+        ("AGE", "since the last poll: yellow late, red stale", ""),
+        ("header", "counts by status, drifting endpoints, the poll interval, registry and config", ""),
+    )
     BINDINGS = [
         Binding("j", "cursor_down", "Move", key_display="j/k"),
         Binding("k", "cursor_up", "Up", show=False),
@@ -47,6 +60,7 @@ class FleetScreen(DeckScreen):
         self._layout: list[tuple[str, str, int]] = []
         self._rows: list[str] = []
         self._cells: dict[str, tuple[int, float | None, int, bool]] = {}  # per row: what its cells came from
+        self._names: tuple[str, ...] = ()  # every endpoint's name when the rows were built
 
     def compose(self) -> ComposeResult:
         yield Static("", id="fleet-header", markup=False)
@@ -69,6 +83,11 @@ class FleetScreen(DeckScreen):
     # -- data -------------------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[EndpointConfig]:
+        """The configured endpoints, and those ``[[discover]]`` found (they come and go)."""
+        source = self.app.source
+        found = source.endpoints() if source is not None and hasattr(source, "endpoints") else None
+        if found is not None:
+            return list(found)
         settings = self.app.settings
         return list(settings.endpoints) if settings is not None else []
 
@@ -100,6 +119,7 @@ class FleetScreen(DeckScreen):
             self._layout = layout
             self._cells.clear()
         self._rows = [ep.name for ep in self._visible()]
+        self._names = tuple(ep.name for ep in self.endpoints)
         table.set_rows(self._rows)
         self.refresh_snapshots(force=True)
 
@@ -117,9 +137,13 @@ class FleetScreen(DeckScreen):
         latest = source.latest() if source is not None else {}
         now = app.clock()
         interval = source.interval if source is not None else 2.0
+        endpoints = self.endpoints
+        if len(endpoints) != len(self._names) or any(a.name != b for a, b in zip(endpoints, self._names)):
+            self._build_table()  # discovery found endpoints, or some went
+            return
         self._update_header(latest, interval)
         table = self.query_one(LiveTable)
-        by_name = {ep.name: ep for ep in self.endpoints}
+        by_name = {ep.name: ep for ep in endpoints}
         for name in self._rows:
             ep = by_name.get(name)
             if ep is None:
@@ -185,11 +209,18 @@ class FleetScreen(DeckScreen):
                 t.append("  read-only", style="bold cyan")
             if app.demo:
                 t.append("  demo", style="bold magenta")
-            t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
+            if settings.mlflow is not None:
+                t.append(f"  MLflow {one_line(settings.mlflow.url, 60)}", style="dim")
+                t.append(f"  ledger {one_line(paths.display(settings.registry), 60)}", style="dim")
+            else:
+                t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
             t.append(f"  config {one_line(paths.display(settings.path), 60)}", style="dim")
             error = app.source.error if app.source is not None else None
             if error:
                 t.append("  " + one_line(error, 80), style="bold red")
+            registry_error = getattr(app.source, "registry_error", None) if app.source is not None else None
+            if registry_error:
+                t.append("  registry: " + one_line(registry_error, 120), style="bold yellow")
         if self.filter_text:
             t.append(f"  filter: {one_line(self.filter_text, 30)} ({len(self._rows)}/{len(self.endpoints)})",
                      style="bold cyan")

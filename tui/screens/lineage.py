@@ -68,6 +68,7 @@ def lineage_text(v: Version, aliases: dict[str, int], evaluations: Sequence[Eval
 
 
 class LineageScreen(DeckModal):
+    CLOSE_ACTION = "close"
     BINDINGS = [Binding("escape,q,l", "close", "Close", key_display="esc")]
 
     def __init__(self, version: Version, aliases: dict[str, int], evaluations: Sequence[Evaluation] = ()) -> None:

@@ -35,6 +35,19 @@ DRIFT_COLUMNS = [("column", "COLUMN", 14), ("method", "METHOD", 13), ("score", "
 
 class ModelScreen(DeckScreen):
     HELP_TITLE = "Model"
+    HELP_LEGEND = (
+        ("1 Versions", "newest first; HELD BY: environments holding it; METRICS: the gates' metrics first", ""),
+        ("approved", "may be promoted (production may ask for more approvals)", "green"),
+        ("pending", "not approved yet", "yellow"),
+        ("rejected", "never promoted", "red"),
+        ("2 Drift", "each column of the live window against the version's reference", ""),
+        ("SCORE THRESH", "the column's drift statistic and the threshold it is judged by", ""),
+        ("PSI", "population stability index: yellow at 0.1, red at 0.25 (200+ rows)", ""),
+        ("MISS R/C", "missing values in the reference / the current window, in %", ""),
+        ("low_sample", "fewer than 30 current values: not judged yet", "dim"),
+        ("drift", "the column drifted", "bold red"),
+        ("3 Live", "request rate, latency and errors over the kept history, from zero", ""),
+    )
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc"),
         Binding("j", "cursor_down", "Move", key_display="j/k"),
@@ -109,13 +122,13 @@ class ModelScreen(DeckScreen):
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
     def load_versions(self) -> None:
         from modeldeck.core.errors import NotFoundError
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
         from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
         try:
-            with Registry(settings.registry, create=False) as reg:
+            with open_registry(settings, create=False) as reg:
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
                 choices = environment_choices(settings, reg, self.model)

@@ -27,6 +27,7 @@ from modeldeck.tui.messages import (
     ReleaseFinished,
 )
 from modeldeck.tui.screens.base import DeckModal
+from modeldeck.tui.widgets.field import Field
 
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseOutcome, ReleasePlan
@@ -83,6 +84,7 @@ class ReleaseScreen(DeckModal):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", key_display="esc"),
         Binding("ctrl+s", "submit", "Release", key_display="^s"),
+        Binding("enter", "enter", "Next/release", show=False, priority=True),
         Binding("X", "abort", "Abort rollout", show=False),
     ]
 
@@ -106,8 +108,8 @@ class ReleaseScreen(DeckModal):
                               style="bold"), markup=False, id="release-title")
             yield Static(Text("reading the registry and the environment's endpoints…", style="dim"),
                          markup=False, id="release-plan")
-            yield Input(placeholder="reason (required; goes to the audit log)", id="release-reason")
-            yield Input(placeholder="", id="release-confirm")
+            yield Field(placeholder="reason (required; goes to the audit log)", id="release-reason")
+            yield Field(placeholder="", id="release-confirm")
             yield Checkbox("force past the failing metric/health gates (recorded as forced)", id="release-force")
             yield Static("", markup=False, id="release-hint")
             yield RichLog(id="release-log", wrap=True, markup=False, max_lines=500)
@@ -121,14 +123,14 @@ class ReleaseScreen(DeckModal):
     @work(thread=True, exit_on_error=False, name="release plan")
     def load_plan(self) -> None:
         from modeldeck.core import releases
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         app = self.app
         settings = app.settings
         assert settings is not None  # a release dialog opens from a model screen, after the config
         latest = app.source.latest() if app.source is not None else None
         try:
-            with Registry(settings.registry, create=False) as reg:
+            with open_registry(settings, create=False) as reg:
                 plan = releases.plan(settings, reg, self.model, self.version, self.environment,
                                      action=self.action, to=self.to, snapshots=latest,
                                      on_event=lambda ev: self.post_message(PlanProgress(ev)))
@@ -145,8 +147,9 @@ class ReleaseScreen(DeckModal):
 
     def on_plan_failed(self, message: PlanFailed) -> None:
         self.state = "failed"
+        self.set_focus(None)
         self.query_one("#release-plan", Static).update(Text(one_line(str(message.error), 300), style="bold red"))
-        self.query_one("#release-hint", Static).update(Text("nothing was written; esc closes", style="dim"))
+        self.query_one("#release-hint", Static).update(Text("nothing was written; esc or q closes", style="dim"))
 
     def on_plan_ready(self, message: PlanReady) -> None:
         plan = self.plan = message.plan
@@ -162,25 +165,32 @@ class ReleaseScreen(DeckModal):
         self.query_one("#release-force", Checkbox).display = plan.forceable
         if plan.unforceable_failures:
             reason.display = confirm.display = False
+            self.set_focus(None)  # nothing to type: q closes
             self._hint(UNFORCEABLE, closing=True)
             return
         self._hint()
-        reason.focus()
+        self.set_focus(reason)
 
     def _hint(self, problem: str = "", closing: bool = False) -> None:
         t = Text()
         if problem:
             t.append(problem + "  ", style="bold red")
-        t.append("esc closes with nothing written" if closing else
+        t.append("esc or q closes with nothing written" if closing else
                  "enter or ctrl+s releases, esc cancels with nothing written", style="dim")
         self.query_one("#release-hint", Static).update(t)
 
     # -- submitting -----------------------------------------------------------------------------
-    @on(Input.Submitted)
-    def submitted(self, event: Input.Submitted) -> None:
+    def action_enter(self) -> None:
+        """enter in the reason field moves on to the confirmation field (until it is filled),
+        else releases. A priority binding, so focus has moved before the next key is handled
+        (an Input.Submitted handler runs after keys typed right behind enter were delivered)."""
         confirm = self.query_one("#release-confirm", Input)
-        if event.input.id == "release-reason" and confirm.display and not confirm.value:
-            confirm.focus()
+        focused = self.focused
+        if isinstance(focused, Checkbox):
+            focused.toggle()
+            return
+        if focused is not None and focused.id == "release-reason" and confirm.display and not confirm.value:
+            self.set_focus(confirm)
             return
         self.action_submit()
 
@@ -191,11 +201,11 @@ class ReleaseScreen(DeckModal):
         reason = self.query_one("#release-reason", Input).value.strip()
         if not reason:
             self._hint("a reason is required")
-            self.query_one("#release-reason", Input).focus()
+            self.set_focus(self.query_one("#release-reason", Input))
             return
         if plan.confirm and self.query_one("#release-confirm", Input).value.strip() != plan.confirm:
             self._hint(f"type the model name {plan.confirm!r} to confirm")
-            self.query_one("#release-confirm", Input).focus()
+            self.set_focus(self.query_one("#release-confirm", Input))
             return
         if plan.unforceable_failures:  # whatever the force box says
             self._hint(UNFORCEABLE, closing=True)
@@ -210,6 +220,7 @@ class ReleaseScreen(DeckModal):
             self.query_one(wid).display = False
         log = self.query_one("#release-log", RichLog)
         log.display = True
+        self.set_focus(log)
         self.query_one("#release-hint", Static).update(
             Text("rolling out… esc hides this (the rollout goes on), X aborts and rolls back", style="dim"))
         self.app.start_release(plan, reason=reason, force=force, stop_event=self.stop_event, dialog=self)
@@ -233,13 +244,13 @@ class ReleaseScreen(DeckModal):
             return
         style = "bold green" if outcome.ok else "bold red"
         self.query_one("#release-hint", Static).update(
-            Text.assemble((one_line(outcome.message, 300), style), ("   esc closes", "dim")))
+            Text.assemble((one_line(outcome.message, 300), style), ("   esc or q closes", "dim")))
 
     def on_release_failed(self, message: ReleaseFailed) -> None:
         self.state = "done"
         if self.is_mounted:
             self.query_one("#release-hint", Static).update(
-                Text.assemble((one_line(str(message.error), 300), "bold red"), ("   esc closes", "dim")))
+                Text.assemble((one_line(str(message.error), 300), "bold red"), ("   esc or q closes", "dim")))
 
     # -- leaving ---------------------------------------------------------------------------------
     def action_cancel(self) -> None:
@@ -256,7 +267,7 @@ class ReleaseScreen(DeckModal):
         if action == "abort":
             return self.state == "running"
         if action == "submit":
-            return self.state == "ready"
+            return self.state == "ready" and not (self.plan is not None and self.plan.unforceable_failures)
         return True
 
 
@@ -320,7 +331,7 @@ class ApprovalScreen(DeckModal):
         with Vertical(classes="dialog", id="approval-box"):
             yield Static(Text(f"{verb} {one_line(self.model, 40)} version {self.version}", style="bold"),
                          markup=False)
-            yield Input(placeholder="reason (required; goes to the audit log)", id="approval-reason")
+            yield Field(placeholder="reason (required; goes to the audit log)", id="approval-reason")
             yield Static(Text("enter confirms, esc cancels with nothing written", style="dim"), markup=False,
                          id="approval-hint")
 
@@ -337,12 +348,12 @@ class ApprovalScreen(DeckModal):
 
     @work(thread=True, exit_on_error=False, name="approval")
     def write(self, reason: str) -> None:
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         settings = self.app.settings
         assert settings is not None
         try:
-            with Registry(settings.registry, create=False) as reg:
+            with open_registry(settings, create=False) as reg:
                 v = (reg.approve if self.approve else reg.reject)(self.model, self.version, reason)
         except Exception as e:
             self.post_message(ApprovalFailed(e))

@@ -25,6 +25,7 @@ from modeldeck.tui.messages import (
     RetrainStarted,
 )
 from modeldeck.tui.screens.base import DeckModal, DeckScreen
+from modeldeck.tui.widgets.field import Field
 from modeldeck.tui.widgets.keybar import KeyBar
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class RetrainScreen(DeckModal):
     (JobOutput and JobStatus messages from the job's follower thread). Its end is a notice
     also when this dialog was closed."""
 
+    CLOSE_ACTION = "close"
     BINDINGS = [
         Binding("escape", "close", "Close", key_display="esc"),
         Binding("c", "cancel_job", "Cancel job", show=False),
@@ -79,7 +81,7 @@ class RetrainScreen(DeckModal):
             yield Static(Text(f"Retrain {one_line(self.model, 40)}", style="bold"), markup=False)
             yield Static(Text(describe_pipeline(hook) or "no retraining pipeline is configured for this model",
                               style="" if hook else "bold red"), markup=False, id="retrain-pipeline")
-            yield Input(placeholder="reason (optional; goes to the job and the audit log)", id="retrain-reason")
+            yield Field(placeholder="reason (optional; goes to the job and the audit log)", id="retrain-reason")
             yield Static(Text("enter starts, esc cancels", style="dim"), markup=False, id="retrain-hint")
             yield RichLog(id="retrain-log", wrap=True, markup=False, max_lines=2000)
 
@@ -89,7 +91,7 @@ class RetrainScreen(DeckModal):
         if settings is None or settings.model(self.model).retrain is None:
             self.query_one("#retrain-reason").display = False
             self.query_one("#retrain-hint", Static).update(Text("add [models.NAME] retrain = {...} to the "
-                                                                "config; esc closes", style="dim"))
+                                                                "config; esc or q closes", style="dim"))
         else:
             self.query_one("#retrain-reason", Input).focus()
 
@@ -97,6 +99,7 @@ class RetrainScreen(DeckModal):
     def submitted(self, event: Input.Submitted) -> None:
         if self.run is None:
             event.input.display = False
+            self.set_focus(None)  # q closes from now on
             self.start(event.value.strip())
 
     @work(thread=True, exit_on_error=False, name="retrain")
@@ -146,7 +149,7 @@ class RetrainScreen(DeckModal):
             self.finished = True
             self.produced = job.produced_version
             if self.is_mounted:
-                self._hint(job_end_text(job) + "   esc closes", STATUS_STYLE.get(job.status, ""))
+                self._hint(job_end_text(job) + "   esc or q closes", STATUS_STYLE.get(job.status, ""))
 
     def _hint(self, text: str, style: str) -> None:
         if self.is_mounted:
@@ -173,6 +176,10 @@ class RetrainScreen(DeckModal):
 
 class JobsScreen(DeckScreen):
     HELP_TITLE = "Retraining jobs"
+    HELP_LEGEND = tuple((status, meaning, STATUS_STYLE[status]) for status, meaning in (
+        ("queued", "waiting to start"), ("running", "its pipeline runs (detached: it outlives the console)"),
+        ("succeeded", "ended well; VER is the version it registered"), ("failed", "ended with an error, see EXIT"),
+        ("cancelled", "stopped by c or abort")))
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc"),
         Binding("j", "cursor_down", "Move", key_display="j/k"),

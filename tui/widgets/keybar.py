@@ -54,6 +54,9 @@ class KeyBar(Static):
             if display not in keys:
                 keys.append(display)
             seen[b.action] = (keys, desc, enabled)
+        help_item = seen.pop("app.help", None)  # a dialog's own ?: shown last, as on the screens
+        if help_item is not None:
+            seen["app.help"] = help_item
         items = [("/".join(k), d, e) for k, d, e in seen.values()]
         if palette is not None:
             items.append(palette)

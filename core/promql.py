@@ -1,0 +1,756 @@
+"""Prometheus as the metrics source: the HTTP API client, per-profile PromQL, fleet discovery.
+
+Endpoints with ``metrics = "prometheus"`` get their request rate, error ratio, p50/p95/p99,
+mean latency, ``up``, scrape age and served version(s) from the ``[prometheus]`` server (or
+Thanos, Mimir, VictoriaMetrics: the same ``/api/v1/query``). :class:`PromFleet` asks **one
+query per quantity for all endpoints of a profile together** (``sum by (labels) (...)``, the
+labels being those the endpoints' selectors name plus the profile's model label), then hands
+each endpoint the series its selector matches (an index on the equality matchers, so 5,000
+endpoints cost one pass over the answer, not 5,000). What it makes of them is a
+:class:`PromReading` per endpoint; ``core.poller`` turns readings into the same
+:class:`~modeldeck.core.snapshot.EndpointSnapshot` values direct scraping makes.
+
+Rules worth knowing:
+
+- rates are Prometheus' ``rate()`` over ``[prometheus] window``; the error ratio is errors /
+  requests of the same window; a quantile of an endpoint whose selector spans several label
+  groups is the highest group's (quantiles do not add up); mean latency is Σsum / Σcount;
+- served versions are the ``version`` (or ``model_version``) label values with requests in the
+  window (idle, with exactly one version series: that one; else unknown);
+- ``up`` is the worst of the endpoint's scrape targets when its selector matches any; the scrape
+  age is the newest sample's;
+- a query that fails (unreachable, slow, 4xx/5xx, an error JSON, too large) becomes the reason of
+  every endpoint it concerns (``prometheus: query timed out after 2.0 s``); warnings in an
+  answer (a partial result) are noted on the endpoints of that profile.
+
+Discovery (``[[discover]]``): one ``group by (...)`` query per block over the profile's request
+families turns label sets into endpoints (:func:`discovered_endpoints`).
+
+Header values (``${VAR}`` expanded) go only into requests: never into messages or logs. Every
+answer has a time bound (``timeout``, also passed to Prometheus) and a size bound
+(``max_bytes``, enforced while streaming).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from modeldeck.core.errors import ModeldeckError
+from modeldeck.core.metrics import ERRORS_UNREPORTED
+from modeldeck.core.textfmt import duration, one_line
+
+if TYPE_CHECKING:  # httpx loads only when a client is made (config parsing imports this module)
+    import httpx
+
+    from modeldeck.core.config import DiscoverConfig, EndpointConfig, PrometheusConfig
+
+log = logging.getLogger("modeldeck.promql")
+
+MESSAGE_LIMIT = 140
+SOURCE_LABEL = "modeldeck_source"  # set by label_replace where a profile reads two kinds of series
+MODEL_LABELS = {"mlserver": "model", "demo": "model", "triton": "model", "torchserve": "model_name",
+                "bentoml": None, "kserve": "model_name"}
+VERSION_LABELS = ("version", "model_version")
+NO_VERSION = ("", "None", "none", "null")
+QUANTITIES = ("requests", "errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up", "age")
+
+
+# ---------------------------------------------------------------------------------------------
+# selectors
+
+
+class SelectorError(ValueError):
+    """A selector that is not a list of PromQL label matchers."""
+
+
+_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.S)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    name: str
+    op: str  # =, !=, =~, !~
+    value: str
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        v = labels.get(self.name, "")
+        if self.op == "=":
+            return v == self.value
+        if self.op == "!=":
+            return v != self.value
+        hit = _regex(self.value).fullmatch(v) is not None
+        return hit if self.op == "=~" else not hit
+
+    def text(self) -> str:
+        return f"{self.name}{self.op}{quote(self.value)}"
+
+
+_REGEXES: dict[str, re.Pattern[str]] = {}
+
+
+def _regex(value: str) -> re.Pattern[str]:
+    r = _REGEXES.get(value)
+    if r is None:
+        if len(_REGEXES) > 4096:
+            _REGEXES.clear()
+        r = _REGEXES[value] = re.compile(value, re.S)
+    return r
+
+
+def quote(value: str) -> str:
+    """A PromQL string literal."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def parse_selector(text: str) -> tuple[Matcher, ...]:
+    """``'{namespace="prod", service=~"churn|fraud"}'`` (braces optional) -> matchers."""
+    s = text.strip()
+    if s.startswith("{"):
+        if not s.endswith("}"):
+            raise SelectorError("a selector that opens with '{' must close with '}'")
+        s = s[1:-1].strip()
+    out: list[Matcher] = []
+    pos = 0
+    while pos < len(s):
+        m = _MATCHER.match(s, pos)
+        if m is None:
+            raise SelectorError(f"not a label matcher at {one_line(s[pos:pos + 30], 40)!r} "
+                                '(want name="value", name!="value", name=~"regex" or name!~"regex")')
+        name, op, raw = m.group(1), m.group(2), m.group(3)
+        if name == "__name__":
+            raise SelectorError("a selector picks series by labels; the metric names come from the profile")
+        try:
+            value = json.loads(f'"{raw}"')
+        except ValueError:
+            raise SelectorError(f"bad escape in the value of {name}") from None
+        if op in ("=~", "!~"):
+            try:
+                _regex(value)
+            except re.error as e:
+                raise SelectorError(f"the regex of {name} is invalid: {e}") from None
+        out.append(Matcher(name, op, value))
+        pos = m.end()
+    return tuple(out)
+
+
+def selector_text(matchers: Sequence[Matcher]) -> str:
+    return "{" + ", ".join(m.text() for m in matchers) + "}" if matchers else ""
+
+
+def _regex_escape(value: str) -> str:
+    return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-profile PromQL
+
+
+class _Q:
+    """Builds one profile's queries for a set of endpoints: ``sel(names, *extra)`` is a vector
+    selector with the endpoints' common matchers, ``by`` their grouping labels."""
+
+    def __init__(self, window: str, common: Sequence[str], model_common: Sequence[str], by: Sequence[str]) -> None:
+        self.w = window
+        self.common = list(common)
+        self.model_common = list(model_common)
+        self.by_list = list(by)
+        self.by = f"by ({', '.join(by)})"
+
+    def sel(self, names: str, *extra: str, model: bool = True) -> str:
+        ms = [f"__name__=~{quote(names)}", *self.common, *(self.model_common if model else ()), *extra]
+        return "{" + ", ".join(ms) + "}"
+
+    def by_plus(self, *more: str) -> str:
+        return f"by ({', '.join([*self.by_list, *more])})"
+
+    def rate(self, sel: str) -> str:
+        return f"sum {self.by} (rate({sel}[{self.w}]))"
+
+    def guarded(self, bad: str, ok: str) -> str:
+        """Failures, or 0 where the failure series does not exist yet (MLServer creates it at
+        the first failure)."""
+        return f"({self.rate(bad)} or {self.rate(ok)} * 0)"
+
+    def hq(self, q: float, bucket_sel: str, scale: str = "") -> str:
+        return f"histogram_quantile({q}, sum {self.by_plus('le')} (rate({bucket_sel}[{self.w}]))){scale}"
+
+    def versions(self, ok: str) -> str:
+        return f"sum {self.by_plus(*VERSION_LABELS)} (increase({ok}[{self.w}]))"
+
+    def age(self, ok: str) -> str:
+        up = "{" + ", ".join(["__name__=\"up\"", *self.common]) + "}"
+        return (f"(time() - max {self.by} (timestamp({ok}))) or "
+                f"(time() - max {self.by} (timestamp({up})))")
+
+    def up(self) -> str:
+        return "min " + self.by + " ({" + ", ".join(["__name__=\"up\"", *self.common]) + "})"
+
+
+def _tag(expr: str, source: str) -> str:
+    return f'label_replace({expr}, "{SOURCE_LABEL}", "{source}", "", "")'
+
+
+QS = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+_INFER_ROUTE = 'path=~"/v2/models/[^/]+(/versions/[^/]+)?/infer/?"'
+_BENTO_NOT_HEALTH = 'endpoint!~"/(healthz|livez|readyz|metrics|docs|docs.json|ping|v2/health/.*)"'
+
+
+def _mlserver(q: _Q) -> dict[str, str]:
+    ok = q.sel("model_infer_request_success(_total)?")
+    bad = q.sel("model_infer_request_failure(_total)?")
+    route = q.sel("rest_server_request_duration_seconds_bucket", _INFER_ROUTE, model=False)
+    out = {"requests": f"{q.rate(ok)} + {q.guarded(bad, ok)}", "errors": q.guarded(bad, ok),
+           "lat_sum": q.rate(q.sel("model_infer_request_duration_sum")),
+           "lat_count": q.rate(q.sel("model_infer_request_duration_count")),
+           "versions": q.versions(ok), "up": q.up(), "age": q.age(ok)}
+    out.update({k: q.hq(v, route) for k, v in QS})
+    return out
+
+
+def _triton(q: _Q) -> dict[str, str]:
+    ok = q.sel("nv_inference_request_success")
+    bad = q.sel("nv_inference_request_failure")
+    out = {"requests": f"{q.rate(ok)} + {q.guarded(bad, ok)}", "errors": q.guarded(bad, ok),
+           "lat_sum": f"{q.rate(q.sel('nv_inference_request_duration_us'))} / 1e6", "lat_count": q.rate(ok),
+           "versions": q.versions(ok), "up": q.up(), "age": q.age(ok)}
+    # Triton's counters have no _total; its quantiles exist only with --metrics-config
+    # summary_latencies=true, as the nv_inference_request_summary_us summary (microseconds).
+    for k, v in QS:
+        out[k] = f"max {q.by} ({q.sel('nv_inference_request_summary_us', f'quantile={quote(str(v))}')}) / 1e6"
+    return out
+
+
+def _torchserve(q: _Q) -> dict[str, str]:
+    req = q.sel("ts_inference_requests(_total)?")
+    e5 = q.sel("Requests5XX(_total)?", model=False)
+    ok2 = q.sel("Requests2XX(_total)?", model=False)
+    return {"requests": q.rate(req), "errors": q.guarded(e5, ok2),
+            "lat_sum": f"{q.rate(q.sel('ts_inference_latency_microseconds(_total)?'))} / 1e6",
+            "lat_count": q.rate(req), "versions": q.versions(req), "up": q.up(), "age": q.age(req)}
+
+
+def _bentoml(q: _Q) -> dict[str, str]:
+    req = q.sel("bentoml_service_request(_total)?", _BENTO_NOT_HEALTH, model=False)
+    bad = q.sel("bentoml_service_request(_total)?", _BENTO_NOT_HEALTH, 'http_response_code=~"5.."', model=False)
+    bucket = q.sel("bentoml_service_request_duration_seconds_bucket", _BENTO_NOT_HEALTH, model=False)
+    out = {"requests": q.rate(req), "errors": q.guarded(bad, req),
+           "lat_sum": q.rate(q.sel("bentoml_service_request_duration_seconds_sum", _BENTO_NOT_HEALTH, model=False)),
+           "lat_count": q.rate(q.sel("bentoml_service_request_duration_seconds_count", _BENTO_NOT_HEALTH,
+                                     model=False)),
+           "up": q.up(), "age": q.age(req)}
+    out.update({k: q.hq(v, bucket) for k, v in QS})
+    return out
+
+
+def _kserve(q: _Q) -> dict[str, str]:
+    # Knative's queue-proxy (milliseconds, response_code_class) where it runs; else KServe's own
+    # request_predict_seconds histogram (model_name; no failure counter: errors not reported).
+    qp = q.sel("revision_app_request_count(_total)?", model=False)
+    qp5 = q.sel("revision_app_request_count(_total)?", 'response_code_class="5xx"', model=False)
+    ks = q.sel("request_predict_seconds_count")
+    qpb = q.sel("revision_app_request_latencies_bucket", model=False)
+    ksb = q.sel("request_predict_seconds_bucket")
+    qp_, ks_ = "queue-proxy", "kserve"
+    out = {"requests": f"{_tag(q.rate(qp), qp_)} or {_tag(q.rate(ks), ks_)}",
+           "errors": _tag(q.guarded(qp5, qp), qp_),
+           "lat_sum": f"{_tag(q.rate(q.sel('revision_app_request_latencies_sum', model=False)) + ' / 1000', qp_)} or "
+                      f"{_tag(q.rate(q.sel('request_predict_seconds_sum')), ks_)}",
+           "lat_count": f"{_tag(q.rate(q.sel('revision_app_request_latencies_count', model=False)), qp_)} or "
+                        f"{_tag(q.rate(ks), ks_)}",
+           "up": q.up(), "age": f"{q.age(qp)} or {q.age(ks)}"}
+    for k, v in QS:
+        out[k] = f"{_tag(q.hq(v, qpb, ' / 1000'), qp_)} or {_tag(q.hq(v, ksb), ks_)}"
+    return out
+
+
+PROMQL: dict[str, Callable[[_Q], dict[str, str]]] = {
+    "mlserver": _mlserver, "demo": _mlserver, "triton": _triton, "torchserve": _torchserve,
+    "bentoml": _bentoml, "kserve": _kserve}
+
+# The families whose series make an endpoint for [[discover]] (an endpoint exists once it is scraped).
+DISCOVER_NAMES = {
+    "mlserver": "model_infer_request_(success|failure)(_total)?|model_infer_request_duration_count",
+    "triton": "nv_inference_request_success|nv_inference_count",
+    "torchserve": "ts_inference_requests(_total)?",
+    "bentoml": "bentoml_service_request(_total)?",
+    "kserve": "request_predict_seconds_count|revision_app_request_count(_total)?",
+}
+DISCOVER_NAMES["demo"] = DISCOVER_NAMES["mlserver"]
+
+
+def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matcher]],
+                    served_models: Sequence[str] = ()) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The queries of ``profile`` for endpoints with these selectors, and the labels they group by.
+    Matchers every selector shares go into the queries as they are; equality matchers on a label
+    every selector names become one ``=~"a|b"`` (up to 200 values); the rest is matched here."""
+    model_label = MODEL_LABELS.get(profile)
+    common, by = common_matchers(selectors)
+    model_common: list[str] = []
+    if model_label and model_label not in by:
+        by.append(model_label)
+    if model_label and served_models and 0 < len(set(served_models)) <= 200:
+        values = sorted(set(served_models))
+        model_common.append(f"{model_label}={quote(values[0])}" if len(values) == 1 else
+                            f"{model_label}=~{quote('|'.join(_regex_escape(v) for v in values))}")
+    q = _Q(window, common, model_common, by)
+    return PROMQL[profile](q), tuple(by)
+
+
+def common_matchers(selectors: Sequence[Sequence[Matcher]]) -> tuple[list[str], list[str]]:
+    names: list[str] = []
+    for sel in selectors:
+        for m in sel:
+            if m.name not in names:
+                names.append(m.name)
+    common: list[str] = []
+    if selectors:
+        shared = set(selectors[0])
+        for sel in selectors[1:]:
+            shared &= set(sel)
+        common = [m.text() for m in selectors[0] if m in shared]
+        for name in names:
+            if any(m.name == name and m in shared for m in selectors[0]):
+                continue
+            values = set()
+            for sel in selectors:
+                eq = [m.value for m in sel if m.name == name and m.op == "="]
+                if not eq:
+                    values = set()
+                    break
+                values.add(eq[0])
+            if 1 < len(values) <= 200:
+                common.append(f"{name}=~{quote('|'.join(_regex_escape(v) for v in sorted(values)))}")
+    return common, names
+
+
+# ---------------------------------------------------------------------------------------------
+# the HTTP API client
+
+
+class PromError(ModeldeckError):
+    """A query that failed; the message is one line starting with ``prometheus:``."""
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    series: list[Series]
+    warnings: tuple[str, ...] = ()
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.1f} s" if t < 10 else duration(t)
+
+
+class PromClient:
+    """The Prometheus HTTP API (``POST {url}/api/v1/query``) over one ``httpx.AsyncClient``.
+    Belongs to the event loop that first uses it."""
+
+    def __init__(self, cfg: PrometheusConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.cfg = cfg
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._header_error: str | None = None
+        self.queries = 0  # queries sent (benchmarks, tests)
+
+    def _ensure(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            try:
+                headers = self.cfg.resolved_headers()  # names a missing variable, never a value
+                self._header_error = None
+            except ModeldeckError as e:
+                self._header_error = one_line(f"prometheus: {e}", MESSAGE_LIMIT)
+                headers = {}
+            limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+            self._client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits,
+                                             transport=self._transport, follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def query(self, expr: str, *, at: float | None = None) -> QueryResult:
+        """An instant query; raises :class:`PromError` (one line) on any failure."""
+        timeout = self.cfg.timeout
+        try:
+            return await asyncio.wait_for(self._query(expr, at), timeout)
+        except asyncio.TimeoutError:
+            raise PromError(f"prometheus: query timed out after {_seconds(timeout)}") from None
+
+    async def _query(self, expr: str, at: float | None) -> QueryResult:
+        import httpx
+
+        from modeldeck.core.http11 import describe_error
+
+        client = self._ensure()
+        if self._header_error is not None:
+            self._client = None  # the variable may be set by the next try
+            await client.aclose()
+            raise PromError(self._header_error)
+        form = {"query": expr, "timeout": f"{self.cfg.timeout:g}s"}
+        if at is not None:
+            form["time"] = f"{at:.3f}"
+        self.queries += 1
+        limit = self.cfg.max_bytes
+        try:
+            async with client.stream("POST", self.cfg.url + "/api/v1/query", data=form) as r:
+                chunks: list[bytes] = []
+                n = 0
+                async for chunk in r.aiter_bytes():
+                    n += len(chunk)
+                    if n > limit:
+                        raise PromError(f"prometheus: answer larger than {_size(limit)}")
+                    chunks.append(chunk)
+                status, ctype = r.status_code, r.headers.get("content-type", "")
+        except PromError:
+            raise
+        except httpx.HTTPError as e:
+            where = one_line(httpx.URL(self.cfg.url).netloc.decode("ascii", "replace"), 60)
+            raise PromError(f"prometheus: {where}: {describe_error(e)}") from None
+        return _decode(b"".join(chunks), status, ctype)
+
+
+def _size(n: int) -> str:
+    from modeldeck.core.textfmt import size
+
+    return size(n)
+
+
+def _decode(body: bytes, status: int, ctype: str) -> QueryResult:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        what = f"HTTP {status}" + (f", {one_line(ctype.split(';')[0], 40)}" if ctype else "")
+        raise PromError(f"prometheus: the answer is not JSON ({what})") from None
+    if not isinstance(data, dict):
+        raise PromError(f"prometheus: the answer is not a JSON object (HTTP {status})")
+    if data.get("status") != "success":
+        kind = one_line(data.get("errorType") or "", 30)
+        err = one_line(data.get("error") or "no error message", 90)
+        raise PromError(one_line(f"prometheus: HTTP {status}: {kind + ': ' if kind else ''}{err}", MESSAGE_LIMIT))
+    if status != 200:
+        raise PromError(f"prometheus: HTTP {status}")
+    d = data.get("data")
+    if not isinstance(d, dict) or d.get("resultType") not in ("vector", "scalar"):
+        raise PromError("prometheus: the answer is not an instant vector")
+    warnings = tuple(one_line(w, 100) for w in (data.get("warnings") or []) if isinstance(w, str))[:5]
+    if d.get("resultType") == "scalar":
+        return QueryResult([], warnings)
+    out: list[Series] = []
+    for item in d.get("result") or []:
+        try:
+            labels = item["metric"]
+            value = float(item["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise PromError("prometheus: a series in the answer is malformed") from None
+        if not isinstance(labels, dict):
+            raise PromError("prometheus: a series in the answer is malformed")
+        out.append(Series({str(k): str(v) for k, v in labels.items()}, value))
+    return QueryResult(out, warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# readings
+
+
+@dataclass(frozen=True)
+class PromReading:
+    """What Prometheus said about one endpoint at one refresh. ``None``: not known."""
+
+    taken_at: float  # epoch seconds
+    window: float  # seconds the rates cover
+    error: str | None = None  # the refresh failed for this endpoint (a whole-query failure)
+    problem: str | None = None  # some of its queries failed (values from the others stand)
+    notes: tuple[str, ...] = ()  # warnings of a partial answer, errors not reported
+    found: bool = False  # any series of the endpoint's profile matched
+    up: bool | None = None  # every matched scrape target up (None: no up series matched)
+    targets: int = 0  # scrape targets matched
+    age: float | None = None  # seconds since the newest sample
+    request_rate: float | None = None
+    error_ratio: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    versions: tuple[str, ...] = ()
+
+
+class _Index:
+    """The series of one answer, indexed by the values of the labels endpoints select with
+    equality matchers."""
+
+    def __init__(self, series: Sequence[Series]) -> None:
+        self.series = series
+        self._by_shape: dict[tuple[str, ...], dict[tuple[str, ...], list[Series]]] = {}
+
+    def candidates(self, shape: tuple[str, ...], values: tuple[str, ...]) -> list[Series]:
+        if not shape:
+            return list(self.series)
+        idx = self._by_shape.get(shape)
+        if idx is None:
+            idx = {}
+            for s in self.series:
+                key = tuple(s.labels.get(n, "") for n in shape)
+                idx.setdefault(key, []).append(s)
+            self._by_shape[shape] = idx
+        return idx.get(values, [])
+
+
+@dataclass
+class _Plan:
+    cfg: EndpointConfig
+    shape: tuple[str, ...]
+    values: tuple[str, ...]
+    rest: tuple[Matcher, ...]
+    model_label: str | None
+    served: str
+
+    def match(self, index: _Index) -> list[Series]:
+        out = []
+        for s in index.candidates(self.shape, self.values):
+            labels = s.labels
+            if self.model_label is not None:
+                m = labels.get(self.model_label)
+                if m and m != self.served:
+                    continue
+            if all(x.matches(labels) for x in self.rest):
+                out.append(s)
+        return out
+
+
+def _plan(cfg: EndpointConfig, profile: str) -> _Plan:
+    matchers = parse_selector(cfg.selector) if cfg.selector else ()
+    eq = sorted((m.name, m.value) for m in matchers if m.op == "=")
+    names = tuple(n for n, _ in eq)
+    if len(set(names)) != len(names):  # the same label twice with "=": keep the rest generic
+        eq, names = [], ()
+    rest = tuple(m for m in matchers if not (m.op == "=" and m.name in names))
+    return _Plan(cfg, names, tuple(v for _, v in eq), rest, MODEL_LABELS.get(profile),
+                 cfg.served_model or cfg.model)
+
+
+def _preferred(series: list[Series]) -> list[Series]:
+    """Where a profile reads two kinds of series (kserve: queue-proxy, else the model server),
+    only the first kind present."""
+    if len(series) < 2 or SOURCE_LABEL not in series[0].labels:
+        return series
+    first = series[0].labels.get(SOURCE_LABEL)
+    if all(s.labels.get(SOURCE_LABEL) == first for s in series):
+        return series
+    best = "queue-proxy" if any(s.labels.get(SOURCE_LABEL) == "queue-proxy" for s in series) else first
+    return [s for s in series if s.labels.get(SOURCE_LABEL) == best]
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _sum(series: list[Series]) -> float | None:
+    vals = [v for s in _preferred(series) if (v := _finite(s.value)) is not None]
+    return sum(vals) if vals else None
+
+
+def _max(series: list[Series]) -> float | None:
+    vals = [v for s in _preferred(series) if (v := _finite(s.value)) is not None]
+    return max(vals) if vals else None
+
+
+def _versions(series: list[Series]) -> tuple[str, ...]:
+    active: set[str] = set()
+    every: set[str] = set()
+    for s in series:
+        v = next((s.labels[k] for k in VERSION_LABELS if s.labels.get(k) not in (None, *NO_VERSION)), None)
+        if v is None:
+            continue
+        every.add(v)
+        if s.value > 0 and not math.isnan(s.value):
+            active.add(v)
+    if active:
+        return tuple(sorted(one_line(v, 40) for v in active))
+    return (one_line(next(iter(every)), 40),) if len(every) == 1 else ()
+
+
+class PromFleet:
+    """Reads every Prometheus-backed endpoint with one query per quantity per profile.
+    Belongs to one event loop (its client's)."""
+
+    def __init__(self, cfg: PrometheusConfig, *, client: PromClient | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.client = client or PromClient(cfg)
+        self.clock = clock
+        self.last_refresh_ms: float | None = None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def refresh(self, endpoints: Iterable[EndpointConfig]) -> dict[str, PromReading]:
+        """A reading per endpoint name (every endpoint given gets one, failures included)."""
+        t0 = time.perf_counter()
+        groups: dict[str, list[EndpointConfig]] = {}
+        for cfg in endpoints:
+            groups.setdefault((cfg.metrics_profile or "mlserver").lower(), []).append(cfg)
+        results = await asyncio.gather(*(self._refresh_profile(p, cfgs) for p, cfgs in groups.items()))
+        out: dict[str, PromReading] = {}
+        for r in results:
+            out.update(r)
+        self.last_refresh_ms = (time.perf_counter() - t0) * 1000.0
+        return out
+
+    def queries_for(self, profile: str, cfgs: Sequence[EndpointConfig]) -> tuple[dict[str, str], list[_Plan]]:
+        plans = [_plan(c, profile) for c in cfgs]
+        selectors = [parse_selector(c.selector) if c.selector else () for c in cfgs]
+        served = [p.served for p in plans] if MODEL_LABELS.get(profile) else []
+        queries, _ = profile_queries(profile, self.cfg.window, selectors, served)
+        return queries, plans
+
+    async def _refresh_profile(self, profile: str, cfgs: list[EndpointConfig]) -> dict[str, PromReading]:
+        taken_at = self.clock()
+        window = self.cfg.window_seconds
+        if profile not in PROMQL:
+            err = f"prometheus: no PromQL for metrics profile {one_line(profile, 30)}"
+            return {c.name: PromReading(taken_at, window, error=err) for c in cfgs}
+        queries, plans = self.queries_for(profile, cfgs)
+        keys = list(queries)
+        answers = await asyncio.gather(*(self.client.query(queries[k], at=taken_at) for k in keys),
+                                       return_exceptions=True)
+        results: dict[str, QueryResult] = {}
+        failures: dict[str, str] = {}
+        warnings: list[str] = []
+        for k, a in zip(keys, answers):
+            if isinstance(a, PromError):
+                failures[k] = str(a)
+            elif isinstance(a, BaseException):
+                if isinstance(a, asyncio.CancelledError):
+                    raise a
+                log.warning("prometheus query %s failed: %s", k, one_line(a, 200))
+                failures[k] = one_line(f"prometheus: {type(a).__name__}: {a}", MESSAGE_LIMIT)
+            else:
+                results[k] = a
+                warnings += [w for w in a.warnings if w not in warnings]
+        if "requests" in failures:
+            err = failures["requests"]
+            return {c.name: PromReading(taken_at, window, error=err) for c in cfgs}
+        problem = None
+        if failures:
+            k, msg = next(iter(failures.items()))
+            others = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            problem = one_line(msg.replace("prometheus: ", f"prometheus: {k} query: ", 1) + others, MESSAGE_LIMIT)
+        notes = [f"prometheus warning: {w}" for w in warnings[:2]]
+        unreported = ERRORS_UNREPORTED.get(profile)
+        indexes = {k: _Index(r.series) for k, r in results.items()}
+        out: dict[str, PromReading] = {}
+        for plan in plans:
+            got = {k: plan.match(ix) for k, ix in indexes.items()}
+            out[plan.cfg.name] = self._reading(plan, got, taken_at, window, problem, notes, unreported)
+        return out
+
+    @staticmethod
+    def _reading(plan: _Plan, got: Mapping[str, list[Series]], taken_at: float, window: float,
+                 problem: str | None, notes: list[str], unreported: str | None) -> PromReading:
+        req = got.get("requests", [])
+        rate = _sum(req)
+        errors = _sum(got.get("errors", [])) if "errors" in got else None
+        ratio = None
+        extra = list(notes)
+        if errors is None and rate is not None and unreported:
+            extra.append(unreported)
+        if errors is not None and rate:
+            ratio = min(1.0, max(0.0, errors / rate))
+        elif errors and not rate:
+            ratio = 1.0 if errors > 0 else None
+        q = {k: _max(got.get(k, [])) for k, _ in QS}
+        lat_sum, lat_count = _sum(got.get("lat_sum", [])), _sum(got.get("lat_count", []))
+        mean = lat_sum / lat_count * 1000.0 if lat_sum is not None and lat_count else None
+        ups = [s.value for s in got.get("up", []) if not math.isnan(s.value)]
+        ages = [v for s in got.get("age", []) if (v := _finite(s.value)) is not None]
+        return PromReading(
+            taken_at=taken_at, window=window, problem=problem, notes=tuple(extra),
+            found=bool(req) or bool(got.get("age")), up=(min(ups) >= 1) if ups else None, targets=len(ups),
+            age=max(0.0, min(ages)) if ages else None, request_rate=rate, error_ratio=ratio,
+            p50_ms=None if q["p50"] is None else q["p50"] * 1000.0,
+            p95_ms=None if q["p95"] is None else q["p95"] * 1000.0,
+            p99_ms=None if q["p99"] is None else q["p99"] * 1000.0,
+            mean_ms=mean, versions=_versions(got.get("versions", [])))
+
+    # -- discovery ------------------------------------------------------------------------------
+    def discover_query(self, block: DiscoverConfig) -> str:
+        labels = list(block.group_by)
+        for extra in (block.model_label, block.environment_label, served_label(block)):
+            if extra and extra not in labels:
+                labels.append(extra)
+        ms = [f"__name__=~{quote(DISCOVER_NAMES[block.profile])}",
+              *(m.text() for m in (parse_selector(block.selector) if block.selector else ()))]
+        return f"group by ({', '.join(labels)}) ({{{', '.join(ms)}}})"
+
+    async def discover(self, block: DiscoverConfig) -> list[EndpointConfig]:
+        """The endpoints ``block`` finds now; raises PromError when the query fails."""
+        result = await self.client.query(self.discover_query(block))
+        return discovered_endpoints(block, [s.labels for s in result.series])
+
+
+def served_label(block: DiscoverConfig) -> str | None:
+    return block.served_model_label or MODEL_LABELS.get(block.profile)
+
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    return _FIELD.sub(lambda m: values.get(m.group(1), ""), template)
+
+
+def discovered_endpoints(block: DiscoverConfig, label_sets: Iterable[Mapping[str, str]],
+                         taken: set[str] | None = None) -> list[EndpointConfig]:
+    """Endpoint configs for the label sets of ``block``'s discovery query, sorted by name. A
+    name already in ``taken`` (a configured endpoint) or made twice keeps its first owner."""
+    from modeldeck.core.config import EndpointConfig
+
+    base = parse_selector(block.selector) if block.selector else ()
+    seen = set(taken or ())
+    out: list[EndpointConfig] = []
+    sl = served_label(block)
+    for labels in sorted(label_sets, key=lambda d: tuple(sorted(d.items()))):
+        model = block.model if block.model is not None else labels.get(block.model_label or "", "")
+        environment = labels.get(block.environment_label, "") if block.environment_label else block.environment
+        if not model.strip() or not environment.strip():
+            continue  # a series without the label that names its model or environment
+        values = {**labels, "model": model, "environment": environment}
+        name = one_line(_fill(block.name_template, values), 120).strip()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        matchers = [*base, *(Matcher(g, "=", labels.get(g, "")) for g in block.group_by)]
+        url = ""
+        if block.url_template:
+            url = _fill(block.url_template, labels).strip().rstrip("/")
+            if not re.match(r"^https?://[^/\s]+", url) or any(not c.isprintable() for c in url):
+                url = ""
+        served = labels.get(sl, "") if sl else ""
+        out.append(EndpointConfig(
+            name=name, model=model, url=url, environment=environment, served_model=served or model,
+            metrics_url="", metrics_profile=block.profile, thresholds=block.thresholds, metrics="prometheus",
+            selector=selector_text(matchers), discovered=block.name))
+    return out
+
+
+__all__ = ["PROMQL", "Matcher", "PromClient", "PromError", "PromFleet", "PromReading", "QueryResult",
+           "SelectorError", "Series", "discovered_endpoints", "parse_selector", "profile_queries",
+           "selector_text"]

@@ -1,0 +1,159 @@
+"""A real Prometheus (Debian's ``prometheus`` package) for tests and benchmarks.
+
+:class:`PromServer` runs the binary on an ephemeral loopback port with its own temporary data
+folder: scraping targets from a file-SD JSON file (:meth:`set_targets` rewrites it; Prometheus
+picks the change up at once), or, with :func:`backfill`, serving exact data loaded with
+``promtool tsdb create-blocks-from openmetrics``. :func:`skip_reason` says why tests cannot run
+(no binary: ``make test`` installs it when run as root, see ``scripts/ensure-prometheus.sh``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+PROMETHEUS = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
+PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else None)
+
+
+def skip_reason() -> str | None:
+    if PROMETHEUS is None or PROMTOOL is None:
+        return ("Prometheus is not installed (Debian: apt-get install prometheus; `make test` does it "
+                "when run as root)")
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PromServer:
+    """``prometheus`` on 127.0.0.1:<ephemeral>, data in ``folder``. ``scrape_interval`` in
+    seconds; targets are ``(host:port, labels)`` pairs."""
+
+    def __init__(self, folder: Path, *, scrape_interval: float = 1.0, backfilled: bool = False,
+                 metrics_path: str = "/metrics") -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.data = self.folder / "data"
+        self.targets_file = self.folder / "targets.json"
+        self.scrape_interval = scrape_interval
+        self.backfilled = backfilled
+        self.metrics_path = metrics_path
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_targets(self, targets: Iterable[tuple[str, Mapping[str, str]]]) -> None:
+        groups = [{"targets": [addr], "labels": dict(labels)} for addr, labels in targets]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(self.targets_file)
+
+    def _config(self) -> str:
+        iv = f"{self.scrape_interval:g}s"
+        if self.backfilled:
+            return "global:\n  scrape_interval: 1m\n"
+        return (f"global:\n  scrape_interval: {iv}\n  scrape_timeout: {iv}\n"
+                f"scrape_configs:\n  - job_name: fleet\n    metrics_path: {self.metrics_path}\n"
+                f"    file_sd_configs:\n      - files: ['{self.targets_file}']\n        refresh_interval: 1s\n")
+
+    def start(self, timeout: float = 30.0) -> PromServer:
+        assert PROMETHEUS is not None
+        if not self.targets_file.exists():
+            self.set_targets([])
+        cfg = self.folder / "prometheus.yml"
+        cfg.write_text(self._config())
+        last = ""
+        for _ in range(3):
+            self.port = free_port()
+            log = open(self.folder / "prometheus.log", "wb")  # noqa: SIM115 - closed with the process
+            self.proc = subprocess.Popen(
+                [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={self.data}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=100y",
+                 "--log.level=warn", "--web.enable-lifecycle", "--query.lookback-delta=5m"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                        if r.status == 200:
+                            return self
+                except OSError:
+                    time.sleep(0.1)
+            last = (self.folder / "prometheus.log").read_text(errors="replace")[-500:]
+            self.stop()
+        raise RuntimeError(f"prometheus did not start: {last}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+            self.proc = None
+
+    def __enter__(self) -> PromServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """The same PromQL, run directly (urllib, no modeldeck code): the result list."""
+        form = {"query": expr}
+        if at is not None:
+            form["time"] = f"{at:.3f}"
+        data = urllib.parse.urlencode(form).encode()
+        with urllib.request.urlopen(self.url + "/api/v1/query", data=data, timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def value(self, expr: str, at: float | None = None) -> float | None:
+        res = self.query(expr, at)
+        return float(res[0]["value"][1]) if res else None
+
+    def wait_for(self, expr: str, timeout: float = 30.0, *, at_least: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        res: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            res = self.query(expr)
+            if len(res) >= at_least:
+                return res
+            time.sleep(0.2)
+        raise AssertionError(f"prometheus: {expr} had {len(res)} series after {timeout} s")
+
+
+def backfill(folder: Path, openmetrics: str) -> PromServer:
+    """A Prometheus serving exactly ``openmetrics`` (text ending in ``# EOF``), loaded with
+    promtool; not started yet."""
+    assert PROMTOOL is not None
+    server = PromServer(folder, backfilled=True)
+    src = server.folder / "data.om"
+    src.write_text(openmetrics)
+    r = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(src), str(server.data)],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"promtool failed: {r.stderr[-500:]}")
+    return server

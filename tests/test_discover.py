@@ -1,0 +1,222 @@
+"""[[discover]]: Prometheus series become endpoints; they appear and vanish with the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modeldeck.core import config
+from modeldeck.core.errors import ConfigError
+from modeldeck.core.poller import Poller
+from modeldeck.core.promql import PromFleet, discovered_endpoints
+from modeldeck.core.snapshot import DOWN, UP
+from tests.faultservers import FaultServer
+from tests.promserver import PromServer, skip_reason
+
+
+def _parse(tmp_path: Path, data: dict) -> config.Settings:
+    return config.parse(data, tmp_path / "modeldeck.toml")
+
+
+BLOCK = {"profile": "mlserver", "selector": '{job="fleet"}', "group_by": ["namespace", "service", "model", "instance"],
+         "model_label": "model", "environment_label": "namespace", "name_template": "{model}-{namespace}",
+         "url": "http://{instance}"}
+
+
+def test_discover_config(tmp_path: Path) -> None:
+    s = _parse(tmp_path, {"prometheus": {"url": "http://127.0.0.1:9", "discover_interval": 10},
+                          "discover": [BLOCK]})
+    (b,) = s.discover
+    assert b.profile == "mlserver" and b.group_by == ("namespace", "service", "model", "instance")
+    assert b.selector == '{job="fleet"}' and b.url_template == "http://{instance}"
+    assert s.prometheus is not None and s.prometheus.discover_interval == 10.0
+
+
+@pytest.mark.parametrize("block, where", [
+    ({"profile": "mlserver", "model_label": "model", "name_template": "{pod}"},
+     "discover[0].name_template: {pod} is not a group_by label"),
+    ({"profile": "mlserver"}, "discover[0]: needs model_label"),
+    ({"model_label": "model"}, "discover[0]: missing required key 'profile'"),
+    ({"profile": "mlserver", "model_label": "model", "model": "x"}, "discover[0]: give model_label or model"),
+    ({"profile": "mlserver", "model": "x", "group_by": "service"}, "discover[0].group_by: must be an array"),
+    ({"profile": "mlserver", "model": "x", "group_by": ["instance"], "url": "ftp://{instance}"},
+     "discover[0].url: must be an http"),
+    ({"profile": "mlserver", "model": "x", "grup_by": []}, "discover[0].grup_by: unknown key (did you mean"),
+])
+def test_discover_config_errors(tmp_path: Path, block: dict, where: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _parse(tmp_path, {"prometheus": {"url": "http://p"}, "discover": [block]})
+    assert str(e.value).startswith(f"{tmp_path / 'modeldeck.toml'}: {where}"), str(e.value)
+    with pytest.raises(ConfigError, match="discover: needs a \\[prometheus\\] section"):
+        _parse(tmp_path, {"discover": [{"profile": "mlserver", "model": "x"}]})
+
+
+def test_discovered_endpoints_from_label_sets(tmp_path: Path) -> None:
+    s = _parse(tmp_path, {"prometheus": {"url": "http://p"},
+                          "discover": [BLOCK]})
+    (b,) = s.discover
+    sets = [{"namespace": "prod", "service": "churn", "model": "churn", "instance": "10.0.0.1:8080"},
+            {"namespace": "staging", "service": "churn", "model": "churn", "instance": "10.0.0.2:8080"},
+            {"namespace": "prod", "service": "x", "model": "", "instance": "10.0.0.3:8080"},  # no model: skipped
+            {"namespace": "prod", "service": "fraud", "model": "fraud", "instance": "bad host\x1b"},
+            {"namespace": "prod", "service": "churn2", "model": "churn", "instance": "10.0.0.4:8080"}]
+    eps = discovered_endpoints(b, sets, taken={"fraud-prod"})  # a configured endpoint keeps its name
+    names = [e.name for e in eps]
+    assert names == ["churn-prod", "churn-staging"]  # churn2 would also be churn-prod: the first keeps it
+    e = eps[0]
+    assert (e.model, e.environment, e.url, e.served_model) == ("churn", "prod", "http://10.0.0.1:8080", "churn")
+    assert e.via_prometheus and e.metrics_profile == "mlserver" and e.discovered == "discover[0]"
+    assert e.selector == '{job="fleet", namespace="prod", service="churn", model="churn", instance="10.0.0.1:8080"}'
+    q = PromFleet(s.prometheus).discover_query(b)  # type: ignore[arg-type]
+    assert q.startswith("group by (namespace, service, model, instance) ({__name__=~")
+    assert 'job="fleet"' in q
+
+
+# ---------------------------------------------------------------------------------------------
+# live: a real Prometheus scraping a fleet whose members come and go
+
+
+@pytest.fixture
+def fleet(tmp_path: Path):  # type: ignore[no-untyped-def]
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    servers = {n: FaultServer(n, ["1"]).start() for n in ("churn", "fraud")}
+    prom = PromServer(tmp_path / "prom", scrape_interval=1.0)
+
+    def targets(names: list[str]) -> None:
+        prom.set_targets([(f"127.0.0.1:{servers[n].port}", {"namespace": "prod", "service": n}) for n in names])
+
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            for srv in servers.values():
+                srv.stats.observe(10, 0.02)
+            stop.wait(0.25)
+
+    threading.Thread(target=traffic, daemon=True).start()
+    targets(["churn", "fraud"])
+    try:
+        prom.start()
+        prom.wait_for("count_over_time(model_infer_request_success_total[10s]) >= 3", at_least=2, timeout=60)
+        yield prom, targets
+    finally:
+        stop.set()
+        prom.stop()
+        for srv in servers.values():
+            srv.close()
+
+
+@pytest.mark.live
+def test_endpoints_appear_and_vanish(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    prom, targets = fleet
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"),
+        "prometheus": {"url": prom.url, "window": "10s", "timeout": 5.0, "discover_interval": 0.1,
+                       "vanished_after": 0.0},
+        "discover": [BLOCK]})
+
+    async def main() -> None:
+        async with Poller(settings, aliases={}) as p:
+            snaps = {s.endpoint: s for s in await p.poll_once()}
+            assert set(snaps) == {"churn-prod", "fraud-prod"}
+            assert all(s.status == UP and s.request_rate for s in snaps.values()), snaps
+            assert {c.name for c in p.configs()} == {"churn-prod", "fraud-prod"}
+            # fraud's target goes: Prometheus marks its series stale, the next discovery misses it
+            targets(["churn"])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                snaps = {s.endpoint: s for s in await p.poll_once()}
+                if "fraud-prod" not in snaps:
+                    break
+                if snaps["fraud-prod"].status == DOWN:
+                    assert snaps["fraud-prod"].reason == "no longer reported by Prometheus"
+            assert "fraud-prod" not in snaps and "fraud-prod" not in p.latest()
+            assert snaps["churn-prod"].status == UP
+            # and it comes back
+            targets(["churn", "fraud"])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "fraud-prod" not in snaps:
+                await asyncio.sleep(0.5)
+                snaps = {s.endpoint: s for s in await p.poll_once()}
+            assert "fraud-prod" in snaps
+
+    asyncio.run(main())
+
+
+@pytest.mark.live
+def test_vanished_endpoint_shows_down_for_a_while(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    prom, targets = fleet
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"),
+        "prometheus": {"url": prom.url, "window": "10s", "timeout": 5.0, "discover_interval": 0.1,
+                       "vanished_after": 600.0},
+        "discover": [BLOCK]})
+
+    async def main() -> None:
+        async with Poller(settings, aliases={}) as p:
+            assert {s.endpoint for s in await p.poll_once()} == {"churn-prod", "fraud-prod"}
+            targets(["churn"])
+            deadline = time.monotonic() + 30
+            snaps: dict = {}
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                snaps = {s.endpoint: s for s in await p.poll_once()}
+                if snaps["fraud-prod"].status == DOWN:
+                    break
+            assert snaps["fraud-prod"].status == DOWN
+            assert snaps["fraud-prod"].reason == "no longer reported by Prometheus"
+            assert snaps["churn-prod"].status == UP
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# the fleet screen follows the discovered set
+
+
+async def test_fleet_screen_rows_follow_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeck.core.snapshot import EndpointSnapshot
+    from modeldeck.tui.app import ModeldeckApp
+    from modeldeck.tui.source import FixedSource
+    from modeldeck.tui.widgets.livetable import LiveTable
+
+    monkeypatch.chdir(tmp_path)
+    settings = _parse(tmp_path, {"registry": str(tmp_path / "registry.db"),
+                                 "prometheus": {"url": "http://127.0.0.1:9"}, "discover": [BLOCK]})
+    (b,) = settings.discover
+
+    def found(*names: str) -> tuple[config.EndpointConfig, ...]:
+        sets = [{"namespace": "prod", "service": n, "model": n, "instance": f"127.0.0.1:{9000 + i}"}
+                for i, n in enumerate(names)]
+        return tuple(discovered_endpoints(b, sets))
+
+    class DiscoveringSource(FixedSource):  # the poller's discovered set, without a Prometheus
+        def __init__(self) -> None:
+            super().__init__()
+            self.found = found("churn", "fraud")
+
+        def endpoints(self) -> tuple[config.EndpointConfig, ...] | None:
+            return self.found
+
+    source = DiscoveringSource()
+    source.set({e.name: EndpointSnapshot.pending(e) for e in source.found})
+    app = ModeldeckApp(settings, source=source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#fleet-table", LiveTable)
+        assert table.rows == ["churn-prod", "fraud-prod"]
+        source.found = found("churn", "fraud", "iris")
+        app.refresh_views()
+        await pilot.pause()
+        assert table.rows == ["churn-prod", "fraud-prod", "iris-prod"]
+        source.found = found("iris")
+        app.refresh_views()
+        await pilot.pause()
+        assert table.rows == ["iris-prod"]

@@ -1,0 +1,553 @@
+"""Issue 13, a hostile test: what modeldeck does with input written to hurt it. Secrets echoed by
+a webhook, CR/LF in headers and URLs, control characters in files and names, tampered audit
+logs, huge, endless, nested and corrupt files. Real SQLite files, real loopback servers (marked
+``live``), the real command line in-process (``cli.main``) or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modeldeck.core import config as configmod
+from modeldeck.core import hooks, releases, retrain
+from modeldeck.core.errors import ConfigError
+from modeldeck.core.http11 import PlainHTTP1Transport
+from modeldeck.core.registry import Registry
+from modeldeck.tui import cli
+from tests.hookservers import _Server
+
+
+def _settings(tmp_path: Path, data: dict[str, Any]) -> configmod.Settings:
+    return configmod.parse(data, tmp_path / "modeldeck.toml")
+
+
+def _write_config(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "modeldeck.toml"
+    p.write_text(text)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. secrets: a webhook that reflects the request's headers in its answer
+
+
+class ReflectingWebhook(_Server):
+    """Answers ``status`` with a body quoting every request header (what a misconfigured proxy
+    or a debugging endpoint does), padded past any sensible excerpt."""
+
+    def __init__(self, status: int = 502, *, pad: int = 5000) -> None:
+        super().__init__()
+        self.status = status
+        self.pad = pad
+        self.requests: list[dict[str, str]] = []
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, str]:
+        with self.lock:
+            self.requests.append(headers)
+        echo = {"auth": headers.get("Authorization"), "key": headers.get("X-Api-Key"), "you_sent": headers, "run_id": headers.get("Authorization", ""),
+                "state": headers.get("X-Api-Key", ""), "pad": "x" * self.pad}
+        return self.status, echo, "application/json"
+
+
+TOKEN = "tok-SECRET-4f9a2c"
+API_KEY = "key-literal-77b1e0"
+SIGN_SECRET = "sign-secret-a1b2c3"
+
+
+def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN)
+    monkeypatch.setenv("HOOK_SECRET", SIGN_SECRET)
+
+
+def _hook(url: str) -> dict[str, Any]:
+    return {"url": url, "secret": "${HOOK_SECRET}",
+            "headers": {"Authorization": "Bearer ${HOOK_TOKEN}", "X-Api-Key": API_KEY,
+                        "X-Basic": "Basic " + base64.b64encode(b"deployer:pa55-w0rd-xyz").decode()}}
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in (TOKEN, API_KEY, SIGN_SECRET, "pa55-w0rd-xyz", "deployer:pa55") if s in text]
+
+
+def test_redactor_replaces_every_form_of_a_secret_before_cutting() -> None:
+    r = hooks.Redactor(["Bearer " + TOKEN, "Basic " + base64.b64encode(b"u:pa55-w0rd-xyz").decode(), "ab"])
+    text = (f'{{"h": "Bearer {TOKEN}", "t": "{TOKEN}", "q": "?t={TOKEN}", "decoded": "u:pa55-w0rd-xyz", '
+            f'"short": "ab"}}')
+    out = r(text)
+    assert _leaks(out) == [] and out.count("***") >= 4
+    assert '"short": "ab"' in out  # a two-character value is no secret; redacting it would shred answers
+    assert r("send a Bearer token") == "send a Bearer token"  # the scheme word alone is not secret
+    # redaction happens on the whole answer, then the cut: no prefix of a secret at the edge
+    cut = hooks.excerpt("a" * 295 + TOKEN, redact=r)
+    assert "tok-" not in cut and len(cut) <= hooks.ANSWER_LIMIT
+    assert r.data({"k": [TOKEN, {TOKEN: 1}]}) == {"k": ["***", {"***": 1}]}
+
+
+@pytest.mark.live
+def test_deploy_webhook_answer_never_puts_header_values_anywhere(tmp_path: Path, registry_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _secret_env(monkeypatch)
+    with Registry(registry_path) as reg:
+        reg.register("churn", "s3://m/1")
+        reg.approve("churn", 1, "ok")
+    with ReflectingWebhook(502) as hook:
+        s = _settings(tmp_path, {"registry": str(registry_path), "models": {"churn": {"deploy": {"webhook": _hook(
+            hook.url + "/deploy")}}}})
+        with Registry(registry_path) as reg:
+            out = releases.execute(releases.plan(s, reg, "churn", 1, "production", create_env=True), reason="first")
+        sent = hook.requests[0]
+    assert sent["Authorization"] == f"Bearer {TOKEN}" and sent["X-Api-Key"] == API_KEY  # it did get them
+    assert out.status == releases.HOOK_FAILED and "HTTP 502" in out.message
+    shown = out.message + "\n".join(e.message for e in out.events)
+    log = Path(out.log_path or "").read_text()
+    stored = registry_path.read_bytes().decode("latin-1")
+    for where in (shown, log, stored):
+        assert _leaks(where) == []
+    assert "***" in log
+    assert all(len(e.message) < 600 for e in out.events)  # cut to a few hundred characters
+
+
+@pytest.mark.live
+def test_retrain_webhook_answer_never_puts_header_values_anywhere(tmp_path: Path, registry_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _secret_env(monkeypatch)
+    with Registry(registry_path) as reg:
+        reg.register("churn", "s3://m/1")
+    for status in (500, 200):  # a refusal, then an acceptance whose run id and state echo the headers
+        with ReflectingWebhook(status) as hook:
+            s = _settings(tmp_path, {"registry": str(registry_path), "models": {"churn": {"retrain": {
+                "webhook": {**_hook(hook.url + "/run"), "status_url": hook.url + "/run/{run_id}", "poll_interval": 0.1},
+                "timeout": 1.5}}}})
+            run = retrain.start_retrain(s, "churn", reason="hostile", detach=False)
+            job = run.wait(30)
+        assert job is not None and job.status == "failed"
+        written = "\n".join([job.message or "", job.external_id or "", Path(run.log_path).read_text(),
+                             registry_path.read_bytes().decode("latin-1")])
+        assert _leaks(written) == [], status
+        assert len(job.message or "") < 600
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. CR/LF in headers and URLs, non-finite numbers
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\x00b", "a\rb"])
+def test_header_values_with_cr_lf_nul_are_config_errors(tmp_path: Path, value: str) -> None:
+    ep = {"name": "e", "model": "m", "url": "http://127.0.0.1:1", "headers": {"X-Token": value}}
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.headers\.X-Token: the value holds a control character"):
+        _settings(tmp_path, {"endpoints": [ep]})
+    hook = {"deploy": {"webhook": {"url": "http://127.0.0.1:1", "headers": {"X-Token": value}}}}
+    with pytest.raises(ConfigError, match="deploy.webhook.headers.X-Token"):
+        _settings(tmp_path, {"models": {"m": hook}})
+    with pytest.raises(ConfigError, match="not a valid HTTP header name"):
+        _settings(tmp_path, {"endpoints": [{**ep, "headers": {"X\r\nEvil": "1"}}]})
+
+
+def test_a_variable_expanding_to_cr_lf_is_refused_when_the_request_is_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMUGGLE", "x\r\nGET /admin HTTP/1.1")
+    s = _settings(tmp_path, {"endpoints": [{"name": "e", "model": "m", "url": "http://127.0.0.1:1",
+                                            "headers": {"Authorization": "Bearer ${SMUGGLE}"}}],
+                             "models": {"m": {"deploy": {"webhook": {"url": "http://127.0.0.1:1",
+                                                                    "headers": {"X-T": "${SMUGGLE}"}}}}}})
+    with pytest.raises(ConfigError, match="header Authorization: the value holds a control character") as e:
+        s.endpoints[0].resolved_headers()
+    assert "admin" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"webhook\.headers\.X-T"):
+        hooks.webhook_headers(s.models["m"].deploy.webhook, b"{}", "models.m.deploy.webhook")  # type: ignore[union-attr]
+
+
+@pytest.mark.live
+async def test_plain_transport_never_writes_a_header_with_cr_lf() -> None:
+    got: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await reader.read(65536))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = PlainHTTP1Transport(httpx.AsyncHTTPTransport())
+    try:
+        bad = httpx.Request("GET", f"http://127.0.0.1:{port}/x", headers={"X-A": "a\r\nX-Evil: 1"})
+        with pytest.raises(httpx.LocalProtocolError, match="CR, LF"):
+            await transport.handle_async_request(bad)
+        ok = await transport.handle_async_request(httpx.Request("GET", f"http://127.0.0.1:{port}/x"))
+        assert ok.status_code == 200
+        await ok.aclose()
+    finally:
+        await transport.aclose()
+        server.close()
+        await server.wait_closed()
+    assert len(got) == 1 and b"X-Evil" not in got[0]  # only the good request reached the server
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/a\r\nX: y", "http://127.0.0.1:1/a b", "http://h:99x/",
+                                 "http://127.0.0.1:1/\x00"])
+def test_urls_with_cr_lf_spaces_or_a_bad_port_are_config_errors(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.url"):
+        _settings(tmp_path, {"endpoints": [{"name": "e", "model": "m", "url": url}]})
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.capture"):
+        _settings(tmp_path, {"endpoints": [{"name": "e", "model": "m", "url": "http://h", "capture": url}]})
+    with pytest.raises(ConfigError, match="status_url"):
+        _settings(tmp_path, {"models": {"m": {"retrain": {"webhook": {"url": "http://h", "status_url": url}}}}})
+
+
+def test_a_crlf_url_is_one_config_line_for_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write_config(tmp_path, '[[endpoints]]\nname = "e"\nmodel = "m"\nurl = "http://127.0.0.1:9/v\\r\\nX: 1"\n')
+    assert cli.main(["--config", str(cfg), "--report"]) == 3
+    err = capsys.readouterr().err
+    assert "endpoints[0].url: must not contain spaces or control characters (\\x0d)" in err
+    assert "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["--config", str(cfg), "models"]) == 2
+    assert "endpoints[0].url" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["interval = inf", "timeout = nan", "interval = -inf"])
+def test_non_finite_numbers_are_config_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        configmod.parse_file(_write_config(tmp_path, f"[poll]\n{text}\n"))
+    with pytest.raises(ConfigError, match="thresholds.psi_warn: must be a finite number"):
+        configmod.parse_file(_write_config(tmp_path, "[thresholds]\npsi_warn = inf\n"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 4, 5. the audit chain detects what it claims to detect, in one snapshot
+
+
+def _three_entries(registry_path: Path) -> None:
+    with Registry(registry_path) as reg:
+        for i in range(3):
+            reg.register("churn", f"s3://m/{i}")
+
+
+def _tampered(registry_path: Path, *sql: str) -> str:
+    conn = sqlite3.connect(registry_path)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    with Registry(registry_path) as reg:
+        r = reg.verify_audit()
+    assert not r.ok
+    return r.describe()
+
+
+@pytest.mark.parametrize(("sql", "words"), [
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value='null' WHERE key='audit_head'"], "unreadable ('null')"),
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value=NULL WHERE key='audit_head'"], "unreadable (null)"),
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value='{\"id\": \"x\"}' WHERE key='audit_head'"], "unreadable"),
+    (["DELETE FROM audit WHERE id=3", "UPDATE meta SET value='garbage' WHERE key='audit_head'"], "unreadable"),
+    (["DELETE FROM audit WHERE id=3", "DELETE FROM meta WHERE key='audit_head'"], "head of the audit chain is missing"),
+    (["DELETE FROM audit", "DELETE FROM meta WHERE key='audit_head'"], "head of the audit chain is missing"),
+])
+def test_a_removed_null_or_garbage_head_is_a_broken_chain(registry_path: Path, sql: list[str], words: str) -> None:
+    _three_entries(registry_path)
+    text = _tampered(registry_path, *sql)
+    assert "BROKEN" in text and words in text
+
+
+def test_a_broken_head_refuses_writes_and_the_cli_says_so_in_one_line(
+        registry_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _three_entries(registry_path)
+    _tampered(registry_path, "DELETE FROM meta WHERE key='audit_head'")
+    assert cli.main(["--registry", str(registry_path), "audit", "--verify"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("audit chain BROKEN") and len(err.splitlines()) == 1
+    assert cli.main(["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "audit chain is broken" in err and "Traceback" not in err
+    with Registry(registry_path) as reg:
+        assert len(reg.versions("churn")) == 3  # nothing was written
+
+
+def test_verify_reads_rows_and_head_in_one_snapshot(registry_path: Path) -> None:
+    """A writer commits while verify is reading (a second real connection, run from SQLite's
+    progress handler in the middle of verify's reads): the chain is intact, and says so."""
+    _three_entries(registry_path)
+    with Registry(registry_path) as reg, Registry(registry_path) as writer:
+        wrote: list[int] = []
+
+        def write_now() -> int:
+            if not wrote:
+                wrote.append(writer.register("churn", "s3://m/meanwhile").version)
+            return 0
+
+        reg.conn.set_progress_handler(write_now, 5)
+        r = reg.verify_audit()
+        reg.conn.set_progress_handler(None, 0)
+        assert wrote, "the writer did not run during verify"
+        assert r.ok, r.describe()
+        assert reg.verify_audit().checked == 4
+
+
+@pytest.mark.live
+def test_verify_and_report_stay_intact_under_concurrent_writers(tmp_path: Path, registry_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from modeldeck.core import report
+    from tests.conftest import ROOT
+
+    with Registry(registry_path) as reg:
+        reg.register("churn", "s3://m/0")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "registry_worker.py"), str(registry_path),
+                               str(seed), "150"], stdout=subprocess.DEVNULL) for seed in range(3)]
+    s = _settings(tmp_path, {"registry": str(registry_path)})
+    bad = []
+    try:
+        with Registry(registry_path) as reg:
+            while any(p.poll() is None for p in procs):
+                r = reg.verify_audit()
+                if not r.ok:
+                    bad.append(r.describe())
+                rep = report.collect(s, sample=0)
+                if not rep.audit_ok:
+                    bad.append(rep.audit_text)
+    finally:
+        for p in procs:
+            p.wait(60)
+    assert bad == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. terminal injection: every printed line shows control characters visibly; names refuse them
+
+ESC_TITLE = "a\x1b]0;pwned\x07b"  # sets the terminal's title
+ESC_RED = "\x1b[31mred\x1b[0m"
+
+
+def _no_raw_controls(text: str) -> None:
+    bad = [ch for ch in text if (ord(ch) < 0x20 and ch not in "\n\t") or 0x7f <= ord(ch) < 0xa0 or ch == "\u202e"]
+    assert bad == [], repr(text[:400])
+
+
+def test_drift_prints_hostile_column_names_visibly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref, cur, other = tmp_path / "ref.csv", tmp_path / "cur.csv", tmp_path / "other.csv"
+    rows = "\n".join(f"{i},{i % 3}" for i in range(200))
+    ref.write_text(f"{ESC_TITLE},x\u202ey\n{rows}\n")
+    cur.write_text(f"{ESC_TITLE},x\u202ey\n{rows}\n")
+    other.write_text(f"{ESC_RED}\n" + "\n".join(str(i) for i in range(200)) + "\n")
+    assert cli.main(["drift", str(ref), str(cur)]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "a\\x1b]0;pwned\\x07b" in out and "x\\u202ey" in out
+    assert cli.main(["drift", str(ref), str(other)]) == 2
+    err = capsys.readouterr().err
+    _no_raw_controls(err)
+    assert "no shared columns" in err and "\\x1b[31mred" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", [ESC_TITLE, "churn\x07", "churn\u202elive", "churn\x9b31m", "tab\tbed", "x" * 129])
+def test_names_with_control_characters_or_too_long_are_refused_at_the_registry(
+        registry_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    reg_args = ["--registry", str(registry_path)]
+    assert cli.main([*reg_args, "register", name, "--artifact", "s3://m/1"]) == 2
+    err = capsys.readouterr().err
+    _no_raw_controls(err)
+    assert ("control or invisible character" in err or "at most 128" in err) and len(err.strip().splitlines()) == 1
+    assert cli.main([*reg_args, "register", "churn", "--artifact", "s3://m/1"]) == 0
+    assert cli.main([*reg_args, "approve", "churn", "1", "--reason", "ok"]) == 0
+    assert cli.main([*reg_args, "promote", "churn", "1", "--env", name, "--reason", "r", "--create-env",
+                     "--no-verify"]) == 2
+    assert cli.main([*reg_args, "tag", "churn", "1", f"{name}=v"]) == 2
+    err = capsys.readouterr().err
+    _no_raw_controls(err)
+    with Registry(registry_path) as reg:
+        assert [m.name for m in reg.models()] == ["churn"] and reg.aliases("churn") == {}
+        assert reg.version("churn", 1).tags == {}
+        assert reg.verify_audit().ok
+
+
+def test_every_command_echoes_hostile_names_and_values_visibly(registry_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    reg_args = ["--registry", str(registry_path)]
+    assert cli.main([*reg_args, "register", "churn", "--artifact", "s3://m/1"]) == 0
+    seen: list[str] = []
+    for argv in (["approve", ESC_TITLE, "1", "--reason", "r"], ["reject", ESC_TITLE, "1", "--reason", "r"],
+                 ["tag", ESC_TITLE, "1", "k=v"], ["versions", ESC_TITLE], ["history", ESC_TITLE],
+                 ["promote", ESC_TITLE, "1", "--env", "production", "--reason", "r"],
+                 ["rollback", ESC_TITLE, "--env", "production", "--reason", "r"],
+                 ["tag", "churn", "1", f"k={ESC_RED}"], ["audit"],
+                 ["approve", "churn", "1", "--reason", ESC_RED], ["audit"]):
+        cli.main([*reg_args, *argv])
+        got = capsys.readouterr()
+        _no_raw_controls(got.out + got.err)
+        seen.append(got.out + got.err)
+    assert sum("pwned" in t for t in seen) >= 7 and sum("\\x1b[31mred" in t for t in seen) >= 3
+
+
+@pytest.mark.live
+def test_a_real_process_never_writes_a_raw_escape(tmp_path: Path, registry_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import MODELDECK, run_env
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{ESC_TITLE}\n1\n2\n")
+    r = subprocess.run([*MODELDECK, "drift", str(bad), str(tmp_path / "missing\x1b[2J.csv")], capture_output=True,
+                       env=run_env(), timeout=60)
+    assert r.returncode == 2
+    assert b"\x1b" not in r.stdout + r.stderr and b"\\x1b[2J" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 7, 8, 10. input limits: nested, corrupt, overflowing, endless, huge and sparse files
+
+
+def _csv(path: Path, rows: int = 300, value: str | None = None) -> Path:
+    path.write_text("a,b\n" + "\n".join(f"{value or (i % 17) / 7},{i % 5}" for i in range(rows)) + "\n")
+    return path
+
+
+def _drift_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    rc = cli.main(["drift", *argv])
+    got = capsys.readouterr()
+    assert rc == 2, got
+    lines = got.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in got.err and "Warning" not in got.err, got.err
+    return lines[0]
+
+
+def test_deeply_nested_json_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _csv(tmp_path / "ref.csv")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert "nested too deeply" in _drift_line(capsys, str(ref), str(deep))
+    deep_array = tmp_path / "deep.json"
+    deep_array.write_text("[" * 100_000 + "]" * 100_000)
+    assert "nested too deeply" in _drift_line(capsys, str(ref), str(deep_array))
+
+
+def test_a_gzip_with_a_corrupt_body_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+    import random
+
+    rnd = random.Random(1)
+    raw = gzip.compress(("a,b\n" + "\n".join(f"{rnd.random()},{rnd.random()}" for _ in range(5000))).encode())
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(raw[:200] + bytes(len(raw) - 200))  # a valid header, then garbage
+    assert "bad gzip data" in _drift_line(capsys, str(_csv(tmp_path / "ref.csv")), str(bad))
+
+
+def test_values_that_overflow_the_statistics_are_one_line_exit_2(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import random
+
+    rnd = random.Random(2)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("a\n" + "\n".join(str(rnd.random()) for _ in range(5000)) + "\n")
+    huge = tmp_path / "huge.csv"
+    huge.write_text("a\n" + "\n".join("1e308" for _ in range(5000)) + "\n")
+    line = _drift_line(capsys, str(ref), str(huge))
+    assert "nothing could be compared" in line and "too large" in line
+    # with another column that compares, the run goes on and names the column it could not compare
+    (tmp_path / "ref2.csv").write_text("a,b\n" + "\n".join(f"{rnd.random()},{i % 3}" for i in range(5000)) + "\n")
+    (tmp_path / "huge2.csv").write_text("a,b\n" + "\n".join(f"1e308,{i % 3}" for i in range(5000)) + "\n")
+    assert cli.main(["drift", str(tmp_path / "ref2.csv"), str(tmp_path / "huge2.csv")]) in (0, 1)
+    got = capsys.readouterr()
+    assert "Warning" not in got.err and "a: column 'a': values too large" in got.out
+
+
+def test_devices_and_fifos_are_refused_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = str(_csv(tmp_path / "ref.csv"))
+    assert "not a regular file (a character device)" in _drift_line(capsys, ref, "/dev/zero")
+    assert "not a regular file (a character device)" in _drift_line(capsys, "/dev/zero", ref)
+    fifo = tmp_path / "capture.jsonl"
+    os.mkfifo(fifo)
+    assert "not a regular file (a FIFO)" in _drift_line(capsys, ref, str(fifo))
+    from modeldeck.core import capture
+
+    with pytest.raises(capture.InputError, match="FIFO"):
+        capture.read_window(str(fifo), 100)
+
+
+def test_local_files_have_the_url_byte_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    ref = str(_csv(tmp_path / "ref.csv"))
+    big = _csv(tmp_path / "big.csv", rows=20_000)
+    assert "over the 65536-byte cap" in _drift_line(capsys, ref, str(big), "--max-bytes", "64K")
+    bomb = tmp_path / "bomb.csv.gz"  # 100 KiB that inflates to 100 MiB
+    bomb.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * (25 << 20)))
+    assert bomb.stat().st_size < 1 << 20
+    assert "once decompressed" in _drift_line(capsys, ref, str(bomb), "--max-bytes", "8M")
+
+
+def test_a_window_of_a_sparse_2_gib_file_reads_from_its_end_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from modeldeck.core import capture
+
+    records = "".join(json.dumps({"a": i % 7, "b": f"x{i % 3}"}) + "\n" for i in range(3000)).encode()
+    for name, first in (("cap.jsonl", b'{"a": 0, "b": "x0"}\n'), ("cap.csv", b"a,b\n")):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.write(first)
+            f.truncate(2 << 30)  # a 2 GiB hole (no disk used), then the newest records
+            f.seek(0, os.SEEK_END)
+            f.write(records if name.endswith(".jsonl") else
+                    "".join(f"{i % 7},x{i % 3}\n" for i in range(3000)).encode())
+        tracemalloc.start()
+        try:
+            window = capture.read_window(str(path), 1000)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(window) == 1000 and list(window.columns) == ["a", "b"]
+        assert peak < 32 << 20, f"{name}: {peak / 2**20:.0f} MiB for a 1,000-row window"
+        with pytest.raises(capture.InputError, match="over the"):  # the whole file: refused, not read
+            capture.read_window(str(path), None)
+
+
+def test_a_hole_where_the_window_should_be_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    from modeldeck.core import capture
+
+    path = tmp_path / "cap.jsonl"
+    with open(path, "wb") as f:
+        f.write(b'{"a": 1}\n')
+        f.truncate(1 << 30)  # no line break in the last GiB
+    with pytest.raises(capture.InputError, match="longer than 64 MiB"):
+        capture.read_window(str(path), 1000)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", "the file is empty"),
+    (bytes(range(256)) * 8, "cannot read"),
+    ("a,b\n\xe9t\xe9,1\n".encode("latin-1"), "codec can't decode"),
+])
+def test_register_reference_refuses_what_drift_refuses_with_the_same_line(
+        tmp_path: Path, registry_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: str) -> None:
+    ref = tmp_path / "reference.csv"
+    ref.write_bytes(content)
+    drift_line = _drift_line(capsys, str(ref), str(_csv(tmp_path / "cur.csv")))
+    assert words in drift_line
+    rc = cli.main(["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/1",
+                   "--reference", str(ref)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == drift_line
+    assert not registry_path.exists() or Registry(registry_path).versions("churn") == []
+    assert cli.main(["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/1",
+                     "--reference", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_eval_and_training_datasets_refuse_devices_and_nested_json(tmp_path: Path, registry_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "eval.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    base = ["--registry", str(registry_path), "register", "churn", "--artifact", "s3://m/1"]
+    assert cli.main([*base, "--metrics", '{"auc": 0.9}', "--eval-dataset", str(deep)]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
+    assert cli.main([*base, "--dataset", "/dev/zero"]) == 2
+    assert "not a regular file (a device)" in capsys.readouterr().err

@@ -1,0 +1,396 @@
+"""MLflow's Model Registry as the registry of record, the ledger on top (issue 16), against a
+real ``mlflow server`` (tests marked live; the config tests are not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modeldeck.core import config
+from modeldeck.core.errors import ConfigError, ConflictError
+from modeldeck.core.mlflow import MlflowRegistry
+from modeldeck.core.registry import Registry, open_registry
+from modeldeck.tui import cli
+from tests.mlflow_helpers import Notebook, unique, write_config
+
+live = [pytest.mark.live, pytest.mark.xdist_group("mlflow")]
+
+
+# -- config (no server) ------------------------------------------------------------------------
+
+
+def test_mlflow_config(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[mlflow]\nurl = "http://127.0.0.1:5000/"\nheaders = { Authorization = "Bearer ${MLFLOW_TOKEN}" }\n'
+                 'models = ["churn", "fraud"]\naliases = { production = "champion" }\ntag_prefix = "md."\n')
+    ml = config.parse_file(p).mlflow
+    assert ml is not None and ml.url == "http://127.0.0.1:5000" and ml.models == ("churn", "fraud")
+    assert ml.alias_for("production") == "champion" and ml.alias_for("staging") == "staging"
+    assert ml.environment_for("champion") == "production" and ml.environment_for("qa") == "qa"
+    assert ml.tag_prefix == "md." and ml.wants("churn") and not ml.wants("other")
+    assert config.parse_file(tmp_path / "c.toml").mlflow.headers["Authorization"] == "Bearer ${MLFLOW_TOKEN}"
+    p.write_text("")
+    assert config.parse_file(p).mlflow is None
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ('[mlflow]\nmodels = ["a"]\n', "missing required key 'url'"),
+    ('[mlflow]\nurl = "ftp://x"\n', "mlflow.url: must be an http"),
+    ('[mlflow]\nurl = "http://x"\naliases = { production = "latest" }\n', "reserves the alias name 'latest'"),
+    ('[mlflow]\nurl = "http://x"\naliases = { a = "v3" }\n', "reserves the alias name 'v3'"),
+    ('[mlflow]\nurl = "http://x"\naliases = { a = "c", b = "c" }\n', "already the alias of environment 'a'"),
+    ('[mlflow]\nurl = "http://x"\nurll = 1\n', "mlflow.urll: unknown key (did you mean 'url'?)"),
+    ('[mlflow]\nurl = "http://x"\ntimeout = 0\n', "mlflow.timeout: must be greater than 0"),
+])
+def test_mlflow_config_errors(tmp_path: Path, body: str, says: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match="c.toml") as e:
+        config.parse_file(p)
+    assert says in str(e.value)
+
+
+def test_without_mlflow_nothing_changes(tmp_path: Path) -> None:
+    s = config.Settings(path=None, registry=tmp_path / "r.db")
+    with open_registry(s) as reg:
+        assert type(reg) is Registry
+
+
+# -- the read side -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nb(mlflow_server):
+    n = Notebook(mlflow_server.url)
+    yield n
+    n.close()
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_versions_and_lineage_come_from_mlflow(mlflow_server, nb: Notebook, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("churn")
+    nb.model(name)
+    r1 = nb.run(params={"depth": 6}, metrics={"auc": 0.91}, datasets=[("train", "d1g35t", "training")],
+                commit="abc1234")
+    r2 = nb.run(params={"depth": 8}, metrics={"auc": 0.93})
+    assert nb.version(name, "s3://bucket/churn/1", r1, tags={"team": "growth"}) == 1
+    assert nb.version(name, "s3://bucket/churn/2", r2) == 2
+    nb.set_alias(name, "champion", 1)
+    cfg = write_config(tmp_path, mlflow_server.url, aliases={"production": "champion"})
+
+    code, out, err = _main(capsys, "--config", str(cfg), "versions", name, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["version"] for r in rows] == [1, 2]
+    v1 = rows[0]
+    assert v1["artifact"] == "s3://bucket/churn/1" and v1["run_id"] == r1
+    assert v1["params"] == {"depth": "6"} and v1["metrics"] == {"auc": 0.91}
+    assert v1["code_version"] == "abc1234" and v1["tags"] == {"team": "growth"}
+    assert v1["datasets"] == [{"name": "train", "digest": "d1g35t", "context": "training", "source": "/data/train.csv"}]
+    assert v1["environments"] == ["production"] and v1["approval"] == "pending"
+    assert rows[1]["environments"] == [] and rows[1]["metrics"] == {"auc": 0.93}
+
+    code, out, _ = _main(capsys, "--config", str(cfg), "versions", name)
+    assert code == 0 and "production" in out and "abc1234" in out
+
+    # the ledger kept its copy: a second read asks no run again
+    settings = config.load(cfg)
+    with open_registry(settings) as reg:
+        assert isinstance(reg, MlflowRegistry)
+        before = reg.client.calls
+        assert [v.version for v in reg.versions(name)] == [1, 2]
+        assert reg.client.calls - before == 1  # one version search
+        assert reg.aliases(name) == {"production": 1}
+        assert reg.alias(name, "production") == 1 and reg.alias(name, "staging") is None
+        assert reg.version(name, 2).metrics == {"auc": 0.93}
+        assert (name, "production") in reg.all_aliases()
+
+    code, _, err = _main(capsys, "--config", str(cfg), "versions", unique("nope"))
+    assert code == 2 and "no model named" in err and mlflow_server.url in err
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_history_records_moves_made_outside_modeldeck(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("fraud")
+    nb.model(name)
+    for i in (1, 2, 3):
+        nb.version(name, f"s3://b/fraud/{i}")
+    nb.set_alias(name, "production", 1)
+    cfg = write_config(tmp_path, mlflow_server.url)
+    code, out, err = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert [(c["environment"], c["from_version"], c["to_version"], c["action"], c["actor"]) for c in first] == \
+        [("production", None, 1, "external", "unknown")]
+    assert "first looked" in first[0]["reason"]
+
+    nb.set_alias(name, "production", 3)  # the MLflow UI, a notebook
+    nb.set_alias(name, "staging", 2)
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    changes = json.loads(out)
+    assert [(c["environment"], c["from_version"], c["to_version"], c["action"]) for c in changes][:2] == \
+        [("staging", None, 2, "external"), ("production", 1, 3, "external")]
+    assert "outside modeldeck" in changes[1]["reason"]
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert len(json.loads(out)) == 3  # nothing new: nothing recorded twice
+
+    nb.delete_alias(name, "staging")
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--env", "staging", "--json")
+    assert [(c["from_version"], c["to_version"]) for c in json.loads(out)] == [(2, None), (None, 2)]
+
+    code, out, _ = _main(capsys, "--config", str(cfg), "audit", "--action", "external", "--json")
+    entries = [e for e in json.loads(out) if e["subject"].startswith(name)]
+    assert len(entries) == 4 and {e["actor"] for e in entries} == {"unknown"}
+    code, out, _ = _main(capsys, "--config", str(cfg), "audit", "--verify")
+    assert code == 0 and "intact" in out
+    with Registry(tmp_path / "ledger.db") as ledger:  # the ledger's own view agrees with MLflow
+        assert ledger.alias(name, "production") == 3 and ledger.alias(name, "staging") is None
+
+
+# -- register and approvals ------------------------------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_register_creates_the_mlflow_version_and_approvals_are_tags(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("reg")
+    cfg = write_config(tmp_path, mlflow_server.url)
+    data = tmp_path / "train.csv"
+    data.write_text("a,b\n1,2\n")
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "s3://b/reg/1.pkl",
+                           "--dataset", str(data), "--code-version", "f00d", "--metrics", '{"auc": 0.8}',
+                           "--tag", "team=risk", "--reason", "first")
+    assert code == 0, err
+    assert f"registered {name} version 1 in MLflow" in out
+    tags = nb.version_tags(name, 1)
+    assert tags["team"] == "risk" and tags["modeldeck.registered_by"] == "tester"
+    assert tags["modeldeck.code_version"] == "f00d" and len(tags["modeldeck.dataset_sha256"]) == 64
+
+    rid = nb.run(params={"depth": 3}, metrics={"auc": 0.85, "loss": 0.2}, commit="beef")
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--run-id", rid, "--json")
+    assert code == 0, err
+    v2 = json.loads(out)
+    assert v2["version"] == 2 and v2["artifact"] == f"runs:/{rid}/model" and v2["run_id"] == rid
+    assert v2["params"] == {"depth": "3"} and v2["metrics"] == {"auc": 0.85, "loss": 0.2}
+    assert v2["code_version"] == "beef"
+    assert {e["metric"] for e in v2["evaluations"]} == {"auc", "loss"}
+
+    nb.version(name, "s3://b/reg/3.pkl")  # registered outside modeldeck: numbering is MLflow's
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "s3://b/reg/4.pkl")
+    assert code == 0 and "version 4" in out, err
+
+    code, out, err = _main(capsys, "--config", str(cfg), "approve", name, "2", "--reason", "offline eval ok")
+    assert code == 0, err
+    tags = nb.version_tags(name, 2)
+    assert tags["modeldeck.approval"] == "approved" and tags["modeldeck.approved_by"] == "tester"
+    assert tags["modeldeck.approval_reason"] == "offline eval ok"
+    code, out, err = _main(capsys, "--config", str(cfg), "reject", name, "3", "--reason", "leaky features")
+    assert code == 0, err
+    tags = nb.version_tags(name, 3)
+    assert tags["modeldeck.approval"] == "rejected" and tags["modeldeck.rejected_by"] == "tester"
+    code, out, _ = _main(capsys, "--config", str(cfg), "versions", name, "--json")
+    rows = {r["version"]: r for r in json.loads(out)}
+    assert rows[2]["approval"] == "approved" and rows[3]["approval"] == "rejected" and rows[1]["approval"] == "pending"
+    assert "modeldeck.approval" not in rows[2]["tags"]  # modeldeck's own tags are shown as what they mean
+
+    code, out, err = _main(capsys, "--config", str(cfg), "tag", name, "1", "stage=canary")
+    assert code == 0, err
+    assert nb.version_tags(name, 1)["stage"] == "canary"
+    code, _, err = _main(capsys, "--config", str(cfg), "tag", name, "1", "modeldeck.approval=approved")
+    assert code == 2 and "modeldeck's own" in err
+
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--run-id", "0" * 32)
+    assert code == 2 and "no run" in err
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "/not/in/a/run.pkl")
+    assert code == 2 and "local path" in err and "run_id" in err  # MLflow's own reason, one line
+    code, out, _ = _main(capsys, "--config", str(cfg), "versions", name, "--json")
+    assert [r["version"] for r in json.loads(out)] == [1, 2, 3, 4]  # the refusals made nothing
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_an_approval_mlflow_refuses_is_not_in_the_ledger(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("appr")
+    nb.model(name)
+    nb.version(name, "s3://b/a/1")
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url)
+        proxy.fail["set-tag"] = (503, '{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "db is busy"}')
+        code, _, err = _main(capsys, "--config", str(cfg), "approve", name, "1", "--reason", "ok")
+        assert code == 2 and "HTTP 503" in err and "db is busy" in err and len(err.strip().splitlines()) == 1
+        with Registry(tmp_path / "ledger.db") as ledger:
+            assert ledger.version(name, 1).approval == "pending"
+            assert ledger.approvers(name, 1) == [] and not ledger.audit(action="approve")
+        del proxy.fail["set-tag"]
+        code, _, err = _main(capsys, "--config", str(cfg), "approve", name, "1", "--reason", "ok")
+        assert code == 0, err
+    assert nb.version_tags(name, 1)["modeldeck.approval"] == "approved"
+
+
+# -- releases move MLflow aliases ------------------------------------------------------------------
+
+
+def _approved_model(nb: Notebook, name: str, n: int = 3) -> None:
+    nb.model(name)
+    for i in range(1, n + 1):
+        nb.version(name, f"s3://b/{name}/{i}")
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_promote_and_rollback_move_the_mlflow_alias(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("rel")
+    _approved_model(nb, name)
+    cfg = write_config(tmp_path, mlflow_server.url, aliases={"production": "champion"})
+    for v in ("1", "2", "3"):
+        assert _main(capsys, "--config", str(cfg), "approve", name, v, "--reason", "eval ok")[0] == 0
+    code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "1", "--env", "production",
+                           "--reason", "first", "--no-verify", "--create-env")
+    assert code == 0, err + out
+    assert nb.alias(name, "champion") == 1
+    code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "production",
+                           "--reason", "weekly", "--no-verify")
+    assert code == 0, err + out
+    assert nb.alias(name, "champion") == 2
+    code, out, err = _main(capsys, "--config", str(cfg), "rollback", name, "--env", "production",
+                           "--reason", "p95 doubled", "--no-verify")
+    assert code == 0, err + out
+    assert nb.alias(name, "champion") == 1
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert [(c["action"], c["from_version"], c["to_version"], c["actor"]) for c in json.loads(out)] == [
+        ("rollback", 2, 1, "tester"), ("promote", 1, 2, "tester"), ("promote", None, 1, "tester")]
+
+    # a move in MLflow since modeldeck looked: recorded as external, and the stale expectation refused
+    nb.set_alias(name, "champion", 3)
+    settings = config.load(cfg)
+    with open_registry(settings) as reg:
+        with pytest.raises(ConflictError, match="moved to version 3 by unknown"):
+            reg.promote(name, 2, "production", "stale view", expect=1)
+        assert nb.alias(name, "champion") == 3
+        assert [(c.action, c.to_version) for c in reg.history(name)][:1] == [("external", 3)]
+        change = reg.promote(name, 2, "production", "fresh view", expect=3)
+        assert (change.from_version, change.to_version) == (3, 2) and nb.alias(name, "champion") == 2
+        assert reg.rollback_target(name, "production") == 3  # an outside move is part of the stack
+        assert reg.unset_alias(name, "production", "retire", expect=2).to_version is None
+        assert nb.alias(name, "champion") is None
+        assert reg.verify_audit().ok
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_a_move_mlflow_refuses_writes_no_ledger_entry(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("refuse")
+    _approved_model(nb, name, 2)
+    nb.set_alias(name, "staging", 1)
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url)
+        proxy.fail["POST /api/2.0/mlflow/registered-models/alias"] = (
+            403, '{"error_code": "PERMISSION_DENIED", "message": "no EDIT on this model"}')
+        code, _out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "staging",
+                               "--reason", "try", "--no-verify")
+        assert code == 2 and "HTTP 403" in err and len(err.strip().splitlines()) == 1, err
+        assert nb.alias(name, "staging") == 1
+        with Registry(tmp_path / "ledger.db") as ledger:
+            assert [c.action for c in ledger.history(name)] == ["external"]  # only the first look
+            assert ledger.alias(name, "staging") == 1 and not ledger.audit(action="promote")
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_mlflow_moved_but_the_ledger_failed_is_critical(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    name = unique("crit")
+    _approved_model(nb, name, 2)
+    nb.set_alias(name, "staging", 1)
+    cfg = write_config(tmp_path, mlflow_server.url)
+    assert _main(capsys, "--config", str(cfg), "history", name)[0] == 0  # the ledger has seen staging=1
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    db.execute("CREATE TRIGGER full_disk BEFORE INSERT ON alias_history WHEN NEW.action = 'promote' "
+               "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    db.commit()
+    code, out, err = _main(capsys, "--config", str(cfg), "promote", name, "2", "--env", "staging",
+                           "--reason", "go", "--no-verify")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "CRITICAL" in err and "points at version 2" in err and "4 tries" in err and "disk is full" in err
+    assert nb.alias(name, "staging") == 2  # MLflow moved
+    db.execute("DROP TRIGGER full_disk")
+    db.commit()
+    db.close()
+    code, out, _ = _main(capsys, "--config", str(cfg), "history", name, "--json")
+    assert next((c["action"], c["from_version"], c["to_version"]) for c in json.loads(out)) == ("external", 1, 2)
+
+
+# -- moves made outside modeldeck, found every poll interval ---------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_the_poller_records_outside_moves_every_interval(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from modeldeck.core.poller import Poller
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("poll")
+    _approved_model(nb, name, 3)
+    nb.set_alias(name, "champion", 1)
+    monkeypatch.setenv("MLFLOW_TOKEN", "s3cr3t-t0ken")
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url, models=[name], aliases={"production": "champion"},
+                           headers={"Authorization": "Bearer ${MLFLOW_TOKEN}"}, extra=f"""
+            [[endpoints]]
+            name = "{name}-prod"
+            model = "{name}"
+            url = "http://127.0.0.1:9"
+            """)
+        settings = config.load(cfg)
+
+        async def cycles() -> tuple[dict, str | None, dict, str | None]:
+            poller = Poller(settings)
+            try:
+                await poller.poll_once()
+                first = dict(poller._aliases)
+                nb.set_alias(name, "champion", 3)
+                proxy.fail["registered-models/search"] = (401, '{"error_code": "UNAUTHENTICATED"}')
+                await poller._refresh_aliases(force=True)
+                fault = poller.registry_fault
+                del proxy.fail["registered-models/search"]
+                await poller._refresh_aliases(force=True)
+                return first, fault, dict(poller._aliases), poller.registry_fault
+            finally:
+                await poller.aclose()
+
+        first, fault, after, cleared = asyncio.run(cycles())
+        assert any(h.get("Authorization") == "Bearer s3cr3t-t0ken" for h in proxy.headers_seen)
+    assert first == {(name, "production"): 1} and after == {(name, "production"): 3} and cleared is None
+    assert fault is not None and "HTTP 401" in fault and "s3cr3t" not in fault and "headers" in fault
+    with Registry(tmp_path / "ledger.db") as ledger:
+        changes = ledger.history(name, "production")
+        assert [(c.action, c.from_version, c.to_version, c.actor) for c in changes] == [
+            ("external", 1, 3, "unknown"), ("external", None, 1, "unknown")]
+        at = changes[0].at
+        assert ledger.alias_at(name, "production", at).to_version == 3
+        assert ledger.verify_audit().ok

@@ -1,0 +1,292 @@
+"""Prometheus as the metrics source (core/promql.py): config, selectors, the per-profile PromQL
+against a real Prometheus, scraping a loopback fake fleet and serving exact data loaded with
+promtool; the snapshots the poller makes of them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modeldeck.core import config
+from modeldeck.core.errors import ConfigError
+from modeldeck.core.poller import Poller
+from modeldeck.core.promql import PromClient, PromFleet, SelectorError, parse_selector, selector_text
+from modeldeck.core.snapshot import DEGRADED, DOWN, UP
+from tests.faultservers import FaultServer
+from tests.promserver import PromServer, backfill, skip_reason
+
+# ---------------------------------------------------------------------------------------------
+# config and selectors (no server)
+
+
+def _parse(tmp_path: Path, data: dict) -> config.Settings:
+    return config.parse(data, tmp_path / "modeldeck.toml")
+
+
+def test_selector_parse_and_text() -> None:
+    ms = parse_selector('{namespace="prod", service=~"churn|fraud", pod!="x\\"y"}')
+    assert [(m.name, m.op, m.value) for m in ms] == [("namespace", "=", "prod"), ("service", "=~", "churn|fraud"),
+                                                       ("pod", "!=", 'x"y')]
+    assert parse_selector(selector_text(ms)) == ms
+    assert ms[1].matches({"service": "churn"}) and not ms[1].matches({"service": "churn2"})
+    assert parse_selector("") == ()
+    for bad in ('{namespace="prod"', "namespace=prod", '{__name__="up"}', '{a=~"("}'):
+        with pytest.raises(SelectorError):
+            parse_selector(bad)
+
+
+def test_prometheus_config(tmp_path: Path) -> None:
+    s = _parse(tmp_path, {
+        "prometheus": {"url": "http://127.0.0.1:9/mimir/prometheus/", "window": "1m30s", "timeout": 2.5,
+                       "headers": {"X-Scope-OrgID": "team-a", "Authorization": "Bearer ${PROM_TOKEN}"}},
+        "endpoints": [{"name": "a", "model": "churn", "metrics": "prometheus", "metrics_profile": "mlserver",
+                       "selector": '{namespace="prod",service="churn"}'},
+                      {"name": "b", "model": "churn", "url": "http://127.0.0.1:8080"}]})
+    assert s.prometheus is not None
+    assert s.prometheus.url == "http://127.0.0.1:9/mimir/prometheus"  # the path prefix is kept
+    assert s.prometheus.window_seconds == 90.0 and s.prometheus.timeout == 2.5
+    a, b = s.endpoints
+    assert a.via_prometheus and a.url == "" and a.metrics_url == ""
+    assert a.selector == '{namespace="prod", service="churn"}'
+    assert not b.via_prometheus and b.metrics_url == "http://127.0.0.1:8080/metrics"
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"endpoints": [{"name": "a", "model": "m", "metrics": "prometheus", "metrics_profile": "mlserver"}]},
+     "endpoints[0].metrics: is \"prometheus\" but the config has no [prometheus]"),
+    ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "prometheus"}]},
+     "endpoints[0]: metrics = \"prometheus\" needs metrics_profile"),
+    ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "pull"}]},
+     'endpoints[0].metrics: must be "scrape" or "prometheus"'),
+    ({"endpoints": [{"name": "a", "model": "m"}]}, "endpoints[0]: missing required key 'url'"),
+    ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "prometheus",
+                                                        "metrics_profile": "mlserver", "selector": "{a=b}"}]},
+     "endpoints[0].selector: not a label matcher"),
+    ({"prometheus": {"url": "http://p", "window": "1 minute"}}, "prometheus.window: must be a PromQL duration"),
+    ({"prometheus": {"url": "http://p", "timeot": 1}}, "prometheus.timeot: unknown key (did you mean 'timeout'?)"),
+    ({"prometheus": {}}, "prometheus: missing required key 'url'"),
+    ({"endpoints": [{"name": "a", "model": "m", "url": "http://x", "selector": '{a="b"}'}]},
+     'endpoints[0].selector: only applies with metrics = "prometheus"'),
+    ({"endpoints": [{"name": "a", "model": "m", "url": "http://x", "metrics_profile": "tfserving"}]},
+     "endpoints[0].metrics_profile: unknown metrics profile 'tfserving'"),
+])
+def test_config_errors_name_file_and_key(tmp_path: Path, data: dict, where: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _parse(tmp_path, data)
+    assert str(e.value).startswith(str(tmp_path / "modeldeck.toml") + ": " + where), str(e.value)
+
+
+def test_one_query_per_quantity_for_every_endpoint() -> None:
+    cfg = config.PrometheusConfig(url="http://127.0.0.1:9", window="1m")
+    eps = [config.EndpointConfig(name=f"e{i}", model=f"m{i}", url="", metrics="prometheus",
+                                 metrics_profile="mlserver", selector=f'{{namespace="prod", service="s{i}"}}')
+           for i in range(50)]
+    queries, plans = PromFleet(cfg).queries_for("mlserver", eps)
+    assert set(queries) == {"requests", "errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up",
+                            "age"}
+    q = queries["requests"]
+    # the shared matcher as it is, the per-endpoint values as one set, grouped by both labels and the model
+    assert 'namespace="prod"' in q and 'service=~"s0|s1|s10|' in q and "by (namespace, service, model)" in q
+    assert 'model=~"m0|m1|' in q
+    assert len(plans) == 50
+
+
+# ---------------------------------------------------------------------------------------------
+# a real Prometheus scraping a loopback fleet
+
+
+needs_prometheus = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+
+@pytest.fixture(scope="session")
+def scraped(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    churn = FaultServer("churn", ["3"], metrics_version="3").start()
+    fraud = FaultServer("fraud", ["7"], metrics_version="7").start()
+    prom = PromServer(tmp_path_factory.mktemp("prom-scrape"), scrape_interval=1.0)
+    prom.set_targets([(f"127.0.0.1:{churn.port}", {"service": "churn", "namespace": "prod"}),
+                      (f"127.0.0.1:{fraud.port}", {"service": "fraud", "namespace": "prod"})])
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            churn.stats.observe(40, 0.03, failed=1)
+            fraud.stats.observe(10, 0.3)
+            stop.wait(0.25)
+
+    worker = threading.Thread(target=traffic, daemon=True)
+    worker.start()
+    try:
+        prom.start()
+        # a few scrapes of both, so rates over 10 s a second ago exist
+        prom.wait_for('count_over_time(model_infer_request_success_total[10s]) >= 4', at_least=2, timeout=60)
+        prom.wait_for('count_over_time(model_infer_request_failure_total{service="churn"}[10s]) >= 4', timeout=60)
+        yield prom, churn, fraud
+    finally:
+        stop.set()
+        prom.stop()
+        churn.close()
+        fraud.close()
+
+
+def _settings(tmp_path: Path, prom_url: str, endpoints: list[dict], **prom: object) -> config.Settings:
+    return _parse(tmp_path, {"registry": str(tmp_path / "none.db"),
+                             "prometheus": {"url": prom_url, "window": "10s", "timeout": 5.0, **prom},
+                             "endpoints": endpoints})
+
+
+def _poll(settings: config.Settings, at: float, aliases: dict | None = None):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        async with Poller(settings, clock=lambda: at, aliases=aliases or {}) as p:
+            snaps = await p.poll_once()
+            return snaps, p._prom.client.queries
+
+    return asyncio.run(main())
+
+
+@pytest.mark.live
+def test_mlserver_through_real_prometheus(scraped, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    prom, _churn, _fraud = scraped
+    settings = _settings(tmp_path, prom.url, [
+        {"name": "churn-prod", "model": "churn", "metrics": "prometheus", "metrics_profile": "mlserver",
+         "selector": '{namespace="prod", service="churn"}'},
+        {"name": "fraud-prod", "model": "fraud", "metrics": "prometheus", "metrics_profile": "mlserver",
+         "selector": '{namespace="prod", service="fraud"}'}])
+    at = time.time() - 1.0
+    (churn, fraud), queries = _poll(settings, at, {("churn", "production"): 3, ("fraud", "production"): 6})
+    assert queries == 10  # one query per quantity for both endpoints
+    s = '{service="churn"}'
+    ok = prom.value(f"sum(rate(model_infer_request_success_total{s}[10s]))", at)
+    bad = prom.value(f"sum(rate(model_infer_request_failure_total{s}[10s]))", at)
+    assert ok and bad
+    assert churn.status == UP, churn.reason
+    assert churn.request_rate == pytest.approx(ok + bad)
+    assert churn.error_ratio == pytest.approx(bad / (ok + bad))
+    p95 = prom.value('histogram_quantile(0.95, sum by (le) (rate(rest_server_request_duration_seconds_bucket'
+                     '{service="churn", path=~".*/infer"}[10s])))', at)
+    assert churn.latency_p95_ms == pytest.approx(p95 * 1000)
+    mean = prom.value(f"sum(rate(model_infer_request_duration_sum{s}[10s])) / "
+                      f"sum(rate(model_infer_request_duration_count{s}[10s]))", at)
+    assert churn.latency_mean_ms == pytest.approx(mean * 1000)
+    assert churn.served_versions == ("3",) and churn.served_version == "3"
+    assert churn.live is True and churn.metrics_window == 10.0
+    assert churn.metrics_age is not None and churn.profile == "mlserver"
+    # the version label says 7, the alias 6: a mismatch, as direct scraping would say
+    assert fraud.status == DEGRADED and "serves version 7" in fraud.reason
+    assert fraud.error_ratio == 0.0  # no failure series yet: guarded with `or ... * 0`, never unknown
+
+
+@pytest.mark.live
+def test_prometheus_endpoint_with_url_polls_health_directly(scraped, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    prom, churn_server, _ = scraped
+    settings = _settings(tmp_path, prom.url, [
+        {"name": "churn-prod", "model": "churn", "metrics": "prometheus", "metrics_profile": "mlserver",
+         "selector": '{service="churn"}', "url": churn_server.url}])
+    before = churn_server.hits["/metrics"]
+    (snap,), _ = _poll(settings, time.time() - 1.0, {("churn", "production"): 3})
+    assert snap.status == UP and snap.model_ready is True and snap.request_rate
+    assert churn_server.hits["/v2/models/churn"] >= 1  # OIP metadata asked directly
+    # modeldeck itself never scraped it (Prometheus did, once a second)
+    assert churn_server.hits["/metrics"] - before <= 3
+
+
+@pytest.mark.live
+def test_no_series_is_down_with_the_selector(scraped, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    prom, _, _ = scraped
+    settings = _settings(tmp_path, prom.url, [
+        {"name": "ghost", "model": "ghost", "metrics": "prometheus", "metrics_profile": "mlserver",
+         "selector": '{service="ghost"}'}])
+    (snap,), _ = _poll(settings, time.time())
+    assert snap.status == DOWN and 'no series in Prometheus match {service="ghost"}' in snap.reason
+
+
+# ---------------------------------------------------------------------------------------------
+# exact data loaded with promtool
+
+
+STEP = 15  # seconds between samples
+STEPS = 9
+
+
+def _om_mlserver(t0: int) -> str:
+    """Two MLServer endpoints, per step: churn 100 requests (2 failed; 50 <= 0.1 s, 45 more
+    <= 0.25 s, 5 more <= 0.5 s; 2 s spent), fraud 30 requests, no failure series at all."""
+    lines = []
+    for i in range(STEPS):
+        t = t0 + i * STEP
+        c = 'namespace="prod",service="churn",model="churn",version="3"'
+        lines += [f"model_infer_request_success_total{{{c}}} {98 * i} {t}",
+                  f"model_infer_request_failure_total{{{c}}} {2 * i} {t}",
+                  f"model_infer_request_duration_sum{{{c}}} {2.0 * i} {t}",
+                  f"model_infer_request_duration_count{{{c}}} {100 * i} {t}"]
+        r = 'namespace="prod",service="churn",path="/v2/models/{model_name}/infer"'
+        for le, n in (("0.1", 50), ("0.25", 95), ("0.5", 100), ("+Inf", 100)):
+            lines.append(f'rest_server_request_duration_seconds_bucket{{{r},le="{le}"}} {n * i} {t}')
+        h = 'namespace="prod",service="churn",path="/v2/health/ready"'  # slow health checks do not count
+        for le, n in (("0.1", 0), ("0.25", 0), ("0.5", 0), ("+Inf", 10)):
+            lines.append(f'rest_server_request_duration_seconds_bucket{{{h},le="{le}"}} {n * i} {t}')
+        f = 'namespace="prod",service="fraud",model="fraud",version="7"'
+        lines.append(f"model_infer_request_success_total{{{f}}} {30 * i} {t}")
+        for svc in ("churn", "fraud"):
+            lines.append(f'up{{namespace="prod",service="{svc}",job="fleet"}} 1 {t}')
+    return "\n".join(lines) + "\n# EOF\n"
+
+
+@pytest.fixture(scope="module")
+def exact(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    t0 = int(time.time()) - 3600
+    text = _om_mlserver(t0)
+    server = backfill(tmp_path_factory.mktemp("prom-exact"), text)
+    with server:
+        yield server, t0 + (STEPS - 1) * STEP
+
+
+@pytest.mark.live
+def test_mlserver_exact_values(exact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    prom, at = exact
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"), "prometheus": {"url": prom.url, "window": "1m", "timeout": 5.0},
+        "endpoints": [{"name": n, "model": n, "metrics": "prometheus", "metrics_profile": "mlserver",
+                       "selector": f'{{namespace="prod", service="{n}"}}'} for n in ("churn", "fraud")]})
+    (churn, fraud), _ = _poll(settings, at, {("churn", "production"): 3, ("fraud", "production"): 7})
+    # known in advance: 100 requests / 15 s, 2 % failed, quantiles by linear interpolation
+    assert churn.request_rate == pytest.approx(100 / 15)
+    assert churn.error_ratio == pytest.approx(0.02)
+    assert churn.latency_p50_ms == pytest.approx(100.0)
+    assert churn.latency_p95_ms == pytest.approx(250.0)
+    assert churn.latency_p99_ms == pytest.approx(450.0)
+    assert churn.latency_mean_ms == pytest.approx(20.0)
+    assert churn.status == UP and churn.served_versions == ("3",)
+    assert churn.metrics_age == pytest.approx(0.0, abs=0.01)
+    # and the same PromQL run directly
+    assert churn.latency_p95_ms == pytest.approx(1000 * prom.value(
+        'histogram_quantile(0.95, sum by (le) (rate(rest_server_request_duration_seconds_bucket'
+        '{service="churn", path=~".*/infer"}[1m])))', at))
+    assert fraud.request_rate == pytest.approx(2.0) and fraud.error_ratio == 0.0
+    assert fraud.latency_p95_ms is None  # no route histogram for it
+
+
+@pytest.mark.live
+def test_client_query_against_exact_data(exact) -> None:  # type: ignore[no-untyped-def]
+    prom, at = exact
+    cfg = config.PrometheusConfig(url=prom.url, timeout=5.0)
+
+    async def main():  # type: ignore[no-untyped-def]
+        c = PromClient(cfg)
+        try:
+            return await c.query('sum by (service) (rate(model_infer_request_success_total[1m]))', at=at)
+        finally:
+            await c.aclose()
+
+    r = asyncio.run(main())
+    got = {s.labels["service"]: s.value for s in r.series}
+    assert got == pytest.approx({"churn": 98 / 15, "fraud": 2.0})

@@ -1,0 +1,373 @@
+"""core.quality: the join of captured predictions with delayed labels, the metrics (equal to
+scikit-learn's on the same joined rows), their intervals, the estimate while labels lag, the
+label readers, and ``modeldeck quality``."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from modeldeck.core import capture, judge, quality
+from modeldeck.core.capture import ID, LABEL, LABEL_TIME
+from modeldeck.core.demo.recorder import capture_record, ground_truth_record
+from modeldeck.core.errors import InputError
+from modeldeck.tui import cli
+
+T0 = 1.7e9
+
+
+def _frames(n: int, seed: int, *, missing: float = 0.1, dup: float = 0.02, text: bool = False,
+            ties: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Captured rows (in inference order) and labels (oldest first): ``missing`` of the rows
+    without a label, ``dup`` with an older wrong label first, a few labels of unknown ids."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.35).astype(int)
+    s = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)
+    s = np.round(s, 2) if ties else s
+    p = (s >= 0.5).astype(int)
+    ids = np.array([f"ev-{seed}-{i}" for i in range(n)], dtype=object)
+    times = pd.to_datetime(T0 + np.arange(n), unit="s", utc=True)
+    pred = pd.DataFrame({ID: ids, "prediction": p, "probability": s}, index=pd.DatetimeIndex(times, name="t"))
+    labelled = rng.random(n) >= missing
+    lab_ids = list(ids[labelled])
+    lab_y = list(y[labelled])
+    dups = [i for i in np.flatnonzero(labelled) if rng.random() < dup]
+    lab_ids = [ids[i] for i in dups] + lab_ids + ["ghost-1", "ghost-2"]  # the older, wrong labels first
+    lab_y = [1 - y[i] for i in dups] + lab_y + [0, 1]
+    if text:
+        pred["prediction"] = np.where(p == 1, "churn", "stay")
+        lab_y = ["churn" if v == 1 else "stay" for v in lab_y]
+    labels = pd.DataFrame({ID: pd.Series(lab_ids, dtype=object), LABEL: pd.Series(lab_y, dtype=object),
+                           LABEL_TIME: pd.Series([pd.NaT] * len(lab_ids), dtype="datetime64[ns, UTC]")})
+    return pred, labels
+
+
+def _pandas_join(pred: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    newest = labels.drop_duplicates(ID, keep="last")
+    return pred.reset_index().merge(newest, on=ID, how="inner")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_classification_metrics_equal_sklearn_on_the_joined_rows(seed: int) -> None:
+    pred, labels = _frames(2500, seed, ties=seed != 3)
+    spec = quality.QualitySpec(window=100_000)
+    j = quality.join(pred, labels, spec)
+    r = quality.measure(j)
+    m = _pandas_join(pred, labels)
+    y, p, s = m[LABEL].astype(int).to_numpy(), m["prediction"].to_numpy(), m["probability"].to_numpy()
+    assert r.rows == len(m)
+    expect = {"accuracy": skm.accuracy_score(y, p), "precision": skm.precision_score(y, p),
+              "recall": skm.recall_score(y, p), "f1": skm.f1_score(y, p), "roc_auc": skm.roc_auc_score(y, s)}
+    for name, value in expect.items():
+        assert abs(r.metrics[name].value - value) <= 1e-9, name
+        lo, hi = r.metrics[name].low, r.metrics[name].high
+        assert lo is not None and hi is not None and lo <= r.metrics[name].value <= hi
+    assert r.confusion["matrix"] == skm.confusion_matrix(y, p).tolist() and r.confusion["labels"] == [0, 1]
+    c = r.counts
+    n_dup = len(labels) - labels[ID].nunique()
+    assert c.duplicate_labels == n_dup and c.labels_without_prediction == 2 and c.labelled == len(m)
+    assert c.predictions_without_label == len(pred) - len(m) and c.predictions == len(pred)
+
+
+def test_text_labels_and_the_window_are_the_newest_rows() -> None:
+    pred, labels = _frames(3000, 5, text=True)
+    spec = quality.QualitySpec(window=700, positive_label="churn")
+    r = quality.measure(quality.join(pred, labels, spec))
+    m = _pandas_join(pred, labels).sort_values("t", kind="stable").tail(700)
+    y, p, s = m[LABEL].to_numpy(dtype=str), m["prediction"].to_numpy(dtype=str), m["probability"].to_numpy()
+    assert r.rows == 700
+    assert abs(r.value("f1") - skm.f1_score(y, p, pos_label="churn")) <= 1e-9
+    assert abs(r.value("precision") - skm.precision_score(y, p, pos_label="churn")) <= 1e-9
+    assert abs(r.value("roc_auc") - skm.roc_auc_score(y == "churn", s)) <= 1e-9
+    assert r.confusion["labels"] == ["churn", "stay"]
+    assert r.confusion["matrix"] == skm.confusion_matrix(y, p, labels=["churn", "stay"]).tolist()
+    share = quality.join(pred, labels, spec)
+    assert r.labelled_share == share.recent_labelled / 700
+
+
+def test_multiclass_accuracy_and_one_against_the_rest() -> None:
+    rng = np.random.default_rng(9)
+    n = 900
+    y = rng.integers(0, 3, n)
+    p = np.where(rng.random(n) < 0.7, y, rng.integers(0, 3, n))
+    ids = [f"m{i}" for i in range(n)]
+    pred = pd.DataFrame({ID: ids, "prediction": p, "probability": rng.random(n)})
+    labels = capture._label_table(ids, list(y), [None] * n)
+    r = quality.measure(quality.join(pred, labels, quality.QualitySpec(window=n, positive_label="2")))
+    assert abs(r.value("accuracy") - skm.accuracy_score(y, p)) <= 1e-9
+    assert abs(r.value("recall") - skm.recall_score(y, p, labels=[2], average=None)[0]) <= 1e-9
+    assert abs(r.value("f1") - skm.f1_score(y, p, labels=[2], average=None)[0]) <= 1e-9
+    assert r.value("roc_auc") is None and "two classes" in r.metrics["roc_auc"].note
+    assert r.confusion["matrix"] == skm.confusion_matrix(y, p).tolist()
+
+
+def test_regression_metrics_equal_sklearn() -> None:
+    rng = np.random.default_rng(4)
+    n = 1500
+    y = rng.normal(50, 10, n)
+    p = y + rng.normal(0, 4, n)
+    ids = [str(i) for i in range(n)]
+    pred = pd.DataFrame({ID: ids, "prediction": p})
+    labels = capture._label_table(ids, list(y), [None] * n)
+    r = quality.measure(quality.join(pred, labels, quality.QualitySpec(problem_type="regression", window=n)))
+    assert abs(r.value("mae") - skm.mean_absolute_error(y, p)) <= 1e-9
+    assert abs(r.value("rmse") - math.sqrt(skm.mean_squared_error(y, p))) <= 1e-9
+    assert abs(r.value("r2") - skm.r2_score(y, p)) <= 1e-9
+    for name in ("mae", "rmse", "r2"):
+        m = r.metrics[name]
+        assert m.method == "bootstrap" and m.low < m.value < m.high
+    assert r.confusion is None and r.estimate is None and r.headline() == "r2"
+    labels.loc[3, LABEL] = "n/a"
+    with pytest.raises(InputError, match="regression needs numbers"):
+        quality.join(pred, labels, quality.QualitySpec(problem_type="regression"))
+
+
+def test_wilson_interval_and_seeded_bootstrap() -> None:
+    lo, hi = quality.wilson(5, 10)
+    assert abs(lo - 0.236593) < 1e-6 and abs(hi - 0.763407) < 1e-6  # the textbook values
+    lo, hi = quality.wilson(0, 10)
+    assert lo == 0.0 and abs(hi - 0.277533) < 1e-6
+    pred, labels = _frames(1000, 7)
+    a = quality.measure(quality.join(pred, labels, quality.QualitySpec()))
+    b = quality.measure(quality.join(pred, labels, quality.QualitySpec()))
+    assert a.metrics["roc_auc"] == b.metrics["roc_auc"] and a.metrics["f1"] == b.metrics["f1"]
+    c = quality.measure(quality.join(pred, labels, quality.QualitySpec(seed=1)))
+    assert c.metrics["roc_auc"].low != a.metrics["roc_auc"].low
+
+
+def test_bootstrap_width_follows_the_rows_also_above_the_cap() -> None:
+    """Above BOOTSTRAP_MAX_ROWS the replicates draw fewer rows and are scaled back: the
+    interval's half-width stays near the analytic standard error (Hanley & McNeil)."""
+    for n in (2000, 60_000):
+        pred, labels = _frames(n, 11, missing=0.0, dup=0.0, ties=False)
+        r = quality.measure(quality.join(pred, labels, quality.QualitySpec(window=n)))
+        m = r.metrics["roc_auc"]
+        a, n1 = m.value, int(labels[LABEL].iloc[:-2].sum())
+        n0 = len(labels) - 2 - n1
+        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+        se = math.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+        half = (m.high - m.low) / 2
+        assert 0.7 * 1.96 * se < half < 1.4 * 1.96 * se, (n, half, se)
+        acc = r.metrics["accuracy"]
+        assert abs((acc.high - acc.low) / 2 - 1.96 * math.sqrt(acc.value * (1 - acc.value) / n)) < 2e-3
+
+
+def test_not_enough_labels_is_no_verdict() -> None:
+    pred, labels = _frames(400, 3, missing=0.7)
+    r = quality.measure(quality.join(pred, labels, quality.QualitySpec()))
+    assert r.rows < 200 and not r.enough and r.status == "not_enough_labels"
+    assert judge.quality_verdicts(r.to_json(), {"accuracy": 0.99, "roc_auc": 0.99}, 0.05) == []
+    assert quality.document(r, None, 0.05)["level"] == judge.OK
+    assert "not enough labels" in quality.render_text(r)
+
+
+def test_quality_rule_needs_the_drop_and_the_interval() -> None:
+    assert judge.quality_level(0.82, 0.86, 0.90, 0.05) == judge.WARNING
+    assert judge.quality_level(0.80, 0.91, 0.90, 0.05) == judge.OK  # the interval reaches the registered value
+    assert judge.quality_level(0.86, 0.88, 0.90, 0.05) == judge.OK  # less than the drop
+    assert judge.quality_level(0.80, 0.83, 0.90, 0.05) == judge.CRITICAL  # twice the drop (exactly)
+    assert judge.quality_level(0.85, 0.87, 0.90, 0.05) == judge.WARNING  # exactly the drop counts
+    assert judge.quality_level(None, None, 0.9, 0.05) == judge.OK
+
+
+def test_cbpe_estimates_a_calibrated_model_within_002() -> None:
+    """On a calibrated model (P(y=1 | score) = score) the estimate of 5,000 unlabelled rows,
+    calibrated on 2,000 labelled ones, is within 0.02 of what their labels then measure; the
+    rest is the measured value's own sampling noise and the calibration's (10 fixed seeds)."""
+    errors = []
+    for seed in range(21, 31):
+        rng = np.random.default_rng(seed)
+        score = rng.beta(1.2, 2.5, 7000)
+        y = (rng.random(7000) < score).astype(int)
+        ref, cur = slice(0, 2000), slice(2000, 7000)
+        est = quality.cbpe(score[ref], y[ref] == 1, score[cur], score[cur] >= 0.5)
+        acc = skm.accuracy_score(y[cur], (score[cur] >= 0.5).astype(int))
+        auc = skm.roc_auc_score(y[cur], score[cur])
+        errors.append(max(abs(est["accuracy"] - acc), abs(est["roc_auc"] - auc)))
+    assert np.median(errors) < 0.02 and max(errors) < 0.035, errors
+    rng = np.random.default_rng(21)
+    n = 3000
+    score = rng.beta(1.2, 2.5, n)
+    y = (rng.random(n) < score).astype(int)
+    # through the join: the newest rows without a label are estimated, kept apart from the measured
+    ids = [f"c{i}" for i in range(n)]
+    pred = pd.DataFrame({ID: ids, "prediction": (score >= 0.5).astype(int), "probability": score})
+    labels = capture._label_table(ids[:2000], list(y[:2000]), [None] * 2000)
+    r = quality.measure(quality.join(pred, labels, quality.QualitySpec(window=1000)))
+    assert r.estimate is not None and r.estimate.rows == 1000 and r.estimate.reference_rows == 1000
+    doc = r.to_json()
+    assert doc["estimated"]["estimated"] is True and set(doc["estimated"]["metrics"]) == {"accuracy", "roc_auc"}
+    assert abs(doc["estimated"]["metrics"]["accuracy"] - skm.accuracy_score(y[2000:], (score[2000:] >= 0.5))) < 0.03
+    assert abs(doc["estimated"]["metrics"]["roc_auc"] - skm.roc_auc_score(y[2000:], score[2000:])) < 0.03
+    assert doc["labelled_share"] == 0.0 and doc["metrics"]["accuracy"]["value"] == skm.accuracy_score(
+        y[1000:2000], (score[1000:2000] >= 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# the label readers, on files as SageMaker and pipelines write them
+
+
+def _write_sagemaker(folder: Path, n: int = 600, *, batch_every: int = 50) -> tuple[str, str, list[int], list[int]]:
+    """Capture JSONL (a batch of three rows every ``batch_every`` requests) and ground truth
+    (comma-separated for a batch; every 7th request relabelled later, the second label right)."""
+    rng = np.random.default_rng(3)
+    cap, gt = folder / "capture.jsonl", folder / "labels.jsonl"
+    ys: list[int] = []
+    ps: list[int] = []
+    with open(cap, "w") as c, open(gt, "w") as g:
+        for i in range(n):
+            k = 3 if i % batch_every == 0 else 1
+            y = [int(rng.random() < 0.4) for _ in range(k)]
+            s = [round(float(np.clip(0.4 * v + 0.6 * rng.random(), 0, 1)), 3) for v in y]
+            p = [int(v >= 0.5) for v in s]
+            body_in = json.dumps({"inputs": [{"name": "x", "shape": [k], "datatype": "FP64", "data": s}]})
+            body_out = json.dumps({"outputs": [{"name": "prediction", "shape": [k], "datatype": "INT64", "data": p},
+                                               {"name": "probability", "shape": [k], "datatype": "FP64", "data": s}]})
+            c.write(json.dumps(capture_record(f"evt-{i}", body_in, body_out, ts=T0 + i)) + "\n")
+            if i % 7 == 0 and i % 10 != 3:
+                g.write(json.dumps(ground_truth_record(f"evt-{i}", [1 - v for v in y], ts=T0 + i + 5)) + "\n")
+            if i % 10 != 3:  # every tenth request never gets its label
+                g.write(json.dumps(ground_truth_record(f"evt-{i}", y, ts=T0 + i + 60)) + "\n")
+                ys += y
+                ps += p
+        g.write(json.dumps(ground_truth_record("evt-unknown", [1], ts=T0 + n + 60)) + "\n")
+    return str(cap), str(gt), ys, ps
+
+
+def test_sagemaker_capture_and_ground_truth_files(tmp_path: Path) -> None:
+    cap, gt, ys, ps = _write_sagemaker(tmp_path)
+    labels = capture.read_labels(gt)
+    assert labels[ID].iloc[0] == "evt-0" and labels[ID].tolist()[:4] == ["evt-0", "evt-0#1", "evt-0#2", "evt-7"]
+    r = quality.assess(cap, gt, quality.QualitySpec(window=10_000))
+    assert r.rows == len(ys)
+    assert abs(r.value("accuracy") - skm.accuracy_score(ys, ps)) <= 1e-9
+    c = r.counts
+    assert c.labels_without_prediction == 1 and c.predictions_without_label == 60
+    assert c.duplicate_labels == sum(3 if i % 50 == 0 else 1 for i in range(600) if i % 7 == 0 and i % 10 != 3)
+    assert r.label_lag_seconds == pytest.approx(60.0)  # the right (newer) label, 60 s after inference
+    # the newest wins by label time, not by file order
+    lines = Path(gt).read_text().splitlines()
+    Path(gt).write_text("\n".join(reversed(lines)) + "\n")
+    r2 = quality.assess(cap, gt, quality.QualitySpec(window=10_000))
+    assert r2.value("accuracy") == r.value("accuracy")
+
+
+def test_plain_label_files_csv_and_parquet(tmp_path: Path) -> None:
+    pred, labels = _frames(800, 13)
+    pred = pred.reset_index().rename(columns={ID: "request_id"})
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    plain = labels.rename(columns={ID: "request_id", LABEL: "y"}).drop(columns=[LABEL_TIME])
+    plain.to_csv(tmp_path / "labels.csv", index=False)
+    plain.to_parquet(tmp_path / "labels.parquet")
+    spec = quality.QualitySpec(window=10_000, id_column="request_id")
+    a = quality.assess(str(tmp_path / "pred.csv"), str(tmp_path / "labels.csv"), spec,
+                       label_id_column="request_id", label_column="y")
+    b = quality.assess(str(tmp_path / "pred.csv"), str(tmp_path / "labels.parquet"), spec,
+                       label_id_column="request_id", label_column="y")
+    m = _pandas_join(pred.rename(columns={"request_id": ID}).set_index("t"), labels)
+    assert a.rows == b.rows == len(m)
+    assert abs(a.value("roc_auc") - skm.roc_auc_score(m[LABEL].astype(int), m["probability"])) <= 1e-9
+    with pytest.raises(InputError, match="no label column 'label'"):
+        capture.read_labels(str(tmp_path / "labels.csv"), id_column="request_id")
+    with pytest.raises(InputError, match="no id column 'nope'"):
+        capture.read_labels(str(tmp_path / "labels.csv"), id_column="nope", label_column="y")
+    with pytest.raises(InputError, match="no key to join labels on"):
+        quality.assess(str(tmp_path / "pred.csv"), str(tmp_path / "labels.csv"), quality.QualitySpec(),
+                       label_id_column="request_id", label_column="y")
+
+
+def test_bad_ground_truth_lines(tmp_path: Path) -> None:
+    gt = tmp_path / "gt.jsonl"
+    good = json.dumps(ground_truth_record("a", [1])) + "\n"
+    gt.write_text(good + good[:25])  # the record being written right now: skipped
+    assert len(capture.read_labels(str(gt))) == 1
+    gt.write_text(good + "{broken\n" + good)
+    with pytest.raises(InputError, match="bad JSON on line 2"):
+        capture.read_labels(str(gt))
+    gt.write_text(good + json.dumps({"groundTruthData": {"data": "1"}}) + "\n")
+    with pytest.raises(InputError, match="line 2 has no eventMetadata.eventId"):
+        capture.read_labels(str(gt))
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:  # argparse
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_quality_command_text_json_and_bad_input(tmp_path: Path) -> None:
+    cap, gt, ys, ps = _write_sagemaker(tmp_path)
+    code, out, _ = _run(["quality", cap, gt])
+    assert code == 0 and "accuracy" in out and "pred 1" in out and "labels without a prediction" in out
+    code, out, _ = _run(["quality", cap, gt, "--format", "json", "--window", "5000"])
+    doc = json.loads(out)
+    assert code == 0 and doc["status"] == "measured" and set(doc["metrics"]) == set(quality.CLASSIFICATION_METRICS)
+    assert abs(doc["metrics"]["accuracy"]["value"] - skm.accuracy_score(ys, ps)) <= 1e-9
+    assert doc["verdicts"] == [] and doc["registered"] is None
+    code, out, err = _run(["quality", cap, str(tmp_path / "missing.jsonl")])
+    assert code == 2 and out == "" and "cannot read" in err and "missing.jsonl" in err and len(err.splitlines()) == 1
+    code, _, err = _run(["quality", cap, gt, "--prediction-column", "score"])
+    assert code == 2 and "no prediction column 'score'" in err
+    code, _, err = _run(["quality", cap, gt, "--problem-type", "ranking"])
+    assert code == 2 and "invalid choice" in err
+    code, _, err = _run(["quality", cap, gt, "--window", "0"])
+    assert code == 2 and "--window must be at least 1" in err
+    code, out, _ = _run(["quality", cap, gt, "--min-rows", "100000"])
+    assert code == 0 and "not enough labels" in out
+
+
+def test_quality_command_judges_against_the_registered_metrics(tmp_path: Path) -> None:
+    from modeldeck.core.registry import Registry
+
+    cap, gt, _, _ = _write_sagemaker(tmp_path)
+    reg_path = tmp_path / "reg.db"
+    holdout = tmp_path / "holdout.csv"
+    holdout.write_text("x,label\n1,0\n2,1\n")
+    with Registry(reg_path) as reg:
+        reg.register("m", "file:///a", metrics={"auc": 0.99, "accuracy": 0.99}, eval_dataset=str(holdout),
+                     reason="t")
+        reg.register("m", "file:///b", metrics={"auc": 0.5, "accuracy": 0.5}, reason="t")
+        reg.approve("m", 1, reason="ok")
+        reg.promote("m", 1, "production", reason="t")
+    code, out, _ = _run(["quality", cap, gt, "--model", "m", "--registry", str(reg_path)])
+    assert code == 1 and "CRITICAL: accuracy" in out and "registered value on" in out
+    code, out, _ = _run(["quality", cap, gt, "--model", "m", "--version", "2", "--registry", str(reg_path),
+                         "--format", "json"])
+    doc = json.loads(out)
+    assert code == 0 and doc["registered"]["metrics"] == {"roc_auc": 0.5, "accuracy": 0.5} and doc["verdicts"] == []
+    code, _, err = _run(["quality", cap, gt, "--model", "m", "--env", "staging", "--registry", str(reg_path)])
+    assert code == 2 and "no staging version" in err
+
+
+def test_run_quality_prints_nothing_raw(tmp_path: Path) -> None:
+    """Control characters in labels and columns reach the output only escaped."""
+    n = 300
+    ids = [f"i{k}" for k in range(n)]
+    pred = pd.DataFrame({"id": ids, "prediction": ["a\x1b[31m" if k % 2 else "b" for k in range(n)]})
+    pred.to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"id": ids, "label": ["a\x1b[31m"] * n}).to_csv(tmp_path / "l.csv", index=False)
+    args = Namespace(capture=str(tmp_path / "p.csv"), labels=str(tmp_path / "l.csv"), format="text",
+                     problem_type=None, prediction_column=None, probability_column="", positive_label="b",
+                     label_id_column="id", label_column="label", window=None, min_rows=None, model=None,
+                     version=None, env="production", config=None, registry=None)
+    out = io.StringIO()
+    assert cli.run_quality(args, out) == 0
+    assert "\x1b" not in out.getvalue() and "accuracy   0.500" in out.getvalue()
