@@ -210,8 +210,7 @@ def _fields(version: Version, data: DataRef, settings: Settings) -> dict[str, An
 
 def evaluation_log_path(model: str, version: int) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model}-v{version}")[:120]
-    return paths.state_dir() / "evaluations" / f"{safe}-{stamp}.log"
+    return paths.state_dir() / "evaluations" / f"{paths.slug(model)}-v{int(version)}-{stamp}.log"
 
 
 def run_hook(settings: Settings, version: Version, data: DataRef, *,

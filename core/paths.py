@@ -82,3 +82,16 @@ def python_argv() -> list[str]:
     import sys
 
     return [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]
+
+
+def slug(*names: str, width: int = 32) -> str:
+    """A file-name-safe, bounded stand-in for names (a model, an environment) in log file
+    names: each cut to ``width`` ASCII letters, digits, ``-_.`` (others become ``_``), plus a
+    hash of the whole names, so two long names that share a start never share a file. At
+    most about 80 characters whatever the names hold (file names stop at 255 bytes)."""
+    import hashlib
+
+    parts = ["".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in n)[:width].strip(".")
+             or "_" for n in names]
+    digest = hashlib.sha256("\x1f".join(names).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return "-".join(parts) + "-" + digest

@@ -94,7 +94,7 @@ from modeldeck.core.registry import (
     utcnow,
 )
 from modeldeck.core.snapshot import DOWN, EndpointSnapshot
-from modeldeck.core.textfmt import duration, finite
+from modeldeck.core.textfmt import duration, finite, one_line
 
 # ReleaseOutcome.status
 RELEASED = "released"  # alias moved, hook ran, verified and baked (or verification skipped: see notes)
@@ -1105,8 +1105,7 @@ def release_log_path(model: str, environment: str, version: int, registry: str |
 
     folder = job_log_path(0, registry).parent.name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model}-{environment}-v{version}")
-    return paths.state_dir() / "releases" / folder / f"{safe}-{stamp}.log"
+    return paths.state_dir() / "releases" / folder / f"{paths.slug(model, environment)}-v{int(version)}-{stamp}.log"
 
 
 def _run_deploy_hook(run: _Run, hook: HookConfig, action: str, version: int, previous: int | None, *,
@@ -1119,28 +1118,43 @@ def _run_deploy_hook(run: _Run, hook: HookConfig, action: str, version: int, pre
               "previous": "" if previous is None else previous, "action": action, "artifact": artifact,
               "registry": str(Path(s.registry).resolve()), "config": config_file(s),
               "python": sys.executable, "actor": run.actor}
-    if run.log_path is None:
-        run.log_path = release_log_path(p.model, p.environment, version, s.registry)
-        run.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(run.log_path, "a", encoding="utf-8", errors="replace") as log:
-        def out(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-            run.emit("hook", line, "output")
+    try:
+        if run.log_path is None:
+            run.log_path = release_log_path(p.model, p.environment, version, s.registry)
+            run.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(run.log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except OSError as e:  # the alias already moved: the caller puts it back with this reason
+        return f"cannot write the release log {run.log_path}: {e.strerror or e}"
+    try:
+        return _deploy_logged(run, hook, action, version, fields, log, forced=forced, automatic=automatic)
+    except Exception as e:  # a failure after the alias moved must undo the move, never leave it silently
+        return f"internal error in the deploy hook: {type(e).__name__}: {one_line(e, 160)}"
+    finally:
+        log.close()
 
-        out(f"# {utcnow()} deploy {p.model} version {version} to {p.environment} ({action}"
-            f"{', automatic' if automatic else ''}, by {run.actor})")
-        if hook.command:
-            err = _deploy_command(run, hook, fields, out)
-            if err is not None:
-                out(f"# failed: {err}")
-                return err
-        if hook.webhook:
-            err = _deploy_webhook(run, hook, fields, out, forced=forced, automatic=automatic)
-            if err is not None:
-                out(f"# failed: {err}")
-                return err
-        out("# deploy hook succeeded")
+
+def _deploy_logged(run: _Run, hook: HookConfig, action: str, version: int, fields: Mapping[str, Any], log: Any, *,
+                   forced: bool, automatic: bool) -> str | None:
+    p = run.plan
+
+    def out(line: str) -> None:
+        log.write(line + "\n")
+        log.flush()
+        run.emit("hook", line, "output")
+
+    out(f"# {utcnow()} deploy {p.model} version {version} to {p.environment} ({action}"
+        f"{', automatic' if automatic else ''}, by {run.actor})")
+    if hook.command:
+        err = _deploy_command(run, hook, fields, out)
+        if err is not None:
+            out(f"# failed: {err}")
+            return err
+    if hook.webhook:
+        err = _deploy_webhook(run, hook, fields, out, forced=forced, automatic=automatic)
+        if err is not None:
+            out(f"# failed: {err}")
+            return err
+    out("# deploy hook succeeded")
     run.emit("hook", f"deploy hook succeeded (log: {run.log_path})", "success")
     return None
 

@@ -7,7 +7,9 @@ What one run does, in this order:
 1. opens the registry (unreadable or missing: UNKNOWN, before any waiting) and reads the
    models, every environment's version and the versions' reference data;
 2. polls every configured endpoint with a :class:`core.poller.Poller` twice, ``sample``
-   seconds apart (rates need two scrapes), each poll bounded by ``poll.timeout``; after the
+   seconds apart (rates need two scrapes), each poll bounded by ``poll.timeout`` (endpoints
+   read through Prometheus, ``[[discover]]`` ones included, once: its rates cover its window;
+   each query bounded by ``prometheus.timeout``, a failure a WARNING finding naming it); after the
    first poll it starts, in daemon worker threads, the drift comparison of each endpoint's
    capture window against the reference data of the version it serves (``core.capture`` and
    ``core.drift``, as the poller does), and waits for them only until the run's deadline
@@ -236,10 +238,14 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
                       for v in reg.versions(m)}
         judged = _quality_bases(settings, reg, known_models)
         endpoints: list[EndpointReport] = []
+        discover_errors: dict[str, str] = {}
         if settings.endpoints or settings.discover:
             import asyncio
 
-            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models, judged))
+            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models, judged,
+                                                       discover_errors))
+        for block, why in discover_errors.items():  # its endpoints are not known: not OK either
+            findings.append(Finding(WARNING, "prometheus", f"discover {one_line(block, 40)}: {one_line(why, 200)}"))
         stored = 0
         if endpoints:
             try:
@@ -300,7 +306,8 @@ def _quality_job(settings: Settings, cfg: EndpointConfig, base: Any, version: st
 async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
                              references: Mapping[tuple[str, str], str | None],
                              known_models: Mapping[str, Any],
-                             judged: Mapping[str, Any] | None = None) -> list[EndpointReport]:
+                             judged: Mapping[str, Any] | None = None,
+                             discover_errors: dict[str, str] | None = None) -> list[EndpointReport]:
     import asyncio
     import tempfile
 
@@ -352,6 +359,8 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
     finally:
+        if discover_errors is not None:
+            discover_errors.update(poller.discover_errors)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(poller.aclose(), 5.0)
         workers.shutdown()

@@ -562,7 +562,8 @@ def job_log_path(job_id: int, registry: str | os.PathLike[str]) -> Path:
     """``state_dir()/jobs/<registry key>/<job>.log``: job numbers are per registry, so each
     registry file gets its own folder (its name plus a hash of its absolute path)."""
     reg = Path(registry).expanduser().resolve()
-    key = f"{reg.stem}-{hashlib.sha256(str(reg).encode()).hexdigest()[:10]}"
+    stem = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in reg.stem)[:40]
+    key = f"{stem}-{hashlib.sha256(str(reg).encode()).hexdigest()[:10]}"
     return paths.state_dir() / "jobs" / key / f"{job_id}.log"
 
 

@@ -45,6 +45,19 @@ def one_line(text: Any, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def middle(text: Any, limit: int) -> str:
+    """``one_line(text)`` cut in the middle (``/home/ana/…/churn/registry.db``), so both the
+    start and the end of a path stay readable."""
+    s = one_line(text, 100_000)
+    if len(s) <= limit:
+        return s
+    if limit <= 1:
+        return "…"[:limit]
+    tail = (limit - 1) // 2 + (limit - 1) % 2
+    head = limit - 1 - tail
+    return s[:head] + "…" + s[len(s) - tail:]
+
+
 # -- numbers ------------------------------------------------------------------------------------
 
 

@@ -551,3 +551,80 @@ def test_eval_and_training_datasets_refuse_devices_and_nested_json(tmp_path: Pat
     assert "nested too deeply" in capsys.readouterr().err
     assert cli.main([*base, "--dataset", "/dev/zero"]) == 2
     assert "not a regular file (a device)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. names at their bound, log file names, and failures after the alias move
+
+
+def _release_settings(tmp_path: Path, registry_path: Path, model: str, dump: Path,
+                      endpoints: list[dict[str, Any]] | None = None) -> configmod.Settings:
+    import sys
+
+    script = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+    data: dict[str, Any] = {"registry": str(registry_path), "models": {model: {
+        "deploy": {"command": [sys.executable, "-c", script, str(dump), "{environment}"]},
+        "verify_timeout": 2, "bake_seconds": 0}}}
+    if endpoints:
+        data["endpoints"] = endpoints
+    return _settings(tmp_path, data)
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("model", "env"), [("m" * 128, "e" * 128), ("é" * 128, "环境" * 64)])
+def test_names_at_the_bound_release_and_log_under_a_short_slug(tmp_path: Path, registry_path: Path,
+                                                               model: str, env: str) -> None:
+    dump = tmp_path / "deployed.txt"
+    with Registry(registry_path) as reg:
+        reg.register(model, "s3://m/1")
+        reg.approve(model, 1, "ok")
+    s = _release_settings(tmp_path, registry_path, model, dump)
+    with Registry(registry_path) as reg:
+        out = releases.execute(releases.plan(s, reg, model, 1, env, create_env=True), reason="long names",
+                               verify=False)
+        assert out.status == releases.RELEASED, out.message
+        assert reg.alias(model, env) == 1
+    log = Path(out.log_path or "")
+    assert log.is_file() and len(log.name.encode()) < 120
+    assert dump.read_text() == env + "\n"  # the hook ran, with the whole name
+
+
+@pytest.mark.live
+def test_a_release_log_that_cannot_be_written_puts_the_alias_back_with_its_reason(
+        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "state-is-a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocked))  # the log folder cannot be created
+    dump = tmp_path / "deployed.txt"
+    with Registry(registry_path) as reg:
+        reg.register("churn", "s3://m/1")
+        reg.approve("churn", 1, "ok")
+    s = _release_settings(tmp_path, registry_path, "churn", dump)
+    with Registry(registry_path) as reg:
+        out = releases.execute(releases.plan(s, reg, "churn", 1, "production", create_env=True), reason="r",
+                               verify=False)
+        assert out.status == releases.HOOK_FAILED and "cannot write the release log" in out.message
+        assert reg.alias("churn", "production") is None  # not "deployed" while the hook never ran
+        undo = reg.audit(limit=1)[0]
+        assert undo.action == "unset" and "cannot write the release log" in undo.reason
+    assert not dump.exists()
+
+
+def test_an_internal_error_while_verifying_rolls_the_alias_back(tmp_path: Path, registry_path: Path) -> None:
+    with Registry(registry_path) as reg:
+        for n in (1, 2):
+            reg.register("churn", f"s3://m/{n}")
+            reg.approve("churn", n, "ok")
+        reg.promote("churn", 1, "production", "first")
+    s = _settings(tmp_path, {"registry": str(registry_path), "models": {"churn": {"verify_timeout": 1,
+                                                                               "bake_seconds": 0}},
+                             "endpoints": [{"name": "e", "model": "churn", "url": "http://127.0.0.1:9"}]})
+
+    def broken_poll() -> list[Any]:
+        raise RuntimeError("poller bug")
+
+    with Registry(registry_path) as reg:
+        out = releases.execute(releases.plan(s, reg, "churn", 2, "production", check_health=False), reason="r",
+                               poll=broken_poll, interval=0.01)
+        assert out.status == releases.ROLLED_BACK and "internal error: RuntimeError: poller bug" in out.message
+        assert reg.alias("churn", "production") == 1

@@ -121,7 +121,7 @@ def test_worst_psi_counts_judged_columns_with_enough_values_only() -> None:
     nothing_judged = judge.summarize_drift({"n_columns": 0, "n_drifted": 0, "columns": [_col("x", 2.11, 12, "low_sample")]},
                                            version="2", computed_at=0.0)
     assert nothing_judged.worst_psi is None and judge.drift_level(nothing_judged, TH) == judge.OK
-    assert fleet_cells(snap(drift=nothing_judged))["drift"].style == ""  # never red from a 12-value window
+    assert fleet_cells(snap(drift=nothing_judged))["drift"].style == "dim"  # neutral, never red from 12 values
 
 
 @pytest.mark.parametrize(("registry", "served", "mismatch"), [

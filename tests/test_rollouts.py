@@ -249,11 +249,11 @@ def test_a_failure_after_the_alias_move_rolls_back_with_its_reason(tmp_path: Pat
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     final = get(registry_path)
-    assert final.state == "rolled_back" and "modeldeck error" in final.message
+    assert final.state == "rolled_back" and "cannot write the release log" in final.message
     assert r.stderr.startswith("modeldeck: rollout 1 rolled_back:")
     with Registry(registry_path) as reg:
         assert reg.alias("churn", "production") == 1
-        assert "modeldeck error" in reg.history("churn", "production")[0].reason
+        assert "cannot write the release log" in reg.history("churn", "production")[0].reason
 
 
 @pytest.mark.live

@@ -43,7 +43,7 @@ async def test_fleet_shows_every_endpoint_with_its_numbers(world) -> None:
         table = app.screen.query_one("#fleet-table", LiveTable)
         assert table.row_count == 4
         assert cell_text(table, "churn-prod", "status") == "DEGRADED"
-        assert cell_text(table, "churn-prod", "drift") == "2/3 .41"
+        assert cell_text(table, "churn-prod", "drift") == "2/3 0.41"
         assert cell_text(table, "fraud-prod", "err") == "31.0"
         assert cell_text(table, "fraud-prod", "p95") == "640"
         assert cell_text(table, "churn-staging", "version") == "3/3"

@@ -196,3 +196,137 @@ async def test_keys_typed_right_after_enter_or_tab_land_in_the_next_field(world,
         await pilot.press("escape")
     with Registry(tmp_path / "registry.db") as reg:
         assert reg.alias("fraud", "production") is None
+
+
+# -- 4, 5. drift cells and the reason line ----------------------------------------------------------------
+
+
+def low_sample_drift():
+    from modeldeck.core import judge
+
+    columns = [{"column": name, "kind": "num", "method": "wasserstein", "score": 0.9, "threshold": 0.1,
+                "drifted": False, "psi": 2.11, "status": "low_sample", "n_current": 15} for name in ("a", "b")]
+    result = {"dataset_drift": False, "n_columns": 0, "n_drifted": 0, "drift_share": 0.0, "n_current": 15,
+              "columns": columns}
+    return judge.summarize_drift(result, version="2", computed_at=NOW - 3)
+
+
+async def test_drift_cell_shows_the_window_until_a_column_is_judged_and_psi_with_its_zero(world) -> None:
+    from dataclasses import replace
+
+    from modeldeck.tui.widgets.livetable import LiveTable
+
+    _, source = world
+    latest, history = fleet_snapshots()
+    latest["churn-prod"] = replace(latest["churn-prod"], drift=low_sample_drift())
+    source.set(latest, history)
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause(0.2)
+        table = app.screen.query_one("#fleet-table", LiveTable)
+        cell = table.get_cell("churn-prod", "drift")
+        assert str(cell) == "n=15" and cell.style == "dim"  # neutral: no PSI from 15 rows, no red
+        assert "drift not judged yet: 15 rows in the window" in static_text(app, "#fleet-detail")
+        assert "drifting" not in static_text(app, "#fleet-header")
+        await pilot.press("enter", "2")
+        await pilot.pause(0.2)
+        assert "no column judged yet: 15 rows in the window" in static_text(app, "#drift-summary")
+        source.set(fleet_snapshots()[0], history)
+        app.refresh_views(force=True)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert str(table.get_cell("churn-prod", "drift")) == "2/3 0.41"
+
+
+async def test_the_reason_line_says_what_is_drifting_and_the_header_counts_it(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause(0.2)
+        assert "1 drifting" in static_text(app, "#fleet-header")
+        detail = static_text(app, "#fleet-detail")
+        assert "drifting: tenure, plan (2 of 3 columns, dataset drift), worst PSI 0.41 (tenure)" in detail
+
+
+# -- 6. widths by content -----------------------------------------------------------------------------------
+
+
+def test_share_gives_natural_widths_when_they_fit_and_cuts_the_widest_first() -> None:
+    from modeldeck.core.textfmt import middle
+    from modeldeck.tui.widgets.widths import share
+
+    assert share([(3, 3), (5, 40), (5, 10)], 80) == [3, 40, 10]
+    assert share([(3, 3), (5, 60), (5, 30)], 60) == [3, 26, 25]  # the widest give way first
+    assert share([(3, 3), (5, 60), (5, 30)], 10) == [3, 5, 5]  # never below the minimum
+    assert middle("/home/ana/projects/churn/very/long/registry.db", 24) == "/home/ana/p…/registry.db"
+    assert middle("short.db", 24) == "short.db"
+
+
+async def test_wide_terminal_cuts_nothing_that_fits_and_the_gates_metrics_come_first(world, tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from modeldeck.core.registry import Registry
+
+    metrics = {"accuracy": 0.887, "recall": 0.84, "log_loss": 0.31, "f1": 0.874}
+    long_reason = "retrained on the November window after pricing"  # 30 cells were shown before
+    with Registry(tmp_path / "registry.db") as reg:
+        reg.register("churn", "s3://models/churn/4.pkl", metrics=metrics)
+        reg.set_policy("churn", {"gates": [{"metric": "f1", "min_absolute_change": -0.01}]}, "rules")
+        reg.approve("churn", 4, long_reason)
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        table = app.screen.query_one("#versions-table", DataTable)
+        cell = table.get_cell("4", "metrics")
+        assert str(cell).startswith("f1=0.874 ")  # the gate's metric first
+        assert str(cell) == "f1=0.874 accuracy=0.887 log_loss=0.31 recall=0.84"
+        assert table.columns["metrics"].width >= cell.cell_len  # nothing cut at 120 columns
+        assert table.virtual_size.width <= 118
+        await pilot.press("escape", "A")
+        await pilot.pause(0.5)
+        audit = app.screen.query_one("#audit-table", DataTable)
+        reason = audit.get_cell(str(app.screen.entries[0].id), "reason")
+        assert str(reason) == long_reason and audit.columns["reason"].width >= len(long_reason)
+
+
+async def test_the_header_shortens_long_paths_in_the_middle(world, tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    settings, source = world
+    deep = tmp_path / ("very-long-folder-name-" * 4) / "registry.db"
+    app = ModeldeckApp(replace(settings, registry=deep), source=source, clock=lambda: NOW)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause(0.2)
+        header = static_text(app, "#fleet-header")
+        assert "…" in header and header.rstrip().endswith("modeldeck.toml") and "registry.db" in header
+        assert len(header.rstrip()) <= 118
+
+
+# -- 7. charts: span, time axis, zero-based scale, threshold ----------------------------------------------------
+
+
+def test_bars_start_at_zero_and_draw_the_threshold() -> None:
+    from modeldeck.tui.widgets.trend import buckets, nice_top, render_bars, time_axis
+
+    assert nice_top(29) == 50 and nice_top(7) == 10 and nice_top(0.31) == 0.5
+    cols = buckets([(0, 7.0), (10, 29.0)], 4, 0, 10)
+    assert cols == [7.0, 7.0, 7.0, 29.0]  # a value holds until the next poll
+    bars = render_bars(cols, 2, 40.0, 20.0)
+    lines = [str(t) for t in bars]
+    assert lines == ["┈┈┈▄", "▃▃▃█"]  # 7 of 40 is a low bar (no cliff); the threshold line at 20 on top
+    assert bars[0].spans[-1].style == "red"  # the bar over the threshold takes its colour
+    assert str(time_axis(60, 300)).startswith("-5m") and str(time_axis(60, 300)).endswith("now")
+
+
+async def test_live_charts_show_their_span_time_axis_and_threshold(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter", "3")
+        await pilot.pause(0.3)
+        rps = app.screen.query_one("#live-rps")
+        title = str(rps.query_one(".trend--title", Static).render())
+        chart = str(rps.query_one(".trend--chart", Static).render())
+        assert "last 60 s" in title and "0–50.0" in title
+        assert chart.splitlines()[-1].lstrip().startswith("-60s") and chart.rstrip().endswith("now")
+        err = app.screen.query_one("#live-err")
+        assert "warn 5.0%" in str(err.query_one(".trend--title", Static).render())

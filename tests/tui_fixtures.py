@@ -77,7 +77,8 @@ def drift_summary() -> DriftSummary:
     ]
     return DriftSummary(n_columns=3, n_drifted=2, dataset_drift=True, drift_share=2 / 3, worst_psi=0.41,
                         worst_psi_column="tenure", computed_at=NOW - 3,
-                        result={"dataset_drift": True, "columns": columns}, version="2")
+                        result={"dataset_drift": True, "n_columns": 3, "n_drifted": 2, "drift_share": 2 / 3,
+                                "n_current": 1000, "columns": columns}, version="2", window_rows=1000)
 
 
 def snapshot(name: str, model: str, env: str, status: str, **kw: Any) -> EndpointSnapshot:
@@ -92,7 +93,7 @@ def snapshot(name: str, model: str, env: str, status: str, **kw: Any) -> Endpoin
 def fleet_snapshots() -> tuple[dict[str, EndpointSnapshot], dict[str, list[EndpointSnapshot]]]:
     latest = {
         "churn-prod": snapshot("churn-prod", "churn", "production", "DEGRADED", drift=drift_summary(),
-                               reason="dataset drift: 2/3 columns"),
+                               reason="ready"),
         "churn-staging": snapshot("churn-staging", "churn", "staging", "UP", served_version="3",
                                   served_versions=("3",), registry_version="3", request_rate=3.0),
         "fraud-prod": snapshot("fraud-prod", "fraud", "production", "DEGRADED", error_ratio=0.31,

@@ -16,9 +16,14 @@ from modeldeck.core.registry import AuditEntry, VerifyResult
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.messages import AuditLoaded, AuditVerified
 from modeldeck.tui.screens.base import DeckModal, DeckScreen
+from modeldeck.tui.widgets import cells
 from modeldeck.tui.widgets.keybar import KeyBar
+from modeldeck.tui.widgets.widths import fill_table
 
 PAGE = 500
+# (key, label, minimum width): widths by content (tui/widgets/widths.py); reasons get what is left
+AUDIT_COLUMNS = [("id", "#", 3), ("at", "WHEN (UTC)", 19), ("actor", "ACTOR", 6), ("action", "ACTION", 8),
+                 ("subject", "SUBJECT", 10), ("reason", "REASON", 10)]
 
 
 class AuditScreen(DeckScreen):
@@ -43,6 +48,7 @@ class AuditScreen(DeckScreen):
         self.entries: list[AuditEntry] = []
         self.filter_text = ""
         self.verify_state: VerifyResult | None = None
+        self._rows: list[tuple[str, list[Text]]] = []
 
     def compose(self) -> ComposeResult:
         yield Static(Text("checking the audit chain…", style="dim"), id="audit-header", markup=False)
@@ -53,9 +59,7 @@ class AuditScreen(DeckScreen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for key, label, width in (("id", "#", 6), ("at", "WHEN (UTC)", 19), ("actor", "ACTOR", 12),
-                                  ("action", "ACTION", 16), ("subject", "SUBJECT", 20), ("reason", "REASON", 30)):
-            table.add_column(label, key=key, width=width)
+        fill_table(table, AUDIT_COLUMNS, [], self._width())
         self.query_one("#audit-filter", Input).display = False
         if self.model:
             self.filter_text = f"model:{self.model}"
@@ -81,14 +85,25 @@ class AuditScreen(DeckScreen):
 
     def on_audit_loaded(self, message: AuditLoaded) -> None:
         entries = self.entries = message.entries
-        table = self.query_one(DataTable)
-        table.clear()
+        rows = []
         for e in entries:
             style = "bold red" if e.action.startswith(("rollback", "reject")) or "forced" in str(e.after) else ""
-            table.add_row(Text(str(e.id), justify="right"), Text(e.at[:19].replace("T", " ")),
-                          Text(one_line(e.actor, 40)), Text(one_line(e.action, 30), style=style),
-                          Text(one_line(e.subject, 60)), Text(one_line(e.reason, 200)), key=str(e.id))
+            rows.append((str(e.id), [Text(str(e.id), justify="right"), Text(e.at[:19].replace("T", " ")),
+                                     cells.plain(e.actor, 40), cells.plain(e.action, 30, style=style),
+                                     cells.plain(e.subject, 60), cells.plain(e.reason, 200)]))
+        self._rows = rows
+        fill_table(self.query_one(DataTable), AUDIT_COLUMNS, rows, self._width())
         self._header()
+
+    def _width(self) -> int:
+        return max(20, self.app.size.width - 4)
+
+    def on_resize(self) -> None:
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        fill_table(table, AUDIT_COLUMNS, self._rows, self._width())
+        if self._rows:
+            table.move_cursor(row=min(row, len(self._rows) - 1))
 
     @work(thread=True, exclusive=True, group="audit-verify", exit_on_error=False, name="audit verify")
     def action_verify(self) -> None:

@@ -11,22 +11,24 @@ from textual.widgets import Input, Static
 
 from modeldeck.core import judge, paths
 from modeldeck.core.config import EndpointConfig
-from modeldeck.core.snapshot import PENDING, EndpointSnapshot
-from modeldeck.core.textfmt import one_line
+from modeldeck.core.snapshot import PENDING, DriftSummary, EndpointSnapshot
+from modeldeck.core.textfmt import middle, one_line
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
 from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.livetable import Column, LiveTable
 from modeldeck.tui.widgets.trend import Trend
+from modeldeck.tui.widgets.widths import share
 
 WIDE = 110  # at or above this many columns the table shows every column
 
-COLUMNS_WIDE = [("name", "ENDPOINT", 18), ("model", "MODEL", 12), ("env", "ENV", 10), ("status", "STATUS", 8),
-                ("version", "SERVED/REG", 10), ("rps", "REQ/S", 7), ("err", "ERR %", 6), ("p95", "P95 MS", 7),
-                ("drift", "DRIFT", 9), ("age", "AGE", 4)]
-COLUMNS_NARROW = [("name", "ENDPOINT", 15), ("env", "ENV", 5), ("status", "STATUS", 8),
-                  ("version", "SRV/REG", 7), ("rps", "REQ/S", 6), ("err", "ERR%", 5), ("p95", "P95", 5),
-                  ("drift", "DRIFT", 8)]
+# (key, label, minimum width); each column's width follows its content (tui/widgets/widths.py)
+COLUMNS_WIDE = [("name", "ENDPOINT", 10), ("model", "MODEL", 6), ("env", "ENV", 4), ("status", "STATUS", 8),
+                ("version", "SERVED/REG", 5), ("rps", "REQ/S", 5), ("err", "ERR %", 5), ("p95", "P95 MS", 6),
+                ("drift", "DRIFT", 5), ("age", "AGE", 3)]
+COLUMNS_NARROW = [("name", "ENDPOINT", 10), ("env", "ENV", 4), ("status", "STATUS", 8),
+                  ("version", "SRV/REG", 5), ("rps", "REQ/S", 5), ("err", "ERR%", 4), ("p95", "P95", 4),
+                  ("drift", "DRIFT", 5)]
 RIGHT = {"version", "rps", "err", "p95", "drift", "age"}
 ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "canary": "canry"}
 
@@ -58,8 +60,10 @@ class FleetScreen(DeckScreen):
         super().__init__()
         self.filter_text = ""
         self._layout: list[tuple[str, str, int]] = []
+        self._natural: dict[str, int] = {}  # the widest cell seen per column (grows, never shrinks)
         self._rows: list[str] = []
-        self._cells: dict[str, tuple[int, float | None, int, bool]] = {}  # per row: what its cells came from
+        # per row: what its cells came from (snapshot, taken at, age shown, narrow layout)
+        self._cells: dict[str, tuple[EndpointSnapshot | None, float | None, int, bool]] = {}
         self._names: tuple[str, ...] = ()  # every endpoint's name when the rows were built
 
     def compose(self) -> ComposeResult:
@@ -79,6 +83,10 @@ class FleetScreen(DeckScreen):
         self.query_one(LiveTable).focus()
         self.refresh_snapshots(force=True)
         self.ready = True  # the app's refresh timer may update this screen from now on
+
+    def on_screen_resume(self) -> None:
+        if self.ready:  # back from another screen: show what changed meanwhile at once
+            self.refresh_snapshots()
 
     # -- data -------------------------------------------------------------------------------------
     @property
@@ -115,18 +123,36 @@ class FleetScreen(DeckScreen):
         width = self.app.size.width
         layout = COLUMNS_WIDE if width >= WIDE else COLUMNS_NARROW
         if layout is not self._layout:
-            table.set_columns([Column(key, label, w, right=key in RIGHT) for key, label, w in layout])
             self._layout = layout
             self._cells.clear()
+            for ep in self.endpoints:  # the names are known before the first poll
+                for key, value in (("name", ep.name), ("model", ep.model), ("env", self._env(ep))):
+                    self._natural[key] = max(self._natural.get(key, 0), len(one_line(value, 40)))
+            self._fit_columns(force=True)
         self._rows = [ep.name for ep in self._visible()]
         self._names = tuple(ep.name for ep in self.endpoints)
         table.set_rows(self._rows)
         self.refresh_snapshots(force=True)
 
+    def _fit_columns(self, force: bool = False) -> None:
+        """Give the columns their content's widths within the table's width."""
+        table = self.query_one(LiveTable)
+        available = table.size.width or max(20, self.app.size.width - 2)
+        widths = share([(minimum, max(minimum, len(label), self._natural.get(key, 0)))
+                        for key, label, minimum in self._layout], available)
+        if force or [c.width for c in table.columns] != widths:
+            table.set_columns([Column(key, label, w, right=key in RIGHT)
+                               for (key, label, _), w in zip(self._layout, widths)])
+
     def on_resize(self) -> None:
         want = COLUMNS_WIDE if self.app.size.width >= WIDE else COLUMNS_NARROW
         if want is not self._layout:
             self._build_table()
+        else:
+            self.call_after_refresh(self._fit_columns)
+
+    def _env(self, ep: EndpointConfig) -> str:
+        return ENV_SHORT.get(ep.environment, ep.environment) if self._layout is COLUMNS_NARROW else ep.environment
 
     def _selected_name(self) -> str | None:
         return self.query_one(LiveTable).cursor_key
@@ -144,6 +170,7 @@ class FleetScreen(DeckScreen):
         self._update_header(latest, interval)
         table = self.query_one(LiveTable)
         by_name = {ep.name: ep for ep in endpoints}
+        grown = False
         for name in self._rows:
             ep = by_name.get(name)
             if ep is None:
@@ -151,19 +178,24 @@ class FleetScreen(DeckScreen):
             snap = latest.get(name)
             # the row's inputs: recompute cells only when the snapshot or the age shown changed
             taken = snap.taken_at if snap is not None else None
-            stamp = (id(snap), taken, int(now - (taken or now)), self._layout is COLUMNS_NARROW)
-            if not force and self._cells.get(name) == stamp:
-                continue
+            stamp = (snap, taken, int(now - (taken or now)), self._layout is COLUMNS_NARROW)
+            old = self._cells.get(name)
+            if not force and old is not None and old[0] is snap and old[1:] == stamp[1:]:
+                continue  # (the snapshot itself is kept: an id() may be reused by a new one)
             self._cells[name] = stamp
             for key, cell in self._row_cells(ep, snap, now, interval).items():
                 table.update_cell(name, key, cell)
+                if cell.cell_len > self._natural.get(key, 0):
+                    self._natural[key] = cell.cell_len
+                    grown = True
+        if grown:
+            self._fit_columns()
         self._update_detail(latest)
 
     def _row_cells(self, ep: EndpointConfig, snap: EndpointSnapshot | None, now: float,
                    interval: float) -> dict[str, Text]:
         th = ep.thresholds
-        narrow = self._layout is COLUMNS_NARROW
-        env = ENV_SHORT.get(ep.environment, ep.environment) if narrow else ep.environment
+        env = self._env(ep)
         polled = snap is not None
         if snap is None:
             snap = EndpointSnapshot.pending(ep)
@@ -211,10 +243,6 @@ class FleetScreen(DeckScreen):
                 t.append("  demo", style="bold magenta")
             if settings.mlflow is not None:
                 t.append(f"  MLflow {one_line(settings.mlflow.url, 60)}", style="dim")
-                t.append(f"  ledger {one_line(paths.display(settings.registry), 60)}", style="dim")
-            else:
-                t.append(f"  registry {one_line(paths.display(settings.registry), 60)}", style="dim")
-            t.append(f"  config {one_line(paths.display(settings.path), 60)}", style="dim")
             error = app.source.error if app.source is not None else None
             if error:
                 t.append("  " + one_line(error, 80), style="bold red")
@@ -224,6 +252,18 @@ class FleetScreen(DeckScreen):
         if self.filter_text:
             t.append(f"  filter: {one_line(self.filter_text, 30)} ({len(self._rows)}/{len(self.endpoints)})",
                      style="bold cyan")
+        if settings is not None:  # the paths last, shortened in the middle to the width left
+            header = self.query_one("#fleet-header", Static)
+            room = (header.size.width or self.app.size.width) - 2 - t.cell_len
+            reg, cfg = paths.display(settings.registry), paths.display(settings.path)
+            reg_label = "  ledger " if settings.mlflow is not None else "  registry "
+            both = room - len(reg_label) - len("  config ")
+            if both >= 16 or both >= len(reg) + len(cfg):
+                reg_w, cfg_w = share([(8, len(reg)), (8, len(cfg))], both, pad=0)
+                t.append(f"{reg_label}{middle(reg, reg_w)}", style="dim")
+                t.append(f"  config {middle(cfg, cfg_w)}", style="dim")
+            elif room - len(reg_label) >= 8:  # no room for both: the registry, where releases go
+                t.append(f"{reg_label}{middle(reg, room - len(reg_label))}", style="dim")
         self.query_one("#fleet-header", Static).update(t)
 
     def _update_detail(self, latest: dict[str, EndpointSnapshot]) -> None:
@@ -245,23 +285,22 @@ class FleetScreen(DeckScreen):
         else:
             t.append("  ")
             t.append_text(cells.status(snap.status))
-            if snap.reason:
+            if snap.reason and snap.reason != "ready":  # UP says ready
                 t.append("  " + one_line(snap.reason, 160))
-            drift = snap.drift
-            if drift is not None and drift.error:
-                t.append("  drift: " + one_line(drift.error, 80), style="red")
-            elif drift is not None and drift.n_columns:
-                ep = next((e for e in self.endpoints if e.name == name), None)
-                lv = judge.drift_level(drift, ep.thresholds) if ep is not None else judge.OK
-                t.append(f"  drift {drift.n_drifted}/{drift.n_columns}", style=judge.STYLE[lv])
-                if drift.worst_psi is not None:
-                    t.append(f", worst PSI {drift.worst_psi:.2f} ({one_line(drift.worst_psi_column or '', 30)})")
+            ep = next((e for e in self.endpoints if e.name == name), None)
+            if ep is not None:
+                t.append_text(drift_words(snap.drift, ep))
         detail.update(t)
         history = source.history(name) if source is not None else ()
-        self.query_one("#trend-rps", Trend).update([s.request_rate for s in history])
-        self.query_one("#trend-p95", Trend).update([s.latency_p95_ms for s in history])
+        ep = next((e for e in self.endpoints if e.name == name), None)
+        th = ep.thresholds if ep is not None else None
+        times, now = [s.taken_at for s in history], self.app.clock()
+        self.query_one("#trend-rps", Trend).update([s.request_rate for s in history], times, now=now)
+        self.query_one("#trend-p95", Trend).update([s.latency_p95_ms for s in history], times,
+                                                   th.p95_ms_warn if th else None, now)
         self.query_one("#trend-err", Trend).update(
-            [None if s.error_ratio is None else s.error_ratio * 100 for s in history])
+            [None if s.error_ratio is None else s.error_ratio * 100 for s in history], times,
+            th.error_ratio_warn * 100 if th else None, now)
 
     # -- events and actions ------------------------------------------------------------------------
     def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
@@ -336,3 +375,32 @@ class FleetScreen(DeckScreen):
                 return False  # enter submits the filter
             return bool(self._rows) or None
         return True
+
+
+def drift_words(drift: DriftSummary | None, ep: EndpointConfig) -> Text:
+    """The reason line's drift part, in the judge's words: what is drifting (the columns), or
+    why nothing is judged yet."""
+    t = Text()
+    if drift is None:
+        return t
+    if drift.error:
+        t.append("  drift: " + one_line(drift.error, 100), style="red")
+        return t
+    lv = judge.drift_level(drift, ep.thresholds)
+    if not drift.n_columns:
+        rows = "" if drift.window_rows is None else f": {drift.window_rows} rows in the window"
+        t.append(f"  drift not judged yet{rows}", style="dim")
+        return t
+    names = [str(c.get("column")) for c in judge.counted_columns(drift.result) if c.get("drifted")]
+    if drift.n_drifted:
+        t.append("  drifting: ", style=judge.STYLE[lv])
+        if names:
+            t.append(", ".join(one_line(n, 30) for n in names[:6]) + (" …" if len(names) > 6 else ""),
+                     style=judge.STYLE[lv])
+        t.append(f" ({drift.n_drifted} of {drift.n_columns} columns"
+                 + (", dataset drift" if drift.dataset_drift else "") + ")")
+    else:
+        t.append(f"  no drift in {drift.n_columns} columns", style="dim")
+    if drift.worst_psi is not None:
+        t.append(f", worst PSI {drift.worst_psi:.2f} ({one_line(drift.worst_psi_column or '', 30)})", style="dim")
+    return t

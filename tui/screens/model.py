@@ -16,21 +16,22 @@ from modeldeck.core import judge
 from modeldeck.core.config import EndpointConfig
 from modeldeck.core.registry import Version
 from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
-from modeldeck.core.textfmt import num, one_line
+from modeldeck.core.textfmt import finite, num, one_line
 from modeldeck.tui.messages import VersionsLoaded
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
 from modeldeck.tui.widgets.histogram import Histogram
 from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.trend import Trend
+from modeldeck.tui.widgets.widths import fill_table
 
-# Widths fit 80 columns (each column adds 2 cells of padding).
+# (key, label, minimum width): columns share the table's width by content (tui/widgets/widths.py)
 VERSION_COLUMNS = [("version", "VER", 3), ("created", "CREATED UTC", 11), ("approval", "APPROVAL", 8),
-                   ("envs", "HELD BY", 10), ("metrics", "METRICS", 16), ("dataset", "DATASET", 8),
+                   ("envs", "HELD BY", 7), ("metrics", "METRICS", 12), ("dataset", "DATASET", 7),
                    ("code", "CODE", 7)]
-DRIFT_COLUMNS = [("column", "COLUMN", 14), ("method", "METHOD", 13), ("score", "SCORE", 7),
-                 ("threshold", "THRESH", 6), ("psi", "PSI", 6), ("miss", "MISS R/C", 8),
-                 ("status", "STATUS", 9)]
+DRIFT_COLUMNS = [("column", "COLUMN", 8), ("method", "METHOD", 8), ("score", "SCORE", 5),
+                 ("threshold", "THRESH", 6), ("psi", "PSI", 5), ("miss", "MISS R/C", 8),
+                 ("status", "STATUS", 6)]
 
 
 class ModelScreen(DeckScreen):
@@ -79,6 +80,9 @@ class ModelScreen(DeckScreen):
         self._drift_cols: dict[str, dict[str, Any]] = {}
         self._version_rows: list[int] = []
         self.select_version: int | None = None  # to select once the versions next load
+        self.gate_metrics: list[str] = []  # shown first in the versions' METRICS
+        self._version_cells: list[tuple[str, list[Text]]] = []
+        self._drift_cells_shown: list[tuple[str, list[Text]]] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
@@ -90,19 +94,16 @@ class ModelScreen(DeckScreen):
                 yield DataTable(id="drift-table", cursor_type="row", zebra_stripes=True)
                 yield Histogram(id="drift-histogram")
             with TabPane("3 Live", id="live"), VerticalScroll():
-                yield Trend("requests/s", fmt="{:.1f}", id="live-rps", spark_height=3)
-                yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3)
-                yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3)
-                yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3)
+                yield Trend("requests/s", fmt="{:.1f}", id="live-rps", spark_height=3, axis=True)
+                yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3, axis=True)
+                yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3, axis=True)
+                yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3, axis=True)
         yield KeyBar()
 
     def on_mount(self) -> None:
         vt = self.query_one("#versions-table", DataTable)
-        for key, label, width in VERSION_COLUMNS:
-            vt.add_column(label, key=key, width=width)
-        dt = self.query_one("#drift-table", DataTable)
-        for key, label, width in DRIFT_COLUMNS:
-            dt.add_column(label, key=key, width=width)
+        fill_table(vt, VERSION_COLUMNS, [], self._table_width())
+        fill_table(self.query_one("#drift-table", DataTable), DRIFT_COLUMNS, [], self._table_width())
         vt.focus()
         self.load_versions()
         self.set_interval(5.0, self._reload_if_current)
@@ -114,6 +115,25 @@ class ModelScreen(DeckScreen):
             self.load_versions()
             self.refresh_snapshots(force=True)
 
+    def _table_width(self) -> int:
+        return max(20, self.app.size.width - 4)  # less the scrollbar
+
+    def on_resize(self) -> None:
+        self._refill_tables()
+
+    def _refill_tables(self) -> None:
+        width = self._table_width()
+        vt = self.query_one("#versions-table", DataTable)
+        row = vt.cursor_row
+        fill_table(vt, VERSION_COLUMNS, self._version_cells, width)
+        if self._version_cells:
+            vt.move_cursor(row=min(row, len(self._version_cells) - 1))
+        dt = self.query_one("#drift-table", DataTable)
+        row = dt.cursor_row
+        fill_table(dt, DRIFT_COLUMNS, self._drift_cells_shown, width)
+        if self._drift_cells_shown:
+            dt.move_cursor(row=min(row, len(self._drift_cells_shown) - 1))
+
     def _reload_if_current(self) -> None:
         if self.is_current:  # kept (installed) screens that are not shown stay quiet
             self.load_versions()
@@ -121,29 +141,35 @@ class ModelScreen(DeckScreen):
     # -- versions (registry, in a worker) -----------------------------------------------------------
     @work(thread=True, exclusive=True, group="versions", exit_on_error=False, name="registry")
     def load_versions(self) -> None:
+        from modeldeck.core import policy
         from modeldeck.core.errors import NotFoundError
         from modeldeck.core.registry import open_registry
         from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
+        gates: list[str] = []
         try:
             with open_registry(settings, create=False) as reg:
                 versions = reg.versions(self.model)
                 aliases = reg.aliases(self.model)
                 choices = environment_choices(settings, reg, self.model)
                 evaluations = reg.evaluations(self.model)
+                rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
+                gates = [g.metric for g in rules.gates]
         except NotFoundError:
             versions, aliases, choices, evaluations = [], {}, [], []
-        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations))
+        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations, gates))
 
     def on_versions_loaded(self, message: VersionsLoaded) -> None:
         self.environment_choices = message.environments
         self.evaluations = message.evaluations
-        self._show_versions(message.versions, message.aliases)
+        gates_changed = message.gate_metrics != self.gate_metrics
+        self.gate_metrics = message.gate_metrics
+        self._show_versions(message.versions, message.aliases, force=gates_changed)
 
-    def _show_versions(self, versions: list[Version], aliases: dict[str, int]) -> None:
-        if [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
+    def _show_versions(self, versions: list[Version], aliases: dict[str, int], force: bool = False) -> None:
+        if not force and [(v.version, v.approval) for v in versions] == [(v.version, v.approval) for v in self.versions] \
                 and aliases == self.aliases:
             if self.select_version in self._version_rows:
                 table = self.query_one("#versions-table", DataTable)
@@ -156,17 +182,18 @@ class ModelScreen(DeckScreen):
         holders: dict[int, list[str]] = {}
         for env, n in aliases.items():
             holders.setdefault(n, []).append(env)
-        table.clear()
         self._version_rows = []
+        rows = []
         for v in reversed(versions):  # newest first
-            metrics = " ".join(f"{one_line(k, 10)}={num(val)}" for k, val in list(v.metrics.items())[:3])
-            table.add_row(Text(str(v.version), justify="right"), cells.plain(v.created_at[5:16].replace("T", " ")),
-                          cells.approval(v.approval),
-                          Text(",".join(holders.get(v.version, [])) or "-",
-                               style="bold green" if holders.get(v.version) else "dim"),
-                          cells.plain(metrics or "-"), cells.plain((v.dataset_sha256 or "")[:12] or "-"),
-                          cells.plain(v.code_version or "-", 12), key=str(v.version))
+            held = holders.get(v.version, [])
+            rows.append((str(v.version), [
+                Text(str(v.version), justify="right"), cells.plain(v.created_at[5:16].replace("T", " ")),
+                cells.approval(v.approval), Text(",".join(held) or "-", style="bold green" if held else "dim"),
+                metrics_cell(v.metrics, self.gate_metrics), cells.plain((v.dataset_sha256 or "")[:12] or "-"),
+                cells.plain(v.code_version or "-", 12)]))
             self._version_rows.append(v.version)
+        self._version_cells = rows
+        fill_table(table, VERSION_COLUMNS, rows, self._table_width())
         if self.select_version in self._version_rows:
             selected, self.select_version = self.select_version, None
         if selected in self._version_rows:
@@ -193,11 +220,14 @@ class ModelScreen(DeckScreen):
         history = source.history(self.endpoint.name) if source is not None else ()
         self._update_header(snap)
         self._update_drift(snap, force)
-        self.query_one("#live-rps", Trend).update([s.request_rate for s in history])
-        self.query_one("#live-p95", Trend).update([s.latency_p95_ms for s in history])
-        self.query_one("#live-p50", Trend).update([s.latency_p50_ms for s in history])
+        th = self.endpoint.thresholds
+        times, now = [s.taken_at for s in history], self.app.clock()
+        self.query_one("#live-rps", Trend).update([s.request_rate for s in history], times, now=now)
+        self.query_one("#live-p95", Trend).update([s.latency_p95_ms for s in history], times, th.p95_ms_warn, now)
+        self.query_one("#live-p50", Trend).update([s.latency_p50_ms for s in history], times, now=now)
         self.query_one("#live-err", Trend).update(
-            [None if s.error_ratio is None else s.error_ratio * 100 for s in history])
+            [None if s.error_ratio is None else s.error_ratio * 100 for s in history], times,
+            th.error_ratio_warn * 100, now)
 
     def _update_header(self, snap: EndpointSnapshot | None) -> None:
         ep = self.endpoint
@@ -239,23 +269,25 @@ class ModelScreen(DeckScreen):
             s.append("DATASET DRIFT" if drift.dataset_drift else "no dataset drift",
                      style="bold red" if drift.dataset_drift else "green")
             s.append(f"  {drift.n_drifted}/{drift.n_columns} columns drifted")
+            if not drift.n_columns:
+                s = Text("no column judged yet" + ("" if drift.window_rows is None else
+                                                   f": {drift.window_rows} rows in the window"), style="dim")
             if drift.worst_psi is not None:
                 s.append(f"  worst PSI {drift.worst_psi:.3f} ({one_line(drift.worst_psi_column or '', 30)})")
         summary.update(s)
         columns = list((drift.result or {}).get("columns", []))
         names = [str(c.get("column")) for c in columns]
-        if names != self._drift_rows:
-            selected = self._selected_column()
-            table.clear()
-            for name in names:
-                table.add_row(*[Text("") for _ in DRIFT_COLUMNS], key=name)
-            self._drift_rows = names
-            if selected in names:
-                table.move_cursor(row=names.index(selected))
-        self._drift_cols = {str(c.get("column")): c for c in columns}
+        selected = self._selected_column()
+        rows = []
         for c in columns:
-            for key, cell in self._drift_cells(c).items():
-                table.update_cell(str(c.get("column")), key, cell)
+            by_key = self._drift_cells(c)
+            rows.append((str(c.get("column")), [by_key[key] for key, _, _ in DRIFT_COLUMNS]))
+        self._drift_cells_shown = rows
+        fill_table(table, DRIFT_COLUMNS, rows, self._table_width())
+        self._drift_rows = names
+        if selected in names:
+            table.move_cursor(row=names.index(selected))
+        self._drift_cols = {str(c.get("column")): c for c in columns}
         self._show_histogram()
 
     @staticmethod
@@ -265,15 +297,15 @@ class ModelScreen(DeckScreen):
 
         status = str(c.get("status") or ("drift" if c.get("drifted") else "ok"))
         miss = f"{(c.get('missing_share_reference') or 0) * 100:.0f}/{(c.get('missing_share_current') or 0) * 100:.0f}%"
-        psi = c.get("psi")
+        psi = judge.psi_counts(c)  # only a judged column's PSI over enough rows counts
+        raw = finite(c.get("psi"))
         return {
             "column": cells.plain(c.get("column"), 40),
             "method": cells.plain(c.get("method"), 20),
             "score": f(c.get("score")),
             "threshold": f(c.get("threshold"), 2),
-            "psi": Text("-" if psi is None else f"{psi:.3f}", justify="right",
-                        style="bold red" if psi is not None and psi >= 0.25 else
-                        ("yellow" if psi is not None and psi >= 0.1 else "")),
+            "psi": Text("-" if raw is None else f"{raw:.3f}", justify="right",
+                        style="dim" if psi is None else ("bold red" if psi >= 0.25 else ("yellow" if psi >= 0.1 else ""))),
             "miss": Text(miss, justify="right"),
             "status": Text(one_line(status, 12), style=cells.DRIFT_STATUS_STYLE.get(status, "")),
         }
@@ -428,3 +460,14 @@ def column_histogram(col: dict[str, Any]) -> tuple[list[str], list[float], list[
         return [str(x) for x in labels], [float(x) for x in ref], [float(x) for x in cur]
     except (TypeError, ValueError):
         return None
+
+
+def metrics_cell(metrics: dict[str, Any], gate_metrics: list[str]) -> Text:
+    """Every metric, those the model's gates compare first (bold)."""
+    order = [k for k in gate_metrics if k in metrics] + [k for k in metrics if k not in gate_metrics]
+    t = Text(no_wrap=True, overflow="ellipsis")
+    for i, k in enumerate(order):
+        value = metrics[k]
+        shown = num(value) if isinstance(value, (int, float)) else one_line(value, 16)
+        t.append((" " if i else "") + f"{one_line(k, 24)}={shown}", style="bold" if k in gate_metrics else "")
+    return t if order else Text("-", style="dim")

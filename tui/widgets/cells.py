@@ -52,14 +52,18 @@ def versions(served: str | None, registry: str | None, *, mismatch: bool) -> Tex
 
 
 def drift(summary: DriftSummary | None, level: str) -> Text:
-    """``drifted/columns worstPSI`` coloured by the judge's drift level (the worst PSI among
-    the columns whose PSI counts)."""
+    """``drifted/judged worstPSI`` (``2/8 0.34``) coloured by the judge's drift level, the
+    worst PSI among the columns whose PSI counts (``judge.psi_counts``); until a column is
+    judged, the live window's size (``n=15``) in a neutral colour."""
     if summary is None:
         return Text("-", style="dim", justify="right")
     if summary.error:
         return Text("error", style=judge.STYLE[level], justify="right")
+    if not summary.n_columns:  # every column low_sample (or none compared yet): nothing judged
+        rows = summary.window_rows
+        return Text("-" if rows is None else f"n={rows}", style="dim", justify="right", no_wrap=True)
     psi = summary.worst_psi
-    psi_text = "" if psi is None else f" {psi:.2f}".replace(" 0.", " .")
+    psi_text = "" if psi is None else f" {psi:.2f}"
     return Text(f"{summary.n_drifted}/{summary.n_columns}{psi_text}", style=judge.STYLE[level], justify="right",
                 no_wrap=True)
 
