@@ -934,9 +934,11 @@ def after_move(run: _Run, change: AliasChange, *, forced: bool, verify: bool = T
         return _after_move(run, change, hook, forced=forced, verify=verify, poll=poll, interval=interval,
                            resume=resume, bake_seconds=bake_seconds, verified_since=verified_since)
     except (Exception, KeyboardInterrupt) as e:
-        problem = "interrupted" if isinstance(e, KeyboardInterrupt) else (
-            str(e) if isinstance(e, ModeldeckError) else f"modeldeck error: {type(e).__name__}: {e}")
         stage = getattr(e, "stage", stage)
+        cause: BaseException = e.__cause__ if isinstance(e, _StageError) and e.__cause__ is not None else e
+        problem = "interrupted" if isinstance(cause, KeyboardInterrupt) else (
+            str(cause) if isinstance(cause, ModeldeckError) else
+            f"internal error: {type(cause).__name__}: {one_line(cause, 160)}")
         run.emit("rollback", f"{problem}: the release cannot be watched to its end", "error")
         if run.plan.action == "rollback":
             msg = f"rolled back the alias, but {problem}; not undoing a rollback automatically"
