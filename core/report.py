@@ -220,7 +220,8 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     it holds a SHARED lock it does not, another process closing its last connection deletes
     the WAL, and a commit that follows goes to the deleted file (seen as lost snapshot rows
     with two reports running at once). So the poller gets no registry of its own here."""
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.mlflow import MlflowError
+    from modeldeck.core.registry import open_registry
 
     sample = settings.report_sample if sample is None else float(sample)
     if not sample >= 0 or math.isinf(sample):
@@ -230,13 +231,25 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     path = Path(settings.registry)
     readonly = path.exists() and not os.access(path, os.W_OK)
     findings: list[Finding] = []
-    with Registry(path, create=False, readonly=readonly) as reg:
-        known_models = {m.name: m for m in reg.models()}
-        aliases = reg.all_aliases()
-        references = {(m, str(v.version)): v.reference_path
-                      for m in {e.model for e in settings.endpoints if e.capture and e.model in known_models}
-                      for v in reg.versions(m)}
-        judged = _quality_bases(settings, reg, known_models)
+    with open_registry(settings, create=False, readonly=readonly) as reg:
+        def registry_view() -> tuple[dict[str, Any], dict[tuple[str, str], int], dict[tuple[str, str], Any]]:
+            known = {m.name: m for m in reg.models()}
+            refs = {(m, str(v.version)): v.reference_path
+                    for m in {e.model for e in settings.endpoints if e.capture and e.model in known}
+                    for v in reg.versions(m)}
+            return known, reg.all_aliases(), refs
+
+        mlflow_problem: BaseException | None = None
+        try:
+            known_models, aliases, references = registry_view()
+        except MlflowError as e:  # MLflow down, refusing, slow: the ledger's last known view, said so
+            mlflow_problem, reg.offline = e, True
+            known_models, aliases, references = registry_view()
+        try:
+            judged = _quality_bases(settings, reg, known_models)
+        except MlflowError as e:
+            mlflow_problem, reg.offline = e, True
+            judged = _quality_bases(settings, reg, known_models)
         endpoints: list[EndpointReport] = []
         discover_errors: dict[str, str] = {}
         if settings.endpoints or settings.discover:
@@ -253,7 +266,14 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
             except (RegistryError, OSError) as e:
                 findings.append(Finding(WARNING, "registry",
                                         f"registry: this run's snapshots were not stored: {one_line(e, 160)}"))
-        models = _collect_models(reg, known_models)
+        try:
+            models = _collect_models(reg, known_models)
+        except MlflowError as e:
+            mlflow_problem, reg.offline = e, True
+            models = _collect_models(reg, known_models)
+        if mlflow_problem is not None:
+            findings.append(Finding(WARNING, "registry", f"registry: {one_line(mlflow_problem, 300)}; models, versions "
+                                                         f"and aliases are the ledger's last known"))
         findings += rollout_findings(settings, reg)
         verify = reg.verify_audit()
         triggers = tuple(dict.fromkeys([*(["drift"] if retrain_on_drift else []), *retrain_on]))

@@ -87,7 +87,8 @@ class ModelScreen(DeckScreen):
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
         with TabbedContent(initial="versions", id="model-tabs"):
-            with TabPane("1 Versions", id="versions"):
+            with TabPane("1 Versions", id="versions"), Vertical():
+                yield Static("", id="registry-status", markup=False)
                 yield DataTable(id="versions-table", cursor_type="row", zebra_stripes=True)
             with TabPane("2 Drift", id="drift"), Vertical():
                 yield Static("", id="drift-summary", markup=False)
@@ -101,6 +102,7 @@ class ModelScreen(DeckScreen):
         yield KeyBar()
 
     def on_mount(self) -> None:
+        self.query_one("#registry-status", Static).display = False
         vt = self.query_one("#versions-table", DataTable)
         fill_table(vt, VERSION_COLUMNS, [], self._table_width())
         fill_table(self.query_one("#drift-table", DataTable), DRIFT_COLUMNS, [], self._table_width())
@@ -143,25 +145,38 @@ class ModelScreen(DeckScreen):
     def load_versions(self) -> None:
         from modeldeck.core import policy
         from modeldeck.core.errors import NotFoundError
+        from modeldeck.core.mlflow import MlflowError
         from modeldeck.core.registry import open_registry
         from modeldeck.core.releases import environment_choices
 
         settings = self.app.settings
         assert settings is not None
-        gates: list[str] = []
-        try:
-            with open_registry(settings, create=False) as reg:
-                versions = reg.versions(self.model)
-                aliases = reg.aliases(self.model)
-                choices = environment_choices(settings, reg, self.model)
-                evaluations = reg.evaluations(self.model)
-                rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
-                gates = [g.metric for g in rules.gates]
-        except NotFoundError:
-            versions, aliases, choices, evaluations = [], {}, [], []
-        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations, gates))
+        problem = None
+        with open_registry(settings, create=False) as reg:
+            def read() -> tuple[Any, Any, Any, Any, list[str]]:
+                try:
+                    versions = reg.versions(self.model)
+                    aliases = reg.aliases(self.model)
+                    choices = environment_choices(settings, reg, self.model)
+                    evaluations = reg.evaluations(self.model)
+                    rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
+                    return versions, aliases, choices, evaluations, [g.metric for g in rules.gates]
+                except NotFoundError:
+                    return [], {}, [], [], []
+
+            try:
+                versions, aliases, choices, evaluations, gates = read()
+            except MlflowError as e:  # MLflow down, refusing, slow: the ledger's last known, said so
+                problem = f"{one_line(e, 200)}; showing the ledger's last known versions and aliases"
+                reg.offline = True  # type: ignore[attr-defined]
+                versions, aliases, choices, evaluations, gates = read()
+        self.post_message(VersionsLoaded(versions, aliases, choices, evaluations, gates, problem))
 
     def on_versions_loaded(self, message: VersionsLoaded) -> None:
+        status = self.query_one("#registry-status", Static)
+        if message.problem:
+            status.update(Text(message.problem, style="bold yellow"))
+        status.display = bool(message.problem)
         self.environment_choices = message.environments
         self.evaluations = message.evaluations
         gates_changed = message.gate_metrics != self.gate_metrics
