@@ -363,6 +363,22 @@ class Client:
 # the registry: MLflow of record, the ledger on top
 
 
+def _or_ledger(fn: Any) -> Any:
+    """A read that falls back to the ledger's own copy while ``offline`` is set (MLflow down:
+    the report and the TUI then show what the ledger last knew, saying so)."""
+    import functools
+
+    base = getattr(Registry, fn.__name__)
+
+    @functools.wraps(fn)
+    def read(self: MlflowRegistry, *a: Any, **kw: Any) -> Any:
+        if self.offline:
+            return base(self, *a, **kw)
+        return fn(self, *a, **kw)
+
+    return read
+
+
 class MlflowRegistry(Registry):
     """A :class:`Registry` whose models, versions, lineage and aliases are MLflow's. The same
     methods, the same errors; MLflow faults raise :class:`MlflowError` (one line, exit 2)."""
@@ -379,6 +395,7 @@ class MlflowRegistry(Registry):
         self._runs: dict[str, RunLineage] = {}  # read-only registries keep lineage here instead
         self._moved: tuple[str, str, int | None, int | None] | None = None
         self._ledger_only: bool = False
+        self.offline = False  # True: reads answer from the ledger's copy (MLflow could not be used)
 
     def close(self) -> None:
         self.client.close()
@@ -412,6 +429,7 @@ class MlflowRegistry(Registry):
         return {self.ml.environment_for(a): v for a, v in sorted(aliases.items())}
 
     # -- models ----------------------------------------------------------------------------------------
+    @_or_ledger
     def models(self) -> list[Model]:
         found = [m for m in self.client.search_models() if self.ml.wants(m.name)]
         counts: dict[str, int] = {}
@@ -433,6 +451,7 @@ class MlflowRegistry(Registry):
         except MlflowNotFound:
             raise self._not_found(name) from None
 
+    @_or_ledger
     def model(self, name: str) -> Model:
         m = self._ml_model(name)
         versions = self.client.search_versions(name)
@@ -442,6 +461,7 @@ class MlflowRegistry(Registry):
                      description=m.description, latest_version=max((v.version for v in versions), default=None),
                      n_versions=len(versions), aliases=self._envs(m.aliases))
 
+    @_or_ledger
     def has_model(self, name: str) -> bool:
         if not self.ml.wants(name):
             return False
@@ -451,10 +471,12 @@ class MlflowRegistry(Registry):
             return False
         return True
 
+    @_or_ledger
     def _unknown_model(self, name: str) -> str:
         return str(self._not_found(name))
 
     # -- versions --------------------------------------------------------------------------------------
+    @_or_ledger
     def versions(self, model: str) -> list[Version]:
         self._check_wanted(model)
         mvs = self.client.search_versions(model)
@@ -465,6 +487,7 @@ class MlflowRegistry(Registry):
         self._mirror(model, [mv for mv in mvs if mv.version not in rows], rows)
         return [self._merge(mv, rows.get(mv.version)) for mv in sorted(mvs, key=lambda v: v.version)]
 
+    @_or_ledger
     def version(self, model: str, version: int) -> Version:
         self._check_wanted(model)
         try:
@@ -478,6 +501,7 @@ class MlflowRegistry(Registry):
             self._mirror(model, [mv], rows)
         return self._merge(mv, rows.get(mv.version))
 
+    @_or_ledger
     def _no_version(self, model: str, version: int) -> str:
         return f"model {model} has no version {version} in {self.where}"
 
@@ -708,6 +732,8 @@ class MlflowRegistry(Registry):
             model, environment, reason, expect=expect, actor=actor, details=details))
 
     def _prepare_move(self, model: str, environment: str) -> None:
+        if self.offline:
+            raise MlflowError(f"{self.where} could not be used: nothing moves while it cannot be read")
         if self.readonly:
             raise RegistryError(f"{self.path}: opened read-only")
         self._check_wanted(model)
@@ -775,11 +801,13 @@ class MlflowRegistry(Registry):
                                 f"nothing; look again")
 
     # -- aliases ---------------------------------------------------------------------------------------
+    @_or_ledger
     def aliases(self, model: str) -> dict[str, int]:
         m = self._ml_model(model)
         self._record_external({model: m.aliases})
         return self._envs(m.aliases)
 
+    @_or_ledger
     def alias(self, model: str, environment: str) -> int | None:
         self._check_wanted(model)
         try:
@@ -787,6 +815,7 @@ class MlflowRegistry(Registry):
         except MlflowNotFound:
             raise self._not_found(model) from None
 
+    @_or_ledger
     def all_aliases(self) -> dict[tuple[str, str], int]:
         """Every (model, environment) -> version, from one paged model search; moves made
         outside modeldeck since the last look are recorded in the ledger (when writable)."""
@@ -794,6 +823,7 @@ class MlflowRegistry(Registry):
         self._record_external(found)
         return {(name, env): v for name, aliases in found.items() for env, v in self._envs(aliases).items()}
 
+    @_or_ledger
     def environments(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for (model, env), _v in sorted(self.all_aliases().items()):
@@ -809,6 +839,7 @@ class MlflowRegistry(Registry):
             found = {name: self._ml_model(name).aliases for name in models}
         return self._record_external(found)
 
+    @_or_ledger
     def history(self, model: str, environment: str | None = None, *, limit: int | None = None) -> list[AliasChange]:
         if not self.readonly:
             self.sync_aliases([model])

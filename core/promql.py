@@ -653,7 +653,9 @@ class PromFleet:
             k, msg = next(iter(failures.items()))
             others = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             problem = one_line(msg.replace("prometheus: ", f"prometheus: {k} query: ", 1) + others, MESSAGE_LIMIT)
-        notes = [f"prometheus warning: {w}" for w in warnings[:2]]
+        elif warnings:  # a partial answer (a Thanos store down, a limit hit): the values may be incomplete
+            problem = one_line("prometheus warning: " + "; ".join(warnings[:2]), MESSAGE_LIMIT)
+        notes: list[str] = []
         unreported = ERRORS_UNREPORTED.get(profile)
         indexes = {k: _Index(r.series) for k, r in results.items()}
         out: dict[str, PromReading] = {}

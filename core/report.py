@@ -7,7 +7,9 @@ What one run does, in this order:
 1. opens the registry (unreadable or missing: UNKNOWN, before any waiting) and reads the
    models, every environment's version and the versions' reference data;
 2. polls every configured endpoint with a :class:`core.poller.Poller` twice, ``sample``
-   seconds apart (rates need two scrapes), each poll bounded by ``poll.timeout``; after the
+   seconds apart (rates need two scrapes), each poll bounded by ``poll.timeout`` (endpoints
+   read through Prometheus, ``[[discover]]`` ones included, once: its rates cover its window;
+   each query bounded by ``prometheus.timeout``, a failure a WARNING finding naming it); after the
    first poll it starts, in daemon worker threads, the drift comparison of each endpoint's
    capture window against the reference data of the version it serves (``core.capture`` and
    ``core.drift``, as the poller does), and waits for them only until the run's deadline
@@ -218,7 +220,8 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     it holds a SHARED lock it does not, another process closing its last connection deletes
     the WAL, and a commit that follows goes to the deleted file (seen as lost snapshot rows
     with two reports running at once). So the poller gets no registry of its own here."""
-    from modeldeck.core.registry import Registry
+    from modeldeck.core.mlflow import MlflowError
+    from modeldeck.core.registry import open_registry
 
     sample = settings.report_sample if sample is None else float(sample)
     if not sample >= 0 or math.isinf(sample):
@@ -228,18 +231,34 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     path = Path(settings.registry)
     readonly = path.exists() and not os.access(path, os.W_OK)
     findings: list[Finding] = []
-    with Registry(path, create=False, readonly=readonly) as reg:
-        known_models = {m.name: m for m in reg.models()}
-        aliases = reg.all_aliases()
-        references = {(m, str(v.version)): v.reference_path
-                      for m in {e.model for e in settings.endpoints if e.capture and e.model in known_models}
-                      for v in reg.versions(m)}
-        judged = _quality_bases(settings, reg, known_models)
+    with open_registry(settings, create=False, readonly=readonly) as reg:
+        def registry_view() -> tuple[dict[str, Any], dict[tuple[str, str], int], dict[tuple[str, str], Any]]:
+            known = {m.name: m for m in reg.models()}
+            refs = {(m, str(v.version)): v.reference_path
+                    for m in {e.model for e in settings.endpoints if e.capture and e.model in known}
+                    for v in reg.versions(m)}
+            return known, reg.all_aliases(), refs
+
+        mlflow_problem: BaseException | None = None
+        try:
+            known_models, aliases, references = registry_view()
+        except MlflowError as e:  # MLflow down, refusing, slow: the ledger's last known view, said so
+            mlflow_problem, reg.offline = e, True
+            known_models, aliases, references = registry_view()
+        try:
+            judged = _quality_bases(settings, reg, known_models)
+        except MlflowError as e:
+            mlflow_problem, reg.offline = e, True
+            judged = _quality_bases(settings, reg, known_models)
         endpoints: list[EndpointReport] = []
+        discover_errors: dict[str, str] = {}
         if settings.endpoints or settings.discover:
             import asyncio
 
-            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models, judged))
+            endpoints = asyncio.run(_collect_endpoints(settings, sample, aliases, references, known_models, judged,
+                                                       discover_errors))
+        for block, why in discover_errors.items():  # its endpoints are not known: not OK either
+            findings.append(Finding(WARNING, "prometheus", f"discover {one_line(block, 40)}: {one_line(why, 200)}"))
         stored = 0
         if endpoints:
             try:
@@ -247,7 +266,14 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
             except (RegistryError, OSError) as e:
                 findings.append(Finding(WARNING, "registry",
                                         f"registry: this run's snapshots were not stored: {one_line(e, 160)}"))
-        models = _collect_models(reg, known_models)
+        try:
+            models = _collect_models(reg, known_models)
+        except MlflowError as e:
+            mlflow_problem, reg.offline = e, True
+            models = _collect_models(reg, known_models)
+        if mlflow_problem is not None:
+            findings.append(Finding(WARNING, "registry", f"registry: {one_line(mlflow_problem, 300)}; models, versions "
+                                                         f"and aliases are the ledger's last known"))
         verify = reg.verify_audit()
         triggers = tuple(dict.fromkeys([*(["drift"] if retrain_on_drift else []), *retrain_on]))
         if triggers:
@@ -299,7 +325,8 @@ def _quality_job(settings: Settings, cfg: EndpointConfig, base: Any, version: st
 async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
                              references: Mapping[tuple[str, str], str | None],
                              known_models: Mapping[str, Any],
-                             judged: Mapping[str, Any] | None = None) -> list[EndpointReport]:
+                             judged: Mapping[str, Any] | None = None,
+                             discover_errors: dict[str, str] | None = None) -> list[EndpointReport]:
     import asyncio
     import tempfile
 
@@ -351,6 +378,8 @@ async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
     finally:
+        if discover_errors is not None:
+            discover_errors.update(poller.discover_errors)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(poller.aclose(), 5.0)
         workers.shutdown()
@@ -635,7 +664,7 @@ def _drift_cell(e: EndpointReport) -> str:
 
 def quality_cell(summary: Any) -> str:
     """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the headline metric; ▼
-    below the registered value by the drop the judge warns at, ▲/= otherwise), ``labels 42/200``
+    below the registered value by the drop the judge warns at, ▲/= otherwise), ``n=42/200``
     while there are not enough labels, ``error`` when it could not be measured, ``-`` without."""
     if summary is None:
         return "-"
@@ -643,7 +672,7 @@ def quality_cell(summary: Any) -> str:
     if summary.error or doc.get("status") == "error":
         return "error"
     if doc.get("status") == "not_enough_labels":
-        return f"labels {doc.get('rows')}/{doc.get('min_rows')}"
+        return f"n={doc.get('rows')}/{doc.get('min_rows')}"
     name, value, reg = summary.headline()
     short = {"roc_auc": "auc", "accuracy": "acc", "r2": "r2"}.get(name, name)
     if value is None:

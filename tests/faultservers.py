@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -133,6 +133,7 @@ class FaultServer:
         self.routes: dict[str, Reply | str] = {}
         self.default: Reply | str | None = None
         self.delay = 0.0  # seconds to wait before every answer (a slow, distant server)
+        self.handler: Callable[[str, bytes], Reply | str | None] | None = None  # (path, body) -> reply or None
         self.hits: Counter[str] = Counter()
         self.headers_seen: list[dict[str, str]] = []
         self._server: asyncio.base_events.Server | None = None
@@ -212,11 +213,10 @@ class FaultServer:
                         k, v = h.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 length = int(headers.get("content-length", "0") or 0)
-                if length:
-                    await reader.readexactly(length)
+                body_in = await reader.readexactly(length) if length else b""
                 self.hits[path] += 1
                 self.headers_seen.append(headers)
-                reply = self.answer(path)
+                reply = (self.handler(path, body_in) if self.handler is not None else None) or self.answer(path)
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 if reply == HANG:

@@ -150,8 +150,12 @@ class FaultProxy:
                     if part in what:
                         self._send(status, text.encode(), "application/json")
                         return
-                r = client.request(self.command, self.path, content=body,
-                                   headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                try:
+                    r = client.request(self.command, self.path, content=body,
+                                       headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                except (httpx.HTTPError, RuntimeError):  # the upstream went away, or the proxy is closing
+                    self._send(502, b"bad gateway", "text/plain")
+                    return
                 self._send(r.status_code, r.content, r.headers.get("content-type", "application/json"))
 
             def _send(self, status: int, content: bytes, ctype: str) -> None:

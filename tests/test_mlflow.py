@@ -394,3 +394,142 @@ def test_the_poller_records_outside_moves_every_interval(mlflow_server, nb: Note
         at = changes[0].at
         assert ledger.alias_at(name, "production", at).to_version == 3
         assert ledger.verify_audit().ok
+
+
+# -- faults: one line on the command line, a status in the TUI, a WARNING in the report -------------
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_mlflow_faults_are_one_line_and_name_the_server(mlflow_server, nb: Notebook, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeck.core.demo.mlflowserver import free_port
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("fault")
+    _approved_model(nb, name, 2)
+    monkeypatch.setenv("MLFLOW_TOKEN", "s3cr3t-t0ken")
+    headers = {"Authorization": "Bearer ${MLFLOW_TOKEN}"}
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url, headers=headers)
+        cases = {
+            "401": ((401, "{}"), "refused modeldeck (HTTP 401 unauthorized): check the credentials in [mlflow] headers"),
+            "403": ((403, '{"error_code": "PERMISSION_DENIED", "message": "no READ"}'), "HTTP 403 forbidden"),
+            "500": ((500, "<html>oops\x1b[31m</html>"), "failed (HTTP 500): no JSON error"),
+            "503": ((503, '{"error_code": "X", "message": "maintenance\\nwindow"}'), "HTTP 503 X): maintenance window"),
+        }
+        for status, (reply, says) in cases.items():
+            proxy.fail["model-versions/search"] = reply
+            code, out, err = _main(capsys, "--config", str(cfg), "versions", name)
+            assert code == 2 and out == "", status
+            assert err.count("\n") == 1 and says in err and proxy.url in err, (status, err)
+            assert "s3cr3t" not in err and "\x1b" not in err
+        proxy.fail.clear()
+        proxy.delay["model-versions/search"] = 3.0
+        (tmp_path / "slow").mkdir()
+        cfg_slow = write_config(tmp_path / "slow", proxy.url, headers=headers)
+        cfg_slow.write_text(cfg_slow.read_text().replace("timeout = 10", "timeout = 0.5"))
+        code, _, err = _main(capsys, "--config", str(cfg_slow), "versions", name)
+        assert code == 2 and "did not answer" in err and "within 0.5 s" in err
+        proxy.delay.clear()
+    (tmp_path / "dead").mkdir()
+    dead = write_config(tmp_path / "dead", f"http://127.0.0.1:{free_port()}")
+    code, _, err = _main(capsys, "--config", str(dead), "versions", name)
+    assert code == 2 and "cannot be reached: connection refused" in err
+
+    monkeypatch.delenv("MLFLOW_TOKEN")
+    code, _, err = _main(capsys, "--config", str(cfg), "versions", name)
+    assert code == 2 and "environment variable MLFLOW_TOKEN is not set" in err
+
+    (tmp_path / "direct").mkdir()
+    cfg = write_config(tmp_path / "direct", mlflow_server.url)
+    assert _main(capsys, "--config", str(cfg), "versions", name)[0] == 0  # the ledger has seen it
+    nb.delete_model(name)
+    code, _, err = _main(capsys, "--config", str(cfg), "versions", name)
+    assert code == 2 and f"no model named '{name}'" in err and "deleted there?" in err
+    code, _, err = _main(capsys, "--config", str(cfg), "promote", name, "1", "--env", "staging", "--reason", "x",
+                         "--no-verify", "--create-env")
+    assert code == 2 and "no model named" in err
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+def test_report_warns_and_uses_the_ledger_when_mlflow_is_down(mlflow_server, nb: Notebook, tmp_path: Path) -> None:
+    import io
+
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("rep")
+    _approved_model(nb, name, 2)
+    nb.set_alias(name, "production", 2)
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url, models=[name])
+        settings = config.load(cfg)
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.run_report(settings, fmt="json", stdout=out, stderr=err) == 0, err.getvalue()
+        ok = json.loads(out.getvalue())
+        assert [m["environments"] for m in ok["models"]] == [{"production": 2}]
+        proxy.fail["registered-models/search"] = (503, '{"message": "down for upgrade"}')
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.run_report(settings, fmt="json", stdout=out, stderr=err) == 1, err.getvalue()
+    rep = json.loads(out.getvalue())
+    warnings = [f for f in rep["findings"] if f["subject"] == "registry"]
+    assert len(warnings) == 1 and warnings[0]["severity"] == "WARNING"
+    assert "HTTP 503" in warnings[0]["message"] and "ledger's last known" in warnings[0]["message"]
+    assert [m["environments"] for m in rep["models"]] == [{"production": 2}]  # the ledger's copy
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+async def test_tui_shows_mlflow_faults_and_keeps_running(mlflow_server, nb: Notebook, tmp_path: Path) -> None:
+    from textual.widgets import DataTable, Static
+
+    from modeldeck.tui.app import ModeldeckApp
+    from modeldeck.tui.source import FixedSource
+    from tests.mlflow_helpers import FaultProxy
+
+    name = unique("tui")
+    _approved_model(nb, name, 2)
+    nb.set_alias(name, "production", 1)
+    with FaultProxy(mlflow_server.url) as proxy:
+        cfg = write_config(tmp_path, proxy.url, models=[name], extra=f"""
+            [[endpoints]]
+            name = "{name}-prod"
+            model = "{name}"
+            url = "http://127.0.0.1:9"
+            """)
+        settings = config.load(cfg)
+        with open_registry(settings) as reg:
+            reg.versions(name)  # the ledger's copy
+        source = FixedSource()
+        app = ModeldeckApp(settings, source=source)
+        async with app.run_test(size=(140, 35)) as pilot:
+            source.registry_error = "MLflow at http://x refused modeldeck (HTTP 401 unauthorized)"
+            await pilot.press("enter")
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if type(app.screen).__name__ == "ModelScreen" and \
+                        app.screen.query_one("#versions-table", DataTable).row_count == 2:
+                    break
+            screen = app.screen
+            assert not screen.query_one("#registry-status", Static).display
+            proxy.down = True
+            screen.load_versions()
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if screen.query_one("#registry-status", Static).display:
+                    break
+            status = str(screen.query_one("#registry-status", Static).render())
+            assert "cannot be reached" in status and "ledger's last known" in status
+            assert screen.query_one("#versions-table", DataTable).row_count == 2  # still shown
+            proxy.down = False
+            screen.load_versions()
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if not screen.query_one("#registry-status", Static).display:
+                    break
+            assert not screen.query_one("#registry-status", Static).display
+            await pilot.press("escape")
+            await pilot.pause(0.2)
+            assert "registry: MLflow at http://x refused" in str(app.screen.query_one("#fleet-header", Static).render())

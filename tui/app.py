@@ -68,7 +68,8 @@ class ModeldeckApp(App[int]):
 
     def __init__(self, settings: Settings | None, *, source: SnapshotSource | None = None, demo: bool = False,
                  read_only: bool = False, clock: Callable[[], float] = time.time,
-                 demo_registry: str | None = None, demo_workdir: Path | None = None) -> None:
+                 demo_registry: str | None = None, demo_workdir: Path | None = None,
+                 via_prometheus: bool = False) -> None:
         super().__init__()
         from modeldeck.tui import palette
 
@@ -84,6 +85,8 @@ class ModeldeckApp(App[int]):
         self.demo_registry = demo_registry
         self.demo_workdir = demo_workdir
         self.demo_fleet: DemoFleetProcess | None = None
+        self.via_prometheus = via_prometheus  # the demo's metrics through a Prometheus scraping it
+        self.demo_prometheus: Any = None  # core.demo.prometheus.DemoPrometheus
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
 
@@ -129,6 +132,7 @@ class ModeldeckApp(App[int]):
     def start_demo_fleet(self) -> None:
         from modeldeck.core import config
         from modeldeck.core.demo import fleet
+        from modeldeck.core.errors import ModeldeckError
 
         own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
@@ -136,6 +140,18 @@ class ModeldeckApp(App[int]):
         # set here, not in the message handler, so shutdown() stops a fleet whose message is still queued
         self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own)
         settings = config.parse_file(Path(self.demo_fleet.config_path))
+        if self.via_prometheus:
+            from modeldeck.core.demo import prometheus
+
+            self.status_line = "starting Prometheus, scraping the demo fleet…"
+            prom = prometheus.DemoPrometheus(settings, workdir / "prometheus")
+            self.demo_prometheus = prom
+            try:
+                prom.start()
+                settings = prometheus.via_prometheus(settings, prom.url)
+            except ModeldeckError as e:  # the fleet is up: watch it directly, and say so
+                self.demo_prometheus = None
+                self.notify(f"{e}; watching the demo fleet directly", severity="error")
         self.post_message(DemoFleetReady(settings))
 
     def on_demo_fleet_ready(self, message: DemoFleetReady) -> None:
@@ -147,6 +163,12 @@ class ModeldeckApp(App[int]):
     def shutdown(self) -> None:
         if self.source is not None:
             self.source.stop()
+        if self.demo_prometheus is not None:  # before the fleet removes its work folder
+            try:
+                self.demo_prometheus.stop()
+            except Exception:
+                log.exception("stopping the demo's Prometheus")
+            self.demo_prometheus = None
         if self.demo_fleet is not None:
             try:
                 self.demo_fleet.stop()
@@ -403,9 +425,10 @@ def setup_logging() -> Path:
 
 
 def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = False,
-            registry: str | None = None) -> int:
+            registry: str | None = None, via_prometheus: bool = False) -> int:
     setup_logging()
-    app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry)
+    app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry,
+                       via_prometheus=via_prometheus)
     try:
         app.run()
     finally:

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
+    parser.add_argument("--via-prometheus", action="store_true",
+                        help="with --demo: start a Prometheus scraping the demo fleet and read its metrics "
+                             "through PromQL (needs the prometheus binary)")
     parser.add_argument("--read-only", action="store_true", help="hide and refuse every action that writes")
     rep = parser.add_argument_group("headless report (for cron)")
     rep.add_argument("--report", action=_ReportFlag, help="collect once, print findings, exit 0/1/2/3")
@@ -422,11 +425,15 @@ class _suppress:
 
 def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command is not None:
+        if args.via_prometheus:
+            parser.error(f"--via-prometheus does not combine with the {args.command} command")
         if args.demo or args.report:
             parser.error(f"--demo and --report do not combine with the {args.command} command")
         return
     if args.demo and args.report:
         parser.error("choose --demo or --report, not both")
+    if args.via_prometheus and not args.demo:
+        parser.error("--via-prometheus only applies to --demo")
     if not args.report:
         for flag, value in (("--output", args.output), ("--sample", args.sample),
                             ("--retrain-on-drift", args.retrain_on_drift or None),
@@ -495,8 +502,15 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     from modeldeck.tui.app import run_app  # Textual is imported only here
 
     if args.demo:
+        if args.via_prometheus:
+            from modeldeck.core.demo.prometheus import binary
+
+            if binary() is None:
+                raise ModeldeckError("--via-prometheus needs the prometheus binary on PATH "
+                                     "(Debian: apt-get install prometheus)")
         with _unguarded_streams():
-            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
+            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry,
+                           via_prometheus=args.via_prometheus)
     settings = _settings(args, required=True)
     with _unguarded_streams():
         return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)

@@ -121,13 +121,14 @@ class VersionsLoaded(WorkerMessage):
 
     def __init__(self, versions: Sequence[Version], aliases: Mapping[str, int],
                  environments: Sequence[EnvironmentChoice] = (), evaluations: Sequence[Evaluation] = (),
-                 gate_metrics: Sequence[str] = ()) -> None:
+                 gate_metrics: Sequence[str] = (), problem: str | None = None) -> None:
         super().__init__()
         self.versions = list(versions)
         self.aliases = dict(aliases)
         self.environments = list(environments)
         self.evaluations = list(evaluations)  # every version's metrics with their data
         self.gate_metrics = list(gate_metrics)  # the metrics the model's release gates compare
+        self.problem = problem  # MLflow could not be read: these are the ledger's last known
 
 
 # -- retraining -----------------------------------------------------------------------------------
