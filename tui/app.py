@@ -8,9 +8,11 @@ a worker -> the registry; the worker reports back with a message (``tui/messages
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,6 +29,7 @@ from textual.worker import Worker, WorkerState
 
 from modeldeck.core import paths
 from modeldeck.core.config import Settings
+from modeldeck.core.errors import ModeldeckError
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.messages import (
     DemoFleetReady,
@@ -39,8 +42,6 @@ from modeldeck.tui.screens.base import DeckView
 from modeldeck.tui.source import PollerSource, SnapshotSource
 
 if TYPE_CHECKING:
-    import threading
-
     from modeldeck.core.demo.fleet import DemoFleetProcess
     from modeldeck.core.releases import ReleaseEvent, ReleasePlan
 
@@ -89,6 +90,8 @@ class ModeldeckApp(App[int]):
         self.demo_prometheus: Any = None  # core.demo.prometheus.DemoPrometheus
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
+        self.rollouts_started: list[int] = []  # rollouts this app started (their supervisors outlive it)
+        self._rollouts_closing = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -161,6 +164,7 @@ class ModeldeckApp(App[int]):
         self.shutdown()
 
     def shutdown(self) -> None:
+        self._rollouts_closing.set()
         if self.source is not None:
             self.source.stop()
         if self.demo_prometheus is not None:  # before the fleet removes its work folder
@@ -254,19 +258,56 @@ class ModeldeckApp(App[int]):
 
     def _release(self, plan: ReleasePlan, reason: str, force: bool, stop_event: threading.Event,
                  dialog: MessagePump) -> None:
-        from modeldeck.core import releases
+        """Start the rollout (gates and the alias move here; the rest in its detached
+        supervisor, which quitting the app does not stop) and follow its step log."""
+        from modeldeck.core import releases, rollout
+        from modeldeck.core.registry import open_registry
 
         def on_event(event: ReleaseEvent) -> None:
             dialog.post_message(ReleaseEventMsg(event))
 
         try:
-            outcome = releases.execute(plan, reason=reason, force=force, on_event=on_event, stop_event=stop_event)
+            with open_registry(plan.settings, create=False) as reg:
+                started = rollout.start(plan, reason=reason, force=force, registry=reg, on_event=on_event)
+                r = started.rollout
+                if r is None or started.refused:
+                    outcome = releases.ReleaseOutcome(releases.BLOCKED, plan, started.message)
+                else:
+                    self.rollouts_started.append(r.id)
+                    outcome = self._follow_rollout(reg, r, plan, stop_event, dialog)
         except Exception as e:
             dialog.post_message(ReleaseFailed(plan, e))
             self.post_message(ReleaseFailed(plan, e))
             return
+        if outcome is None:  # the app is closing: the rollout goes on without us
+            return
         dialog.post_message(ReleaseFinished(plan, outcome))
         self.post_message(ReleaseFinished(plan, outcome))
+
+    def _follow_rollout(self, reg: Any, r: Any, plan: ReleasePlan, stop_event: threading.Event,
+                        dialog: MessagePump) -> Any:
+        from modeldeck.core import releases, rollout
+
+        steps = reg.rollout_steps(r.id)
+        seen = steps[-1].id if steps else 0
+        aborted = False
+
+        def on_step(st: Any) -> None:
+            nonlocal seen
+            seen = st.id
+            dialog.post_message(ReleaseEventMsg(releases.ReleaseEvent(st.stage, st.message, st.level)))
+
+        while r.active:
+            if self._rollouts_closing.is_set():
+                return None
+            if stop_event.is_set() and not aborted:
+                aborted = True
+                reason = getattr(dialog, "abort_reason", "") or "aborted in the release dialog"
+                with contextlib.suppress(ModeldeckError):
+                    r = rollout.abort(reg, r.id, reason)
+            r = rollout.follow(reg, r.id, after=seen, on_step=on_step, stop=self._rollouts_closing, settings=plan.settings,
+                               timeout=0.5)
+        return rollout_outcome(plan, r)
 
     def on_release_finished(self, message: ReleaseFinished) -> None:
         outcome = message.outcome
@@ -424,8 +465,40 @@ def setup_logging() -> Path:
     return path
 
 
+def rollout_outcome(plan: ReleasePlan, r: Any) -> Any:
+    """A rollout's end as the release dialog shows it (a ReleaseOutcome)."""
+    from modeldeck.core import releases
+
+    status = {"done": releases.RELEASED, "rolled_back": releases.ROLLED_BACK, "aborted": releases.ROLLED_BACK,
+              "unverified": releases.UNVERIFIED}.get(r.state, releases.UNDO_FAILED)
+    verified = True if r.state == "done" and r.verify and plan.endpoints else None
+    baked = True if verified and r.bake_seconds > 0 else (False if r.bake_started_at and r.state != "done" else None)
+    return releases.ReleaseOutcome(status, plan, f"rollout {r.id} {r.state}: {r.message}", verified=verified,
+                                   baked=baked)
+
+
+def active_rollouts_note(app: ModeldeckApp) -> list[str]:
+    """What quitting leaves running: one line per active rollout this app started."""
+    from modeldeck.core.registry import Registry
+
+    if not app.rollouts_started or app.settings is None:
+        return []
+    lines = []
+    try:
+        with Registry(app.settings.registry, create=False) as reg:
+            for rid in app.rollouts_started:
+                r = reg.rollout(rid)
+                if r.active:
+                    lines.append(f"rollout {r.id} ({r.model} {r.environment} -> version {r.to_version}, {r.state}) "
+                                 f"goes on: modeldeck rollout {r.id} --follow")
+    except ModeldeckError:
+        return []
+    return lines
+
+
 def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = False,
-            registry: str | None = None, via_prometheus: bool = False) -> int:
+            registry: str | None = None, via_prometheus: bool = False,
+            on_exit: Callable[[list[str]], None] | None = None) -> int:
     setup_logging()
     app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry,
                        via_prometheus=via_prometheus)
@@ -433,6 +506,8 @@ def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = 
         app.run()
     finally:
         app.shutdown()
+        if on_exit is not None:
+            on_exit(active_rollouts_note(app))
     if app.return_code not in (None, 0):
         return int(app.return_code)
     return 0
