@@ -609,6 +609,19 @@ class EnvironmentChoice:
         return ", ".join(parts)
 
 
+def no_rollback_target(registry: Registry, model: str, environment: str, current: int) -> str:
+    """Why a rollback has nowhere to go, from the environment's real history, and how to name
+    a version instead."""
+    held = sorted({v for h in registry.history(model, environment)
+                   for v in (h.from_version, h.to_version) if v is not None})
+    others = [v for v in held if v != current]
+    if not others:
+        return f"{environment} of {model} has only ever held version {current}: there is nothing to roll back to"
+    return (f"{environment} of {model} has held versions {', '.join(map(str, held))}, but each earlier one was "
+            f"rolled back from, so no previous version is left; name the one to go to (--to VERSION, or "
+            f"'roll back to version…' in the TUI)")
+
+
 def environment_choices(settings: Settings, registry: Registry, model: str) -> list[EnvironmentChoice]:
     """The declared environments for ``model``'s pickers: those it holds first."""
     aliases = registry.aliases(model)
@@ -669,8 +682,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
         if target is None:
             target = registry.rollback_target(model, environment)
             if target is None:
-                raise RegistryError(f"{environment} of {model} has no earlier version to roll back to (it "
-                                    f"only ever held {current}); use --to N")
+                raise RegistryError(no_rollback_target(registry, model, environment, current))
     else:
         if version is None:
             raise RegistryError("which version? (promote MODEL VERSION)")
