@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
 from modeldeck.core.errors import ConflictError, GateError, ModeldeckError, NotFoundError, RegistryError
-from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
+from modeldeck.core.textfmt import format_time, one_line, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
 BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
@@ -42,6 +42,20 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_TRIGGERS = ("manual", "drift", "quality", "schedule")
 AUTOMATIC_TRIGGERS = ("drift", "quality")  # share one cool-down (create_job's not_since)
 PROTECTED_ENVIRONMENTS = ("production",)
+# rollouts: gating -> deploying -> verifying -> baking -> done, or rolled_back / failed / aborted;
+# unverified: nothing could watch it to its end (its supervisor died with no bake time left, or a
+# rollback whose endpoints did not come to the version) until an operator confirms it
+ROLLOUT_ACTIVE = ("gating", "deploying", "verifying", "baking")
+ROLLOUT_ENDED = ("done", "rolled_back", "failed", "aborted", "unverified")
+ROLLOUT_STATES = ROLLOUT_ACTIVE + ROLLOUT_ENDED
+_ROLLOUT_NEXT = {
+    "gating": {"deploying", "failed"},
+    "deploying": {"verifying", "baking", "done", "rolled_back", "failed", "aborted", "unverified"},
+    "verifying": {"baking", "done", "rolled_back", "failed", "aborted", "unverified"},
+    "baking": {"verifying", "done", "rolled_back", "failed", "aborted", "unverified"},
+    "unverified": {"done"},  # an operator confirmed it
+}
+MAX_ROLLOUT_STEPS = 5000  # per rollout; a chatty deploy hook's further lines stay in its log file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +255,7 @@ class AuditEntry:
     after: Any
     reason: str
     hash: str
+    row: Mapping[str, Any] | None = None  # the versions / alias_history row it wrote: table, key, SHA-256
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -270,16 +285,86 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """One promote or rollback as a record: what moves where, who and why, its state, the
+    supervisor process driving it (pid, heartbeat), and when the bake ends."""
+
+    id: int
+    model: str
+    environment: str
+    action: str  # promote | rollback
+    from_version: int | None
+    to_version: int
+    state: str
+    actor: str
+    reason: str
+    started_at: str
+    updated_at: str
+    ended_at: str | None
+    pid: int | None
+    heartbeat_at: str | None
+    message: str
+    change_id: int | None  # the alias_history row of the move
+    forced: bool
+    verify: bool  # False: --no-verify (no verification, no bake)
+    bake_seconds: float
+    bake_started_at: str | None
+    bake_ends_at: str | None
+    verified_at: str | None
+    config_path: str | None  # the config the release was made with (resuming a watch reads it)
+    abort_reason: str | None
+    abort_by: str | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ROLLOUT_ACTIVE
+
+    @property
+    def critical(self) -> bool:
+        """A state an operator must look at: unverified, or failed after the alias moved."""
+        return self.state == "unverified" or (self.state == "failed" and self.change_id is not None)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        d["critical"] = self.critical
+        return d
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    id: int
+    rollout_id: int
+    at: str
+    stage: str
+    level: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     checked: int
     first_bad: int | None = None
     problem: str = ""
     head: str = GENESIS
+    rows_checked: int = 0  # versions and alias-history rows whose content matched their audit entry
+    rows_uncovered: int = 0  # rows no audit entry carries a hash of (older modeldeck, MLflow mirrors)
+    checkpoints: int = 0  # signed checkpoints whose prefix was proven unchanged
 
     def describe(self) -> str:
         if self.ok:
-            return f"audit chain intact: {self.checked} entries, head {self.head[:16]}"
+            text = (f"audit chain intact: {self.checked} entries, head {self.head[:16]}; {self.rows_checked} "
+                    f"version and alias-history rows match their entries")
+            if self.rows_uncovered:
+                text += (f" ({self.rows_uncovered} rows carry no hash: written by an older modeldeck or mirrored "
+                         f"from MLflow, not covered)")
+            if self.checkpoints:
+                text += f"; {self.checkpoints} signed checkpoints hold"
+            return text
         if self.first_bad is None:
             return f"audit chain BROKEN: {self.problem}"
         return f"audit chain BROKEN at entry {self.first_bad}: {self.problem}"
@@ -362,8 +447,25 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.conn.execute("ALTER TABLE versions ADD COLUMN datasets TEXT")
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Rollouts: every promote and rollback as a record driven by a supervisor process, with
+    its step log."""
+    db["rollouts"].create({
+        "id": int, "model": str, "environment": str, "action": str, "from_version": int, "to_version": int,
+        "state": str, "actor": str, "reason": str, "started_at": str, "updated_at": str, "ended_at": str,
+        "pid": int, "heartbeat_at": str, "message": str, "change_id": int, "forced": int, "verify": int,
+        "bake_seconds": float, "bake_started_at": str, "bake_ends_at": str, "verified_at": str,
+        "config_path": str, "abort_reason": str, "abort_by": str, "details": str,
+    }, pk="id", not_null=["model", "environment", "action", "to_version", "state", "started_at"])
+    db["rollouts"].create_index(["model", "environment", "id"])
+    db["rollouts"].create_index(["state"])
+    db["rollout_steps"].create({"id": int, "rollout_id": int, "at": str, "stage": str, "level": str,
+                                "message": str}, pk="id", not_null=["rollout_id", "at"])
+    db["rollout_steps"].create_index(["rollout_id", "id"])
+
+
 # Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -534,8 +636,9 @@ class Registry:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [AuditEntry(id=r["id"], at=r["at"], actor=r["actor"], action=r["action"],
-                           subject=r["subject"], before=_loads(r["before"]), after=_loads(r["after"]),
-                           reason=r["reason"], hash=r["hash"]) for r in self._read(sql, params)]
+                           subject=r["subject"], before=_loads(r["before"]), after=_without_row(r["after"]),
+                           reason=r["reason"], hash=r["hash"], row=_row_of(r["after"]))
+                for r in self._read(sql, params)]
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -551,16 +654,99 @@ class Registry:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
 
-    def verify_audit(self) -> VerifyResult:
+    def verify_audit(self, checkpoints: Sequence[Any] = ()) -> VerifyResult:
         """Walk the chain from the first entry: ids contiguous from 1, each prev_hash the
         previous entry's hash, each hash recomputed from the stored fields, and the last one
         the head recorded in meta (so deleting the newest rows shows too; a missing, null or
-        unreadable head is a broken chain). The rows and the head are read in one snapshot, so
-        writers committing meanwhile never look like a break."""
+        unreadable head is a broken chain). Then the rows the chain vouches for: every
+        ``versions`` and ``alias_history`` row an entry carries the SHA-256 of must still hash
+        to it (the newest entry of a version wins), every alias-history row after the first
+        hashed one must have its entry, and every alias must point where its history says.
+        ``checkpoints`` (``core.checkpoints.Checkpoint``, signatures already checked) must each
+        name this registry and an entry whose hash is the signed head: a prefix that was
+        rewritten (even with every hash recomputed) or cut is a break. Everything is read in
+        one snapshot, so writers committing meanwhile never look like a break."""
         with self._snapshot() as c:
-            return self._verify_chain(c)
+            return self._verify(c, checkpoints)
 
-    def _verify_chain(self, c: sqlite3.Connection) -> VerifyResult:
+    def _verify(self, c: sqlite3.Connection, checkpoints: Sequence[Any]) -> VerifyResult:
+        wanted = {int(cp.entries) for cp in checkpoints}
+        at_id: dict[int, str] = {0: GENESIS}
+        rows: dict[tuple[str, Any], tuple[int, str]] = {}
+        legacy: list[bool] = []
+        chain = self._verify_chain(c, wanted, at_id, rows, legacy)
+        if not chain.ok:
+            return chain
+        checked, head = chain.checked, chain.head
+
+        def broken(first: int | None, problem: str) -> VerifyResult:
+            return VerifyResult(False, checked, first, problem, head)
+
+        # the rows the chain vouches for
+        n_ok = uncovered = 0
+        seen: set[tuple[str, Any]] = set()
+        for r in c.execute(f"SELECT {', '.join(_ROW_COLUMNS['versions'])} FROM versions"):
+            key = ("versions", (r[0], r[1]))
+            got = rows.get(key)
+            if got is None:
+                uncovered += 1
+                continue
+            seen.add(key)
+            if _row_hash("versions", tuple(r)) != got[1]:
+                return broken(got[0], f"version {r[1]} of {one_line(r[0], 60)} differs from what audit entry {got[0]} "
+                                      f"recorded (its row was edited outside modeldeck)")
+            n_ok += 1
+        first_hashed = min((k[1] for k in rows if k[0] == "alias_history"), default=None)
+        for r in c.execute(f"SELECT {', '.join(_ROW_COLUMNS['alias_history'])} FROM alias_history ORDER BY id"):
+            key = ("alias_history", r[0])
+            got = rows.get(key)
+            if got is None:
+                if legacy and (first_hashed is None or r[0] < first_hashed):
+                    uncovered += 1  # written by a modeldeck that did not hash rows yet
+                    continue
+                return broken(None, f"alias history row {r[0]} ({one_line(r[1], 60)} {one_line(r[2], 40)}: "
+                                    f"{r[5]} to version {r[4]} by {one_line(r[6], 40)}) has no audit entry "
+                                    f"(written outside modeldeck)")
+            seen.add(key)
+            if _row_hash("alias_history", tuple(r)) != got[1]:
+                return broken(got[0], f"alias history row {r[0]} ({one_line(r[1], 60)} {one_line(r[2], 40)}) "
+                                      f"differs from what audit entry {got[0]} recorded (edited outside modeldeck)")
+            n_ok += 1
+        for key, (entry, _) in rows.items():
+            if key not in seen:
+                what = (f"version {key[1][1]} of {one_line(key[1][0], 60)}" if key[0] == "versions"
+                        else f"alias history row {key[1]}")
+                return broken(entry, f"{what}, written by audit entry {entry}, is gone (deleted outside modeldeck)")
+        latest = {(m, e): (i, v) for i, m, e, v in c.execute(
+            "SELECT id, model, environment, to_version FROM alias_history WHERE id IN "
+            "(SELECT max(id) FROM alias_history GROUP BY model, environment)")}
+        for m, e, v, hid in c.execute("SELECT model, environment, version, history_id FROM aliases"):
+            want = latest.get((m, e))
+            if want is None or want[1] != v or (hid is not None and hid != want[0]):
+                says = "no version" if want is None or want[1] is None else f"version {want[1]}"
+                return broken(None, f"the {one_line(e, 40)} alias of {one_line(m, 60)} points at version {v} but "
+                                    f"its history says {says} (the alias was changed outside modeldeck)")
+        # signed checkpoints: each vouches for the prefix it signed
+        registry_id = self._meta(c, "registry_id")
+        n_cp = 0
+        for cp in checkpoints:
+            where = f"the checkpoint on line {cp.line}" if getattr(cp, "line", 0) else "a checkpoint"
+            if cp.registry != registry_id:
+                return broken(None, f"{where} is of another registry ({cp.registry[:16] or 'none'}; this one is "
+                                    f"{(registry_id or 'not checkpointed yet')[:16]})")
+            if cp.entries > checked:
+                return broken(checked + 1, f"{where} ({cp.describe()}) vouches for {cp.entries} entries but the log "
+                                           f"has {checked} (history was cut)")
+            if at_id.get(cp.entries) != cp.head:
+                return broken(cp.entries, f"entry {cp.entries} is not the one {where} signed ({cp.describe()}): "
+                                          f"history up to it was rewritten")
+            n_cp += 1
+        return VerifyResult(True, checked, None, "", head, rows_checked=n_ok, rows_uncovered=uncovered,
+                            checkpoints=n_cp)
+
+    def _verify_chain(self, c: sqlite3.Connection, wanted: set[int] | None = None, at_id: dict[int, str] | None = None,
+                      rows: dict[tuple[str, Any], tuple[int, str]] | None = None,
+                      legacy: list[bool] | None = None) -> VerifyResult:
         head_row = c.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
         cur = c.execute(
             "SELECT id, at, actor, action, subject, before, after, reason, prev_hash, hash "
@@ -569,8 +755,9 @@ class Registry:
         expected_id = 1
         checked = 0
         sha = hashlib.sha256
-        while rows := cur.fetchmany(10_000):
-            for (i, at, actor, action, subject, before, after, reason, prev_hash, h) in rows:
+        wanted = wanted or set()
+        while batch := cur.fetchmany(10_000):
+            for (i, at, actor, action, subject, before, after, reason, prev_hash, h) in batch:
                 if i != expected_id:
                     return VerifyResult(False, checked, expected_id,
                                         f"entry {expected_id} is missing (next present is {i})", prev)
@@ -582,9 +769,17 @@ class Registry:
                 if sha(payload.encode("utf-8", "surrogatepass")).hexdigest() != h:
                     return VerifyResult(False, checked, i, "its contents do not match its hash "
                                         "(the entry was edited)", prev)
+                if rows is not None and action in _ROW_ACTIONS:
+                    ref = _row_of(after) if after and '"_row"' in after else None
+                    if ref is not None:
+                        rows[(ref["table"], ref["key"])] = (i, ref["sha256"])
+                    elif legacy is not None and not legacy:
+                        legacy.append(True)  # written before rows were hashed
                 prev = h
                 expected_id += 1
                 checked += 1
+                if i in wanted and at_id is not None:
+                    at_id[i] = h
         head, why = _parse_head(head_row[0] if head_row else None, missing=head_row is None)
         if head is None:
             return VerifyResult(False, checked, checked + 1, f"{why} (entries may have been removed)", prev)
@@ -596,6 +791,37 @@ class Registry:
             return VerifyResult(False, checked, checked, "the newest entry differs from the one written",
                                 prev)
         return VerifyResult(True, checked, None, "", prev)
+
+    @staticmethod
+    def _meta(c: sqlite3.Connection, key: str) -> str | None:
+        row = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def registry_id(self, *, create: bool = True) -> str | None:
+        """This registry's random id (what signed checkpoints name), made on first use."""
+        found = self._meta(self.conn, "registry_id")
+        if found or not create or self.readonly:
+            return found
+        import uuid
+
+        with self._write() as c:
+            found = self._meta(c, "registry_id")
+            if not found:
+                found = uuid.uuid4().hex
+                c.execute("INSERT INTO meta(key, value) VALUES ('registry_id', ?)", (found,))
+        return found
+
+    def _row_ref(self, table: str, key: Any) -> dict[str, Any]:
+        """What an audit entry carries of the row it wrote (inside the write transaction)."""
+        cols = _ROW_COLUMNS[table]
+        if table == "versions":
+            r = self.conn.execute(f"SELECT {', '.join(cols)} FROM versions WHERE model=? AND version=?",
+                                  (key[0], int(key[1]))).fetchone()
+            key = [key[0], int(key[1])]
+        else:
+            r = self.conn.execute(f"SELECT {', '.join(cols)} FROM alias_history WHERE id=?", (int(key),)).fetchone()
+            key = int(key)
+        return {"table": table, "key": key, "sha256": _row_hash(table, tuple(r))}
 
     # -- models and versions ----------------------------------------------------------------------
     def models(self) -> list[Model]:
@@ -738,6 +964,7 @@ class Registry:
             if metrics:
                 self._insert_evaluations(model, n, metrics, eval_sha256, eval_rows, eval_path, "register", at, actor)
                 after.update(eval_sha256=eval_sha256, eval_rows=eval_rows, eval_path=eval_path)
+            after["_row"] = self._row_ref("versions", (model, n))
             self._audit("register", f"{model}:{n}", None, after, reason, actor, at)
             if job_id is not None:
                 c.execute("UPDATE jobs SET produced_version=? WHERE id=? AND model=?", (n, job_id, model))
@@ -833,6 +1060,7 @@ class Registry:
             a: dict[str, Any] = {"approval": state}
             if state == "approved":
                 b["approvers"], a["approvers"] = approvers, [*approvers, actor]
+            a["_row"] = self._row_ref("versions", (model, version))
             self._audit("approve" if state == "approved" else "reject", f"{model}:{version}", b, a, reason, actor, at)
         return self.version(model, version)
 
@@ -851,6 +1079,8 @@ class Registry:
             reason: str = "") -> Version:
         """Set (or with ``value=None`` remove) a free-form tag on a version."""
         _check_name(key, "tag name")
+        if key == "_row":
+            raise RegistryError("tag name '_row' is reserved (the audit log's row hash)")
         actor = actor or current_actor()
         at = utcnow()
         with self._write() as c:
@@ -867,7 +1097,8 @@ class Registry:
                 tags[key] = str(value)
             c.execute("UPDATE versions SET tags=? WHERE model=? AND version=?",
                       (_dumps(tags), model, int(version)))
-            self._audit("tag", f"{model}:{version}", {key: before}, {key: value}, reason, actor, at)
+            self._audit("tag", f"{model}:{version}", {key: before},
+                        {key: value, "_row": self._row_ref("versions", (model, version))}, reason, actor, at)
         return self.version(model, version)
 
     def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
@@ -912,7 +1143,8 @@ class Registry:
 
     def promote(self, model: str, version: int, environment: str, reason: str, *,
                 expect: int | str | None = "current", actor: str | None = None, force: bool = False,
-                details: Mapping[str, Any] | None = None, undo: bool = False) -> AliasChange:
+                details: Mapping[str, Any] | None = None, undo: bool = False,
+                rollout_id: int | None = None) -> AliasChange:
         """Move ``environment`` to ``version``. ``expect`` is the version the caller saw
         holding the alias (None: it was unset); if another writer moved it meanwhile, this
         raises ConflictError and writes nothing. ``expect="current"`` takes whatever holds
@@ -920,8 +1152,10 @@ class Registry:
         registry policy's ``approvals`` / ``approver_is_not_promoter`` for the environment hold,
         whatever ``force`` says (it only marks the entry ``forced``: metric and health gates
         are the caller's); only ``undo`` (putting back what a failed release replaced) skips
-        them. ``details`` (gate results, rollout notes) go into the audit entry."""
-        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details, undo)
+        them. ``details`` (gate results, rollout notes) go into the audit entry. With ``rollout_id``
+        the rollout (in ``gating``) moves to ``deploying`` in the same transaction."""
+        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details, undo,
+                          rollout_id)
 
     def rollback_target(self, model: str, environment: str) -> int | None:
         """The version that held the alias before the current one, skipping versions that
@@ -931,11 +1165,13 @@ class Registry:
 
     def rollback(self, model: str, environment: str, reason: str, *, to: int | None = None,
                  expect: int | str | None = "current", actor: str | None = None, force: bool = False,
-                 details: Mapping[str, Any] | None = None, undo: bool = False) -> AliasChange:
+                 details: Mapping[str, Any] | None = None, undo: bool = False,
+                 rollout_id: int | None = None) -> AliasChange:
         """Move ``environment`` back to the previous holder (or ``to``). Compare-and-set
         like promote; a rejected version is refused (in production, or where the policy asks
         for approvals) unless ``undo``."""
-        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details, undo)
+        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details, undo,
+                          rollout_id)
 
     def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
                     actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:
@@ -988,6 +1224,7 @@ class Registry:
             after["forced"] = True
         if details:
             after.update(details)
+        after["_row"] = self._row_ref("alias_history", hid)
         self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
         return AliasChange(id=hid, model=model, environment=environment, from_version=current,
                            to_version=version, action=action, actor=actor, at=at, reason=reason)
@@ -1030,7 +1267,8 @@ class Registry:
 
     def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
               expect: int | str | None, actor: str | None, force: bool,
-              details: Mapping[str, Any] | None, undo: bool = False) -> AliasChange:
+              details: Mapping[str, Any] | None, undo: bool = False,
+              rollout_id: int | None = None) -> AliasChange:
         _check_name(environment, "environment name")
         if not reason or not reason.strip():
             raise RegistryError(f"a reason is required to {action} (--reason)")
@@ -1069,6 +1307,10 @@ class Registry:
             self._apply_move(model, environment, current, version)
             change = self._write_alias(c, model, environment, current, version, action, actor, at, reason,
                                        details, force)
+            if rollout_id is not None:
+                self._rollout_to(c, rollout_id, "deploying", actor, at,
+                                 f"{environment} of {model} moved to version {version}", change_id=change.id,
+                                 forced=int(bool(force)), from_version=current, to_version=version)
         return change
 
     # -- release policies (rules in core.policy; stored here, versioned and audited) ----------------
@@ -1223,6 +1465,208 @@ class Registry:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self._read(sql, params)]
 
+    # -- rollouts ----------------------------------------------------------------------------------
+    def create_rollout(self, model: str, environment: str, action: str, to_version: int, reason: str, *,
+                       from_version: int | None, actor: str | None = None, verify: bool = True,
+                       bake_seconds: float = 0.0, config_path: str | None = None,
+                       details: Mapping[str, Any] | None = None) -> Rollout:
+        """Start a rollout in ``gating``. Refused (ConflictError) while another rollout of the
+        same model and environment is still active."""
+        _check_name(environment, "environment name")
+        if action not in ("promote", "rollback"):
+            raise RegistryError(f"unknown rollout action {action!r}")
+        if not reason or not reason.strip():
+            raise RegistryError(f"a reason is required to {action} (--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                raise NotFoundError(self._unknown_model(model))
+            busy = c.execute(f"SELECT id, state FROM rollouts WHERE model=? AND environment=? AND state IN "
+                             f"({', '.join('?' * len(ROLLOUT_ACTIVE))}) ORDER BY id DESC LIMIT 1",
+                             (model, environment, *ROLLOUT_ACTIVE)).fetchone()
+            if busy:
+                raise ConflictError(f"rollout {busy[0]} of {model} in {environment} is still {busy[1]}: wait for it "
+                                    f"(modeldeck rollout {busy[0]} --follow) or abort it (modeldeck abort {busy[0]} "
+                                    f"--reason ...); nothing was changed")
+            cur = c.execute(
+                "INSERT INTO rollouts(model, environment, action, from_version, to_version, state, actor, reason, "
+                "started_at, updated_at, message, forced, verify, bake_seconds, config_path, details) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (model, environment, action, from_version, int(to_version), "gating", actor, reason, at, at,
+                 "checking the gates", 0, int(bool(verify)), float(bake_seconds), config_path,
+                 _dumps(dict(details or {}))))
+            rid = int(cur.lastrowid or 0)
+            self._audit("rollout.gating", f"{model}@{environment}#rollout{rid}", None,
+                        {"rollout": rid, "action": action, "from_version": from_version, "to_version": int(to_version),
+                         "state": "gating"}, reason, actor, at)
+        return self.rollout(rid)
+
+    def _rollout_to(self, c: sqlite3.Connection, rollout_id: int, state: str, actor: str, at: str, message: str,
+                    reason: str = "", **changes: Any) -> None:
+        """One transition inside a write transaction, with its audit entry."""
+        row = c.execute("SELECT model, environment, state FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+        if not row:
+            raise NotFoundError(f"no rollout {rollout_id}")
+        model, env, before = row
+        if state != before and state not in _ROLLOUT_NEXT.get(before, set()):
+            raise ConflictError(f"rollout {rollout_id} is {before}; it cannot become {state}")
+        if state not in ROLLOUT_STATES:
+            raise RegistryError(f"unknown rollout state {state!r}")
+        fields = {"state": state, "updated_at": at, "message": message, **changes}
+        if state in ROLLOUT_ENDED:
+            fields.setdefault("ended_at", at)
+        elif "ended_at" not in changes and before in ROLLOUT_ENDED:
+            fields["ended_at"] = None
+        c.execute(f"UPDATE rollouts SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                  [*fields.values(), rollout_id])
+        if state != before:
+            after = {"rollout": rollout_id, "state": state, "message": message}
+            self._audit(f"rollout.{state}", f"{model}@{env}#rollout{rollout_id}", {"state": before}, after, reason,
+                        actor, at)
+
+    _ROLLOUT_FIELDS = frozenset({"pid", "heartbeat_at", "bake_started_at", "bake_ends_at", "verified_at",
+                                 "change_id", "details", "ended_at"})
+
+    def transition_rollout(self, rollout_id: int, state: str, message: str, *, actor: str | None = None,
+                           expect: Sequence[str] | None = None, **changes: Any) -> Rollout:
+        """Move a rollout to ``state`` (one transaction with its audit entry). ``expect``: the
+        states it may be in now (else ConflictError: someone else moved it meanwhile)."""
+        bad = set(changes) - self._ROLLOUT_FIELDS
+        if bad:
+            raise RegistryError(f"cannot update rollout field(s) {', '.join(sorted(bad))}")
+        if "details" in changes and not isinstance(changes["details"], str):
+            changes["details"] = _dumps(dict(changes["details"]))
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT state FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+            if row and expect is not None and row[0] not in expect:
+                raise ConflictError(f"rollout {rollout_id} is {row[0]} now, not {' or '.join(expect)}")
+            self._rollout_to(c, rollout_id, state, actor, at, message, **changes)
+        return self.rollout(rollout_id)
+
+    def update_rollout(self, rollout_id: int, **changes: Any) -> Rollout:
+        """Change a rollout's bookkeeping (pid, heartbeat, bake times) without a transition."""
+        bad = set(changes) - self._ROLLOUT_FIELDS - {"message"}
+        if bad:
+            raise RegistryError(f"cannot update rollout field(s) {', '.join(sorted(bad))}")
+        if "details" in changes and not isinstance(changes["details"], str):
+            changes["details"] = _dumps(dict(changes["details"]))
+        with self._write() as c:
+            c.execute(f"UPDATE rollouts SET {', '.join(f'{k}=?' for k in changes)}, updated_at=? WHERE id=?",
+                      [*changes.values(), utcnow(), rollout_id])
+        return self.rollout(rollout_id)
+
+    def heartbeat(self, rollout_id: int, pid: int) -> Rollout | None:
+        """The supervisor ``pid`` is alive. Returns the rollout, or None when another process
+        took the rollout over (or it ended): the caller then stops watching."""
+        at = utcnow()
+        with self._write() as c:
+            cur = c.execute(f"UPDATE rollouts SET heartbeat_at=? WHERE id=? AND pid=? AND state IN "
+                            f"({', '.join('?' * len(ROLLOUT_ACTIVE))})", (at, rollout_id, pid, *ROLLOUT_ACTIVE))
+            owned = cur.rowcount == 1
+        return self.rollout(rollout_id) if owned else None
+
+    def claim_rollout(self, rollout_id: int, pid: int, *, expect_pid: int | None,
+                      expect_heartbeat: str | None) -> bool:
+        """Take over an active rollout whose supervisor died (compare-and-set on its pid and
+        last heartbeat, so two processes cannot both resume it). Not audited: the takeover
+        is a step of the log."""
+        at = utcnow()
+        with self._write() as c:
+            cur = c.execute("UPDATE rollouts SET pid=?, heartbeat_at=?, updated_at=? WHERE id=? AND pid IS ? AND "
+                            "heartbeat_at IS ?", (pid, at, at, rollout_id, expect_pid, expect_heartbeat))
+            return cur.rowcount == 1
+
+    def request_abort(self, rollout_id: int, reason: str, *, actor: str | None = None) -> Rollout:
+        """Ask the supervisor of an active rollout to stop and roll back (audited)."""
+        if not reason or not reason.strip():
+            raise RegistryError("a reason is required to abort a rollout (--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT model, environment, state FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+            if not row:
+                raise NotFoundError(f"no rollout {rollout_id}")
+            model, env, state = row
+            if state not in ROLLOUT_ACTIVE:
+                raise ConflictError(f"rollout {rollout_id} already ended ({state})")
+            c.execute("UPDATE rollouts SET abort_reason=?, abort_by=?, updated_at=? WHERE id=?",
+                      (reason, actor, at, rollout_id))
+            self._audit("rollout.abort", f"{model}@{env}#rollout{rollout_id}", {"state": state},
+                        {"rollout": rollout_id, "abort_requested": True}, reason, actor, at)
+        return self.rollout(rollout_id)
+
+    def confirm_rollout(self, rollout_id: int, reason: str, *, actor: str | None = None) -> Rollout:
+        """An operator checked an ``unverified`` rollout: it counts as done (audited)."""
+        if not reason or not reason.strip():
+            raise RegistryError("a reason is required to confirm a rollout (--reason)")
+        actor = actor or current_actor()
+        r = self.rollout(rollout_id)
+        if r.state != "unverified":
+            raise ConflictError(f"rollout {rollout_id} is {r.state}; only an unverified rollout is confirmed")
+        details = {**dict(r.details), "confirmed_by": actor, "confirmed_at": utcnow(), "confirm_reason": reason}
+        at = utcnow()
+        with self._write() as c:
+            self._rollout_to(c, rollout_id, "done", actor, at, f"confirmed by {actor}: {reason}", reason,
+                             details=_dumps(details), ended_at=at)
+        return self.rollout(rollout_id)
+
+    def add_rollout_steps(self, rollout_id: int, steps: Iterable[tuple[str, str, str, str]]) -> int:
+        """Append (at, stage, level, message) rows to a rollout's step log (not audited: the
+        log is what happened; the transitions are audited). At most MAX_ROLLOUT_STEPS each."""
+        items = [(rollout_id, at, stage, level, message[:2000]) for at, stage, level, message in steps]
+        if not items:
+            return 0
+        with self._write() as c:
+            have = c.execute("SELECT count(*) FROM rollout_steps WHERE rollout_id=?", (rollout_id,)).fetchone()[0]
+            room = MAX_ROLLOUT_STEPS - have
+            if room <= 0:
+                return 0
+            c.executemany("INSERT INTO rollout_steps(rollout_id, at, stage, level, message) VALUES (?,?,?,?,?)",
+                          items[:room])
+        return min(room, len(items))
+
+    def rollout_steps(self, rollout_id: int, *, after: int = 0, limit: int | None = None) -> list[RolloutStep]:
+        sql = "SELECT * FROM rollout_steps WHERE rollout_id=? AND id > ? ORDER BY id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [RolloutStep(id=r["id"], rollout_id=r["rollout_id"], at=r["at"], stage=r["stage"] or "",
+                            level=r["level"] or "", message=r["message"] or "")
+                for r in self._read(sql, (rollout_id, after))]
+
+    def rollout(self, rollout_id: int) -> Rollout:
+        rows = self._read("SELECT * FROM rollouts WHERE id=?", (int(rollout_id),))
+        if not rows:
+            raise NotFoundError(f"no rollout {rollout_id} in {self.path}")
+        return _rollout(rows[0])
+
+    def rollouts(self, model: str | None = None, *, environment: str | None = None,
+                 states: Iterable[str] | None = None, limit: int | None = 200) -> list[Rollout]:
+        """Newest first."""
+        where, params = [], []
+        if model:
+            where.append("model=?")
+            params.append(model)
+        if environment:
+            where.append("environment=?")
+            params.append(environment)
+        if states is not None:
+            st = list(states)
+            where.append(f"state IN ({', '.join('?' * len(st))})")
+            params += st
+        sql = "SELECT * FROM rollouts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_rollout(r) for r in self._read(sql, params)]
+
+    def latest_rollouts(self) -> dict[tuple[str, str], Rollout]:
+        """The newest rollout of every (model, environment)."""
+        rows = self._read("SELECT r.* FROM rollouts r JOIN (SELECT model, environment, max(id) AS i FROM rollouts "
+                          "GROUP BY model, environment) m ON r.id = m.i")
+        return {(r["model"], r["environment"]): _rollout(r) for r in rows}
+
     # -- endpoint snapshots ------------------------------------------------------------------------
     def store_snapshots(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]], *, source: str = "tui",
                         retention_hours: float | None = None) -> int:
@@ -1361,6 +1805,48 @@ def _check_name(value: str, what: str) -> None:
         raise RegistryError(why)
 
 
+# The columns of the rows an audit entry vouches for (a column added later is not covered until
+# it is listed here, and listing it changes the hash of rows written before: add a new key then).
+_ROW_COLUMNS = {
+    "versions": ("model", "version", "artifact", "created_at", "created_by", "dataset_path", "dataset_sha256",
+                 "reference_path", "code_version", "params", "metrics", "tags", "approval", "approval_reason",
+                 "approval_by", "approval_at", "job_id", "run_id", "datasets"),
+    "alias_history": ("id", "model", "environment", "from_version", "to_version", "action", "actor", "at", "reason"),
+}
+_ROW_ACTIONS = frozenset({"register", "approve", "reject", "tag", "promote", "rollback", "unset", "external"})
+
+
+def _row_hash(table: str, values: Sequence[Any]) -> str:
+    """SHA-256 of one versions / alias_history row as stored (its columns in _ROW_COLUMNS order)."""
+    return hashlib.sha256(json.dumps([table, list(values)], separators=(",", ":"), default=str,
+                                     ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _row_of(after: str | None) -> dict[str, Any] | None:
+    """The ``_row`` an audit entry's ``after`` carries (None when it has none or it is garbage)."""
+    if not after or '"_row"' not in after:
+        return None
+    d = _loads(after)
+    ref = d.get("_row") if isinstance(d, dict) else None
+    if not (isinstance(ref, dict) and ref.get("table") in _ROW_COLUMNS and isinstance(ref.get("sha256"), str)):
+        return None
+    key = ref.get("key")
+    if ref["table"] == "versions":
+        if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], int)):
+            return None
+        key = (key[0], key[1])
+    elif not isinstance(key, int):
+        return None
+    return {"table": ref["table"], "key": key, "sha256": ref["sha256"]}
+
+
+def _without_row(after: str | None) -> Any:
+    d = _loads(after)
+    if isinstance(d, dict) and "_row" in d:
+        d = {k: v for k, v in d.items() if k != "_row"}
+    return d
+
+
 def _parse_head(text: str | None, *, missing: bool) -> tuple[dict[str, Any] | None, str]:
     """The stored audit head ``{"id": N, "hash": HEX}``, or None and why it is unusable."""
     if missing:
@@ -1428,6 +1914,16 @@ def _change(r: sqlite3.Row) -> AliasChange:
     return AliasChange(id=r["id"], model=r["model"], environment=r["environment"],
                        from_version=r["from_version"], to_version=r["to_version"], action=r["action"],
                        actor=r["actor"], at=r["at"], reason=r["reason"] or "")
+
+
+def _rollout(r: sqlite3.Row) -> Rollout:
+    d = {k: r[k] for k in r.keys()}  # noqa: SIM118 (Row iterates values)
+    d["forced"] = bool(d["forced"])
+    d["verify"] = bool(d["verify"]) if d["verify"] is not None else True
+    d["bake_seconds"] = float(d["bake_seconds"] or 0.0)
+    d["message"] = d["message"] or ""
+    d["details"] = _loads(d["details"], {}) or {}
+    return Rollout(**d)
 
 
 def _job(r: sqlite3.Row) -> Job:
