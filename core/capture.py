@@ -82,6 +82,7 @@ POSITIONAL = "_c"
 ID = "_id"  # the join key of a captured row or a label (read_window(ids=True), read_labels)
 LABEL = "label"
 LABEL_TIME = "_label_time"
+VERSION = "_version"  # read_window(ids=True): the model version an OIP answer names (model_version)
 
 
 def row_key(event: Any, i: int) -> str | None:
@@ -373,10 +374,9 @@ class _Rows:
     __slots__ = ("event", "inputs", "outputs", "positional", "time", "version")
 
     def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any,
-                 event: Any = None, version: str | None = None):
+                 event: Any = None, version: Any = None):
         self.inputs, self.outputs, self.positional, self.time = inputs, outputs, positional, time
-        self.event = event
-        self.version = version
+        self.event, self.version = event, version
 
     def __len__(self) -> int:
         return max(len(self.inputs), len(self.outputs))
@@ -540,9 +540,6 @@ def _cell(v: Any) -> Any:
     return v
 
 
-MODEL_VERSION = "model_version"  # the column of the version that served a record, where the source says
-
-
 def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
     if not _is_capture(rec):
         raise InputError(f"cannot read {name}: line {lineno} is not a data-capture record")
@@ -564,7 +561,7 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
         if pos and inputs:
             positional = list(inputs[0])
     outputs: list[dict] = []
-    version: str | None = None
+    version = None
     payload = cd.get("endpointOutput")
     if isinstance(payload, dict):
         text, kind = _payload_text(payload, name, lineno, "endpointOutput")
@@ -579,12 +576,11 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
             except json.JSONDecodeError as e:
                 raise InputError(f"cannot read {name}: line {lineno}: endpointOutput is not JSON ({e.msg})") from None
             outputs, _ = _json_rows(obj, "output", len(inputs) if inputs else None)
-            if isinstance(obj, dict):  # an OIP v2 infer response names the version that served it
-                version = _version_text(obj.get("model_version"))
+            if isinstance(obj, dict) and isinstance(obj.get("model_version"), (str, int)):
+                version = str(obj["model_version"])  # an Open Inference Protocol answer says who answered
     meta = rec.get("eventMetadata") or {}
     if not isinstance(meta, dict):
-        return _Rows(inputs, outputs, positional, None, version=version)
-    version = _version_text(meta.get("modelVersion", meta.get("model_version"))) or version
+        return _Rows(inputs, outputs, positional, None, None, version)
     event = meta.get("eventId")
     if event is None:
         event = meta.get("inferenceId")
@@ -592,29 +588,19 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
                  version)
 
 
-def _version_text(v: Any) -> str | None:
-    """A served version as the registry compares it (a string), or None."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, str)) and str(v).strip() and len(str(v)) <= 64:
-        return str(v).strip()
-    return None
-
-
 def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
     rows: list[dict] = []
     times: list[Any] = []
     positional: dict[str, None] = {}
     outputs: dict[str, None] = {}
-    versioned = any(r.version is not None for r in parsed)
     for r in parsed:
         n = len(r)
         for i in range(n):
             row: dict[str, Any] = {}
             if ids:
                 row[ID] = row_key(r.event, i)
-            if versioned:
-                row[MODEL_VERSION] = r.version
+                if r.version is not None:
+                    row[VERSION] = r.version
             if i < len(r.inputs):
                 row.update(r.inputs[i])
             if i < len(r.outputs):

@@ -611,6 +611,19 @@ class EnvironmentChoice:
         return ", ".join(parts)
 
 
+def no_rollback_target(registry: Registry, model: str, environment: str, current: int) -> str:
+    """Why a rollback has nowhere to go, from the environment's real history, and how to name
+    a version instead."""
+    held = sorted({v for h in registry.history(model, environment)
+                   for v in (h.from_version, h.to_version) if v is not None})
+    others = [v for v in held if v != current]
+    if not others:
+        return f"{environment} of {model} has only ever held version {current}: there is nothing to roll back to"
+    return (f"{environment} of {model} has held versions {', '.join(map(str, held))}, but each earlier one was "
+            f"rolled back from, so no previous version is left; name the one to go to (--to VERSION, or "
+            f"'roll back to version…' in the TUI)")
+
+
 def environment_choices(settings: Settings, registry: Registry, model: str) -> list[EnvironmentChoice]:
     """The declared environments for ``model``'s pickers: those it holds first."""
     aliases = registry.aliases(model)
@@ -671,8 +684,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
         if target is None:
             target = registry.rollback_target(model, environment)
             if target is None:
-                raise RegistryError(f"{environment} of {model} has no earlier version to roll back to (it "
-                                    f"only ever held {current}); use --to N")
+                raise RegistryError(no_rollback_target(registry, model, environment, current))
     else:
         if version is None:
             raise RegistryError("which version? (promote MODEL VERSION)")
@@ -1468,11 +1480,14 @@ def _prediction_drift(run: _Run, name: str, version: str, since: float) -> tuple
 
     try:
         profile = drift.cached_profile(ref, timeout=p.settings.poll.timeout * 5)
-        window = capture.read_window(ep.capture, p.settings.poll.drift_window)
+        window = capture.read_window(ep.capture, p.settings.poll.drift_window, ids=True)
     except ModeldeckError as e:
         return None, f"prediction drift not judged: {one_line(e, 160)}"
-    if capture.MODEL_VERSION in window.columns:
-        window = window[window[capture.MODEL_VERSION].astype(str) == version]
+    # the version that served each record: an OIP answer's model_version in a capture, or a
+    # model_version field of plain records
+    col = next((c for c in (capture.VERSION, "model_version") if c in window.columns), None)
+    if col is not None:
+        window = window[window[col].astype(str) == version]
         which = f"records served by version {version}"
     else:
         import pandas as pd

@@ -681,10 +681,33 @@ def _drift_cell(e: EndpointReport) -> str:
     return text
 
 
+def quality_focus(summary: Any) -> tuple[str, float | None, float | None, str]:
+    """(metric, live value, registered value, level) an endpoint's quality is shown by: the
+    judged metric that dropped the most (``judge.quality_level``), else the headline (ROC AUC
+    when measured, else accuracy; R² for regression)."""
+    doc = summary.result or {}
+    registered = ((doc.get("registered") or {}).get("metrics")) or {}
+    drop = finite(doc.get("quality_drop"))
+    drop = 0.05 if drop is None else drop
+    worst_name, worst_level = None, judge.OK
+    if doc.get("status") == "measured":
+        for name in judge.QUALITY_JUDGED.get(str(doc.get("problem_type")), ()):
+            m = (doc.get("metrics") or {}).get(name) or {}
+            lv = judge.quality_level(m.get("value"), m.get("high"), registered.get(name), drop)
+            if judge.RANK[lv] > judge.RANK[worst_level]:
+                worst_name, worst_level = name, lv
+    if worst_name is None:
+        name, value, reg = summary.headline()
+        return name, value, reg, judge.OK
+    m = (doc.get("metrics") or {}).get(worst_name) or {}
+    return worst_name, finite(m.get("value")), finite(registered.get(worst_name)), worst_level
+
+
 def quality_cell(summary: Any) -> str:
-    """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the headline metric; ▼
-    below the registered value by the drop the judge warns at, ▲/= otherwise), ``n=42/200``
-    while there are not enough labels, ``error`` when it could not be measured, ``-`` without."""
+    """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the metric that dropped
+    the most, else the headline; ▼ when the judge warns about it, ▽ below the registered value
+    within the rule, ▲ above, = equal), ``n=42/200`` while there are not enough labels, ``error``
+    when it could not be measured, ``-`` without."""
     if summary is None:
         return "-"
     doc = summary.result or {}
@@ -692,13 +715,12 @@ def quality_cell(summary: Any) -> str:
         return "error"
     if doc.get("status") == "not_enough_labels":
         return f"n={doc.get('rows')}/{doc.get('min_rows')}"
-    name, value, reg = summary.headline()
+    name, value, reg, lv = quality_focus(summary)
     short = {"roc_auc": "auc", "accuracy": "acc", "r2": "r2"}.get(name, name)
     if value is None:
         return f"{short} -"
     text = f"{short} {value:.3f}".replace(" 0.", " .") if value >= 0 else f"{short} {value:.3f}"
     if reg is not None:
-        lv = judge.quality_level_of(doc)
         text += " ▼" if lv in (WARNING, CRITICAL) else (" ▲" if value > reg else " =" if value == reg else " ▽")
     return text
 

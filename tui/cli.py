@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors-at", type=float, metavar="S",
                    help="seconds after ready when errors rise (default 15; <0: never)")
     p.add_argument("--error-rate", type=float, metavar="R", help="share of failing inferences then (default 0.3)")
+    p.add_argument("--label-delay", type=float, metavar="S",
+                   help="seconds from an answer to its ground-truth label (default 4)")
     p.add_argument("--rate-scale", type=float, metavar="X",
                    help="multiply every endpoint's request rate (default 1; 0: no traffic)")
     p.add_argument("--rate", action="append", default=[], metavar="ENDPOINT=R", type=_endpoint_rate,
@@ -651,7 +653,7 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
                         format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
     given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
              "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
-             "ready_timeout": args.ready_timeout}
+             "ready_timeout": args.ready_timeout, "label_delay": args.label_delay}
     settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
 
     def ready(path: Path) -> None:
@@ -723,6 +725,7 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
 
     mc = ModelConfig(name=args.model or "-")
     registered = None
+    served: str | None = None
     if args.model:
         from modeldeck.core import policy
         from modeldeck.core.registry import Registry
@@ -737,6 +740,7 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
                     raise InputError(f"{one_line(args.model, 60)} has no {one_line(args.env, 40)} version: "
                                      f"pass --version N")
             registered = quality.registered(reg, args.model, version)
+            served = str(version)
     for flag, value in (("--window", args.window), ("--min-rows", args.min_rows)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, not {value}")
@@ -754,6 +758,8 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
         changes["positive_label"] = args.positive_label
     if args.min_rows is not None:
         changes["min_rows"] = args.min_rows
+    if served is not None:
+        changes["version"] = served  # rows another version answered are left out (when the captures say)
     spec = replace(spec, **changes)
     result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
                             label_column=args.label_column)
