@@ -275,7 +275,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
             findings.append(Finding(WARNING, "registry", f"registry: {one_line(mlflow_problem, 300)}; models, versions "
                                                          f"and aliases are the ledger's last known"))
         findings += rollout_findings(settings, reg)
-        verify = reg.verify_audit()
+        verify, audit_note = _verify_and_checkpoint(reg, findings)
         triggers = tuple(dict.fromkeys([*(["drift"] if retrain_on_drift else []), *retrain_on]))
         if triggers:
             retrains = _retrain_on(settings, reg, endpoints, triggers)
@@ -285,7 +285,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     if not verify.ok:
         findings.append(Finding(CRITICAL, "registry", f"registry: {verify.describe()}"))
     return Report(generated_at=generated_at, sample=sample, endpoints=endpoints, models=models,
-                  audit_ok=verify.ok, audit_text=verify.describe(), findings=sort_findings(findings),
+                  audit_ok=verify.ok, audit_text=verify.describe() + audit_note, findings=sort_findings(findings),
                   duration=time.monotonic() - started, stored=stored)
 
 
@@ -321,6 +321,25 @@ def _quality_job(settings: Settings, cfg: EndpointConfig, base: Any, version: st
                                         scan=settings.poll.quality_scan, timeout=max(1.0, settings.poll.timeout))
 
     return job
+
+
+def _verify_and_checkpoint(reg: Any, findings: list[Finding]) -> tuple[Any, str]:
+    """The audit chain verified against this registry's newest signed checkpoint, and one
+    more checkpoint of it signed and appended (``core.checkpoints``): every run leaves a
+    checkpoint, so a rewrite of what one run saw shows in every later run. A checkpoint that
+    cannot be written is a WARNING (the chain is still verified)."""
+    from modeldeck.core import checkpoints
+
+    if reg.readonly and reg.registry_id(create=False) is None:
+        return reg.verify_audit(), "; no checkpoint (read-only registry, never checkpointed)"
+    try:
+        cp, verify = checkpoints.checkpoint(reg)
+    except (checkpoints.CheckpointError, RegistryError) as e:
+        findings.append(Finding(WARNING, "registry", f"registry: audit checkpoint not written: {one_line(e, 200)}"))
+        return reg.verify_audit(), ""
+    if cp is None:
+        return verify, ""
+    return verify, f"; checkpoint {cp.entries} signed ({checkpoints.default_file(reg.path)})"
 
 
 async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
