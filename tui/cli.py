@@ -74,9 +74,11 @@ class _Parser(argparse.ArgumentParser):
         if m:
             choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
             close = difflib.get_close_matches(m.group(1), [c for c in choices if c not in HIDDEN_COMMANDS], n=3)
-            message = f"{m.group(1)!r} is not a modeldeck command" + (
-                f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else
-                f" (see {self.prog} --help)")
+            mean = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            if message.startswith("argument COMMAND:"):
+                message = f"{m.group(1)!r} is not a modeldeck command" + (mean or f" (see {self.prog} --help)")
+            else:  # an option's value: argparse's words, with the nearest choice
+                message += mean
         super().error(message)
 
 
