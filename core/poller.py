@@ -506,20 +506,17 @@ class Poller:
         Endpoints named in ``skip`` are not asked again (their latest snapshot is returned)."""
         await self._ensure_started()
         await self._refresh_aliases()
-        if self._prom is not None:
-            await self._maybe_discover()
-        targets = list(self._targets)
         skipped = set(skip) & set(self._latest)
 
         async def via_prometheus() -> None:
-            await self._prom_refresh()  # publishes the snapshots of endpoints without a url
-            await asyncio.gather(*(self._poll_target(t, True) for t in targets if t.via and t.cfg.url))
+            await self._discover_and_refresh()  # publishes the snapshots of endpoints without a url
+            await asyncio.gather(*(self._poll_target(t, True) for t in list(self._targets) if t.via and t.cfg.url))
 
         # Started a slice at a time: thousands of polls started in one go would spend seconds of
         # CPU before the loop saw any answer, and their timeouts would fire on answers that had
         # come (a refused connection reported as timed out).
         jobs: list[asyncio.Future[Any]] = []
-        direct = [t for t in targets if not t.via and t.cfg.name not in skipped]
+        direct = [t for t in self._targets if not t.via and t.cfg.name not in skipped]
         for i in range(0, len(direct), START_SLICE):
             jobs += [asyncio.ensure_future(self._poll_target(t, True)) for t in direct[i:i + START_SLICE]]
             if i + START_SLICE < len(direct):
@@ -527,8 +524,8 @@ class Poller:
         if self._prom is not None:
             jobs.append(asyncio.ensure_future(via_prometheus()))
         await asyncio.gather(*jobs)
-        with self._lock:
-            return [self._latest[t.cfg.name] for t in targets if t.cfg.name in self._latest]
+        with self._lock:  # in the order of configs(): discovery may have added or removed some
+            return [self._latest[t.cfg.name] for t in self._targets if t.cfg.name in self._latest]
 
     async def aclose(self) -> None:
         """Stop, close the HTTP clients and the registry threads. Idempotent."""
@@ -579,8 +576,7 @@ class Poller:
                 self._prom_forced = False
                 last = now
                 try:
-                    await self._maybe_discover()
-                    await self._prom_refresh()
+                    await self._discover_and_refresh()
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a bug: never let it stop the watching
@@ -593,6 +589,16 @@ class Poller:
             finally:
                 if handle is not None:
                     handle.cancel()
+
+    async def _discover_and_refresh(self) -> None:
+        """Discovery (when due) and the refresh of the endpoints known, at the same time: the
+        refresh does not wait for the discovery's round trip (endpoints it adds are read at the
+        next refresh), except the first time."""
+        if any(t.via for t in self._targets):
+            await asyncio.gather(self._maybe_discover(), self._prom_refresh())
+        else:
+            await self._maybe_discover()
+            await self._prom_refresh()
 
     async def _prom_refresh(self) -> None:
         """Read every Prometheus-backed endpoint (one query per quantity per profile); publish the
