@@ -214,10 +214,26 @@ def test_register_creates_the_mlflow_version_and_approvals_are_tags(mlflow_serve
 
     code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--run-id", "0" * 32)
     assert code == 2 and "no run" in err
-    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "/not/in/a/run.pkl")
-    assert code == 2 and "local path" in err and "run_id" in err  # MLflow's own reason, one line
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "/not/there/model.pkl")
+    assert code == 2 and "/not/there/model.pkl: no such artifact file" in err
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "ftp://x/model.pkl",
+                         "--run-id", rid)
+    assert code == 2 and "HTTP 400 INVALID_PARAMETER_VALUE" in err and err.count("\n") == 1  # MLflow's own reason
     code, out, _ = _main(capsys, "--config", str(cfg), "versions", name, "--json")
     assert [r["version"] for r in json.loads(out)] == [1, 2, 3, 4]  # the refusals made nothing
+
+    # a local file: MLflow takes it only inside a run, so modeldeck logs one with the lineage
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(b"\x80\x04weights")
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", str(pkl), "--dataset",
+                           str(data), "--metrics", '{"auc": 0.9}', "--params", '{"depth": 4}',
+                           "--code-version", "c0ffee", "--json")
+    assert code == 0, err
+    v5 = json.loads(out)
+    assert v5["version"] == 5 and v5["run_id"] and v5["artifact"].endswith("/model/model.pkl")
+    assert Path(v5["artifact"]).read_bytes() == b"\x80\x04weights" and v5["artifact"] != str(pkl)
+    assert v5["params"] == {"depth": 4} and v5["metrics"] == {"auc": 0.9} and v5["code_version"] == "c0ffee"
+    assert [(d["name"], d["context"]) for d in v5["datasets"]] == [("train.csv", "training")]
 
 
 @pytest.mark.live
