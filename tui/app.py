@@ -65,7 +65,8 @@ class ModeldeckApp(App[int]):
 
     def __init__(self, settings: Settings | None, *, source: SnapshotSource | None = None, demo: bool = False,
                  read_only: bool = False, clock: Callable[[], float] = time.time,
-                 demo_registry: str | None = None, demo_workdir: Path | None = None) -> None:
+                 demo_registry: str | None = None, demo_workdir: Path | None = None,
+                 demo_mlflow: bool = False) -> None:
         super().__init__()
         self.settings = settings
         self.read_only = read_only or bool(settings and settings.read_only)
@@ -75,6 +76,8 @@ class ModeldeckApp(App[int]):
         self.demo_registry = demo_registry
         self.demo_workdir = demo_workdir
         self.demo_fleet: DemoFleetProcess | None = None
+        self.demo_mlflow = demo_mlflow  # --demo --mlflow: a local mlflow server is the registry of record
+        self.mlflow_server: Any = None  # core.demo.mlflowserver.MlflowServer
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
 
@@ -120,8 +123,17 @@ class ModeldeckApp(App[int]):
         own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
         registry = Path(self.demo_registry) if self.demo_registry else None
+        fleet_settings = None
+        if self.demo_mlflow:
+            from modeldeck.core.demo import mlflowserver
+
+            self.status_line = "starting a local mlflow server…"
+            self.mlflow_server = mlflowserver.start(workdir / "mlflow")
+            self.status_line = f"starting the demo fleet on MLflow at {self.mlflow_server.url}…"
+            fleet_settings = fleet.FleetSettings(mlflow_url=self.mlflow_server.url)
         # set here, not in the message handler, so shutdown() stops a fleet whose message is still queued
-        self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own)
+        self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own, settings=fleet_settings,
+                                                 ready_timeout=120.0 if self.demo_mlflow else 30.0)
         settings = config.parse_file(Path(self.demo_fleet.config_path))
         self.post_message(DemoFleetReady(settings))
 
@@ -140,6 +152,12 @@ class ModeldeckApp(App[int]):
             except Exception:
                 log.exception("stopping the demo fleet")
             self.demo_fleet = None
+        if self.mlflow_server is not None:
+            try:
+                self.mlflow_server.stop()
+            except Exception:
+                log.exception("stopping the demo's mlflow server")
+            self.mlflow_server = None
 
     # -- the refresh loop --------------------------------------------------------------------------
     def refresh_views(self, force: bool = False) -> None:
@@ -305,9 +323,9 @@ def setup_logging() -> Path:
 
 
 def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = False,
-            registry: str | None = None) -> int:
+            registry: str | None = None, mlflow: bool = False) -> int:
     setup_logging()
-    app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry)
+    app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry, demo_mlflow=mlflow)
     try:
         app.run()
     finally:

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="with --demo: a local mlflow server is the registry of record (needs the MLflow "
+                             "virtualenv: make mlflow-venv)")
     parser.add_argument("--read-only", action="store_true", help="hide and refuse every action that writes")
     rep = parser.add_argument_group("headless report (for cron)")
     rep.add_argument("--report", action=_ReportFlag, help="collect once, print findings, exit 0/1/2/3")
@@ -113,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds the servers may take to answer (default 30)")
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.add_argument("--mlflow", metavar="URL", help="an MLflow tracking server as the registry of record: the demo "
+                   "versions are registered there (runs, params, metrics, datasets) and the config gets [mlflow]")
 
     # hidden: the detached retraining supervisor (core.retrain starts it; the job's spec on stdin).
     # No help= at all: argparse before 3.13 would list help=SUPPRESS as "==SUPPRESS==".
@@ -495,8 +500,15 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     from modeldeck.tui.app import run_app  # Textual is imported only here
 
     if args.demo:
+        if args.mlflow:
+            from modeldeck.core.demo import mlflowserver
+
+            if not mlflowserver.venv_ready():
+                raise mlflowserver.MlflowServerError(f"--demo --mlflow: {mlflowserver.why_not_ready()}")
         with _unguarded_streams():
-            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry)
+            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry, mlflow=args.mlflow)
+    if args.mlflow:
+        raise configmod.ConfigError("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     settings = _settings(args, required=True)
     with _unguarded_streams():
         return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
@@ -578,9 +590,10 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request otherwise
     given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
              "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
-             "ready_timeout": args.ready_timeout}
+             "ready_timeout": args.ready_timeout, "mlflow_url": args.mlflow}
     settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
 
     def ready(path: Path) -> None:
