@@ -664,7 +664,7 @@ def _drift_cell(e: EndpointReport) -> str:
 
 def quality_cell(summary: Any) -> str:
     """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the headline metric; ▼
-    below the registered value by the drop the judge warns at, ▲/= otherwise), ``labels 42/200``
+    below the registered value by the drop the judge warns at, ▲/= otherwise), ``n=42/200``
     while there are not enough labels, ``error`` when it could not be measured, ``-`` without."""
     if summary is None:
         return "-"
@@ -672,7 +672,7 @@ def quality_cell(summary: Any) -> str:
     if summary.error or doc.get("status") == "error":
         return "error"
     if doc.get("status") == "not_enough_labels":
-        return f"labels {doc.get('rows')}/{doc.get('min_rows')}"
+        return f"n={doc.get('rows')}/{doc.get('min_rows')}"
     name, value, reg = summary.headline()
     short = {"roc_auc": "auc", "accuracy": "acc", "r2": "r2"}.get(name, name)
     if value is None:

@@ -418,7 +418,7 @@ def test_quality_fine_or_not_enough_labels_is_no_finding(healthy: dict[str, Any]
     text = run_report(cfg)
     assert re.search(r"^m-prod\s.*\sacc \.9\d\d [▲▽=]$", text.stdout, re.M) or \
         re.search(r"^m-prod\s.*\sauc \.\d{3} [▲▽=]$", text.stdout, re.M), text.stdout
-    assert re.search(r"^m-few\s.*\slabels 50/200$", text.stdout, re.M), text.stdout
+    assert re.search(r"^m-few\s.*\sn=50/200$", text.stdout, re.M), text.stdout
 
 
 def test_retrain_on_takes_drift_and_quality() -> None:

@@ -100,6 +100,47 @@ async def test_navigation_model_screen_drift_and_back(world) -> None:
         assert type(app.screen).__name__ == "FleetScreen"
 
 
+async def test_fleet_quality_column_and_the_model_quality_tab(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#fleet-table", LiveTable)
+        assert cell_text(table, "churn-prod", "quality") == "auc .717 ▼"
+        assert table.get_cell("churn-prod", "quality").style == "bold red"  # the judge: CRITICAL
+        assert cell_text(table, "churn-staging", "quality") == "n=50/200"
+        assert cell_text(table, "fraud-prod", "quality") == "auc .841"
+        assert cell_text(table, EVIL, "quality") == "-"
+        assert "1 quality ▼" in static_text(app, "#fleet-header")
+        assert "quality roc_auc 0.717 (registered 0.860), 1000 labelled rows" in static_text(app, "#fleet-detail")
+        await pilot.press("enter", "4")
+        await pilot.pause(0.3)
+        screen = app.screen
+        q = screen.query_one("#quality-table", DataTable)
+        assert q.row_count == 5 and q.has_focus
+        assert cell_text(q, "roc_auc", "value") == "0.717" and cell_text(q, "roc_auc", "registered") == "0.860"
+        assert cell_text(q, "roc_auc", "delta") == "-0.143" and cell_text(q, "roc_auc", "method") == "bootstrap"
+        assert cell_text(q, "accuracy", "interval") == "0.716-0.770" and cell_text(q, "accuracy", "rows") == "1000"
+        assert q.get_cell("accuracy", "value").style == "bold yellow"  # WARNING: 0.096 below, not twice 0.05
+        summary = static_text(app, "#quality-summary")
+        assert "QUALITY DROP" in summary and "labelled 90.0% of the newest 1000 captured rows" in summary
+        assert "label lag 90 s" in summary
+        assert "version 2's registered value on abababa… (1500 rows)" in summary
+        assert "100 captured rows without a label" in summary and "CRITICAL: roc_auc 0.717" in summary
+        estimate = static_text(app, "#quality-estimate")
+        assert estimate.startswith("estimated (CBPE, not measured) accuracy 0.") and "100 newest rows" in estimate
+        confusion = static_text(app, "#quality-confusion")
+        assert "pred 1" in confusion and "true 0" in confusion
+        assert "roc_auc over time" in str(screen.query_one("#quality-trend").query_one(Static).render())
+        await pilot.press("escape", "j", "enter", "4")  # churn-staging: not enough labels yet
+        await pilot.pause(0.3)
+        assert "not enough labels: 50 labelled rows of the 200 needed (no verdict)" in static_text(
+            app, "#quality-summary")
+        await pilot.press("escape", "j", "enter", "4")  # fraud-prod: class labels with markup stay literal
+        await pilot.pause(0.3)
+        assert "pred [red]fraud" in static_text(app, "#quality-confusion")
+        assert "quality as registered" in static_text(app, "#quality-summary")
+
+
 async def test_filter_by_name_model_environment_or_status(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:
@@ -182,11 +223,12 @@ async def test_fits_80_by_24(world) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         table = app.screen.query_one("#fleet-table", LiveTable)
-        assert [c.key for c in table.columns] == ["name", "env", "status", "version", "rps", "err", "p95", "drift"]
+        assert [c.key for c in table.columns] == ["name", "env", "status", "version", "rps", "err", "p95", "drift",
+                                                  "quality"]
         assert table.virtual_size.width <= 80
         await pilot.press("enter")
         await pilot.pause(0.3)
-        for tid in ("#versions-table", "#drift-table"):
+        for tid in ("#versions-table", "#drift-table", "#quality-table"):
             assert app.screen.query_one(tid, DataTable).virtual_size.width <= 78
 
 

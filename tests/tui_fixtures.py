@@ -8,7 +8,7 @@ from typing import Any
 
 from modeldeck.core import config
 from modeldeck.core.registry import Registry
-from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
+from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot, QualitySummary
 
 NOW = 1_795_000_000.0  # a fixed clock for ages
 EVIL = "[/bold]evil[red]"
@@ -81,6 +81,40 @@ def drift_summary() -> DriftSummary:
                                 "n_current": 1000, "columns": columns}, version="2", window_rows=1000)
 
 
+def quality_summary(kind: str) -> QualitySummary:
+    """Real ``core.quality`` results on fixed data: ``drop`` (churn: accuracy and AUC well
+    below version 2's registered values), ``text`` (class labels with markup in them, judged
+    fine), ``few`` (not enough labels)."""
+    import numpy as np
+    import pandas as pd
+
+    from modeldeck.core import capture, quality
+
+    rng = np.random.default_rng({"drop": 1, "text": 2, "few": 3}[kind])
+    n = {"drop": 1200, "text": 600, "few": 150}[kind]
+    y = (rng.random(n) < 0.4).astype(int)
+    right = rng.random(n) < (0.72 if kind == "drop" else 0.9)
+    pred = np.where(right, y, 1 - y)
+    score = np.clip(np.where(pred == 1, 0.7, 0.3) + rng.normal(0, 0.15, n), 0, 1).round(3)
+    ids = [f"e{i}" for i in range(n)]
+    times = pd.DatetimeIndex(pd.to_datetime(NOW - 3600 + np.arange(n), unit="s", utc=True))
+    if kind == "text":
+        names = np.array(["ok", "[red]fraud"], dtype=object)
+        frame = pd.DataFrame({"_id": ids, "prediction": names[pred], "probability": score}, index=times)
+        labels = capture._label_table(ids, list(names[y]), [None] * n)
+        spec = quality.QualitySpec(positive_label="[red]fraud")
+    else:
+        frame = pd.DataFrame({"_id": ids, "prediction": pred, "probability": score}, index=times)
+        keep = n - 100  # the newest 100 rows wait for their labels (the estimate covers them)
+        labels = capture._label_table(ids[:keep], list(y[:keep]), list(times[:keep] + pd.Timedelta(seconds=90)))
+        spec = quality.QualitySpec()
+    result = quality.measure(quality.join(frame, labels, spec), clock=lambda: NOW - 5)
+    reg = quality.Registered("churn" if kind != "text" else "fraud", 2,
+                             {"roc_auc": 0.86, "accuracy": 0.84} if kind != "text" else {"accuracy": 0.9},
+                             "ab" * 32, 1500)
+    return QualitySummary(computed_at=NOW - 5, version="2", result=quality.document(result, reg, 0.05))
+
+
 def snapshot(name: str, model: str, env: str, status: str, **kw: Any) -> EndpointSnapshot:
     base: dict[str, Any] = dict(endpoint=name, model=model, environment=env, taken_at=NOW - 1, duration_ms=3.0,
                                 status=status, reason=kw.pop("reason", ""), served_version="2",
@@ -93,11 +127,13 @@ def snapshot(name: str, model: str, env: str, status: str, **kw: Any) -> Endpoin
 def fleet_snapshots() -> tuple[dict[str, EndpointSnapshot], dict[str, list[EndpointSnapshot]]]:
     latest = {
         "churn-prod": snapshot("churn-prod", "churn", "production", "DEGRADED", drift=drift_summary(),
-                               reason="ready"),
+                               reason="ready", quality=quality_summary("drop")),
         "churn-staging": snapshot("churn-staging", "churn", "staging", "UP", served_version="3",
-                                  served_versions=("3",), registry_version="3", request_rate=3.0),
+                                  served_versions=("3",), registry_version="3", request_rate=3.0,
+                                  quality=quality_summary("few")),
         "fraud-prod": snapshot("fraud-prod", "fraud", "production", "DEGRADED", error_ratio=0.31,
-                               latency_p95_ms=640.0, reason="error ratio 31.0% over 5.0%", registry_version=None),
+                               latency_p95_ms=640.0, reason="error ratio 31.0% over 5.0%", registry_version=None,
+                               quality=quality_summary("text")),
         EVIL: snapshot(EVIL, EVIL, "production", "DOWN", served_version=None, served_versions=(),
                        request_rate=None, error_ratio=None, latency_p95_ms=None,
                        reason="/v2/health/ready answered 500: [/bold]\x1b[31m<html>[link=x]"),

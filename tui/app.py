@@ -66,7 +66,7 @@ class ModeldeckApp(App[int]):
     def __init__(self, settings: Settings | None, *, source: SnapshotSource | None = None, demo: bool = False,
                  read_only: bool = False, clock: Callable[[], float] = time.time,
                  demo_registry: str | None = None, demo_workdir: Path | None = None,
-                 demo_mlflow: bool = False) -> None:
+                 demo_mlflow: bool = False, via_prometheus: bool = False) -> None:
         super().__init__()
         self.settings = settings
         self.read_only = read_only or bool(settings and settings.read_only)
@@ -78,6 +78,8 @@ class ModeldeckApp(App[int]):
         self.demo_fleet: DemoFleetProcess | None = None
         self.demo_mlflow = demo_mlflow  # --demo --mlflow: a local mlflow server is the registry of record
         self.mlflow_server: Any = None  # core.demo.mlflowserver.MlflowServer
+        self.via_prometheus = via_prometheus  # the demo's metrics through a Prometheus scraping it
+        self.demo_prometheus: Any = None  # core.demo.prometheus.DemoPrometheus
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
 
@@ -119,6 +121,7 @@ class ModeldeckApp(App[int]):
     def start_demo_fleet(self) -> None:
         from modeldeck.core import config
         from modeldeck.core.demo import fleet
+        from modeldeck.core.errors import ModeldeckError
 
         own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
@@ -135,6 +138,18 @@ class ModeldeckApp(App[int]):
         self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own, settings=fleet_settings,
                                                  ready_timeout=120.0 if self.demo_mlflow else 30.0)
         settings = config.parse_file(Path(self.demo_fleet.config_path))
+        if self.via_prometheus:
+            from modeldeck.core.demo import prometheus
+
+            self.status_line = "starting Prometheus, scraping the demo fleet…"
+            prom = prometheus.DemoPrometheus(settings, workdir / "prometheus")
+            self.demo_prometheus = prom
+            try:
+                prom.start()
+                settings = prometheus.via_prometheus(settings, prom.url)
+            except ModeldeckError as e:  # the fleet is up: watch it directly, and say so
+                self.demo_prometheus = None
+                self.notify(f"{e}; watching the demo fleet directly", severity="error")
         self.post_message(DemoFleetReady(settings))
 
     def on_demo_fleet_ready(self, message: DemoFleetReady) -> None:
@@ -146,6 +161,12 @@ class ModeldeckApp(App[int]):
     def shutdown(self) -> None:
         if self.source is not None:
             self.source.stop()
+        if self.demo_prometheus is not None:  # before the fleet removes its work folder
+            try:
+                self.demo_prometheus.stop()
+            except Exception:
+                log.exception("stopping the demo's Prometheus")
+            self.demo_prometheus = None
         if self.demo_fleet is not None:
             try:
                 self.demo_fleet.stop()
@@ -323,9 +344,10 @@ def setup_logging() -> Path:
 
 
 def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = False,
-            registry: str | None = None, mlflow: bool = False) -> int:
+            registry: str | None = None, via_prometheus: bool = False, mlflow: bool = False) -> int:
     setup_logging()
-    app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry, demo_mlflow=mlflow)
+    app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry,
+                       via_prometheus=via_prometheus, demo_mlflow=mlflow)
     try:
         app.run()
     finally:

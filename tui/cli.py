@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mlflow", action="store_true",
                         help="with --demo: a local mlflow server is the registry of record (needs the MLflow "
                              "virtualenv: make mlflow-venv)")
+    parser.add_argument("--via-prometheus", action="store_true",
+                        help="with --demo: start a Prometheus scraping the demo fleet and read its metrics "
+                             "through PromQL (needs the prometheus binary)")
     parser.add_argument("--read-only", action="store_true", help="hide and refuse every action that writes")
     rep = parser.add_argument_group("headless report (for cron)")
     rep.add_argument("--report", action=_ReportFlag, help="collect once, print findings, exit 0/1/2/3")
@@ -427,11 +430,15 @@ class _suppress:
 
 def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command is not None:
+        if args.via_prometheus:
+            parser.error(f"--via-prometheus does not combine with the {args.command} command")
         if args.demo or args.report:
             parser.error(f"--demo and --report do not combine with the {args.command} command")
         return
     if args.demo and args.report:
         parser.error("choose --demo or --report, not both")
+    if args.via_prometheus and not args.demo:
+        parser.error("--via-prometheus only applies to --demo")
     if not args.report:
         for flag, value in (("--output", args.output), ("--sample", args.sample),
                             ("--retrain-on-drift", args.retrain_on_drift or None),
@@ -505,8 +512,15 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 
             if not mlflowserver.venv_ready():
                 raise mlflowserver.MlflowServerError(f"--demo --mlflow: {mlflowserver.why_not_ready()}")
+        if args.via_prometheus:
+            from modeldeck.core.demo.prometheus import binary
+
+            if binary() is None:
+                raise ModeldeckError("--via-prometheus needs the prometheus binary on PATH "
+                                     "(Debian: apt-get install prometheus)")
         with _unguarded_streams():
-            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry, mlflow=args.mlflow)
+            return run_app(None, demo=True, read_only=args.read_only, registry=args.registry,
+                           via_prometheus=args.via_prometheus, mlflow=args.mlflow)
     if args.mlflow:
         raise configmod.ConfigError("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     settings = _settings(args, required=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
@@ -25,11 +27,11 @@ WIDE = 110  # at or above this many columns the table shows every column
 # (key, label, minimum width); each column's width follows its content (tui/widgets/widths.py)
 COLUMNS_WIDE = [("name", "ENDPOINT", 10), ("model", "MODEL", 6), ("env", "ENV", 4), ("status", "STATUS", 8),
                 ("version", "SERVED/REG", 5), ("rps", "REQ/S", 5), ("err", "ERR %", 5), ("p95", "P95 MS", 6),
-                ("drift", "DRIFT", 5), ("age", "AGE", 3)]
+                ("drift", "DRIFT", 5), ("quality", "QUALITY", 6), ("age", "AGE", 3)]
 COLUMNS_NARROW = [("name", "ENDPOINT", 10), ("env", "ENV", 4), ("status", "STATUS", 8),
                   ("version", "SRV/REG", 5), ("rps", "REQ/S", 5), ("err", "ERR%", 4), ("p95", "P95", 4),
-                  ("drift", "DRIFT", 5)]
-RIGHT = {"version", "rps", "err", "p95", "drift", "age"}
+                  ("drift", "DRIFT", 5), ("quality", "QUAL", 5)]
+RIGHT = {"version", "rps", "err", "p95", "drift", "quality", "age"}
 ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "canary": "canry"}
 
 
@@ -44,6 +46,10 @@ class FleetScreen(DeckScreen):
         ("ERR %  P95 MS", "error share and 95th percentile latency: yellow warning, red critical", ""),
         ("DRIFT 6/8 0.34", "6 of 8 judged columns drifted; worst PSI 0.34 (columns with 200+ rows)", ""),
         ("DRIFT n=15", "rows in the live window, too few to judge a column yet", "dim"),
+        ("QUALITY auc .912 ▼", "live quality from the labels (ROC AUC, else accuracy; R² for regression); "
+         "▼ yellow/red: that far below the served version's registered value (▽ below, ▲ above)", ""),
+        ("QUALITY n=42/200", "labelled rows so far, of quality_min_rows (200): not enough to judge, no verdict",
+         "dim"),
         ("AGE", "since the last poll: yellow late, red stale", ""),
         ("header", "counts by status, drifting endpoints, the poll interval, registry and config", ""),
     )
@@ -211,6 +217,7 @@ class FleetScreen(DeckScreen):
             "err": cells.number(None if err is None else err * 100, "{:.1f}", level=judge.error_level(err, th)),
             "p95": cells.number(p95, "{:.0f}", level=judge.latency_level(p95, th)),
             "drift": cells.drift(snap.drift, judge.drift_level(snap.drift, th)),
+            "quality": cells.quality(snap.quality),
             "age": cells.age(snap.taken_at if polled else None, now, interval),
         }
         return {key: cells_[key] for key, _, _ in self._layout}
@@ -224,17 +231,22 @@ class FleetScreen(DeckScreen):
         else:
             counts: dict[str, int] = {}
             drifting = 0
+            worse = 0
             for ep in self.endpoints:
                 snap = latest.get(ep.name)
                 s = snap.status if snap is not None else PENDING
                 counts[s] = counts.get(s, 0) + 1
                 if snap is not None and judge.drift_level(snap.drift, ep.thresholds) == judge.WARNING:
                     drifting += 1
+                if snap is not None and any(v.key == "quality" for v in judge.snapshot_quality_verdicts(snap.quality)):
+                    worse += 1
             for word in ("UP", "DEGRADED", "DOWN", "PENDING"):
                 if counts.get(word):
                     t.append(f"{counts[word]} {word.lower()}  ", style=cells.STATUS_STYLE[word])
             if drifting:
                 t.append(f"{drifting} drifting  ", style=judge.STYLE[judge.WARNING])
+            if worse:
+                t.append(f"{worse} quality ▼  ", style=judge.STYLE[judge.WARNING])
             paused = app.source is not None and app.source.paused
             t.append("⏸ PAUSED" if paused else f"every {interval:g}s", style="bold reverse yellow" if paused else "")
             if app.read_only:
@@ -290,6 +302,9 @@ class FleetScreen(DeckScreen):
             ep = next((e for e in self.endpoints if e.name == name), None)
             if ep is not None:
                 t.append_text(drift_words(snap.drift, ep))
+            if snap.quality is not None:
+                t.append("  quality ")
+                t.append_text(quality_words(snap.quality))
         detail.update(t)
         history = source.history(name) if source is not None else ()
         ep = next((e for e in self.endpoints if e.name == name), None)
@@ -403,4 +418,21 @@ def drift_words(drift: DriftSummary | None, ep: EndpointConfig) -> Text:
         t.append(f"  no drift in {drift.n_columns} columns", style="dim")
     if drift.worst_psi is not None:
         t.append(f", worst PSI {drift.worst_psi:.2f} ({one_line(drift.worst_psi_column or '', 30)})", style="dim")
+    return t
+
+
+def quality_words(summary: Any) -> Text:
+    """``roc_auc 0.912 (registered 0.950), 1000 labelled rows`` in the judge's colour; why
+    there is no number, else."""
+    doc = summary.result or {}
+    if summary.error or doc.get("status") == "error":
+        return Text(one_line(summary.error or doc.get("error") or "error", 100), style="red")
+    if doc.get("status") == "not_enough_labels":
+        return Text(f"not enough labels ({doc.get('rows')} of {doc.get('min_rows')})", style="dim")
+    name, value, reg = summary.headline()
+    lv = judge.worst(v.level for v in judge.snapshot_quality_verdicts(summary))
+    t = Text(f"{name} {'-' if value is None else f'{value:.3f}'}", style=judge.STYLE[lv])
+    if reg is not None:
+        t.append(f" (registered {reg:.3f})", style="dim")
+    t.append(f", {doc.get('rows')} labelled rows")
     return t

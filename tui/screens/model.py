@@ -1,5 +1,7 @@
 """Model (enter on a fleet row): the model's versions, the endpoint's per-column drift with the
-selected column's distributions, and live charts over the kept history."""
+selected column's distributions, live charts over the kept history, and the endpoint's quality
+from its labels (metrics with intervals against the served version's registered values, the
+chart over time, the confusion matrix, labelled share and lag, the estimate kept apart)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ from modeldeck.tui.widgets.widths import fill_table
 VERSION_COLUMNS = [("version", "VER", 3), ("created", "CREATED UTC", 11), ("approval", "APPROVAL", 8),
                    ("envs", "HELD BY", 7), ("metrics", "METRICS", 12), ("dataset", "DATASET", 7),
                    ("code", "CODE", 7)]
+QUALITY_COLUMNS = [("metric", "METRIC", 6), ("value", "VALUE", 5), ("interval", "95% INTERVAL", 11),
+                   ("method", "METHOD", 6), ("rows", "ROWS", 4), ("registered", "REGISTERED", 5),
+                   ("delta", "Δ", 6)]
 DRIFT_COLUMNS = [("column", "COLUMN", 8), ("method", "METHOD", 8), ("score", "SCORE", 5),
                  ("threshold", "THRESH", 6), ("psi", "PSI", 5), ("miss", "MISS R/C", 8),
                  ("status", "STATUS", 6)]
@@ -48,6 +53,10 @@ class ModelScreen(DeckScreen):
         ("low_sample", "fewer than 30 current values: not judged yet", "dim"),
         ("drift", "the column drifted", "bold red"),
         ("3 Live", "request rate, latency and errors over the kept history, from zero", ""),
+        ("4 Quality", "captured predictions joined with their labels: each metric with its 95% interval "
+         "against the served version's registered value; the chart over consecutive blocks of labelled rows", ""),
+        ("▼ yellow / red", "at least quality_drop (twice: red) below the registered value, the interval too", ""),
+        ("estimated", "from the model's own probabilities while labels lag (CBPE); never mixed with measured", "cyan"),
     )
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc"),
@@ -56,6 +65,7 @@ class ModelScreen(DeckScreen):
         Binding("1", "tab('versions')", "Versions", show=False),
         Binding("2", "tab('drift')", "Drift", show=False),
         Binding("3", "tab('live')", "Live", show=False),
+        Binding("4", "tab('quality')", "Quality", show=False),
         Binding("l", "lineage", "Lineage"),
         Binding("P", "promote", "Promote"),
         Binding("R", "rollback", "Roll back"),
@@ -76,6 +86,8 @@ class ModelScreen(DeckScreen):
         self.environment_choices: list[Any] = []  # core.releases.EnvironmentChoice, from the registry worker
         self.evaluations: list[Any] = []  # core.registry.Evaluation of every version
         self._drift_key: tuple[float | None, str | None] | None = None
+        self._quality_key: tuple[Any, ...] | None = None
+        self._quality_cells: list[tuple[str, list[Text]]] = []
         self._drift_rows: list[str] = []
         self._drift_cols: dict[str, dict[str, Any]] = {}
         self._version_rows: list[int] = []
@@ -99,6 +111,12 @@ class ModelScreen(DeckScreen):
                 yield Trend("p95 latency", " ms", fmt="{:.0f}", id="live-p95", spark_height=3, axis=True)
                 yield Trend("p50 latency", " ms", fmt="{:.0f}", id="live-p50", spark_height=3, axis=True)
                 yield Trend("error ratio", "%", fmt="{:.1f}", id="live-err", spark_height=3, axis=True)
+            with TabPane("4 Quality", id="quality"), VerticalScroll():
+                yield Static("", id="quality-summary", markup=False)
+                yield DataTable(id="quality-table", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="quality-estimate", markup=False)
+                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3, axis=True)
+                yield Static("", id="quality-confusion", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -106,6 +124,7 @@ class ModelScreen(DeckScreen):
         vt = self.query_one("#versions-table", DataTable)
         fill_table(vt, VERSION_COLUMNS, [], self._table_width())
         fill_table(self.query_one("#drift-table", DataTable), DRIFT_COLUMNS, [], self._table_width())
+        fill_table(self.query_one("#quality-table", DataTable), QUALITY_COLUMNS, [], self._table_width())
         vt.focus()
         self.load_versions()
         self.set_interval(5.0, self._reload_if_current)
@@ -135,6 +154,11 @@ class ModelScreen(DeckScreen):
         fill_table(dt, DRIFT_COLUMNS, self._drift_cells_shown, width)
         if self._drift_cells_shown:
             dt.move_cursor(row=min(row, len(self._drift_cells_shown) - 1))
+        qt = self.query_one("#quality-table", DataTable)
+        row = qt.cursor_row
+        fill_table(qt, QUALITY_COLUMNS, self._quality_cells, width)
+        if self._quality_cells:
+            qt.move_cursor(row=min(row, len(self._quality_cells) - 1))
 
     def _reload_if_current(self) -> None:
         if self.is_current:  # kept (installed) screens that are not shown stay quiet
@@ -235,6 +259,7 @@ class ModelScreen(DeckScreen):
         history = source.history(self.endpoint.name) if source is not None else ()
         self._update_header(snap)
         self._update_drift(snap, force)
+        self._update_quality(snap, force)
         th = self.endpoint.thresholds
         times, now = [s.taken_at for s in history], self.app.clock()
         self.query_one("#live-rps", Trend).update([s.request_rate for s in history], times, now=now)
@@ -342,6 +367,67 @@ class ModelScreen(DeckScreen):
         labels, ref, cur = data
         hist.show(labels, ref, cur, title=f"{name}: reference vs current")
 
+    # -- quality ------------------------------------------------------------------------------------
+    def _update_quality(self, snap: EndpointSnapshot | None, force: bool) -> None:
+        q = snap.quality if snap is not None else None
+        stamp = (q.computed_at, q.error, q.version) if q is not None else (None,)
+        if not force and stamp == self._quality_key:
+            return
+        self._quality_key = stamp
+        summary = self.query_one("#quality-summary", Static)
+        table = self.query_one("#quality-table", DataTable)
+        estimate = self.query_one("#quality-estimate", Static)
+        confusion = self.query_one("#quality-confusion", Static)
+        trend = self.query_one("#quality-trend", Trend)
+        if q is None:
+            ep = self.endpoint
+            why = ("no quality: the endpoint needs a capture source and labels (ground truth) in the config"
+                   if not (ep.capture and ep.labels) else "waiting for the first quality measurement")
+            summary.update(Text(why, style="dim"))
+            for w in (estimate, confusion):
+                w.update("")
+            self._quality_cells = []
+            fill_table(table, QUALITY_COLUMNS, [], self._table_width())
+            trend.update([])
+            return
+        doc = q.result or {}
+        verdicts = judge.snapshot_quality_verdicts(q)
+        summary.update(quality_summary(q, verdicts))
+        registered = ((doc.get("registered") or {}).get("metrics")) or {}
+        drop = doc.get("quality_drop") or 0.05
+        self._quality_cells = [(name, quality_row(name, m or {}, registered.get(name), drop))
+                               for name, m in (doc.get("metrics") or {}).items()]
+        row = table.cursor_row
+        fill_table(table, QUALITY_COLUMNS, self._quality_cells, self._table_width())
+        if self._quality_cells:
+            table.move_cursor(row=min(max(0, row), len(self._quality_cells) - 1))
+        est = doc.get("estimated")
+        if est:
+            t = Text("estimated (CBPE, not measured) ", style="bold cyan")
+            t.append(", ".join(f"{one_line(k, 12)} {'-' if v is None else f'{v:.3f}'}"
+                               for k, v in (est.get("metrics") or {}).items()), style="cyan")
+            t.append(f"  on the {est.get('rows')} newest rows without a label, calibrated on "
+                     f"{est.get('reference_rows')} labelled", style="dim")
+            estimate.update(t)
+        else:
+            estimate.update(Text("no estimate (binary classifiers with probabilities, while some of the newest "
+                                 "rows have no label)", style="dim"))
+        series = list(doc.get("series") or [])
+        if series:
+            trend.title = f"{series[-1].get('metric')} over time ({series[-1].get('rows')} labelled rows a point)"
+            from modeldeck.core.textfmt import parse_utc
+
+            times = [parse_utc(str(p.get("end") or "")) for p in series]
+            name = str(series[-1].get("metric"))
+            reg = registered.get(name)
+            if all(times):
+                trend.update([p.get("value") for p in series], times, reg, self.app.clock())
+            else:
+                trend.update([p.get("value") for p in series], None, reg)
+        else:
+            trend.update([])
+        confusion.update(confusion_text(doc.get("confusion_matrix")))
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "drift-table":
             self._show_histogram()
@@ -349,7 +435,8 @@ class ModelScreen(DeckScreen):
     # -- actions ------------------------------------------------------------------------------
     def _active_table(self) -> DataTable:
         tab = self.query_one(TabbedContent).active
-        return self.query_one("#drift-table" if tab == "drift" else "#versions-table", DataTable)
+        table = {"drift": "#drift-table", "quality": "#quality-table"}.get(tab, "#versions-table")
+        return self.query_one(table, DataTable)
 
     def action_cursor_down(self) -> None:
         self._active_table().action_cursor_down()
@@ -359,7 +446,7 @@ class ModelScreen(DeckScreen):
 
     def action_tab(self, name: str) -> None:
         self.query_one(TabbedContent).active = name
-        if name in ("versions", "drift"):
+        if name in ("versions", "drift", "quality"):
             self._active_table().focus()
 
     def action_back(self) -> None:
@@ -486,3 +573,83 @@ def metrics_cell(metrics: dict[str, Any], gate_metrics: list[str]) -> Text:
         shown = num(value) if isinstance(value, (int, float)) else one_line(value, 16)
         t.append((" " if i else "") + f"{one_line(k, 24)}={shown}", style="bold" if k in gate_metrics else "")
     return t if order else Text("-", style="dim")
+
+
+def _fmt(name: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if name in ("mae", "rmse") else f"{v:.3f}"
+
+
+def quality_row(name: str, m: dict[str, Any], registered: float | None, drop: float) -> list[Text]:
+    """One metric of the Quality tab: the value and its interval coloured by the judge's rule
+    (``judge.quality_level``) against the registered value."""
+    value, low, high = m.get("value"), m.get("low"), m.get("high")
+    judged = name in judge.QUALITY_JUDGED["classification"] + judge.QUALITY_JUDGED["regression"]
+    lv = judge.quality_level(value, high, registered, drop) if judged else judge.OK
+    interval = f"{_fmt(name, low)}-{_fmt(name, high)}" if low is not None and high is not None else "-"
+    delta = "-" if value is None or registered is None else f"{value - registered:+.3f}"
+    note = m.get("note")
+    return [cells.plain(name, 12), Text(_fmt(name, value), justify="right", style=judge.STYLE[lv]),
+            Text(interval, justify="right", style="dim" if value is None else ""),
+            cells.plain(m.get("method") or (one_line(note, 40) if note else "-"), 40),
+            Text(str(m.get("rows", "-")), justify="right"),
+            Text(_fmt(name, registered), justify="right", style="dim"),
+            Text(delta, justify="right", style=judge.STYLE[lv])]
+
+
+def quality_summary(q: Any, verdicts: list[Any]) -> Text:
+    """The Quality tab's head: status, rows, labelled share, lag, what it is judged against,
+    the counts of what did not join, and the verdicts."""
+    from modeldeck.core.textfmt import duration, pct
+
+    doc = q.result or {}
+    t = Text()
+    if q.error or doc.get("status") == "error":
+        t.append("quality not measured: " + one_line(q.error or doc.get("error") or "", 200), style="red")
+        return t
+    rows, min_rows = doc.get("rows"), doc.get("min_rows")
+    if doc.get("status") == "not_enough_labels":
+        t.append(f"not enough labels: {rows} labelled rows of the {min_rows} needed (no verdict)", style="bold yellow")
+    else:
+        lv = judge.worst(v.level for v in verdicts)
+        t.append("QUALITY DROP" if lv != judge.OK else "quality as registered",
+                 style=judge.STYLE[lv] or "green")
+        t.append(f"  {doc.get('problem_type')} on the newest {rows} labelled rows")
+    lag = doc.get("label_lag_seconds")
+    t.append(f"\nlabelled {pct(doc.get('labelled_share'))} of the newest {doc.get('window')} captured rows, "
+             f"label lag {'unknown' if lag is None else duration(max(0.0, lag))}")
+    reg = doc.get("registered")
+    if reg:
+        t.append(f"; judged against {one_line(reg.get('describe') or '', 80)}", style="dim")
+    elif doc.get("status") == "measured":
+        t.append("; the served version has no registered metric to judge against", style="dim")
+    c = doc.get("counts") or {}
+    extra = [f"{c.get(k)} {words}" for k, words in (("predictions_without_label", "captured rows without a label"),
+                                                    ("labels_without_prediction", "labels without a prediction"),
+                                                    ("duplicate_labels", "duplicated labels (newest kept)"),
+                                                    ("predictions_without_id", "rows without an id"),
+                                                    ("unusable", "rows without a usable value")) if c.get(k)]
+    if extra:
+        t.append("\n" + ", ".join(extra), style="dim")
+    for v in verdicts:
+        t.append(f"\n{v.level}: {one_line(v.text, 200)}", style=judge.STYLE[v.level])
+    return t
+
+
+def confusion_text(cm: Any) -> Text:
+    """The confusion matrix (rows: labels, columns: predictions), labels as plain text."""
+    t = Text()
+    if not isinstance(cm, dict) or not cm.get("labels"):
+        return t
+    labels = [one_line(x, 12) for x in cm["labels"]][:12]
+    matrix = cm.get("matrix") or []
+    width = max(8, *(len(x) + 5 for x in labels), *(len(str(v)) for row in matrix for v in row))
+    t.append("confusion matrix (rows: label, columns: prediction)\n", style="bold")
+    t.append("label".ljust(width) + "".join(f"pred {x}".rjust(width + 1) for x in labels) + "\n", style="dim")
+    for lab, row in zip(labels, matrix):
+        t.append(f"true {lab}".ljust(width), style="dim")
+        for j, v in enumerate(row[:12]):
+            t.append(str(v).rjust(width + 1), style="bold" if labels[j] == lab else "")
+        t.append("\n")
+    return t

@@ -79,3 +79,16 @@ def age(taken_at: float | None, now: float | None = None, interval: float = 2.0)
 
 def approval(state: str) -> Text:
     return Text(state, style=APPROVAL_STYLE.get(state, ""))
+
+
+def quality(summary: Any) -> Text:
+    """The QUALITY cell (``core.report.quality_cell``: ``auc .912 ▼``) coloured by the judge's
+    quality verdicts on the snapshot; ``n=42/200`` (dim) while there are not enough."""
+    from modeldeck.core.report import quality_cell
+
+    text = quality_cell(summary)
+    if summary is None:
+        return Text(text, style="dim", justify="right")
+    lv = judge.worst(v.level for v in judge.snapshot_quality_verdicts(summary))
+    style = judge.STYLE[lv] or ("dim" if text.startswith("n=") else "")
+    return Text(text, style=style, justify="right", no_wrap=True)
