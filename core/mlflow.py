@@ -821,7 +821,7 @@ class MlflowRegistry(Registry):
     # -- alias moves: read, check, set, read back; then the ledger -----------------------------------
     def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
               expect: int | str | None, actor: str | None, force: bool, details: Mapping[str, Any] | None,
-              undo: bool = False) -> AliasChange:
+              undo: bool = False, rollout_id: int | None = None) -> AliasChange:
         """Promote / rollback (the seam every release goes through, rollouts too: move an alias
         with a check of what it held). Outside moves are recorded first, so the ledger's
         "current" is MLflow's; then, in the ledger's write transaction, :meth:`_apply_move`
@@ -832,7 +832,7 @@ class MlflowRegistry(Registry):
         else:
             self.versions(model)  # a rollback's target comes from the history: every version has a row
         return self._guarded(model, environment, lambda: super(MlflowRegistry, self)._move(
-            model, version, environment, reason, action, expect, actor, force, details, undo))
+            model, version, environment, reason, action, expect, actor, force, details, undo, rollout_id))
 
     def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
                     actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:

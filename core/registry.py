@@ -33,7 +33,7 @@ from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x4D444B31  # "MDK1" in the SQLite header: marks the file as ours
 BUSY_TIMEOUT_MS = 15_000
 GENESIS = "0" * 64
@@ -42,6 +42,20 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_TRIGGERS = ("manual", "drift", "quality", "schedule")
 AUTOMATIC_TRIGGERS = ("drift", "quality")  # share one cool-down (create_job's not_since)
 PROTECTED_ENVIRONMENTS = ("production",)
+# rollouts: gating -> deploying -> verifying -> baking -> done, or rolled_back / failed / aborted;
+# unverified: nothing could watch it to its end (its supervisor died with no bake time left, or a
+# rollback whose endpoints did not come to the version) until an operator confirms it
+ROLLOUT_ACTIVE = ("gating", "deploying", "verifying", "baking")
+ROLLOUT_ENDED = ("done", "rolled_back", "failed", "aborted", "unverified")
+ROLLOUT_STATES = ROLLOUT_ACTIVE + ROLLOUT_ENDED
+_ROLLOUT_NEXT = {
+    "gating": {"deploying", "failed"},
+    "deploying": {"verifying", "baking", "done", "rolled_back", "failed", "aborted", "unverified"},
+    "verifying": {"baking", "done", "rolled_back", "failed", "aborted", "unverified"},
+    "baking": {"verifying", "done", "rolled_back", "failed", "aborted", "unverified"},
+    "unverified": {"done"},  # an operator confirmed it
+}
+MAX_ROLLOUT_STEPS = 5000  # per rollout; a chatty deploy hook's further lines stay in its log file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +284,66 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """One promote or rollback as a record: what moves where, who and why, its state, the
+    supervisor process driving it (pid, heartbeat), and when the bake ends."""
+
+    id: int
+    model: str
+    environment: str
+    action: str  # promote | rollback
+    from_version: int | None
+    to_version: int
+    state: str
+    actor: str
+    reason: str
+    started_at: str
+    updated_at: str
+    ended_at: str | None
+    pid: int | None
+    heartbeat_at: str | None
+    message: str
+    change_id: int | None  # the alias_history row of the move
+    forced: bool
+    verify: bool  # False: --no-verify (no verification, no bake)
+    bake_seconds: float
+    bake_started_at: str | None
+    bake_ends_at: str | None
+    verified_at: str | None
+    config_path: str | None  # the config the release was made with (resuming a watch reads it)
+    abort_reason: str | None
+    abort_by: str | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ROLLOUT_ACTIVE
+
+    @property
+    def critical(self) -> bool:
+        """A state an operator must look at: unverified, or failed after the alias moved."""
+        return self.state == "unverified" or (self.state == "failed" and self.change_id is not None)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+        d["critical"] = self.critical
+        return d
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    id: int
+    rollout_id: int
+    at: str
+    stage: str
+    level: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     checked: int
@@ -362,8 +436,25 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.conn.execute("ALTER TABLE versions ADD COLUMN datasets TEXT")
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Rollouts: every promote and rollback as a record driven by a supervisor process, with
+    its step log."""
+    db["rollouts"].create({
+        "id": int, "model": str, "environment": str, "action": str, "from_version": int, "to_version": int,
+        "state": str, "actor": str, "reason": str, "started_at": str, "updated_at": str, "ended_at": str,
+        "pid": int, "heartbeat_at": str, "message": str, "change_id": int, "forced": int, "verify": int,
+        "bake_seconds": float, "bake_started_at": str, "bake_ends_at": str, "verified_at": str,
+        "config_path": str, "abort_reason": str, "abort_by": str, "details": str,
+    }, pk="id", not_null=["model", "environment", "action", "to_version", "state", "started_at"])
+    db["rollouts"].create_index(["model", "environment", "id"])
+    db["rollouts"].create_index(["state"])
+    db["rollout_steps"].create({"id": int, "rollout_id": int, "at": str, "stage": str, "level": str,
+                                "message": str}, pk="id", not_null=["rollout_id", "at"])
+    db["rollout_steps"].create_index(["rollout_id", "id"])
+
+
 # Each entry brings a database from version i to i + 1 (index 0: empty -> 1).
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -912,7 +1003,8 @@ class Registry:
 
     def promote(self, model: str, version: int, environment: str, reason: str, *,
                 expect: int | str | None = "current", actor: str | None = None, force: bool = False,
-                details: Mapping[str, Any] | None = None, undo: bool = False) -> AliasChange:
+                details: Mapping[str, Any] | None = None, undo: bool = False,
+                rollout_id: int | None = None) -> AliasChange:
         """Move ``environment`` to ``version``. ``expect`` is the version the caller saw
         holding the alias (None: it was unset); if another writer moved it meanwhile, this
         raises ConflictError and writes nothing. ``expect="current"`` takes whatever holds
@@ -920,8 +1012,10 @@ class Registry:
         registry policy's ``approvals`` / ``approver_is_not_promoter`` for the environment hold,
         whatever ``force`` says (it only marks the entry ``forced``: metric and health gates
         are the caller's); only ``undo`` (putting back what a failed release replaced) skips
-        them. ``details`` (gate results, rollout notes) go into the audit entry."""
-        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details, undo)
+        them. ``details`` (gate results, rollout notes) go into the audit entry. With ``rollout_id``
+        the rollout (in ``gating``) moves to ``deploying`` in the same transaction."""
+        return self._move(model, int(version), environment, reason, "promote", expect, actor, force, details, undo,
+                          rollout_id)
 
     def rollback_target(self, model: str, environment: str) -> int | None:
         """The version that held the alias before the current one, skipping versions that
@@ -931,11 +1025,13 @@ class Registry:
 
     def rollback(self, model: str, environment: str, reason: str, *, to: int | None = None,
                  expect: int | str | None = "current", actor: str | None = None, force: bool = False,
-                 details: Mapping[str, Any] | None = None, undo: bool = False) -> AliasChange:
+                 details: Mapping[str, Any] | None = None, undo: bool = False,
+                 rollout_id: int | None = None) -> AliasChange:
         """Move ``environment`` back to the previous holder (or ``to``). Compare-and-set
         like promote; a rejected version is refused (in production, or where the policy asks
         for approvals) unless ``undo``."""
-        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details, undo)
+        return self._move(model, to, environment, reason, "rollback", expect, actor, force, details, undo,
+                          rollout_id)
 
     def unset_alias(self, model: str, environment: str, reason: str, *, expect: int | str | None = "current",
                     actor: str | None = None, details: Mapping[str, Any] | None = None) -> AliasChange:
@@ -1030,7 +1126,8 @@ class Registry:
 
     def _move(self, model: str, version: int | None, environment: str, reason: str, action: str,
               expect: int | str | None, actor: str | None, force: bool,
-              details: Mapping[str, Any] | None, undo: bool = False) -> AliasChange:
+              details: Mapping[str, Any] | None, undo: bool = False,
+              rollout_id: int | None = None) -> AliasChange:
         _check_name(environment, "environment name")
         if not reason or not reason.strip():
             raise RegistryError(f"a reason is required to {action} (--reason)")
@@ -1069,6 +1166,10 @@ class Registry:
             self._apply_move(model, environment, current, version)
             change = self._write_alias(c, model, environment, current, version, action, actor, at, reason,
                                        details, force)
+            if rollout_id is not None:
+                self._rollout_to(c, rollout_id, "deploying", actor, at,
+                                 f"{environment} of {model} moved to version {version}", change_id=change.id,
+                                 forced=int(bool(force)), from_version=current, to_version=version)
         return change
 
     # -- release policies (rules in core.policy; stored here, versioned and audited) ----------------
@@ -1222,6 +1323,208 @@ class Registry:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self._read(sql, params)]
+
+    # -- rollouts ----------------------------------------------------------------------------------
+    def create_rollout(self, model: str, environment: str, action: str, to_version: int, reason: str, *,
+                       from_version: int | None, actor: str | None = None, verify: bool = True,
+                       bake_seconds: float = 0.0, config_path: str | None = None,
+                       details: Mapping[str, Any] | None = None) -> Rollout:
+        """Start a rollout in ``gating``. Refused (ConflictError) while another rollout of the
+        same model and environment is still active."""
+        _check_name(environment, "environment name")
+        if action not in ("promote", "rollback"):
+            raise RegistryError(f"unknown rollout action {action!r}")
+        if not reason or not reason.strip():
+            raise RegistryError(f"a reason is required to {action} (--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone():
+                raise NotFoundError(self._unknown_model(model))
+            busy = c.execute(f"SELECT id, state FROM rollouts WHERE model=? AND environment=? AND state IN "
+                             f"({', '.join('?' * len(ROLLOUT_ACTIVE))}) ORDER BY id DESC LIMIT 1",
+                             (model, environment, *ROLLOUT_ACTIVE)).fetchone()
+            if busy:
+                raise ConflictError(f"rollout {busy[0]} of {model} in {environment} is still {busy[1]}: wait for it "
+                                    f"(modeldeck rollout {busy[0]} --follow) or abort it (modeldeck abort {busy[0]} "
+                                    f"--reason ...); nothing was changed")
+            cur = c.execute(
+                "INSERT INTO rollouts(model, environment, action, from_version, to_version, state, actor, reason, "
+                "started_at, updated_at, message, forced, verify, bake_seconds, config_path, details) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (model, environment, action, from_version, int(to_version), "gating", actor, reason, at, at,
+                 "checking the gates", 0, int(bool(verify)), float(bake_seconds), config_path,
+                 _dumps(dict(details or {}))))
+            rid = int(cur.lastrowid or 0)
+            self._audit("rollout.gating", f"{model}@{environment}#rollout{rid}", None,
+                        {"rollout": rid, "action": action, "from_version": from_version, "to_version": int(to_version),
+                         "state": "gating"}, reason, actor, at)
+        return self.rollout(rid)
+
+    def _rollout_to(self, c: sqlite3.Connection, rollout_id: int, state: str, actor: str, at: str, message: str,
+                    reason: str = "", **changes: Any) -> None:
+        """One transition inside a write transaction, with its audit entry."""
+        row = c.execute("SELECT model, environment, state FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+        if not row:
+            raise NotFoundError(f"no rollout {rollout_id}")
+        model, env, before = row
+        if state != before and state not in _ROLLOUT_NEXT.get(before, set()):
+            raise ConflictError(f"rollout {rollout_id} is {before}; it cannot become {state}")
+        if state not in ROLLOUT_STATES:
+            raise RegistryError(f"unknown rollout state {state!r}")
+        fields = {"state": state, "updated_at": at, "message": message, **changes}
+        if state in ROLLOUT_ENDED:
+            fields.setdefault("ended_at", at)
+        elif "ended_at" not in changes and before in ROLLOUT_ENDED:
+            fields["ended_at"] = None
+        c.execute(f"UPDATE rollouts SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                  [*fields.values(), rollout_id])
+        if state != before:
+            after = {"rollout": rollout_id, "state": state, "message": message}
+            self._audit(f"rollout.{state}", f"{model}@{env}#rollout{rollout_id}", {"state": before}, after, reason,
+                        actor, at)
+
+    _ROLLOUT_FIELDS = frozenset({"pid", "heartbeat_at", "bake_started_at", "bake_ends_at", "verified_at",
+                                 "change_id", "details", "ended_at"})
+
+    def transition_rollout(self, rollout_id: int, state: str, message: str, *, actor: str | None = None,
+                           expect: Sequence[str] | None = None, **changes: Any) -> Rollout:
+        """Move a rollout to ``state`` (one transaction with its audit entry). ``expect``: the
+        states it may be in now (else ConflictError: someone else moved it meanwhile)."""
+        bad = set(changes) - self._ROLLOUT_FIELDS
+        if bad:
+            raise RegistryError(f"cannot update rollout field(s) {', '.join(sorted(bad))}")
+        if "details" in changes and not isinstance(changes["details"], str):
+            changes["details"] = _dumps(dict(changes["details"]))
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT state FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+            if row and expect is not None and row[0] not in expect:
+                raise ConflictError(f"rollout {rollout_id} is {row[0]} now, not {' or '.join(expect)}")
+            self._rollout_to(c, rollout_id, state, actor, at, message, **changes)
+        return self.rollout(rollout_id)
+
+    def update_rollout(self, rollout_id: int, **changes: Any) -> Rollout:
+        """Change a rollout's bookkeeping (pid, heartbeat, bake times) without a transition."""
+        bad = set(changes) - self._ROLLOUT_FIELDS - {"message"}
+        if bad:
+            raise RegistryError(f"cannot update rollout field(s) {', '.join(sorted(bad))}")
+        if "details" in changes and not isinstance(changes["details"], str):
+            changes["details"] = _dumps(dict(changes["details"]))
+        with self._write() as c:
+            c.execute(f"UPDATE rollouts SET {', '.join(f'{k}=?' for k in changes)}, updated_at=? WHERE id=?",
+                      [*changes.values(), utcnow(), rollout_id])
+        return self.rollout(rollout_id)
+
+    def heartbeat(self, rollout_id: int, pid: int) -> Rollout | None:
+        """The supervisor ``pid`` is alive. Returns the rollout, or None when another process
+        took the rollout over (or it ended): the caller then stops watching."""
+        at = utcnow()
+        with self._write() as c:
+            cur = c.execute(f"UPDATE rollouts SET heartbeat_at=? WHERE id=? AND pid=? AND state IN "
+                            f"({', '.join('?' * len(ROLLOUT_ACTIVE))})", (at, rollout_id, pid, *ROLLOUT_ACTIVE))
+            owned = cur.rowcount == 1
+        return self.rollout(rollout_id) if owned else None
+
+    def claim_rollout(self, rollout_id: int, pid: int, *, expect_pid: int | None,
+                      expect_heartbeat: str | None) -> bool:
+        """Take over an active rollout whose supervisor died (compare-and-set on its pid and
+        last heartbeat, so two processes cannot both resume it). Not audited: the takeover
+        is a step of the log."""
+        at = utcnow()
+        with self._write() as c:
+            cur = c.execute("UPDATE rollouts SET pid=?, heartbeat_at=?, updated_at=? WHERE id=? AND pid IS ? AND "
+                            "heartbeat_at IS ?", (pid, at, at, rollout_id, expect_pid, expect_heartbeat))
+            return cur.rowcount == 1
+
+    def request_abort(self, rollout_id: int, reason: str, *, actor: str | None = None) -> Rollout:
+        """Ask the supervisor of an active rollout to stop and roll back (audited)."""
+        if not reason or not reason.strip():
+            raise RegistryError("a reason is required to abort a rollout (--reason)")
+        actor = actor or current_actor()
+        at = utcnow()
+        with self._write() as c:
+            row = c.execute("SELECT model, environment, state FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+            if not row:
+                raise NotFoundError(f"no rollout {rollout_id}")
+            model, env, state = row
+            if state not in ROLLOUT_ACTIVE:
+                raise ConflictError(f"rollout {rollout_id} already ended ({state})")
+            c.execute("UPDATE rollouts SET abort_reason=?, abort_by=?, updated_at=? WHERE id=?",
+                      (reason, actor, at, rollout_id))
+            self._audit("rollout.abort", f"{model}@{env}#rollout{rollout_id}", {"state": state},
+                        {"rollout": rollout_id, "abort_requested": True}, reason, actor, at)
+        return self.rollout(rollout_id)
+
+    def confirm_rollout(self, rollout_id: int, reason: str, *, actor: str | None = None) -> Rollout:
+        """An operator checked an ``unverified`` rollout: it counts as done (audited)."""
+        if not reason or not reason.strip():
+            raise RegistryError("a reason is required to confirm a rollout (--reason)")
+        actor = actor or current_actor()
+        r = self.rollout(rollout_id)
+        if r.state != "unverified":
+            raise ConflictError(f"rollout {rollout_id} is {r.state}; only an unverified rollout is confirmed")
+        details = {**dict(r.details), "confirmed_by": actor, "confirmed_at": utcnow(), "confirm_reason": reason}
+        at = utcnow()
+        with self._write() as c:
+            self._rollout_to(c, rollout_id, "done", actor, at, f"confirmed by {actor}: {reason}", reason,
+                             details=_dumps(details), ended_at=at)
+        return self.rollout(rollout_id)
+
+    def add_rollout_steps(self, rollout_id: int, steps: Iterable[tuple[str, str, str, str]]) -> int:
+        """Append (at, stage, level, message) rows to a rollout's step log (not audited: the
+        log is what happened; the transitions are audited). At most MAX_ROLLOUT_STEPS each."""
+        items = [(rollout_id, at, stage, level, message[:2000]) for at, stage, level, message in steps]
+        if not items:
+            return 0
+        with self._write() as c:
+            have = c.execute("SELECT count(*) FROM rollout_steps WHERE rollout_id=?", (rollout_id,)).fetchone()[0]
+            room = MAX_ROLLOUT_STEPS - have
+            if room <= 0:
+                return 0
+            c.executemany("INSERT INTO rollout_steps(rollout_id, at, stage, level, message) VALUES (?,?,?,?,?)",
+                          items[:room])
+        return min(room, len(items))
+
+    def rollout_steps(self, rollout_id: int, *, after: int = 0, limit: int | None = None) -> list[RolloutStep]:
+        sql = "SELECT * FROM rollout_steps WHERE rollout_id=? AND id > ? ORDER BY id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [RolloutStep(id=r["id"], rollout_id=r["rollout_id"], at=r["at"], stage=r["stage"] or "",
+                            level=r["level"] or "", message=r["message"] or "")
+                for r in self._read(sql, (rollout_id, after))]
+
+    def rollout(self, rollout_id: int) -> Rollout:
+        rows = self._read("SELECT * FROM rollouts WHERE id=?", (int(rollout_id),))
+        if not rows:
+            raise NotFoundError(f"no rollout {rollout_id} in {self.path}")
+        return _rollout(rows[0])
+
+    def rollouts(self, model: str | None = None, *, environment: str | None = None,
+                 states: Iterable[str] | None = None, limit: int | None = 200) -> list[Rollout]:
+        """Newest first."""
+        where, params = [], []
+        if model:
+            where.append("model=?")
+            params.append(model)
+        if environment:
+            where.append("environment=?")
+            params.append(environment)
+        if states is not None:
+            st = list(states)
+            where.append(f"state IN ({', '.join('?' * len(st))})")
+            params += st
+        sql = "SELECT * FROM rollouts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_rollout(r) for r in self._read(sql, params)]
+
+    def latest_rollouts(self) -> dict[tuple[str, str], Rollout]:
+        """The newest rollout of every (model, environment)."""
+        rows = self._read("SELECT r.* FROM rollouts r JOIN (SELECT model, environment, max(id) AS i FROM rollouts "
+                          "GROUP BY model, environment) m ON r.id = m.i")
+        return {(r["model"], r["environment"]): _rollout(r) for r in rows}
 
     # -- endpoint snapshots ------------------------------------------------------------------------
     def store_snapshots(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]], *, source: str = "tui",
@@ -1428,6 +1731,16 @@ def _change(r: sqlite3.Row) -> AliasChange:
     return AliasChange(id=r["id"], model=r["model"], environment=r["environment"],
                        from_version=r["from_version"], to_version=r["to_version"], action=r["action"],
                        actor=r["actor"], at=r["at"], reason=r["reason"] or "")
+
+
+def _rollout(r: sqlite3.Row) -> Rollout:
+    d = {k: r[k] for k in r.keys()}  # noqa: SIM118 (Row iterates values)
+    d["forced"] = bool(d["forced"])
+    d["verify"] = bool(d["verify"]) if d["verify"] is not None else True
+    d["bake_seconds"] = float(d["bake_seconds"] or 0.0)
+    d["message"] = d["message"] or ""
+    d["details"] = _loads(d["details"], {}) or {}
+    return Rollout(**d)
 
 
 def _job(r: sqlite3.Row) -> Job:

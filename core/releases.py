@@ -609,6 +609,19 @@ class EnvironmentChoice:
         return ", ".join(parts)
 
 
+def no_rollback_target(registry: Registry, model: str, environment: str, current: int) -> str:
+    """Why a rollback has nowhere to go, from the environment's real history, and how to name
+    a version instead."""
+    held = sorted({v for h in registry.history(model, environment)
+                   for v in (h.from_version, h.to_version) if v is not None})
+    others = [v for v in held if v != current]
+    if not others:
+        return f"{environment} of {model} has only ever held version {current}: there is nothing to roll back to"
+    return (f"{environment} of {model} has held versions {', '.join(map(str, held))}, but each earlier one was "
+            f"rolled back from, so no previous version is left; name the one to go to (--to VERSION, or "
+            f"'roll back to version…' in the TUI)")
+
+
 def environment_choices(settings: Settings, registry: Registry, model: str) -> list[EnvironmentChoice]:
     """The declared environments for ``model``'s pickers: those it holds first."""
     aliases = registry.aliases(model)
@@ -669,8 +682,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
         if target is None:
             target = registry.rollback_target(model, environment)
             if target is None:
-                raise RegistryError(f"{environment} of {model} has no earlier version to roll back to (it "
-                                    f"only ever held {current}); use --to N")
+                raise RegistryError(no_rollback_target(registry, model, environment, current))
     else:
         if version is None:
             raise RegistryError("which version? (promote MODEL VERSION)")
@@ -799,21 +811,27 @@ def sample_endpoints(settings: Settings, names: Sequence[str], sample: float | N
 
 
 class _Run:
-    """The state of one execute(): events, the registry, the clock."""
+    """The state of one execute() (or of a rollout supervisor): events, the registry, the clock.
+    ``rollout_id``: the rollout record the alias move advances; ``on_stage(stage, seconds)`` is
+    called as verification (``verify``) and baking (``bake``, with its length) begin."""
 
     def __init__(self, plan: ReleasePlan, reg: Registry, actor: str, reason: str,
                  on_event: Callable[[ReleaseEvent], None] | None, stop_event: threading.Event | None,
-                 clock: Callable[[], float], sleep: Callable[[float], bool] | None) -> None:
+                 clock: Callable[[], float], sleep: Callable[[float], bool] | None, *,
+                 rollout_id: int | None = None, on_stage: Callable[[str, float], None] | None = None) -> None:
         self.plan = plan
         self.reg = reg
         self.actor = actor
         self.reason = reason
         self.on_event = on_event
         self.stop_event = stop_event or threading.Event()
+        self.stop_reason: str | None = None  # why stop_event was set (an operator's abort)
         self.clock = clock
         self._sleep = sleep
         self.events: list[ReleaseEvent] = []
         self.log_path: Path | None = None
+        self.rollout_id = rollout_id
+        self.on_stage = on_stage
 
     def emit(self, stage: str, message: str, level: str = "info", **data: Any) -> None:
         ev = ReleaseEvent(stage, message, level, data)
@@ -824,10 +842,14 @@ class _Run:
             except Exception:
                 self.on_event = None  # a broken view must not break a release
 
+    def stage(self, stage: str, seconds: float = 0.0) -> None:
+        if self.on_stage is not None:
+            self.on_stage(stage, seconds)
+
     def sleep(self, seconds: float) -> None:
         stopped = self._sleep(seconds) if self._sleep is not None else self.stop_event.wait(seconds)
         if stopped or self.stop_event.is_set():
-            raise ReleaseStopped("stopped by the user")
+            raise ReleaseStopped(self.stop_reason or "stopped by the user")
 
 
 def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str | None = None,
@@ -835,9 +857,11 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
             verify: bool = True, registry: Registry | None = None,
             poll: Callable[[], Sequence[EndpointSnapshot]] | None = None, clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], bool] | None = None, interval: float | None = None) -> ReleaseOutcome:
-    """Carry out ``plan``: gates -> compare-and-set alias move (gate results in the audit
-    entry) -> deploy hook -> rollout verification -> baking, rolling back automatically when
-    the hook, the verification or the baking fails. See the module docstring.
+    """Carry out ``plan`` in this thread: gates -> compare-and-set alias move (gate results in
+    the audit entry) -> deploy hook -> rollout verification -> baking, rolling back
+    automatically when the hook, the verification or the baking fails. See the module
+    docstring. (The command line and the TUI hand everything after the alias move to a
+    detached supervisor instead: ``core.rollout``.)
 
     ``force`` releases despite failed gates (the audit entry says ``forced`` and lists them).
     ``verify=False`` skips verification and baking. Registry refusals that mean "nothing was
@@ -853,14 +877,20 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
     reg = registry if registry is not None else open_registry(plan.settings, create=False)
     run = _Run(plan, reg, actor, reason, on_event, stop_event, clock, sleep)
     try:
-        return _execute(run, force=force, verify=verify, poll=poll, interval=interval)
+        moved = gate_and_move(run, force=force)
+        if isinstance(moved, ReleaseOutcome):
+            return moved
+        change, forced = moved
+        return after_move(run, change, forced=forced, verify=verify, poll=poll, interval=interval)
     finally:
         if own:
             reg.close()
 
 
-def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequence[EndpointSnapshot]] | None,
-             interval: float | None) -> ReleaseOutcome:
+def gate_and_move(run: _Run, *, force: bool) -> ReleaseOutcome | tuple[AliasChange, bool]:
+    """Judge the plan's gates and move the alias (compare-and-set; with ``run.rollout_id``
+    the rollout becomes ``deploying`` in the same transaction). Returns the BLOCKED outcome,
+    or (the change, whether it was forced)."""
     p = run.plan
     reg = run.reg
     run.emit("plan", p.summary())
@@ -882,25 +912,70 @@ def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequenc
         details["policy_version"] = p.policy_version
     if p.creates_environment:
         details["created_environment"] = True
+    if run.rollout_id is not None:
+        details["rollout"] = run.rollout_id
     if forced:
         details["forced_gates"] = [g.name for g in failed]
         run.emit("gates", f"forced past {len(failed)} failed gate(s): "
                  f"{', '.join(g.name for g in failed)} (recorded in the audit log)", "warning")
-    # 1. the alias move (compare-and-set against what the plan saw)
     if p.action == "promote":
         change = reg.promote(p.model, p.to_version, p.environment, run.reason, expect=p.cas_expect,
-                             actor=run.actor, force=forced, details=details)
+                             actor=run.actor, force=forced, details=details, rollout_id=run.rollout_id)
     else:
         change = reg.rollback(p.model, p.environment, run.reason, to=p.to_version, expect=p.cas_expect,
-                              actor=run.actor, force=forced, details=details)
+                              actor=run.actor, force=forced, details=details, rollout_id=run.rollout_id)
     before = "unset" if change.from_version is None else f"version {change.from_version}"
     verb = "promoted" if p.action == "promote" else "rolled back"
     run.emit("alias", f"{verb} {p.model} {p.environment}: {before} -> version {change.to_version}"
              + (" (forced)" if forced else ""), "success", change=change.as_dict())
+    return change, forced
+
+
+def after_move(run: _Run, change: AliasChange, *, forced: bool, verify: bool = True,
+               poll: Callable[[], Sequence[EndpointSnapshot]] | None = None, interval: float | None = None,
+               resume: str | None = None, bake_seconds: float | None = None,
+               verified_since: float | None = None) -> ReleaseOutcome:
+    """Everything after the alias move: deploy hook, verification, bake, and the automatic
+    rollback when one fails. Any error on the way (a modeldeck bug, a full disk, a log path
+    the system refuses) rolls back too, with the error as the reason: nothing ends with the
+    alias moved and unwatched. ``resume`` (``verify`` or ``bake``) picks a watch up where a
+    dead supervisor left it: no hook; ``bake_seconds`` is then what remains of the bake."""
+    hook = run.plan.settings.model(run.plan.model).deploy
+    stage = resume or "deploy"
+    try:
+        return _after_move(run, change, hook, forced=forced, verify=verify, poll=poll, interval=interval,
+                           resume=resume, bake_seconds=bake_seconds, verified_since=verified_since)
+    except (Exception, KeyboardInterrupt) as e:
+        stage = getattr(e, "stage", stage)
+        cause: BaseException = e.__cause__ if isinstance(e, _StageError) and e.__cause__ is not None else e
+        problem = "interrupted" if isinstance(cause, KeyboardInterrupt) else (
+            str(cause) if isinstance(cause, ModeldeckError) else
+            f"internal error: {type(cause).__name__}: {one_line(cause, 160)}")
+        run.emit("rollback", f"{problem}: the release cannot be watched to its end", "error")
+        if run.plan.action == "rollback":
+            msg = f"rolled back the alias, but {problem}; not undoing a rollback automatically"
+            run.emit("done", msg, "error")
+            out = _outcome(run, UNVERIFIED, msg, change=change, forced=forced, verified=False)
+        else:
+            out = _abort(run, change, stage, problem, hook, forced)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return out
+
+
+class _StageError(Exception):
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.stage = stage
+
+
+def _after_move(run: _Run, change: AliasChange, hook: HookConfig | None, *, forced: bool, verify: bool,
+                poll: Callable[[], Sequence[EndpointSnapshot]] | None, interval: float | None,
+                resume: str | None, bake_seconds: float | None, verified_since: float | None) -> ReleaseOutcome:
+    p = run.plan
     previous = change.from_version
     # 2. the deploy hook
-    hook = p.settings.model(p.model).deploy
-    if hook is not None:
+    if hook is not None and resume is None:
         err = _run_deploy_hook(run, hook, p.action, change.to_version, previous, forced=forced)
         if err is not None:
             undo, why = _undo(run, change, stage="deploy", why=f"deploy hook failed: {err}")
@@ -927,30 +1002,33 @@ def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequenc
         watch = EndpointWatch(p.settings, p.endpoints)
         poll = watch
     every = interval if interval is not None else p.settings.poll.interval
-    stage = "verify"
+    stage = "bake" if resume == "bake" else "verify"
+    bake = p.bake_seconds if bake_seconds is None else max(0.0, bake_seconds)
     try:
         try:
-            verified_at_wall = time.time()
-            problem = _verify(run, poll, change.to_version, every)
+            problem = None
+            since = verified_since if verified_since is not None else time.time()
+            if stage == "verify":
+                run.stage("verify", p.verify_timeout)
+                problem = _verify(run, poll, change.to_version, every)
+                since = time.time()
             if problem is None:
                 stage = "bake"
-                problem = _bake(run, poll, change.to_version, every, since=verified_at_wall)
+                if bake > 0:
+                    run.stage("bake", bake)
+                problem = _bake(run, poll, change.to_version, every, since=since, seconds=bake)
         except ReleaseStopped as e:
             problem = str(e)
-        except Exception as e:  # a failure after the alias moved rolls it back with its reason
-            problem = f"internal error: {type(e).__name__}: {one_line(e, 160)}"
-        except KeyboardInterrupt:
-            problem = "interrupted"
-            _abort(run, change, stage, problem, hook, forced)
-            raise
+        except Exception as e:
+            raise _StageError(stage, e) from e
     finally:
         if watch is not None:
             watch.close()
     if problem is None:
-        msg = (f"{change_text(change)}; verified" + (f" and baked {duration(p.bake_seconds)}" if p.bake_seconds else ""))
+        msg = f"{change_text(change)}; verified" + (f" and baked {duration(bake)}" if bake else "")
         run.emit("done", msg, "success")
         return _outcome(run, RELEASED, msg, change=change, forced=forced, verified=True,
-                        baked=True if p.bake_seconds else None)
+                        baked=True if bake else None)
     if p.action == "rollback":
         msg = f"rolled back the alias, but {problem}; not undoing a rollback automatically"
         run.emit("done", msg, "error")
@@ -961,7 +1039,7 @@ def _execute(run: _Run, *, force: bool, verify: bool, poll: Callable[[], Sequenc
 def _abort(run: _Run, change: AliasChange, stage: str, problem: str, hook: HookConfig | None,
            forced: bool) -> ReleaseOutcome:
     """Verification or baking failed: roll back, redeploy the previous version, record why."""
-    what = "verification" if stage == "verify" else "baking"
+    what = {"verify": "verification", "bake": "baking"}.get(stage, "the deployment")
     undo, why = _undo(run, change, stage=stage, why=f"{what} failed: {problem}")
     if undo is None:
         msg = f"{what} failed ({problem}); {why}"
@@ -969,8 +1047,11 @@ def _abort(run: _Run, change: AliasChange, stage: str, problem: str, hook: HookC
         return _outcome(run, UNDO_FAILED, msg, change=change, forced=forced, verified=stage != "verify",
                         baked=False if stage == "bake" else None)
     if hook is not None and undo.to_version is not None:
-        err = _run_deploy_hook(run, hook, "rollback", undo.to_version, change.to_version, forced=False,
-                               automatic=True)
+        try:
+            err = _run_deploy_hook(run, hook, "rollback", undo.to_version, change.to_version, forced=False,
+                                   automatic=True)
+        except Exception as e:  # the alias is back: say that the servers may not be
+            err = f"modeldeck error: {type(e).__name__}: {e}"
         if err is not None:
             run.emit("rollback", f"the deploy hook for the rollback failed too: {err}; check the endpoints",
                      "error")
@@ -1006,7 +1087,7 @@ def _undo(run: _Run, change: AliasChange, *, stage: str, why: str) -> tuple[Alia
         try:
             undo = reg.unset_alias(p.model, p.environment, reason, expect=change.to_version, actor=run.actor,
                                    details=details)
-        except ConflictError as e:
+        except ModeldeckError as e:
             text = f"not rolled back: {e}"
             run.emit("rollback", text, "error")
             return None, text
@@ -1021,7 +1102,7 @@ def _undo(run: _Run, change: AliasChange, *, stage: str, why: str) -> tuple[Alia
         else:
             undo = reg.promote(p.model, prev, p.environment, reason, expect=change.to_version,
                                actor=run.actor, details=details, undo=True)
-    except ConflictError as e:
+    except ModeldeckError as e:
         text = f"not rolled back: {e}"
         run.emit("rollback", text, "error")
         return None, text
@@ -1185,23 +1266,24 @@ def _verify(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: 
 
 
 def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: int, every: float,
-          since: float) -> str | None:
+          since: float, seconds: float | None = None) -> str | None:
     """Watch the endpoints for ``bake_seconds``; None when they stayed healthy, else why not.
     Fails on: DOWN in DOWN_POLLS polls running, a version other than the new one, a CRITICAL
     health verdict (the judge's), or dataset drift of a window compared after verification
     with the new version's reference; WARNING verdicts are reported once each."""
     p = run.plan
-    if p.bake_seconds <= 0:
+    bake = p.bake_seconds if seconds is None else seconds
+    if bake <= 0:
         return None
     want = str(version)
     thresholds = {e.name: e.thresholds for e in p.settings.endpoints if e.name in p.endpoints}
     start = run.clock()
-    end = start + p.bake_seconds
-    run.emit("bake", f"baking for {duration(p.bake_seconds)}: watching error ratio, p95 latency and drift",
+    end = start + bake
+    run.emit("bake", f"baking for {duration(bake)}: watching error ratio, p95 latency and drift",
              "progress")
     downs: dict[str, int] = {}
     warned: set[tuple[str, str]] = set()
-    next_note = start + max(every, p.bake_seconds / 4)
+    next_note = start + max(every, bake / 4)
     while True:
         run.sleep(max(0.0, min(every, end - run.clock())))
         snaps = {s.endpoint: s for s in poll()}
@@ -1232,10 +1314,10 @@ def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: in
                     run.emit("bake", f"{name}: {v.text} (the warning level)", "warning", endpoint=name)
         now = run.clock()
         if now >= end:
-            run.emit("bake", f"baked {duration(p.bake_seconds)} without trouble", "success")
+            run.emit("bake", f"baked {duration(bake)} without trouble", "success")
             return None
         if now >= next_note:
-            next_note = now + max(every, p.bake_seconds / 4)
+            next_note = now + max(every, bake / 4)
             run.emit("bake", f"baking: {duration(end - now)} left; {_bake_line(snaps, p.endpoints)}", "progress")
 
 

@@ -274,6 +274,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
         if mlflow_problem is not None:
             findings.append(Finding(WARNING, "registry", f"registry: {one_line(mlflow_problem, 300)}; models, versions "
                                                          f"and aliases are the ledger's last known"))
+        findings += rollout_findings(settings, reg)
         verify = reg.verify_audit()
         triggers = tuple(dict.fromkeys([*(["drift"] if retrain_on_drift else []), *retrain_on]))
         if triggers:
@@ -526,6 +527,24 @@ def _retrain_on(settings: Settings, reg: Any, endpoints: Sequence[EndpointReport
         else:
             out[model] = {"action": "started", "job": job.id, "trigger": trigger,
                           "message": f"started job {job.id}: {reason}"}
+    return out
+
+
+def rollout_findings(settings: Settings, reg: Any) -> list[Finding]:
+    """Rollouts nothing watches to their end: resumed or set unverified first (a dead
+    supervisor), then every environment whose newest rollout is unverified or failed after
+    its alias moved is CRITICAL until an operator confirms it or rolls back."""
+    from modeldeck.core import rollout
+
+    out: list[Finding] = []
+    if not reg.readonly:
+        with contextlib.suppress(RegistryError, OSError):
+            rollout.reconcile(reg, settings)
+    for r in rollout.unverified(reg):
+        how = (f"modeldeck rollout {r.id} --confirm --reason ... once checked, or roll back" if r.state == "unverified"
+               else f"check {r.environment} (modeldeck rollout {r.id})")
+        out.append(Finding(CRITICAL, r.model, f"{r.model} {r.environment}: rollout {r.id} to version {r.to_version} "
+                           f"is {r.state}: {one_line(r.message, 240)}; {how}"))
     return out
 
 

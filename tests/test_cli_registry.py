@@ -45,7 +45,9 @@ def test_release_flow_end_to_end(registry_path: Path, tmp_path: Path) -> None:
     r = md("audit", "--registry", reg)
     assert "promote" in r.stdout and "first release" in r.stdout
     r = md("audit", "--verify", "--registry", reg)
-    assert r.returncode == 0 and "intact: 3 entries" in r.stdout
+    assert r.returncode == 0 and "intact: 6 entries" in r.stdout  # with the rollout's gating, deploying, done
+    rollouts = json.loads(md("rollouts", "--json", "--registry", reg).stdout)
+    assert [(x["id"], x["state"], x["to_version"]) for x in rollouts] == [(1, "done", 1)]
 
 
 @pytest.mark.live

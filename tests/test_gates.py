@@ -231,7 +231,7 @@ def test_policy_set_is_versioned_audited_and_applied_with_no_config(world: dict[
     assert data["policy"]["version"] == 1 and data["policy"]["rules"]["environments"]["canary"] == {}
     # applied by a promote with no config at all (a real process): the gate blocks
     r = md("promote", "churn", "2", "--env", "production", "--reason", "x", *reg_args, cwd=world["tmp"])
-    assert r.returncode == 1 and "FAIL metric:auc" in r.stdout and "not comparable" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 2 and "FAIL metric:auc" in r.stdout and "not comparable" in r.stderr, r.stdout + r.stderr
     with Registry(world["registry"]) as reg:
         s = configmod.load(None, world["registry"])
         p = releases.plan(s, reg, "churn", 2, "canary")  # canary: declared by the policy

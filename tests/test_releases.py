@@ -135,7 +135,7 @@ def test_worse_candidate_is_blocked_and_a_forced_release_says_so(tmp_path: Path,
 
 
 @pytest.mark.live
-def test_cli_prints_gates_and_exits_1_when_blocked(tmp_path: Path, registry_path: Path) -> None:
+def test_cli_prints_gates_and_exits_2_when_blocked(tmp_path: Path, registry_path: Path) -> None:
     champion_and_candidate(registry_path, cand_auc=0.85)
     cfg = tmp_path / "modeldeck.toml"
     cfg.write_text(f'registry = {json.dumps(str(registry_path))}\n'
@@ -143,14 +143,14 @@ def test_cli_prints_gates_and_exits_1_when_blocked(tmp_path: Path, registry_path
     base = [*MODELDECK, "--config", str(cfg)]
     r = subprocess.run([*base, "promote", "churn", "2", "--env", "production", "--reason", "x"],
                        capture_output=True, text=True, env=run_env(), cwd=ROOT, timeout=60)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr  # refused before anything moved
     assert "FAIL metric:auc" in r.stdout and "PASS approved" in r.stdout
     assert r.stderr.startswith("modeldeck: blocked by 1 gate(s) (metric:auc)")
     r = subprocess.run([*base, "promote", "churn", "2", "--env", "production", "--reason", "x", "--force",
                         "--json"], capture_output=True, text=True, env=run_env(), cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
-    assert result["status"] == "released" and result["forced"] is True
+    assert result["state"] == "done" and result["forced"] is True
     assert result["plan"]["gates"][1]["name"] == "metric:auc"
     assert "forced past 1 failed gate" in r.stderr  # progress goes to stderr with --json
 
@@ -177,7 +177,7 @@ def test_bad_input_raises_with_the_registrys_words(tmp_path: Path, registry_path
             releases.plan(s, reg, "churn", 9, "production")
         with pytest.raises(ConflictError, match="already holds version 1"):
             releases.plan(s, reg, "churn", 1, "production")
-        with pytest.raises(RegistryError, match="no earlier version"):
+        with pytest.raises(RegistryError, match="nothing to roll back to"):
             releases.plan(s, reg, "churn", None, "production", action="rollback")
         p = releases.plan(s, reg, "churn", 2, "production")
         with pytest.raises(RegistryError, match="reason is required"):

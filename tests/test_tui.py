@@ -183,7 +183,7 @@ async def test_help_lists_the_bindings_of_the_current_screen(world) -> None:
         await pilot.pause()
         help_screen = app.screen
         actions = {what for _, what, _ in help_screen.entries}
-        assert {"filter the rows (esc clears)", "open the selected row", "pause / resume polling", "quit",
+        assert {"filter the rows (esc clears)", "open the selected row", "pause polling", "quit",
                 "this help", "next colour theme (kept across restarts)", "audit log (who did what, hash-chained)"} \
             <= actions
         keys = {keys for keys, _, _ in help_screen.entries}
@@ -456,7 +456,10 @@ async def test_retrain_streams_output_and_the_jobs_screen_cancels_a_running_job(
                 break
             await pilot.pause(0.25)
         assert jobs.jobs[0].status == "running" and jobs.jobs[0].reason == "try a deeper model"
-        await pilot.press("c")
+        await pilot.press("c")  # asks first
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        await pilot.press("y")
         for _ in range(40):
             if jobs.jobs and jobs.jobs[0].status == "cancelled":
                 break

@@ -90,7 +90,7 @@ async def test_help_groups_keys_by_purpose_with_a_legend_and_scrolls_at_80x24(wo
         move = text.split("Watch")[0]
         assert "j/k ↓/↑" in move and "next / previous row" in move and "enter" in move and "/" in move
         watch = text.split("Watch")[1].split("App")[0]
-        assert watch.index("audit log") < watch.index("pause / resume polling")  # screen's keys first
+        assert watch.index("audit log") < watch.index("pause polling")  # screen's keys first
         assert "+/-" in watch and "poll less / more often" in watch
         app_part = text.split("\nApp\n")[1]
         assert "? f1" in app_part and "ctrl+p" in app_part and "quit" in app_part
@@ -330,3 +330,252 @@ async def test_live_charts_show_their_span_time_axis_and_threshold(world) -> Non
         assert chart.splitlines()[-1].lstrip().startswith("-60s") and chart.rstrip().endswith("now")
         err = app.screen.query_one("#live-err")
         assert "warn 5.0%" in str(err.query_one(".trend--title", Static).render())
+
+
+# -- 8. mistakes: a second retraining job, cancelling, SIGTERM -------------------------------------------------
+
+
+def test_a_job_ended_by_sigterm_says_so() -> None:
+    from modeldeck.core.registry import Job
+    from modeldeck.tui.screens.retrain import exit_words, job_end_text
+
+    fields = {f: None for f in Job.__dataclass_fields__}
+    job = Job(**{**fields, "id": 7, "model": "churn", "status": "cancelled", "exit_code": -15})
+    assert job_end_text(job) == "job #7 cancelled (SIGTERM)"
+    assert exit_words(3) == "3" and exit_words(None) == "-" and exit_words(-9) == "SIGKILL"
+
+
+def retrain_world(tmp_path: Path):
+    import sys
+
+    from modeldeck.core import config as configmod
+
+    cfg = tmp_path / "modeldeck.toml"
+    cfg.write_text(cfg.read_text().replace(
+        "[models.fraud]", f"[models.churn]\nretrain = {{ command = [{sys.executable!r}, \"-c\", \"pass\"] }}\n"
+                          "[models.fraud]"))
+    latest, history = fleet_snapshots()
+    return configmod.parse_file(cfg), FixedSource(latest, history)
+
+
+async def test_retraining_again_while_a_job_is_queued_asks_first_and_cancel_asks_too(world, tmp_path: Path) -> None:
+    from modeldeck.core.registry import Registry
+
+    with Registry(tmp_path / "registry.db") as reg:
+        queued = reg.create_job("churn", trigger="manual", runner="command", reason="first try")
+    app = make_app(retrain_world(tmp_path))
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        await pilot.press(*"again", "enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+        question = static_text(app, "#confirm-question")
+        assert f"churn is already retraining (#{queued.id} queued). Start another job?" in question
+        await pilot.press("n")  # keep one: nothing starts
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "RetrainScreen" and app.screen.run is None
+        assert "nothing started" in static_text(app, "#retrain-hint")
+        await pilot.press("escape", "J")
+        await pilot.pause(0.5)
+        await pilot.press("c")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        assert f"Cancel job #{queued.id} of churn (queued)?" in static_text(app, "#confirm-question")
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "JobsScreen"
+    with Registry(tmp_path / "registry.db") as reg:
+        assert [(j.id, j.status) for j in reg.jobs("churn")] == [(queued.id, "queued")]
+
+
+# -- 9. rollback at the bottom of the history, and to a chosen version -------------------------------------------
+
+
+def test_rollback_with_nowhere_to_go_words_the_real_history(tmp_path: Path) -> None:
+    from modeldeck.core.registry import Registry
+    from modeldeck.core.releases import no_rollback_target
+
+    with Registry(tmp_path / "r.db") as reg:
+        for i in range(3):
+            reg.register("m", f"s3://m/{i}")
+            reg.approve("m", i + 1, "ok")
+        reg.promote("m", 1, "production", "one")
+        assert no_rollback_target(reg, "m", "production", 1) == (
+            "production of m has only ever held version 1: there is nothing to roll back to")
+        reg.promote("m", 2, "production", "two")
+        reg.promote("m", 3, "production", "three")
+        reg.rollback("m", "production", "back to 2")
+        reg.rollback("m", "production", "back to 1")
+        assert reg.alias("m", "production") == 1 and reg.rollback_target("m", "production") is None
+        text = no_rollback_target(reg, "m", "production", 1)
+        assert "has held versions 1, 2, 3" in text and "--to VERSION" in text and "roll back to version…" in text
+        assert "only ever held" not in text
+
+
+async def test_the_rollback_picker_offers_any_version(world) -> None:
+    from textual.widgets import OptionList
+
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        await pilot.press("R")
+        await pilot.pause(0.2)
+        await pilot.press("enter")  # production
+        await pilot.pause(0.2)
+        options = app.screen.query_one(OptionList)
+        prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert prompts[0].startswith("previous") and "the previous holder: version 1" in prompts[0]
+        assert any(p.startswith("3") and "version 3: pending" in p for p in prompts)
+        assert not any(p.startswith("2 ") for p in prompts)  # production holds 2
+        await pilot.press("down", "enter")  # version 3
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ReleaseScreen")
+        assert app.screen.to == 3
+        await wait_for(pilot, lambda: app.screen.state != "planning")
+        assert "version 3" in static_text(app, "#release-plan")
+        await pilot.press("escape")
+
+
+# -- 10, 11. read-only keys say why; notices ----------------------------------------------------------------------
+
+
+async def test_read_only_write_keys_say_why_and_notices_do_not_stack(world, tmp_path: Path, monkeypatch) -> None:
+    app = make_app(world, read_only=True)
+    async with app.run_test(size=(120, 35), notifications=True) as pilot:
+        for _ in range(3):  # 2 s -> 5 -> 10 -> 30
+            await pilot.press("plus")
+        await pilot.pause(0.2)
+        shown = [n.message for n in app._notifications if "polling every" in n.message]
+        assert shown == ["polling every 30 s"]  # one notice, updated
+        for _ in range(8):
+            await pilot.press("minus")
+        await pilot.pause(0.2)
+        shown = [n.message for n in app._notifications if "polling every" in n.message]
+        assert shown == ["polling every 0.5 s already: the shortest interval"]
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        await pilot.press("P")
+        await pilot.pause(0.2)
+        assert any(n.message.startswith("read-only: promote is disabled") for n in app._notifications)
+        await pilot.press("R")
+        await pilot.pause(0.2)
+        assert any(n.message.startswith("read-only: roll back is disabled") for n in app._notifications)
+        app.notify("boom", severity="error")
+        await pilot.pause(0.1)
+        assert next(n for n in app._notifications if n.message == "boom").timeout == 8
+
+
+async def test_a_screenshot_goes_to_the_state_folder_without_downloads_and_says_where(world, tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(home / "Downloads"))
+    app = make_app(world)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        app.action_screenshot()
+        await wait_for(pilot, lambda: any("saved screenshot" in n.message for n in app._notifications))
+        note = next(n.message for n in app._notifications if "saved screenshot" in n.message)
+        folder = tmp_path / "state" / "modeldeck" / "screenshots"
+        saved = list(folder.glob("*.svg"))
+        assert len(saved) == 1 and note == f"saved screenshot to {saved[0]}"  # plain text, no markup
+
+
+# -- 12. audit screen ------------------------------------------------------------------------------------------------
+
+
+async def test_audit_detail_keeps_json_indentation_scrolls_and_v_and_filters_answer(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(100, 24), notifications=True) as pilot:
+        await pilot.press("A")
+        await pilot.pause(0.5)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any("audit chain intact: 10 entries" in n.message for n in app._notifications))
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        text = static_text(app, "#audit-entry-text")
+        assert '\n              "' in text  # 10 for the label column + the JSON's own 2 (or 4) spaces
+        box = app.screen.query_one("#audit-entry-box")
+        if box.max_scroll_y:
+            await pilot.press("j")
+            assert box.scroll_y == 1
+        await pilot.press("escape", "slash")
+        await pilot.press(*"actor:nobody", "enter")
+        await pilot.pause(0.5)
+        assert "no entry matches the filter" in static_text(app, "#audit-header")
+        await pilot.press("slash", *(["backspace"] * 12), *"user:ana", "enter")
+        await pilot.pause(0.5)
+        assert "user: is no filter key (model:, action:, actor:)" in static_text(app, "#audit-header")
+
+
+async def test_fleet_filter_keys_and_no_match_say_so(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("slash", *"env:staging")
+        await pilot.pause(0.2)
+        assert app.screen._rows == ["churn-staging"]
+        await pilot.press(*(["backspace"] * 11), *"owner:ana")
+        await pilot.pause(0.2)
+        assert "owner: is no filter key (name:, model:, env:, status: or words)" in static_text(app, "#fleet-header")
+        await pilot.press(*(["backspace"] * 9), *"zzz")
+        await pilot.pause(0.2)
+        assert "no endpoint matches" in static_text(app, "#fleet-header")
+
+
+# -- 13. colours, theme kept, Resume ----------------------------------------------------------------------------
+
+
+async def test_status_colours_are_distinguishable_in_every_theme_and_in_16_colours(world) -> None:
+    from rich.color import ColorSystem
+    from rich.style import Style
+    from textual.color import Color
+    from textual.filter import ANSIToTruecolor
+
+    from modeldeck.core import judge
+    from modeldeck.tui.app import THEMES
+    from modeldeck.tui.palette import contrast
+    from modeldeck.tui.widgets.cells import STATUS_STYLE
+
+    family = {"red": {1, 9}, "green": {2, 10}, "yellow": {3, 11}}
+    styles = {**{k: v for k, v in STATUS_STYLE.items() if k != "PENDING"},
+              **{lv: s for lv, s in judge.STYLE.items() if s and s != "dim"}}
+    app = make_app(world)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for theme in THEMES:
+            app.theme = theme
+            await pilot.pause()
+            bg = app.screen.styles.background.rich_color
+            bg_rgb = tuple(bg.get_truecolor())
+            to_truecolor = ANSIToTruecolor(app.ansi_theme)
+            seen = {}
+            for name, style_text in styles.items():
+                style = to_truecolor.truecolor_style(Style.parse(style_text), bg)
+                rgb = tuple(style.color.triplet)
+                assert contrast(rgb, bg_rgb) >= 3.0, (theme, name, rgb, bg_rgb)
+                word = next(w for w in family if w in style_text)
+                assert style.color.downgrade(ColorSystem.STANDARD).number in family[word], (theme, name, rgb)
+                seen[word] = rgb
+            assert len(set(seen.values())) == 3  # red, green and yellow stay apart
+            fg = Color.parse(app.theme_variables["foreground"]).rich_color
+            pending = to_truecolor.truecolor_style(Style(color=fg, dim=True), bg)  # grey text (PENDING, hints)
+            grey = tuple(pending.color.triplet)
+            assert contrast(grey, bg_rgb) >= 3.0, (theme, "dim", grey, bg_rgb)
+
+
+async def test_the_theme_is_kept_across_restarts_and_p_reads_resume_while_paused(world) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("t")
+        chosen = app.theme
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert "p Resume" in keybar_text(app) and "p Pause" not in keybar_text(app)
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert "p Pause" in keybar_text(app)
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause()
+        assert app.theme == chosen != "textual-dark"

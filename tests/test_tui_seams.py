@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from textual.widgets import RichLog, Static
 
-from modeldeck.core import releases
+from modeldeck.core import releases, rollout
 from modeldeck.core.errors import ConflictError
 from modeldeck.tui.app import ModeldeckApp
 from modeldeck.tui.messages import SourceError
@@ -46,8 +46,8 @@ def notices(app: ModeldeckApp) -> list[str]:
 
 
 class FakeExecute:
-    """Stands in for releases.execute in the app's release worker: emits events, waits until
-    the test lets it finish, then returns an outcome (or raises)."""
+    """Stands in for core.rollout.start in the app's release worker: emits events, waits until
+    the test lets it finish, then records the rollout done in the registry (or raises)."""
 
     def __init__(self, raises: Exception | None = None) -> None:
         self.go = threading.Event()
@@ -56,7 +56,7 @@ class FakeExecute:
         self.thread: str | None = None
 
     def __call__(self, plan: releases.ReleasePlan, *, reason: str, force: bool = False, on_event: Any = None,
-                 stop_event: Any = None, **kw: Any) -> releases.ReleaseOutcome:
+                 registry: Any = None, **kw: Any) -> rollout.Started:
         self.thread = threading.current_thread().name
         on_event(releases.ReleaseEvent("alias", f"staging of {plan.model} -> version {plan.to_version}", "success"))
         on_event(releases.ReleaseEvent("hook", "[/bold]deploy said [red]hi", "output"))
@@ -64,11 +64,14 @@ class FakeExecute:
         assert self.go.wait(10)
         if self.raises is not None:
             raise self.raises
-        return releases.ReleaseOutcome(status=releases.RELEASED, plan=plan, message=f"released {reason!r}")
+        r = registry.create_rollout(plan.model, plan.environment, plan.action, plan.to_version, reason,
+                                    from_version=plan.from_version)
+        registry.promote(plan.model, plan.to_version, plan.environment, reason, rollout_id=r.id)
+        return rollout.Started(registry.transition_rollout(r.id, "done", f"released {reason!r}"))
 
 
 async def start_staging_release(pilot: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeExecute) -> Any:
-    monkeypatch.setattr(releases, "execute", fake)
+    monkeypatch.setattr(rollout, "start", fake)
     await pilot.press("j", "j", "enter")  # fraud-prod
     await pilot.pause(0.3)
     await pilot.press("P", "down", "enter")  # promote version 1 to staging (no gates, no confirmation)
@@ -104,7 +107,7 @@ async def test_release_events_reach_the_dialog_as_messages(world, monkeypatch: p
         assert await _until(pilot, lambda: dialog.state == "done")
         assert dialog.outcome is not None and dialog.outcome.ok
         assert "released 'try it'" in static_text(app, "#release-hint")
-        assert await _until(pilot, lambda: "released 'try it'" in notices(app))  # the app's notice
+        assert await _until(pilot, lambda: "rollout 1 done: released 'try it'" in notices(app))  # the app's notice
         assert fake.thread != threading.main_thread().name  # it ran in the app's worker thread
         await pilot.press("escape")
         await pilot.pause()
@@ -121,7 +124,7 @@ async def test_a_hidden_release_dialog_still_ends_in_a_notice(world, monkeypatch
         assert type(app.screen).__name__ == "ModelScreen"
         assert any("goes on in the background" in m for m in notices(app))
         fake.go.set()
-        assert await _until(pilot, lambda: "released 'try it'" in notices(app)), notices(app)
+        assert await _until(pilot, lambda: "rollout 1 done: released 'try it'" in notices(app)), notices(app)
         assert app.is_running
 
 

@@ -8,24 +8,28 @@ a worker -> the registry; the worker reports back with a message (``tui/messages
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.message_pump import MessagePump
-from textual.notifications import SeverityLevel
+from textual.notifications import Notification, Notify, SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from modeldeck.core import paths
 from modeldeck.core.config import Settings
+from modeldeck.core.errors import ModeldeckError
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.messages import (
     DemoFleetReady,
@@ -38,8 +42,6 @@ from modeldeck.tui.screens.base import DeckView
 from modeldeck.tui.source import PollerSource, SnapshotSource
 
 if TYPE_CHECKING:
-    import threading
-
     from modeldeck.core.demo.fleet import DemoFleetProcess
     from modeldeck.core.releases import ReleaseEvent, ReleasePlan
 
@@ -48,6 +50,7 @@ log = logging.getLogger("modeldeck.tui")
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 THEMES = ("textual-dark", "nord", "gruvbox", "tokyo-night", "monokai", "textual-light", "solarized-light")
 REFRESH_SECONDS = 0.5
+ERROR_SECONDS = 8.0  # how long an error notice stays
 
 
 class ModeldeckApp(App[int]):
@@ -56,7 +59,8 @@ class ModeldeckApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("p", "toggle_pause", "Pause"),
+        Binding("p", "pause", "Pause"),
+        Binding("p", "resume", "Resume"),  # the label while paused (check_action picks one)
         Binding("plus", "slower", "Interval", key_display="+/-"),
         Binding("minus", "faster", "Shorter interval", show=False),
         Binding("r", "poll_now", "Poll"),
@@ -68,6 +72,12 @@ class ModeldeckApp(App[int]):
                  demo_registry: str | None = None, demo_workdir: Path | None = None,
                  demo_mlflow: bool = False, via_prometheus: bool = False) -> None:
         super().__init__()
+        from modeldeck.tui import palette
+
+        self.ansi_theme_dark = palette.DARK  # status colours that survive 16 colours and every theme
+        self.ansi_theme_light = palette.LIGHT
+        palette.tune_themes(self)
+        self._keyed_notices: dict[str, Notification] = {}
         self.settings = settings
         self.read_only = read_only or bool(settings and settings.read_only)
         self.demo = demo
@@ -82,10 +92,16 @@ class ModeldeckApp(App[int]):
         self.demo_prometheus: Any = None  # core.demo.prometheus.DemoPrometheus
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
+        self.rollouts_started: list[int] = []  # rollouts this app started (their supervisors outlive it)
+        self._rollouts_closing = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_mount(self) -> None:
         from modeldeck.tui.screens.fleet import FleetScreen
+
+        saved = load_prefs().get("theme")
+        if isinstance(saved, str) and saved in self.available_themes:
+            self.theme = saved  # `t` is kept across restarts
 
         self.push_screen(FleetScreen())
         if self.settings is not None:
@@ -159,6 +175,7 @@ class ModeldeckApp(App[int]):
         self.shutdown()
 
     def shutdown(self) -> None:
+        self._rollouts_closing.set()
         if self.source is not None:
             self.source.stop()
         if self.demo_prometheus is not None:  # before the fleet removes its work folder
@@ -195,12 +212,47 @@ class ModeldeckApp(App[int]):
 
     # -- notices: shown briefly, always plain text, also logged --------------------------------------
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
-        """Thread-safe (Textual's notify posts a message), so workers call it directly."""
+               timeout: float | None = None, markup: bool = False, key: str | None = None) -> None:
+        """Thread-safe (it posts a message), so workers call it directly. Errors stay 8 s
+        (others Textual's 5 s). ``key``: a notice of that key replaces the previous one (the
+        interval after five presses of +), instead of stacking."""
         text = one_line(message, 300)
         level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
         log.log(level, "%s%s", f"{title}: " if title else "", text)
-        super().notify(text, title=one_line(title, 60), severity=severity, timeout=timeout, markup=False)
+        if timeout is None:
+            timeout = ERROR_SECONDS if severity == "error" else self.NOTIFICATION_TIMEOUT
+        notice = Notification(text, one_line(title, 60), severity, timeout, markup=False)
+        if key is not None:
+            self.post_message(ReplaceNotice(key, notice))
+        else:
+            self.post_message(Notify(notice))
+
+    def on_replace_notice(self, message: ReplaceNotice) -> None:
+        old = self._keyed_notices.get(message.key)
+        if old is not None and old in self._notifications:
+            self._unnotify(old, refresh=False)
+        self._keyed_notices[message.key] = message.notice
+        self.post_message(Notify(message.notice))
+
+    @on(events.DeliveryComplete)
+    def _screenshot_saved(self, event: events.DeliveryComplete) -> None:
+        """The saved screenshot's path as plain text (Textual's own notice is markup)."""
+        if event.name == "screenshot":
+            event.prevent_default()
+            self.notify("saved screenshot" + (f" to {event.path}" if event.path else ""), title="Screenshot")
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the screen to ~/Downloads, or to the XDG state folder when there is
+        no Downloads folder (an ops box)."""
+        if path is None:
+            from platformdirs import user_downloads_path
+
+            downloads = user_downloads_path()
+            if not downloads.is_dir():
+                folder = paths.state_dir() / "screenshots"
+                folder.mkdir(parents=True, exist_ok=True)
+                path = str(folder)
+        self.deliver_screenshot(filename, path)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.worker_state_changed(event)
@@ -223,25 +275,62 @@ class ModeldeckApp(App[int]):
 
     def _release(self, plan: ReleasePlan, reason: str, force: bool, stop_event: threading.Event,
                  dialog: MessagePump) -> None:
-        from modeldeck.core import releases
+        """Start the rollout (gates and the alias move here; the rest in its detached
+        supervisor, which quitting the app does not stop) and follow its step log."""
+        from modeldeck.core import releases, rollout
+        from modeldeck.core.registry import open_registry
 
         def on_event(event: ReleaseEvent) -> None:
             dialog.post_message(ReleaseEventMsg(event))
 
         try:
-            outcome = releases.execute(plan, reason=reason, force=force, on_event=on_event, stop_event=stop_event)
+            with open_registry(plan.settings, create=False) as reg:
+                started = rollout.start(plan, reason=reason, force=force, registry=reg, on_event=on_event)
+                r = started.rollout
+                if r is None or started.refused:
+                    outcome = releases.ReleaseOutcome(releases.BLOCKED, plan, started.message)
+                else:
+                    self.rollouts_started.append(r.id)
+                    outcome = self._follow_rollout(reg, r, plan, stop_event, dialog)
         except Exception as e:
             dialog.post_message(ReleaseFailed(plan, e))
             self.post_message(ReleaseFailed(plan, e))
             return
+        if outcome is None:  # the app is closing: the rollout goes on without us
+            return
         dialog.post_message(ReleaseFinished(plan, outcome))
         self.post_message(ReleaseFinished(plan, outcome))
+
+    def _follow_rollout(self, reg: Any, r: Any, plan: ReleasePlan, stop_event: threading.Event,
+                        dialog: MessagePump) -> Any:
+        from modeldeck.core import releases, rollout
+
+        steps = reg.rollout_steps(r.id)
+        seen = steps[-1].id if steps else 0
+        aborted = False
+
+        def on_step(st: Any) -> None:
+            nonlocal seen
+            seen = st.id
+            dialog.post_message(ReleaseEventMsg(releases.ReleaseEvent(st.stage, st.message, st.level)))
+
+        while r.active:
+            if self._rollouts_closing.is_set():
+                return None
+            if stop_event.is_set() and not aborted:
+                aborted = True
+                reason = getattr(dialog, "abort_reason", "") or "aborted in the release dialog"
+                with contextlib.suppress(ModeldeckError):
+                    r = rollout.abort(reg, r.id, reason)
+            r = rollout.follow(reg, r.id, after=seen, on_step=on_step, stop=self._rollouts_closing, settings=plan.settings,
+                               timeout=0.5)
+        return rollout_outcome(plan, r)
 
     def on_release_finished(self, message: ReleaseFinished) -> None:
         outcome = message.outcome
         severity: SeverityLevel = "information" if outcome.ok else (
             "warning" if outcome.status == "blocked" else "error")
-        self.notify(outcome.message, severity=severity, timeout=None if outcome.ok else 30)
+        self.notify(outcome.message, severity=severity)
         self.refresh_views(True)
 
     def on_release_failed(self, message: ReleaseFailed) -> None:
@@ -254,16 +343,23 @@ class ModeldeckApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def action_pause(self) -> None:
+        self.action_toggle_pause()
+
+    def action_resume(self) -> None:
+        self.action_toggle_pause()
+
     def action_toggle_pause(self) -> None:
         if self.source is None:
             return
         if self.source.paused:
             self.source.resume()
-            self.notify("polling resumed")
+            self.notify("polling resumed", key="pause")
         else:
             self.source.pause()
-            self.notify("polling paused (p resumes)")
+            self.notify("polling paused (p resumes)", key="pause")
         self.refresh_views(force=True)
+        self.refresh_bindings()  # the key bar says Resume while paused
 
     def _step_interval(self, step: int) -> None:
         if self.source is None:
@@ -273,7 +369,10 @@ class ModeldeckApp(App[int]):
         new = INTERVALS[max(0, min(len(INTERVALS) - 1, idx + step))]
         if new != current:
             self.source.set_interval(new)
-        self.notify(f"polling every {new:g} s")
+            self.notify(f"polling every {new:g} s", key="interval")
+        else:
+            edge = "shortest" if step < 0 else "longest"
+            self.notify(f"polling every {new:g} s already: the {edge} interval", key="interval")
         self.refresh_views(force=True)
 
     def action_slower(self) -> None:
@@ -291,7 +390,8 @@ class ModeldeckApp(App[int]):
         names = [t for t in THEMES if t in self.available_themes]
         idx = names.index(self.theme) if self.theme in names else -1
         self.theme = names[(idx + 1) % len(names)]
-        self.notify(f"theme: {self.theme}")
+        save_prefs(theme=self.theme)
+        self.notify(f"theme: {self.theme}", key="theme")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette offers every action of the app and of the current screen."""
@@ -310,9 +410,13 @@ class ModeldeckApp(App[int]):
         yield from super().get_system_commands(screen)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_pause", "slower", "faster", "poll_now") and self.source is None:
-            return None  # shown dimmed until there is something to poll
+        if action in ("toggle_pause", "pause", "resume", "slower", "faster", "poll_now") and self.source is None:
+            return None if action != "resume" else False  # shown dimmed until there is something to poll
+        if action in ("pause", "resume"):
+            assert self.source is not None
+            return self.source.paused == (action == "resume")
         return True
+
 
 
 def _runner(owner: Screen | App, action: str) -> Callable[[], Any]:
@@ -331,6 +435,41 @@ def _is_user_error(err: BaseException | None) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+class ReplaceNotice(Message):
+    """A keyed notice, handled on the UI thread (where notices may be removed)."""
+
+    def __init__(self, key: str, notice: Notification) -> None:
+        super().__init__()
+        self.key = key
+        self.notice = notice
+
+
+def prefs_file() -> Path:
+    return paths.state_dir() / "tui.json"
+
+
+def load_prefs() -> dict[str, Any]:
+    """What the TUI keeps across restarts (the theme); {} when unreadable."""
+    import json
+
+    try:
+        data = json.loads(prefs_file().read_text(encoding="utf-8")[:10_000])
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_prefs(**values: Any) -> None:
+    import json
+
+    data = {**load_prefs(), **values}
+    try:
+        path = paths.ensure_parent(prefs_file())
+        path.write_text(json.dumps(data), encoding="utf-8")
+    except OSError as e:  # a read-only home must not end the app
+        log.warning("cannot keep the TUI settings in %s: %s", prefs_file(), e)
+
+
 def setup_logging() -> Path:
     """Notices and errors go to a log file under the XDG state folder."""
     path = paths.ensure_parent(paths.log_file())
@@ -343,8 +482,40 @@ def setup_logging() -> Path:
     return path
 
 
+def rollout_outcome(plan: ReleasePlan, r: Any) -> Any:
+    """A rollout's end as the release dialog shows it (a ReleaseOutcome)."""
+    from modeldeck.core import releases
+
+    status = {"done": releases.RELEASED, "rolled_back": releases.ROLLED_BACK, "aborted": releases.ROLLED_BACK,
+              "unverified": releases.UNVERIFIED}.get(r.state, releases.UNDO_FAILED)
+    verified = True if r.state == "done" and r.verify and plan.endpoints else None
+    baked = True if verified and r.bake_seconds > 0 else (False if r.bake_started_at and r.state != "done" else None)
+    return releases.ReleaseOutcome(status, plan, f"rollout {r.id} {r.state}: {r.message}", verified=verified,
+                                   baked=baked)
+
+
+def active_rollouts_note(app: ModeldeckApp) -> list[str]:
+    """What quitting leaves running: one line per active rollout this app started."""
+    from modeldeck.core.registry import Registry
+
+    if not app.rollouts_started or app.settings is None:
+        return []
+    lines = []
+    try:
+        with Registry(app.settings.registry, create=False) as reg:
+            for rid in app.rollouts_started:
+                r = reg.rollout(rid)
+                if r.active:
+                    lines.append(f"rollout {r.id} ({r.model} {r.environment} -> version {r.to_version}, {r.state}) "
+                                 f"goes on: modeldeck rollout {r.id} --follow")
+    except ModeldeckError:
+        return []
+    return lines
+
+
 def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = False,
-            registry: str | None = None, via_prometheus: bool = False, mlflow: bool = False) -> int:
+            registry: str | None = None, via_prometheus: bool = False,
+            on_exit: Callable[[list[str]], None] | None = None, mlflow: bool = False) -> int:
     setup_logging()
     app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry,
                        via_prometheus=via_prometheus, demo_mlflow=mlflow)
@@ -352,6 +523,8 @@ def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = 
         app.run()
     finally:
         app.shutdown()
+        if on_exit is not None:
+            on_exit(active_rollouts_note(app))
     if app.return_code not in (None, 0):
         return int(app.return_code)
     return 0

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="JOB", type=int)
     p.add_argument("--registry", metavar="FILE", required=True)
 
+    # hidden: the detached rollout supervisor (core.rollout starts it; its settings on stdin)
+    p = sub.add_parser("run-rollout", description="drive one rollout (started by modeldeck itself)")
+    p.set_defaults(handler=_cmd_run_rollout)
+    p.add_argument("rollout", metavar="ID", type=int)
+    p.add_argument("--registry", metavar="FILE", required=True)
+
     p = sub.add_parser("drift", parents=[common], help="compare a current data window with a reference")
     p.set_defaults(handler=_cmd_drift)
     p.add_argument("reference", metavar="REFERENCE")
@@ -262,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true",
                    help="do not wait for the endpoints to serve it, and skip baking")
     p.add_argument("--create-env", action="store_true", help="ENV is new: create it (else a typo is refused)")
+    p.add_argument("--detach", action="store_true",
+                   help="return right after the alias move; the rollout goes on (modeldeck rollout ID --follow)")
     _json_flag(p)
 
     p = sub.add_parser("rollback", parents=[common], help="roll an environment back")
@@ -275,7 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "health gates, and approval (not to a rejected version) is never forced")
     p.add_argument("--no-verify", action="store_true", help="do not wait for the endpoints to serve it")
     p.add_argument("--create-env", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--detach", action="store_true",
+                   help="return right after the alias move; the rollout goes on (modeldeck rollout ID --follow)")
     _json_flag(p)  # with --json, progress goes to stderr and the outcome as JSON to stdout
+
+    p = sub.add_parser("rollouts", parents=[common], help="list rollouts (newest first)")
+    p.set_defaults(handler=_cmd_rollouts)
+    p.add_argument("model", metavar="MODEL", nargs="?")
+    p.add_argument("--limit", type=int, default=50, help="rollouts to show (default 50; 0: all)")
+    _json_flag(p)
+
+    p = sub.add_parser("rollout", parents=[common], help="one rollout with its step log",
+                       description="Show one rollout and its step log; --follow until it ends (exit 0 when done, "
+                                   "1 when rolled back, aborted, failed or unverified); --confirm an unverified one.")
+    p.set_defaults(handler=_cmd_rollout)
+    p.add_argument("rollout", metavar="ID", type=int)
+    p.add_argument("--follow", action="store_true", help="print its steps as they happen, until it ends")
+    p.add_argument("--confirm", action="store_true", help="an unverified rollout was checked: count it done")
+    p.add_argument("--reason", help="why (required with --confirm; goes to the audit log)")
+    _json_flag(p)
+
+    p = sub.add_parser("abort", parents=[common], help="stop a rollout and roll it back")
+    p.set_defaults(handler=_cmd_abort)
+    p.add_argument("rollout", metavar="ID", type=int)
+    p.add_argument("--reason", required=True, help="why (required; goes to the audit log)")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the rollback to finish")
 
     p = sub.add_parser("tag", parents=[common], help="set (KEY=VALUE) or remove (KEY=) a version's tag")
     p.set_defaults(handler=_cmd_tag)
@@ -457,7 +489,26 @@ def _registry(args: argparse.Namespace, *, create: bool = False, readonly: bool 
     """The registry of the config: the ledger, or MLflow with the ledger on top ([mlflow])."""
     from modeldeck.core.registry import open_registry
 
-    return open_registry(_settings(args), create=create, readonly=readonly)
+    settings = _settings(args)
+    reg = open_registry(settings, create=create, readonly=readonly)
+    try:
+        _reconcile_rollouts(reg, settings)
+    except BaseException:
+        reg.close()
+        raise
+    return reg
+
+
+def _reconcile_rollouts(reg: Any, settings: configmod.Settings | None) -> None:
+    """Nothing stays silently unwatched: every command that opens the registry resumes (or
+    sets unverified) the rollouts whose supervisor is gone. One query when none is active."""
+    from modeldeck.core.registry import ROLLOUT_ACTIVE
+
+    if reg.readonly or not reg.rollouts(states=ROLLOUT_ACTIVE, limit=1):
+        return
+    from modeldeck.core import rollout
+
+    rollout.reconcile(reg, settings)
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
@@ -506,6 +557,10 @@ def _expect(text: str | None) -> int | str | None:
 def _cmd_tui(args: argparse.Namespace) -> int:
     from modeldeck.tui.app import run_app  # Textual is imported only here
 
+    def left_running(lines: list[str]) -> None:  # quitting during a rollout: it goes on, and where to follow it
+        for line in lines:
+            print(f"{PROG}: {one_line(line, 300)}", file=sys.stderr)
+
     if args.demo:
         if args.mlflow:
             from modeldeck.core.demo import mlflowserver
@@ -520,12 +575,14 @@ def _cmd_tui(args: argparse.Namespace) -> int:
                                      "(Debian: apt-get install prometheus)")
         with _unguarded_streams():
             return run_app(None, demo=True, read_only=args.read_only, registry=args.registry,
-                           via_prometheus=args.via_prometheus, mlflow=args.mlflow)
+                           via_prometheus=args.via_prometheus, on_exit=left_running, mlflow=args.mlflow)
     if args.mlflow:
         raise configmod.ConfigError("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     settings = _settings(args, required=True)
+    with contextlib.suppress(RegistryError), _registry(args):  # resume or mark unverified what nobody watches
+        pass
     with _unguarded_streams():
-        return run_app(settings, demo=False, read_only=args.read_only or settings.read_only)
+        return run_app(settings, demo=False, read_only=args.read_only or settings.read_only, on_exit=left_running)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -632,6 +689,14 @@ def _cmd_run_job(args: argparse.Namespace) -> int:
 
     job = retrain.run_job_spec(args.job, args.registry, sys.stdin.read())
     return 0 if job.status == "succeeded" else 1
+
+
+def _cmd_run_rollout(args: argparse.Namespace) -> int:
+    """The detached rollout supervisor (``core.rollout`` starts it): 0 when done, 1 otherwise."""
+    from modeldeck.core import rollout
+
+    r = rollout.supervise(args.rollout, args.registry, sys.stdin.buffer.read())
+    return rollout.exit_code(r)
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
@@ -979,6 +1044,9 @@ def _change_text(before: Any, after: Any) -> str:
     if not isinstance(after, dict):
         return str(after)
     b = before if isinstance(before, dict) else {}
+    if "rollout" in after and "state" in after:  # a rollout's transition
+        head = f"rollout {after['rollout']}: {b.get('state') or 'new'} -> {after['state']}"
+        return head + (f" ({after['message']})" if after.get("message") else "")
     if "rules" in after and "version" in after:  # a policy
         old_rules, new_rules = b.get("rules") or {}, after.get("rules") or {}
         changed = sorted(k for k in {*old_rules, *new_rules} if old_rules.get(k) != new_rules.get(k))
@@ -1041,27 +1109,61 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return run_release(_settings(args), action="promote", model=args.model, version=args.version,
                        environment=args.env, reason=args.reason,
                        expect="plan" if args.expect is None else _expect(args.expect),
-                       force=args.force, verify=not args.no_verify, as_json=args.json, create_env=args.create_env)
+                       force=args.force, verify=not args.no_verify, as_json=args.json, create_env=args.create_env,
+                       detach=args.detach)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     return run_release(_settings(args), action="rollback", model=args.model, version=None,
                        environment=args.env, reason=args.reason, to=args.to,
                        expect="plan" if args.expect is None else _expect(args.expect),
-                       force=args.force, verify=not args.no_verify, as_json=args.json, create_env=args.create_env)
+                       force=args.force, verify=not args.no_verify, as_json=args.json, create_env=args.create_env,
+                       detach=args.detach)
+
+
+class _Detached(Exception):
+    """A signal (Ctrl-C, SIGHUP, SIGTERM) while following a rollout: stop following, not it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _detach_on_signals() -> Any:
+    import signal
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise _Detached(signum)
+
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
+            saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in saved.items():
+            signal.signal(sig, h)
+
+
+def _step_line(stage: str, level: str, message: str) -> str:
+    text = one_line(message, 400)
+    return f"  | {text}" if level == "output" else f"{stage}: {text}"
 
 
 def run_release(settings: configmod.Settings, *, action: str, model: str, version: int | None, environment: str,
                 reason: str, to: int | None = None, expect: int | str | None = "plan", force: bool = False,
                 verify: bool = True, as_json: bool = False, out: TextIO | None = None,
-                err: TextIO | None = None, create_env: bool = False) -> int:
-    """``modeldeck promote`` / ``rollback``: print the plan, the gates and the progress as it
-    happens (``core.releases.plan`` / ``execute``); exit 0 when released, 1 when a metric or
-    health gate blocked it or it was rolled back / could not be verified, and raise (exit 2)
-    for bad input. A failed approval gate (not approved, too few approvers, four eyes, a
-    rejected rollback target) is a refusal whatever ``force`` says: raised as GateError, exit
-    2. With ``as_json`` the progress goes to stderr and the outcome as JSON to stdout."""
-    from modeldeck.core import releases
+                err: TextIO | None = None, create_env: bool = False, detach: bool = False) -> int:
+    """``modeldeck promote`` / ``rollback``: print the plan and the gates, move the alias, hand
+    the rest to the rollout's detached supervisor (``core.rollout``) and follow its steps. Exit
+    0 when the rollout is done, 1 when it was rolled back, aborted, failed or is unverified, 2
+    when refused before anything moved (a failed gate, approval, a conflict; bad input raises).
+    ``detach`` (or Ctrl-C, SIGHUP, SIGTERM while following) leaves the rollout to its
+    supervisor and says how to follow it. With ``as_json`` the progress goes to stderr and the
+    rollout as JSON to stdout."""
+    from modeldeck.core import releases, rollout
     from modeldeck.core.registry import open_registry
 
     out = out or sys.stdout
@@ -1069,14 +1171,14 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
     progress = err if as_json else out
     if not reason or not reason.strip():
         raise RegistryError(f"a reason is required to {action} (--reason)")
+
     def show(ev: ReleaseEvent) -> None:
         if ev.stage == "done":
             return
-        text = one_line(ev.message, 400)
-        line = f"  | {text}" if ev.level == "output" else f"{ev.stage}: {text}"
-        print(line, file=progress, flush=True)
+        print(_step_line(ev.stage, ev.level, ev.message), file=progress, flush=True)
 
     with open_registry(settings, create=False) as reg:
+        _reconcile_rollouts(reg, settings)
         p = releases.plan(settings, reg, model, version, environment, action=action, to=to, expect=expect,
                           create_env=create_env, on_event=show)
         refused = p.unforceable_failures
@@ -1085,16 +1187,153 @@ def run_release(settings: configmod.Settings, *, action: str, model: str, versio
             raise GateError(f"{refused[0].detail}; nothing was changed{extra}")
         for note in p.notes:
             print(f"note: {note}", file=progress, flush=True)
+        started = rollout.start(p, reason=reason, force=force, verify=verify, registry=reg, on_event=show)
+        r = started.rollout
+        if started.refused or r is None:
+            if as_json:
+                print(json.dumps({"id": None, "state": "refused", "message": started.message, "plan": p.as_dict()},
+                                 indent=2, default=str), file=out)
+            print(f"{PROG}: {one_line(started.message, 400)}", file=err)
+            return rollout.EXIT_REFUSED
+        steps = reg.rollout_steps(r.id)
+        seen = steps[-1].id if steps else 0
+        follow_hint = f"modeldeck rollout {r.id} --follow"
+        if detach or not r.active:
+            if not r.active:  # ended already (the supervisor could not start: rolled back here)
+                for st in reg.rollout_steps(r.id, after=seen):
+                    print(_step_line(st.stage, st.level, st.message), file=progress, flush=True)
+            elif not as_json:
+                print(f"rollout {r.id} goes on in the background (pid {r.pid or 'starting'}): {follow_hint}",
+                      file=out, flush=True)
+            if as_json:
+                print(json.dumps(_rollout_json(reg, r, p), indent=2, default=str), file=out)
+            return rollout.exit_code(r) if not r.active else 0
+        print(f"rollout {r.id}: the supervisor takes it from here (Ctrl-C stops following, not the rollout)",
+              file=progress, flush=True)
+        try:
+            with _detach_on_signals():
+                r = rollout.follow(reg, r.id, after=seen, settings=settings,
+                                   on_step=lambda st: None if st.stage == "done" else print(
+                                       _step_line(st.stage, st.level, st.message), file=progress, flush=True))
+        except _Detached as d:
+            print(f"\nrollout {r.id} goes on: {follow_hint}", file=err, flush=True)
+            return 128 + d.signum
+        if as_json:
+            print(json.dumps(_rollout_json(reg, r, p), indent=2, default=str), file=out)
+    return _rollout_end(r, out, err, as_json)
 
-        outcome = releases.execute(p, reason=reason, force=force, on_event=show, verify=verify, registry=reg)
-    if as_json:
-        print(json.dumps(outcome.as_dict(), indent=2, default=str), file=out)
-    if outcome.ok:
+
+def _rollout_end(r: Any, out: TextIO, err: TextIO, as_json: bool) -> int:
+    from modeldeck.core import rollout
+
+    code = rollout.exit_code(r)
+    text = one_line(r.message, 400)
+    if code == 0:
         if not as_json:
-            print(one_line(outcome.message, 400), file=out)
+            print(text, file=out)
+    elif r.critical:
+        print(f"{PROG}: CRITICAL: rollout {r.id} {r.state}: {text}", file=err)
+    else:
+        print(f"{PROG}: rollout {r.id} {r.state}: {text}", file=err)
+    return code
+
+
+def _rollout_json(reg: Any, r: Any, plan: Any = None) -> dict[str, Any]:
+    d = r.as_dict()
+    d["steps"] = [st.as_dict() for st in reg.rollout_steps(r.id)]
+    if plan is not None:
+        d["plan"] = plan.as_dict()
+    return d
+
+
+def _cmd_rollouts(args: argparse.Namespace) -> int:
+    from modeldeck.core import rollout
+
+    with _registry(args) as reg:
+        if args.model:
+            reg.model(args.model)
+        rows = reg.rollouts(args.model, limit=args.limit or None)
+    if args.json:
+        _print_json([r.as_dict() for r in rows])
         return 0
-    print(f"{PROG}: {one_line(outcome.message, 400)}", file=err)
-    return 1
+    if not rows:
+        _out("no rollouts" + (f" of {args.model}" if args.model else ""))
+        return 0
+    _out(table(["ID", "MODEL", "ENV", "ACTION", "FROM", "TO", "STATE", "STARTED (UTC)", "ACTOR", "MESSAGE"],
+               [[r.id, r.model, r.environment, r.action, "-" if r.from_version is None else r.from_version,
+                 r.to_version, rollout.describe_state(r) + (" !" if r.critical else ""),
+                 r.started_at[:19].replace("T", " "), r.actor, one_line(r.message, 120)] for r in rows],
+               right=[0, 4, 5]))
+    return 0
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from modeldeck.core import rollout
+
+    settings = _settings(args)
+    with _registry(args) as reg:
+        if args.confirm:
+            if not args.reason or not args.reason.strip():
+                raise RegistryError("a reason is required to confirm a rollout (--reason)")
+            r = rollout.confirm(reg, args.rollout, args.reason)
+            if args.json:
+                _print_json(_rollout_json(reg, r))
+            else:
+                _out(f"rollout {r.id} confirmed: {one_line(r.message, 300)}")
+            return 0
+        if args.reason:
+            raise RegistryError("--reason goes with --confirm (to abort: modeldeck abort ID --reason ...)")
+        r = reg.rollout(args.rollout)
+        if args.follow and r.active:
+            if not args.json:
+                _print_rollout_head(r)
+            try:
+                with _detach_on_signals():
+                    r = rollout.follow(reg, r.id, settings=settings, on_step=None if args.json else _print_step)
+            except _Detached as d:
+                print(f"\nstopped following; rollout {r.id} goes on: modeldeck rollout {r.id} --follow",
+                      file=sys.stderr)
+                return 128 + d.signum
+            if args.json:
+                _print_json(_rollout_json(reg, r))
+            return _rollout_end(r, sys.stdout, sys.stderr, args.json)
+        if args.json:
+            _print_json(_rollout_json(reg, r))
+        else:
+            _print_rollout_head(r)
+            for st in reg.rollout_steps(r.id):
+                _print_step(st)
+            _out(f"state: {rollout.describe_state(r)}: {one_line(r.message, 400)}")
+        if args.follow:
+            return rollout.exit_code(r)
+    return 0
+
+
+def _print_rollout_head(r: Any) -> None:
+    before = "unset" if r.from_version is None else f"version {r.from_version}"
+    _out(f"rollout {r.id}: {r.action} {one_line(r.model)} {one_line(r.environment)}: {before} -> version "
+         f"{r.to_version} by {one_line(r.actor)} at {r.started_at[:19].replace('T', ' ')} UTC: "
+         f"{one_line(r.reason, 200)}" + (" (forced)" if r.forced else ""))
+
+
+def _print_step(st: Any) -> None:
+    print(f"{st.at[11:19]} " + _step_line(st.stage, st.level, st.message), flush=True)
+
+
+def _cmd_abort(args: argparse.Namespace) -> int:
+    from modeldeck.core import rollout
+
+    settings = _settings(args)
+    with _registry(args) as reg:
+        r = rollout.abort(reg, args.rollout, args.reason)
+        if r.active and not args.no_wait:
+            _out(f"rollout {r.id}: abort requested; waiting for its supervisor to roll back")
+            r = rollout.follow(reg, r.id, settings=settings, on_step=_print_step, timeout=600)
+    if r.active:
+        _out(f"rollout {r.id}: abort requested; its supervisor rolls back (modeldeck rollout {r.id} --follow)")
+        return 0
+    _out(f"rollout {r.id} {r.state}: {one_line(r.message, 400)}")
+    return 0 if r.state in ("aborted", "rolled_back") else 1
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:

@@ -148,6 +148,15 @@ class RetrainFailed(WorkerMessage):
         self.error = error
 
 
+class ActiveJobs(WorkerMessage):
+    """Jobs of the model already queued or running: the retrain dialog asks before a second."""
+
+    def __init__(self, jobs: Sequence[Job], reason: str) -> None:
+        super().__init__()
+        self.jobs = list(jobs)
+        self.reason = reason
+
+
 class JobOutput(WorkerMessage):
     """One line of a running job's output."""
 

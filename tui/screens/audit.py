@@ -21,6 +21,19 @@ from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.widths import fill_table
 
 PAGE = 500
+SCROLL_BINDINGS = [
+    Binding("j,down", "scroll('down')", "Scroll", key_display="j/k"),
+    Binding("k,up", "scroll('up')", "Up", show=False),
+    Binding("pagedown,space", "scroll('page_down')", "Page", key_display="pgdn/pgup", show=False),
+    Binding("pageup,b", "scroll('page_up')", "Page up", show=False),
+    Binding("home,g", "scroll('home')", "Top", show=False),
+    Binding("end,G", "scroll('end')", "Bottom", show=False),
+]
+
+
+def scroll_box(box: VerticalScroll, how: str) -> None:
+    {"down": box.scroll_down, "up": box.scroll_up, "page_down": box.scroll_page_down,
+     "page_up": box.scroll_page_up, "home": box.scroll_home, "end": box.scroll_end}[how](animate=False)
 # (key, label, minimum width): widths by content (tui/widgets/widths.py); reasons get what is left
 AUDIT_COLUMNS = [("id", "#", 3), ("at", "WHEN (UTC)", 19), ("actor", "ACTOR", 6), ("action", "ACTION", 8),
                  ("subject", "SUBJECT", 10), ("reason", "REASON", 10)]
@@ -49,6 +62,7 @@ class AuditScreen(DeckScreen):
         self.filter_text = ""
         self.verify_state: VerifyResult | None = None
         self._rows: list[tuple[str, list[Text]]] = []
+        self._verify_asked = False  # the first check runs on opening; v asks again and is answered
 
     def compose(self) -> ComposeResult:
         yield Static(Text("checking the audit chain…", style="dim"), id="audit-header", markup=False)
@@ -65,7 +79,7 @@ class AuditScreen(DeckScreen):
             self.filter_text = f"model:{self.model}"
         table.focus()
         self.load()
-        self.action_verify()
+        self.verify()
 
     @work(thread=True, exclusive=True, group="audit-load", exit_on_error=False, name="audit log")
     def load(self) -> None:
@@ -106,7 +120,7 @@ class AuditScreen(DeckScreen):
             table.move_cursor(row=min(row, len(self._rows) - 1))
 
     @work(thread=True, exclusive=True, group="audit-verify", exit_on_error=False, name="audit verify")
-    def action_verify(self) -> None:
+    def verify(self) -> None:
         from modeldeck.core.registry import Registry
 
         settings = self.app.settings
@@ -119,7 +133,13 @@ class AuditScreen(DeckScreen):
         result = self.verify_state = message.result
         self._header()
         if not result.ok:
-            self.app.notify(result.describe(), severity="error")
+            self.app.notify(result.describe(), severity="error", key="audit-verify")
+        elif self._verify_asked:  # v: say the result, not only in the header
+            self.app.notify(f"audit chain intact: {result.checked} entries verified", key="audit-verify")
+
+    def action_verify(self) -> None:
+        self._verify_asked = True
+        self.verify()
 
     def _header(self) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
@@ -130,9 +150,16 @@ class AuditScreen(DeckScreen):
             t.append(f"✔ chain intact ({r.checked} entries)", style="bold green")
         else:
             t.append(f"✘ chain BROKEN at entry {r.first_bad}: {one_line(r.problem, 80)}", style="bold red")
-        t.append(f"   showing {len(self.entries)} newest", style="dim")
+        if self.filter_text and not self.entries:
+            t.append("   no entry matches the filter", style="bold yellow")
+        else:
+            t.append(f"   showing {len(self.entries)} newest", style="dim")
         if self.filter_text:
             t.append(f"   filter: {one_line(self.filter_text, 50)}", style="bold cyan")
+            unknown = parse_filter(self.filter_text).get("unknown")
+            if unknown:
+                t.append(f"   {', '.join(k + ':' for k in unknown.split())} is no filter key (model:, action:, "
+                         "actor:); searched as text", style="bold yellow")
         self.query_one("#audit-header", Static).update(t)
 
     def selected(self) -> AuditEntry | None:
@@ -191,18 +218,26 @@ class AuditScreen(DeckScreen):
                 self.load()
 
 
+FILTER_KEYS = ("model", "action", "actor")
+
+
 def parse_filter(text: str) -> dict[str, str]:
-    """``model:churn action:promote actor:ana free words`` -> parts."""
+    """``model:churn action:promote actor:ana free words`` -> parts; a ``key:`` the audit
+    filter does not have is searched as text and named under "unknown"."""
     out: dict[str, str] = {}
-    free = []
+    free, unknown = [], []
     for word in text.split():
         key, sep, value = word.partition(":")
-        if sep and key in ("model", "action", "actor") and value:
+        if sep and key in FILTER_KEYS and value:
             out[key] = value
         else:
+            if sep and key.isidentifier() and key not in FILTER_KEYS:
+                unknown.append(key)
             free.append(word)
     if free:
         out["text"] = " ".join(free)
+    if unknown:
+        out["unknown"] = " ".join(unknown)
     return out
 
 
@@ -218,8 +253,9 @@ def entry_text(e: AuditEntry) -> Text:
         dumped = json.dumps(value, indent=2, sort_keys=True, default=str)
         lines = dumped.splitlines() or ["null"]
         t.append(lines[0] + "\n")
-        for line in lines[1:]:
-            t.append(" " * 10 + one_line(line, 300) + "\n")
+        for line in lines[1:]:  # the JSON's indentation kept, each line made safe
+            body = line.lstrip(" ")
+            t.append(" " * 10 + " " * (len(line) - len(body)) + one_line(body, 300) + "\n")
     gates = (e.after or {}).get("gates") if isinstance(e.after, dict) else None
     if gates:
         t.append("\n   gates\n", style="bold")
@@ -233,7 +269,7 @@ def entry_text(e: AuditEntry) -> Text:
 
 class AuditEntryScreen(DeckModal):
     CLOSE_ACTION = "close"
-    BINDINGS = [Binding("escape,q,enter", "close", "Close", key_display="esc")]
+    BINDINGS = [Binding("escape,q,enter", "close", "Close", key_display="esc"), *SCROLL_BINDINGS]
 
     def __init__(self, entry: AuditEntry) -> None:
         super().__init__()
@@ -245,3 +281,6 @@ class AuditEntryScreen(DeckModal):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_scroll(self, how: str) -> None:
+        scroll_box(self.query_one("#audit-entry-box", VerticalScroll), how)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import events
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
@@ -53,6 +54,19 @@ class DeckView:
 class DeckScreen(DeckView, Screen):  # type: ignore[misc]
     """A full screen. Its key bar is hidden while a dialog is over it (the dialog has its own:
     the keys shown are always those of what has focus)."""
+
+    WRITE_ACTIONS: ClassVar[tuple[str, ...]] = ()  # hidden with --read-only; their keys say why
+
+    def on_key(self, event: events.Key) -> None:
+        if not self.WRITE_ACTIONS or not self.app.read_only:
+            return
+        for b in self.BINDINGS:  # type: ignore[attr-defined]
+            if isinstance(b, Binding) and b.action in self.WRITE_ACTIONS and event.key in b.key.split(","):
+                event.stop()
+                what = (b.description or b.action).lower()
+                self.app.notify(f"read-only: {what} is disabled (started with --read-only)", severity="warning",
+                                key="read-only")
+                return
 
     def on_screen_suspend(self) -> None:
         from modeldeck.tui.widgets.keybar import KeyBar

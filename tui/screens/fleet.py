@@ -31,6 +31,7 @@ COLUMNS_WIDE = [("name", "ENDPOINT", 10), ("model", "MODEL", 6), ("env", "ENV", 
 COLUMNS_NARROW = [("name", "ENDPOINT", 10), ("env", "ENV", 4), ("status", "STATUS", 8),
                   ("version", "SRV/REG", 5), ("rps", "REQ/S", 5), ("err", "ERR%", 4), ("p95", "P95", 4),
                   ("drift", "DRIFT", 5), ("quality", "QUAL", 5)]
+FILTER_KEYS = ("name", "model", "env", "status")
 RIGHT = {"version", "rps", "err", "p95", "drift", "quality", "age"}
 ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "canary": "canry"}
 
@@ -80,7 +81,7 @@ class FleetScreen(DeckScreen):
             yield Trend("req/s", fmt="{:.1f}", id="trend-rps")
             yield Trend("p95", " ms", fmt="{:.0f}", id="trend-p95")
             yield Trend("errors", "%", fmt="{:.1f}", id="trend-err")
-        yield Input(placeholder="filter by name, model, environment or status (esc clears)", id="fleet-filter")
+        yield Input(placeholder="filter: words, or name: model: env: status: (esc clears)", id="fleet-filter")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -117,10 +118,26 @@ class FleetScreen(DeckScreen):
         for ep in self.endpoints:
             snap = latest.get(ep.name)
             status = ((snap.status if snap is not None else "") or PENDING).lower()
-            hay = " ".join([ep.name, ep.model, ep.environment, status]).lower()
-            if all(word in hay for word in f.split()):
+            fields = {"name": ep.name.lower(), "model": ep.model.lower(), "env": ep.environment.lower(),
+                      "status": status}
+            hay = " ".join(fields.values())
+            ok = True
+            for word in f.split():
+                key, sep, value = word.partition(":")
+                ok = ok and (value in fields[key] if sep and key in fields else word in hay)
+            if ok:
                 out.append(ep)
         return out
+
+    def _filter_problem(self) -> str:
+        """What the filter line says when nothing matches or a key is not one it has."""
+        unknown = [w.partition(":")[0] for w in self.filter_text.lower().split()
+                   if ":" in w and w.partition(":")[0].isidentifier() and w.partition(":")[0] not in FILTER_KEYS]
+        if unknown:
+            return (f"{', '.join(k + ':' for k in unknown)} is no filter key (name:, model:, env:, status: or words)")
+        if not self._rows:
+            return "no endpoint matches"
+        return ""
 
     def _build_table(self) -> None:
         """(Re)build columns and rows: on start, on a width change across WIDE, and on
@@ -264,6 +281,9 @@ class FleetScreen(DeckScreen):
         if self.filter_text:
             t.append(f"  filter: {one_line(self.filter_text, 30)} ({len(self._rows)}/{len(self.endpoints)})",
                      style="bold cyan")
+            problem = self._filter_problem()
+            if problem:
+                t.append(f"  {problem}", style="bold yellow")
         if settings is not None:  # the paths last, shortened in the middle to the width left
             header = self.query_one("#fleet-header", Static)
             room = (header.size.width or self.app.size.width) - 2 - t.cell_len
@@ -283,7 +303,7 @@ class FleetScreen(DeckScreen):
         detail = self.query_one("#fleet-detail", Static)
         source = self.app.source
         if name is None:
-            empty = "no endpoints match the filter" if self.filter_text else (
+            empty = (self._filter_problem() or "no endpoint matches the filter") if self.filter_text else (
                 "no endpoints configured" if self.app.settings is not None else "")
             detail.update(Text(empty, style="dim"))
             for tid in ("#trend-rps", "#trend-p95", "#trend-err"):

@@ -51,6 +51,8 @@ ACTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "jobs": ("watch", "retraining jobs", ()),
     "verify": ("watch", "verify the audit chain again", ()),
     "toggle_pause": ("watch", "pause / resume polling", ()),
+    "pause": ("watch", "pause polling", ()),
+    "resume": ("watch", "resume polling (paused now)", ()),
     "slower": ("watch", "poll less often", ()),
     "faster": ("watch", "poll more often", ()),
     "poll_now": ("watch", "poll every endpoint now", ()),

@@ -15,6 +15,7 @@ from textual.widgets import Static
 from modeldeck.core import datafiles
 from modeldeck.core.registry import Evaluation, Version
 from modeldeck.core.textfmt import num, one_line
+from modeldeck.tui.screens.audit import SCROLL_BINDINGS, scroll_box
 from modeldeck.tui.screens.base import DeckModal
 
 
@@ -69,7 +70,7 @@ def lineage_text(v: Version, aliases: dict[str, int], evaluations: Sequence[Eval
 
 class LineageScreen(DeckModal):
     CLOSE_ACTION = "close"
-    BINDINGS = [Binding("escape,q,l", "close", "Close", key_display="esc")]
+    BINDINGS = [Binding("escape,q,l", "close", "Close", key_display="esc"), *SCROLL_BINDINGS]
 
     def __init__(self, version: Version, aliases: dict[str, int], evaluations: Sequence[Evaluation] = ()) -> None:
         super().__init__()
@@ -83,3 +84,6 @@ class LineageScreen(DeckModal):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_scroll(self, how: str) -> None:
+        scroll_box(self.query_one("#lineage-box", VerticalScroll), how)

@@ -509,9 +509,27 @@ class ModelScreen(DeckScreen):
             self.app.notify(f"{self.model} holds no environment yet: nothing to roll back", severity="warning")
             return
 
+        def target(env: str, choice: str | None) -> None:
+            if choice:
+                to = None if choice == "previous" else int(choice)
+                self.app.push_screen(ReleaseScreen(self.model, env, "rollback", to=to), self._versions_changed)
+
         def chosen(env: str | None) -> None:
-            if env:
-                self.app.push_screen(ReleaseScreen(self.model, env, "rollback"), self._versions_changed)
+            if not env:
+                return
+            holds = next((c for c in self.environment_choices if c.name == env), None)
+            options = []
+            if holds is not None and holds.rollback_to is not None:
+                options.append(("previous", f"the previous holder: version {holds.rollback_to}"))
+            for v in reversed(self.versions):  # newest first: "roll back to version…"
+                if holds is None or v.version != holds.holds:
+                    options.append((str(v.version), f"version {v.version}: {v.approval}, created "
+                                                     f"{v.created_at[:16].replace('T', ' ')}"))
+            if not options:
+                self.app.notify(f"{self.model} has no other version to roll {env} back to", severity="warning")
+                return
+            self.app.push_screen(EnvironmentPicker(f"Roll back {self.model} in {env} to…", options,
+                                                   options[0][0]), lambda choice: target(env, choice))
 
         self.app.push_screen(EnvironmentPicker(f"Roll back {self.model} in…", envs, self.endpoint.environment),
                              chosen)

@@ -17,6 +17,7 @@ from modeldeck.core.config import HookConfig
 from modeldeck.core.registry import Job
 from modeldeck.core.textfmt import one_line
 from modeldeck.tui.messages import (
+    ActiveJobs,
     JobCancelled,
     JobOutput,
     JobsLoaded,
@@ -49,11 +50,28 @@ def describe_pipeline(hook: HookConfig | None) -> str:
     return ""
 
 
+def exit_words(code: int | None) -> str:
+    """``3``, or the signal that ended the job (``SIGTERM`` for -15), or ``-``."""
+    if code is None:
+        return "-"
+    if code < 0:
+        import signal
+
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
 def job_end_text(job: Job) -> str:
-    """``job #7 failed (exit 3): ...``: the line shown when a job ends."""
+    """``job #7 failed (exit 3): ...``, ``job #8 cancelled (SIGTERM)``: the line shown when a
+    job ends."""
     produced = f", produced version {job.produced_version}" if job.produced_version else ""
-    return f"job #{job.id} {job.status}" + (f" (exit {job.exit_code})" if job.exit_code not in (None, 0) else "") \
-        + produced + (f": {job.message}" if job.message and job.status != "succeeded" else "")
+    code = job.exit_code
+    how = "" if code in (None, 0) else (f" ({exit_words(code)})" if code < 0 else f" (exit {code})")
+    return f"job #{job.id} {job.status}" + how + produced + (
+        f": {job.message}" if job.message and job.status != "succeeded" else "")
 
 
 class RetrainScreen(DeckModal):
@@ -100,7 +118,46 @@ class RetrainScreen(DeckModal):
         if self.run is None:
             event.input.display = False
             self.set_focus(None)  # q closes from now on
-            self.start(event.value.strip())
+            self.check_and_start(event.value.strip())
+
+    @work(thread=True, exit_on_error=False, name="retrain check")
+    def check_and_start(self, reason: str) -> None:
+        """Ask first when a job of this model is queued or running (retraining twice quickly)."""
+        from modeldeck.core import retrain
+        from modeldeck.core.registry import Registry
+
+        settings = self.app.settings
+        assert settings is not None
+        try:
+            with Registry(settings.registry, create=False) as reg:
+                active = retrain.list_jobs(reg, self.model, status=("queued", "running"))
+        except Exception as e:
+            self.post_message(RetrainFailed(e))
+            return
+        self.post_message(ActiveJobs(active, reason))
+
+    def on_active_jobs(self, message: ActiveJobs) -> None:
+        from modeldeck.tui.screens.confirm import ConfirmScreen
+
+        jobs = message.jobs
+        if not jobs:
+            self.start(message.reason)
+            return
+        which = ", ".join(f"#{j.id} {j.status}" for j in jobs[:3])
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.start(message.reason)
+            else:
+                box = self.query_one("#retrain-reason", Input)
+                box.display = True
+                self.set_focus(box)
+                self._hint("nothing started; enter starts, esc cancels", "dim")
+
+        self.app.push_screen(ConfirmScreen(
+            f"{self.model} is already retraining ({which}). Start another job?",
+            f"started {jobs[0].created_at[:19].replace('T', ' ')} by {jobs[0].actor}; both would run", yes="Start another",
+            no="Keep one"), answered)
 
     @work(thread=True, exit_on_error=False, name="retrain")
     def start(self, reason: str) -> None:
@@ -176,6 +233,7 @@ class RetrainScreen(DeckModal):
 
 class JobsScreen(DeckScreen):
     HELP_TITLE = "Retraining jobs"
+    WRITE_ACTIONS = ("cancel_job",)
     HELP_LEGEND = tuple((status, meaning, STATUS_STYLE[status]) for status, meaning in (
         ("queued", "waiting to start"), ("running", "its pipeline runs (detached: it outlives the console)"),
         ("succeeded", "ended well; VER is the version it registered"), ("failed", "ended with an error, see EXIT"),
@@ -203,7 +261,7 @@ class JobsScreen(DeckScreen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for key, label, width in (("id", "JOB", 5), ("model", "MODEL", 12), ("trigger", "TRIGGER", 8),
-                                  ("status", "STATUS", 10), ("created", "CREATED UTC", 11), ("exit", "EXIT", 4),
+                                  ("status", "STATUS", 10), ("created", "CREATED UTC", 11), ("exit", "EXIT", 7),
                                   ("version", "VER", 4), ("actor", "ACTOR", 10), ("reason", "REASON", 20)):
             table.add_column(label, key=key, width=width)
         table.focus()
@@ -234,7 +292,7 @@ class JobsScreen(DeckScreen):
             table.add_row(Text(str(j.id), justify="right"), Text(one_line(j.model, 40)), Text(j.trigger),
                           Text(j.status, style=STATUS_STYLE.get(j.status, "")),
                           Text(j.created_at[5:16].replace("T", " ")),
-                          Text("-" if j.exit_code is None else str(j.exit_code), justify="right"),
+                          Text(exit_words(j.exit_code), justify="right"),
                           Text(str(j.produced_version or "-"), justify="right"), Text(one_line(j.actor, 30)),
                           Text(one_line(j.reason or j.message or "", 120)), key=str(j.id))
         if jobs:
@@ -271,11 +329,20 @@ class JobsScreen(DeckScreen):
         self.query_one(DataTable).action_cursor_up()
 
     def action_cancel_job(self) -> None:
+        from modeldeck.tui.screens.confirm import ConfirmScreen
+
         job = self.selected()
         if job is None or job.status not in ("queued", "running"):
             self.app.notify("select a queued or running job to cancel", severity="warning")
             return
-        self.cancel_job(job.id)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel_job(job.id)
+
+        self.app.push_screen(ConfirmScreen(f"Cancel job #{job.id} of {job.model} ({job.status})?",
+                                           "its pipeline gets SIGTERM; nothing it has not registered is kept",
+                                           yes="Cancel the job", no="Keep it running"), answered)
 
     @work(thread=True, exit_on_error=False, name="cancel job")
     def cancel_job(self, job_id: int) -> None:
