@@ -738,10 +738,10 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     registered = None
     if args.model:
         from modeldeck.core import policy
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         settings = _settings(args)
-        with Registry(settings.registry, create=False, readonly=True) as reg:
+        with open_registry(settings, create=False, readonly=True) as reg:
             mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
             version = args.version
             if version is None:
