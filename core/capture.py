@@ -82,6 +82,7 @@ POSITIONAL = "_c"
 ID = "_id"  # the join key of a captured row or a label (read_window(ids=True), read_labels)
 LABEL = "label"
 LABEL_TIME = "_label_time"
+VERSION = "_version"  # read_window(ids=True): the model version an OIP answer names (model_version)
 
 
 def row_key(event: Any, i: int) -> str | None:
@@ -370,12 +371,12 @@ def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None
 class _Rows:
     """Rows of one capture record: inputs and outputs (lists of dicts) and the inference time."""
 
-    __slots__ = ("event", "inputs", "outputs", "positional", "time")
+    __slots__ = ("event", "inputs", "outputs", "positional", "time", "version")
 
     def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any,
-                 event: Any = None):
+                 event: Any = None, version: Any = None):
         self.inputs, self.outputs, self.positional, self.time = inputs, outputs, positional, time
-        self.event = event
+        self.event, self.version = event, version
 
     def __len__(self) -> int:
         return max(len(self.inputs), len(self.outputs))
@@ -560,6 +561,7 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
         if pos and inputs:
             positional = list(inputs[0])
     outputs: list[dict] = []
+    version = None
     payload = cd.get("endpointOutput")
     if isinstance(payload, dict):
         text, kind = _payload_text(payload, name, lineno, "endpointOutput")
@@ -574,13 +576,16 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
             except json.JSONDecodeError as e:
                 raise InputError(f"cannot read {name}: line {lineno}: endpointOutput is not JSON ({e.msg})") from None
             outputs, _ = _json_rows(obj, "output", len(inputs) if inputs else None)
+            if isinstance(obj, dict) and isinstance(obj.get("model_version"), (str, int)):
+                version = str(obj["model_version"])  # an Open Inference Protocol answer says who answered
     meta = rec.get("eventMetadata") or {}
     if not isinstance(meta, dict):
-        return _Rows(inputs, outputs, positional, None)
+        return _Rows(inputs, outputs, positional, None, None, version)
     event = meta.get("eventId")
     if event is None:
         event = meta.get("inferenceId")
-    return _Rows(inputs, outputs, positional, meta.get("inferenceTime"), None if event is None else str(event))
+    return _Rows(inputs, outputs, positional, meta.get("inferenceTime"), None if event is None else str(event),
+                 version)
 
 
 def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
@@ -594,6 +599,8 @@ def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = F
             row: dict[str, Any] = {}
             if ids:
                 row[ID] = row_key(r.event, i)
+                if r.version is not None:
+                    row[VERSION] = r.version
             if i < len(r.inputs):
                 row.update(r.inputs[i])
             if i < len(r.outputs):

@@ -164,7 +164,7 @@ def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: st
     outputs are left out), the label as ``label``, the inference time as ``_time``."""
     import pandas as pd
 
-    from modeldeck.core.capture import ID, LABEL, read_labels, read_window
+    from modeldeck.core.capture import ID, LABEL, VERSION, read_labels, read_window
 
     preds = read_window(capture, None, ids=True)
     labs = read_labels(labels, id_column=label_id_column, label_column=label_column)
@@ -179,7 +179,7 @@ def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: st
         lambda k: None if k is None else str(k))
     found = keys.map(newest)
     has = found.notna().to_numpy()
-    inputs = [c for c in preds.columns if c not in outputs and c != ID]
+    inputs = [c for c in preds.columns if c not in outputs and c not in (ID, VERSION)]
     frame = preds.loc[has, inputs].copy()
     frame[LABEL_COLUMN] = found[has].to_numpy()
     idx = preds.index[has]

@@ -87,6 +87,7 @@ class QualitySpec:
     window: int = 1000  # the newest labelled rows measured
     min_rows: int = 200  # fewer labelled rows: "not enough labels"
     seed: int = 0  # of the bootstrap
+    version: str | None = None  # only rows this version answered, when the captures say (OIP model_version)
 
     def check(self) -> QualitySpec:
         if self.problem_type not in PROBLEM_TYPES:
@@ -125,6 +126,7 @@ class Counts:
     predictions_without_id: int = 0  # captured rows with no key to join on
     labelled: int = 0  # captured rows that have a label
     unusable: int = 0  # labelled rows left out: a missing prediction or label value, or not a number
+    other_versions: int = 0  # captured rows another version answered (left out, with their labels)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -301,6 +303,17 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     from modeldeck.core.capture import ID, LABEL, LABEL_TIME
 
     spec.check()
+    from modeldeck.core.capture import VERSION
+
+    n_other = 0
+    other_keys: np.ndarray | None = None
+    if spec.version is not None and VERSION in predictions.columns and len(predictions):
+        served = predictions[VERSION]
+        other = (served.notna() & (served.astype(str) != str(spec.version))).to_numpy()
+        if other.any():
+            n_other = int(other.sum())
+            other_keys = _keys(predictions[other], spec, name)
+            predictions = predictions[~other]
     if spec.prediction_column not in predictions.columns and len(predictions):
         cols = ", ".join(one_line(c, 40) for c in list(predictions.columns)[:12])
         raise InputError(f"{name}: no prediction column {one_line(spec.prediction_column, 60)!r} (columns: {cols}; "
@@ -324,8 +337,10 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     hit = pos >= 0
     used = np.zeros(len(uniq), dtype=bool)
     used[pos[hit]] = True
+    if other_keys is not None:  # the labels of rows another version answered are not orphans
+        used |= uniq.isin(other_keys)
     counts = dict(predictions=n_pred, labels=n_lab, duplicate_labels=n_dup,
-                  labels_without_prediction=int(len(uniq) - used.sum()),
+                  labels_without_prediction=int(len(uniq) - used.sum()), other_versions=n_other,
                   predictions_without_label=int((~hit).sum()), predictions_without_id=int(no_id.sum()),
                   labelled=int(hit.sum()))
     inf_times = _times(predictions) if n_pred else np.empty(0, dtype="datetime64[ns]")
@@ -763,6 +778,8 @@ def describe_counts(c: Counts) -> str:
         parts.append(f"{c.predictions_without_id} captured rows without an id")
     if c.unusable:
         parts.append(f"{c.unusable} labelled rows without a usable value")
+    if c.other_versions:
+        parts.append(f"{c.other_versions} rows another version answered (left out)")
     return ", ".join(parts)
 
 
@@ -915,9 +932,11 @@ def endpoint_quality(cfg: Any, mc: Any, reg_metrics: Registered | None, version:
     its newest ``scan`` captured rows joined with its labels, measured and judged against
     ``reg_metrics`` (the served version's). A source that cannot be read is the summary's
     ``error`` (the judge's "quality not measured" warning), never an exception."""
+    from dataclasses import replace
+
     from modeldeck.core.snapshot import QualitySummary
 
-    spec = spec_for(mc, id_column=cfg.label_id_column)
+    spec = replace(spec_for(mc, id_column=cfg.label_id_column), version=version)
     try:
         result = assess(cfg.capture, cfg.labels, spec, last_n=scan, label_id_column=cfg.label_id_column,
                         label_column=cfg.label_column, timeout=timeout, clock=clock)

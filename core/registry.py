@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from modeldeck.core import datafiles
 from modeldeck.core.errors import ConflictError, GateError, ModeldeckError, NotFoundError, RegistryError
-from modeldeck.core.textfmt import format_time, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
+from modeldeck.core.textfmt import format_time, one_line, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:  # sqlite-utils imports pandas when it is installed (~0.35 s): only migrations need it
     import sqlite_utils
@@ -255,6 +255,7 @@ class AuditEntry:
     after: Any
     reason: str
     hash: str
+    row: Mapping[str, Any] | None = None  # the versions / alias_history row it wrote: table, key, SHA-256
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -350,10 +351,20 @@ class VerifyResult:
     first_bad: int | None = None
     problem: str = ""
     head: str = GENESIS
+    rows_checked: int = 0  # versions and alias-history rows whose content matched their audit entry
+    rows_uncovered: int = 0  # rows no audit entry carries a hash of (older modeldeck, MLflow mirrors)
+    checkpoints: int = 0  # signed checkpoints whose prefix was proven unchanged
 
     def describe(self) -> str:
         if self.ok:
-            return f"audit chain intact: {self.checked} entries, head {self.head[:16]}"
+            text = (f"audit chain intact: {self.checked} entries, head {self.head[:16]}; {self.rows_checked} "
+                    f"version and alias-history rows match their entries")
+            if self.rows_uncovered:
+                text += (f" ({self.rows_uncovered} rows carry no hash: written by an older modeldeck or mirrored "
+                         f"from MLflow, not covered)")
+            if self.checkpoints:
+                text += f"; {self.checkpoints} signed checkpoints hold"
+            return text
         if self.first_bad is None:
             return f"audit chain BROKEN: {self.problem}"
         return f"audit chain BROKEN at entry {self.first_bad}: {self.problem}"
@@ -625,8 +636,9 @@ class Registry:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [AuditEntry(id=r["id"], at=r["at"], actor=r["actor"], action=r["action"],
-                           subject=r["subject"], before=_loads(r["before"]), after=_loads(r["after"]),
-                           reason=r["reason"], hash=r["hash"]) for r in self._read(sql, params)]
+                           subject=r["subject"], before=_loads(r["before"]), after=_without_row(r["after"]),
+                           reason=r["reason"], hash=r["hash"], row=_row_of(r["after"]))
+                for r in self._read(sql, params)]
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -642,16 +654,99 @@ class Registry:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
 
-    def verify_audit(self) -> VerifyResult:
+    def verify_audit(self, checkpoints: Sequence[Any] = ()) -> VerifyResult:
         """Walk the chain from the first entry: ids contiguous from 1, each prev_hash the
         previous entry's hash, each hash recomputed from the stored fields, and the last one
         the head recorded in meta (so deleting the newest rows shows too; a missing, null or
-        unreadable head is a broken chain). The rows and the head are read in one snapshot, so
-        writers committing meanwhile never look like a break."""
+        unreadable head is a broken chain). Then the rows the chain vouches for: every
+        ``versions`` and ``alias_history`` row an entry carries the SHA-256 of must still hash
+        to it (the newest entry of a version wins), every alias-history row after the first
+        hashed one must have its entry, and every alias must point where its history says.
+        ``checkpoints`` (``core.checkpoints.Checkpoint``, signatures already checked) must each
+        name this registry and an entry whose hash is the signed head: a prefix that was
+        rewritten (even with every hash recomputed) or cut is a break. Everything is read in
+        one snapshot, so writers committing meanwhile never look like a break."""
         with self._snapshot() as c:
-            return self._verify_chain(c)
+            return self._verify(c, checkpoints)
 
-    def _verify_chain(self, c: sqlite3.Connection) -> VerifyResult:
+    def _verify(self, c: sqlite3.Connection, checkpoints: Sequence[Any]) -> VerifyResult:
+        wanted = {int(cp.entries) for cp in checkpoints}
+        at_id: dict[int, str] = {0: GENESIS}
+        rows: dict[tuple[str, Any], tuple[int, str]] = {}
+        legacy: list[bool] = []
+        chain = self._verify_chain(c, wanted, at_id, rows, legacy)
+        if not chain.ok:
+            return chain
+        checked, head = chain.checked, chain.head
+
+        def broken(first: int | None, problem: str) -> VerifyResult:
+            return VerifyResult(False, checked, first, problem, head)
+
+        # the rows the chain vouches for
+        n_ok = uncovered = 0
+        seen: set[tuple[str, Any]] = set()
+        for r in c.execute(f"SELECT {', '.join(_ROW_COLUMNS['versions'])} FROM versions"):
+            key = ("versions", (r[0], r[1]))
+            got = rows.get(key)
+            if got is None:
+                uncovered += 1
+                continue
+            seen.add(key)
+            if _row_hash("versions", tuple(r)) != got[1]:
+                return broken(got[0], f"version {r[1]} of {one_line(r[0], 60)} differs from what audit entry {got[0]} "
+                                      f"recorded (its row was edited outside modeldeck)")
+            n_ok += 1
+        first_hashed = min((k[1] for k in rows if k[0] == "alias_history"), default=None)
+        for r in c.execute(f"SELECT {', '.join(_ROW_COLUMNS['alias_history'])} FROM alias_history ORDER BY id"):
+            key = ("alias_history", r[0])
+            got = rows.get(key)
+            if got is None:
+                if legacy and (first_hashed is None or r[0] < first_hashed):
+                    uncovered += 1  # written by a modeldeck that did not hash rows yet
+                    continue
+                return broken(None, f"alias history row {r[0]} ({one_line(r[1], 60)} {one_line(r[2], 40)}: "
+                                    f"{r[5]} to version {r[4]} by {one_line(r[6], 40)}) has no audit entry "
+                                    f"(written outside modeldeck)")
+            seen.add(key)
+            if _row_hash("alias_history", tuple(r)) != got[1]:
+                return broken(got[0], f"alias history row {r[0]} ({one_line(r[1], 60)} {one_line(r[2], 40)}) "
+                                      f"differs from what audit entry {got[0]} recorded (edited outside modeldeck)")
+            n_ok += 1
+        for key, (entry, _) in rows.items():
+            if key not in seen:
+                what = (f"version {key[1][1]} of {one_line(key[1][0], 60)}" if key[0] == "versions"
+                        else f"alias history row {key[1]}")
+                return broken(entry, f"{what}, written by audit entry {entry}, is gone (deleted outside modeldeck)")
+        latest = {(m, e): (i, v) for i, m, e, v in c.execute(
+            "SELECT id, model, environment, to_version FROM alias_history WHERE id IN "
+            "(SELECT max(id) FROM alias_history GROUP BY model, environment)")}
+        for m, e, v, hid in c.execute("SELECT model, environment, version, history_id FROM aliases"):
+            want = latest.get((m, e))
+            if want is None or want[1] != v or (hid is not None and hid != want[0]):
+                says = "no version" if want is None or want[1] is None else f"version {want[1]}"
+                return broken(None, f"the {one_line(e, 40)} alias of {one_line(m, 60)} points at version {v} but "
+                                    f"its history says {says} (the alias was changed outside modeldeck)")
+        # signed checkpoints: each vouches for the prefix it signed
+        registry_id = self._meta(c, "registry_id")
+        n_cp = 0
+        for cp in checkpoints:
+            where = f"the checkpoint on line {cp.line}" if getattr(cp, "line", 0) else "a checkpoint"
+            if cp.registry != registry_id:
+                return broken(None, f"{where} is of another registry ({cp.registry[:16] or 'none'}; this one is "
+                                    f"{(registry_id or 'not checkpointed yet')[:16]})")
+            if cp.entries > checked:
+                return broken(checked + 1, f"{where} ({cp.describe()}) vouches for {cp.entries} entries but the log "
+                                           f"has {checked} (history was cut)")
+            if at_id.get(cp.entries) != cp.head:
+                return broken(cp.entries, f"entry {cp.entries} is not the one {where} signed ({cp.describe()}): "
+                                          f"history up to it was rewritten")
+            n_cp += 1
+        return VerifyResult(True, checked, None, "", head, rows_checked=n_ok, rows_uncovered=uncovered,
+                            checkpoints=n_cp)
+
+    def _verify_chain(self, c: sqlite3.Connection, wanted: set[int] | None = None, at_id: dict[int, str] | None = None,
+                      rows: dict[tuple[str, Any], tuple[int, str]] | None = None,
+                      legacy: list[bool] | None = None) -> VerifyResult:
         head_row = c.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
         cur = c.execute(
             "SELECT id, at, actor, action, subject, before, after, reason, prev_hash, hash "
@@ -660,8 +755,9 @@ class Registry:
         expected_id = 1
         checked = 0
         sha = hashlib.sha256
-        while rows := cur.fetchmany(10_000):
-            for (i, at, actor, action, subject, before, after, reason, prev_hash, h) in rows:
+        wanted = wanted or set()
+        while batch := cur.fetchmany(10_000):
+            for (i, at, actor, action, subject, before, after, reason, prev_hash, h) in batch:
                 if i != expected_id:
                     return VerifyResult(False, checked, expected_id,
                                         f"entry {expected_id} is missing (next present is {i})", prev)
@@ -673,9 +769,17 @@ class Registry:
                 if sha(payload.encode("utf-8", "surrogatepass")).hexdigest() != h:
                     return VerifyResult(False, checked, i, "its contents do not match its hash "
                                         "(the entry was edited)", prev)
+                if rows is not None and action in _ROW_ACTIONS:
+                    ref = _row_of(after) if after and '"_row"' in after else None
+                    if ref is not None:
+                        rows[(ref["table"], ref["key"])] = (i, ref["sha256"])
+                    elif legacy is not None and not legacy:
+                        legacy.append(True)  # written before rows were hashed
                 prev = h
                 expected_id += 1
                 checked += 1
+                if i in wanted and at_id is not None:
+                    at_id[i] = h
         head, why = _parse_head(head_row[0] if head_row else None, missing=head_row is None)
         if head is None:
             return VerifyResult(False, checked, checked + 1, f"{why} (entries may have been removed)", prev)
@@ -687,6 +791,37 @@ class Registry:
             return VerifyResult(False, checked, checked, "the newest entry differs from the one written",
                                 prev)
         return VerifyResult(True, checked, None, "", prev)
+
+    @staticmethod
+    def _meta(c: sqlite3.Connection, key: str) -> str | None:
+        row = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def registry_id(self, *, create: bool = True) -> str | None:
+        """This registry's random id (what signed checkpoints name), made on first use."""
+        found = self._meta(self.conn, "registry_id")
+        if found or not create or self.readonly:
+            return found
+        import uuid
+
+        with self._write() as c:
+            found = self._meta(c, "registry_id")
+            if not found:
+                found = uuid.uuid4().hex
+                c.execute("INSERT INTO meta(key, value) VALUES ('registry_id', ?)", (found,))
+        return found
+
+    def _row_ref(self, table: str, key: Any) -> dict[str, Any]:
+        """What an audit entry carries of the row it wrote (inside the write transaction)."""
+        cols = _ROW_COLUMNS[table]
+        if table == "versions":
+            r = self.conn.execute(f"SELECT {', '.join(cols)} FROM versions WHERE model=? AND version=?",
+                                  (key[0], int(key[1]))).fetchone()
+            key = [key[0], int(key[1])]
+        else:
+            r = self.conn.execute(f"SELECT {', '.join(cols)} FROM alias_history WHERE id=?", (int(key),)).fetchone()
+            key = int(key)
+        return {"table": table, "key": key, "sha256": _row_hash(table, tuple(r))}
 
     # -- models and versions ----------------------------------------------------------------------
     def models(self) -> list[Model]:
@@ -829,6 +964,7 @@ class Registry:
             if metrics:
                 self._insert_evaluations(model, n, metrics, eval_sha256, eval_rows, eval_path, "register", at, actor)
                 after.update(eval_sha256=eval_sha256, eval_rows=eval_rows, eval_path=eval_path)
+            after["_row"] = self._row_ref("versions", (model, n))
             self._audit("register", f"{model}:{n}", None, after, reason, actor, at)
             if job_id is not None:
                 c.execute("UPDATE jobs SET produced_version=? WHERE id=? AND model=?", (n, job_id, model))
@@ -924,6 +1060,7 @@ class Registry:
             a: dict[str, Any] = {"approval": state}
             if state == "approved":
                 b["approvers"], a["approvers"] = approvers, [*approvers, actor]
+            a["_row"] = self._row_ref("versions", (model, version))
             self._audit("approve" if state == "approved" else "reject", f"{model}:{version}", b, a, reason, actor, at)
         return self.version(model, version)
 
@@ -942,6 +1079,8 @@ class Registry:
             reason: str = "") -> Version:
         """Set (or with ``value=None`` remove) a free-form tag on a version."""
         _check_name(key, "tag name")
+        if key == "_row":
+            raise RegistryError("tag name '_row' is reserved (the audit log's row hash)")
         actor = actor or current_actor()
         at = utcnow()
         with self._write() as c:
@@ -958,7 +1097,8 @@ class Registry:
                 tags[key] = str(value)
             c.execute("UPDATE versions SET tags=? WHERE model=? AND version=?",
                       (_dumps(tags), model, int(version)))
-            self._audit("tag", f"{model}:{version}", {key: before}, {key: value}, reason, actor, at)
+            self._audit("tag", f"{model}:{version}", {key: before},
+                        {key: value, "_row": self._row_ref("versions", (model, version))}, reason, actor, at)
         return self.version(model, version)
 
     def _apply_tag(self, model: str, version: int, key: str, value: str | None) -> None:
@@ -1084,6 +1224,7 @@ class Registry:
             after["forced"] = True
         if details:
             after.update(details)
+        after["_row"] = self._row_ref("alias_history", hid)
         self._audit(action, f"{model}@{environment}", {"version": current}, after, reason, actor, at)
         return AliasChange(id=hid, model=model, environment=environment, from_version=current,
                            to_version=version, action=action, actor=actor, at=at, reason=reason)
@@ -1662,6 +1803,48 @@ def _check_name(value: str, what: str) -> None:
     why = name_problem(value, what)
     if why:
         raise RegistryError(why)
+
+
+# The columns of the rows an audit entry vouches for (a column added later is not covered until
+# it is listed here, and listing it changes the hash of rows written before: add a new key then).
+_ROW_COLUMNS = {
+    "versions": ("model", "version", "artifact", "created_at", "created_by", "dataset_path", "dataset_sha256",
+                 "reference_path", "code_version", "params", "metrics", "tags", "approval", "approval_reason",
+                 "approval_by", "approval_at", "job_id", "run_id", "datasets"),
+    "alias_history": ("id", "model", "environment", "from_version", "to_version", "action", "actor", "at", "reason"),
+}
+_ROW_ACTIONS = frozenset({"register", "approve", "reject", "tag", "promote", "rollback", "unset", "external"})
+
+
+def _row_hash(table: str, values: Sequence[Any]) -> str:
+    """SHA-256 of one versions / alias_history row as stored (its columns in _ROW_COLUMNS order)."""
+    return hashlib.sha256(json.dumps([table, list(values)], separators=(",", ":"), default=str,
+                                     ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _row_of(after: str | None) -> dict[str, Any] | None:
+    """The ``_row`` an audit entry's ``after`` carries (None when it has none or it is garbage)."""
+    if not after or '"_row"' not in after:
+        return None
+    d = _loads(after)
+    ref = d.get("_row") if isinstance(d, dict) else None
+    if not (isinstance(ref, dict) and ref.get("table") in _ROW_COLUMNS and isinstance(ref.get("sha256"), str)):
+        return None
+    key = ref.get("key")
+    if ref["table"] == "versions":
+        if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], int)):
+            return None
+        key = (key[0], key[1])
+    elif not isinstance(key, int):
+        return None
+    return {"table": ref["table"], "key": key, "sha256": ref["sha256"]}
+
+
+def _without_row(after: str | None) -> Any:
+    d = _loads(after)
+    if isinstance(d, dict) and "_row" in d:
+        d = {k: v for k, v in d.items() if k != "_row"}
+    return d
 
 
 def _parse_head(text: str | None, *, missing: bool) -> tuple[dict[str, Any] | None, str]:

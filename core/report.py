@@ -275,7 +275,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
             findings.append(Finding(WARNING, "registry", f"registry: {one_line(mlflow_problem, 300)}; models, versions "
                                                          f"and aliases are the ledger's last known"))
         findings += rollout_findings(settings, reg)
-        verify = reg.verify_audit()
+        verify, audit_note = _verify_and_checkpoint(reg, findings)
         triggers = tuple(dict.fromkeys([*(["drift"] if retrain_on_drift else []), *retrain_on]))
         if triggers:
             retrains = _retrain_on(settings, reg, endpoints, triggers)
@@ -285,7 +285,7 @@ def collect(settings: Settings, *, sample: float | None = None, retrain_on_drift
     if not verify.ok:
         findings.append(Finding(CRITICAL, "registry", f"registry: {verify.describe()}"))
     return Report(generated_at=generated_at, sample=sample, endpoints=endpoints, models=models,
-                  audit_ok=verify.ok, audit_text=verify.describe(), findings=sort_findings(findings),
+                  audit_ok=verify.ok, audit_text=verify.describe() + audit_note, findings=sort_findings(findings),
                   duration=time.monotonic() - started, stored=stored)
 
 
@@ -321,6 +321,25 @@ def _quality_job(settings: Settings, cfg: EndpointConfig, base: Any, version: st
                                         scan=settings.poll.quality_scan, timeout=max(1.0, settings.poll.timeout))
 
     return job
+
+
+def _verify_and_checkpoint(reg: Any, findings: list[Finding]) -> tuple[Any, str]:
+    """The audit chain verified against this registry's newest signed checkpoint, and one
+    more checkpoint of it signed and appended (``core.checkpoints``): every run leaves a
+    checkpoint, so a rewrite of what one run saw shows in every later run. A checkpoint that
+    cannot be written is a WARNING (the chain is still verified)."""
+    from modeldeck.core import checkpoints
+
+    if reg.readonly and reg.registry_id(create=False) is None:
+        return reg.verify_audit(), "; no checkpoint (read-only registry, never checkpointed)"
+    try:
+        cp, verify = checkpoints.checkpoint(reg)
+    except (checkpoints.CheckpointError, RegistryError) as e:
+        findings.append(Finding(WARNING, "registry", f"registry: audit checkpoint not written: {one_line(e, 200)}"))
+        return reg.verify_audit(), ""
+    if cp is None:
+        return verify, ""
+    return verify, f"; checkpoint {cp.entries} signed ({checkpoints.default_file(reg.path)})"
 
 
 async def _collect_endpoints(settings: Settings, sample: float, aliases: Mapping[tuple[str, str], int],
@@ -681,10 +700,33 @@ def _drift_cell(e: EndpointReport) -> str:
     return text
 
 
+def quality_focus(summary: Any) -> tuple[str, float | None, float | None, str]:
+    """(metric, live value, registered value, level) an endpoint's quality is shown by: the
+    judged metric that dropped the most (``judge.quality_level``), else the headline (ROC AUC
+    when measured, else accuracy; R² for regression)."""
+    doc = summary.result or {}
+    registered = ((doc.get("registered") or {}).get("metrics")) or {}
+    drop = finite(doc.get("quality_drop"))
+    drop = 0.05 if drop is None else drop
+    worst_name, worst_level = None, judge.OK
+    if doc.get("status") == "measured":
+        for name in judge.QUALITY_JUDGED.get(str(doc.get("problem_type")), ()):
+            m = (doc.get("metrics") or {}).get(name) or {}
+            lv = judge.quality_level(m.get("value"), m.get("high"), registered.get(name), drop)
+            if judge.RANK[lv] > judge.RANK[worst_level]:
+                worst_name, worst_level = name, lv
+    if worst_name is None:
+        name, value, reg = summary.headline()
+        return name, value, reg, judge.OK
+    m = (doc.get("metrics") or {}).get(worst_name) or {}
+    return worst_name, finite(m.get("value")), finite(registered.get(worst_name)), worst_level
+
+
 def quality_cell(summary: Any) -> str:
-    """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the headline metric; ▼
-    below the registered value by the drop the judge warns at, ▲/= otherwise), ``n=42/200``
-    while there are not enough labels, ``error`` when it could not be measured, ``-`` without."""
+    """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the metric that dropped
+    the most, else the headline; ▼ when the judge warns about it, ▽ below the registered value
+    within the rule, ▲ above, = equal), ``n=42/200`` while there are not enough labels, ``error``
+    when it could not be measured, ``-`` without."""
     if summary is None:
         return "-"
     doc = summary.result or {}
@@ -692,13 +734,12 @@ def quality_cell(summary: Any) -> str:
         return "error"
     if doc.get("status") == "not_enough_labels":
         return f"n={doc.get('rows')}/{doc.get('min_rows')}"
-    name, value, reg = summary.headline()
+    name, value, reg, lv = quality_focus(summary)
     short = {"roc_auc": "auc", "accuracy": "acc", "r2": "r2"}.get(name, name)
     if value is None:
         return f"{short} -"
     text = f"{short} {value:.3f}".replace(" 0.", " .") if value >= 0 else f"{short} {value:.3f}"
     if reg is not None:
-        lv = judge.quality_level_of(doc)
         text += " ▼" if lv in (WARNING, CRITICAL) else (" ▲" if value > reg else " =" if value == reg else " ▽")
     return text
 

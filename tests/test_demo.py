@@ -21,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modeldeck.core import judge
 from modeldeck.core.config import parse_file
 from modeldeck.core.demo.datasets import WORLDS
 from modeldeck.core.demo.fleet import READY_PREFIX, DemoFleetProcess, FleetSettings, start_subprocess
@@ -30,7 +31,7 @@ from modeldeck.core.registry import Registry
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("demo_fleet")]
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = FleetSettings(drift_at=0.0, errors_at=0.0, error_rate=0.3, seed=7,
+FAST = FleetSettings(drift_at=0.0, errors_at=0.0, error_rate=0.3, seed=7, label_delay=1.0,
                      rates=(("churn-prod", 120.0), ("fraud-prod", 30.0)))
 
 
@@ -189,13 +190,17 @@ def test_metrics_parse_with_mlserver_names(settings, client) -> None:
 
 
 def test_capture_is_sagemaker_jsonl_with_ground_truth(settings) -> None:
+    def answered_before(e, seconds: float) -> list[str]:  # type: ignore[no-untyped-def]
+        lines = [ln for f in sorted(glob.glob(e.capture)) for ln in Path(f).read_text().splitlines()][:-1]
+        cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - seconds))
+        return [ln for ln in lines if json.loads(ln)["eventMetadata"]["inferenceTime"][:19] < cutoff]
+
     for e in settings.endpoints:
-        files = sorted(glob.glob(e.capture))
-        assert files, e.name
-        lines = [ln for f in files for ln in Path(f).read_text().splitlines()]
-        assert len(lines) > 10
+        # the labels come FAST.label_delay (1 s) after the answer: look at answers older than 3 s
+        old = _wait(lambda e=e: [x for x in [answered_before(e, 3)] if len(x) > 10], 20,
+                    f"answers of {e.name} older than 3 s")[0]
         ids = set()
-        for ln in lines[:-1][-200:]:
+        for ln in old[-200:]:
             rec = json.loads(ln)
             assert rec["eventVersion"] == "0"
             meta = rec["eventMetadata"]
@@ -274,6 +279,11 @@ def test_retraining_on_the_recent_window_passes_the_gates(fleet, settings, clien
     truth = churn.capture.replace("/captures/", "/ground_truth/").replace("capture-", "labels-")
     _wait(lambda: sum(len(Path(f).read_text().splitlines()) for f in glob.glob(truth)) >= 1200, 40,
           "1200 labelled churn requests")
+    # the drifted world's labels follow its own relation: the served version's accuracy drops
+    before = _wait(lambda: [q for q in [_quality(settings, fleet, churn)] if q.status == "measured"], 30,
+                   "200 labelled answers of the production version")[0]
+    dropped = [v for v in judge.snapshot_quality_verdicts(before) if v.key == "quality"]
+    assert dropped and "accuracy" in dropped[0].text, before.result
     with Registry(fleet.registry_path) as reg:
         job = reg.create_job("churn", trigger="drift", runner="command", reason="test")
     cmd = [a.replace("{model}", "churn") for a in settings.models["churn"].retrain.command]
@@ -298,6 +308,15 @@ def test_retraining_on_the_recent_window_passes_the_gates(fleet, settings, clien
         reg.promote("churn", version, "production", "test: retrained on drift")
     _wait(lambda: client.get(f"{churn.url}/v2/models/churn").json()["versions"] == [str(version)], 5,
           "the retrained version to load", 0.05)
+    # its own answers, once labelled, measure up to what it was registered with on its holdout
+    after = _wait(lambda: [q for q in [_quality(settings, fleet, churn)]
+                           if q.version == str(version) and q.result.get("rows", 0) >= 300], 30,
+                  "300 labelled answers of the retrained version")[0]
+    assert judge.snapshot_quality_verdicts(after) == [], after.result
+    assert after.result["counts"]["other_versions"] > 0  # the old version's rows are left out
+    registered = after.result["registered"]["metrics"]["accuracy"]
+    assert after.result["metrics"]["accuracy"]["value"] > registered - 0.05
+    assert after.result["metrics"]["accuracy"]["value"] > before.result["metrics"]["accuracy"]["value"]
     from modeldeck.core import capture, drift
 
     with Registry(fleet.registry_path) as reg:
@@ -307,6 +326,17 @@ def test_retraining_on_the_recent_window_passes_the_gates(fleet, settings, clien
     inputs = [c for c in result["columns"] if c["column"] in WORLDS["churn"].features]
     assert sum(c["drifted"] for c in inputs) <= 1, [c["column"] for c in inputs if c["drifted"]]
     assert result["dataset_drift"] is False
+
+
+def _quality(settings, fleet, ep):  # type: ignore[no-untyped-def]
+    """The endpoint's quality as the poller measures it: judged against the production version."""
+    from modeldeck.core import quality
+
+    with Registry(fleet.registry_path) as reg:
+        version = str(reg.alias(ep.model, ep.environment))
+        mc = quality.rules_for(reg, settings, ep.model)
+        registered = quality.registered(reg, ep.model, version)
+    return quality.endpoint_quality(ep, mc, registered, version, scan=settings.poll.quality_scan)
 
 
 def test_sigterm_ends_the_fleet_cleanly(fleet: DemoFleetProcess) -> None:

@@ -628,3 +628,176 @@ def test_an_internal_error_while_verifying_rolls_the_alias_back(tmp_path: Path, 
                                poll=broken_poll, interval=0.01)
         assert out.status == releases.ROLLED_BACK and "internal error: RuntimeError: poller bug" in out.message
         assert reg.alias("churn", "production") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. a real tamper-evidence guarantee: rows covered by the chain, signed checkpoints outside it
+
+
+def _recompute_chain(registry_path: Path, *sql: str) -> None:
+    """What an attacker who can write the file does: change rows, then recompute every hash
+    and the head, so the chain alone verifies as intact."""
+    from modeldeck.core.registry import GENESIS, entry_hash
+
+    conn = sqlite3.connect(registry_path)
+    for statement in sql:
+        conn.execute(statement)
+    prev, last = GENESIS, 0
+    for i, at, actor, action, subject, before, after, reason in conn.execute(
+            "SELECT id, at, actor, action, subject, before, after, reason FROM audit ORDER BY id").fetchall():
+        h = entry_hash(prev, i, at, actor, action, subject, before, after, reason)
+        conn.execute("UPDATE audit SET prev_hash=?, hash=? WHERE id=?", (prev, h, i))
+        prev, last = h, i
+    conn.execute("UPDATE meta SET value=? WHERE key='audit_head'", (json.dumps({"id": last, "hash": prev}),))
+    conn.commit()
+    conn.close()
+
+
+def _history_of_releases(registry_path: Path) -> None:
+    with Registry(registry_path) as reg:
+        for n in (1, 2, 3):
+            reg.register("churn", f"s3://m/{n}")
+            reg.approve("churn", n, "ok")
+        reg.promote("churn", 1, "production", "first")
+        reg.promote("churn", 2, "production", "better")
+        reg.tag("churn", 2, "owner", "ana")
+
+
+def _verify(registry_path: Path) -> str:
+    with Registry(registry_path) as reg:
+        return reg.verify_audit().describe()
+
+
+@pytest.mark.parametrize(("sql", "words"), [
+    ("UPDATE versions SET artifact='s3://evil/model' WHERE version=2", "version 2 of churn differs"),
+    ("UPDATE versions SET approval='approved', approval_by='boss' WHERE version=3", "version 3 of churn differs"),
+    ("UPDATE alias_history SET actor='boss' WHERE id=2", "alias history row 2 (churn production) differs"),
+    ("INSERT INTO alias_history(model, environment, from_version, to_version, action, actor, at, reason) "
+     "VALUES ('churn', 'production', 2, 3, 'promote', 'boss', '2026-01-01T00:00:00.000000Z', 'x')",
+     "alias history row 3 (churn production: promote to version 3 by boss) has no audit entry"),
+    ("UPDATE aliases SET version=3 WHERE environment='production'", "points at version 3 but its history says version 2"),
+    ("DELETE FROM versions WHERE version=3", "version 3 of churn, written by audit entry 6, is gone"),
+])
+def test_edited_versions_and_alias_history_rows_break_the_chain(registry_path: Path, sql: str, words: str) -> None:
+    _history_of_releases(registry_path)
+    assert "intact" in _verify(registry_path)
+    conn = sqlite3.connect(registry_path)
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    text = _verify(registry_path)
+    assert "BROKEN" in text and words in text, text
+
+
+def test_rows_written_before_row_hashing_are_counted_not_broken(registry_path: Path) -> None:
+    _history_of_releases(registry_path)
+    # an upgraded registry: its entries carry no row hashes (what older modeldeck wrote)
+    _recompute_chain(registry_path, "UPDATE audit SET after=json_remove(after, '$._row')")
+    with Registry(registry_path) as reg:
+        r = reg.verify_audit()
+        assert r.ok and r.rows_checked == 0 and r.rows_uncovered == 5  # 3 versions, 2 alias moves
+        reg.promote("churn", 3, "production", "after the upgrade")
+        r = reg.verify_audit()
+        assert r.ok and r.rows_checked == 1 and r.rows_uncovered == 5, r.describe()  # the new move is covered
+        reg.conn.execute("UPDATE alias_history SET actor='boss' WHERE id=3")
+        assert "alias history row 3 (churn production) differs" in reg.verify_audit().describe()
+
+
+def _key_files(tmp_path: Path) -> tuple[Path, Path]:
+    from modeldeck.core import checkpoints
+
+    key = checkpoints.key_path()
+    return key, checkpoints.public_key_path(key)
+
+
+def test_checkpoint_command_creates_a_private_key_signs_and_prints(
+        registry_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import stat as stat_mod
+
+    _history_of_releases(registry_path)
+    cps = tmp_path / "checkpoints.jsonl"
+    base = ["--registry", str(registry_path), "audit"]
+    assert cli.main([*base, "checkpoint", "--checkpoints", str(cps)]) == 0
+    printed = capsys.readouterr().out.strip()
+    key, pub = _key_files(tmp_path)
+    assert stat_mod.S_IMODE(key.stat().st_mode) == 0o600 and pub.is_file()
+    line = json.loads(printed)
+    assert line["entries"] == 9 and cps.read_text().strip() == printed
+    with Registry(registry_path) as reg:
+        reg.promote("churn", 3, "production", "more")
+    assert cli.main([*base, "checkpoint", "--checkpoints", str(cps)]) == 0
+    capsys.readouterr()
+    assert len(cps.read_text().splitlines()) == 2
+    assert cli.main([*base, "--verify", "--checkpoints", str(cps), "--public-key", str(pub)]) == 0
+    assert "2 signed checkpoints hold" in capsys.readouterr().out
+    key.chmod(0o644)
+    assert cli.main([*base, "checkpoint", "--checkpoints", str(cps)]) == 2
+    assert "readable or writable by others" in capsys.readouterr().err
+
+
+def test_a_rewritten_or_cut_history_is_caught_by_checkpoints_even_with_every_hash_recomputed(
+        registry_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    _history_of_releases(registry_path)
+    cps = tmp_path / "checkpoints.jsonl"
+    base = ["--registry", str(registry_path), "audit"]
+    assert cli.main([*base, "checkpoint", "--checkpoints", str(cps)]) == 0
+    _, pub = _key_files(tmp_path)
+    pristine = tmp_path / "pristine.db"
+    shutil.copy(registry_path, pristine)
+    verify = [*base, "--verify", "--checkpoints", str(cps), "--public-key", str(pub)]
+    attacks = {
+        "rewritten": ["UPDATE audit SET actor='mallory' WHERE id=7",
+                      "UPDATE alias_history SET actor='mallory' WHERE id=1"],
+        "cut": ["DELETE FROM audit WHERE id=9", "UPDATE versions SET tags='{}' WHERE version=2"],
+    }
+    for kind, sql in attacks.items():
+        shutil.copy(pristine, registry_path)
+        _recompute_chain(registry_path, *sql)
+        if kind == "rewritten":  # the row hashes in the entries still match the rows: recompute those too
+            with Registry(registry_path) as reg:
+                fixed = reg._row_ref("alias_history", 1)
+            _recompute_chain(registry_path, f"UPDATE audit SET after=json_set(after, '$._row.sha256', "
+                                            f"'{fixed['sha256']}') WHERE id=7")
+        assert "intact" in _verify(registry_path), kind  # the chain alone cannot tell
+        assert cli.main(verify) == 1, kind
+        err = capsys.readouterr().err
+        assert "BROKEN" in err and ("was rewritten" if kind == "rewritten" else "history was cut") in err, err
+
+
+def test_forged_foreign_or_missing_checkpoints_do_not_vouch(registry_path: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _history_of_releases(registry_path)
+    cps = tmp_path / "checkpoints.jsonl"
+    base = ["--registry", str(registry_path), "audit"]
+    assert cli.main([*base, "checkpoint", "--checkpoints", str(cps)]) == 0
+    _, pub = _key_files(tmp_path)
+    verify = [*base, "--verify", "--checkpoints", str(cps), "--public-key", str(pub)]
+    line = json.loads(cps.read_text())
+    cps.write_text(json.dumps({**line, "entries": 3}) + "\n")  # edited: the signature no longer matches
+    assert cli.main(verify) == 1 and "signature does not verify" in capsys.readouterr().err
+    cps.write_text(json.dumps({**line, "registry": "0" * 32}) + "\n")
+    assert cli.main(verify) == 1 and "no checkpoint of this registry" in capsys.readouterr().err
+    cps.write_text("not json\n")
+    assert cli.main(verify) == 2 and "line 1: not a checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.live
+def test_every_report_run_signs_a_checkpoint_and_the_next_one_catches_a_rewrite(
+        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeck.core import checkpoints, report
+
+    monkeypatch.setenv("MODELDECK_AUDIT_KEY", str(tmp_path / "keys" / "audit.pem"))
+    _history_of_releases(registry_path)
+    s = _settings(tmp_path, {"registry": str(registry_path)})
+    first = report.collect(s, sample=0)
+    assert first.audit_ok and "checkpoint 9 signed" in first.audit_text
+    assert (tmp_path / "keys" / "audit.pem").is_file()
+    report.collect(s, sample=0)
+    assert len(checkpoints.read(checkpoints.default_file(registry_path))) == 2
+    _recompute_chain(registry_path, "UPDATE audit SET reason='nothing happened' WHERE id=8")
+    third = report.collect(s, sample=0)
+    assert not third.audit_ok and third.exit_code == 2 and "rewritten" in third.audit_text
+    assert len(checkpoints.read(checkpoints.default_file(registry_path))) == 2  # a broken chain is never signed

@@ -44,21 +44,50 @@ url = "http://127.0.0.1:9"
 def write_world(folder: Path) -> config.Settings:
     cfg = folder / "modeldeck.toml"
     cfg.write_text(CONFIG)
-    with Registry(folder / "registry.db") as reg:
+    fixed = "2026-11-20T09:00:00.000000Z"  # registration times fixed, so screenshots are stable: written as
+    with Registry(folder / "registry.db") as reg, _registered_at(fixed):  # such (an edited row breaks the chain)
         for i in range(3):
             reg.register("churn", f"s3://models/churn/{i + 1}.pkl", metrics={"auc": 0.81 + i / 100, "f1": 0.7},
                          params={"depth": 6}, code_version="4f2a9c1", dataset_sha256="ab" * 32,
                          tags={"team": "growth"})
+        _registered_at.off()
         reg.approve("churn", 1, "offline eval ok")
         reg.approve("churn", 2, "offline eval ok")
         reg.promote("churn", 1, "production", "first release")
         reg.promote("churn", 2, "production", "weekly retrain")
         reg.promote("churn", 3, "staging", "candidate")
+        _registered_at.on()
         reg.register("fraud", "s3://models/fraud/1.pkl", metrics={"auc": 0.9})
         reg.register(EVIL, "[/bold]\x1b[31m", metrics={"[red]": 1.0})
-        # fixed times so screenshots are stable
-        reg.conn.execute("UPDATE versions SET created_at = '2026-11-20T09:00:00.000000Z'")
     return config.parse_file(cfg)
+
+
+class _RegisteredAt:
+    """While on, the registry's clock says ``at`` (registrations get a fixed created_at)."""
+
+    def __call__(self, at: str) -> _RegisteredAt:
+        self.at, self.active = at, True
+        return self
+
+    def __enter__(self) -> None:
+        from modeldeck.core import registry
+
+        self.saved = registry.utcnow
+        registry.utcnow = lambda: self.at if self.active else self.saved()  # type: ignore[assignment]
+
+    def __exit__(self, *exc: object) -> None:
+        from modeldeck.core import registry
+
+        registry.utcnow = self.saved  # type: ignore[assignment]
+
+    def on(self) -> None:
+        self.active = True
+
+    def off(self) -> None:
+        self.active = False
+
+
+_registered_at = _RegisteredAt()
 
 
 def drift_summary() -> DriftSummary:

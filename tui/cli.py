@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors-at", type=float, metavar="S",
                    help="seconds after ready when errors rise (default 15; <0: never)")
     p.add_argument("--error-rate", type=float, metavar="R", help="share of failing inferences then (default 0.3)")
+    p.add_argument("--label-delay", type=float, metavar="S",
+                   help="seconds from an answer to its ground-truth label (default 4)")
     p.add_argument("--rate-scale", type=float, metavar="X",
                    help="multiply every endpoint's request rate (default 1; 0: no traffic)")
     p.add_argument("--rate", action="append", default=[], metavar="ENDPOINT=R", type=_endpoint_rate,
@@ -238,9 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     _json_flag(p)
 
-    p = sub.add_parser("audit", parents=[common], help="the audit log (newest first)")
+    p = sub.add_parser("audit", parents=[common], help="the audit log (newest first); checkpoint: sign its head",
+                       description="The audit log, newest first. `modeldeck audit checkpoint` verifies the chain, "
+                                   "signs its length and head with the Ed25519 audit key ($MODELDECK_AUDIT_KEY, else "
+                                   "audit-key.pem in the XDG config folder; made on first use), appends the "
+                                   "checkpoint to a file and prints it. `audit --verify --checkpoints FILE "
+                                   "--public-key KEY` proves every checkpointed prefix unchanged.")
     p.set_defaults(handler=_cmd_audit)
+    p.add_argument("what", nargs="?", choices=["checkpoint"], metavar="checkpoint",
+                   help="sign the current head and append the checkpoint to --checkpoints (default: one file per "
+                        "registry in the XDG state folder)")
     p.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when broken")
+    p.add_argument("--checkpoints", metavar="FILE", help="signed checkpoints to verify against (with --verify), or "
+                   "the file a new one is appended to")
+    p.add_argument("--public-key", metavar="KEY", help="the audit key's public half (default: the local key's .pub)")
     p.add_argument("--model", help="only entries about this model")
     p.add_argument("--action", help="only this action (promote, rollback, approve, ...)")
     p.add_argument("--actor", help="only this actor")
@@ -664,7 +677,7 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request otherwise
     given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
              "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
-             "ready_timeout": args.ready_timeout, "mlflow_url": args.mlflow}
+             "ready_timeout": args.ready_timeout, "label_delay": args.label_delay, "mlflow_url": args.mlflow}
     settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
 
     def ready(path: Path) -> None:
@@ -736,6 +749,7 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
 
     mc = ModelConfig(name=args.model or "-")
     registered = None
+    served: str | None = None
     if args.model:
         from modeldeck.core import policy
         from modeldeck.core.registry import open_registry
@@ -750,6 +764,7 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
                     raise InputError(f"{one_line(args.model, 60)} has no {one_line(args.env, 40)} version: "
                                      f"pass --version N")
             registered = quality.registered(reg, args.model, version)
+            served = str(version)
     for flag, value in (("--window", args.window), ("--min-rows", args.min_rows)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, not {value}")
@@ -767,6 +782,8 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
         changes["positive_label"] = args.positive_label
     if args.min_rows is not None:
         changes["min_rows"] = args.min_rows
+    if served is not None:
+        changes["version"] = served  # rows another version answered are left out (when the captures say)
     spec = replace(spec, **changes)
     result = quality.assess(args.capture, args.labels, spec, label_id_column=args.label_id_column,
                             label_column=args.label_column)
@@ -1014,15 +1031,22 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    if args.what == "checkpoint":
+        return _cmd_checkpoint(args)
+    if args.public_key and not args.checkpoints:
+        raise RegistryError("--public-key goes with --verify --checkpoints FILE")
     with _registry(args) as reg:
         if args.verify:
-            result = reg.verify_audit()
+            result = _verify_with_checkpoints(reg, args) if args.checkpoints else reg.verify_audit()
             if args.json:
                 _print_json({"ok": result.ok, "checked": result.checked, "first_bad": result.first_bad,
-                             "problem": result.problem, "head": result.head})
+                             "problem": result.problem, "head": result.head, "rows_checked": result.rows_checked,
+                             "rows_uncovered": result.rows_uncovered, "checkpoints": result.checkpoints})
             else:
                 _out(result.describe(), None if result.ok else sys.stderr)
             return 0 if result.ok else 1
+        if args.checkpoints:
+            raise RegistryError("--checkpoints goes with --verify, or with: modeldeck audit checkpoint")
         entries = reg.audit(subject=args.model, action=args.action, actor=args.actor,
                             limit=args.limit or None)
     if args.json:
@@ -1034,6 +1058,46 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     _out(table(["#", "WHEN (UTC)", "ACTOR", "ACTION", "SUBJECT", "CHANGE", "REASON"],
                [[e.id, e.at[:19].replace("T", " "), e.actor, e.action, e.subject,
                  _change_text(e.before, e.after), e.reason] for e in entries], right=[0]))
+    return 0
+
+
+def _verify_with_checkpoints(reg: Any, args: argparse.Namespace) -> Any:
+    """``audit --verify --checkpoints FILE [--public-key KEY]``: every checkpoint of this
+    registry in FILE must carry a good signature and vouch for an unchanged prefix."""
+    from modeldeck.core import checkpoints as cps
+    from modeldeck.core.registry import VerifyResult
+
+    public_path = Path(args.public_key) if args.public_key else cps.public_key_path(cps.key_path())
+    public = cps.load_public_key(public_path)
+    found = cps.read(args.checkpoints)
+    registry = reg.registry_id(create=False)
+    mine = [cp for cp in found if cp.registry == registry]
+    if not mine:
+        what = "no checkpoints" if not found else f"no checkpoint of this registry (id {(registry or 'none')[:16]})"
+        return VerifyResult(False, 0, None, f"{args.checkpoints} holds {what}: nothing vouches for the log")
+    bad = cps.check_signatures(mine, public, str(args.checkpoints))
+    if bad:
+        return VerifyResult(False, 0, None, bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    return reg.verify_audit(mine)
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    from modeldeck.core import checkpoints as cps
+
+    if args.verify or args.public_key:
+        raise RegistryError("audit checkpoint signs the head: --verify and --public-key are for audit --verify")
+    with _registry(args) as reg:
+        cp, result = cps.checkpoint(reg, Path(args.checkpoints) if args.checkpoints else None)
+        where = Path(args.checkpoints) if args.checkpoints else cps.default_file(reg.path)
+    if cp is None:
+        print(f"{PROG}: not signed: {result.describe()}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(json.loads(cp.to_line()))
+    else:
+        _out(cp.to_line())
+        print(f"{PROG}: {cp.describe()} appended to {where} (public key: "
+              f"{cps.public_key_path(cps.key_path())})", file=sys.stderr)
     return 0
 
 

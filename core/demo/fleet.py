@@ -81,6 +81,7 @@ class FleetSettings:
     seed: int = 0
     registry_poll: float = 0.5  # seconds between looks at the registry's aliases
     poll_interval: float = 1.0  # the [poll] interval written to the config
+    label_delay: float = 4.0  # seconds from an answer to its label (delayed ground truth)
     capture_records: int = 1000  # records per capture file before it rotates
     capture_keep: int = 6  # capture files kept per endpoint
     ready_timeout: float = 30.0
@@ -274,7 +275,7 @@ class Fleet:
                 continue
             t = TrafficStream(spec.name, self.servers[spec.name].port, spec.model, WORLDS[spec.model], rate,
                               self.scenario, drifts=spec.drifts, ground_truth=self.ground_truth[spec.name],
-                              seed=s.seed * 17 + i)
+                              seed=s.seed * 17 + i, label_delay=s.label_delay)
             t.start()
             self.traffic[spec.name] = t
 
@@ -375,6 +376,7 @@ class Fleet:
             f"interval = {_toml(float(s.poll_interval))}",
             "drift_every = 3",
             "drift_window = 1000",
+            "quality_every = 5",
             "",
         ]
         if s.mlflow_url:
@@ -392,7 +394,8 @@ class Fleet:
             lines.append("gates = [")
             lines += [f"  {_toml(g)}," for g in GATES.get(model, [])]
             lines.append("]")
-            lines += ["verify_timeout = 20.0", "bake_seconds = 20.0", "retrain_cooldown = 600.0", ""]
+            lines += ["verify_timeout = 20.0", "bake_seconds = 20.0", "retrain_cooldown = 600.0"]
+            lines += [f"problem_type = {_toml(WORLDS[model].task)}", ""]
         return "\n".join(lines)
 
     def write_config(self, path: str | os.PathLike[str]) -> Path:
@@ -546,7 +549,7 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
             "--registry", str(reg), "--drift-at", str(s.drift_at), "--errors-at", str(s.errors_at),
             "--error-rate", str(s.error_rate), "--rate-scale", str(s.rate_scale), "--seed", str(s.seed),
             "--poll-interval", str(s.poll_interval), "--ready-timeout", str(max(s.ready_timeout, ready_timeout)),
-            "--exit-with-parent"]
+            "--label-delay", str(s.label_delay), "--exit-with-parent"]
     if s.mlflow_url:
         args += ["--mlflow", s.mlflow_url]
     for name, rate in s.rates:

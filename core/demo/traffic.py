@@ -4,8 +4,11 @@ scenario clock that shifts them, and the ground truth for every answered request
 Each endpoint gets a few sender threads with their own keep-alive connection, sending at a
 Poisson rate; a stall (a slow version) does not turn into a burst afterwards. When the
 scenario's drift time has passed, an endpoint marked ``drifts`` sends rows from the drifted
-world instead. The labels of answered requests are written as SageMaker ground truth, keyed
-by the request id the server writes as the capture's event id.
+world instead (inputs and ground truth both follow it: the drifted world has its own relation,
+so a model trained before the drift loses accuracy). The labels of answered requests are
+written as SageMaker ground truth, keyed by the request id the server writes as the capture's
+event id, ``label_delay`` seconds after the answer (delayed ground truth, as labels arrive in
+life; ``eventMetadata.labelTime`` says when).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +113,7 @@ class TrafficStream:
 
     def __init__(self, name: str, port: int, served_model: str, world: World, rate: float, scenario: Scenario,
                  *, drifts: bool = False, ground_truth: RotatingJsonl | None = None, seed: int = 0,
-                 workers: int = 2) -> None:
+                 workers: int = 2, label_delay: float = 0.0) -> None:
         self.name = name
         self.port = port
         self.path = f"/v2/models/{served_model}/infer"
@@ -125,6 +129,9 @@ class TrafficStream:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._seed = seed
+        self.label_delay = max(0.0, float(label_delay))
+        self._pending: deque[tuple[float, str, Any]] = deque()  # (due, request id, label), in due order
+        self._pending_lock = threading.Lock()
 
     def start(self) -> None:
         if self.rate <= 0:
@@ -145,9 +152,10 @@ class TrafficStream:
         conn: http.client.HTTPConnection | None = None
         next_t = time.monotonic() + rng.uniform(0, mean_gap)
         while not self._stop.is_set():
+            self._flush_labels()
             now = time.monotonic()
             if next_t > now:
-                self._stop.wait(next_t - now)
+                self._stop.wait(min(next_t - now, 0.5))
                 continue
             if now - next_t > 2.0:  # after a stall, resume the rate instead of bursting
                 next_t = now
@@ -182,7 +190,28 @@ class TrafficStream:
             return
         self.stats.add(ok=1)
         if self.ground_truth is not None:
-            try:
-                self.ground_truth.write(ground_truth_record(req_id, [row[self.world.target]]))
-            except OSError as e:
-                log.warning("%s: cannot write ground truth: %s", self.name, e)
+            label = row[self.world.target]
+            if self.label_delay <= 0:
+                self._write_label(req_id, label, time.time())
+            else:
+                with self._pending_lock:
+                    self._pending.append((time.time() + self.label_delay, req_id, label))
+
+    def _flush_labels(self) -> None:
+        """Write the labels whose time has come (the ground truth arriving)."""
+        if not self._pending:
+            return
+        now = time.time()
+        due: list[tuple[float, str, Any]] = []
+        with self._pending_lock:
+            while self._pending and self._pending[0][0] <= now:
+                due.append(self._pending.popleft())
+        for at, req_id, label in due:
+            self._write_label(req_id, label, at)
+
+    def _write_label(self, req_id: str, label: Any, at: float) -> None:
+        assert self.ground_truth is not None
+        try:
+            self.ground_truth.write(ground_truth_record(req_id, [label], ts=at))
+        except OSError as e:
+            log.warning("%s: cannot write ground truth: %s", self.name, e)

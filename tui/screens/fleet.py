@@ -442,15 +442,16 @@ def drift_words(drift: DriftSummary | None, ep: EndpointConfig) -> Text:
 
 
 def quality_words(summary: Any) -> Text:
-    """``roc_auc 0.912 (registered 0.950), 1000 labelled rows`` in the judge's colour; why
-    there is no number, else."""
+    """``accuracy 0.765 (registered 0.881), 1000 labelled rows`` (the metric that dropped the
+    most, else the headline) in the judge's colour; why there is no number, else."""
     doc = summary.result or {}
     if summary.error or doc.get("status") == "error":
         return Text(one_line(summary.error or doc.get("error") or "error", 100), style="red")
     if doc.get("status") == "not_enough_labels":
         return Text(f"not enough labels ({doc.get('rows')} of {doc.get('min_rows')})", style="dim")
-    name, value, reg = summary.headline()
-    lv = judge.worst(v.level for v in judge.snapshot_quality_verdicts(summary))
+    from modeldeck.core.report import quality_focus
+
+    name, value, reg, lv = quality_focus(summary)
     t = Text(f"{name} {'-' if value is None else f'{value:.3f}'}", style=judge.STYLE[lv])
     if reg is not None:
         t.append(f" (registered {reg:.3f})", style="dim")

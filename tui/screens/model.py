@@ -647,7 +647,8 @@ def quality_summary(q: Any, verdicts: list[Any]) -> Text:
                                                     ("labels_without_prediction", "labels without a prediction"),
                                                     ("duplicate_labels", "duplicated labels (newest kept)"),
                                                     ("predictions_without_id", "rows without an id"),
-                                                    ("unusable", "rows without a usable value")) if c.get(k)]
+                                                    ("unusable", "rows without a usable value"),
+                                                    ("other_versions", "rows another version answered")) if c.get(k)]
     if extra:
         t.append("\n" + ", ".join(extra), style="dim")
     for v in verdicts:
