@@ -486,20 +486,17 @@ class Poller:
         ``poll.timeout`` at most, however the endpoints behave. Rates need two cycles."""
         await self._ensure_started()
         await self._refresh_aliases()
-        if self._prom is not None:
-            await self._maybe_discover()
-        targets = list(self._targets)
 
         async def via_prometheus() -> None:
-            await self._prom_refresh()  # publishes the snapshots of endpoints without a url
-            await asyncio.gather(*(self._poll_target(t, True) for t in targets if t.via and t.cfg.url))
+            await self._discover_and_refresh()  # publishes the snapshots of endpoints without a url
+            await asyncio.gather(*(self._poll_target(t, True) for t in list(self._targets) if t.via and t.cfg.url))
 
-        jobs = [self._poll_target(t, True) for t in targets if not t.via]
+        jobs = [self._poll_target(t, True) for t in self._targets if not t.via]
         if self._prom is not None:
             jobs.append(via_prometheus())
         await asyncio.gather(*jobs)
-        with self._lock:
-            return [self._latest[t.cfg.name] for t in targets if t.cfg.name in self._latest]
+        with self._lock:  # in the order of configs(): discovery may have added or removed some
+            return [self._latest[t.cfg.name] for t in self._targets if t.cfg.name in self._latest]
 
     async def aclose(self) -> None:
         """Stop, close the HTTP clients and the registry threads. Idempotent."""
@@ -550,8 +547,7 @@ class Poller:
                 self._prom_forced = False
                 last = now
                 try:
-                    await self._maybe_discover()
-                    await self._prom_refresh()
+                    await self._discover_and_refresh()
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a bug: never let it stop the watching
@@ -564,6 +560,16 @@ class Poller:
             finally:
                 if handle is not None:
                     handle.cancel()
+
+    async def _discover_and_refresh(self) -> None:
+        """Discovery (when due) and the refresh of the endpoints known, at the same time: the
+        refresh does not wait for the discovery's round trip (endpoints it adds are read at the
+        next refresh), except the first time."""
+        if any(t.via for t in self._targets):
+            await asyncio.gather(self._maybe_discover(), self._prom_refresh())
+        else:
+            await self._maybe_discover()
+            await self._prom_refresh()
 
     async def _prom_refresh(self) -> None:
         """Read every Prometheus-backed endpoint (one query per quantity per profile); publish the

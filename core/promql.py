@@ -34,6 +34,7 @@ answer has a time bound (``timeout``, also passed to Prometheus) and a size boun
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -105,13 +106,16 @@ def _regex(value: str) -> re.Pattern[str]:
     return r
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def quote(value: str) -> str:
     """A PromQL string literal."""
     return json.dumps(value, ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_selector(text: str) -> tuple[Matcher, ...]:
-    """``'{namespace="prod", service=~"churn|fraud"}'`` (braces optional) -> matchers."""
+    """``'{namespace="prod", service=~"churn|fraud"}'`` (braces optional) -> matchers (cached:
+    every refresh asks again for every endpoint)."""
     s = text.strip()
     if s.startswith("{"):
         if not s.endswith("}"):
@@ -128,7 +132,7 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
         if name == "__name__":
             raise SelectorError("a selector picks series by labels; the metric names come from the profile")
         try:
-            value = json.loads(f'"{raw}"')
+            value = json.loads(f'"{raw}"') if "\\" in raw else raw
         except ValueError:
             raise SelectorError(f"bad escape in the value of {name}") from None
         if op in ("=~", "!~"):
@@ -376,7 +380,8 @@ class PromClient:
             except ModeldeckError as e:
                 self._header_error = one_line(f"prometheus: {e}", MESSAGE_LIMIT)
                 headers = {}
-            limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+            # every query of a refresh at once (about 10 per profile): none waits for a connection
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             self._client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits,
                                              transport=self._transport, follow_redirects=False)
         return self._client
@@ -462,7 +467,7 @@ def _decode(body: bytes, status: int, ctype: str) -> QueryResult:
             raise PromError("prometheus: a series in the answer is malformed") from None
         if not isinstance(labels, dict):
             raise PromError("prometheus: a series in the answer is malformed")
-        out.append(Series({str(k): str(v) for k, v in labels.items()}, value))
+        out.append(Series(labels, value))  # JSON object keys and Prometheus label values are strings
     return QueryResult(out, warnings)
 
 
@@ -492,25 +497,40 @@ class PromReading:
     versions: tuple[str, ...] = ()
 
 
-class _Index:
-    """The series of one answer, indexed by the values of the labels endpoints select with
-    equality matchers."""
+class _Router:
+    """Hands each series of an answer to the endpoints whose selectors match it: one dict
+    lookup per series, on the values of the labels the endpoints select with equality
+    matchers (5,000 endpoints cost one pass over the answer, not 5,000)."""
 
-    def __init__(self, series: Sequence[Series]) -> None:
-        self.series = series
-        self._by_shape: dict[tuple[str, ...], dict[tuple[str, ...], list[Series]]] = {}
+    def __init__(self, plans: Sequence[_Plan]) -> None:
+        self.plans = plans
+        self.shapes: dict[tuple[str, ...], dict[tuple[str, ...], list[int]]] = {}
+        for i, p in enumerate(plans):
+            self.shapes.setdefault(p.shape, {}).setdefault(p.values, []).append(i)
 
-    def candidates(self, shape: tuple[str, ...], values: tuple[str, ...]) -> list[Series]:
-        if not shape:
-            return list(self.series)
-        idx = self._by_shape.get(shape)
-        if idx is None:
-            idx = {}
-            for s in self.series:
-                key = tuple(s.labels.get(n, "") for n in shape)
-                idx.setdefault(key, []).append(s)
-            self._by_shape[shape] = idx
-        return idx.get(values, [])
+    def route(self, series: Sequence[Series]) -> dict[int, list[Series]]:
+        out: dict[int, list[Series]] = {}
+        plans = self.plans
+        for shape, index in self.shapes.items():
+            for s in series:
+                labels = s.labels
+                hits = index.get(tuple([labels.get(n, "") for n in shape]) if shape else ())
+                if not hits:
+                    continue
+                for i in hits:
+                    p = plans[i]
+                    if p.model_label is not None:
+                        m = labels.get(p.model_label)
+                        if m and m != p.served:
+                            continue
+                    if p.rest and not all(x.matches(labels) for x in p.rest):
+                        continue
+                    got = out.get(i)
+                    if got is None:
+                        out[i] = [s]
+                    else:
+                        got.append(s)
+        return out
 
 
 @dataclass
@@ -522,17 +542,6 @@ class _Plan:
     model_label: str | None
     served: str
 
-    def match(self, index: _Index) -> list[Series]:
-        out = []
-        for s in index.candidates(self.shape, self.values):
-            labels = s.labels
-            if self.model_label is not None:
-                m = labels.get(self.model_label)
-                if m and m != self.served:
-                    continue
-            if all(x.matches(labels) for x in self.rest):
-                out.append(s)
-        return out
 
 
 def _plan(cfg: EndpointConfig, profile: str) -> _Plan:
@@ -559,20 +568,31 @@ def _preferred(series: list[Series]) -> list[Series]:
 
 
 def _finite(x: float) -> float | None:
-    return None if math.isnan(x) or math.isinf(x) else x
+    return x if -math.inf < x < math.inf else None  # NaN compares false
+
+
+_NONE: list[Series] = []
 
 
 def _sum(series: list[Series]) -> float | None:
+    if len(series) == 1:
+        return _finite(series[0].value)
     vals = [v for s in _preferred(series) if (v := _finite(s.value)) is not None]
     return sum(vals) if vals else None
 
 
 def _max(series: list[Series]) -> float | None:
+    if len(series) == 1:
+        return _finite(series[0].value)
     vals = [v for s in _preferred(series) if (v := _finite(s.value)) is not None]
     return max(vals) if vals else None
 
 
 def _versions(series: list[Series]) -> tuple[str, ...]:
+    if len(series) == 1:  # one version series (the usual case)
+        s = series[0]
+        v = next((s.labels[k] for k in VERSION_LABELS if s.labels.get(k) not in (None, *NO_VERSION)), None)
+        return (v if len(v) <= 40 and v.isprintable() else one_line(v, 40),) if v is not None else ()
     active: set[str] = set()
     every: set[str] = set()
     for s in series:
@@ -597,6 +617,8 @@ class PromFleet:
         self.client = client or PromClient(cfg)
         self.clock = clock
         self.last_refresh_ms: float | None = None
+        self._planned: dict[str, tuple[tuple[tuple[str, str, str], ...], dict[str, str], list[_Plan]]] = {}
+        self._routers: dict[str, _Router] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -615,10 +637,17 @@ class PromFleet:
         return out
 
     def queries_for(self, profile: str, cfgs: Sequence[EndpointConfig]) -> tuple[dict[str, str], list[_Plan]]:
+        """The profile's queries for these endpoints and how each endpoint picks its series;
+        made again only when the set of endpoints (names, selectors, served models) changed."""
+        key = tuple((c.name, c.selector, c.served_model or c.model) for c in cfgs)
+        hit = self._planned.get(profile)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
         plans = [_plan(c, profile) for c in cfgs]
         selectors = [parse_selector(c.selector) if c.selector else () for c in cfgs]
         served = [p.served for p in plans] if MODEL_LABELS.get(profile) else []
         queries, _ = profile_queries(profile, self.cfg.window, selectors, served)
+        self._planned[profile] = (key, queries, plans)
         return queries, plans
 
     async def _refresh_profile(self, profile: str, cfgs: list[EndpointConfig]) -> dict[str, PromReading]:
@@ -657,19 +686,22 @@ class PromFleet:
             problem = one_line("prometheus warning: " + "; ".join(warnings[:2]), MESSAGE_LIMIT)
         notes: list[str] = []
         unreported = ERRORS_UNREPORTED.get(profile)
-        indexes = {k: _Index(r.series) for k, r in results.items()}
+        router = self._routers.get(profile)
+        if router is None or router.plans is not plans:
+            router = self._routers[profile] = _Router(plans)
+        routed = {k: router.route(r.series) for k, r in results.items()}
         out: dict[str, PromReading] = {}
-        for plan in plans:
-            got = {k: plan.match(ix) for k, ix in indexes.items()}
+        for i, plan in enumerate(plans):
+            got = {k: r.get(i, _NONE) for k, r in routed.items()}
             out[plan.cfg.name] = self._reading(plan, got, taken_at, window, problem, notes, unreported)
         return out
 
     @staticmethod
     def _reading(plan: _Plan, got: Mapping[str, list[Series]], taken_at: float, window: float,
                  problem: str | None, notes: list[str], unreported: str | None) -> PromReading:
-        req = got.get("requests", [])
+        req = got.get("requests", _NONE)
         rate = _sum(req)
-        errors = _sum(got.get("errors", [])) if "errors" in got else None
+        errors = _sum(got.get("errors", _NONE)) if "errors" in got else None
         ratio = None
         extra = list(notes)
         if errors is None and rate is not None and unreported:
@@ -678,19 +710,18 @@ class PromFleet:
             ratio = min(1.0, max(0.0, errors / rate))
         elif errors and not rate:
             ratio = 1.0 if errors > 0 else None
-        q = {k: _max(got.get(k, [])) for k, _ in QS}
-        lat_sum, lat_count = _sum(got.get("lat_sum", [])), _sum(got.get("lat_count", []))
+        p50, p95, p99 = _max(got.get("p50", _NONE)), _max(got.get("p95", _NONE)), _max(got.get("p99", _NONE))
+        lat_sum, lat_count = _sum(got.get("lat_sum", _NONE)), _sum(got.get("lat_count", _NONE))
         mean = lat_sum / lat_count * 1000.0 if lat_sum is not None and lat_count else None
-        ups = [s.value for s in got.get("up", []) if not math.isnan(s.value)]
-        ages = [v for s in got.get("age", []) if (v := _finite(s.value)) is not None]
+        ups = [s.value for s in got.get("up", _NONE) if s.value == s.value]
+        ages = [v for s in got.get("age", _NONE) if (v := _finite(s.value)) is not None]
         return PromReading(
-            taken_at=taken_at, window=window, problem=problem, notes=tuple(extra),
+            taken_at=taken_at, window=window, problem=problem, notes=tuple(extra) if extra else (),
             found=bool(req) or bool(got.get("age")), up=(min(ups) >= 1) if ups else None, targets=len(ups),
             age=max(0.0, min(ages)) if ages else None, request_rate=rate, error_ratio=ratio,
-            p50_ms=None if q["p50"] is None else q["p50"] * 1000.0,
-            p95_ms=None if q["p95"] is None else q["p95"] * 1000.0,
-            p99_ms=None if q["p99"] is None else q["p99"] * 1000.0,
-            mean_ms=mean, versions=_versions(got.get("versions", [])))
+            p50_ms=None if p50 is None else p50 * 1000.0, p95_ms=None if p95 is None else p95 * 1000.0,
+            p99_ms=None if p99 is None else p99 * 1000.0, mean_ms=mean,
+            versions=_versions(got.get("versions", _NONE)))
 
     # -- discovery ------------------------------------------------------------------------------
     def discover_query(self, block: DiscoverConfig) -> str:

@@ -72,6 +72,8 @@ class FleetScreen(DeckScreen):
         # per row: what its cells came from (snapshot, taken at, age shown, narrow layout)
         self._cells: dict[str, tuple[EndpointSnapshot | None, float | None, int, bool]] = {}
         self._names: tuple[str, ...] = ()  # every endpoint's name when the rows were built
+        self._seen: tuple[dict[str, EndpointSnapshot], float, float] = ({}, 0.0, 2.0)  # latest, now, interval
+        self._by_name: dict[str, EndpointConfig] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("", id="fleet-header", markup=False)
@@ -86,6 +88,7 @@ class FleetScreen(DeckScreen):
 
     def on_mount(self) -> None:
         self.query_one("#fleet-filter", Input).display = False
+        self.query_one(LiveTable).fill = self._fill_row
         self._build_table()
         self.query_one(LiveTable).focus()
         self.refresh_snapshots(force=True)
@@ -192,20 +195,26 @@ class FleetScreen(DeckScreen):
             return
         self._update_header(latest, interval)
         table = self.query_one(LiveTable)
-        by_name = {ep.name: ep for ep in endpoints}
+        self._by_name = by_name = {ep.name: ep for ep in endpoints}
+        self._seen = (latest, now, interval)
+        visible = table.visible_rows(margin=5)
+        narrow = self._layout is COLUMNS_NARROW
         grown = False
-        for name in self._rows:
+        for i, name in enumerate(self._rows):
             ep = by_name.get(name)
             if ep is None:
                 continue
             snap = latest.get(name)
             # the row's inputs: recompute cells only when the snapshot or the age shown changed
             taken = snap.taken_at if snap is not None else None
-            stamp = (snap, taken, int(now - (taken or now)), self._layout is COLUMNS_NARROW)
+            stamp = (snap, taken, int(now - (taken or now)), narrow)
             old = self._cells.get(name)
             if not force and old is not None and old[0] is snap and old[1:] == stamp[1:]:
                 continue  # (the snapshot itself is kept: an id() may be reused by a new one)
             self._cells[name] = stamp
+            if i not in visible:  # off screen: its cells are made when it is drawn (thousands of rows stay cheap)
+                table.mark_stale(name)
+                continue
             for key, cell in self._row_cells(ep, snap, now, interval).items():
                 table.update_cell(name, key, cell)
                 if cell.cell_len > self._natural.get(key, 0):
@@ -214,6 +223,13 @@ class FleetScreen(DeckScreen):
         if grown:
             self._fit_columns()
         self._update_detail(latest)
+
+    def _fill_row(self, name: str) -> None:
+        """The cells of a row that changed while off screen (LiveTable asks while drawing it)."""
+        ep = self._by_name.get(name)
+        if ep is not None:
+            latest, now, interval = self._seen
+            self.query_one(LiveTable).set_row(name, self._row_cells(ep, latest.get(name), now, interval))
 
     def _row_cells(self, ep: EndpointConfig, snap: EndpointSnapshot | None, now: float,
                    interval: float) -> dict[str, Text]:

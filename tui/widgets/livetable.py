@@ -9,7 +9,7 @@ repaints only the lines whose cells changed. Cells are ``rich.text.Text`` (never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rich.segment import Segment
@@ -99,6 +99,10 @@ class LiveTable(ScrollView, can_focus=True):
         self._cells: dict[str, dict[str, Text]] = {}
         self._segments: dict[tuple[str, str], list[Segment]] = {}
         self._header: list[Segment] = []
+        # Rows whose values changed while off screen: ``fill(key)`` is asked for their cells
+        # when they are drawn or read (a fleet of thousands updates only what is visible).
+        self._stale: set[str] = set()
+        self.fill: Callable[[str], None] | None = None
 
     # -- content ------------------------------------------------------------------------------
     def set_columns(self, columns: Sequence[Column]) -> None:
@@ -137,7 +141,32 @@ class LiveTable(ScrollView, can_focus=True):
         return True
 
     def get_cell(self, row_key: str, column_key: str) -> Text:
+        self._fill(row_key)
         return self._cells[row_key][column_key]
+
+    def mark_stale(self, row_key: str) -> None:
+        """The row's values changed; :attr:`fill` gives its cells when it is next drawn or read."""
+        self._stale.add(row_key)
+
+    def set_row(self, row_key: str, cells: dict[str, Text]) -> None:
+        """Set a row's cells without repainting (from ``fill``, while drawing)."""
+        row = self._cells.setdefault(row_key, {})
+        for k, v in cells.items():
+            old = row.get(k)
+            if old is None or old.plain != v.plain or old.spans != v.spans or old.style != v.style:
+                row[k] = v
+                self._segments.pop((row_key, k), None)
+
+    def visible_rows(self, margin: int = 0) -> range:
+        """The indices of the rows on screen (and ``margin`` more either side)."""
+        top = int(self.scroll_offset.y)
+        return range(max(0, top - margin), min(len(self.rows), top + max(1, self.size.height) + margin))
+
+    def _fill(self, row_key: str) -> None:
+        if row_key in self._stale:
+            self._stale.discard(row_key)
+            if self.fill is not None:
+                self.fill(row_key)
 
     @property
     def row_count(self) -> int:
@@ -264,6 +293,7 @@ class LiveTable(ScrollView, can_focus=True):
         key = self.row_key(row)
         if key is None:
             return Strip.blank(width, base)
+        self._fill(key)
         style = base
         if row % 2 == 1:
             style = base + self.get_component_rich_style("live-table--even-row")
