@@ -74,7 +74,8 @@ Z95 = 1.959963984540054
 BOOTSTRAP = 200
 BOOTSTRAP_MAX_ROWS = 10_000
 SERIES_BLOCKS = 24
-CALIBRATION_ROWS = 20_000  # CBPE calibrates on at most the newest this many labelled rows
+CALIBRATION_ROWS = 20_000
+LABEL_FILE_SLACK = 300.0  # seconds of clock skew allowed between captures' times and label files' mtimes  # CBPE calibrates on at most the newest this many labelled rows
 SCHEMA = "modeldeck.quality/v1"
 
 
@@ -793,7 +794,13 @@ def assess(capture: str, labels: str, spec: QualitySpec, *, last_n: int | None =
     if max_bytes is not None:
         kw["max_bytes"] = max_bytes
     preds = cap.read_window(capture, last_n, ids=True, **kw)
-    labs = cap.read_labels(labels, id_column=label_id_column, label_column=label_column, **kw)
+    # label files last written before the oldest prediction read cannot hold its label
+    oldest = None
+    times = _times(preds) if len(preds) else None
+    if times is not None and len(times) and not np.isnat(times).any():
+        oldest = float(times.min().astype("datetime64[ns]").astype(np.int64)) / 1e9 - LABEL_FILE_SLACK
+    labs = cap.read_labels(labels, id_column=label_id_column, label_column=label_column, modified_after=oldest,
+                           **kw)
     return measure(join(preds, labs, spec, name=str(capture)), clock=clock)
 
 

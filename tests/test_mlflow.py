@@ -91,14 +91,14 @@ def test_versions_and_lineage_come_from_mlflow(mlflow_server, nb: Notebook, tmp_
     code, out, err = _main(capsys, "--config", str(cfg), "versions", name, "--json")
     assert code == 0, err
     rows = json.loads(out)
-    assert [r["version"] for r in rows] == [1, 2]
-    v1 = rows[0]
+    assert [r["version"] for r in rows] == [2, 1]  # newest first
+    v1 = rows[1]
     assert v1["artifact"] == "s3://bucket/churn/1" and v1["run_id"] == r1
     assert v1["params"] == {"depth": "6"} and v1["metrics"] == {"auc": 0.91}
     assert v1["code_version"] == "abc1234" and v1["tags"] == {"team": "growth"}
     assert v1["datasets"] == [{"name": "train", "digest": "d1g35t", "context": "training", "source": "/data/train.csv"}]
     assert v1["environments"] == ["production"] and v1["approval"] == "pending"
-    assert rows[1]["environments"] == [] and rows[1]["metrics"] == {"auc": 0.93}
+    assert rows[0]["environments"] == [] and rows[0]["metrics"] == {"auc": 0.93}
 
     code, out, _ = _main(capsys, "--config", str(cfg), "versions", name)
     assert code == 0 and "production" in out and "abc1234" in out
