@@ -332,6 +332,9 @@ def test_quality_command_text_json_and_bad_input(tmp_path: Path) -> None:
     assert code == 2 and "--window must be at least 1" in err
     code, out, _ = _run(["quality", cap, gt, "--min-rows", "100000"])
     assert code == 0 and "not enough labels" in out
+    code, out, _ = _run(["quality", cap, gt, "--probability-column", "score", "--format", "json"])
+    auc = json.loads(out)["metrics"]["roc_auc"]
+    assert code == 0 and auc["value"] is None and auc["note"] == "no probability column 'score' in the captures"
 
 
 def test_quality_command_judges_against_the_registered_metrics(tmp_path: Path) -> None:

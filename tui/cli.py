@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="with --demo: a local mlflow server is the registry of record (needs the MLflow "
+                             "virtualenv: make mlflow-venv)")
     parser.add_argument("--via-prometheus", action="store_true",
                         help="with --demo: start a Prometheus scraping the demo fleet and read its metrics "
                              "through PromQL (needs the prometheus binary)")
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds the servers may take to answer (default 30)")
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.add_argument("--mlflow", metavar="URL", help="an MLflow tracking server as the registry of record: the demo "
+                   "versions are registered there (runs, params, metrics, datasets) and the config gets [mlflow]")
 
     # hidden: the detached retraining supervisor (core.retrain starts it; the job's spec on stdin).
     # No help= at all: argparse before 3.13 would list help=SUPPRESS as "==SUPPRESS==".
@@ -760,6 +765,11 @@ def _cmd_tui(args: argparse.Namespace) -> int:
             print(f"{PROG}: {one_line(line, 300)}", file=sys.stderr)
 
     if args.demo:
+        if args.mlflow:
+            from modeldeck.core.demo import mlflowserver
+
+            if not mlflowserver.venv_ready():
+                raise mlflowserver.MlflowServerError(f"--demo --mlflow: {mlflowserver.why_not_ready()}")
         if args.via_prometheus:
             from modeldeck.core.demo.prometheus import binary
 
@@ -768,7 +778,9 @@ def _cmd_tui(args: argparse.Namespace) -> int:
                                      "(Debian: apt-get install prometheus)")
         with _unguarded_streams():
             return run_app(None, demo=True, read_only=args.read_only, registry=args.registry,
-                           via_prometheus=args.via_prometheus, on_exit=left_running)
+                           via_prometheus=args.via_prometheus, on_exit=left_running, mlflow=args.mlflow)
+    if args.mlflow:
+        raise configmod.ConfigError("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     settings = _settings(args, required=True)
     with contextlib.suppress(RegistryError), _registry(args):  # resume or mark unverified what nobody watches
         pass
@@ -852,9 +864,10 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request otherwise
     given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
              "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
-             "ready_timeout": args.ready_timeout, "label_delay": args.label_delay}
+             "ready_timeout": args.ready_timeout, "label_delay": args.label_delay, "mlflow_url": args.mlflow}
     settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
 
     def ready(path: Path) -> None:
@@ -929,10 +942,10 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     served: str | None = None
     if args.model:
         from modeldeck.core import policy
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         settings = _settings(args)
-        with Registry(settings.registry, create=False, readonly=True) as reg:
+        with open_registry(settings, create=False, readonly=True) as reg:
             mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
             version = args.version
             if version is None:
