@@ -941,12 +941,11 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     registered = None
     served: str | None = None
     if args.model:
-        from modeldeck.core import policy
         from modeldeck.core.registry import open_registry
 
         settings = _settings(args)
         with open_registry(settings, create=False, readonly=True) as reg:
-            mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
+            mc = quality.rules_for(reg, settings, args.model)  # as the report and the TUI judge it
             version = args.version
             if version is None:
                 version = reg.model(args.model).aliases.get(args.env)
