@@ -873,7 +873,7 @@ class Poller:
         if t.cfg.capture and self.poll_settings.drift_every and t.polls % self.poll_settings.drift_every == 0:
             self._start_drift(t, snap)
         every = self.poll_settings.quality_every
-        if t.cfg.capture and t.cfg.labels and every and t.polls % every == 0:
+        if t.cfg.capture and t.cfg.labels and every and (t.polls - 1) % every == 0:  # the first poll, then every N
             self._start_quality(t, snap)
         return snap
 
