@@ -211,6 +211,14 @@ class ModelConfig:
     eval_rows: int = rule(1000, "higher", "count", "rows of 'recent' evaluation data")
     verify_timeout: float = rule(60.0, "lower", "seconds", "endpoints must serve the new version within this")
     bake_seconds: float = rule(60.0, "higher", "seconds", "then watched this long before the release counts as done")
+    bake_max_seconds: float = rule(0.0, "higher", "seconds", "with too little traffic to judge, the bake extends up to "
+                                   "this, then ends unverified (0: three times bake_seconds)")
+    bake_min_requests: int = rule(30, "higher", "count", "requests of the new version the bake needs to judge it")
+    bake_error_margin: float = rule(0.02, "lower", "number", "the new error ratio may exceed the old version's "
+                                    "baseline by this much (more fails when significant at 0.01)",
+                                    check=lambda v: None if v < 1 else "must be below 1 (a share of requests)")
+    p95_ratio: float = rule(2.0, "lower", "number", "the new p95 latency may be at most this many times the old "
+                            "version's baseline", check=lambda v: None if v >= 1 else "must be at least 1")
     environments: Mapping[str, EnvironmentRules] = rule({}, "environments", "environments",
                                                         "per-environment rules ([environments.NAME])")
     # Model quality from delayed ground truth (core/quality.py); a policy may carry them too.

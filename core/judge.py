@@ -446,3 +446,67 @@ def quality_level_of(doc: Mapping[str, Any] | None) -> str:
     if not doc:
         return OK
     return worst(str(v.get("level")) for v in doc.get("verdicts") or () if v.get("level") in RANK)
+
+
+# ---------------------------------------------------------------------------------------------
+# the bake: the new version against the old one's baseline
+
+SIGNIFICANCE = 0.01  # one-sided two-proportion test of the new error ratio against the baseline's
+
+
+def error_ratio_increase_p(new_errors: float, new_requests: float, base_errors: float,
+                           base_requests: float) -> float | None:
+    """One-sided two-proportion z-test (pooled): the p-value of "the new error ratio is higher
+    than the baseline's". None when either side has no requests."""
+    if new_requests <= 0 or base_requests <= 0:
+        return None
+    from scipy.stats import norm
+
+    p1, p0 = new_errors / new_requests, base_errors / base_requests
+    pooled = (new_errors + base_errors) / (new_requests + base_requests)
+    var = pooled * (1 - pooled) * (1 / new_requests + 1 / base_requests)
+    if var <= 0:
+        return 0.0 if p1 > p0 else 1.0
+    return float(norm.sf((p1 - p0) / var ** 0.5))
+
+
+@dataclass(frozen=True)
+class BakeVerdict:
+    state: str  # fail | pass | too_little (traffic to judge)
+    text: str
+
+
+def bake_verdict(*, requests: float, errors: float, p95_ms: float | None, baseline: Mapping[str, Any] | None,
+                 th: Thresholds, margin: float, p95_ratio: float, min_requests: int) -> BakeVerdict:
+    """THE bake rule for one endpoint. Fails when the new version's error ratio is over the
+    critical threshold, or over the baseline's by more than ``margin`` and significantly so
+    (:func:`error_ratio_increase_p` < SIGNIFICANCE); or its p95 is over the critical threshold
+    or over ``p95_ratio`` times the baseline's. Under ``min_requests`` it is ``too_little``
+    (unless already failing on a critical threshold with some traffic)."""
+    b = baseline or {}
+    ratio = errors / requests if requests > 0 else None
+    enough = requests >= max(1, min_requests)
+    if ratio is not None and enough and ratio >= th.error_ratio_crit:
+        return BakeVerdict("fail", f"error ratio {ratio * 100:.1f}% over {requests:.0f} requests (critical at "
+                                   f"{th.error_ratio_crit * 100:.1f}%)")
+    b_req, b_err = float(b.get("requests") or 0.0), float(b.get("errors") or 0.0)
+    if ratio is not None and enough and b_req > 0:
+        b_ratio = b_err / b_req
+        p = error_ratio_increase_p(errors, requests, b_err, b_req)
+        if ratio - b_ratio > margin and p is not None and p < SIGNIFICANCE:
+            return BakeVerdict("fail", f"error ratio {ratio * 100:.1f}% over {requests:.0f} requests against the "
+                                       f"old version's {b_ratio * 100:.1f}% over {b_req:.0f} (margin "
+                                       f"{margin * 100:.1f}%, p={p:.2g})")
+    b_p95 = b.get("p95_ms")
+    if p95_ms is not None and enough:
+        if p95_ms >= th.p95_ms_crit:
+            return BakeVerdict("fail", f"p95 latency {p95_ms:.0f} ms (critical at {th.p95_ms_crit:.0f} ms)")
+        if b_p95 and p95_ms > p95_ratio * float(b_p95):
+            return BakeVerdict("fail", f"p95 latency {p95_ms:.0f} ms, over {p95_ratio:g} x the old version's "
+                                       f"{float(b_p95):.0f} ms")
+    if not enough:
+        return BakeVerdict("too_little", f"{requests:.0f} of the {min_requests} requests needed to judge it")
+    er = "-" if ratio is None else f"{ratio * 100:.1f}%"
+    vs = f" (old {b_err / b_req * 100:.1f}%)" if b_req > 0 else ""
+    lat = "" if p95_ms is None else f", p95 {p95_ms:.0f} ms" + (f" (old {float(b_p95):.0f} ms)" if b_p95 else "")
+    return BakeVerdict("pass", f"errors {er} over {requests:.0f} requests{vs}{lat}")

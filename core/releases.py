@@ -162,6 +162,7 @@ class ReleasePlan:
     actor: str = ""  # who is releasing (the approval gate judged this person)
     policy_version: int | None = None  # the registry policy applied (None: none; the config's rules)
     creates_environment: bool = False  # --create-env: the environment is new
+    baseline: Mapping[str, Any] = field(default_factory=dict)  # endpoint -> the old version's traffic (baseline_for)
 
     @property
     def failed_gates(self) -> tuple[GateResult, ...]:
@@ -538,7 +539,8 @@ def health_gate(settings: Settings, model: str, environment: str,
             rows.append({"endpoint": ep.name, "status": None})
             continue
         rows.append({"endpoint": ep.name, "status": s.status, "served_version": s.served_version,
-                     "error_ratio": s.error_ratio, "latency_p95_ms": s.latency_p95_ms})
+                     "error_ratio": s.error_ratio, "latency_p95_ms": s.latency_p95_ms,
+                     "request_rate": s.request_rate, "sample_seconds": settings.report_sample})
         blocking = [v for v in judge.health_verdicts(s, ep.thresholds) if v.level in (judge.CRITICAL, judge.UNKNOWN)]
         if blocking and blocking[0].key == "down":
             problems.append(f"{ep.name} is down: {s.reason}".rstrip(": "))
@@ -728,6 +730,54 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
                        policy_version=policy_version, creates_environment=creates)
 
 
+def baseline_for(plan: ReleasePlan, registry: Registry) -> dict[str, dict[str, Any]]:
+    """The old version's traffic per endpoint, what the bake compares the new version with:
+    requests, errors and p95 over the bake's length just before the release, from the snapshots
+    stored in the registry (the TUI's and the report's polls); else from the health gate's
+    sample of the plan; else nothing (the bake then judges by the thresholds alone)."""
+    out: dict[str, dict[str, Any]] = {}
+    if plan.from_version is None or not plan.endpoints:
+        return out
+    old = str(plan.from_version)
+    now = time.time()
+    window = max(plan.bake_seconds, 10.0)
+    since = datetime.fromtimestamp(now - window, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    gate_rows = {r.get("endpoint"): r for g in plan.gates if g.name == "healthy"
+                 for r in (g.data.get("endpoints") or []) if isinstance(r, Mapping)}
+    for name in plan.endpoints:
+        try:
+            rows = registry.snapshots(name, since=since, limit=2000)
+        except ModeldeckError:
+            rows = []
+        req = err = 0.0
+        p95s: list[float] = []
+        last: float | None = None
+        for d in rows:
+            t, rate, er = finite(d.get("taken_at")), finite(d.get("request_rate")), finite(d.get("error_ratio"))
+            if str(d.get("served_version")) != old or t is None:
+                last = None
+                continue
+            if last is not None and rate is not None and t > last:
+                n = max(0.0, rate) * (t - last)
+                req += n
+                err += n * max(0.0, min(1.0, er or 0.0))
+            last = t
+            if (p95 := finite(d.get("latency_p95_ms"))) is not None:
+                p95s.append(p95)
+        if req > 0:
+            out[name] = {"requests": round(req, 1), "errors": round(err, 1),
+                         "p95_ms": sorted(p95s)[len(p95s) // 2] if p95s else None, "source": "stored snapshots"}
+            continue
+        g = gate_rows.get(name) or {}
+        rate, er = finite(g.get("request_rate")), finite(g.get("error_ratio"))
+        seconds = finite(g.get("sample_seconds")) or plan.settings.report_sample
+        if rate and er is not None and str(g.get("served_version")) == old:
+            n = rate * seconds
+            out[name] = {"requests": round(n, 1), "errors": round(n * er, 1),
+                         "p95_ms": finite(g.get("latency_p95_ms")), "source": f"the plan's {seconds:g} s sample"}
+    return out
+
+
 def _loop_running() -> bool:
     """Inside a running event loop (a Textual handler) plan() must not run a loop of its own:
     it then judges health from the snapshots it was given (missing ones fail the gate)."""
@@ -875,6 +925,8 @@ def execute(plan: ReleasePlan, *, reason: str, force: bool = False, actor: str |
     actor = actor or plan.actor or current_actor()
     own = registry is None
     reg = registry if registry is not None else open_registry(plan.settings, create=False)
+    if verify and plan.bake_seconds > 0 and not plan.baseline:
+        plan = replace(plan, baseline=baseline_for(plan, reg))
     run = _Run(plan, reg, actor, reason, on_event, stop_event, clock, sleep)
     try:
         moved = gate_and_move(run, force=force)
@@ -1024,6 +1076,10 @@ def _after_move(run: _Run, change: AliasChange, hook: HookConfig | None, *, forc
     finally:
         if watch is not None:
             watch.close()
+    if isinstance(problem, BakeUnverified):  # too little traffic to judge: said, not guessed
+        msg = f"{change_text(change)}; verified, but {problem}"
+        run.emit("done", msg, "warning")
+        return _outcome(run, UNVERIFIED, msg, change=change, forced=forced, verified=True, baked=None)
     if problem is None:
         msg = f"{change_text(change)}; verified" + (f" and baked {duration(bake)}" if bake else "")
         run.emit("done", msg, "success")
@@ -1265,28 +1321,78 @@ def _verify(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: 
         run.sleep(max(0.0, min(every, deadline - run.clock())))
 
 
+BAKE_DRIFT_MIN_ROWS = 200  # records of the new version a prediction-drift check needs
+
+
+class BakeUnverified(str):
+    """What _bake returns when the traffic stayed too little to judge up to bake_max_seconds."""
+
+
+@dataclass
+class _Served:
+    """One endpoint's traffic served by the new version since the bake started (from the
+    snapshots' request rate and error ratio: polled after verification, so only the new
+    version's requests count), and its p95 readings."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    last_at: float | None = None
+    p95s: list[float] = field(default_factory=list)
+
+    def add(self, s: EndpointSnapshot) -> None:
+        if s.taken_at is None:
+            return
+        if self.last_at is not None and s.request_rate is not None and s.taken_at > self.last_at:
+            dt = s.taken_at - self.last_at
+            n = max(0.0, s.request_rate) * dt
+            self.requests += n
+            self.errors += n * max(0.0, min(1.0, s.error_ratio or 0.0))
+        self.last_at = s.taken_at
+        if s.latency_p95_ms is not None:
+            self.p95s.append(s.latency_p95_ms)
+
+    @property
+    def p95(self) -> float | None:
+        """The median of the p95 readings (one slow scrape does not fail a bake)."""
+        if len(self.p95s) < 3:
+            return None
+        v = sorted(self.p95s)
+        return v[len(v) // 2]
+
+
 def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: int, every: float,
           since: float, seconds: float | None = None) -> str | None:
-    """Watch the endpoints for ``bake_seconds``; None when they stayed healthy, else why not.
-    Fails on: DOWN in DOWN_POLLS polls running, a version other than the new one, a CRITICAL
-    health verdict (the judge's), or dataset drift of a window compared after verification
-    with the new version's reference; WARNING verdicts are reported once each."""
+    """Watch the endpoints for ``bake_seconds``, judging only what the new version served
+    (:func:`modeldeck.core.judge.bake_verdict` against the old version's baseline in
+    ``plan.baseline``); None when it passed, else why not. Fails on: DOWN in DOWN_POLLS polls
+    running, a version other than the new one, the bake rule (error ratio, p95), or drift of
+    the new version's *predictions* from its reference's (input drift alone never fails: the
+    inputs do not depend on the version). With too little traffic it extends up to
+    ``bake_max_seconds``, then returns a :class:`BakeUnverified`."""
     p = run.plan
     bake = p.bake_seconds if seconds is None else seconds
     if bake <= 0:
         return None
+    mc = p.settings.model(p.model)
     want = str(version)
     thresholds = {e.name: e.thresholds for e in p.settings.endpoints if e.name in p.endpoints}
     start = run.clock()
     end = start + bake
-    run.emit("bake", f"baking for {duration(bake)}: watching error ratio, p95 latency and drift",
-             "progress")
+    longest = max(bake, mc.bake_max_seconds or 3 * bake)
+    hard_end = start + longest
+    base = {k: v for k, v in (p.baseline or {}).items() if isinstance(v, Mapping)}
+    run.emit("bake", f"baking for {duration(bake)}: the error ratio and p95 of what version {want} serves against "
+             f"{_baseline_words(base, p.endpoints)}, and its predictions' drift", "progress")
     downs: dict[str, int] = {}
     warned: set[tuple[str, str]] = set()
+    served = {n: _Served() for n in p.endpoints}
+    drift_done: dict[str, str] = {}
+    extended = False
     next_note = start + max(every, bake / 4)
     while True:
-        run.sleep(max(0.0, min(every, end - run.clock())))
+        run.sleep(max(0.0, min(every, (end if not extended else hard_end) - run.clock())))
         snaps = {s.endpoint: s for s in poll()}
+        verdicts: dict[str, judge.BakeVerdict] = {}
         for name in p.endpoints:
             s = snaps.get(name)
             if s is None:
@@ -1300,25 +1406,112 @@ def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: in
             downs[name] = 0
             if not _serves(s, want):
                 return f"{name} serves version {s.served_version}, not {want}"
-            health = judge.health_verdicts(s, th)
-            critical = [v for v in health if v.level == judge.CRITICAL]
-            if critical:
-                return f"{name}: {critical[0].text}"
-            drift = s.drift
-            if (drift is not None and drift.dataset_drift and drift.version == want
-                    and drift.computed_at >= since):
-                return f"{name}: dataset drift on version {want} ({drift.n_drifted} of {drift.n_columns} columns)"
-            for v in health:
-                if v.level == judge.WARNING and (name, v.key) not in warned:
-                    warned.add((name, v.key))
-                    run.emit("bake", f"{name}: {v.text} (the warning level)", "warning", endpoint=name)
+            if s.request_rate is None and s.error_ratio is not None:
+                # no request counts to judge with (a source without a rate): the judge's verdict on the reading
+                critical = [v for v in judge.health_verdicts(s, th) if v.level == judge.CRITICAL]
+                if critical:
+                    return f"{name}: {critical[0].text}"
+            served[name].add(s)
+            sv = served[name]
+            v = judge.bake_verdict(requests=sv.requests, errors=sv.errors, p95_ms=sv.p95, baseline=base.get(name),
+                                   th=th, margin=mc.bake_error_margin, p95_ratio=mc.p95_ratio,
+                                   min_requests=mc.bake_min_requests)
+            if v.state == "fail":
+                return f"{name}: {v.text}"
+            verdicts[name] = v
+            for hv in judge.health_verdicts(s, th):
+                if hv.level == judge.WARNING and (name, hv.key) not in warned:
+                    warned.add((name, hv.key))
+                    run.emit("bake", f"{name}: {hv.text} (the warning level)", "warning", endpoint=name)
         now = run.clock()
         if now >= end:
-            run.emit("bake", f"baked {duration(bake)} without trouble", "success")
-            return None
+            for name in p.endpoints:  # the predictions' drift, once per endpoint, on the new version's records
+                if name not in drift_done:
+                    problem, note = _prediction_drift(run, name, want, since)
+                    if problem:
+                        return f"{name}: {problem}"
+                    if note is not None:
+                        drift_done[name] = note
+                        run.emit("bake", f"{name}: {note}", "progress", endpoint=name)
+            short = [n for n in p.endpoints if verdicts.get(n) is None or verdicts[n].state == "too_little"]
+            if not short:
+                lines = "; ".join(f"{n} {verdicts[n].text}" for n in p.endpoints)
+                run.emit("bake", f"baked {duration(now - start)} without trouble: {lines}", "success")
+                return None
+            if now >= hard_end:
+                why = "; ".join(f"{n}: {verdicts[n].text if n in verdicts else 'no readings'}" for n in short)
+                return BakeUnverified(f"too little traffic to judge version {want} in {duration(now - start)} "
+                                      f"(bake_max_seconds): {why}")
+            if not extended:
+                extended = True
+                run.emit("bake", f"too little traffic to judge yet ({'; '.join(f'{n}: {verdicts[n].text}' if n in verdicts else f'{n}: no readings' for n in short)}); "
+                         f"extending the bake up to {duration(longest)}", "warning")
         if now >= next_note:
             next_note = now + max(every, bake / 4)
-            run.emit("bake", f"baking: {duration(end - now)} left; {_bake_line(snaps, p.endpoints)}", "progress")
+            left = (end if not extended else hard_end) - now
+            run.emit("bake", f"baking: {duration(max(0.0, left))} left; {_bake_line(snaps, p.endpoints)}", "progress")
+
+
+def _baseline_words(base: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> str:
+    parts = []
+    for n in names:
+        b = base.get(n)
+        if not b or not b.get("requests"):
+            continue
+        er = float(b.get("errors") or 0) / float(b["requests"])
+        lat = f", p95 {float(b['p95_ms']):.0f} ms" if b.get("p95_ms") else ""
+        parts.append(f"{n} errors {er * 100:.1f}% over {float(b['requests']):.0f} requests{lat} ({b.get('source')})")
+    return "the old version's " + "; ".join(parts) if parts else "the thresholds (no baseline of the old version)"
+
+
+def _prediction_drift(run: _Run, name: str, version: str, since: float) -> tuple[str | None, str | None]:
+    """(why the new version's predictions drift, or None; a note when not judged)."""
+    p = run.plan
+    ep = next((e for e in p.settings.endpoints if e.name == name), None)
+    if ep is None or not ep.capture:
+        return None, None
+    try:
+        ref = run.reg.version(p.model, int(version)).reference_path
+    except (ModeldeckError, ValueError):
+        ref = None
+    if not ref:
+        return None, f"prediction drift not judged: version {version} has no reference data"
+    from modeldeck.core import capture, drift
+
+    try:
+        profile = drift.cached_profile(ref, timeout=p.settings.poll.timeout * 5)
+        window = capture.read_window(ep.capture, p.settings.poll.drift_window, ids=True)
+    except ModeldeckError as e:
+        return None, f"prediction drift not judged: {one_line(e, 160)}"
+    # the version that served each record: an OIP answer's model_version in a capture, or a
+    # model_version field of plain records
+    col = next((c for c in (capture.VERSION, "model_version") if c in window.columns), None)
+    if col is not None:
+        window = window[window[col].astype(str) == version]
+        which = f"records served by version {version}"
+    else:
+        import pandas as pd
+
+        cutoff = pd.Timestamp(since, unit="s", tz="UTC")
+        window = window[window.index >= cutoff] if isinstance(window.index, pd.DatetimeIndex) else window.iloc[0:0]
+        which = "records captured after verification"
+    outputs = [c for c in window.attrs.get("output_columns", []) or [] if c in profile.columns]
+    if not outputs:
+        outputs = [c for c in window.columns if str(c).startswith("prediction") and c in profile.columns]
+    if not outputs:
+        return None, "prediction drift not judged: the reference data has no prediction columns"
+    if len(window) < BAKE_DRIFT_MIN_ROWS:
+        return None, f"prediction drift not judged: {len(window)} {which} (needs {BAKE_DRIFT_MIN_ROWS})"
+    try:
+        result = drift.compare(profile, window, columns=outputs, current_name=f"version {version}")
+    except ModeldeckError as e:
+        return None, f"prediction drift not judged: {one_line(e, 160)}"
+    data = drift.result_to_json(result)
+    summary = judge.summarize_drift(data, version=version, computed_at=time.time(), rows=len(window))
+    if summary.dataset_drift:
+        return (f"the predictions of version {version} drift from its reference ({summary.n_drifted} of "
+                f"{summary.n_columns} output columns, {len(window)} {which})"), None
+    return None, f"predictions of version {version} match its reference ({len(window)} {which})"
 
 
 def _bake_line(snaps: Mapping[str, EndpointSnapshot], names: Sequence[str]) -> str:

@@ -232,10 +232,12 @@ def start(plan: Any, *, reason: str, force: bool = False, verify: bool = True, a
             holds = "unset" if now is None else f"version {now}"
             raise ConflictError(f"{plan.environment} of {plan.model} moved to {holds} since you saw it at {seen}; "
                                 f"nothing was changed; look again and retry")
+        baseline = releases.baseline_for(plan, reg) if verify and plan.bake_seconds > 0 else {}
         r = reg.create_rollout(plan.model, plan.environment, plan.action, plan.to_version, reason,
                                from_version=plan.from_version, actor=actor, verify=verify,
                                bake_seconds=plan.bake_seconds if verify else 0.0,
-                               config_path=str(Path(s.path).resolve()) if s.path else None)
+                               config_path=str(Path(s.path).resolve()) if s.path else None,
+                               details={"baseline": baseline} if baseline else None)
         run = releases._Run(plan, reg, actor, reason, StepRecorder(reg, r.id, on_event), None, time.monotonic, None,
                             rollout_id=r.id)
         try:
@@ -373,6 +375,7 @@ def _plan_for(settings: Settings, reg: Registry, r: Rollout) -> Any:
                                 from_version=r.from_version, to_version=r.to_version,
                                 candidate=reg.version(r.model, r.to_version), gates=(), endpoints=eps,
                                 verify_timeout=mc.verify_timeout, bake_seconds=r.bake_seconds, actor=r.actor,
+                                baseline=dict(r.details.get("baseline") or {}),
                                 notes=() if eps else (f"no endpoints for {r.model} in {r.environment}: rollout "
                                                       f"verification and baking are skipped",))
 

@@ -328,3 +328,65 @@ def _state(registry: Path) -> str | None:
     except RegistryError:
         return None
     return rows[0].state if rows else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the bake judges what the new version served: the demo fleet's faulty and healthy candidates
+
+
+def demo_release_settings(settings: Any, *, bake: float = 5.0) -> Any:
+    """The demo's release rules with a short bake, in the registry's policy and the config."""
+    import dataclasses
+
+    fast = {"bake_seconds": bake, "verify_timeout": 20.0, "bake_min_requests": 30, "bake_max_seconds": 3 * bake}
+    with Registry(settings.registry) as reg:
+        for name in settings.models:
+            rec = reg.policy(name)
+            if rec is not None and any(rec.rules.get(k) != v for k, v in fast.items()):
+                reg.set_policy(name, {**rec.rules, **fast}, "test: a short bake")
+    models = {name: dataclasses.replace(m, **fast) for name, m in settings.models.items()}
+    return dataclasses.replace(settings, models=models, report_sample=2.0)
+
+
+def release_candidate(settings: Any, fault: str | None) -> Any:
+    from modeldeck.core import releases
+    from modeldeck.core.demo.seed import register_candidate
+
+    with Registry(settings.registry) as reg:
+        version = register_candidate(reg, "churn", fault=fault)
+        reg.approve("churn", version, "test candidate", actor="approver")
+        p = releases.plan(settings, reg, "churn", version, "production")
+        assert not p.blocked, [g.detail for g in p.failed_gates]
+        started = rollout.start(p, reason=f"candidate {fault or 'healthy'}", registry=reg)
+        assert started.rollout is not None and started.rollout.active
+        return rollout.follow(reg, started.rollout.id, settings=settings, timeout=120)
+
+
+@pytest.mark.live
+def test_demo_faulty_candidates_are_rolled_back_and_a_healthy_one_passes(tmp_path_factory: pytest.TempPathFactory,
+                                                                         shared_cache: Path) -> None:
+    from modeldeck.core.config import parse_file
+    from modeldeck.core.demo.fleet import FleetSettings, start_subprocess
+
+    wd = tmp_path_factory.mktemp("rollout-fleet")
+    env = run_env(XDG_CACHE_HOME=str(shared_cache), MODELDECK_ACTOR="tester",
+                  **{v: str(wd / v.lower()) for v in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")})
+    quiet = FleetSettings(drift_at=-1.0, errors_at=-1.0, seed=11, poll_interval=0.5)
+    fleet = start_subprocess(wd, ready_timeout=90, settings=quiet, env=env)
+    try:
+        settings = demo_release_settings(parse_file(fleet.config_path))
+        results = {fault: release_candidate(settings, fault) for fault in ("errors", None, "slow")}
+    finally:
+        fleet.stop()
+        with Registry(wd / "registry.db") as reg:
+            for r in reg.rollouts(limit=None):
+                if r.pid and r.pid != os.getpid() and pid_alive(r.pid):
+                    os.kill(r.pid, signal.SIGKILL)
+    bad, good, slow = results["errors"], results[None], results["slow"]
+    assert bad.state == "rolled_back" and "error ratio" in bad.message, bad.message
+    assert slow.state == "rolled_back" and "p95 latency" in slow.message, slow.message
+    assert good.state == "done", good.message
+    with Registry(wd / "registry.db") as reg:
+        steps = [s.message for s in reg.rollout_steps(good.id)]
+    assert any("against the old version's" in m for m in steps), steps  # a baseline was measured
+    assert any("predictions of version" in m for m in steps), steps

@@ -24,7 +24,7 @@ from typing import Any
 
 from modeldeck.core import paths
 from modeldeck.core.demo.datasets import sample_data_dir, train_script
-from modeldeck.core.errors import ModeldeckError
+from modeldeck.core.errors import ModeldeckError, RegistryError
 from modeldeck.core.registry import Registry
 
 log = logging.getLogger("modeldeck.demo")
@@ -150,14 +150,22 @@ def trained(model: str, sv: SeedVersion) -> Path:
     return folder
 
 
-def seed_registry(registry_path: Path, models: list[str] | None = None) -> list[str]:
+def seed_registry(registry_path: Path, models: list[str] | None = None, *, mlflow: Any = None) -> list[str]:
     """Register the demo models that the registry does not have yet, with their history.
     Artifacts are copied beside the registry (``artifacts/MODEL/seed-KEY/``) so the registry
-    stays usable when the cache is cleaned. Returns the models seeded."""
+    stays usable when the cache is cleaned. Returns the models seeded. With ``mlflow`` (the
+    ``[mlflow]`` settings) the versions are MLflow's: each a run with its params, metrics,
+    training and evaluation datasets and git commit, the artifact in the run's artifacts."""
     wanted = list(models or SEED_VERSIONS)
     art_root = registry_path.resolve().parent / "artifacts"
     seeded = []
-    with Registry(registry_path) as reg:
+    if mlflow is not None:
+        from modeldeck.core.mlflow import MlflowRegistry
+
+        opened: Registry = MlflowRegistry(registry_path, mlflow)
+    else:
+        opened = Registry(registry_path)
+    with opened as reg:
         todo = [m for m in wanted if not reg.has_model(m)]
         if not todo:
             return []
@@ -206,3 +214,29 @@ _DESCRIPTIONS = {
     "fraud": "Card transactions that look fraudulent (demo)",
     "demand": "Daily units sold per store (demo)",
 }
+
+
+def register_candidate(registry: Registry, model: str, environment: str = "production", *,
+                       fault: str | None = None, reason: str = "", actor: str = "ci-pipeline") -> int:
+    """A candidate like the version ``environment`` holds (its artifact, reference data and
+    metrics on the same holdout, so the release gates compare them on one dataset), optionally
+    misbehaving while served (``fault``: the ``demo_fault`` tag, ``errors`` or ``slow``).
+    Returns the new version's number. For tests and benchmarks of rollouts on the demo fleet."""
+    held = registry.alias(model, environment)
+    if held is None:
+        raise RegistryError(f"{environment} of {model} holds no version to copy")
+    v = registry.version(model, held)
+    known = [e for e in registry.evaluations(model, held) if e.dataset_sha256]
+    sha = known[-1].dataset_sha256 if known else None
+    metrics = {e.metric: e.value for e in known if e.dataset_sha256 == sha} if sha else dict(v.metrics)
+    rows = next((e.dataset_rows for e in known if e.dataset_sha256 == sha), None)
+    tags = {k: val for k, val in v.tags.items() if k != "demo_fault"}
+    if fault:
+        tags["demo_fault"] = fault
+    new = registry.register(model, v.artifact, dataset_sha256=v.dataset_sha256, reference=v.reference_path,
+                            code_version=v.code_version, params={k: val for k, val in v.params.items()
+                                                                 if k != "demo_fault"},
+                            metrics=metrics or None, tags=tags, actor=actor,
+                            reason=reason or f"a copy of version {held}" + (f" with demo_fault={fault}" if fault else ""),
+                            eval_sha256=sha if metrics else None, eval_rows=rows if metrics and sha else None)
+    return new.version
