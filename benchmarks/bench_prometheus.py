@@ -220,7 +220,7 @@ store_interval = 0
 [prometheus]
 url = "{url}"
 window = "1m"
-timeout = 10.0
+timeout = 30.0
 discover_interval = {INTERVAL}
 {''.join(blocks)}""")
     from modeldeck.core.registry import Registry

@@ -200,7 +200,11 @@ class FleetScreen(DeckScreen):
         visible = table.visible_rows(margin=5)
         narrow = self._layout is COLUMNS_NARROW
         grown = False
-        for i, name in enumerate(self._rows):
+        # Rows off screen are only marked stale (their cells are made when drawn), so a fleet of
+        # thousands costs what is visible; the stamps below are kept for the visible rows.
+        table.mark_all_stale(except_rows=visible)
+        for i in visible:
+            name = self._rows[i]
             ep = by_name.get(name)
             if ep is None:
                 continue
@@ -212,9 +216,6 @@ class FleetScreen(DeckScreen):
             if not force and old is not None and old[0] is snap and old[1:] == stamp[1:]:
                 continue  # (the snapshot itself is kept: an id() may be reused by a new one)
             self._cells[name] = stamp
-            if i not in visible:  # off screen: its cells are made when it is drawn (thousands of rows stay cheap)
-                table.mark_stale(name)
-                continue
             for key, cell in self._row_cells(ep, snap, now, interval).items():
                 table.update_cell(name, key, cell)
                 if cell.cell_len > self._natural.get(key, 0):
@@ -229,7 +230,10 @@ class FleetScreen(DeckScreen):
         ep = self._by_name.get(name)
         if ep is not None:
             latest, now, interval = self._seen
-            self.query_one(LiveTable).set_row(name, self._row_cells(ep, latest.get(name), now, interval))
+            snap = latest.get(name)
+            taken = snap.taken_at if snap is not None else None
+            self._cells[name] = (snap, taken, int(now - (taken or now)), self._layout is COLUMNS_NARROW)
+            self.query_one(LiveTable).set_row(name, self._row_cells(ep, snap, now, interval))
 
     def _row_cells(self, ep: EndpointConfig, snap: EndpointSnapshot | None, now: float,
                    interval: float) -> dict[str, Text]:
@@ -255,6 +259,29 @@ class FleetScreen(DeckScreen):
         }
         return {key: cells_[key] for key, _, _ in self._layout}
 
+    def _header_counts(self, latest: dict[str, EndpointSnapshot]) -> tuple[dict[str, int], int, int]:
+        """Endpoints per status, drifting, quality down: counted again only when new snapshots
+        arrived (a fleet of thousands would cost every refresh tick)."""
+        source = self.app.source
+        key = (source.generation if source is not None else None, len(latest), len(self._names))
+        cached = getattr(self, "_counted", None)
+        if cached is not None and cached[0] == key and key[0] is not None:
+            return cached[1]
+        counts: dict[str, int] = {}
+        drifting = 0
+        worse = 0
+        for ep in self.endpoints:
+            snap = latest.get(ep.name)
+            s = snap.status if snap is not None else PENDING
+            counts[s] = counts.get(s, 0) + 1
+            if snap is not None and judge.drift_level(snap.drift, ep.thresholds) == judge.WARNING:
+                drifting += 1
+            if snap is not None and snap.quality is not None and any(
+                    v.key == "quality" for v in judge.snapshot_quality_verdicts(snap.quality)):
+                worse += 1
+        self._counted = (key, (counts, drifting, worse))
+        return counts, drifting, worse
+
     def _update_header(self, latest: dict[str, EndpointSnapshot], interval: float) -> None:
         app = self.app
         settings = app.settings
@@ -262,17 +289,7 @@ class FleetScreen(DeckScreen):
         if settings is None:
             t.append(app.status_line or "no configuration", style="bold yellow")
         else:
-            counts: dict[str, int] = {}
-            drifting = 0
-            worse = 0
-            for ep in self.endpoints:
-                snap = latest.get(ep.name)
-                s = snap.status if snap is not None else PENDING
-                counts[s] = counts.get(s, 0) + 1
-                if snap is not None and judge.drift_level(snap.drift, ep.thresholds) == judge.WARNING:
-                    drifting += 1
-                if snap is not None and any(v.key == "quality" for v in judge.snapshot_quality_verdicts(snap.quality)):
-                    worse += 1
+            counts, drifting, worse = self._header_counts(latest)
             for word in ("UP", "DEGRADED", "DOWN", "PENDING"):
                 if counts.get(word):
                     t.append(f"{counts[word]} {word.lower()}  ", style=cells.STATUS_STYLE[word])

@@ -148,6 +148,15 @@ class LiveTable(ScrollView, can_focus=True):
         """The row's values changed; :attr:`fill` gives its cells when it is next drawn or read."""
         self._stale.add(row_key)
 
+    def mark_all_stale(self, except_rows: range | None = None) -> None:
+        """Every row but those at ``except_rows`` (indices) is stale (one set operation)."""
+        if except_rows is None or not except_rows:
+            self._stale = set(self.rows)
+            return
+        rows = self.rows
+        self._stale = set(rows[: except_rows.start])
+        self._stale.update(rows[except_rows.stop:])
+
     def set_row(self, row_key: str, cells: dict[str, Text]) -> None:
         """Set a row's cells without repainting (from ``fill``, while drawing)."""
         row = self._cells.setdefault(row_key, {})
