@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-fast lint bench clean mlflow-venv
 
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || echo "first run: creating $(VENV) and installing modeldeck into it (about a minute)..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test ! -f $(STAMP) || echo "pyproject.toml changed: re-installing modeldeck into $(VENV)..."
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	@touch $(STAMP)

@@ -869,7 +869,8 @@ def _is_ground_truth(obj: Any) -> bool:
 
 
 def read_labels(source: str | os.PathLike, *, id_column: str | None = None, label_column: str = LABEL,
-                timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+                timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
+                modified_after: float | None = None) -> pd.DataFrame:
     """Ground truth from a file, glob or URL (the same limits as :func:`read_window`): a frame
     of ``_id`` (the join key), ``label`` and ``_label_time`` (UTC; NaT when not known), oldest
     first, so the last row of an id is its newest label.
@@ -880,7 +881,9 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
     when present), or any CSV / JSON lines / Parquet file with an id column (``id_column``,
     else the first of event_id, eventId, inference_id, inferenceId, id) and ``label_column``
     (and ``label_time`` when present). Labels are ordered by their label time when every one
-    has it, else as written (files oldest first)."""
+    has it, else as written (files oldest first). ``modified_after`` (epoch seconds): files of a
+    glob last written before it are skipped (they cannot hold a label of a newer prediction),
+    so a long label history costs only its recent files."""
     text = str(source)
     frames: list[pd.DataFrame] = []
     if is_url(text):
@@ -889,6 +892,9 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
             frames.append(_labels_from_bytes(data, text, ctype, id_column, label_column))
     else:
         paths = expand_source(text)
+        if modified_after is not None and len(paths) > 1:
+            recent = [p for p in paths if _age_key(p)[0] / 1e9 >= modified_after]
+            paths = recent or paths[-1:]
         total = sum(_size(p) for p in paths)
         if total > max_bytes:
             raise _too_big(text, total, max_bytes, f"{len(paths)} label files of " if len(paths) > 1 else "")

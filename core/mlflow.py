@@ -358,6 +358,82 @@ class Client:
     def get_run(self, run_id: str) -> RunLineage:
         return RunLineage.parse(self._get("runs/get", run_id=run_id))
 
+    # -- runs (what ``register --artifact LOCAL_FILE`` and the demo log) --------------------------
+    def experiment_id(self, name: str) -> str:
+        try:
+            d = self._get("experiments/get-by-name", experiment_name=name)
+            return str((d.get("experiment") or {}).get("experiment_id"))
+        except MlflowNotFound:
+            return str(self._post("experiments/create", {"name": name}).get("experiment_id"))
+
+    def log_run(self, experiment: str, *, name: str, params: Mapping[str, Any], metrics: Mapping[str, float],
+                datasets: Sequence[Mapping[str, str]] = (), tags: Mapping[str, str] | None = None
+                ) -> tuple[str, str, str]:
+        """A finished run with its params, metrics and dataset inputs: (run_id, experiment_id,
+        artifact_uri)."""
+        eid = self.experiment_id(experiment)
+        now = int(time.time() * 1000)
+        d = self._post("runs/create", {"experiment_id": eid, "run_name": name, "start_time": now,
+                                       "tags": [{"key": k, "value": v[:TAG_VALUE_LIMIT]} for k, v in (tags or {}).items()]})
+        info = (d.get("run") or {}).get("info") or {}
+        rid, uri = str(info.get("run_id") or ""), str(info.get("artifact_uri") or "")
+        if not rid:
+            raise MlflowError(f"{self.where}: runs/create answered no run id")
+        batch_params = [{"key": str(k), "value": str(v)[:6000]} for k, v in params.items()]
+        batch_metrics = [{"key": str(k), "value": float(v), "timestamp": now, "step": 0} for k, v in metrics.items()]
+        for i in range(0, max(len(batch_params), len(batch_metrics), 1), 100):
+            self._post("runs/log-batch", {"run_id": rid, "params": batch_params[i:i + 100],
+                                          "metrics": batch_metrics[i:i + 100]})
+        if datasets:
+            self._post("runs/log-inputs", {"run_id": rid, "datasets": [
+                {"tags": [{"key": "mlflow.data.context", "value": ds.get("context", "")}],
+                 "dataset": {"name": ds.get("name", ""), "digest": ds.get("digest", ""), "source_type": "local",
+                             "source": json.dumps({"uri": ds.get("source", "")})}} for ds in datasets]})
+        self._post("runs/update", {"run_id": rid, "status": "FINISHED", "end_time": now})
+        return rid, eid, uri
+
+    def store_artifact(self, artifact_uri: str, local: str, subdir: str = "model") -> str:
+        """Put a local file (or folder) into a run's artifacts; return its place there, the
+        version's ``source``. A run whose artifacts are a folder on this machine gets a copy; one
+        behind the tracking server's artifact proxy (``mlflow-artifacts:``) an upload."""
+        import shutil
+        from pathlib import Path
+        from urllib.parse import quote, urlsplit
+
+        src = Path(local).expanduser()
+        if not src.exists():
+            raise RegistryError(f"{local}: no such artifact file")
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        base = src.parent if src.is_file() else src
+        if artifact_uri.startswith("file:") or artifact_uri.startswith("/"):
+            root = Path(urlsplit(artifact_uri).path if artifact_uri.startswith("file:") else artifact_uri) / subdir
+            try:
+                for f in files:
+                    dst = root / f.relative_to(base)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, dst)
+            except OSError as e:
+                raise MlflowError(f"{self.where}: cannot copy {local} into the run's artifacts {root}: "
+                                  f"{e.strerror or e}") from None
+            return str(root / src.name) if src.is_file() else str(root)
+        if artifact_uri.startswith("mlflow-artifacts:"):
+            path = artifact_uri.split(":", 1)[1].lstrip("/")
+            for f in files:
+                rel = f"{path}/{subdir}/{f.relative_to(base).as_posix()}"
+                url = self.settings.url.rstrip("/") + "/api/2.0/mlflow-artifacts/artifacts/" + quote(rel)
+                with open(f, "rb") as fh:
+                    self.calls += 1
+                    try:
+                        r = self._http.put(url, content=fh.read())
+                    except Exception as e:
+                        from modeldeck.core.http11 import describe_error
+
+                        raise MlflowError(f"{self.where}: uploading {f.name} failed: {describe_error(e)}") from None
+                self._answer("mlflow-artifacts", r.status_code, r.content)
+            return f"{artifact_uri.rstrip('/')}/{subdir}" + (f"/{src.name}" if src.is_file() else "")
+        raise MlflowError(f"{self.where}: the run's artifacts live at {one_line(artifact_uri, 80)}, where modeldeck "
+                          f"cannot put {local}: upload it yourself and pass --artifact URI (or --run-id)")
+
 
 # ---------------------------------------------------------------------------------------------
 # the registry: MLflow of record, the ledger on top
@@ -604,6 +680,12 @@ class MlflowRegistry(Registry):
             params = {**lin.params, **(params or {})}
             metrics = {**lin.metrics, **(metrics or {})}
             code_version = code_version or lin.code_version
+        if artifact and not run_id and _is_local(artifact):
+            # MLflow takes a local file only inside a run's artifacts: log a run with the lineage
+            run_id, artifact = self._run_for(model, artifact, params, metrics, code_version, kw)
+            lin = self.client.get_run(run_id)
+            params = {**lin.params, **(params or {})}
+            metrics = {**lin.metrics, **(metrics or {})}
         if not artifact and run_id:
             artifact = f"runs:/{run_id}/model"
         if not artifact or not str(artifact).strip():
@@ -617,6 +699,33 @@ class MlflowRegistry(Registry):
             self._pending_run = None
 
     _pending_run: RunLineage | None = None
+
+    def _run_for(self, model: str, artifact: str, params: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None,
+                 code_version: str | None, kw: Mapping[str, Any]) -> tuple[str, str]:
+        """A run in experiment ``modeldeck`` holding a local artifact and its lineage (the
+        dataset inputs are the training and evaluation data, by SHA-256), for
+        ``register --artifact LOCAL_FILE``: (run_id, the artifact's place in the run)."""
+        from urllib.parse import urlsplit
+
+        from modeldeck.core.registry import current_actor, sha256_file
+
+        if artifact.startswith("file:"):
+            artifact = urlsplit(artifact).path
+        datasets = []
+        for key, context in (("dataset", "training"), ("eval_dataset", "evaluation")):
+            path = kw.get(key)
+            if path and "://" not in str(path):
+                digest = (kw.get("dataset_sha256") if key == "dataset" else None) or sha256_file(path)
+                datasets.append({"name": str(path).rsplit("/", 1)[-1], "digest": digest[:16], "context": context,
+                                 "source": str(path)})
+        tags = {"mlflow.runName": f"{model} (modeldeck register)", "mlflow.user": kw.get("actor") or current_actor()}
+        if code_version:
+            tags["mlflow.source.git.commit"] = str(code_version)
+        numbers = {k: v for k, v in (metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
+        rid, _eid, uri = self.client.log_run("modeldeck", name=tags["mlflow.runName"], params=params or {},
+                                             metrics=numbers, datasets=datasets, tags=tags)
+        return rid, self.client.store_artifact(uri, artifact)
 
     def _register_row(self, model: str, n: int | None, row: dict[str, Any], **kw: Any) -> Version:
         if n is not None:  # a retry, or a caller that numbered it
@@ -897,6 +1006,12 @@ class MlflowRegistry(Registry):
         c.execute("INSERT OR IGNORE INTO versions(model, version, artifact, created_at, created_by, approval, run_id) "
                   "VALUES (?,?,?,?,?,?,?)", (model, version, mv.source or "-", mv.created_at or utcnow(),
                                              mv.user_id or "mlflow", "pending", mv.run_id))
+
+
+def _is_local(artifact: str) -> bool:
+    """A path on this machine (no URI scheme, or file:)."""
+    a = str(artifact)
+    return a.startswith("file:") or ("://" not in a and ":/" not in a[:20])
 
 
 def _v(version: int | None) -> str:

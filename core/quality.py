@@ -74,6 +74,8 @@ Z95 = 1.959963984540054
 BOOTSTRAP = 200
 BOOTSTRAP_MAX_ROWS = 10_000
 SERIES_BLOCKS = 24
+CALIBRATION_ROWS = 20_000
+LABEL_FILE_SLACK = 300.0  # seconds of clock skew allowed between captures' times and label files' mtimes  # CBPE calibrates on at most the newest this many labelled rows
 SCHEMA = "modeldeck.quality/v1"
 
 
@@ -149,6 +151,7 @@ class Joined:
     unlabelled_score: np.ndarray | None = None
     numeric: bool = True  # labels and predictions compared as numbers (else as text)
     positive: Any = None  # the positive label as compared
+    no_probability: str | None = None  # the probability column configured but not in the captures
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,8 @@ def _f(v: Any) -> float | None:
 # the join
 
 
-def _keys(frame: Any, spec: QualitySpec, name: str) -> np.ndarray:
+def _keys(frame: Any, spec: QualitySpec, name: str) -> Any:
+    """The join key of every row, as a pandas Series of text (None: no key)."""
     from modeldeck.core.capture import ID
 
     if ID in frame.columns and (spec.id_column is None or spec.id_column not in frame.columns):
@@ -243,13 +247,42 @@ def _keys(frame: Any, spec: QualitySpec, name: str) -> np.ndarray:
         cols = ", ".join(one_line(c, 40) for c in list(frame.columns)[:12])
         raise InputError(f"{name}: no key to join labels on: not SageMaker data capture (eventMetadata.eventId) and "
                          f"no id column {one_line(spec.id_column or 'set label_id_column', 60)} (columns: {cols})")
-    values = col.to_numpy(dtype=object)
-    if col.dtype.kind == "f":  # ids read from CSV with a missing value become floats: 12.0 -> "12"
-        values = np.array([None if v != v else str(int(v)) if float(v).is_integer() else str(v) for v in values],
-                          dtype=object)
-    elif col.dtype.kind in "iu":
-        values = col.astype(str).to_numpy(dtype=object)
-    return values
+    return key_text(col)
+
+
+def key_text(col: Any) -> Any:
+    """Ids as text: 12 and 12.0 (an integer column with a missing value, read from CSV) are "12"."""
+    import pandas as pd
+
+    if col.dtype.kind == "f":
+        return pd.Series([None if v != v else str(int(v)) if float(v).is_integer() else str(v) for v in col],
+                         dtype=object)
+    if col.dtype.kind in "iub":
+        return col.astype(str)
+    return col
+
+
+def factorize(parts: Sequence[Any]) -> tuple[np.ndarray, int]:
+    """Integer codes of the text keys in ``parts`` (Series or arrays, one numbering across all;
+    -1 for a missing key) and how many distinct keys: one hash pass in Arrow (pandas' object
+    hashing is about four times slower on a million strings)."""
+    import pyarrow as pa
+
+    chunks = []
+    for part in parts:
+        try:
+            arr = pa.array(part, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: numbers and text mixed
+            arr = pa.array([None if v is None or v != v else str(v) for v in part], type=pa.string())
+        for c in (arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]):
+            if c.type != pa.string():
+                c = c.cast(pa.string())
+            chunks.append(c)
+    if not chunks or not sum(len(c) for c in chunks):
+        return np.empty(0, dtype=np.int64), 0
+    encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
+    codes = np.concatenate([c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks])
+    return codes.astype(np.int64, copy=False), len(encoded.chunks[0].dictionary)
 
 
 def _times(frame: Any, column: str | None = None) -> np.ndarray:
@@ -306,7 +339,7 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     from modeldeck.core.capture import VERSION
 
     n_other = 0
-    other_keys: np.ndarray | None = None
+    other_keys: Any = None
     if spec.version is not None and VERSION in predictions.columns and len(predictions):
         served = predictions[VERSION]
         other = (served.notna() & (served.astype(str) != str(spec.version))).to_numpy()
@@ -320,27 +353,32 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
                          f"set prediction_column)")
     n_pred = len(predictions)
     pred_keys = _keys(predictions, spec, name) if n_pred else np.empty(0, dtype=object)
-    lab_keys = labels[ID].to_numpy(dtype=object)
+    lab_keys = key_text(labels[ID])
     n_lab = len(lab_keys)
-    # the newest label of an id wins (labels are oldest first)
-    lab_index = pd.Index(lab_keys)
-    dup = lab_index.duplicated(keep="last")
-    n_dup = int(dup.sum())
-    keep = ~dup
-    uniq = lab_index[keep] if n_dup else lab_index
-    lab_values = labels[LABEL].to_numpy(dtype=object)[keep]
-    lab_times = _times(labels, LABEL_TIME)[keep]
-    no_id = np.array([k is None for k in pred_keys], dtype=bool) if n_pred else np.zeros(0, dtype=bool)
-    pos = uniq.get_indexer(pred_keys) if n_pred else np.empty(0, dtype=np.intp)
-    if no_id.any():
-        pos[no_id] = -1
+    # One hash pass over every key (labels, captured rows, other versions' rows): integer codes
+    # (-1: no key). Then the newest label of a code wins (labels are oldest first), and the
+    # join is an array lookup.
+    parts = [lab_keys, pred_keys] + ([other_keys] if other_keys is not None else [])
+    codes, n_codes = factorize(parts)
+    lc, pc = codes[:n_lab], codes[n_lab:n_lab + n_pred]
+    last = np.full(n_codes + 1, -1, dtype=np.int64)  # the slot n_codes takes the keyless (-1)
+    np.maximum.at(last, np.where(lc >= 0, lc, n_codes), np.arange(n_lab, dtype=np.int64))
+    last[n_codes] = -1
+    labelled_codes = int((last[:n_codes] >= 0).sum())
+    n_dup = n_lab - labelled_codes - int((lc < 0).sum())
+    no_id = pc < 0
+    pos = last[np.where(no_id, n_codes, pc)]  # the row of the label that wins, or -1
     hit = pos >= 0
-    used = np.zeros(len(uniq), dtype=bool)
-    used[pos[hit]] = True
+    seen = np.zeros(n_codes + 1, dtype=bool)
+    seen[pc] = True  # -1 lands on the spare slot
     if other_keys is not None:  # the labels of rows another version answered are not orphans
-        used |= uniq.isin(other_keys)
+        seen[codes[n_lab + n_pred:]] = True
+    seen[n_codes] = False
+    orphans = int(((last[:n_codes] >= 0) & ~seen[:n_codes]).sum())
+    lab_values = labels[LABEL].to_numpy(dtype=object)
+    lab_times = _times(labels, LABEL_TIME)
     counts = dict(predictions=n_pred, labels=n_lab, duplicate_labels=n_dup,
-                  labels_without_prediction=int(len(uniq) - used.sum()), other_versions=n_other,
+                  labels_without_prediction=orphans, other_versions=n_other,
                   predictions_without_label=int((~hit).sum()), predictions_without_id=int(no_id.sum()),
                   labelled=int(hit.sum()))
     inf_times = _times(predictions) if n_pred else np.empty(0, dtype="datetime64[ns]")
@@ -354,7 +392,10 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     recent_hit = hit[recent]
     y_true_raw = lab_values[pos[hit]]
     y_pred_raw = pred_raw[hit]
+    missing_score = (spec.problem_type == CLASSIFICATION and bool(spec.probability_column) and n_pred > 0
+                     and score_raw is None)
     j = Joined(spec=spec, y_true=y_true_raw, y_pred=y_pred_raw,
+               no_probability=spec.probability_column if missing_score else None,
                score=score_raw[hit] if score_raw is not None else None,
                inference_time=inf_times[hit], label_time=lab_times[pos[hit]], counts=Counts(**counts),
                recent_labelled=int(recent_hit.sum()), recent_rows=len(recent_hit))
@@ -426,7 +467,10 @@ def wilson(successes: int, n: int) -> tuple[float | None, float | None]:
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[list[Any], np.ndarray]:
     """Labels (sorted, as sklearn's ``unique_labels``) and the matrix: rows true, columns predicted."""
-    classes = np.unique(np.concatenate([y_true, y_pred])) if len(y_true) else np.array([])
+    import pandas as pd
+
+    classes = np.sort(pd.unique(np.concatenate([pd.unique(y_true), pd.unique(y_pred)]))) if len(y_true) else \
+        np.array([])
     k = len(classes)
     ti = np.searchsorted(classes, y_true)
     pi = np.searchsorted(classes, y_pred)
@@ -469,32 +513,42 @@ def _percentile(reps: np.ndarray, value: float, scale: float) -> tuple[float | N
 
 
 def _bootstrap_auc(y: np.ndarray, score: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """ROC AUC of every replicate: rows sorted by score once; each replicate's draws are sorted
-    by their global rank (a row-wise integer sort), then mid-ranks per tie group."""
+    """ROC AUC of every replicate (rows ``idx``), exactly as on its rows: the rows are sorted
+    once by score with the positives first among equal scores, so a replicate's positions
+    (its draws' global ranks sorted row-wise, an integer sort) count the negatives strictly
+    below each positive; pairs of a positive and a negative with the same score count half,
+    added from the few rows whose score both classes share."""
     n = len(score)
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    group = np.cumsum(np.r_[False, s[1:] != s[:-1]])  # tie group of each sorted position
-    rank_of = np.empty(n, dtype=np.int64)
-    rank_of[order] = np.arange(n)
+    order = np.lexsort((~y, score))  # by score, positives first among equal scores
+    rank_of = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rank_of[order] = np.arange(n, dtype=rank_of.dtype)
     y_sorted = y[order]
+    s_sorted = score[order]
+    group = np.cumsum(np.r_[False, s_sorted[1:] != s_sorted[:-1]])  # tie group of each sorted position
+    # the groups holding both classes: only their pairs are ties that count
+    n_groups = int(group[-1]) + 1
+    has_pos = np.bincount(group, weights=y_sorted, minlength=n_groups) > 0
+    has_neg = np.bincount(group, weights=~y_sorted, minlength=n_groups) > 0
+    mixed = (has_pos & has_neg)[group]  # per sorted position
     out = np.empty(idx.shape[0])
     step = max(1, 2_000_000 // idx.shape[1])
     for a in range(0, idx.shape[0], step):
         r = np.sort(rank_of[idx[a:a + step]], axis=1)
         b, m = r.shape
-        g = group[r]
         yy = y_sorted[r]
-        key = (np.arange(b)[:, None] * (int(group[-1]) + 1) + g).ravel()
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        ends = np.r_[starts[1:], len(key)]
-        within = starts % m
-        mid = (within + (ends - 1) % m) / 2.0 + 1.0
-        ranks = np.repeat(mid, ends - starts).reshape(b, m)
         p = yy.sum(axis=1).astype(np.float64)
-        q = m - p
+        u = yy.astype(np.float64) @ np.arange(1.0, m + 1.0) - p * (p + 1) / 2.0
+        tied = mixed[r]
+        if tied.any():
+            rows, cols = np.nonzero(tied)
+            key = rows.astype(np.int64) * n_groups + group[r[rows, cols]]
+            pos = yy[rows, cols]
+            keys, inv = np.unique(key, return_inverse=True)
+            tp = np.bincount(inv, weights=pos, minlength=len(keys))
+            tn = np.bincount(inv, weights=~pos, minlength=len(keys))
+            u += 0.5 * np.bincount(keys // n_groups, weights=tp * tn, minlength=b)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[a:a + b] = ((ranks * yy).sum(axis=1) - p * (p + 1) / 2.0) / (p * q)
+            out[a:a + b] = u / (p * (m - p))
     return out
 
 
@@ -663,6 +717,9 @@ def measure(j: Joined, *, clock: Any = time.time) -> QualityResult:
     estimate = None
     if spec.problem_type == CLASSIFICATION:
         metrics, confusion_json = classification_metrics(yt, yp, sc, j.positive, spec.seed)
+        if j.no_probability is not None:
+            metrics["roc_auc"] = Metric("roc_auc", None, rows=rows,
+                                        note=f"no probability column {one_line(j.no_probability, 40)!r} in the captures")
         estimate = _estimate(j, yt, sc)
     else:
         metrics = regression_metrics(yt.astype(np.float64), yp.astype(np.float64), spec.seed)
@@ -694,8 +751,9 @@ def _estimate(j: Joined, ref_true: np.ndarray, ref_score: np.ndarray | None) -> 
     if len(cur_s) == 0:
         return None
     cur_pos = np.asarray(j.unlabelled_pred)[ok] == j.positive
-    m = cbpe(ref_score, t, cur_s, cur_pos)
-    return Estimate(rows=len(cur_s), reference_rows=len(t), metrics=m)
+    keep = slice(max(0, len(t) - CALIBRATION_ROWS), len(t))  # the newest labelled rows calibrate
+    m = cbpe(ref_score[keep], t[keep], cur_s, cur_pos)
+    return Estimate(rows=len(cur_s), reference_rows=min(len(t), CALIBRATION_ROWS), metrics=m)
 
 
 def _with_series(r: QualityResult, j: Joined) -> QualityResult:
@@ -743,7 +801,13 @@ def assess(capture: str, labels: str, spec: QualitySpec, *, last_n: int | None =
     if max_bytes is not None:
         kw["max_bytes"] = max_bytes
     preds = cap.read_window(capture, last_n, ids=True, **kw)
-    labs = cap.read_labels(labels, id_column=label_id_column, label_column=label_column, **kw)
+    # label files last written before the oldest prediction read cannot hold its label
+    oldest = None
+    times = _times(preds) if len(preds) else None
+    if times is not None and len(times) and not np.isnat(times).any():
+        oldest = float(times.min().astype("datetime64[ns]").astype(np.int64)) / 1e9 - LABEL_FILE_SLACK
+    labs = cap.read_labels(labels, id_column=label_id_column, label_column=label_column, modified_after=oldest,
+                           **kw)
     return measure(join(preds, labs, spec, name=str(capture)), clock=clock)
 
 
@@ -762,7 +826,7 @@ def fmt_value(name: str, v: float | None) -> str:
     if v is None:
         return "-"
     if name in ("mae", "rmse"):
-        return f"{v:.4g}"
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return f"{v:.3f}"
 
 

@@ -282,3 +282,39 @@ def test_gzipped_jsonl(tmp_path):
         for i in range(20):
             f.write(json.dumps({"x": i}) + "\n")
     assert read_window(path, 4).x.tolist() == [16, 17, 18, 19]
+
+
+@pytest.mark.live
+def test_labels_over_http_with_the_capture_limits(server):
+    from modeldeck.core.demo.recorder import ground_truth_record
+
+    base, routes = server
+    body = "".join(json.dumps(ground_truth_record(f"e{i}", [i % 2])) + "\n" for i in range(50)).encode()
+    routes["/labels"] = (body, "application/x-ndjson", 0)
+    routes["/labels.csv"] = (b"request_id,label\nr1,yes\nr2,no\n", "text/csv", 0)
+    routes["/slow"] = (body, "application/x-ndjson", 2.0)
+    labels = capture.read_labels(f"{base}/labels")
+    assert labels[capture.ID].tolist()[:3] == ["e0", "e1", "e2"] and labels[capture.LABEL].tolist()[:2] == [0, 1]
+    plain = capture.read_labels(f"{base}/labels.csv", id_column="request_id")
+    assert plain[capture.ID].tolist() == ["r1", "r2"] and plain[capture.LABEL].tolist() == ["yes", "no"]
+    with pytest.raises(InputError, match="cap"):
+        capture.read_labels(f"{base}/labels", max_bytes=100)
+    with pytest.raises(InputError, match="timed out"):
+        capture.read_labels(f"{base}/slow", timeout=0.3)
+    with pytest.raises(InputError, match="HTTP 404"):
+        capture.read_labels(f"{base}/missing")
+
+
+def test_plain_jsonl_labels_and_label_files_older_than_the_captures_are_skipped(tmp_path):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"event_id": f"old{i}", "label": 1}) + "\n"
+                                              for i in range(5)))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"event_id": f"new{i}", "label": 0, "label_time":
+                                                          "2024-01-01T00:00:09Z"}) + "\n" for i in range(3)))
+    now = time.time()
+    os.utime(tmp_path / "a.jsonl", (now - 3600, now - 3600))
+    both = capture.read_labels(str(tmp_path / "*.jsonl"))
+    assert both[capture.ID].tolist() == [*(f"old{i}" for i in range(5)), "new0", "new1", "new2"]
+    assert both[capture.LABEL_TIME].isna().sum() == 5
+    recent = capture.read_labels(str(tmp_path / "*.jsonl"), modified_after=now - 60)
+    assert recent[capture.ID].tolist() == ["new0", "new1", "new2"]
+    assert str(recent[capture.LABEL_TIME].iloc[0]) == "2024-01-01 00:00:09+00:00"

@@ -57,7 +57,7 @@ def test_release_flow_end_to_end(registry_path: Path, tmp_path: Path) -> None:
     (["promote", "churn", "2", "--env", "production", "--reason", "x"],
      "modeldeck: churn version 2 is pending, not approved; only an approved version can be promoted to production"),
     (["approve", "fraud", "1", "--reason", "x"], "modeldeck: no model named 'fraud'"),
-    (["rollback", "churn", "--env", "production", "--reason", "x"], "modeldeck: production of churn has no earlier"),
+    (["rollback", "churn", "--env", "production", "--reason", "x"], "modeldeck: production of churn has only ever held version 1: there is nothing to roll back to"),
     (["register", "churn", "--artifact", "s3://m/3", "--metrics", "{auc: 1}"], "modeldeck: --metrics: not valid JSON"),
     (["promote", "churn", "1", "--env", "staging", "--reason", "x", "--expect", "2", "--create-env"],
      "modeldeck: staging of churn moved to unset"),

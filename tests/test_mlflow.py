@@ -91,14 +91,14 @@ def test_versions_and_lineage_come_from_mlflow(mlflow_server, nb: Notebook, tmp_
     code, out, err = _main(capsys, "--config", str(cfg), "versions", name, "--json")
     assert code == 0, err
     rows = json.loads(out)
-    assert [r["version"] for r in rows] == [1, 2]
-    v1 = rows[0]
+    assert [r["version"] for r in rows] == [2, 1]  # newest first
+    v1 = rows[1]
     assert v1["artifact"] == "s3://bucket/churn/1" and v1["run_id"] == r1
     assert v1["params"] == {"depth": "6"} and v1["metrics"] == {"auc": 0.91}
     assert v1["code_version"] == "abc1234" and v1["tags"] == {"team": "growth"}
     assert v1["datasets"] == [{"name": "train", "digest": "d1g35t", "context": "training", "source": "/data/train.csv"}]
     assert v1["environments"] == ["production"] and v1["approval"] == "pending"
-    assert rows[1]["environments"] == [] and rows[1]["metrics"] == {"auc": 0.93}
+    assert rows[0]["environments"] == [] and rows[0]["metrics"] == {"auc": 0.93}
 
     code, out, _ = _main(capsys, "--config", str(cfg), "versions", name)
     assert code == 0 and "production" in out and "abc1234" in out
@@ -214,10 +214,26 @@ def test_register_creates_the_mlflow_version_and_approvals_are_tags(mlflow_serve
 
     code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--run-id", "0" * 32)
     assert code == 2 and "no run" in err
-    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "/not/in/a/run.pkl")
-    assert code == 2 and "local path" in err and "run_id" in err  # MLflow's own reason, one line
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "/not/there/model.pkl")
+    assert code == 2 and "/not/there/model.pkl: no such artifact file" in err
+    code, _, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", "ftp://x/model.pkl",
+                         "--run-id", rid)
+    assert code == 2 and "HTTP 400 INVALID_PARAMETER_VALUE" in err and err.count("\n") == 1  # MLflow's own reason
     code, out, _ = _main(capsys, "--config", str(cfg), "versions", name, "--json")
-    assert [r["version"] for r in json.loads(out)] == [1, 2, 3, 4]  # the refusals made nothing
+    assert sorted(r["version"] for r in json.loads(out)) == [1, 2, 3, 4]  # the refusals made nothing
+
+    # a local file: MLflow takes it only inside a run, so modeldeck logs one with the lineage
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(b"\x80\x04weights")
+    code, out, err = _main(capsys, "--config", str(cfg), "register", name, "--artifact", str(pkl), "--dataset",
+                           str(data), "--metrics", '{"auc": 0.9}', "--params", '{"depth": 4}',
+                           "--code-version", "c0ffee", "--json")
+    assert code == 0, err
+    v5 = json.loads(out)
+    assert v5["version"] == 5 and v5["run_id"] and v5["artifact"].endswith("/model/model.pkl")
+    assert Path(v5["artifact"]).read_bytes() == b"\x80\x04weights" and v5["artifact"] != str(pkl)
+    assert v5["params"] == {"depth": 4} and v5["metrics"] == {"auc": 0.9} and v5["code_version"] == "c0ffee"
+    assert [(d["name"], d["context"]) for d in v5["datasets"]] == [("train.csv", "training")]
 
 
 @pytest.mark.live
@@ -533,3 +549,64 @@ async def test_tui_shows_mlflow_faults_and_keeps_running(mlflow_server, nb: Note
             await pilot.press("escape")
             await pilot.pause(0.2)
             assert "registry: MLflow at http://x refused" in str(app.screen.query_one("#fleet-header", Static).render())
+
+
+# -- the demo on MLflow ------------------------------------------------------------------------------
+
+
+def test_demo_mlflow_without_the_virtualenv_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MODELDECK_MLFLOW_VENV", str(tmp_path / "no-venv"))
+    code, _, err = _main(capsys, "--demo", "--mlflow")
+    assert code == 2 and "--demo --mlflow: no MLflow virtualenv at" in err and "make test" in err
+    code, _, err = _main(capsys, "--mlflow")
+    assert code == 2 and "--mlflow only applies to --demo" in err
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("mlflow")
+async def test_demo_on_mlflow_registers_runs_and_follows_its_aliases(mlflow_server, tmp_path: Path) -> None:
+    """``modeldeck --demo --mlflow``: a local mlflow server of its own, the demo versions
+    registered there with runs, and the same story: a promotion moves the MLflow alias and the
+    demo server follows it."""
+    import asyncio
+    import subprocess
+    import time
+
+    from modeldeck.tui.app import ModeldeckApp
+    from tests.conftest import MODELDECK, run_env
+
+    app = ModeldeckApp(None, demo=True, demo_mlflow=True, demo_workdir=tmp_path / "demo")
+    async with app.run_test(size=(120, 35)) as pilot:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (
+                app.source is not None and getattr(app.source.latest().get("churn-prod"), "served_version", None)):
+            await pilot.pause(0.25)
+        assert app.settings is not None and app.settings.mlflow is not None, app.status_line
+        server = app.mlflow_server
+        assert server is not None and app.settings.mlflow.url == server.url and server.url != mlflow_server.url
+        assert app.source.latest()["churn-prod"].served_version == "2"
+        nb = Notebook(server.url)
+        try:
+            v3 = nb.http.get("model-versions/get", params={"name": "churn", "version": "3"}).json()["model_version"]
+            run = nb.http.get("runs/get", params={"run_id": v3["run_id"]}).json()["run"]
+            assert {m["key"] for m in run["data"]["metrics"]} >= {"auc", "accuracy"}
+            assert run["data"]["params"]
+            contexts = {d["tags"][0]["value"] for d in run["inputs"]["dataset_inputs"]}
+            assert contexts == {"training", "evaluation"}
+            assert any(t["key"] == "mlflow.source.git.commit" for t in run["data"]["tags"])
+            assert nb.alias("churn", "production") == 2 and nb.alias("churn", "staging") == 3
+            cfg = str(app.demo_fleet.config_path)
+            r = await asyncio.to_thread(subprocess.run, [*MODELDECK, "--config", cfg, "promote", "churn", "3", "--env",
+                                                         "production", "--reason", "the candidate", "--no-verify"],
+                                        capture_output=True, text=True, env=run_env(), timeout=120)
+            assert r.returncode == 0, r.stderr + r.stdout
+            assert nb.alias("churn", "production") == 3
+        finally:
+            nb.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and app.source.latest()["churn-prod"].served_version != "3":
+            await pilot.pause(0.25)
+        assert app.source.latest()["churn-prod"].served_version == "3"  # the demo server followed MLflow
+    app.shutdown()
+    assert not server.alive()

@@ -332,6 +332,9 @@ def test_quality_command_text_json_and_bad_input(tmp_path: Path) -> None:
     assert code == 2 and "--window must be at least 1" in err
     code, out, _ = _run(["quality", cap, gt, "--min-rows", "100000"])
     assert code == 0 and "not enough labels" in out
+    code, out, _ = _run(["quality", cap, gt, "--probability-column", "score", "--format", "json"])
+    auc = json.loads(out)["metrics"]["roc_auc"]
+    assert code == 0 and auc["value"] is None and auc["note"] == "no probability column 'score' in the captures"
 
 
 def test_quality_command_judges_against_the_registered_metrics(tmp_path: Path) -> None:
@@ -397,3 +400,17 @@ def test_cbpe_on_the_demos_models_is_within_002_of_the_labels(model: str, index:
         assert abs(est["accuracy"] - skm.accuracy_score(y[2000:], pred[2000:])) < 0.02, (s, est)
         auc_limit = 0.03 if model == "fraud" else 0.02
         assert abs(est["roc_auc"] - skm.roc_auc_score(y[2000:], p[2000:])) < auc_limit, (s, est)
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_every_bootstrap_replicate_is_sklearns_auc_of_its_rows(ties: bool) -> None:
+    rng = np.random.default_rng(31)
+    n = 700
+    y = rng.random(n) < 0.3
+    s = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)
+    s = np.round(s, 2) if ties else s
+    idx, scale = quality._bootstrap_indices(n, 5)
+    reps = quality._bootstrap_auc(y, s, idx)
+    assert scale == 1.0 and len(reps) == quality.BOOTSTRAP
+    for b in (0, 1, 57, 199):
+        assert abs(reps[b] - skm.roc_auc_score(y[idx[b]], s[idx[b]])) <= 1e-9

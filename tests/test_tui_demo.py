@@ -87,6 +87,12 @@ async def test_the_demo_story_shows_within_a_minute(settings) -> None:
         drifted = str(table.get_cell("churn-prod", "drift"))
         assert drifted.split("/")[0] not in ("0", "-"), drifted
         assert float(str(table.get_cell("fraud-prod", "err"))) > 5
+        # its labels follow the drifted relation: the served version's accuracy drops, in red
+        await wait_for(pilot, lambda: "▼" in str(table.get_cell("churn-prod", "quality")), 60,
+                       "churn-prod's quality drop in the QUALITY column")
+        cell = table.get_cell("churn-prod", "quality")
+        assert str(cell).startswith(("acc .", "auc .")) and cell.style in ("bold yellow", "bold red"), cell
+        assert "quality ▼" in str(app.screen.query_one("#fleet-header").render())
 
 
 async def test_navigation_filter_pause_and_help_on_live_data(settings) -> None:

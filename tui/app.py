@@ -70,7 +70,7 @@ class ModeldeckApp(App[int]):
     def __init__(self, settings: Settings | None, *, source: SnapshotSource | None = None, demo: bool = False,
                  read_only: bool = False, clock: Callable[[], float] = time.time,
                  demo_registry: str | None = None, demo_workdir: Path | None = None,
-                 via_prometheus: bool = False) -> None:
+                 demo_mlflow: bool = False, via_prometheus: bool = False) -> None:
         super().__init__()
         from modeldeck.tui import palette
 
@@ -86,6 +86,8 @@ class ModeldeckApp(App[int]):
         self.demo_registry = demo_registry
         self.demo_workdir = demo_workdir
         self.demo_fleet: DemoFleetProcess | None = None
+        self.demo_mlflow = demo_mlflow  # --demo --mlflow: a local mlflow server is the registry of record
+        self.mlflow_server: Any = None  # core.demo.mlflowserver.MlflowServer
         self.via_prometheus = via_prometheus  # the demo's metrics through a Prometheus scraping it
         self.demo_prometheus: Any = None  # core.demo.prometheus.DemoPrometheus
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
@@ -143,8 +145,17 @@ class ModeldeckApp(App[int]):
         own = self.demo_workdir is None  # a folder made here is removed when the fleet stops
         workdir = self.demo_workdir or Path(tempfile.mkdtemp(prefix="modeldeck-demo-"))
         registry = Path(self.demo_registry) if self.demo_registry else None
+        fleet_settings = None
+        if self.demo_mlflow:
+            from modeldeck.core.demo import mlflowserver
+
+            self.status_line = "starting a local mlflow server…"
+            self.mlflow_server = mlflowserver.start(workdir / "mlflow")
+            self.status_line = f"starting the demo fleet on MLflow at {self.mlflow_server.url}…"
+            fleet_settings = fleet.FleetSettings(mlflow_url=self.mlflow_server.url)
         # set here, not in the message handler, so shutdown() stops a fleet whose message is still queued
-        self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own)
+        self.demo_fleet = fleet.start_subprocess(workdir, registry=registry, cleanup=own, settings=fleet_settings,
+                                                 ready_timeout=120.0 if self.demo_mlflow else 30.0)
         settings = config.parse_file(Path(self.demo_fleet.config_path))
         if self.via_prometheus:
             from modeldeck.core.demo import prometheus
@@ -182,6 +193,12 @@ class ModeldeckApp(App[int]):
             except Exception:
                 log.exception("stopping the demo fleet")
             self.demo_fleet = None
+        if self.mlflow_server is not None:
+            try:
+                self.mlflow_server.stop()
+            except Exception:
+                log.exception("stopping the demo's mlflow server")
+            self.mlflow_server = None
 
     # -- the refresh loop --------------------------------------------------------------------------
     def refresh_views(self, force: bool = False) -> None:
@@ -528,10 +545,10 @@ def active_rollouts_note(app: ModeldeckApp) -> list[str]:
 
 def run_app(settings: Settings | None, *, demo: bool = False, read_only: bool = False,
             registry: str | None = None, via_prometheus: bool = False,
-            on_exit: Callable[[list[str]], None] | None = None) -> int:
+            on_exit: Callable[[list[str]], None] | None = None, mlflow: bool = False) -> int:
     setup_logging()
     app = ModeldeckApp(settings, demo=demo, read_only=read_only, demo_registry=registry,
-                       via_prometheus=via_prometheus)
+                       via_prometheus=via_prometheus, demo_mlflow=mlflow)
     try:
         app.run()
     finally:

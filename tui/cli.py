@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
@@ -63,11 +63,127 @@ class _ReportFlag(argparse.Action):
         namespace.handler = _cmd_report
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a did-you-mean for a mistyped subcommand."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+            close = difflib.get_close_matches(m.group(1), [c for c in choices if c not in HIDDEN_COMMANDS], n=3)
+            mean = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            if message.startswith("argument COMMAND:"):
+                message = f"{m.group(1)!r} is not a modeldeck command" + (mean or f" (see {self.prog} --help)")
+            else:  # an option's value: argparse's words, with the nearest choice
+                message += mean
+        super().error(message)
+
+
+# What an argument without a help text of its own means (the same everywhere).
+HELP_BY_DEST = {
+    "model": "the model's name in the registry", "version": "a version number of the model",
+    "env": "an environment (production, staging, ...)", "limit": "how many to show (0: all)",
+    "job": "a retraining job's number (modeldeck jobs)", "rollout": "a rollout's number (modeldeck rollouts)",
+    "tags": "KEY=VALUE to set a tag, KEY= to remove it", "reason": "why (goes to the audit log)",
+    "reference": "the reference data: CSV, Parquet or JSONL", "current": "the current window: CSV, Parquet or JSONL",
+    "format": "output format (default: text)",
+}
+HIDDEN_COMMANDS = ("run-job", "run-rollout")
+
+# The examples each command's --help ends with.
+EXAMPLES: dict[str | None, tuple[str, ...]] = {
+    None: ("modeldeck --demo", "modeldeck --config fleet.toml", "modeldeck --read-only",
+           "modeldeck --report --format prometheus --output /var/lib/node_exporter/modeldeck.prom",
+           "modeldeck serve --demo", "eval \"$(modeldeck completion bash)\""),
+    "demo-fleet": ("modeldeck demo-fleet --write-config /tmp/demo.toml",),
+    "drift": ("modeldeck drift train.csv last_hour.csv", "modeldeck drift ref.parquet cur.parquet --format json"),
+    "quality": ("modeldeck quality captures/*.jsonl labels.csv --positive-label 1",),
+    "models": ("modeldeck models", "modeldeck models --json"),
+    "register": ("modeldeck register churn --artifact s3://models/churn/7.pkl --metrics '{\"auc\": 0.91}'",),
+    "evaluate": ("modeldeck evaluate churn 7 --data holdout.csv",),
+    "policy": ("modeldeck policy churn", "modeldeck policy churn --set churn-policy.toml --reason 'two approvals'"),
+    "versions": ("modeldeck versions churn", "modeldeck versions churn --json"),
+    "history": ("modeldeck history churn --env production", "modeldeck history churn --env production --at '2h ago'"),
+    "audit": ("modeldeck audit --model churn", "modeldeck audit --verify"),
+    "approve": ("modeldeck approve churn 7 --reason 'offline eval ok'",),
+    "reject": ("modeldeck reject churn 7 --reason 'worse on the holdout'",),
+    "promote": ("modeldeck promote churn 7 --env staging --reason 'candidate'",
+                "modeldeck promote churn 7 --env production --reason 'weekly retrain' --detach"),
+    "rollback": ("modeldeck rollback churn --env production --reason 'errors up'",
+                 "modeldeck rollback churn --env production --to 5 --reason 'back to the last good one'"),
+    "rollouts": ("modeldeck rollouts churn",),
+    "rollout": ("modeldeck rollout 12 --follow",),
+    "abort": ("modeldeck abort 12 --reason 'latency up'",),
+    "tag": ("modeldeck tag churn 7 stage=canary", "modeldeck tag churn 7 stage="),
+    "retrain": ("modeldeck retrain churn --reason 'drift on tenure' --wait",),
+    "jobs": ("modeldeck jobs churn",),
+    "cancel": ("modeldeck cancel 4",),
+    "completion": ("eval \"$(modeldeck completion bash)\"        # in ~/.bashrc",
+                   "modeldeck completion zsh > ~/.zfunc/_modeldeck   # with compinit",
+                   "modeldeck completion fish > ~/.config/fish/completions/modeldeck.fish"),
+    "serve": ("modeldeck serve                      # http://127.0.0.1:8000, read-only",
+              "modeldeck serve --demo --port 8080", "modeldeck serve --host 0.0.0.0 --allow-writes   # warns"),
+}
+
+
+def _finish(parser: argparse.ArgumentParser, sub: Any) -> None:
+    """Every argument gets a help text, every command's --help ends with examples, and model
+    and environment arguments complete from the registry (argcomplete)."""
+    parsers: list[tuple[str | None, argparse.ArgumentParser]] = [(None, parser), *sub.choices.items()]
+    for name, p in parsers:
+        for action in p._actions:
+            if action.help is None and action.dest in HELP_BY_DEST:
+                action.help = HELP_BY_DEST[action.dest]
+            if action.dest == "model":
+                action.completer = _complete_models  # type: ignore[attr-defined]
+            elif action.dest == "env":
+                action.completer = _complete_environments  # type: ignore[attr-defined]
+        examples = EXAMPLES.get(name)
+        if examples:
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + "examples:\n" + "\n".join(f"  {e}" for e in examples)
+
+
+def _completion_registry(parsed: argparse.Namespace) -> Any:
+    """The ledger for completing names: read-only, never created, no network (MLflow's names
+    are mirrored in the ledger)."""
+    from modeldeck.core.registry import Registry
+
+    settings = configmod.load(getattr(parsed, "config", None), getattr(parsed, "registry", None))
+    return settings, Registry(settings.registry, create=False, readonly=True)
+
+
+def _complete_models(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    try:
+        _, reg = _completion_registry(parsed_args)
+        with reg:
+            return [m.name for m in reg.models() if m.name.startswith(prefix)]
+    except Exception:  # completion never prints an error into the user's command line
+        return []
+
+
+def _complete_environments(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    names: set[str] = set()
+    try:
+        settings, reg = _completion_registry(parsed_args)
+        names |= {e.environment for e in settings.endpoints}
+        with reg:
+            model = getattr(parsed_args, "model", None)
+            names |= set(reg.aliases(model)) if model and reg.has_model(model) else set(reg.environments())
+            names |= set(reg.policy_environments())
+    except Exception:
+        pass
+    return sorted(n for n in names if n.startswith(prefix))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     # The top level gets its own copies: set_defaults() below would otherwise change the
     # (shared) actions of every subparser too.
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, parents=[_common()],
         description="Watch deployed ML models live and release them safely.",
         epilog="Without a subcommand, modeldeck opens the TUI on the configured fleet. "
@@ -75,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="with --demo: a local mlflow server is the registry of record (needs the MLflow "
+                             "virtualenv: make mlflow-venv)")
     parser.add_argument("--via-prometheus", action="store_true",
                         help="with --demo: start a Prometheus scraping the demo fleet and read its metrics "
                              "through PromQL (needs the prometheus binary)")
@@ -90,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start retraining for models whose production endpoint drifts and/or loses quality")
     rep.add_argument("--retrain-on-drift", action="store_true", help="the same as --retrain-on drift")
 
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("demo-fleet", parents=[common], help="run the demo fleet headless until stopped",
                        description="Run the modeldeck demo fleet headless until stopped (SIGTERM or ctrl+c). "
@@ -118,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds the servers may take to answer (default 30)")
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.add_argument("--mlflow", metavar="URL", help="an MLflow tracking server as the registry of record: the demo "
+                   "versions are registered there (runs, params, metrics, datasets) and the config gets [mlflow]")
 
     # hidden: the detached retraining supervisor (core.retrain starts it; the job's spec on stdin).
     # No help= at all: argparse before 3.13 would list help=SUPPRESS as "==SUPPRESS==".
@@ -340,7 +461,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", parents=[common], help="cancel a running retraining job")
     p.set_defaults(handler=_cmd_cancel)
     p.add_argument("job", metavar="JOB", type=int)
+
+    p = sub.add_parser("completion", help="print the shell completion script (bash, zsh or fish)",
+                       description="Print a completion script for your shell: commands, options, and model "
+                                   "and environment names read from the registry as you type.")
+    p.set_defaults(handler=_cmd_completion)
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
+
+    _finish(parser, sub)
     return parser
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    _out(argcomplete.shellcode([PROG], shell=args.shell).rstrip("\n"))
+    return 0
 
 
 def _endpoint_rate(text: str) -> tuple[str, float]:
@@ -390,6 +526,11 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     with _guarded_streams():
         parser = build_parser()
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+            import argcomplete
+
+            with _unguarded_streams():
+                argcomplete.autocomplete(parser)
         args = parser.parse_args(argv)
         report = bool(args.report) and args.command is None
         try:
@@ -570,6 +711,11 @@ def _cmd_tui(args: argparse.Namespace) -> int:
             print(f"{PROG}: {one_line(line, 300)}", file=sys.stderr)
 
     if args.demo:
+        if args.mlflow:
+            from modeldeck.core.demo import mlflowserver
+
+            if not mlflowserver.venv_ready():
+                raise mlflowserver.MlflowServerError(f"--demo --mlflow: {mlflowserver.why_not_ready()}")
         if args.via_prometheus:
             from modeldeck.core.demo.prometheus import binary
 
@@ -578,7 +724,9 @@ def _cmd_tui(args: argparse.Namespace) -> int:
                                      "(Debian: apt-get install prometheus)")
         with _unguarded_streams():
             return run_app(None, demo=True, read_only=args.read_only, registry=args.registry,
-                           via_prometheus=args.via_prometheus, on_exit=left_running)
+                           via_prometheus=args.via_prometheus, on_exit=left_running, mlflow=args.mlflow)
+    if args.mlflow:
+        raise configmod.ConfigError("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     settings = _settings(args, required=True)
     with contextlib.suppress(RegistryError), _registry(args):  # resume or mark unverified what nobody watches
         pass
@@ -662,9 +810,10 @@ def _cmd_demo_fleet(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s demo-fleet %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request otherwise
     given = {"drift_at": args.drift_at, "errors_at": args.errors_at, "error_rate": args.error_rate,
              "rate_scale": args.rate_scale, "seed": args.seed, "poll_interval": args.poll_interval,
-             "ready_timeout": args.ready_timeout, "label_delay": args.label_delay}
+             "ready_timeout": args.ready_timeout, "label_delay": args.label_delay, "mlflow_url": args.mlflow}
     settings = fleet.FleetSettings(**{k: v for k, v in given.items() if v is not None}, rates=tuple(args.rate))
 
     def ready(path: Path) -> None:
@@ -739,10 +888,10 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     served: str | None = None
     if args.model:
         from modeldeck.core import policy
-        from modeldeck.core.registry import Registry
+        from modeldeck.core.registry import open_registry
 
         settings = _settings(args)
-        with Registry(settings.registry, create=False, readonly=True) as reg:
+        with open_registry(settings, create=False, readonly=True) as reg:
             mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
             version = args.version
             if version is None:
@@ -964,6 +1113,7 @@ def _cmd_versions(args: argparse.Namespace) -> int:
     holders: dict[int, list[str]] = {}
     for env, n in aliases.items():
         holders.setdefault(n, []).append(env)
+    versions = sorted(versions, key=lambda v: v.version, reverse=True)  # newest first, as every listing
     if args.json:
         _print_json([{**v.as_dict(), "environments": holders.get(v.version, []),
                       "evaluations": [e.as_dict() for e in evaluations if e.version == v.version]}
@@ -1090,10 +1240,10 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def _change_text(before: Any, after: Any) -> str:
     """One cell: what changed, the version first, gates summarised as passed/failed."""
-    if after is None:
+    if after is None or after in ({}, [], ""):
         return "-"
     if not isinstance(after, dict):
-        return str(after)
+        return _cell(after)
     b = before if isinstance(before, dict) else {}
     if "rollout" in after and "state" in after:  # a rollout's transition
         head = f"rollout {after['rollout']}: {b.get('state') or 'new'} -> {after['state']}"
@@ -1113,7 +1263,9 @@ def _change_text(before: Any, after: Any) -> str:
         parts.append(f"approved by {', '.join(map(str, after['approvers']))}")
         after = {k: v for k, v in after.items() if k != "approvers"}
     if "version" in after:
-        parts.append(f"version: {b.get('version', '-') if b else '-'} -> {after['version'] if after['version'] is not None else 'unset'}")
+        before_v = b.get("version") if b else None
+        parts.append(f"version: {'-' if before_v is None else before_v} -> "
+                     f"{after['version'] if after['version'] is not None else 'unset'}")
     gates = after.get("gates")
     if isinstance(gates, list) and gates:
         failed = [str(g.get("name")) for g in gates if isinstance(g, dict) and not g.get("passed")]
@@ -1126,8 +1278,18 @@ def _change_text(before: Any, after: Any) -> str:
     skip = {"version", "gates", "forced", "forced_gates", "automatic", "stage", "undoes", "failed", "plan"}
     rest = [k for k in after if k not in skip and b.get(k) != after.get(k) and after[k] not in (None, {}, "")]
     for k in rest[: max(0, 3 - len(parts))]:
-        parts.append(f"{k}: {b[k]} -> {after[k]}" if k in b else f"{k}={after[k]}")
-    return ", ".join(str(p) for p in parts if p is not None)
+        parts.append(f"{k}: {_cell(b[k])} -> {_cell(after[k])}" if k in b else f"{k}={_cell(after[k])}")
+    return ", ".join(str(p) for p in parts if p is not None) or "-"
+
+
+def _cell(value: Any) -> str:
+    """A value in the audit's CHANGE column: text as it is, anything else as compact JSON,
+    ``-`` for none (never a Python repr)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:

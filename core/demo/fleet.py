@@ -87,6 +87,16 @@ class FleetSettings:
     ready_timeout: float = 30.0
     endpoints: tuple[EndpointSpec, ...] = DEFAULT_ENDPOINTS
     rates: tuple[tuple[str, float], ...] = ()  # (endpoint, requests/s) overrides, before rate_scale
+    mlflow_url: str | None = None  # an MLflow tracking server as the registry of record ([mlflow])
+
+    @property
+    def mlflow(self) -> Any:
+        """The [mlflow] settings the fleet and its config use (None: the ledger alone)."""
+        if not self.mlflow_url:
+            return None
+        from modeldeck.core.config import MlflowSettings
+
+        return MlflowSettings(url=self.mlflow_url.rstrip("/"), timeout=10.0)
 
     def rate_of(self, spec: EndpointSpec) -> float:
         return dict(self.rates).get(spec.name, spec.rate) * self.rate_scale
@@ -112,8 +122,9 @@ class RegistryFollower:
     versions every few looks so a ``demo_fault`` tag set later is obeyed too."""
 
     def __init__(self, registry_path: Path, pairs: Sequence[tuple[EndpointSpec, DemoServer]],
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, mlflow: Any = None) -> None:
         self.registry_path = registry_path
+        self.mlflow = mlflow  # [mlflow]: the aliases are MLflow's
         self.pairs = list(pairs)
         self.interval = interval
         self._stop = threading.Event()
@@ -135,7 +146,12 @@ class RegistryFollower:
             while True:
                 try:
                     if reg is None:
-                        reg = Registry(self.registry_path, create=False)
+                        if self.mlflow is not None:
+                            from modeldeck.core.mlflow import MlflowRegistry
+
+                            reg = MlflowRegistry(self.registry_path, self.mlflow)
+                        else:
+                            reg = Registry(self.registry_path, create=False)
                     self.sync(reg, refresh=self.cycles % 4 == 0)
                     if self.last_error:
                         log.info("registry readable again")
@@ -229,14 +245,14 @@ class Fleet:
             self.ground_truth[spec.name] = gt
         models = sorted({spec.model for spec in s.endpoints})
         try:
-            done = seed.seed_registry(self.registry_path, models)
+            done = seed.seed_registry(self.registry_path, models, mlflow=s.mlflow)
         except OSError as e:
             raise DemoError(f"cannot prepare the demo registry {self.registry_path}: {e}") from None
         if done:
             log.info("seeded %s into %s", ", ".join(done), self.registry_path)
             self._seed_policies(done)
         self.follower = RegistryFollower(self.registry_path, [(self.specs[n], srv) for n, srv in self.servers.items()],
-                                         s.registry_poll)
+                                         s.registry_poll, mlflow=s.mlflow)
         self.follower.start()
         deadline = time.monotonic() + s.ready_timeout
         while True:
@@ -305,8 +321,9 @@ class Fleet:
         against a small reference, which does (as in Evidently)."""
         specs = [s for s in self.settings.endpoints if s.model == model]
         prod = next((s for s in specs if s.environment == "production"), specs[0])
+        mlflow = ["--config", str(self.config_path)] if self.settings.mlflow_url and self.config_path else []
         return [sys.executable, str(train_script()), "--model", "{model}",
-                "--registry", str(self.registry_path),
+                "--registry", str(self.registry_path), *mlflow,
                 "--recent", self.captures[prod.name].pattern,
                 "--labels", self.ground_truth[prod.name].pattern, "--recent-rows", "1200",
                 "--reason", "retrained on the recent window of " + prod.name]
@@ -321,7 +338,14 @@ class Fleet:
         from modeldeck.core import policy
         from modeldeck.core.registry import Registry
 
-        with Registry(self.registry_path) as reg:
+        ml = self.settings.mlflow
+        if ml is not None:
+            from modeldeck.core.mlflow import MlflowRegistry
+
+            opened: Registry = MlflowRegistry(self.registry_path, ml)
+        else:
+            opened = Registry(self.registry_path)
+        with opened as reg:
             for model in models:
                 if reg.policy(model) is None:
                     rules = policy.parse_rules(self.policy_rules(model), f"demo policy of {model}")
@@ -355,6 +379,10 @@ class Fleet:
             "quality_every = 5",
             "",
         ]
+        if s.mlflow_url:
+            lines[4:4] = ["# Models, versions, lineage and aliases are the MLflow server's; the registry file is",
+                          "# modeldeck's ledger on top (alias history, approvals, audit)."]
+            lines += ["[mlflow]", f"url = {_toml(s.mlflow_url)}", "timeout = 10.0", ""]
         for ep in self.endpoint_table():
             lines.append("[[endpoints]]")
             lines += [f"{k} = {_toml(v)}" for k, v in ep.items()]
@@ -372,6 +400,7 @@ class Fleet:
 
     def write_config(self, path: str | os.PathLike[str]) -> Path:
         p = Path(path).expanduser().resolve()
+        self.config_path = p  # the retrain command names it (with [mlflow], register reads its [mlflow])
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
@@ -521,6 +550,8 @@ def start_subprocess(workdir: str | os.PathLike[str], registry: str | os.PathLik
             "--error-rate", str(s.error_rate), "--rate-scale", str(s.rate_scale), "--seed", str(s.seed),
             "--poll-interval", str(s.poll_interval), "--ready-timeout", str(max(s.ready_timeout, ready_timeout)),
             "--label-delay", str(s.label_delay), "--exit-with-parent"]
+    if s.mlflow_url:
+        args += ["--mlflow", s.mlflow_url]
     for name, rate in s.rates:
         args += ["--rate", f"{name}={rate}"]
     child_env = dict(os.environ if env is None else env)

@@ -150,14 +150,22 @@ def trained(model: str, sv: SeedVersion) -> Path:
     return folder
 
 
-def seed_registry(registry_path: Path, models: list[str] | None = None) -> list[str]:
+def seed_registry(registry_path: Path, models: list[str] | None = None, *, mlflow: Any = None) -> list[str]:
     """Register the demo models that the registry does not have yet, with their history.
     Artifacts are copied beside the registry (``artifacts/MODEL/seed-KEY/``) so the registry
-    stays usable when the cache is cleaned. Returns the models seeded."""
+    stays usable when the cache is cleaned. Returns the models seeded. With ``mlflow`` (the
+    ``[mlflow]`` settings) the versions are MLflow's: each a run with its params, metrics,
+    training and evaluation datasets and git commit, the artifact in the run's artifacts."""
     wanted = list(models or SEED_VERSIONS)
     art_root = registry_path.resolve().parent / "artifacts"
     seeded = []
-    with Registry(registry_path) as reg:
+    if mlflow is not None:
+        from modeldeck.core.mlflow import MlflowRegistry
+
+        opened: Registry = MlflowRegistry(registry_path, mlflow)
+    else:
+        opened = Registry(registry_path)
+    with opened as reg:
         todo = [m for m in wanted if not reg.has_model(m)]
         if not todo:
             return []
