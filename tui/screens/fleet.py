@@ -394,7 +394,11 @@ class FleetScreen(DeckScreen):
     def _rollout(self, ep: EndpointConfig) -> Any:
         """The endpoint's environment's newest rollout when it needs showing: active, or
         needing an operator (unverified, failed after the alias moved)."""
-        r = getattr(self.app, "latest_rollouts", {}).get((ep.model, ep.environment))
+        try:
+            rollouts = getattr(self.app, "latest_rollouts", {})
+        except Exception:  # no app (a screen's cells computed on their own)
+            return None
+        r = rollouts.get((ep.model, ep.environment))
         return r if r is not None and (r.active or r.critical) else None
 
     def _badge_text(self, ep: EndpointConfig) -> str:
