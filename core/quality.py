@@ -151,6 +151,7 @@ class Joined:
     unlabelled_score: np.ndarray | None = None
     numeric: bool = True  # labels and predictions compared as numbers (else as text)
     positive: Any = None  # the positive label as compared
+    no_probability: str | None = None  # the probability column configured but not in the captures
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,10 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     recent_hit = hit[recent]
     y_true_raw = lab_values[pos[hit]]
     y_pred_raw = pred_raw[hit]
+    missing_score = (spec.problem_type == CLASSIFICATION and bool(spec.probability_column) and n_pred > 0
+                     and score_raw is None)
     j = Joined(spec=spec, y_true=y_true_raw, y_pred=y_pred_raw,
+               no_probability=spec.probability_column if missing_score else None,
                score=score_raw[hit] if score_raw is not None else None,
                inference_time=inf_times[hit], label_time=lab_times[pos[hit]], counts=Counts(**counts),
                recent_labelled=int(recent_hit.sum()), recent_rows=len(recent_hit))
@@ -713,6 +717,9 @@ def measure(j: Joined, *, clock: Any = time.time) -> QualityResult:
     estimate = None
     if spec.problem_type == CLASSIFICATION:
         metrics, confusion_json = classification_metrics(yt, yp, sc, j.positive, spec.seed)
+        if j.no_probability is not None:
+            metrics["roc_auc"] = Metric("roc_auc", None, rows=rows,
+                                        note=f"no probability column {one_line(j.no_probability, 40)!r} in the captures")
         estimate = _estimate(j, yt, sc)
     else:
         metrics = regression_metrics(yt.astype(np.float64), yp.astype(np.float64), spec.seed)
@@ -819,7 +826,7 @@ def fmt_value(name: str, v: float | None) -> str:
     if v is None:
         return "-"
     if name in ("mae", "rmse"):
-        return f"{v:.4g}"
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return f"{v:.3f}"
 
 

@@ -332,6 +332,9 @@ def test_quality_command_text_json_and_bad_input(tmp_path: Path) -> None:
     assert code == 2 and "--window must be at least 1" in err
     code, out, _ = _run(["quality", cap, gt, "--min-rows", "100000"])
     assert code == 0 and "not enough labels" in out
+    code, out, _ = _run(["quality", cap, gt, "--probability-column", "score", "--format", "json"])
+    auc = json.loads(out)["metrics"]["roc_auc"]
+    assert code == 0 and auc["value"] is None and auc["note"] == "no probability column 'score' in the captures"
 
 
 def test_quality_command_judges_against_the_registered_metrics(tmp_path: Path) -> None:
@@ -411,3 +414,26 @@ def test_every_bootstrap_replicate_is_sklearns_auc_of_its_rows(ties: bool) -> No
     assert scale == 1.0 and len(reps) == quality.BOOTSTRAP
     for b in (0, 1, 57, 199):
         assert abs(reps[b] - skm.roc_auc_score(y[idx[b]], s[idx[b]])) <= 1e-9
+
+
+def test_the_registry_policy_carries_the_quality_rules_a_config_cannot_loosen(tmp_path: Path) -> None:
+    from modeldeck.core import config, policy
+    from modeldeck.core.errors import ConfigError
+    from modeldeck.core.registry import Registry
+
+    rules = policy.parse_rules({"problem_type": "regression", "quality_drop": 0.02, "quality_min_rows": 100})
+    with pytest.raises(ConfigError, match="problem_type: must be"):
+        policy.parse_rules({"problem_type": "ranking"})
+    cfg = tmp_path / "modeldeck.toml"
+    cfg.write_text('registry = "reg.db"\n[models.m]\nquality_drop = 0.1\nprediction_column = "y_hat"\n')
+    settings = config.parse_file(cfg)
+    with Registry(tmp_path / "reg.db") as reg:
+        reg.register("m", "file:///a", reason="t")
+        reg.set_policy("m", rules, "quality rules")
+        mc = quality.rules_for(reg, settings, "m")
+    # the policy's stricter drop stays (the config's looser one is a problem releases refuse),
+    # the config adds the prediction column the policy leaves unset
+    assert (mc.problem_type, mc.quality_drop, mc.quality_min_rows, mc.prediction_column) == \
+        ("regression", 0.02, 100, "y_hat")
+    spec = quality.spec_for(mc)
+    assert spec.problem_type == "regression" and spec.prediction_column == "y_hat" and spec.min_rows == 100

@@ -462,6 +462,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_cancel)
     p.add_argument("job", metavar="JOB", type=int)
 
+    p = sub.add_parser("serve", parents=[common], help="serve the TUI to a browser (read-only by default)",
+                       description="Serve the same TUI to a web browser (textual-serve), one console per tab, "
+                                   "read-only unless --allow-writes. It listens on loopback unless --host says "
+                                   "otherwise; it has no login of its own: for other machines put it behind an "
+                                   "authenticating proxy or an SSH tunnel (ssh -L 8000:127.0.0.1:8000 box).")
+    p.set_defaults(handler=_cmd_serve)
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; another one warns)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--demo", action="store_true", dest="serve_demo",
+                   help="serve the demo fleet's console (one fleet for every tab)")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="let browser users promote, roll back, approve and retrain (audited as this user)")
+    p.add_argument("--public-url", metavar="URL", default=None,
+                   help="the address browsers use, when behind a proxy (default http://HOST:PORT)")
+
     p = sub.add_parser("completion", help="print the shell completion script (bash, zsh or fish)",
                        description="Print a completion script for your shell: commands, options, and model "
                                    "and environment names read from the registry as you type.")
@@ -470,6 +485,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     _finish(parser, sub)
     return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from modeldeck.tui import serve
+
+    host = args.host or "127.0.0.1"
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port {args.port}: use 1-65535")
+    if args.serve_demo and args.config:
+        raise InputError("--demo serves the demo fleet's own config: leave out --config")
+    mode = "with writes allowed" if args.allow_writes else "read-only"
+    if not serve.is_loopback(host):
+        print(f"{PROG}: warning: serving on {host}:{args.port}, {mode}, with no login: anyone who can reach "
+              f"this port gets the console. Prefer an SSH tunnel or an authenticating proxy.", file=sys.stderr)
+    fleet = None
+    try:
+        if args.serve_demo:
+            import tempfile
+
+            from modeldeck.core.demo import fleet as demo_fleet
+
+            print(f"{PROG}: starting the demo fleet…", file=sys.stderr)
+            fleet = demo_fleet.start_subprocess(tempfile.mkdtemp(prefix="modeldeck-serve-demo-"), registry=args.registry,
+                                                cleanup=True)
+            command = serve.session_argv(fleet.config_path, allow_writes=args.allow_writes)
+        else:
+            settings = _settings(args, required=True)  # a missing or bad config: one line now, not per tab
+            assert settings.path is not None
+            command = serve.session_argv(settings.path, registry=args.registry, allow_writes=args.allow_writes)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"{PROG}: serving the console ({mode}) on http://{shown}:{args.port}  (ctrl+c stops)", file=sys.stderr)
+        with _unguarded_streams():
+            serve.serve(command, host, args.port, public_url=args.public_url)
+    except OSError as e:
+        raise InputError(f"cannot serve on {host}:{args.port}: {e.strerror or e}") from None
+    finally:
+        if fleet is not None:
+            fleet.stop()
+    return 0
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
@@ -887,12 +941,11 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     registered = None
     served: str | None = None
     if args.model:
-        from modeldeck.core import policy
         from modeldeck.core.registry import open_registry
 
         settings = _settings(args)
         with open_registry(settings, create=False, readonly=True) as reg:
-            mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
+            mc = quality.rules_for(reg, settings, args.model)  # as the report and the TUI judge it
             version = args.version
             if version is None:
                 version = reg.model(args.model).aliases.get(args.env)

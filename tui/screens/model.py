@@ -598,7 +598,9 @@ def metrics_cell(metrics: dict[str, Any], gate_metrics: list[str]) -> Text:
 def _fmt(name: str, v: Any) -> str:
     if v is None:
         return "-"
-    return f"{v:.4g}" if name in ("mae", "rmse") else f"{v:.3f}"
+    if name in ("mae", "rmse"):
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return f"{v:.3f}"
 
 
 def quality_row(name: str, m: dict[str, Any], registered: float | None, drop: float) -> list[Text]:
