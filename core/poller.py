@@ -1035,6 +1035,8 @@ class Poller:
             metrics_error=t.metrics_error, notes=notes)
         if restarted and status != DOWN:
             reason = one_line(reason + "; restarted (counters reset)", REASON_LIMIT)
+        if reason and t.headers:  # an answer quoted in a reason never shows the endpoint's header values
+            reason = _redactor(t)(reason)
         now = asyncio.get_running_loop().time() if self._loop is not None else None
         return EndpointSnapshot(
             endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=taken_at,
@@ -1237,6 +1239,17 @@ class Poller:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _redactor(t: _Target) -> Any:
+    from modeldeck.core.hooks import Redactor
+
+    key = tuple(sorted(t.headers.items()))
+    cached = getattr(t, "_redact", None)
+    if cached is None or cached[0] != key:
+        cached = (key, Redactor(v for k, v in t.headers.items() if k.lower() not in ("accept", "user-agent")))
+        t._redact = cached  # type: ignore[attr-defined]
+    return cached[1]
 
 
 def _metadata_versions(body: bytes) -> tuple[str, ...] | str:

@@ -135,6 +135,23 @@ def test_retrain_webhook_answer_never_puts_header_values_anywhere(tmp_path: Path
         assert len(job.message or "") < 600
 
 
+@pytest.mark.live
+async def test_an_endpoint_answer_quoted_in_a_reason_never_shows_its_header_values(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeck.core.poller import Poller
+    from tests.faultservers import FaultServer, Reply
+
+    monkeypatch.setenv("EP_TOKEN", TOKEN)
+    with FaultServer() as srv:
+        srv.routes["/metrics"] = Reply(200, f"\x1b[31m you sent Bearer {TOKEN} and {API_KEY}\r\n")  # quoted back
+        s = configmod.parse({"registry": str(tmp_path / "r.db"), "poll": {"timeout": 1.0, "store_interval": 0},
+                             "endpoints": [{"name": "e", "model": "m", "url": srv.url,
+                                            "headers": {"Authorization": "Bearer ${EP_TOKEN}", "X-Api-Key": API_KEY}}]})
+        async with Poller(s) as p:
+            (snap,) = await p.poll_once()
+    assert "metrics" in snap.reason and _leaks(snap.reason) == [] and "***" in snap.reason, snap.reason
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. CR/LF in headers and URLs, non-finite numbers
 
