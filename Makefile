@@ -26,6 +26,7 @@ lint: $(STAMP)
 # The Prometheus tests start Debian's prometheus: installed here when missing and run as root.
 test: lint
 	@sh scripts/ensure-prometheus.sh
+	@sh scripts/ensure-chromium.sh
 	$(BIN)/python tests/mlflow_venv.py
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

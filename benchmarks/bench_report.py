@@ -8,6 +8,8 @@
 2. Bounded time: 50 loopback endpoints (tests/faultservers.py), a third of them hanging, at the
    default ``--sample 5`` and ``poll.timeout = 1``: wall time of the whole command against the
    bound ``sample + 2 x timeout + 5 s``.
+3. Scale: 10,000 endpoints whose connections are refused (``--refused N``): wall time of the
+   whole command against ``sample + 2 x timeout``, and the machine's load average.
 
 Run: .venv/bin/python benchmarks/bench_report.py [--runs 15] [--sample 5] [--timeout 1]
 """
@@ -54,6 +56,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--sample", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--refused", type=int, default=10_000, help="refused endpoints in part 3")
     args = ap.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,6 +109,36 @@ def main() -> int:
         print(f"  wall time {t:.2f} s (bound {bound:g} s), exit {r.returncode}, {hung} timed-out findings")
         if t >= bound or hung != 17:
             print("  FAILED the bound")
+            return 1
+
+        # 3. many refused endpoints (nothing listens on their ports): the report's own work per
+        # endpoint, which is what bounds it at scale (issue 13)
+        import socket
+
+        socks = []
+        for _ in range(50):  # 50 ports bound and closed again: refused, and 200 endpoints share each
+            s_ = socket.socket()
+            s_.bind(("127.0.0.1", 0))
+            socks.append(s_.getsockname()[1])
+            s_.close()
+        lines = [f"registry = {json.dumps(str(reg))}", "[poll]", f"timeout = {args.timeout!r}"]
+        for i in range(args.refused):
+            lines += ["[[endpoints]]", f'name = "r{i}"', f'model = "m{i % 50}"',
+                      f'url = "http://127.0.0.1:{socks[i % 50]}/e{i}"']
+        cfg = d / "refused.toml"
+        cfg.write_text("\n".join(lines) + "\n")
+        t, r = wall([py, "-m", "modeldeck", "--report", "--config", str(cfg), "--sample", str(args.sample),
+                     "--format", "json"], dict(os.environ), d)
+        doc = json.loads(r.stdout)
+        refused = sum(1 for f in doc["findings"] if f["message"].endswith("connection refused"))
+        bound = args.sample + 2 * args.timeout
+        load = os.getloadavg()[0]
+        print(f"\n{args.refused} refused endpoints, sample {args.sample:g} s, timeout {args.timeout:g} s "
+              f"(load average {load:.1f} on {os.cpu_count()} cores):")
+        print(f"  wall time {t:.2f} s = {t / bound:.2f} x the bound sample + 2 x timeout = {bound:g} s; "
+              f"{refused} 'connection refused' findings")
+        if refused != args.refused:
+            print("  FAILED: not every endpoint was reported refused")
             return 1
     return 0
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import re
 import socket
 import ssl
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -254,37 +255,85 @@ def _parse_head(raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     return int(parts[1]), parts[0], headers
 
 
-class Sender:
-    """One ``httpx.AsyncClient`` per scheme://host:port with a small keep-alive pool. Requests
-    go straight to the client's transport (``handle_async_request``, public httpx API),
-    skipping the client's redirect/auth/cookie layers that a poller does not use (about 20% of a
-    GET's CPU). The transport is explicit, so proxy environment variables are not applied
-    (httpx's rule): endpoints are reached directly."""
+class _LazyFallback(httpx.AsyncBaseTransport):
+    """httpx's own transport, made when first needed (an https request or anything but a GET):
+    a poller of 10,000 plain-http endpoints never builds 10,000 connection pools."""
 
-    __slots__ = ("client", "transport")
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self._make = make
+        self._transport: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._transport is None:
+            self._transport = self._make()
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+
+
+_BASE_HEADERS: httpx.Headers | None = None
+
+
+def _base_headers() -> httpx.Headers:
+    """The headers an ``httpx.AsyncClient`` adds to every request, with modeldeck's user agent."""
+    global _BASE_HEADERS
+    if _BASE_HEADERS is None:
+        h = httpx.Headers(httpx.AsyncClient(headers={"User-Agent": "modeldeck-poller"}).headers)
+        _BASE_HEADERS = h
+    return _BASE_HEADERS
+
+
+class Sender:
+    """One scheme://host:port's transport with a small keep-alive pool. Requests go straight
+    to the transport (``handle_async_request``, public httpx API), skipping the client's
+    redirect/auth/cookie layers that a poller does not use (about 20% of a GET's CPU), and are
+    built directly (``httpx.Request`` with the client's default headers) rather than through
+    ``client.build_request`` (half a millisecond each at 10,000 endpoints). The transport is
+    explicit, so proxy environment variables are not applied (httpx's rule): endpoints are
+    reached directly. The ``httpx.AsyncClient`` itself is made only when asked for."""
+
+    __slots__ = ("_client", "transport")
 
     def __init__(self, scheme: str, n_endpoints: int, *, fast: bool) -> None:
         # A poll uses one connection for health (one request after the other) and one for metrics.
         # Servers close idle keep-alive connections after a few seconds (uvicorn: 5 s); expiring
         # ours first avoids reusing one the server is closing at that moment.
         size = min(2 * n_endpoints + 2, 16)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
-        transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(verify=ssl_context(), limits=limits,
-                                                                        retries=0)
+
+        def make() -> httpx.AsyncBaseTransport:
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=4.0)
+            return httpx.AsyncHTTPTransport(verify=ssl_context(), limits=limits, retries=0)
+
+        transport: httpx.AsyncBaseTransport
         if fast and scheme == "http":
-            transport = PlainHTTP1Transport(transport, keepalive_expiry=4.0, max_idle=size)
-        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False,
-                                        verify=ssl_context(), headers={"User-Agent": "modeldeck-poller"})
+            transport = PlainHTTP1Transport(_LazyFallback(make), keepalive_expiry=4.0, max_idle=size)
+        else:
+            transport = make()
         self.transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(transport=self.transport, timeout=None, follow_redirects=False,
+                                             verify=ssl_context(), headers={"User-Agent": "modeldeck-poller"})
+        return self._client
 
     def build_request(self, url: str, headers: Mapping[str, str]) -> httpx.Request:
-        return self.client.build_request("GET", url, headers=headers)
+        merged = _base_headers().copy()
+        merged.update(headers)
+        return httpx.Request("GET", url, headers=merged)
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        else:
+            await self.transport.aclose()
 
 
 @dataclass
@@ -364,6 +413,7 @@ async def _fetch_once(client: Sender, request: httpx.Request, limit: int) -> Ans
         await resp.aclose()
 
 
+@functools.lru_cache(maxsize=65536)
 def host_key(url: str) -> tuple[str, str, int | None]:
     u = urlsplit(url)
     return (u.scheme.lower(), (u.hostname or "").lower(), u.port)

@@ -58,7 +58,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +86,13 @@ from modeldeck.core.textfmt import duration, one_line, utc_iso
 log = logging.getLogger("modeldeck.poller")
 
 REASON_LIMIT = 160  # characters of a reason; endpoint text inside it is cut shorter
+START_SLICE = 256  # polls started per event-loop turn by poll_once
 QUALITY_BASE_TTL = 60.0  # seconds a model's rules and a version's registered metrics are cached for quality
 RATE_WINDOW = 10.0  # seconds of metrics readings that rates are computed over (at least two)
 METADATA_EVERY = 10  # a full poll (live, ready, metadata) at least every N polls
 LARGE_METRICS = 512 * 1024  # metrics text larger than this is parsed in a worker thread
+HISTORY_BUDGET = 100_000  # snapshots kept in memory over a discovered fleet (see _history_len)
+MIN_HISTORY = 20
 
 T = TypeVar("T")
 
@@ -139,6 +142,23 @@ class _RegistryThread:
 
 # ---------------------------------------------------------------------------------------------
 # per-endpoint state
+
+
+class _Requests(dict):  # type: ignore[type-arg]
+    """An endpoint's requests, each built when first sent (building one costs about 0.1 ms of
+    httpx URL parsing: 10,000 endpoints x 5 requests up front was seconds of a report's bound,
+    most of them never sent to an endpoint that is down)."""
+
+    def __init__(self, urls: Mapping[str, str], builders: Mapping[str, Sender], headers: Mapping[str, str]) -> None:
+        super().__init__()
+        self._urls, self._builders, self._headers = dict(urls), dict(builders), dict(headers)
+
+    def __missing__(self, key: str) -> httpx.Request:
+        r = self[key] = self._builders[key].build_request(self._urls[key], self._headers)
+        return r
+
+    def __bool__(self) -> bool:
+        return True
 
 
 @dataclass
@@ -429,15 +449,15 @@ class Poller:
             t.requests = {}
             return
         base = t.cfg.url.rstrip("/")
-        reqs = {}
-        for key, path in t.paths.items():
-            reqs[key] = self._client(base).build_request(base + path, headers)
+        client = self._client(base)
+        urls = {key: base + path for key, path in t.paths.items()}
+        builders = {key: client for key in urls}
         if not t.via:
             murl = t.cfg.metrics_url or base + "/metrics"
-            reqs["metrics"] = self._client(murl).build_request(murl, headers)
-            t.metrics_client = self._client(murl)
-        t.requests = reqs
-        t.client = self._client(base)
+            urls["metrics"] = murl
+            t.metrics_client = builders["metrics"] = self._client(murl)
+        t.requests = _Requests(urls, builders, headers)
+        t.client = client
         t.headers = headers  # only ever put into requests
 
     def _version_request(self, t: _Target, version: str) -> httpx.Request:
@@ -447,7 +467,8 @@ class Poller:
             base = t.cfg.url.rstrip("/")
             url = f"{base}{t.paths['metadata']}/versions/{quote(version, safe='')}/ready"
             r = self._client(base).build_request(url, t.headers)
-            t.requests = {k: v for k, v in t.requests.items() if not k.startswith("version:")}
+            for old in [k for k in t.requests if k.startswith("version:")]:
+                del t.requests[old]
             t.requests[key] = r
         return r
 
@@ -480,20 +501,30 @@ class Poller:
                 with contextlib.suppress(Exception):
                     await within(self.store_now(), 2.0)
 
-    async def poll_once(self) -> list[EndpointSnapshot]:
+    async def poll_once(self, skip: Collection[str] = ()) -> list[EndpointSnapshot]:
         """One cycle: every endpoint polled concurrently, metrics scraped whatever
         ``poll.metrics_interval`` says; returns the snapshots in config order. Takes about
-        ``poll.timeout`` at most, however the endpoints behave. Rates need two cycles."""
+        ``poll.timeout`` at most, however the endpoints behave. Rates need two cycles.
+        Endpoints named in ``skip`` are not asked again (their latest snapshot is returned)."""
         await self._ensure_started()
         await self._refresh_aliases()
+        skipped = set(skip) & set(self._latest)
 
         async def via_prometheus() -> None:
             await self._discover_and_refresh()  # publishes the snapshots of endpoints without a url
             await asyncio.gather(*(self._poll_target(t, True) for t in list(self._targets) if t.via and t.cfg.url))
 
-        jobs = [self._poll_target(t, True) for t in self._targets if not t.via]
+        # Started a slice at a time: thousands of polls started in one go would spend seconds of
+        # CPU before the loop saw any answer, and their timeouts would fire on answers that had
+        # come (a refused connection reported as timed out).
+        jobs: list[asyncio.Future[Any]] = []
+        direct = [t for t in self._targets if not t.via and t.cfg.name not in skipped]
+        for i in range(0, len(direct), START_SLICE):
+            jobs += [asyncio.ensure_future(self._poll_target(t, True)) for t in direct[i:i + START_SLICE]]
+            if i + START_SLICE < len(direct):
+                await asyncio.sleep(0)
         if self._prom is not None:
-            jobs.append(via_prometheus())
+            jobs.append(asyncio.ensure_future(via_prometheus()))
         await asyncio.gather(*jobs)
         with self._lock:  # in the order of configs(): discovery may have added or removed some
             return [self._latest[t.cfg.name] for t in self._targets if t.cfg.name in self._latest]
@@ -585,13 +616,16 @@ class Poller:
         readings = await self._prom.refresh([t.cfg for t in targets])
         self.prom_refresh_ms = (loop.time() - start) * 1000.0
         duration_ms = self.prom_refresh_ms
-        for t in targets:
-            self._apply_prom(t, readings.get(t.cfg.name))
-        for t in targets:
-            if t.cfg.url or t.cfg.name not in self._latest:
-                continue
-            t.polls += 1
-            self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
+        from modeldeck.core.promql import gc_paused
+
+        with gc_paused():  # thousands of snapshots, no cycles (see gc_paused)
+            for t in targets:
+                self._apply_prom(t, readings.get(t.cfg.name))
+            for t in targets:
+                if t.cfg.url or t.cfg.name not in self._latest:
+                    continue
+                t.polls += 1
+                self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
 
     def _apply_prom(self, t: _Target, r: Any) -> None:
         t.prom = r
@@ -683,9 +717,10 @@ class Poller:
                     self._add_target(cfg)
                 elif t.cfg.discovered == block.name:
                     t.vanished_at = None
-                    if t.cfg != cfg:
+                    if t.cfg is not cfg and t.cfg != cfg:
                         self._replace_config(t, cfg)
-            for t in list(self._targets):
+            gone = []
+            for t in self._targets:
                 if t.cfg.discovered != block.name or t.cfg.name in names:
                     continue
                 if t.vanished_at is None:
@@ -693,9 +728,28 @@ class Poller:
                     log.info("discover %s: %s is no longer reported", one_line(block.name, 40),
                              one_line(t.cfg.name, 60))
                 if now - t.vanished_at >= self._prom_cfg.vanished_after:
-                    self._remove_target(t)
+                    gone.append(t)
                 else:
                     taken.add(t.cfg.name)
+            if gone:
+                self._remove_targets(gone)
+        self._fit_history()
+
+    def _history_len(self) -> int:
+        """Snapshots kept per endpoint: ``poll.history``, fewer for a large discovered fleet (a
+        budget of HISTORY_BUDGET in all, at least MIN_HISTORY each: 5,000 endpoints x 300
+        snapshots would be gigabytes)."""
+        n = max(1, self.poll_settings.history)
+        if not self.settings.discover:
+            return n
+        return max(1, min(n, max(MIN_HISTORY, HISTORY_BUDGET // max(1, len(self._targets)))))
+
+    def _fit_history(self) -> None:
+        cap = self._history_len()
+        with self._lock:
+            for name, h in self._history.items():
+                if h.maxlen is not None and h.maxlen > cap:
+                    self._history[name] = deque(h, maxlen=cap)
 
     def _add_target(self, cfg: EndpointConfig) -> None:
         t = _Target(cfg, len(self._targets))
@@ -705,7 +759,7 @@ class Poller:
         with self._lock:
             self._targets.append(t)
             self._latest[cfg.name] = EndpointSnapshot.pending(cfg)
-            self._history[cfg.name] = deque(maxlen=max(1, self.poll_settings.history))
+            self._history[cfg.name] = deque(maxlen=self._history_len())
         self._start_loop(t)
 
     def _replace_config(self, t: _Target, cfg: EndpointConfig) -> None:
@@ -718,15 +772,21 @@ class Poller:
         self._build_requests(t)
         self._start_loop(t)
 
-    def _remove_target(self, t: _Target) -> None:
-        if t.task is not None:
-            t.task.cancel()
-            t.task = None
+    def _remove_targets(self, gone: list[_Target]) -> None:
+        drop = {id(t) for t in gone}
+        for t in gone:
+            if t.task is not None:
+                t.task.cancel()
+                t.task = None
         with self._lock:
-            self._targets = [x for x in self._targets if x is not t]
-            self._latest.pop(t.cfg.name, None)
-            self._history.pop(t.cfg.name, None)
-        log.info("endpoint %s removed (no longer reported by Prometheus)", one_line(t.cfg.name, 60))
+            self._targets = [x for x in self._targets if id(x) not in drop]
+            for t in gone:
+                self._latest.pop(t.cfg.name, None)
+                self._history.pop(t.cfg.name, None)
+        for t in gone[:20]:
+            log.info("endpoint %s removed (no longer reported by Prometheus)", one_line(t.cfg.name, 60))
+        if len(gone) > 20:
+            log.info("%d more endpoints removed (no longer reported by Prometheus)", len(gone) - 20)
 
     # -- scheduling -------------------------------------------------------------------------------
     def _delay(self, t: _Target) -> float:
@@ -815,13 +875,20 @@ class Poller:
                 or (alias is not None and t.versions and str(alias) not in t.versions))
         mi = self.poll_settings.metrics_interval or self._interval
         metrics_due = not t.via and (every_metrics or t.metrics_last is None or start - t.metrics_last >= 0.9 * mi)
+        # The first poll, and a poll of an endpoint that was down with its metrics failing too,
+        # scrape metrics only once health answered: an endpoint that is (or stays) down costs one
+        # connection attempt a poll, not two (10,000 refused endpoints: seconds of CPU).
+        after_health = metrics_due and (t.polls == 0 or bool(t.down_streak and t.metrics_error))
         health = _Health()
         jobs: list[Coroutine[Any, Any, Any]] = [self._health(t, full, str(alias) if alias is not None else None,
                                                              health)]
-        if metrics_due:
+        if metrics_due and not after_health:
             t.metrics_last = start
             jobs.append(self._metrics(t))
         await asyncio.gather(*jobs)
+        if after_health and not health.down:
+            t.metrics_last = start
+            await self._metrics(t)
         t.polls += 1
         t.since_full = 1 if full else t.since_full + 1
         duration_ms = (loop.time() - start) * 1000.0
@@ -837,7 +904,7 @@ class Poller:
         if t.cfg.capture and self.poll_settings.drift_every and t.polls % self.poll_settings.drift_every == 0:
             self._start_drift(t, snap)
         every = self.poll_settings.quality_every
-        if t.cfg.capture and t.cfg.labels and every and t.polls % every == 0:
+        if t.cfg.capture and t.cfg.labels and every and (t.polls - 1) % every == 0:  # the first poll, then every N
             self._start_quality(t, snap)
         return snap
 
@@ -999,6 +1066,8 @@ class Poller:
             metrics_error=t.metrics_error, notes=notes)
         if restarted and status != DOWN:
             reason = one_line(reason + "; restarted (counters reset)", REASON_LIMIT)
+        if reason and t.headers:  # an answer quoted in a reason never shows the endpoint's header values
+            reason = _redactor(t)(reason)
         now = asyncio.get_running_loop().time() if self._loop is not None else None
         return EndpointSnapshot(
             endpoint=cfg.name, model=cfg.model, environment=cfg.environment, taken_at=taken_at,
@@ -1201,6 +1270,17 @@ class Poller:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _redactor(t: _Target) -> Any:
+    from modeldeck.core.hooks import Redactor
+
+    key = tuple(sorted(t.headers.items()))
+    cached = getattr(t, "_redact", None)
+    if cached is None or cached[0] != key:
+        cached = (key, Redactor(v for k, v in t.headers.items() if k.lower() not in ("accept", "user-agent")))
+        t._redact = cached  # type: ignore[attr-defined]
+    return cached[1]
 
 
 def _metadata_versions(body: bytes) -> tuple[str, ...] | str:

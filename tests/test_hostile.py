@@ -135,6 +135,23 @@ def test_retrain_webhook_answer_never_puts_header_values_anywhere(tmp_path: Path
         assert len(job.message or "") < 600
 
 
+@pytest.mark.live
+async def test_an_endpoint_answer_quoted_in_a_reason_never_shows_its_header_values(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeck.core.poller import Poller
+    from tests.faultservers import FaultServer, Reply
+
+    monkeypatch.setenv("EP_TOKEN", TOKEN)
+    with FaultServer() as srv:
+        srv.routes["/metrics"] = Reply(200, f"\x1b[31m you sent Bearer {TOKEN} and {API_KEY}\r\n")  # quoted back
+        s = configmod.parse({"registry": str(tmp_path / "r.db"), "poll": {"timeout": 1.0, "store_interval": 0},
+                             "endpoints": [{"name": "e", "model": "m", "url": srv.url,
+                                            "headers": {"Authorization": "Bearer ${EP_TOKEN}", "X-Api-Key": API_KEY}}]})
+        async with Poller(s) as p:
+            (snap,) = await p.poll_once()
+    assert "metrics" in snap.reason and _leaks(snap.reason) == [] and "***" in snap.reason, snap.reason
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. CR/LF in headers and URLs, non-finite numbers
 
@@ -801,3 +818,48 @@ def test_every_report_run_signs_a_checkpoint_and_the_next_one_catches_a_rewrite(
     third = report.collect(s, sample=0)
     assert not third.audit_ok and third.exit_code == 2 and "rewritten" in third.audit_text
     assert len(checkpoints.read(checkpoints.default_file(registry_path))) == 2  # a broken chain is never signed
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. thousands of refused endpoints in --report: one connection attempt each, no client each
+
+
+@pytest.mark.live
+def test_a_refused_endpoint_costs_the_report_one_connection_attempt(tmp_path: Path, registry_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work per refused endpoint, counted on the real transport: the report's bound holds
+    at 10,000 of them (benchmarks/bench_report.py measures it) only because a refused endpoint
+    costs one connection attempt in all, and no httpx client or pool."""
+    import socket
+
+    from modeldeck.core import http11, report
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: connections to it are refused
+    attempts: list[tuple[str, int]] = []
+    checkout = http11.PlainHTTP1Transport._checkout
+
+    async def counted(self: Any, key: tuple[str, int]) -> Any:
+        attempts.append(key)
+        return await checkout(self, key)
+
+    clients: list[Any] = []
+    real_client = httpx.AsyncClient
+
+    def counted_client(*a: Any, **kw: Any) -> Any:
+        clients.append(1)
+        return real_client(*a, **kw)
+
+    monkeypatch.setattr(http11.PlainHTTP1Transport, "_checkout", counted)
+    monkeypatch.setattr(http11.httpx, "AsyncClient", counted_client)
+    with Registry(registry_path) as reg:
+        reg.register("m", "s3://m/1")
+    n = 300
+    s = _settings(tmp_path, {"registry": str(registry_path), "poll": {"timeout": 2.0},
+                             "endpoints": [{"name": f"e{i}", "model": "m", "url": f"http://127.0.0.1:{port}/e{i}"}
+                                           for i in range(n)]})
+    r = report.collect(s, sample=0.2)
+    assert [e.snapshot.reason for e in r.endpoints] == ["connection refused"] * n
+    assert len(attempts) == n, f"{len(attempts)} connection attempts for {n} refused endpoints"
+    assert len(clients) <= 1  # the default headers' one, not one per endpoint

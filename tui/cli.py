@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -462,6 +463,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_cancel)
     p.add_argument("job", metavar="JOB", type=int)
 
+    p = sub.add_parser("serve", parents=[common], help="serve the TUI to a browser (read-only by default)",
+                       description="Serve the same TUI to a web browser (textual-serve), one console per tab, "
+                                   "read-only unless --allow-writes. It listens on loopback unless --host says "
+                                   "otherwise; it has no login of its own: for other machines put it behind an "
+                                   "authenticating proxy or an SSH tunnel (ssh -L 8000:127.0.0.1:8000 box).")
+    p.set_defaults(handler=_cmd_serve)
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; another one warns)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--demo", action="store_true", dest="serve_demo",
+                   help="serve the demo fleet's console (one fleet for every tab)")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="let browser users promote, roll back, approve and retrain (audited as this user)")
+    p.add_argument("--public-url", metavar="URL", default=None,
+                   help="the address browsers use, when behind a proxy (default http://HOST:PORT)")
+
     p = sub.add_parser("completion", help="print the shell completion script (bash, zsh or fish)",
                        description="Print a completion script for your shell: commands, options, and model "
                                    "and environment names read from the registry as you type.")
@@ -470,6 +486,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     _finish(parser, sub)
     return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from modeldeck.tui import serve
+
+    host = args.host or "127.0.0.1"
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port {args.port}: use 1-65535")
+    if args.serve_demo and args.config:
+        raise InputError("--demo serves the demo fleet's own config: leave out --config")
+    mode = "with writes allowed" if args.allow_writes else "read-only"
+    if not serve.is_loopback(host):
+        print(f"{PROG}: warning: serving on {host}:{args.port}, {mode}, with no login: anyone who can reach "
+              f"this port gets the console. Prefer an SSH tunnel or an authenticating proxy.", file=sys.stderr)
+    fleet = None
+    try:
+        if args.serve_demo:
+            import tempfile
+
+            from modeldeck.core.demo import fleet as demo_fleet
+
+            print(f"{PROG}: starting the demo fleet…", file=sys.stderr)
+            fleet = demo_fleet.start_subprocess(tempfile.mkdtemp(prefix="modeldeck-serve-demo-"), registry=args.registry,
+                                                cleanup=True)
+            command = serve.session_argv(fleet.config_path, allow_writes=args.allow_writes)
+        else:
+            settings = _settings(args, required=True)  # a missing or bad config: one line now, not per tab
+            assert settings.path is not None
+            command = serve.session_argv(settings.path, registry=args.registry, allow_writes=args.allow_writes)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"{PROG}: serving the console ({mode}) on http://{shown}:{args.port}  (ctrl+c stops)", file=sys.stderr)
+        with _unguarded_streams():
+            serve.serve(command, host, args.port, public_url=args.public_url)
+    except OSError as e:
+        raise InputError(f"cannot serve on {host}:{args.port}: {e.strerror or e}") from None
+    finally:
+        if fleet is not None:
+            fleet.stop()
+    return 0
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
@@ -755,6 +810,11 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     if fmt not in report.FORMATS:
         print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
         return report.EXIT_CODES[report.UNKNOWN]
+    # A report is one short burst of allocations (thousands of snapshots and findings for a
+    # large discovered fleet) in a process that exits after it: the cyclic collector walking
+    # them again and again cost more than the work (see core.promql.gc_paused); it runs after.
+    gc_was = gc.isenabled()
+    gc.disable()
     try:
         triggers = report.retrain_triggers(retrain_on, drift_flag=retrain_on_drift)
         result = report.collect(settings, sample=sample, retrain_on=triggers)
@@ -764,6 +824,9 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     except Exception as e:  # a bug: still one line and UNKNOWN, never a traceback in a cron mail
         _report_could_not_run(fmt, output, RuntimeError(f"internal error: {type(e).__name__}: {e}"), err)
         return report.EXIT_CODES[report.UNKNOWN]
+    finally:
+        if gc_was:
+            gc.enable()
     color = output is None and _wants_color(out) and fmt == "text"
     text = report.render(result, fmt, color=color)
     try:
@@ -887,12 +950,11 @@ def run_quality(args: argparse.Namespace, out: TextIO) -> int:
     registered = None
     served: str | None = None
     if args.model:
-        from modeldeck.core import policy
         from modeldeck.core.registry import open_registry
 
         settings = _settings(args)
         with open_registry(settings, create=False, readonly=True) as reg:
-            mc = policy.effective(settings.model(args.model), reg.policy(args.model), settings.path)
+            mc = quality.rules_for(reg, settings, args.model)  # as the report and the TUI judge it
             version = args.version
             if version is None:
                 version = reg.model(args.model).aliases.get(args.env)
@@ -1127,10 +1189,16 @@ def _cmd_versions(args: argparse.Namespace) -> int:
         metrics = " ".join(f"{k}={num(val)}" for k, val in list(v.metrics.items())[:3])
         rows.append([v.version, v.created_at[:16].replace("T", " "), v.approval,
                      ",".join(holders.get(v.version, [])) or "-", metrics or "-",
-                     (v.dataset_sha256 or "")[:12] or "-", v.code_version or "-", v.created_by])
+                     (v.dataset_sha256 or _digest(v))[:12] or "-", v.code_version or "-", v.created_by])
     _out(table(["VERSION", "CREATED (UTC)", "APPROVAL", "ENVIRONMENTS", "METRICS", "DATASET", "CODE", "BY"],
                rows, right=[0]))
     return 0
+
+
+def _digest(v: Any) -> str:
+    """An MLflow version's training dataset digest when modeldeck has no SHA-256 of its data."""
+    return next((str(d.get("digest") or "") for d in v.datasets if d.get("context") in ("training", "train")),
+                str(v.datasets[0].get("digest") or "") if v.datasets else "")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:

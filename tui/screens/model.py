@@ -186,7 +186,9 @@ class ModelScreen(DeckScreen):
                     evaluations = reg.evaluations(self.model)
                     rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
                     return versions, aliases, choices, evaluations, [g.metric for g in rules.gates]
-                except NotFoundError:
+                except NotFoundError as e:
+                    if isinstance(e, MlflowError):  # deleted in MLflow: say so, show the ledger's copy
+                        raise
                     return [], {}, [], [], []
 
             try:
