@@ -1189,10 +1189,16 @@ def _cmd_versions(args: argparse.Namespace) -> int:
         metrics = " ".join(f"{k}={num(val)}" for k, val in list(v.metrics.items())[:3])
         rows.append([v.version, v.created_at[:16].replace("T", " "), v.approval,
                      ",".join(holders.get(v.version, [])) or "-", metrics or "-",
-                     (v.dataset_sha256 or "")[:12] or "-", v.code_version or "-", v.created_by])
+                     (v.dataset_sha256 or _digest(v))[:12] or "-", v.code_version or "-", v.created_by])
     _out(table(["VERSION", "CREATED (UTC)", "APPROVAL", "ENVIRONMENTS", "METRICS", "DATASET", "CODE", "BY"],
                rows, right=[0]))
     return 0
+
+
+def _digest(v: Any) -> str:
+    """An MLflow version's training dataset digest when modeldeck has no SHA-256 of its data."""
+    return next((str(d.get("digest") or "") for d in v.datasets if d.get("context") in ("training", "train")),
+                str(v.datasets[0].get("digest") or "") if v.datasets else "")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
