@@ -91,6 +91,8 @@ QUALITY_BASE_TTL = 60.0  # seconds a model's rules and a version's registered me
 RATE_WINDOW = 10.0  # seconds of metrics readings that rates are computed over (at least two)
 METADATA_EVERY = 10  # a full poll (live, ready, metadata) at least every N polls
 LARGE_METRICS = 512 * 1024  # metrics text larger than this is parsed in a worker thread
+HISTORY_BUDGET = 100_000  # snapshots kept in memory over a discovered fleet (see _history_len)
+MIN_HISTORY = 20
 
 T = TypeVar("T")
 
@@ -614,13 +616,16 @@ class Poller:
         readings = await self._prom.refresh([t.cfg for t in targets])
         self.prom_refresh_ms = (loop.time() - start) * 1000.0
         duration_ms = self.prom_refresh_ms
-        for t in targets:
-            self._apply_prom(t, readings.get(t.cfg.name))
-        for t in targets:
-            if t.cfg.url or t.cfg.name not in self._latest:
-                continue
-            t.polls += 1
-            self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
+        from modeldeck.core.promql import gc_paused
+
+        with gc_paused():  # thousands of snapshots, no cycles (see gc_paused)
+            for t in targets:
+                self._apply_prom(t, readings.get(t.cfg.name))
+            for t in targets:
+                if t.cfg.url or t.cfg.name not in self._latest:
+                    continue
+                t.polls += 1
+                self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
 
     def _apply_prom(self, t: _Target, r: Any) -> None:
         t.prom = r
@@ -712,9 +717,10 @@ class Poller:
                     self._add_target(cfg)
                 elif t.cfg.discovered == block.name:
                     t.vanished_at = None
-                    if t.cfg != cfg:
+                    if t.cfg is not cfg and t.cfg != cfg:
                         self._replace_config(t, cfg)
-            for t in list(self._targets):
+            gone = []
+            for t in self._targets:
                 if t.cfg.discovered != block.name or t.cfg.name in names:
                     continue
                 if t.vanished_at is None:
@@ -722,9 +728,28 @@ class Poller:
                     log.info("discover %s: %s is no longer reported", one_line(block.name, 40),
                              one_line(t.cfg.name, 60))
                 if now - t.vanished_at >= self._prom_cfg.vanished_after:
-                    self._remove_target(t)
+                    gone.append(t)
                 else:
                     taken.add(t.cfg.name)
+            if gone:
+                self._remove_targets(gone)
+        self._fit_history()
+
+    def _history_len(self) -> int:
+        """Snapshots kept per endpoint: ``poll.history``, fewer for a large discovered fleet (a
+        budget of HISTORY_BUDGET in all, at least MIN_HISTORY each: 5,000 endpoints x 300
+        snapshots would be gigabytes)."""
+        n = max(1, self.poll_settings.history)
+        if not self.settings.discover:
+            return n
+        return max(1, min(n, max(MIN_HISTORY, HISTORY_BUDGET // max(1, len(self._targets)))))
+
+    def _fit_history(self) -> None:
+        cap = self._history_len()
+        with self._lock:
+            for name, h in self._history.items():
+                if h.maxlen is not None and h.maxlen > cap:
+                    self._history[name] = deque(h, maxlen=cap)
 
     def _add_target(self, cfg: EndpointConfig) -> None:
         t = _Target(cfg, len(self._targets))
@@ -734,7 +759,7 @@ class Poller:
         with self._lock:
             self._targets.append(t)
             self._latest[cfg.name] = EndpointSnapshot.pending(cfg)
-            self._history[cfg.name] = deque(maxlen=max(1, self.poll_settings.history))
+            self._history[cfg.name] = deque(maxlen=self._history_len())
         self._start_loop(t)
 
     def _replace_config(self, t: _Target, cfg: EndpointConfig) -> None:
@@ -747,15 +772,21 @@ class Poller:
         self._build_requests(t)
         self._start_loop(t)
 
-    def _remove_target(self, t: _Target) -> None:
-        if t.task is not None:
-            t.task.cancel()
-            t.task = None
+    def _remove_targets(self, gone: list[_Target]) -> None:
+        drop = {id(t) for t in gone}
+        for t in gone:
+            if t.task is not None:
+                t.task.cancel()
+                t.task = None
         with self._lock:
-            self._targets = [x for x in self._targets if x is not t]
-            self._latest.pop(t.cfg.name, None)
-            self._history.pop(t.cfg.name, None)
-        log.info("endpoint %s removed (no longer reported by Prometheus)", one_line(t.cfg.name, 60))
+            self._targets = [x for x in self._targets if id(x) not in drop]
+            for t in gone:
+                self._latest.pop(t.cfg.name, None)
+                self._history.pop(t.cfg.name, None)
+        for t in gone[:20]:
+            log.info("endpoint %s removed (no longer reported by Prometheus)", one_line(t.cfg.name, 60))
+        if len(gone) > 20:
+            log.info("%d more endpoints removed (no longer reported by Prometheus)", len(gone) - 20)
 
     # -- scheduling -------------------------------------------------------------------------------
     def _delay(self, t: _Target) -> float:

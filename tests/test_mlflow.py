@@ -441,6 +441,12 @@ def test_mlflow_faults_are_one_line_and_name_the_server(mlflow_server, nb: Noteb
             assert code == 2 and out == "", status
             assert err.count("\n") == 1 and says in err and proxy.url in err, (status, err)
             assert "s3cr3t" not in err and "\x1b" not in err
+        proxy.fail["model-versions/search"] = (200, '{"model_versions": [' + '{"name": "x"},' * 400 + ']}')
+        (tmp_path / "small").mkdir()
+        cfg_small = write_config(tmp_path / "small", proxy.url, headers=headers)
+        cfg_small.write_text(cfg_small.read_text() + "max_body_bytes = 4096\n")
+        code, _, err = _main(capsys, "--config", str(cfg_small), "versions", name)
+        assert code == 2 and "answered more than 4096 bytes" in err and "max_body_bytes" in err
         proxy.fail.clear()
         proxy.delay["model-versions/search"] = 3.0
         (tmp_path / "slow").mkdir()

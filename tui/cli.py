@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -809,6 +810,11 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     if fmt not in report.FORMATS:
         print(f"{PROG}: unknown report format {fmt!r} (one of {', '.join(report.FORMATS)})", file=err)
         return report.EXIT_CODES[report.UNKNOWN]
+    # A report is one short burst of allocations (thousands of snapshots and findings for a
+    # large discovered fleet) in a process that exits after it: the cyclic collector walking
+    # them again and again cost more than the work (see core.promql.gc_paused); it runs after.
+    gc_was = gc.isenabled()
+    gc.disable()
     try:
         triggers = report.retrain_triggers(retrain_on, drift_flag=retrain_on_drift)
         result = report.collect(settings, sample=sample, retrain_on=triggers)
@@ -818,6 +824,9 @@ def run_report(settings: configmod.Settings, *, fmt: str = "text", output: str |
     except Exception as e:  # a bug: still one line and UNKNOWN, never a traceback in a cron mail
         _report_could_not_run(fmt, output, RuntimeError(f"internal error: {type(e).__name__}: {e}"), err)
         return report.EXIT_CODES[report.UNKNOWN]
+    finally:
+        if gc_was:
+            gc.enable()
     color = output is None and _wants_color(out) and fmt == "text"
     text = report.render(result, fmt, color=color)
     try:
@@ -1180,10 +1189,16 @@ def _cmd_versions(args: argparse.Namespace) -> int:
         metrics = " ".join(f"{k}={num(val)}" for k, val in list(v.metrics.items())[:3])
         rows.append([v.version, v.created_at[:16].replace("T", " "), v.approval,
                      ",".join(holders.get(v.version, [])) or "-", metrics or "-",
-                     (v.dataset_sha256 or "")[:12] or "-", v.code_version or "-", v.created_by])
+                     (v.dataset_sha256 or _digest(v))[:12] or "-", v.code_version or "-", v.created_by])
     _out(table(["VERSION", "CREATED (UTC)", "APPROVAL", "ENVIRONMENTS", "METRICS", "DATASET", "CODE", "BY"],
                rows, right=[0]))
     return 0
+
+
+def _digest(v: Any) -> str:
+    """An MLflow version's training dataset digest when modeldeck has no SHA-256 of its data."""
+    return next((str(d.get("digest") or "") for d in v.datasets if d.get("context") in ("training", "train")),
+                str(v.datasets[0].get("digest") or "") if v.datasets else "")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:

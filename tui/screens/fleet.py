@@ -61,6 +61,7 @@ class FleetScreen(DeckScreen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("A", "audit", "Audit"),
+        Binding("o", "rollouts", "Rollouts"),
     ]
 
     def __init__(self) -> None:
@@ -207,7 +208,7 @@ class FleetScreen(DeckScreen):
             snap = latest.get(name)
             # the row's inputs: recompute cells only when the snapshot or the age shown changed
             taken = snap.taken_at if snap is not None else None
-            stamp = (snap, taken, int(now - (taken or now)), narrow)
+            stamp = (snap, taken, int(now - (taken or now)), narrow, self._badge_text(ep))
             old = self._cells.get(name)
             if not force and old is not None and old[0] is snap and old[1:] == stamp[1:]:
                 continue  # (the snapshot itself is kept: an id() may be reused by a new one)
@@ -243,7 +244,7 @@ class FleetScreen(DeckScreen):
             "name": cells.plain(ep.name, 40),
             "model": cells.plain(ep.model, 40),
             "env": cells.plain(env, 20),
-            "status": cells.status(snap.status),
+            "status": self._status_cell(ep, snap.status),
             "version": cells.versions(snap.served_version, snap.registry_version,
                                       mismatch=judge.version_mismatch(snap.registry_version, snap.served_versions)),
             "rps": cells.number(snap.request_rate, "{:.1f}"),
@@ -384,6 +385,37 @@ class FleetScreen(DeckScreen):
         from modeldeck.tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen())
+
+    def action_rollouts(self) -> None:
+        from modeldeck.tui.screens.rollouts import RolloutsScreen
+
+        self.app.push_screen(RolloutsScreen())
+
+    def _rollout(self, ep: EndpointConfig) -> Any:
+        """The endpoint's environment's newest rollout when it needs showing: active, or
+        needing an operator (unverified, failed after the alias moved)."""
+        try:
+            rollouts = getattr(self.app, "latest_rollouts", {})
+        except Exception:  # no app (a screen's cells computed on their own)
+            return None
+        r = rollouts.get((ep.model, ep.environment))
+        return r if r is not None and (r.active or r.critical) else None
+
+    def _badge_text(self, ep: EndpointConfig) -> str:
+        from modeldeck.core import rollout
+
+        r = self._rollout(ep)
+        return "" if r is None else rollout.describe_state(r)
+
+    def _status_cell(self, ep: EndpointConfig, status: str) -> Text:
+        """The status, and the rollout badge after it (``UP BAKING 14s``; ``UNVERIFIED`` red)."""
+        cell = cells.status(status)
+        r = self._rollout(ep)
+        if r is not None:
+            from modeldeck.tui.screens.rollouts import badge
+
+            cell = Text.assemble(cell, " ", badge(r))
+        return cell
 
     def action_filter(self) -> None:
         box = self.query_one("#fleet-filter", Input)

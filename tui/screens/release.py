@@ -99,6 +99,7 @@ class ReleaseScreen(DeckModal):
         self.plan: ReleasePlan | None = None
         self.state = "planning"  # planning | ready | running | done | failed
         self.stop_event = threading.Event()
+        self.abort_reason = ""  # X asks for it; the app worker aborts the rollout with it
         self.outcome: ReleaseOutcome | None = None
 
     def compose(self) -> ComposeResult:
@@ -259,9 +260,17 @@ class ReleaseScreen(DeckModal):
         self.dismiss(self.outcome)
 
     def action_abort(self) -> None:
-        if self.state == "running":
-            self.stop_event.set()
-            self._log("abort", "aborting: the rollout will be rolled back", "warning")
+        if self.state != "running" or self.stop_event.is_set():
+            return
+        from modeldeck.tui.screens.rollouts import ReasonScreen
+
+        def asked(reason: str | None) -> None:
+            if reason and self.state == "running":
+                self.abort_reason = reason
+                self.stop_event.set()
+                self._log("abort", f"aborting ({reason}): the rollout will be rolled back", "warning")
+
+        self.app.push_screen(ReasonScreen("abort this rollout and roll it back: why?"), asked)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "abort":
