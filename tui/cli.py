@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
-from modeldeck.core.textfmt import escape_controls, num, one_line, table
+from modeldeck.core.textfmt import escape_controls, exit_words, num, one_line, table
 
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseEvent
@@ -1639,7 +1639,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     _out(table(["JOB", "MODEL", "TRIGGER", "STATUS", "CREATED (UTC)", "EXIT", "VERSION", "ACTOR", "REASON",
                 "MESSAGE"],
                [[j.id, j.model, j.trigger, j.status, j.created_at[:19].replace("T", " "),
-                 "-" if j.exit_code is None else j.exit_code, j.produced_version or "-", j.actor,
+                 exit_words(j.exit_code), j.produced_version or "-", j.actor,
                  j.reason or "-", j.message or "-"]
                 for j in jobs], right=[0]))
     return 0

@@ -81,6 +81,14 @@ class ReleaseScreen(DeckModal):
     the app's release worker report here with messages (PlanReady / PlanFailed,
     ReleaseEventMsg, ReleaseFinished / ReleaseFailed)."""
 
+    HELP_TITLE = "Release"
+    HELP_LEGEND = (
+        ("✔ gate", "passed: approval, metric gates (both values on one dataset), health", "bold green"),
+        ("✘ gate", "failed; force passes metric and health gates (recorded), never approval", "bold red"),
+        ("reason", "required; goes to the audit log with who and when", ""),
+        ("confirm", "a protected environment (production) asks for the model name", ""),
+        ("rollout", "the endpoints must serve it in time, then bake; X aborts and rolls back", ""),
+    )
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", key_display="esc"),
         Binding("ctrl+s", "submit", "Release", key_display="^s"),
