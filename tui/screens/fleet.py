@@ -308,7 +308,7 @@ class FleetScreen(DeckScreen):
             reg, cfg = paths.display(settings.registry), paths.display(settings.path)
             reg_label = "  ledger " if settings.mlflow is not None else "  registry "
             both = room - len(reg_label) - len("  config ")
-            if both >= 16 or both >= len(reg) + len(cfg):
+            if both >= len(reg) + len(cfg) or both >= 28:  # else each would be cut to a stub
                 reg_w, cfg_w = share([(8, len(reg)), (8, len(cfg))], both, pad=0)
                 t.append(f"{reg_label}{middle(reg, reg_w)}", style="dim")
                 t.append(f"  config {middle(cfg, cfg_w)}", style="dim")
