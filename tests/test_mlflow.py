@@ -565,8 +565,10 @@ def test_demo_mlflow_without_the_virtualenv_is_one_line(tmp_path: Path, monkeypa
     monkeypatch.setenv("MODELDECK_MLFLOW_VENV", str(tmp_path / "no-venv"))
     code, _, err = _main(capsys, "--demo", "--mlflow")
     assert code == 2 and "--demo --mlflow: no MLflow virtualenv at" in err and "make test" in err
-    code, _, err = _main(capsys, "--mlflow")
-    assert code == 2 and "--mlflow only applies to --demo" in err
+    for argv in (["--mlflow"], ["--report", "--mlflow"], ["--mlflow", "versions", "churn"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2 and "--mlflow" in capsys.readouterr().err.splitlines()[-1]
 
 
 @pytest.mark.live

@@ -96,14 +96,16 @@ HIDDEN_COMMANDS = ("run-job", "run-rollout")
 
 # The examples each command's --help ends with.
 EXAMPLES: dict[str | None, tuple[str, ...]] = {
-    None: ("modeldeck --demo", "modeldeck --config fleet.toml", "modeldeck --read-only",
+    None: ("modeldeck --demo", "modeldeck --demo --mlflow", "modeldeck --config fleet.toml", "modeldeck --read-only",
            "modeldeck --report --format prometheus --output /var/lib/node_exporter/modeldeck.prom",
            "modeldeck serve --demo", "eval \"$(modeldeck completion bash)\""),
-    "demo-fleet": ("modeldeck demo-fleet --write-config /tmp/demo.toml",),
+    "demo-fleet": ("modeldeck demo-fleet --write-config /tmp/demo.toml",
+                   "modeldeck demo-fleet --write-config /tmp/demo.toml --mlflow http://127.0.0.1:5000"),
     "drift": ("modeldeck drift train.csv last_hour.csv", "modeldeck drift ref.parquet cur.parquet --format json"),
     "quality": ("modeldeck quality captures/*.jsonl labels.csv --positive-label 1",),
     "models": ("modeldeck models", "modeldeck models --json"),
-    "register": ("modeldeck register churn --artifact s3://models/churn/7.pkl --metrics '{\"auc\": 0.91}'",),
+    "register": ("modeldeck register churn --artifact s3://models/churn/7.pkl --metrics '{\"auc\": 0.91}'",
+                 "modeldeck register churn --run-id 3f9e1c...   # with [mlflow]: the run's lineage"),
     "evaluate": ("modeldeck evaluate churn 7 --data holdout.csv",),
     "policy": ("modeldeck policy churn", "modeldeck policy churn --set churn-policy.toml --reason 'two approvals'"),
     "versions": ("modeldeck versions churn", "modeldeck versions churn --json"),
@@ -668,11 +670,15 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
     if args.command is not None:
         if args.via_prometheus:
             parser.error(f"--via-prometheus does not combine with the {args.command} command")
+        if args.mlflow is True:  # the top-level flag (demo-fleet's own --mlflow takes a URL)
+            parser.error(f"--mlflow applies to --demo; the {args.command} command reads [mlflow] from the config")
         if args.demo or args.report:
             parser.error(f"--demo and --report do not combine with the {args.command} command")
         return
     if args.demo and args.report:
         parser.error("choose --demo or --report, not both")
+    if args.mlflow and not args.demo:
+        parser.error("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     if args.via_prometheus and not args.demo:
         parser.error("--via-prometheus only applies to --demo")
     if not args.report:

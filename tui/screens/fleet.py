@@ -17,6 +17,7 @@ from modeldeck.core.snapshot import PENDING, DriftSummary, EndpointSnapshot
 from modeldeck.core.textfmt import middle, one_line
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
+from modeldeck.tui.widgets.field import Field
 from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.livetable import Column, LiveTable
 from modeldeck.tui.widgets.trend import Trend
@@ -84,7 +85,7 @@ class FleetScreen(DeckScreen):
             yield Trend("req/s", fmt="{:.1f}", id="trend-rps")
             yield Trend("p95", " ms", fmt="{:.0f}", id="trend-p95")
             yield Trend("errors", "%", fmt="{:.1f}", id="trend-err")
-        yield Input(placeholder="filter: words, or name: model: env: status: (esc clears)", id="fleet-filter")
+        yield Field(placeholder="filter: words, or name: model: env: status: (esc clears)", id="fleet-filter")
         yield KeyBar()
 
     def on_mount(self) -> None:
