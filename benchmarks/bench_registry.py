@@ -46,6 +46,10 @@ def build(path: Path, n_models: int, n_versions: int, n_audit: int) -> None:
         "params, metrics, tags, approval) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         ((f"model-{m:04d}", v, f"s3://bucket/model-{m:04d}/{v}", at, "bench", "ab" * 32, "deadbeef", params,
           metrics, "{}", "approved") for m in range(n_models) for v in range(1, n_versions + 1)))
+    # approved means an approval decision too (the registry counts approvers in `approvals`)
+    c.executemany("INSERT INTO approvals(model, version, decision, actor, at, reason) VALUES (?,?,?,?,?,?)",
+                  ((f"model-{m:04d}", v, "approve", "bench", at, "bulk") for m in range(n_models)
+                   for v in range(1, n_versions + 1)))
     # Each model: production promoted through versions 1..10, staging through 1..20.
     hist = []
     for m in range(n_models):

@@ -83,6 +83,7 @@ ID = "_id"  # the join key of a captured row or a label (read_window(ids=True), 
 LABEL = "label"
 LABEL_TIME = "_label_time"
 VERSION = "_version"  # read_window(ids=True): the model version an OIP answer names (model_version)
+INFERENCE_ID = "_inference_id"  # read_window(ids=True): eventMetadata.inferenceId, when eventId is there too
 
 
 def row_key(event: Any, i: int) -> str | None:
@@ -371,12 +372,12 @@ def _records_frame(records: list[tuple[int, Any]], name: str, last_n: int | None
 class _Rows:
     """Rows of one capture record: inputs and outputs (lists of dicts) and the inference time."""
 
-    __slots__ = ("event", "inputs", "outputs", "positional", "time", "version")
+    __slots__ = ("event", "inference", "inputs", "outputs", "positional", "time", "version")
 
     def __init__(self, inputs: list[dict], outputs: list[dict], positional: list[str], time: Any,
-                 event: Any = None, version: Any = None):
+                 event: Any = None, version: Any = None, inference: Any = None):
         self.inputs, self.outputs, self.positional, self.time = inputs, outputs, positional, time
-        self.event, self.version = event, version
+        self.event, self.version, self.inference = event, version, inference
 
     def __len__(self) -> int:
         return max(len(self.inputs), len(self.outputs))
@@ -581,11 +582,11 @@ def _capture_rows(rec: Any, name: str, lineno: int) -> _Rows:
     meta = rec.get("eventMetadata") or {}
     if not isinstance(meta, dict):
         return _Rows(inputs, outputs, positional, None, None, version)
-    event = meta.get("eventId")
+    event, inference = meta.get("eventId"), meta.get("inferenceId")
     if event is None:
-        event = meta.get("inferenceId")
+        event, inference = inference, None
     return _Rows(inputs, outputs, positional, meta.get("inferenceTime"), None if event is None else str(event),
-                 version)
+                 version, None if inference is None else str(inference))
 
 
 def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = False) -> pd.DataFrame:
@@ -601,6 +602,8 @@ def _capture_frame(parsed: list[_Rows], last_n: int | None = None, ids: bool = F
                 row[ID] = row_key(r.event, i)
                 if r.version is not None:
                     row[VERSION] = r.version
+                if r.inference is not None:  # ground truth may name the request by its inferenceId
+                    row[INFERENCE_ID] = row_key(r.inference, i)
             if i < len(r.inputs):
                 row.update(r.inputs[i])
             if i < len(r.outputs):

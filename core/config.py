@@ -302,7 +302,8 @@ class MlflowSettings:
         return alias
 
     def resolved_headers(self) -> dict[str, str]:
-        return {k: expand(v, f"[mlflow] headers.{k}") for k, v in self.headers.items()}
+        return {k: check_header(k, expand(v, f"[mlflow] headers.{k}"), f"[mlflow] headers.{k}")
+                for k, v in self.headers.items()}
 
     def wants(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -554,7 +555,7 @@ class _Reader:
             raise self.fail("mlflow", "missing required key 'url' (the MLflow tracking server)")
         kw: dict[str, Any] = {"url": self.url(t["url"], "mlflow.url")}
         if "headers" in t:
-            kw["headers"] = self.str_map(t["headers"], "mlflow.headers")
+            kw["headers"] = self.headers(t["headers"], "mlflow.headers")
         if "models" in t:
             m = t["models"]
             if not isinstance(m, list) or not all(isinstance(x, str) and x.strip() for x in m):

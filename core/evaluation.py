@@ -164,7 +164,7 @@ def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: st
     outputs are left out), the label as ``label``, the inference time as ``_time``."""
     import pandas as pd
 
-    from modeldeck.core.capture import ID, LABEL, VERSION, read_labels, read_window
+    from modeldeck.core.capture import ID, INFERENCE_ID, LABEL, VERSION, read_labels, read_window
 
     preds = read_window(capture, None, ids=True)
     labs = read_labels(labels, id_column=label_id_column, label_column=label_column)
@@ -178,8 +178,10 @@ def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: st
     keys = preds[key].astype(object).where(preds[key].notna(), None).map(
         lambda k: None if k is None else str(k))
     found = keys.map(newest)
+    if INFERENCE_ID in preds.columns:  # SageMaker ground truth may name a request by its inferenceId
+        found = found.where(found.notna(), preds[INFERENCE_ID].map(newest))
     has = found.notna().to_numpy()
-    inputs = [c for c in preds.columns if c not in outputs and c not in (ID, VERSION)]
+    inputs = [c for c in preds.columns if c not in outputs and c not in (ID, VERSION, INFERENCE_ID)]
     frame = preds.loc[has, inputs].copy()
     frame[LABEL_COLUMN] = found[has].to_numpy()
     idx = preds.index[has]

@@ -345,7 +345,15 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
         other = (served.notna() & (served.astype(str) != str(spec.version))).to_numpy()
         if other.any():
             n_other = int(other.sum())
-            other_keys = _keys(predictions[other], spec, name)
+            others = predictions[other]
+            other_keys = _keys(others, spec, name)
+            from modeldeck.core.capture import INFERENCE_ID
+
+            if INFERENCE_ID in others.columns:
+                import pandas as pd
+
+                other_keys = pd.concat([other_keys.astype(object), others[INFERENCE_ID].astype(object)],
+                                       ignore_index=True)
             predictions = predictions[~other]
     if spec.prediction_column not in predictions.columns and len(predictions):
         cols = ", ".join(one_line(c, 40) for c in list(predictions.columns)[:12])
@@ -358,7 +366,11 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     # One hash pass over every key (labels, captured rows, other versions' rows): integer codes
     # (-1: no key). Then the newest label of a code wins (labels are oldest first), and the
     # join is an array lookup.
-    parts = [lab_keys, pred_keys] + ([other_keys] if other_keys is not None else [])
+    from modeldeck.core.capture import INFERENCE_ID
+
+    alt_keys = predictions[INFERENCE_ID] if INFERENCE_ID in predictions.columns and n_pred else None
+    parts = [lab_keys, pred_keys] + ([alt_keys] if alt_keys is not None else []) + \
+        ([other_keys] if other_keys is not None else [])
     codes, n_codes = factorize(parts)
     lc, pc = codes[:n_lab], codes[n_lab:n_lab + n_pred]
     last = np.full(n_codes + 1, -1, dtype=np.int64)  # the slot n_codes takes the keyless (-1)
@@ -368,11 +380,19 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     n_dup = n_lab - labelled_codes - int((lc < 0).sum())
     no_id = pc < 0
     pos = last[np.where(no_id, n_codes, pc)]  # the row of the label that wins, or -1
-    hit = pos >= 0
     seen = np.zeros(n_codes + 1, dtype=bool)
     seen[pc] = True  # -1 lands on the spare slot
+    rest = n_lab + n_pred
+    if alt_keys is not None:  # SageMaker: a label may name the request by its inferenceId instead
+        ac = codes[rest:rest + n_pred]
+        rest += n_pred
+        alt = last[np.where(ac >= 0, ac, n_codes)]
+        pos = np.where(pos >= 0, pos, alt)
+        no_id &= ac < 0
+        seen[ac] = True
+    hit = pos >= 0
     if other_keys is not None:  # the labels of rows another version answered are not orphans
-        seen[codes[n_lab + n_pred:]] = True
+        seen[codes[rest:]] = True
     seen[n_codes] = False
     orphans = int(((last[:n_codes] >= 0) & ~seen[:n_codes]).sum())
     lab_values = labels[LABEL].to_numpy(dtype=object)

@@ -822,10 +822,13 @@ class EndpointWatch:
     loop, from a plain thread: ``watch()`` returns the snapshots of one poll cycle; rates
     (error ratio, latency) are there from the second cycle on."""
 
-    def __init__(self, settings: Settings, names: Sequence[str], *, rate_window: float | None = None) -> None:
+    def __init__(self, settings: Settings, names: Sequence[str], *, rate_window: float | None = None,
+                 live_windows: bool = True) -> None:
         from modeldeck.core.poller import RATE_WINDOW, Poller
 
         eps = tuple(e for e in settings.endpoints if e.name in set(names))
+        if not live_windows:  # health, version and metrics only: no drift or quality of the whole window
+            eps = tuple(replace(e, capture=None, labels=None) for e in eps)
         self.settings = replace(settings, endpoints=eps, poll=replace(settings.poll, store_interval=0.0))
         self._loop = asyncio.new_event_loop()
         self._poller = Poller(self.settings, registry_path=settings.registry, source="release",
@@ -1051,7 +1054,9 @@ def _after_move(run: _Run, change: AliasChange, hook: HookConfig | None, *, forc
         return _outcome(run, RELEASED, msg, change=change, forced=forced)
     watch = None
     if poll is None:
-        watch = EndpointWatch(p.settings, p.endpoints)
+        # the bake judges the new version's own records itself (_prediction_drift): the watch
+        # polls health, versions and metrics only (a window's drift every few polls is most of the CPU)
+        watch = EndpointWatch(p.settings, p.endpoints, live_windows=False)
         poll = watch
     every = interval if interval is not None else p.settings.poll.interval
     stage = "bake" if resume == "bake" else "verify"

@@ -72,7 +72,15 @@ from modeldeck.core.hooks import (
     webhook_client,
     webhook_headers,
 )
-from modeldeck.core.registry import Job, Registry, current_actor, format_time, stored_time, utcnow
+from modeldeck.core.registry import (
+    Job,
+    Registry,
+    current_actor,
+    format_time,
+    open_registry,
+    stored_time,
+    utcnow,
+)
 from modeldeck.core.textfmt import duration
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -538,7 +546,8 @@ def start_retrain(settings: Settings, model: str, *, trigger: str = "manual", re
                           f"[models.{model}] retrain = {{ command = [...] }} or a webhook")
     runner = "command" if hook.command else "webhook"
     own = registry is None
-    reg = registry if registry is not None else Registry(settings.registry, create=False)
+    # through open_registry: with [mlflow] a model the ledger has not seen yet is MLflow's to vouch for
+    reg = registry if registry is not None else open_registry(settings, create=False)
     try:
         job = reg.create_job(model, trigger=trigger, runner=runner, reason=reason, actor=actor,
                              not_since=not_since)

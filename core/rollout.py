@@ -384,6 +384,12 @@ def _supervise(reg: Registry, r: Rollout, settings: Settings, resume: str | None
     from modeldeck.core import releases
 
     plan = _plan_for(settings, reg, r)
+    if r.verify and r.bake_seconds > 0 and plan.endpoints:
+        # what the bake's judgement needs (the significance test, the prediction-drift check) is
+        # imported now, during the deploy, not in the middle of the watch (about a second of CPU)
+        import scipy.stats  # noqa: F401
+
+        from modeldeck.core import capture, drift  # noqa: F401
     stop = threading.Event()
     lost = threading.Event()
 

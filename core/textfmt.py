@@ -58,6 +58,21 @@ def middle(text: Any, limit: int) -> str:
     return s[:head] + "…" + s[len(s) - tail:]
 
 
+def exit_words(code: int | None) -> str:
+    """A process's exit status as a person reads it: ``3``, the signal that ended it
+    (``SIGTERM`` for -15), or ``-`` when unknown."""
+    if code is None:
+        return "-"
+    if code < 0:
+        import signal
+
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
 # -- numbers ------------------------------------------------------------------------------------
 
 

@@ -166,6 +166,9 @@ def test_header_values_with_cr_lf_nul_are_config_errors(tmp_path: Path, value: s
         _settings(tmp_path, {"models": {"m": hook}})
     with pytest.raises(ConfigError, match="not a valid HTTP header name"):
         _settings(tmp_path, {"endpoints": [{**ep, "headers": {"X\r\nEvil": "1"}}]})
+    for section in ("mlflow", "prometheus"):
+        with pytest.raises(ConfigError, match=f"{section}.headers.X-Token: the value holds a control character"):
+            _settings(tmp_path, {section: {"url": "http://127.0.0.1:1", "headers": {"X-Token": value}}})
 
 
 def test_a_variable_expanding_to_cr_lf_is_refused_when_the_request_is_built(

@@ -441,6 +441,12 @@ def test_mlflow_faults_are_one_line_and_name_the_server(mlflow_server, nb: Noteb
             assert code == 2 and out == "", status
             assert err.count("\n") == 1 and says in err and proxy.url in err, (status, err)
             assert "s3cr3t" not in err and "\x1b" not in err
+        proxy.fail["model-versions/search"] = (200, '{"model_versions": [' + '{"name": "x"},' * 400 + ']}')
+        (tmp_path / "small").mkdir()
+        cfg_small = write_config(tmp_path / "small", proxy.url, headers=headers)
+        cfg_small.write_text(cfg_small.read_text() + "max_body_bytes = 4096\n")
+        code, _, err = _main(capsys, "--config", str(cfg_small), "versions", name)
+        assert code == 2 and "answered more than 4096 bytes" in err and "max_body_bytes" in err
         proxy.fail.clear()
         proxy.delay["model-versions/search"] = 3.0
         (tmp_path / "slow").mkdir()
@@ -559,8 +565,10 @@ def test_demo_mlflow_without_the_virtualenv_is_one_line(tmp_path: Path, monkeypa
     monkeypatch.setenv("MODELDECK_MLFLOW_VENV", str(tmp_path / "no-venv"))
     code, _, err = _main(capsys, "--demo", "--mlflow")
     assert code == 2 and "--demo --mlflow: no MLflow virtualenv at" in err and "make test" in err
-    code, _, err = _main(capsys, "--mlflow")
-    assert code == 2 and "--mlflow only applies to --demo" in err
+    for argv in (["--mlflow"], ["--report", "--mlflow"], ["--mlflow", "versions", "churn"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2 and "--mlflow" in capsys.readouterr().err.splitlines()[-1]
 
 
 @pytest.mark.live

@@ -437,3 +437,24 @@ def test_the_registry_policy_carries_the_quality_rules_a_config_cannot_loosen(tm
         ("regression", 0.02, 100, "y_hat")
     spec = quality.spec_for(mc)
     assert spec.problem_type == "regression" and spec.prediction_column == "y_hat" and spec.min_rows == 100
+
+
+def test_sagemaker_ground_truth_may_name_a_request_by_its_inference_id(tmp_path: Path) -> None:
+    """Captures carrying both ids: a label keyed by the eventId or by the inferenceId joins."""
+    cap, gt = tmp_path / "capture.jsonl", tmp_path / "labels.jsonl"
+    with open(cap, "w") as c, open(gt, "w") as g:
+        for i in range(300):
+            out = json.dumps({"model_version": "1", "outputs": [
+                {"name": "prediction", "shape": [1], "datatype": "INT64", "data": [i % 2]}]})
+            inp = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [i]}]})
+            c.write(json.dumps(capture_record(f"evt-{i}", inp, out, ts=T0 + i, inference_id=f"inf-{i}")) + "\n")
+            key = f"inf-{i}" if i % 3 == 0 else f"evt-{i}"
+            if i % 10:
+                g.write(json.dumps(ground_truth_record(key, [i % 2 if i % 7 else 1 - i % 2])) + "\n")
+    r = quality.assess(str(cap), str(gt), quality.QualitySpec(window=1000, probability_column=None))
+    assert r.counts.labelled == 270 and r.counts.labels_without_prediction == 0 and r.counts.predictions_without_label == 30
+    ys = [(i % 2 if i % 7 else 1 - i % 2) for i in range(300) if i % 10]
+    ps = [i % 2 for i in range(300) if i % 10]
+    assert abs(r.value("accuracy") - skm.accuracy_score(ys, ps)) <= 1e-9
+    r2 = quality.assess(str(cap), str(gt), quality.QualitySpec(window=1000, probability_column=None, version="2"))
+    assert r2.counts.other_versions == 300 and r2.rows == 0 and r2.counts.labels_without_prediction == 0

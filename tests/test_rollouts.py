@@ -161,7 +161,7 @@ def test_promote_follows_the_supervisor_and_ctrl_c_only_detaches(tmp_path: Path,
         assert "Traceback" not in err
         assert "rollout 1: the supervisor takes it from here" in out and "deployed 2" in out
         r = get(registry_path)
-        assert r.state == "baking" and pid_alive(r.pid)  # the supervisor did not notice
+        assert r.state in ("baking", "done"), r.message  # the supervisor did not notice (it may be done already)
         f = md("rollout", "1", "--follow", "--config", str(cfg))
         assert f.returncode == 0, f.stdout + f.stderr
         assert "verified and baked" in f.stdout
@@ -274,7 +274,7 @@ def test_a_killed_supervisor_is_resumed_by_the_next_command(tmp_path: Path, regi
                                                            supervisors: None) -> None:
     champion_and_candidate(registry_path)
     with FakeModelServer("churn", "1") as server:
-        cfg = write_config(tmp_path, registry_path, server, bake=8)
+        cfg = write_config(tmp_path, registry_path, server, bake=15)
         assert md("promote", "churn", "2", "--env", "production", "--reason", "ship", "--detach",
                   "--config", str(cfg)).returncode == 0
         wait_for(lambda: _state(registry_path) == "baking", what="baking")
@@ -298,11 +298,10 @@ def test_a_killed_supervisor_with_no_bake_left_is_unverified_until_confirmed(tmp
                                                                             supervisors: None) -> None:
     champion_and_candidate(registry_path)
     with FakeModelServer("churn", "1") as server:
-        cfg = write_config(tmp_path, registry_path, server, bake=2)
+        cfg = write_config(tmp_path, registry_path, server, bake=5)
         assert md("promote", "churn", "2", "--env", "production", "--reason", "ship", "--detach",
                   "--config", str(cfg)).returncode == 0
-        wait_for(lambda: _state(registry_path) == "baking", what="baking")
-        r = get(registry_path)
+        r = wait_for(lambda: (x := get(registry_path)).state == "baking" and x.pid and x, what="baking")
         os.kill(r.pid, signal.SIGKILL)
         wait_for(lambda: not pid_alive(r.pid), what="the supervisor to die")
         end = r.bake_ends_at

@@ -93,6 +93,9 @@ class ModeldeckApp(App[int]):
         self.status_line = "starting the demo fleet…" if demo and settings is None else ""
         self._generation = -1
         self.rollouts_started: list[int] = []  # rollouts this app started (their supervisors outlive it)
+        self.latest_rollouts: dict[tuple[str, str], Any] = {}  # (model, environment) -> its newest Rollout
+        self._rollouts_polled = 0.0
+        self._rollouts_reconciled = 0.0
         self._rollouts_closing = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -199,6 +202,14 @@ class ModeldeckApp(App[int]):
 
     # -- the refresh loop --------------------------------------------------------------------------
     def refresh_views(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.settings is not None and now - self._rollouts_polled >= 1.0:
+            self._rollouts_polled = now
+            reconcile = not self.read_only and now - self._rollouts_reconciled >= 10.0
+            if reconcile:
+                self._rollouts_reconciled = now
+            self.run_worker(lambda: self._poll_rollouts(reconcile), thread=True, exit_on_error=False,
+                            name="rollouts", group="rollouts-poll", exclusive=True)
         try:
             screen = self.screen
         except Exception:  # no screen (yet, or any more while the app shuts down)
@@ -335,6 +346,25 @@ class ModeldeckApp(App[int]):
 
     def on_release_failed(self, message: ReleaseFailed) -> None:
         self.notify(f"{message.plan.summary()}: {message.error}", severity="error")
+
+    def _poll_rollouts(self, reconcile: bool) -> None:
+        """The newest rollout of every environment, for the fleet's badges; now and then the
+        rollouts nobody watches any more are resumed or set unverified (core.rollout.reconcile)."""
+        from modeldeck.core import rollout
+        from modeldeck.core.registry import ROLLOUT_ACTIVE, Registry
+
+        settings = self.settings
+        if settings is None or not Path(settings.registry).exists():
+            return
+        try:
+            if reconcile:
+                with Registry(settings.registry, create=False) as reg:
+                    if reg.rollouts(states=ROLLOUT_ACTIVE, limit=1):
+                        rollout.reconcile(reg, settings)
+            with Registry(settings.registry, create=False, readonly=True) as reg:
+                self.latest_rollouts = reg.latest_rollouts()
+        except ModeldeckError as e:
+            log.warning("reading rollouts: %s", e)
 
     # -- actions --------------------------------------------------------------------------------
     def action_help(self) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
-from modeldeck.core.textfmt import escape_controls, num, one_line, table
+from modeldeck.core.textfmt import escape_controls, exit_words, num, one_line, table
 
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseEvent
@@ -96,14 +96,16 @@ HIDDEN_COMMANDS = ("run-job", "run-rollout")
 
 # The examples each command's --help ends with.
 EXAMPLES: dict[str | None, tuple[str, ...]] = {
-    None: ("modeldeck --demo", "modeldeck --config fleet.toml", "modeldeck --read-only",
+    None: ("modeldeck --demo", "modeldeck --demo --mlflow", "modeldeck --config fleet.toml", "modeldeck --read-only",
            "modeldeck --report --format prometheus --output /var/lib/node_exporter/modeldeck.prom",
            "modeldeck serve --demo", "eval \"$(modeldeck completion bash)\""),
-    "demo-fleet": ("modeldeck demo-fleet --write-config /tmp/demo.toml",),
+    "demo-fleet": ("modeldeck demo-fleet --write-config /tmp/demo.toml",
+                   "modeldeck demo-fleet --write-config /tmp/demo.toml --mlflow http://127.0.0.1:5000"),
     "drift": ("modeldeck drift train.csv last_hour.csv", "modeldeck drift ref.parquet cur.parquet --format json"),
     "quality": ("modeldeck quality captures/*.jsonl labels.csv --positive-label 1",),
     "models": ("modeldeck models", "modeldeck models --json"),
-    "register": ("modeldeck register churn --artifact s3://models/churn/7.pkl --metrics '{\"auc\": 0.91}'",),
+    "register": ("modeldeck register churn --artifact s3://models/churn/7.pkl --metrics '{\"auc\": 0.91}'",
+                 "modeldeck register churn --run-id 3f9e1c...   # with [mlflow]: the run's lineage"),
     "evaluate": ("modeldeck evaluate churn 7 --data holdout.csv",),
     "policy": ("modeldeck policy churn", "modeldeck policy churn --set churn-policy.toml --reason 'two approvals'"),
     "versions": ("modeldeck versions churn", "modeldeck versions churn --json"),
@@ -668,11 +670,15 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
     if args.command is not None:
         if args.via_prometheus:
             parser.error(f"--via-prometheus does not combine with the {args.command} command")
+        if args.mlflow is True:  # the top-level flag (demo-fleet's own --mlflow takes a URL)
+            parser.error(f"--mlflow applies to --demo; the {args.command} command reads [mlflow] from the config")
         if args.demo or args.report:
             parser.error(f"--demo and --report do not combine with the {args.command} command")
         return
     if args.demo and args.report:
         parser.error("choose --demo or --report, not both")
+    if args.mlflow and not args.demo:
+        parser.error("--mlflow only applies to --demo (a config names its MLflow in [mlflow])")
     if args.via_prometheus and not args.demo:
         parser.error("--via-prometheus only applies to --demo")
     if not args.report:
@@ -1189,10 +1195,16 @@ def _cmd_versions(args: argparse.Namespace) -> int:
         metrics = " ".join(f"{k}={num(val)}" for k, val in list(v.metrics.items())[:3])
         rows.append([v.version, v.created_at[:16].replace("T", " "), v.approval,
                      ",".join(holders.get(v.version, [])) or "-", metrics or "-",
-                     (v.dataset_sha256 or "")[:12] or "-", v.code_version or "-", v.created_by])
+                     (v.dataset_sha256 or _digest(v))[:12] or "-", v.code_version or "-", v.created_by])
     _out(table(["VERSION", "CREATED (UTC)", "APPROVAL", "ENVIRONMENTS", "METRICS", "DATASET", "CODE", "BY"],
                rows, right=[0]))
     return 0
+
+
+def _digest(v: Any) -> str:
+    """An MLflow version's training dataset digest when modeldeck has no SHA-256 of its data."""
+    return next((str(d.get("digest") or "") for d in v.datasets if d.get("context") in ("training", "train")),
+                str(v.datasets[0].get("digest") or "") if v.datasets else "")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -1627,7 +1639,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     _out(table(["JOB", "MODEL", "TRIGGER", "STATUS", "CREATED (UTC)", "EXIT", "VERSION", "ACTOR", "REASON",
                 "MESSAGE"],
                [[j.id, j.model, j.trigger, j.status, j.created_at[:19].replace("T", " "),
-                 "-" if j.exit_code is None else j.exit_code, j.produced_version or "-", j.actor,
+                 exit_words(j.exit_code), j.produced_version or "-", j.actor,
                  j.reason or "-", j.message or "-"]
                 for j in jobs], right=[0]))
     return 0

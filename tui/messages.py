@@ -21,7 +21,15 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from modeldeck.core.config import Settings
-    from modeldeck.core.registry import AuditEntry, Evaluation, Job, VerifyResult, Version
+    from modeldeck.core.registry import (
+        AuditEntry,
+        Evaluation,
+        Job,
+        Rollout,
+        RolloutStep,
+        VerifyResult,
+        Version,
+    )
     from modeldeck.core.releases import EnvironmentChoice, ReleaseEvent, ReleaseOutcome, ReleasePlan
     from modeldeck.core.retrain import RetrainRun
 
@@ -198,3 +206,23 @@ class AuditVerified(WorkerMessage):
     def __init__(self, result: VerifyResult) -> None:
         super().__init__()
         self.result = result
+
+
+# -- rollouts -------------------------------------------------------------------------------------
+
+
+class RolloutsLoaded(WorkerMessage):
+    """Rollouts, newest first (``core.registry.Rollout``)."""
+
+    def __init__(self, rollouts: Sequence[Rollout]) -> None:
+        super().__init__()
+        self.rollouts = list(rollouts)
+
+
+class RolloutSteps(WorkerMessage):
+    """New steps of one rollout's log (after the last one shown)."""
+
+    def __init__(self, rollout_id: int, steps: Sequence[RolloutStep]) -> None:
+        super().__init__()
+        self.rollout_id = rollout_id
+        self.steps = list(steps)

@@ -17,6 +17,7 @@ from modeldeck.core.textfmt import one_line
 from modeldeck.tui.messages import AuditLoaded, AuditVerified
 from modeldeck.tui.screens.base import DeckModal, DeckScreen
 from modeldeck.tui.widgets import cells
+from modeldeck.tui.widgets.field import Field
 from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.widths import fill_table
 
@@ -67,7 +68,7 @@ class AuditScreen(DeckScreen):
     def compose(self) -> ComposeResult:
         yield Static(Text("checking the audit chain…", style="dim"), id="audit-header", markup=False)
         yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
-        yield Input(placeholder="filter: model:NAME action:NAME actor:NAME or any text (esc clears)",
+        yield Field(placeholder="filter: model:NAME action:NAME actor:NAME or any text (esc clears)",
                     id="audit-filter")
         yield KeyBar()
 

@@ -92,7 +92,7 @@ class DeckModal(DeckView, ModalScreen):  # type: ignore[misc]
         Binding("q", "close_dialog", "Close", show=False),
         # a dialog sees none of the app's bindings (Textual stops the chain at a modal screen)
         Binding("question_mark", "app.help", "Help", key_display="?"),
-        Binding("f1", "app.help", "Help", show=False, priority=True),
+        Binding("f1", "app.help", "Help", priority=True),
         Binding("tab", "focus_next_now", "Next field", show=False, priority=True),
         Binding("shift+tab", "focus_previous_now", "Previous field", show=False, priority=True),
     ]

@@ -17,6 +17,7 @@ from modeldeck.core.snapshot import PENDING, DriftSummary, EndpointSnapshot
 from modeldeck.core.textfmt import middle, one_line
 from modeldeck.tui.screens.base import DeckScreen
 from modeldeck.tui.widgets import cells
+from modeldeck.tui.widgets.field import Field
 from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.livetable import Column, LiveTable
 from modeldeck.tui.widgets.trend import Trend
@@ -61,6 +62,7 @@ class FleetScreen(DeckScreen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("A", "audit", "Audit"),
+        Binding("o", "rollouts", "Rollouts"),
     ]
 
     def __init__(self) -> None:
@@ -83,7 +85,7 @@ class FleetScreen(DeckScreen):
             yield Trend("req/s", fmt="{:.1f}", id="trend-rps")
             yield Trend("p95", " ms", fmt="{:.0f}", id="trend-p95")
             yield Trend("errors", "%", fmt="{:.1f}", id="trend-err")
-        yield Input(placeholder="filter: words, or name: model: env: status: (esc clears)", id="fleet-filter")
+        yield Field(placeholder="filter: words, or name: model: env: status: (esc clears)", id="fleet-filter")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -211,7 +213,7 @@ class FleetScreen(DeckScreen):
             snap = latest.get(name)
             # the row's inputs: recompute cells only when the snapshot or the age shown changed
             taken = snap.taken_at if snap is not None else None
-            stamp = (snap, taken, int(now - (taken or now)), narrow)
+            stamp = (snap, taken, int(now - (taken or now)), narrow, self._badge_text(ep))
             old = self._cells.get(name)
             if not force and old is not None and old[0] is snap and old[1:] == stamp[1:]:
                 continue  # (the snapshot itself is kept: an id() may be reused by a new one)
@@ -247,7 +249,7 @@ class FleetScreen(DeckScreen):
             "name": cells.plain(ep.name, 40),
             "model": cells.plain(ep.model, 40),
             "env": cells.plain(env, 20),
-            "status": cells.status(snap.status),
+            "status": self._status_cell(ep, snap.status),
             "version": cells.versions(snap.served_version, snap.registry_version,
                                       mismatch=judge.version_mismatch(snap.registry_version, snap.served_versions)),
             "rps": cells.number(snap.request_rate, "{:.1f}"),
@@ -323,7 +325,7 @@ class FleetScreen(DeckScreen):
             reg, cfg = paths.display(settings.registry), paths.display(settings.path)
             reg_label = "  ledger " if settings.mlflow is not None else "  registry "
             both = room - len(reg_label) - len("  config ")
-            if both >= 16 or both >= len(reg) + len(cfg):
+            if both >= len(reg) + len(cfg) or both >= 28:  # else each would be cut to a stub
                 reg_w, cfg_w = share([(8, len(reg)), (8, len(cfg))], both, pad=0)
                 t.append(f"{reg_label}{middle(reg, reg_w)}", style="dim")
                 t.append(f"  config {middle(cfg, cfg_w)}", style="dim")
@@ -401,6 +403,37 @@ class FleetScreen(DeckScreen):
         from modeldeck.tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen())
+
+    def action_rollouts(self) -> None:
+        from modeldeck.tui.screens.rollouts import RolloutsScreen
+
+        self.app.push_screen(RolloutsScreen())
+
+    def _rollout(self, ep: EndpointConfig) -> Any:
+        """The endpoint's environment's newest rollout when it needs showing: active, or
+        needing an operator (unverified, failed after the alias moved)."""
+        try:
+            rollouts = getattr(self.app, "latest_rollouts", {})
+        except Exception:  # no app (a screen's cells computed on their own)
+            return None
+        r = rollouts.get((ep.model, ep.environment))
+        return r if r is not None and (r.active or r.critical) else None
+
+    def _badge_text(self, ep: EndpointConfig) -> str:
+        from modeldeck.core import rollout
+
+        r = self._rollout(ep)
+        return "" if r is None else rollout.describe_state(r)
+
+    def _status_cell(self, ep: EndpointConfig, status: str) -> Text:
+        """The status, and the rollout badge after it (``UP BAKING 14s``; ``UNVERIFIED`` red)."""
+        cell = cells.status(status)
+        r = self._rollout(ep)
+        if r is not None:
+            from modeldeck.tui.screens.rollouts import badge
+
+            cell = Text.assemble(cell, " ", badge(r))
+        return cell
 
     def action_filter(self) -> None:
         box = self.query_one("#fleet-filter", Input)

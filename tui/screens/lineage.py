@@ -39,6 +39,11 @@ def lineage_text(v: Version, aliases: dict[str, int], evaluations: Sequence[Eval
     row("reference", v.reference_path)
     row("code version", v.code_version)
     row("retrain job", f"#{v.job_id}" if v.job_id else None)
+    if v.run_id:  # [mlflow]: the run it came from and its dataset inputs
+        row("mlflow run", v.run_id)
+        for i, d in enumerate(v.datasets):
+            row("datasets" if i == 0 else "", f"{d.get('name') or '-'} ({d.get('context') or 'input'}), digest "
+                f"{d.get('digest') or '-'}" + (f", {d['source']}" if d.get("source") else ""))
     for title, mapping in (("metrics", v.metrics), ("params", v.params), ("tags", v.tags)):
         t.append(f"{title:>15}  ", style="dim")
         if not mapping:

@@ -74,6 +74,7 @@ class ModelScreen(DeckScreen):
         Binding("n", "retrain", "Retrain"),
         Binding("J", "jobs", "Jobs"),
         Binding("A", "audit", "Audit"),
+        Binding("o", "rollouts", "Rollouts"),
     ]
     WRITE_ACTIONS = ("promote", "rollback", "approve", "reject", "retrain")
 
@@ -185,7 +186,9 @@ class ModelScreen(DeckScreen):
                     evaluations = reg.evaluations(self.model)
                     rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
                     return versions, aliases, choices, evaluations, [g.metric for g in rules.gates]
-                except NotFoundError:
+                except NotFoundError as e:
+                    if isinstance(e, MlflowError):  # deleted in MLflow: say so, show the ledger's copy
+                        raise
                     return [], {}, [], [], []
 
             try:
@@ -465,6 +468,11 @@ class ModelScreen(DeckScreen):
         from modeldeck.tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen(model=self.model))
+
+    def action_rollouts(self) -> None:
+        from modeldeck.tui.screens.rollouts import RolloutsScreen
+
+        self.app.push_screen(RolloutsScreen(model=self.model))
 
     def action_jobs(self) -> None:
         from modeldeck.tui.screens.retrain import JobsScreen

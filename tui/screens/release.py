@@ -81,6 +81,14 @@ class ReleaseScreen(DeckModal):
     the app's release worker report here with messages (PlanReady / PlanFailed,
     ReleaseEventMsg, ReleaseFinished / ReleaseFailed)."""
 
+    HELP_TITLE = "Release"
+    HELP_LEGEND = (
+        ("✔ gate", "passed: approval, metric gates (both values on one dataset), health", "bold green"),
+        ("✘ gate", "failed; force passes metric and health gates (recorded), never approval", "bold red"),
+        ("reason", "required; goes to the audit log with who and when", ""),
+        ("confirm", "a protected environment (production) asks for the model name", ""),
+        ("rollout", "the endpoints must serve it in time, then bake; X aborts and rolls back", ""),
+    )
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", key_display="esc"),
         Binding("ctrl+s", "submit", "Release", key_display="^s"),
@@ -99,6 +107,7 @@ class ReleaseScreen(DeckModal):
         self.plan: ReleasePlan | None = None
         self.state = "planning"  # planning | ready | running | done | failed
         self.stop_event = threading.Event()
+        self.abort_reason = ""  # X asks for it; the app worker aborts the rollout with it
         self.outcome: ReleaseOutcome | None = None
 
     def compose(self) -> ComposeResult:
@@ -259,9 +268,17 @@ class ReleaseScreen(DeckModal):
         self.dismiss(self.outcome)
 
     def action_abort(self) -> None:
-        if self.state == "running":
-            self.stop_event.set()
-            self._log("abort", "aborting: the rollout will be rolled back", "warning")
+        if self.state != "running" or self.stop_event.is_set():
+            return
+        from modeldeck.tui.screens.rollouts import ReasonScreen
+
+        def asked(reason: str | None) -> None:
+            if reason and self.state == "running":
+                self.abort_reason = reason
+                self.stop_event.set()
+                self._log("abort", f"aborting ({reason}): the rollout will be rolled back", "warning")
+
+        self.app.push_screen(ReasonScreen("abort this rollout and roll it back: why?"), asked)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "abort":

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, RichLog, Static
 
 from modeldeck.core.config import HookConfig
 from modeldeck.core.registry import Job
-from modeldeck.core.textfmt import one_line
+from modeldeck.core.textfmt import exit_words, one_line
 from modeldeck.tui.messages import (
     ActiveJobs,
     JobCancelled,
@@ -48,20 +48,6 @@ def describe_pipeline(hook: HookConfig | None) -> str:
         return f"POSTs to {one_line(hook.webhook.url, 80)}" + (
             f", then polls {one_line(hook.webhook.status_url, 80)}" if hook.webhook.status_url else "")
     return ""
-
-
-def exit_words(code: int | None) -> str:
-    """``3``, or the signal that ended the job (``SIGTERM`` for -15), or ``-``."""
-    if code is None:
-        return "-"
-    if code < 0:
-        import signal
-
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return str(code)
 
 
 def job_end_text(job: Job) -> str:
