@@ -201,9 +201,13 @@ async def test_fleet_screen_rows_follow_discovery(tmp_path: Path, monkeypatch: p
         def __init__(self) -> None:
             super().__init__()
             self.found = found("churn", "fraud")
+            self.failed: dict[str, str] = {}
 
         def endpoints(self) -> tuple[config.EndpointConfig, ...] | None:
             return self.found
+
+        def discover_errors(self) -> dict[str, str]:
+            return self.failed
 
     source = DiscoveringSource()
     source.set({e.name: EndpointSnapshot.pending(e) for e in source.found})
@@ -220,3 +224,9 @@ async def test_fleet_screen_rows_follow_discovery(tmp_path: Path, monkeypatch: p
         app.refresh_views()
         await pilot.pause()
         assert table.rows == ["iris-prod"]
+        source.failed = {"discover[0]": "prometheus: query timed out after 2.0 s"}
+        source.generation += 1
+        app.refresh_views()
+        await pilot.pause()
+        header = str(app.screen.query_one("#fleet-header").render())
+        assert "discover discover[0]: prometheus: query timed out after 2.0 s" in header

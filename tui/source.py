@@ -207,6 +207,10 @@ class PollerSource:
             return None
         return poller.configs()
 
+    def discover_errors(self) -> dict[str, str]:
+        """Why the last discovery of a ``[[discover]]`` block failed, by block name."""
+        return self._poller.discover_errors if self._poller is not None else {}
+
     def latest(self) -> dict[str, EndpointSnapshot]:
         return self._poller.latest() if self._poller is not None else {}
 

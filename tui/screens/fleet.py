@@ -310,6 +310,11 @@ class FleetScreen(DeckScreen):
             error = app.source.error if app.source is not None else None
             if error:
                 t.append("  " + one_line(error, 80), style="bold red")
+            failed = getattr(app.source, "discover_errors", None) if app.source is not None else None
+            found = failed() if callable(failed) else None
+            if found:  # the last discovery failed: the rows shown are the set found before
+                block, why = next(iter(found.items()))
+                t.append(f"  discover {one_line(block, 20)}: {one_line(why, 80)}", style="bold red")
             registry_error = getattr(app.source, "registry_error", None) if app.source is not None else None
             if registry_error:
                 t.append("  registry: " + one_line(registry_error, 120), style="bold yellow")
