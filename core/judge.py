@@ -234,6 +234,18 @@ def summarize_drift(result: Mapping[str, Any], *, version: str | None, computed_
                         window_rows=int(n_rows) if isinstance(n_rows, int) else rows)
 
 
+def prediction_drift_columns(result: Mapping[str, Any], psi_min: float) -> list[str]:
+    """The output columns of a drift result that fail a bake: the comparison's test says drifted
+    *and* the shift is large enough to matter (a counted PSI reaching ``psi_min``). The test
+    alone rejects at 5 % per column, so a healthy version with two output columns would be rolled
+    back about once in ten bakes by chance."""
+    out = []
+    for c in counted_columns(result):
+        if c.get("drifted") and reaches(psi_counts(c), psi_min):
+            out.append(str(c.get("column") or ""))
+    return out
+
+
 def drift_level(summary: DriftSummary | None, th: Thresholds) -> str:
     """WARNING: dataset drift, a PSI at or over ``psi_alert``, or no comparison (an error);
     NOTICE: some drifted columns or a PSI at or over ``psi_warn``; else OK (also while no

@@ -132,3 +132,17 @@ def test_version_mismatch_is_one_rule(registry: str | None, served: tuple[str, .
     assert judge.version_mismatch(registry, served) is mismatch
     assert any(f.severity == "CRITICAL" and "served version" in f.message for f in findings(s)) is mismatch
     assert (fleet_cells(s)["version"].spans[0].style == judge.STYLE[judge.CRITICAL]) is mismatch if served else True
+
+
+
+def test_a_bake_counts_prediction_drift_only_when_the_test_and_the_shift_size_agree() -> None:
+    """A drifted test with a PSI under the minimum (a chance rejection), or a column not judged,
+    does not fail a bake; a drifted test with a PSI that reaches it does."""
+    def col(name: str, drifted: bool, psi: float, status: str = "drift", n: int = 440) -> dict[str, Any]:
+        return {"column": name, "drifted": drifted, "psi": psi, "status": status, "n_current": n}
+
+    result = {"columns": [col("prediction", True, 0.05), col("probability", True, 0.166),
+                          col("score", True, 0.9, status="low_sample", n=12), col("margin", False, 0.4)]}
+    assert judge.prediction_drift_columns(result, 0.1) == ["probability"]
+    assert judge.prediction_drift_columns(result, 0.2) == []
+    assert judge.prediction_drift_columns(result, 0.05) == ["prediction", "probability"]

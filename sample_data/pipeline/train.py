@@ -19,7 +19,8 @@ Outputs, in a new folder under ``--out`` (default: ``artifacts/`` beside the reg
 with ``--registry`` or ``$MODELDECK_REGISTRY``, else ``$XDG_CACHE_HOME/modeldeck/artifacts``):
 ``model.pkl`` (a pickled dict: the scikit-learn pipeline and its feature list),
 ``reference.csv`` (the holdout, or all rows when the holdout has fewer than 1,000, with the
-model's outputs ``prediction`` and, for classifiers, ``probability``: what drift of the live
+model's outputs ``prediction`` and, for classifiers, ``probability``, out-of-fold for the training
+rows: what drift of the live
 inputs and outputs is compared against), ``metrics.json``, ``train.csv`` when the training
 data was assembled from a capture window (so the registered dataset hash is the real one), and
 ``holdout.csv`` when the holdout was split off here. The metrics are registered with the data
@@ -320,6 +321,31 @@ def outputs(artifact: Mapping[str, Any], x: np.ndarray) -> dict[str, np.ndarray]
     return {"prediction": np.asarray(est.predict(x), dtype=float)}
 
 
+def out_of_fold_outputs(est: Any, task: str, x: np.ndarray, y: np.ndarray, seed: int,
+                        folds: int = 5) -> dict[str, np.ndarray]:
+    """The outputs ``outputs`` gives, for the training rows, each from a copy of the estimator
+    fitted without the fold that holds the row (scikit-learn's ``cross_val_predict``); in-sample
+    outputs when a class has fewer rows than folds."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+
+    fitted = {"task": task, "estimator": est}
+    if task == "classification":
+        classes, counts = np.unique(y, return_counts=True)
+        if counts.min() < folds:
+            return outputs(fitted, x)
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        proba = cross_val_predict(clone(est), x, y, cv=cv, method="predict_proba")
+        if proba.shape[1] == 2:
+            p = proba[:, 1]
+            return {"prediction": np.asarray(classes[(p >= 0.5).astype(int)]), "probability": p}
+        return {"prediction": np.asarray(classes[proba.argmax(axis=1)]), "probability": proba.max(axis=1)}
+    if len(y) < 2 * folds:
+        return outputs(fitted, x)
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    return {"prediction": np.asarray(cross_val_predict(clone(est), x, y, cv=cv), dtype=float)}
+
+
 def evaluate(artifact: Mapping[str, Any], x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     from sklearn import metrics as m
 
@@ -378,9 +404,18 @@ def train_model(model: str, train: pd.DataFrame, holdout: pd.DataFrame, *, algor
     metrics = evaluate(artifact, x_hold, y_hold)
     metrics["n_train"] = len(train)
     metrics["n_holdout"] = len(holdout)
-    ref_rows = holdout if len(holdout) >= REFERENCE_MIN_ROWS else pd.concat([train, holdout], ignore_index=True)
+    if len(holdout) >= REFERENCE_MIN_ROWS:
+        ref_rows, ref_outputs = holdout, outputs(artifact, x_hold)
+    else:
+        # Too small a holdout: the training rows join the reference, with out-of-fold outputs (a
+        # model's outputs on the rows it was fitted on are overconfident, so live predictions of a
+        # healthy model would look drifted from them).
+        ref_rows = pd.concat([train, holdout], ignore_index=True)
+        train_out = out_of_fold_outputs(est, task, x_train, y_train, seed)
+        hold_out = outputs(artifact, x_hold)
+        ref_outputs = {k: np.concatenate([train_out[k], v]) for k, v in hold_out.items()}
     reference = ref_rows[features].reset_index(drop=True).copy()
-    for name, values in outputs(artifact, matrix(ref_rows, features, cats)).items():
+    for name, values in ref_outputs.items():
         reference[name] = np.round(values, 6) if values.dtype.kind == "f" else values
     recorded = {"algorithm": algorithm, **used, "target": target, "features": features}
     recorded.update({k: v for k, v in (params or {}).items() if k not in recorded})
