@@ -168,6 +168,15 @@ async def test_full_release_loop_from_the_keys(settings, fleet: DemoFleetProcess
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await wait_for(pilot, lambda: getattr(getattr(snap(app, "churn-prod"), "drift", None), "dataset_drift",
                                               False), 60, "churn-prod drift")
+        # an operator retrains on a real window: wait until the drifted traffic has its labels
+        # (the recent window is 1,200 rows; a candidate trained on a few hundred rightly loses
+        # the metric gate to the champion)
+        truth = fleet.registry_path.parent / "ground_truth" / "churn-prod"
+
+        def labelled() -> int:
+            return sum(f.read_bytes().count(b"\n") for f in truth.glob("labels-*.jsonl"))
+
+        await wait_for(pilot, lambda: labelled() >= 1300, 90, "1,300 labels of churn-prod")
         with Registry(fleet.registry_path) as reg:
             before = reg.model("churn").latest_version
             production = reg.alias("churn", "production")
