@@ -98,6 +98,9 @@ class Reading:
     latency_count: float | None = None  # requests the sum covers
     versions: tuple[str, ...] = ()  # model versions named in this model's series labels
     found: bool = True  # whether any of the profile's families appear in the text
+    # (version, requests, errors) so far, per version label, where the server labels its counters
+    # by version (MLServer's ``version``): what a bake judges when one server holds two versions
+    by_version: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class Rates:
     mean_ms: float | None = None
     restarted: bool = False  # a counter went down: the server restarted in the window
     requests: float = 0.0  # requests in the window
+    # (version, requests per second, error ratio or None) per version label (Reading.by_version)
+    by_version: tuple[tuple[str, float, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,7 @@ def _read_mlserver(samples: list[_Sample], model: str | None, name: str, at: flo
     lat_sum = lat_count = None
     bucket_samples: list[_Sample] = []
     mine: list[_Sample] = []
+    per: dict[str, tuple[float, float]] = {}  # version -> (requests, errors)
     for s in samples:
         n = s.name
         if n.startswith("rest_server_request_duration_seconds"):
@@ -290,16 +296,21 @@ def _read_mlserver(samples: list[_Sample], model: str | None, name: str, at: flo
         if n == "model_infer_request_success":
             success += s.value
             mine.append(s)
+            if (v := _version_of(s.labels)) is not None:
+                per[v] = (per.get(v, (0.0, 0.0))[0] + s.value, per.get(v, (0.0, 0.0))[1])
         elif n == "model_infer_request_failure":
             failure += s.value
             mine.append(s)
+            if (v := _version_of(s.labels)) is not None:
+                # a failure counts as a request of its version too (requests = success + failure)
+                per[v] = (per.get(v, (0.0, 0.0))[0] + s.value, per.get(v, (0.0, 0.0))[1] + s.value)
         elif n == "model_infer_request_duration_sum":
             lat_sum = (lat_sum or 0.0) + s.value
         elif n == "model_infer_request_duration_count":
             lat_count = (lat_count or 0.0) + s.value
     return Reading(profile=name, at=at, requests=success + failure, errors=failure,
                    buckets=_fold_buckets(bucket_samples), latency_sum=lat_sum, latency_count=lat_count,
-                   versions=_versions(mine))
+                   versions=_versions(mine), by_version=tuple((v, r, e) for v, (r, e) in sorted(per.items())))
 
 
 def _read_triton(samples: list[_Sample], model: str | None, name: str, at: float) -> Reading:
@@ -656,7 +667,22 @@ def rates_between(prev: Reading, cur: Reading, *, restarted: bool | None = None)
     return Rates(window=window, request_rate=_none_if_nan(rate) if rate is not None else None,
                  error_ratio=_none_if_nan(error_ratio) if error_ratio is not None else None,
                  p50_ms=p50, p95_ms=p95, p99_ms=p99, mean_ms=mean, restarted=restarted,
-                 requests=max(0.0, requests))
+                 requests=max(0.0, requests), by_version=_version_rates(prev, cur, window, restarted))
+
+
+def _version_rates(prev: Reading, cur: Reading, window: float,
+                   restarted: bool) -> tuple[tuple[str, float, float | None], ...]:
+    """Per version label: requests per second and error ratio between the two readings (a
+    version first seen in ``cur`` counts from zero, as after a restart)."""
+    if not cur.by_version or window <= 0:
+        return ()
+    before = {} if restarted else {v: (r, e) for v, r, e in prev.by_version}
+    out = []
+    for v, r, e in cur.by_version:
+        r0, e0 = before.get(v, (0.0, 0.0))
+        n, bad = max(0.0, r - r0), max(0.0, e - e0)
+        out.append((v, n / window, min(1.0, bad / n) if n > 0 else None))
+    return tuple(out)
 
 
 def _ms(seconds: float) -> float | None:

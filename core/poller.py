@@ -1082,6 +1082,7 @@ class Poller:
             latency_p99_ms=rates.p99_ms if rates else None, latency_mean_ms=rates.mean_ms if rates else None,
             profile=t.profile.name if t.profile else None, restarted=restarted, drift=t.drift, quality=t.quality,
             metrics_window=rates.window if rates else None,
+            version_rates=rates.by_version if rates else (),
             metrics_age=(now - t.rates_at) if (rates and now is not None and t.rates_at is not None) else None,
         )
 

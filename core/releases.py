@@ -1339,23 +1339,31 @@ class BakeUnverified(str):
 
 @dataclass
 class _Served:
-    """One endpoint's traffic served by the new version since the bake started (from the
-    snapshots' request rate and error ratio: polled after verification, so only the new
-    version's requests count), and its p95 readings."""
+    """One endpoint's traffic served by the new version since the bake started: the new
+    version's own request rate and error ratio where the server labels its counters by version
+    (MLServer's ``version``: a server holding both versions is judged on the new one's requests),
+    else the snapshots' totals (polled after verification, so only the new version's requests
+    count); and its p95 readings."""
 
+    version: str | None = None
     requests: float = 0.0
     errors: float = 0.0
     last_at: float | None = None
     p95s: list[float] = field(default_factory=list)
+    per_version: bool = False  # whether the counts came from the version's own series
 
     def add(self, s: EndpointSnapshot) -> None:
         if s.taken_at is None:
             return
-        if self.last_at is not None and s.request_rate is not None and s.taken_at > self.last_at:
+        rate, ratio = s.request_rate, s.error_ratio
+        mine = next((r for r in s.version_rates if r[0] == self.version), None) if self.version else None
+        if mine is not None:
+            rate, ratio, self.per_version = mine[1], mine[2], True
+        if self.last_at is not None and rate is not None and s.taken_at > self.last_at:
             dt = s.taken_at - self.last_at
-            n = max(0.0, s.request_rate) * dt
+            n = max(0.0, rate) * dt
             self.requests += n
-            self.errors += n * max(0.0, min(1.0, s.error_ratio or 0.0))
+            self.errors += n * max(0.0, min(1.0, ratio or 0.0))
         self.last_at = s.taken_at
         if s.latency_p95_ms is not None:
             self.p95s.append(s.latency_p95_ms)
@@ -1394,7 +1402,7 @@ def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: in
              f"{_baseline_words(base, p.endpoints)}, and its predictions' drift", "progress")
     downs: dict[str, int] = {}
     warned: set[tuple[str, str]] = set()
-    served = {n: _Served() for n in p.endpoints}
+    served = {n: _Served(version=want) for n in p.endpoints}
     drift_done: dict[str, str] = {}
     extended = False
     next_note = start + max(every, bake / 4)

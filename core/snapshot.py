@@ -127,6 +127,9 @@ class EndpointSnapshot:
     metrics_window: float | None = None  # seconds the rates cover
     metrics_age: float | None = None  # seconds since the metrics were read
     source: str = "live"  # "live", or "stored" for history seeded from the registry
+    # (version, requests per second, error ratio or None) where the server labels its counters by
+    # version (MLServer): a bake judges the new version's own requests with them
+    version_rates: tuple[tuple[str, float, float | None], ...] = ()
 
     @property
     def version_mismatch(self) -> bool:
@@ -171,6 +174,11 @@ class EndpointSnapshot:
         q = kw.get("quality")
         kw["quality"] = QualitySummary.from_dict(q) if isinstance(q, Mapping) else None
         kw["restarted"] = bool(kw.get("restarted", False))
+        vr = []
+        for row in kw.get("version_rates") or ():
+            if isinstance(row, (list, tuple)) and len(row) == 3 and isinstance(row[1], (int, float)):
+                vr.append((str(row[0]), float(row[1]), float(row[2]) if isinstance(row[2], (int, float)) else None))
+        kw["version_rates"] = tuple(vr)
         return cls(**kw)
 
     @classmethod

@@ -405,3 +405,16 @@ def test_window_restarts_after_a_reset() -> None:
     assert r is not None and r.restarted and r.requests == 5
     r = w.add(R(6, 9))
     assert r is not None and not r.restarted and r.requests == 4 and r.window == 2
+
+
+def test_mlserver_counters_by_version_label_give_each_versions_own_rates() -> None:
+    """Real MLServer scrapes label their counters by version (``None`` for the unversioned
+    route): version 3's requests and failures are read apart from the rest."""
+    a, _ = read_metrics(scrape("mlserver.txt"), model="iris", at=100.0)
+    b, _ = read_metrics(scrape("mlserver-later.txt"), model="iris", at=110.0)
+    assert a is not None and b is not None
+    assert b.by_version == (("3", 106.0, 5.0),)
+    r = rates_between(a, b)
+    ((version, rate, ratio),) = r.by_version
+    assert version == "3" and close(rate, (106 - 1) / 10.0) and close(ratio, 5 / 105)
+    assert not close(ratio, r.error_ratio)  # the whole model's ratio is another number

@@ -467,3 +467,26 @@ async def test_plan_inside_a_running_loop_judges_from_the_given_snapshots(tmp_pa
     assert ok.gates[-1].passed and ok.gates[-1].detail == (
         "churn-production up, errors 0.0% (critical at 20.0%), p95 latency not known (not in its metrics)")
     assert not missing.gates[-1].passed and missing.gates[-1].detail == "churn-production: no snapshot"
+
+
+def test_the_bake_counts_the_new_versions_own_requests_where_the_server_labels_them() -> None:
+    """One server holding both versions: the totals look healthy, version 2's own series fail."""
+    from modeldeck.core.snapshot import EndpointSnapshot
+
+    def snap(at: float, **kw: Any) -> EndpointSnapshot:
+        return EndpointSnapshot(endpoint="e", model="churn", environment="production", taken_at=at,
+                                duration_ms=1.0, status="UP", reason="ready", request_rate=100.0,
+                                error_ratio=0.02, **kw)
+
+    mine, totals = releases._Served(version="2"), releases._Served(version="2")
+    for t in (0.0, 10.0, 20.0):
+        mine.add(snap(t, version_rates=(("1", 90.0, 0.0), ("2", 10.0, 0.2))))
+        totals.add(snap(t))
+    assert mine.per_version and close_to(mine.requests, 200.0) and close_to(mine.errors, 40.0)
+    assert not totals.per_version and close_to(totals.requests, 2000.0) and close_to(totals.errors, 40.0)
+    stored = EndpointSnapshot.from_dict(snap(0.0, version_rates=(("2", 10.0, None),)).to_dict())
+    assert stored.version_rates == (("2", 10.0, None),)
+
+
+def close_to(a: float, b: float) -> bool:
+    return abs(a - b) < 1e-6
