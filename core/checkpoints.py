@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,15 +122,26 @@ def _create_key(path: Path) -> Any:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
+    # Written whole to a private temporary file, then linked into place: a concurrent first use
+    # (two cron reports) sees no key or a complete one, never a half-written file, and the
+    # link fails when another process won, whose key is then used.
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=".audit-key-", dir=path.parent)  # mode 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
     except FileExistsError:  # another process made it meanwhile: use that one
         return load_or_create_key(path)
     except OSError as e:
         raise CheckpointError(f"cannot create the audit key {path}: {e.strerror or e}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with contextlib.suppress(OSError):
         public_key_path(path).write_bytes(pub)

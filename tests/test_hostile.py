@@ -866,3 +866,38 @@ def test_a_refused_endpoint_costs_the_report_one_connection_attempt(tmp_path: Pa
     assert [e.snapshot.reason for e in r.endpoints] == ["connection refused"] * n
     assert len(attempts) == n, f"{len(attempts)} connection attempts for {n} refused endpoints"
     assert len(clients) <= 1  # the default headers' one, not one per endpoint
+
+
+
+def test_concurrent_first_use_of_the_audit_key_makes_one_whole_key(tmp_path: Path) -> None:
+    """Two cron reports starting together on a new machine: every caller gets the same complete
+    key (the file never appears half-written: the old create-then-write lost this race), 0600."""
+    import sys
+    import threading
+
+    from modeldeck.core import checkpoints
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to open the race wide
+    try:
+        for round_ in range(30):
+            key = tmp_path / f"r{round_}" / "audit-key.pem"
+            start, ids, errors = threading.Barrier(8), [], []
+
+            def first_use(key: Path, start: threading.Barrier, ids: list[str], errors: list[str]) -> None:
+                start.wait()
+                try:
+                    ids.append(checkpoints.key_id(checkpoints.load_or_create_key(key).public_key()))
+                except Exception as e:  # the test reports what any caller saw
+                    errors.append(str(e))
+
+            threads = [threading.Thread(target=first_use, args=(key, start, ids, errors)) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert errors == [] and len(set(ids)) == 1 and len(ids) == 8, (round_, errors, ids)
+            assert key.stat().st_mode & 0o777 == 0o600
+            assert not [p for p in key.parent.iterdir() if p.name.startswith(".audit-key-")]
+    finally:
+        sys.setswitchinterval(old)
