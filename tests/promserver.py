@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -20,6 +19,8 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from modeldeck.core.demo.prometheus import launch, terminate
 
 PROMETHEUS = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
 PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else None)
@@ -30,12 +31,6 @@ def skip_reason() -> str | None:
         return ("Prometheus is not installed (Debian: apt-get install prometheus; `make test` does it "
                 "when run as root)")
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PromServer:
@@ -78,40 +73,14 @@ class PromServer:
             self.set_targets([])
         cfg = self.folder / "prometheus.yml"
         cfg.write_text(self._config())
-        last = ""
-        for _ in range(3):
-            self.port = free_port()
-            log = open(self.folder / "prometheus.log", "wb")  # noqa: SIM115 - closed with the process
-            self.proc = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={self.data}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=100y",
-                 "--log.level=warn", "--web.enable-lifecycle", "--query.lookback-delta=5m"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            log.close()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
-                        if r.status == 200:
-                            return self
-                except OSError:
-                    time.sleep(0.1)
-            last = (self.folder / "prometheus.log").read_text(errors="replace")[-500:]
-            self.stop()
-        raise RuntimeError(f"prometheus did not start: {last}")
+        self.proc, self.port = launch(PROMETHEUS, cfg, self.data, self.folder / "prometheus.log", timeout=timeout,
+                                      args=("--storage.tsdb.retention.time=100y", "--web.enable-lifecycle",
+                                            "--query.lookback-delta=5m"))
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
-            self.proc = None
+        proc, self.proc = self.proc, None
+        terminate(proc)
 
     def __enter__(self) -> PromServer:
         return self.start()

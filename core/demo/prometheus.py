@@ -44,6 +44,44 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch(exe: str, config: Path, data: Path, logfile: Path, *, args: tuple[str, ...] = (),
+           timeout: float = 30.0, attempts: int = 3) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``exe`` (prometheus) on 127.0.0.1 with an ephemeral port, ``config`` and its data in
+    ``data``, output in ``logfile``; wait until ``/-/ready`` answers 200 (a port taken meanwhile
+    is retried). Returns (process, port); raises ModeldeckError with the log's last line."""
+    for _ in range(attempts):
+        port = _free_port()
+        with open(logfile, "wb") as log:
+            proc = subprocess.Popen(
+                [exe, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *args],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return proc, port
+            except OSError:
+                time.sleep(0.1)
+        terminate(proc)
+    tail = logfile.read_text(errors="replace").strip().splitlines()[-1:] if logfile.exists() else []
+    raise ModeldeckError(f"prometheus did not start{': ' + tail[0][:200] if tail else ''}")
+
+
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a started Prometheus: SIGTERM, then SIGKILL after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait(5)
+
+
 class DemoPrometheus:
     """A Prometheus scraping ``settings``' endpoints' ``metrics_url``; :meth:`start`, :meth:`stop`."""
 
@@ -79,38 +117,13 @@ class DemoPrometheus:
         self.folder.mkdir(parents=True, exist_ok=True)
         cfg = self.folder / "prometheus.yml"
         cfg.write_text(self._config())
-        logfile = self.folder / "prometheus.log"
-        for _ in range(3):
-            self.port = _free_port()
-            with open(logfile, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [exe, f"--config.file={cfg}", f"--storage.tsdb.path={self.folder / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1d",
-                     "--log.level=warn"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
-                        if r.status == 200:
-                            return self
-                except OSError:
-                    time.sleep(0.1)
-            self.stop()
-        tail = logfile.read_text(errors="replace").strip().splitlines()[-1:] if logfile.exists() else []
-        raise ModeldeckError(f"prometheus did not start{': ' + tail[0][:200] if tail else ''}")
+        self.proc, self.port = launch(exe, cfg, self.folder / "data", self.folder / "prometheus.log",
+                                      timeout=timeout, args=("--storage.tsdb.retention.time=1d",))
+        return self
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                proc.kill()
-            proc.wait(5)
+        terminate(proc)
 
     def __enter__(self) -> DemoPrometheus:
         return self.start()
