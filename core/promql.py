@@ -13,8 +13,13 @@ endpoints cost one pass over the answer, not 5,000). What it makes of them is a
 Rules worth knowing:
 
 - rates are Prometheus' ``rate()`` over ``[prometheus] window``; the error ratio is errors /
-  requests of the same window; a quantile of an endpoint whose selector spans several label
-  groups is the highest group's (quantiles do not add up); mean latency is Σsum / Σcount;
+  requests of the same window; mean latency is Σsum / Σcount; a quantile is
+  ``histogram_quantile`` over the endpoint's buckets summed by ``le``: where an endpoint's
+  selector spans several groups of the fleet query (its pods, or a regex matcher, while other
+  endpoints' selectors name more labels), its quantiles come from extra queries grouped by the
+  labels its selector pins (:func:`merged_quantile_queries`, at most 3 more per 50 selector
+  shapes), so p95 is the whole endpoint's, never its highest pod's (Triton's summary quantiles
+  cannot be merged: there it is the highest series');
 - served versions are the ``version`` (or ``model_version``) label values with requests in the
   window (idle, with exactly one version series: that one; else unknown);
 - ``up`` is the worst of the endpoint's scrape targets when its selector matches any; the scrape
@@ -43,7 +48,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.errors import ModeldeckError
@@ -64,6 +69,12 @@ MODEL_LABELS = {"mlserver": "model", "demo": "model", "triton": "model", "torchs
 VERSION_LABELS = ("version", "model_version")
 NO_VERSION = ("", "None", "none", "null")
 QUANTITIES = ("requests", "errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up", "age")
+QUANTILES = ("p50", "p95", "p99")
+# profiles whose quantiles come from histograms, whose buckets add up across series (Triton's are
+# summary quantiles, which do not: an endpoint spanning several of its series gets the highest)
+MERGED_QUANTILES = ("mlserver", "demo", "bentoml", "kserve")
+GROUP_LABEL = "modeldeck_group"  # set by label_replace on the merged-quantile queries
+GROUPS_PER_QUERY = 50
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,12 +304,17 @@ DISCOVER_NAMES["demo"] = DISCOVER_NAMES["mlserver"]
 
 
 def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matcher]],
-                    served_models: Sequence[str] = ()) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The queries of ``profile`` for endpoints with these selectors, and the labels they group by.
-    Matchers every selector shares go into the queries as they are; equality matchers on a label
-    every selector names become one ``=~"a|b"`` (up to 200 values); the rest is matched here."""
+                    served_models: Sequence[str] = (), group_by: Sequence[str] | None = None,
+                    ) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The queries of ``profile`` for endpoints with these selectors, and the labels they group by
+    (every label a selector names, unless ``group_by`` says which; the profile's model label is
+    added). Matchers every selector shares go into the queries as they are; equality matchers on
+    a label every selector names become one ``=~"a|b"`` (up to 200 values); the rest is matched
+    here."""
     model_label = MODEL_LABELS.get(profile)
     common, by = common_matchers(selectors)
+    if group_by is not None:
+        by = list(group_by)
     model_common: list[str] = []
     if model_label and model_label not in by:
         by.append(model_label)
@@ -575,6 +591,7 @@ class _Plan:
     rest: tuple[Matcher, ...]
     model_label: str | None
     served: str
+    merged: tuple[str, int] | None = None  # its quantiles: (the merged-quantile chunk's key suffix, its group)
 
 
 
@@ -641,6 +658,69 @@ def _versions(series: list[Series]) -> tuple[str, ...]:
     return (one_line(next(iter(every)), 40),) if len(every) == 1 else ()
 
 
+_NO_QUANTILES: dict[str, list[Series]] = {k: _NONE for k in QUANTILES}
+
+
+def merged_quantile_queries(profile: str, window: str, plans: Sequence[_Plan],
+                            selectors: Sequence[Sequence[Matcher]], by: Sequence[str]) -> dict[str, str]:
+    """The quantile queries (``p95@0``, ...) for the endpoints whose selector spans several
+    groups of the fleet query (``by`` names labels it does not pin with ``=``): per selector
+    shape (the labels pinned, the other matchers), the buckets summed by those labels and
+    ``le`` only, each shape's answer tagged with GROUP_LABEL; GROUPS_PER_QUERY shapes a query.
+    Marks those plans (``merged``); the others' quantiles stay the fleet query's."""
+    model_label = MODEL_LABELS.get(profile)
+    grouped = [b for b in by if b != model_label]
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+    for i, p in enumerate(plans):
+        p.merged = None
+        if set(grouped) <= set(p.shape):
+            continue
+        shapes.setdefault((p.shape, tuple(sorted(m.text() for m in p.rest))), []).append(i)
+    out: dict[str, str] = {}
+    parts: dict[str, list[str]] = {k: [] for k in QUANTILES}
+    chunk = 0
+    for g, ((shape, _rest), members) in enumerate(shapes.items()):
+        if g and g % GROUPS_PER_QUERY == 0:
+            out.update({f"{k}@{chunk}": " or ".join(v) for k, v in parts.items()})
+            parts, chunk = {k: [] for k in QUANTILES}, chunk + 1
+        sels = [selectors[i] for i in members]
+        served = [plans[i].served for i in members] if model_label else []
+        qs, _ = profile_queries(profile, window, sels, served, group_by=shape)
+        for k in QUANTILES:
+            parts[k].append(f'label_replace(({qs[k]}), "{GROUP_LABEL}", "{g}", "", "")')
+        for i in members:
+            plans[i].merged = (str(chunk), g)
+    if shapes:
+        out.update({f"{k}@{chunk}": " or ".join(v) for k, v in parts.items()})
+    return out
+
+
+def _route_merged(plans: Sequence[_Plan], results: Mapping[str, QueryResult]) -> dict[int, dict[str, list[Series]]]:
+    """The merged-quantile answers, to the plans they are for: plan index -> quantity -> series."""
+    members: dict[int, list[int]] = {}
+    for i, p in enumerate(plans):
+        if p.merged is not None:
+            members.setdefault(p.merged[1], []).append(i)
+    by_group: dict[str, dict[str, list[Series]]] = {}  # group -> quantity -> series
+    for key, r in results.items():
+        k, _, _chunk = key.partition("@")
+        if not _chunk:
+            continue
+        for s in r.series:
+            by_group.setdefault(s.labels.get(GROUP_LABEL, ""), {}).setdefault(k, []).append(s)
+    out: dict[int, dict[str, list[Series]]] = {}
+    for g, idx in members.items():
+        answers = by_group.get(str(g))
+        if not answers:
+            continue
+        # the shape's other matchers are in its query already (its series have lost those labels)
+        router = _Router([replace(plans[i], rest=()) for i in idx])
+        for k, series in answers.items():
+            for j, got in router.route(series).items():
+                out.setdefault(idx[j], {})[k] = got
+    return out
+
+
 class PromFleet:
     """Reads every Prometheus-backed endpoint with one query per quantity per profile.
     Belongs to one event loop (its client's)."""
@@ -681,7 +761,9 @@ class PromFleet:
         plans = [_plan(c, profile) for c in cfgs]
         selectors = [parse_selector(c.selector) if c.selector else () for c in cfgs]
         served = [p.served for p in plans] if MODEL_LABELS.get(profile) else []
-        queries, _ = profile_queries(profile, self.cfg.window, selectors, served)
+        queries, by = profile_queries(profile, self.cfg.window, selectors, served)
+        if profile in MERGED_QUANTILES:
+            queries.update(merged_quantile_queries(profile, self.cfg.window, plans, selectors, by))
         self._planned[profile] = (key, queries, plans)
         return queries, plans
 
@@ -726,9 +808,13 @@ class PromFleet:
             router = self._routers.get(profile)
             if router is None or router.plans is not plans:
                 router = self._routers[profile] = _Router(plans)
-            routed = {k: router.route(r.series) for k, r in results.items()}
+            routed = {k: router.route(r.series) for k, r in results.items() if "@" not in k}
+            merged = _route_merged(plans, results) if "p95@0" in queries else {}
             for i, plan in enumerate(plans):
                 got = {k: r.get(i, _NONE) for k, r in routed.items()}
+                if plan.merged is not None:  # its quantiles over its buckets summed (failed: not known)
+                    got.update(_NO_QUANTILES)
+                    got.update(merged.get(i, _NO_QUANTILES))
                 out[plan.cfg.name] = self._reading(plan, got, taken_at, window, problem, notes, unreported)
         return out
 
