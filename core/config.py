@@ -363,6 +363,9 @@ class Settings:
     mlflow: MlflowSettings | None = None  # [mlflow]: MLflow is the registry of record
     prometheus: PrometheusConfig | None = None
     discover: tuple[DiscoverConfig, ...] = ()
+    # set by core.promql.resolve_discovered: what [[discover]] found is in ``endpoints`` already
+    discovery_resolved: bool = False
+    discover_errors: Mapping[str, str] = field(default_factory=dict)  # block name -> why its discovery failed
 
     def model(self, name: str) -> ModelConfig:
         return self.models.get(name) or ModelConfig(name=name)

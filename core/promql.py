@@ -58,7 +58,7 @@ from modeldeck.core.textfmt import duration, one_line
 if TYPE_CHECKING:  # httpx loads only when a client is made (config parsing imports this module)
     import httpx
 
-    from modeldeck.core.config import DiscoverConfig, EndpointConfig, PrometheusConfig
+    from modeldeck.core.config import DiscoverConfig, EndpointConfig, PrometheusConfig, Settings
 
 log = logging.getLogger("modeldeck.promql")
 
@@ -925,6 +925,78 @@ def _discovered(block: DiscoverConfig, labels: Mapping[str, str]) -> EndpointCon
         selector=selector_text(matchers), discovered=block.name)
 
 
+# ---------------------------------------------------------------------------------------------
+# discovery for one-off callers (releases, rollouts, the health gate)
+
+
+def might_find(block: DiscoverConfig, model: str, environment: str) -> bool:
+    """Whether ``block`` can make an endpoint of ``model`` in ``environment``."""
+    return ((block.model is None or block.model == model)
+            and (block.environment_label is not None or block.environment == environment))
+
+
+def resolve_discovered(settings: Settings, model: str | None = None, environment: str | None = None,
+                       *, timeout: float | None = None) -> Settings:
+    """``settings`` with what its ``[[discover]]`` blocks find now added to ``endpoints`` (those
+    of ``model`` in ``environment`` when given; configured names keep their endpoint, a name
+    made twice its first block's, as in the poller), ``discovery_resolved`` set and, per block
+    whose query failed, why in ``discover_errors``. One query per block, all at once, on a
+    private event loop (in a thread when this one runs a loop), within ``timeout`` (default
+    ``[prometheus] timeout`` + 1 s). Without blocks, or resolved already: ``settings`` itself."""
+    from dataclasses import replace as _replace
+
+    if not settings.discover or settings.discovery_resolved or settings.prometheus is None:
+        return settings
+    blocks = tuple(b for b in settings.discover
+                   if model is None or environment is None or might_find(b, model, environment))
+    cfg = settings.prometheus
+    bound = cfg.timeout + 1.0 if timeout is None else timeout
+    answers: list[Any] = []
+
+    async def main() -> None:
+        fleet = PromFleet(cfg)
+        try:
+            got = await asyncio.wait_for(asyncio.gather(*(fleet.discover(b) for b in blocks),
+                                                        return_exceptions=True), bound)
+            answers.extend(got)
+        except asyncio.TimeoutError:
+            answers.extend(PromError(f"prometheus: discovery timed out after {_seconds(bound)}") for _ in blocks)
+        finally:
+            await fleet.aclose()
+
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if running:
+        import threading
+
+        worker = threading.Thread(target=lambda: asyncio.run(main()), name="modeldeck-discover", daemon=True)
+        worker.start()
+        worker.join(bound + 5.0)
+    else:
+        asyncio.run(main())
+    errors: dict[str, str] = {}
+    taken = {e.name for e in settings.endpoints}
+    found: list[EndpointConfig] = []
+    for i, block in enumerate(blocks):
+        got = answers[i] if i < len(answers) else PromError(
+            f"prometheus: discovery timed out after {_seconds(bound)}")
+        if isinstance(got, BaseException):
+            errors[block.name] = (str(got) if isinstance(got, PromError)
+                                  else one_line(f"prometheus: {type(got).__name__}: {got}", MESSAGE_LIMIT))
+            continue
+        for ep in got:
+            if ep.name in taken:
+                continue
+            taken.add(ep.name)
+            if (model is None or ep.model == model) and (environment is None or ep.environment == environment):
+                found.append(ep)
+    return _replace(settings, endpoints=(*settings.endpoints, *found), discovery_resolved=True,
+                    discover_errors=errors)
+
+
 __all__ = ["PROMQL", "Matcher", "PromClient", "PromError", "PromFleet", "PromReading", "QueryResult",
-           "SelectorError", "Series", "discovered_endpoints", "parse_selector", "profile_queries",
+           "SelectorError", "Series", "discovered_endpoints", "might_find", "parse_selector", "profile_queries", "resolve_discovered",
            "selector_text"]
