@@ -696,9 +696,10 @@ class _Reader:
                 if prometheus is None:
                     raise self.fail(f"{where}.metrics", 'is "prometheus" but the config has no [prometheus] '
                                                         "section (its url)")
-                if profile is None:
-                    raise self.fail(where, 'metrics = "prometheus" needs metrics_profile (one of '
-                                           'mlserver, triton, torchserve, bentoml, kserve)')
+                if profile is None and not selector:
+                    raise self.fail(where, f'endpoint {name!r}: metrics = "prometheus" needs metrics_profile (one of '
+                                           'mlserver, triton, torchserve, bentoml, kserve), or a selector to '
+                                           'detect it from')
                 if "metrics_url" in t:
                     raise self.fail(f"{where}.metrics_url", 'is not used with metrics = "prometheus" '
                                                             "(the metrics come from PromQL)")

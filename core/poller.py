@@ -629,9 +629,10 @@ class Poller:
 
     def _apply_prom(self, t: _Target, r: Any) -> None:
         t.prom = r
-        t.profile = PROFILES.get((t.cfg.metrics_profile or "mlserver").lower())
         if r is None:
             return
+        # no metrics_profile: the one promql detected (unknown until then)
+        t.profile = PROFILES.get((t.cfg.metrics_profile or r.profile or "").lower())
         if r.error:
             t.metrics_error = one_line(r.error, REASON_LIMIT)
             t.metrics_note = None

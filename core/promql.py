@@ -301,6 +301,8 @@ DISCOVER_NAMES = {
     "kserve": "request_predict_seconds_count|revision_app_request_count(_total)?",
 }
 DISCOVER_NAMES["demo"] = DISCOVER_NAMES["mlserver"]
+# an endpoint without metrics_profile is the first of these whose request families it has
+DETECT_ORDER = ("kserve", "triton", "mlserver", "torchserve", "bentoml")
 
 
 def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matcher]],
@@ -545,6 +547,7 @@ class PromReading:
     p99_ms: float | None = None
     mean_ms: float | None = None
     versions: tuple[str, ...] = ()
+    profile: str | None = None  # the metrics profile detected (endpoints without metrics_profile)
 
 
 class _Router:
@@ -734,6 +737,7 @@ class PromFleet:
         self._planned: dict[str, tuple[tuple[tuple[str, str, str], ...], dict[str, str], list[_Plan]]] = {}
         self._routers: dict[str, _Router] = {}
         self._discovered: dict[str, dict[tuple[tuple[str, str], ...], EndpointConfig | None]] = {}
+        self._detected: dict[str, tuple[str, str | None, float]] = {}  # name -> (selector, profile, when)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -742,13 +746,60 @@ class PromFleet:
         """A reading per endpoint name (every endpoint given gets one, failures included)."""
         t0 = time.perf_counter()
         groups: dict[str, list[EndpointConfig]] = {}
+        undeclared: list[EndpointConfig] = []
         for cfg in endpoints:
-            groups.setdefault((cfg.metrics_profile or "mlserver").lower(), []).append(cfg)
-        results = await asyncio.gather(*(self._refresh_profile(p, cfgs) for p, cfgs in groups.items()))
+            if cfg.metrics_profile:
+                groups.setdefault(cfg.metrics_profile.lower(), []).append(cfg)
+            else:
+                undeclared.append(cfg)
         out: dict[str, PromReading] = {}
+        if undeclared:  # no metrics_profile: detected from the families Prometheus has for them
+            out.update(await self._detect(undeclared))
+            for cfg in undeclared:
+                if cfg.name not in out:
+                    groups.setdefault(self._detected[cfg.name][1] or "", []).append(cfg)
+        results = await asyncio.gather(*(self._refresh_profile(p, cfgs) for p, cfgs in groups.items()))
         for r in results:
             out.update(r)
+        for cfg in undeclared:
+            r = out.get(cfg.name)
+            if r is not None and r.error is None:
+                out[cfg.name] = replace(r, profile=self._detected[cfg.name][1])
         self.last_refresh_ms = (time.perf_counter() - t0) * 1000.0
+        return out
+
+    async def _detect(self, cfgs: Sequence[EndpointConfig]) -> dict[str, PromReading]:
+        """Detect the profile of endpoints without ``metrics_profile`` (one query for all, the
+        first refresh, again every ``discover_interval`` for those not found); the readings of
+        those that cannot be read (the query failed, no known families match)."""
+        now = time.monotonic()
+        todo = [c for c in cfgs if (d := self._detected.get(c.name)) is None or d[0] != c.selector
+                or (d[1] is None and now - d[2] >= self.cfg.discover_interval)]
+        out: dict[str, PromReading] = {}
+        taken_at = self.clock()
+        if todo:
+            selectors = [parse_selector(c.selector) if c.selector else () for c in todo]
+            common, by = common_matchers(selectors)
+            names = "|".join(f"(?:{DISCOVER_NAMES[p]})" for p in DETECT_ORDER)
+            expr = (f"count by (__name__{''.join(', ' + b for b in by)}) "
+                    f"({{{', '.join([f'__name__=~{quote(names)}', *common])}}})")
+            try:
+                result = await self.client.query(expr, at=taken_at)
+            except PromError as e:
+                return {c.name: PromReading(taken_at, self.cfg.window_seconds, error=str(e)) for c in todo}
+            plans = [_plan(c, "") for c in todo]
+            routed = _Router(plans).route(result.series)
+            for i, c in enumerate(todo):
+                present = {s.labels.get("__name__", "") for s in routed.get(i, _NONE)}
+                found = next((p for p in DETECT_ORDER if any(_regex(DISCOVER_NAMES[p]).fullmatch(n)
+                                                               for n in present)), None)
+                self._detected[c.name] = (c.selector, found, now)
+        for c in cfgs:
+            if self._detected[c.name][1] is None:
+                sel = c.selector or "{}"
+                out[c.name] = PromReading(taken_at, self.cfg.window_seconds, error=one_line(
+                    f"prometheus: no series of {', '.join(DETECT_ORDER)} match {sel}: set metrics_profile",
+                    MESSAGE_LIMIT + 60))
         return out
 
     def queries_for(self, profile: str, cfgs: Sequence[EndpointConfig]) -> tuple[dict[str, str], list[_Plan]]:

@@ -59,7 +59,8 @@ def test_prometheus_config(tmp_path: Path) -> None:
     ({"endpoints": [{"name": "a", "model": "m", "metrics": "prometheus", "metrics_profile": "mlserver"}]},
      "endpoints[0].metrics: is \"prometheus\" but the config has no [prometheus]"),
     ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "prometheus"}]},
-     "endpoints[0]: metrics = \"prometheus\" needs metrics_profile"),
+     "endpoints[0]: endpoint 'a': metrics = \"prometheus\" needs metrics_profile (one of mlserver, triton, "
+     "torchserve, bentoml, kserve), or a selector to detect it from"),
     ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "pull"}]},
      'endpoints[0].metrics: must be "scrape" or "prometheus"'),
     ({"endpoints": [{"name": "a", "model": "m"}]}, "endpoints[0]: missing required key 'url'"),
