@@ -363,6 +363,9 @@ class Settings:
     mlflow: MlflowSettings | None = None  # [mlflow]: MLflow is the registry of record
     prometheus: PrometheusConfig | None = None
     discover: tuple[DiscoverConfig, ...] = ()
+    # set by core.promql.resolve_discovered: what [[discover]] found is in ``endpoints`` already
+    discovery_resolved: bool = False
+    discover_errors: Mapping[str, str] = field(default_factory=dict)  # block name -> why its discovery failed
 
     def model(self, name: str) -> ModelConfig:
         return self.models.get(name) or ModelConfig(name=name)
@@ -693,9 +696,10 @@ class _Reader:
                 if prometheus is None:
                     raise self.fail(f"{where}.metrics", 'is "prometheus" but the config has no [prometheus] '
                                                         "section (its url)")
-                if profile is None:
-                    raise self.fail(where, 'metrics = "prometheus" needs metrics_profile (one of '
-                                           'mlserver, triton, torchserve, bentoml, kserve)')
+                if profile is None and not selector:
+                    raise self.fail(where, f'endpoint {name!r}: metrics = "prometheus" needs metrics_profile (one of '
+                                           'mlserver, triton, torchserve, bentoml, kserve), or a selector to '
+                                           'detect it from')
                 if "metrics_url" in t:
                     raise self.fail(f"{where}.metrics_url", 'is not used with metrics = "prometheus" '
                                                             "(the metrics come from PromQL)")

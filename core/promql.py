@@ -13,8 +13,13 @@ endpoints cost one pass over the answer, not 5,000). What it makes of them is a
 Rules worth knowing:
 
 - rates are Prometheus' ``rate()`` over ``[prometheus] window``; the error ratio is errors /
-  requests of the same window; a quantile of an endpoint whose selector spans several label
-  groups is the highest group's (quantiles do not add up); mean latency is Σsum / Σcount;
+  requests of the same window; mean latency is Σsum / Σcount; a quantile is
+  ``histogram_quantile`` over the endpoint's buckets summed by ``le``: where an endpoint's
+  selector spans several groups of the fleet query (its pods, or a regex matcher, while other
+  endpoints' selectors name more labels), its quantiles come from extra queries grouped by the
+  labels its selector pins (:func:`merged_quantile_queries`, at most 3 more per 50 selector
+  shapes), so p95 is the whole endpoint's, never its highest pod's (Triton's summary quantiles
+  cannot be merged: there it is the highest series');
 - served versions are the ``version`` (or ``model_version``) label values with requests in the
   window (idle, with exactly one version series: that one; else unknown);
 - ``up`` is the worst of the endpoint's scrape targets when its selector matches any; the scrape
@@ -43,7 +48,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.errors import ModeldeckError
@@ -53,7 +58,7 @@ from modeldeck.core.textfmt import duration, one_line
 if TYPE_CHECKING:  # httpx loads only when a client is made (config parsing imports this module)
     import httpx
 
-    from modeldeck.core.config import DiscoverConfig, EndpointConfig, PrometheusConfig
+    from modeldeck.core.config import DiscoverConfig, EndpointConfig, PrometheusConfig, Settings
 
 log = logging.getLogger("modeldeck.promql")
 
@@ -64,6 +69,12 @@ MODEL_LABELS = {"mlserver": "model", "demo": "model", "triton": "model", "torchs
 VERSION_LABELS = ("version", "model_version")
 NO_VERSION = ("", "None", "none", "null")
 QUANTITIES = ("requests", "errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up", "age")
+QUANTILES = ("p50", "p95", "p99")
+# profiles whose quantiles come from histograms, whose buckets add up across series (Triton's are
+# summary quantiles, which do not: an endpoint spanning several of its series gets the highest)
+MERGED_QUANTILES = ("mlserver", "demo", "bentoml", "kserve")
+GROUP_LABEL = "modeldeck_group"  # set by label_replace on the merged-quantile queries
+GROUPS_PER_QUERY = 50
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,15 +301,22 @@ DISCOVER_NAMES = {
     "kserve": "request_predict_seconds_count|revision_app_request_count(_total)?",
 }
 DISCOVER_NAMES["demo"] = DISCOVER_NAMES["mlserver"]
+# an endpoint without metrics_profile is the first of these whose request families it has
+DETECT_ORDER = ("kserve", "triton", "mlserver", "torchserve", "bentoml")
 
 
 def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matcher]],
-                    served_models: Sequence[str] = ()) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The queries of ``profile`` for endpoints with these selectors, and the labels they group by.
-    Matchers every selector shares go into the queries as they are; equality matchers on a label
-    every selector names become one ``=~"a|b"`` (up to 200 values); the rest is matched here."""
+                    served_models: Sequence[str] = (), group_by: Sequence[str] | None = None,
+                    ) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The queries of ``profile`` for endpoints with these selectors, and the labels they group by
+    (every label a selector names, unless ``group_by`` says which; the profile's model label is
+    added). Matchers every selector shares go into the queries as they are; equality matchers on
+    a label every selector names become one ``=~"a|b"`` (up to 200 values); the rest is matched
+    here."""
     model_label = MODEL_LABELS.get(profile)
     common, by = common_matchers(selectors)
+    if group_by is not None:
+        by = list(group_by)
     model_common: list[str] = []
     if model_label and model_label not in by:
         by.append(model_label)
@@ -529,6 +547,7 @@ class PromReading:
     p99_ms: float | None = None
     mean_ms: float | None = None
     versions: tuple[str, ...] = ()
+    profile: str | None = None  # the metrics profile detected (endpoints without metrics_profile)
 
 
 class _Router:
@@ -575,6 +594,7 @@ class _Plan:
     rest: tuple[Matcher, ...]
     model_label: str | None
     served: str
+    merged: tuple[str, int] | None = None  # its quantiles: (the merged-quantile chunk's key suffix, its group)
 
 
 
@@ -641,6 +661,69 @@ def _versions(series: list[Series]) -> tuple[str, ...]:
     return (one_line(next(iter(every)), 40),) if len(every) == 1 else ()
 
 
+_NO_QUANTILES: dict[str, list[Series]] = {k: _NONE for k in QUANTILES}
+
+
+def merged_quantile_queries(profile: str, window: str, plans: Sequence[_Plan],
+                            selectors: Sequence[Sequence[Matcher]], by: Sequence[str]) -> dict[str, str]:
+    """The quantile queries (``p95@0``, ...) for the endpoints whose selector spans several
+    groups of the fleet query (``by`` names labels it does not pin with ``=``): per selector
+    shape (the labels pinned, the other matchers), the buckets summed by those labels and
+    ``le`` only, each shape's answer tagged with GROUP_LABEL; GROUPS_PER_QUERY shapes a query.
+    Marks those plans (``merged``); the others' quantiles stay the fleet query's."""
+    model_label = MODEL_LABELS.get(profile)
+    grouped = [b for b in by if b != model_label]
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+    for i, p in enumerate(plans):
+        p.merged = None
+        if set(grouped) <= set(p.shape):
+            continue
+        shapes.setdefault((p.shape, tuple(sorted(m.text() for m in p.rest))), []).append(i)
+    out: dict[str, str] = {}
+    parts: dict[str, list[str]] = {k: [] for k in QUANTILES}
+    chunk = 0
+    for g, ((shape, _rest), members) in enumerate(shapes.items()):
+        if g and g % GROUPS_PER_QUERY == 0:
+            out.update({f"{k}@{chunk}": " or ".join(v) for k, v in parts.items()})
+            parts, chunk = {k: [] for k in QUANTILES}, chunk + 1
+        sels = [selectors[i] for i in members]
+        served = [plans[i].served for i in members] if model_label else []
+        qs, _ = profile_queries(profile, window, sels, served, group_by=shape)
+        for k in QUANTILES:
+            parts[k].append(f'label_replace(({qs[k]}), "{GROUP_LABEL}", "{g}", "", "")')
+        for i in members:
+            plans[i].merged = (str(chunk), g)
+    if shapes:
+        out.update({f"{k}@{chunk}": " or ".join(v) for k, v in parts.items()})
+    return out
+
+
+def _route_merged(plans: Sequence[_Plan], results: Mapping[str, QueryResult]) -> dict[int, dict[str, list[Series]]]:
+    """The merged-quantile answers, to the plans they are for: plan index -> quantity -> series."""
+    members: dict[int, list[int]] = {}
+    for i, p in enumerate(plans):
+        if p.merged is not None:
+            members.setdefault(p.merged[1], []).append(i)
+    by_group: dict[str, dict[str, list[Series]]] = {}  # group -> quantity -> series
+    for key, r in results.items():
+        k, _, _chunk = key.partition("@")
+        if not _chunk:
+            continue
+        for s in r.series:
+            by_group.setdefault(s.labels.get(GROUP_LABEL, ""), {}).setdefault(k, []).append(s)
+    out: dict[int, dict[str, list[Series]]] = {}
+    for g, idx in members.items():
+        answers = by_group.get(str(g))
+        if not answers:
+            continue
+        # the shape's other matchers are in its query already (its series have lost those labels)
+        router = _Router([replace(plans[i], rest=()) for i in idx])
+        for k, series in answers.items():
+            for j, got in router.route(series).items():
+                out.setdefault(idx[j], {})[k] = got
+    return out
+
+
 class PromFleet:
     """Reads every Prometheus-backed endpoint with one query per quantity per profile.
     Belongs to one event loop (its client's)."""
@@ -654,6 +737,7 @@ class PromFleet:
         self._planned: dict[str, tuple[tuple[tuple[str, str, str], ...], dict[str, str], list[_Plan]]] = {}
         self._routers: dict[str, _Router] = {}
         self._discovered: dict[str, dict[tuple[tuple[str, str], ...], EndpointConfig | None]] = {}
+        self._detected: dict[str, tuple[str, str | None, float]] = {}  # name -> (selector, profile, when)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -662,13 +746,60 @@ class PromFleet:
         """A reading per endpoint name (every endpoint given gets one, failures included)."""
         t0 = time.perf_counter()
         groups: dict[str, list[EndpointConfig]] = {}
+        undeclared: list[EndpointConfig] = []
         for cfg in endpoints:
-            groups.setdefault((cfg.metrics_profile or "mlserver").lower(), []).append(cfg)
-        results = await asyncio.gather(*(self._refresh_profile(p, cfgs) for p, cfgs in groups.items()))
+            if cfg.metrics_profile:
+                groups.setdefault(cfg.metrics_profile.lower(), []).append(cfg)
+            else:
+                undeclared.append(cfg)
         out: dict[str, PromReading] = {}
+        if undeclared:  # no metrics_profile: detected from the families Prometheus has for them
+            out.update(await self._detect(undeclared))
+            for cfg in undeclared:
+                if cfg.name not in out:
+                    groups.setdefault(self._detected[cfg.name][1] or "", []).append(cfg)
+        results = await asyncio.gather(*(self._refresh_profile(p, cfgs) for p, cfgs in groups.items()))
         for r in results:
             out.update(r)
+        for cfg in undeclared:
+            r = out.get(cfg.name)
+            if r is not None and r.error is None:
+                out[cfg.name] = replace(r, profile=self._detected[cfg.name][1])
         self.last_refresh_ms = (time.perf_counter() - t0) * 1000.0
+        return out
+
+    async def _detect(self, cfgs: Sequence[EndpointConfig]) -> dict[str, PromReading]:
+        """Detect the profile of endpoints without ``metrics_profile`` (one query for all, the
+        first refresh, again every ``discover_interval`` for those not found); the readings of
+        those that cannot be read (the query failed, no known families match)."""
+        now = time.monotonic()
+        todo = [c for c in cfgs if (d := self._detected.get(c.name)) is None or d[0] != c.selector
+                or (d[1] is None and now - d[2] >= self.cfg.discover_interval)]
+        out: dict[str, PromReading] = {}
+        taken_at = self.clock()
+        if todo:
+            selectors = [parse_selector(c.selector) if c.selector else () for c in todo]
+            common, by = common_matchers(selectors)
+            names = "|".join(f"(?:{DISCOVER_NAMES[p]})" for p in DETECT_ORDER)
+            expr = (f"count by (__name__{''.join(', ' + b for b in by)}) "
+                    f"({{{', '.join([f'__name__=~{quote(names)}', *common])}}})")
+            try:
+                result = await self.client.query(expr, at=taken_at)
+            except PromError as e:
+                return {c.name: PromReading(taken_at, self.cfg.window_seconds, error=str(e)) for c in todo}
+            plans = [_plan(c, "") for c in todo]
+            routed = _Router(plans).route(result.series)
+            for i, c in enumerate(todo):
+                present = {s.labels.get("__name__", "") for s in routed.get(i, _NONE)}
+                found = next((p for p in DETECT_ORDER if any(_regex(DISCOVER_NAMES[p]).fullmatch(n)
+                                                               for n in present)), None)
+                self._detected[c.name] = (c.selector, found, now)
+        for c in cfgs:
+            if self._detected[c.name][1] is None:
+                sel = c.selector or "{}"
+                out[c.name] = PromReading(taken_at, self.cfg.window_seconds, error=one_line(
+                    f"prometheus: no series of {', '.join(DETECT_ORDER)} match {sel}: set metrics_profile",
+                    MESSAGE_LIMIT + 60))
         return out
 
     def queries_for(self, profile: str, cfgs: Sequence[EndpointConfig]) -> tuple[dict[str, str], list[_Plan]]:
@@ -681,7 +812,9 @@ class PromFleet:
         plans = [_plan(c, profile) for c in cfgs]
         selectors = [parse_selector(c.selector) if c.selector else () for c in cfgs]
         served = [p.served for p in plans] if MODEL_LABELS.get(profile) else []
-        queries, _ = profile_queries(profile, self.cfg.window, selectors, served)
+        queries, by = profile_queries(profile, self.cfg.window, selectors, served)
+        if profile in MERGED_QUANTILES:
+            queries.update(merged_quantile_queries(profile, self.cfg.window, plans, selectors, by))
         self._planned[profile] = (key, queries, plans)
         return queries, plans
 
@@ -726,9 +859,13 @@ class PromFleet:
             router = self._routers.get(profile)
             if router is None or router.plans is not plans:
                 router = self._routers[profile] = _Router(plans)
-            routed = {k: router.route(r.series) for k, r in results.items()}
+            routed = {k: router.route(r.series) for k, r in results.items() if "@" not in k}
+            merged = _route_merged(plans, results) if "p95@0" in queries else {}
             for i, plan in enumerate(plans):
                 got = {k: r.get(i, _NONE) for k, r in routed.items()}
+                if plan.merged is not None:  # its quantiles over its buckets summed (failed: not known)
+                    got.update(_NO_QUANTILES)
+                    got.update(merged.get(i, _NO_QUANTILES))
                 out[plan.cfg.name] = self._reading(plan, got, taken_at, window, problem, notes, unreported)
         return out
 
@@ -839,6 +976,78 @@ def _discovered(block: DiscoverConfig, labels: Mapping[str, str]) -> EndpointCon
         selector=selector_text(matchers), discovered=block.name)
 
 
+# ---------------------------------------------------------------------------------------------
+# discovery for one-off callers (releases, rollouts, the health gate)
+
+
+def might_find(block: DiscoverConfig, model: str, environment: str) -> bool:
+    """Whether ``block`` can make an endpoint of ``model`` in ``environment``."""
+    return ((block.model is None or block.model == model)
+            and (block.environment_label is not None or block.environment == environment))
+
+
+def resolve_discovered(settings: Settings, model: str | None = None, environment: str | None = None,
+                       *, timeout: float | None = None) -> Settings:
+    """``settings`` with what its ``[[discover]]`` blocks find now added to ``endpoints`` (those
+    of ``model`` in ``environment`` when given; configured names keep their endpoint, a name
+    made twice its first block's, as in the poller), ``discovery_resolved`` set and, per block
+    whose query failed, why in ``discover_errors``. One query per block, all at once, on a
+    private event loop (in a thread when this one runs a loop), within ``timeout`` (default
+    ``[prometheus] timeout`` + 1 s). Without blocks, or resolved already: ``settings`` itself."""
+    from dataclasses import replace as _replace
+
+    if not settings.discover or settings.discovery_resolved or settings.prometheus is None:
+        return settings
+    blocks = tuple(b for b in settings.discover
+                   if model is None or environment is None or might_find(b, model, environment))
+    cfg = settings.prometheus
+    bound = cfg.timeout + 1.0 if timeout is None else timeout
+    answers: list[Any] = []
+
+    async def main() -> None:
+        fleet = PromFleet(cfg)
+        try:
+            got = await asyncio.wait_for(asyncio.gather(*(fleet.discover(b) for b in blocks),
+                                                        return_exceptions=True), bound)
+            answers.extend(got)
+        except asyncio.TimeoutError:
+            answers.extend(PromError(f"prometheus: discovery timed out after {_seconds(bound)}") for _ in blocks)
+        finally:
+            await fleet.aclose()
+
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if running:
+        import threading
+
+        worker = threading.Thread(target=lambda: asyncio.run(main()), name="modeldeck-discover", daemon=True)
+        worker.start()
+        worker.join(bound + 5.0)
+    else:
+        asyncio.run(main())
+    errors: dict[str, str] = {}
+    taken = {e.name for e in settings.endpoints}
+    found: list[EndpointConfig] = []
+    for i, block in enumerate(blocks):
+        got = answers[i] if i < len(answers) else PromError(
+            f"prometheus: discovery timed out after {_seconds(bound)}")
+        if isinstance(got, BaseException):
+            errors[block.name] = (str(got) if isinstance(got, PromError)
+                                  else one_line(f"prometheus: {type(got).__name__}: {got}", MESSAGE_LIMIT))
+            continue
+        for ep in got:
+            if ep.name in taken:
+                continue
+            taken.add(ep.name)
+            if (model is None or ep.model == model) and (environment is None or ep.environment == environment):
+                found.append(ep)
+    return _replace(settings, endpoints=(*settings.endpoints, *found), discovery_resolved=True,
+                    discover_errors=errors)
+
+
 __all__ = ["PROMQL", "Matcher", "PromClient", "PromError", "PromFleet", "PromReading", "QueryResult",
-           "SelectorError", "Series", "discovered_endpoints", "parse_selector", "profile_queries",
+           "SelectorError", "Series", "discovered_endpoints", "might_find", "parse_selector", "profile_queries", "resolve_discovered",
            "selector_text"]

@@ -525,9 +525,16 @@ def health_gate(settings: Settings, model: str, environment: str,
     critical error-ratio and p95 thresholds (:func:`modeldeck.core.judge.health_verdicts`, the
     rules the report and the fleet use), judged from ``snapshots``. The detail names the
     values judged, or which are not known."""
+    settings = with_discovered(settings, model, environment)
     eps = settings.endpoints_for(model, environment)
+    unknown = discovery_problem(settings, model, environment)
+    if unknown:  # the environment may have endpoints no one can see now: not judged, so not passed
+        return GateResult("healthy", False, f"{unknown}; not judged",
+                          {"endpoints": [{"endpoint": e.name, "status": None} for e in eps],
+                           "discover_errors": dict(settings.discover_errors)})
     if not eps:
-        return GateResult("healthy", True, f"no endpoints configured for {model} in {environment}: not "
+        where = "configured or discovered" if settings.discover else "configured"
+        return GateResult("healthy", True, f"no endpoints {where} for {model} in {environment}: not "
                           f"checked", {"endpoints": []})
     by_name = {s.endpoint: s for s in (snapshots or ())}
     problems, fine = [], []
@@ -675,6 +682,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
     creates = check_environment(settings, registry, environment, create=create_env)
     mc, policy_version = effective_model(settings, registry, model)
     settings = replace(settings, models={**settings.models, model: mc})
+    settings = with_discovered(settings, model, environment)
     actor = actor or current_actor()
     current = registry.alias(model, environment)
     if action == "rollback":
@@ -719,7 +727,10 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
     elif mc.gates:
         notes.append("metric gates do not apply to a rollback")
     eps = tuple(e.name for e in settings.endpoints_for(model, environment))
-    if not eps:
+    unknown = discovery_problem(settings, model, environment)
+    if unknown:
+        notes.append(f"{unknown}: rollout verification and baking cannot judge the endpoints it would find")
+    elif not eps:
         why = "no config file" if settings.path is None else f"no endpoints for {model} in {environment}"
         notes.append(f"{why}: rollout verification and baking are skipped")
     return ReleasePlan(settings=settings, model=model, environment=environment, action=action,
@@ -778,6 +789,33 @@ def baseline_for(plan: ReleasePlan, registry: Registry) -> dict[str, dict[str, A
     return out
 
 
+def with_discovered(settings: Settings, model: str, environment: str) -> Settings:
+    """``settings`` with the endpoints its ``[[discover]]`` blocks find now for ``model`` in
+    ``environment`` (:func:`modeldeck.core.promql.resolve_discovered`, bounded by ``[prometheus]
+    timeout``); itself without blocks."""
+    if not settings.discover or settings.discovery_resolved:
+        return settings
+    from modeldeck.core.promql import resolve_discovered
+
+    return resolve_discovered(settings, model, environment)
+
+
+def discovery_problem(settings: Settings, model: str, environment: str) -> str | None:
+    """One line when a ``[[discover]]`` block that could find endpoints of ``model`` in
+    ``environment`` failed (Prometheus unreachable, slow, refusing), else None."""
+    if not settings.discover_errors:
+        return None
+    from modeldeck.core.promql import might_find
+
+    failed = [(b.name, settings.discover_errors[b.name]) for b in settings.discover
+              if b.name in settings.discover_errors and might_find(b, model, environment)]
+    if not failed:
+        return None
+    name, why = failed[0]
+    more = f" (and {len(failed) - 1} more block{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+    return one_line(f"the endpoints of {model} in {environment} are not known: discover {name}: {why}{more}", 240)
+
+
 def _loop_running() -> bool:
     """Inside a running event loop (a Textual handler) plan() must not run a loop of its own:
     it then judges health from the snapshots it was given (missing ones fail the gate)."""
@@ -826,10 +864,16 @@ class EndpointWatch:
                  live_windows: bool = True) -> None:
         from modeldeck.core.poller import RATE_WINDOW, Poller
 
-        eps = tuple(e for e in settings.endpoints if e.name in set(names))
+        wanted = set(names)
+        if settings.discover and not settings.discovery_resolved and not wanted <= {e.name for e in settings.endpoints}:
+            from modeldeck.core.promql import resolve_discovered
+
+            settings = resolve_discovered(settings)  # discovered endpoints among them
+        eps = tuple(e for e in settings.endpoints if e.name in wanted)
         if not live_windows:  # health, version and metrics only: no drift or quality of the whole window
             eps = tuple(replace(e, capture=None, labels=None) for e in eps)
-        self.settings = replace(settings, endpoints=eps, poll=replace(settings.poll, store_interval=0.0))
+        # these endpoints only (what [[discover]] found is among them): no discovery of the whole fleet
+        self.settings = replace(settings, endpoints=eps, discover=(), poll=replace(settings.poll, store_interval=0.0))
         self._loop = asyncio.new_event_loop()
         self._poller = Poller(self.settings, registry_path=settings.registry, source="release",
                               rate_window=rate_window or RATE_WINDOW)

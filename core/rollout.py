@@ -134,6 +134,8 @@ def _take_over(reg: Registry, r: Rollout, settings: Settings | None) -> Rollout 
         elif r.state == "baking" and remaining is not None and remaining > 1.0:
             resume = "bake"
     s = _settings_for(r, settings, reg) if resume else None
+    if s is not None:
+        s = releases_with_discovered(s, r.model, r.environment)
     if resume and s is not None and s.endpoints_for(r.model, r.environment):
         details = {**dict(r.details), "resumes": resumes + 1}
         # claim it (compare-and-set on the dead pid and heartbeat), then hand it on
@@ -158,6 +160,12 @@ def _take_over(reg: Registry, r: Rollout, settings: Settings | None) -> Rollout 
         r.id, "unverified", f"{who} stopped while {r.state}{last}; {why}, so nothing watched version "
         f"{r.to_version} to the end: check {r.environment}, then modeldeck rollout {r.id} --confirm --reason ... "
         f"or roll back", expect=(r.state,), actor="modeldeck")
+
+
+def releases_with_discovered(settings: Settings, model: str, environment: str) -> Settings:
+    from modeldeck.core import releases
+
+    return releases.with_discovered(settings, model, environment)
 
 
 def _settings_for(r: Rollout, settings: Settings | None, reg: Registry) -> Settings | None:
@@ -370,6 +378,7 @@ def _plan_for(settings: Settings, reg: Registry, r: Rollout) -> Any:
     with contextlib.suppress(ModeldeckError):
         mc, _ = releases.effective_model(settings, reg, r.model)
     settings = replace(settings, models={**settings.models, r.model: mc})
+    settings = releases.with_discovered(settings, r.model, r.environment)
     eps = tuple(e.name for e in settings.endpoints_for(r.model, r.environment))
     return releases.ReleasePlan(settings=settings, model=r.model, environment=r.environment, action=r.action,
                                 from_version=r.from_version, to_version=r.to_version,

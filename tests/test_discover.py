@@ -230,3 +230,116 @@ async def test_fleet_screen_rows_follow_discovery(tmp_path: Path, monkeypatch: p
         await pilot.pause()
         header = str(app.screen.query_one("#fleet-header").render())
         assert "discover discover[0]: prometheus: query timed out after 2.0 s" in header
+
+
+# ---------------------------------------------------------------------------------------------
+# releases judge the discovered endpoints of their model and environment
+
+
+def _release_settings(tmp_path: Path, prom_url: str, **prom: object) -> config.Settings:
+    return _parse(tmp_path, {
+        "registry": str(tmp_path / "reg.db"), "poll": {"interval": 0.2, "timeout": 1.0}, "report": {"sample": 0.5},
+        "prometheus": {"url": prom_url, "window": "10s", "timeout": 1.0, **prom},
+        "discover": [BLOCK]})
+
+
+def _three_versions(path: Path) -> None:
+    from modeldeck.core.registry import Registry
+
+    with Registry(path) as reg:
+        for v in (1, 2, 3):
+            reg.register("churn", f"s3://m/{v}")
+            reg.approve("churn", v, "offline eval")
+        reg.promote("churn", 2, "prod", "first release")
+        reg.promote("churn", 1, "prod", "back to 1")  # the fleet's servers say version 1
+
+
+@pytest.mark.live
+def test_release_plan_judges_discovered_endpoints(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from modeldeck.core import releases
+    from modeldeck.core.registry import Registry
+
+    prom, _ = fleet
+    settings = _release_settings(tmp_path, prom.url)
+    assert settings.endpoints_for("churn", "prod") == []  # nothing configured: all of it is discovered
+    _three_versions(settings.registry)
+    with Registry(settings.registry) as reg:
+        p = releases.plan(settings, reg, "churn", 3, "prod")
+        back = releases.plan(settings, reg, "churn", None, "prod", action="rollback", to=2, check_health=False)
+    # only churn's endpoint in prod (fraud-prod is another model's), polled through Prometheus
+    assert p.endpoints == ("churn-prod",) and back.endpoints == ("churn-prod",)
+    healthy = next(g for g in p.gates if g.name == "healthy")
+    assert healthy.passed, healthy.detail
+    assert "churn-prod" in healthy.detail and "no endpoints" not in healthy.detail
+    row = healthy.data["endpoints"][0]
+    assert row["endpoint"] == "churn-prod" and row["status"] == UP and row["request_rate"]
+    assert not any("skipped" in n for n in p.notes), p.notes
+    # the rollout's verification and bake watch them with the plan's settings (the supervisor gets these)
+    (ep,) = p.settings.endpoints_for("churn", "prod")
+    assert ep.discovered == "discover[0]" and ep.via_prometheus and 'service="churn"' in ep.selector
+    watch = releases.EndpointWatch(p.settings, p.endpoints, live_windows=False)
+    try:
+        (snap,) = watch()
+    finally:
+        watch.close()
+    assert snap.endpoint == "churn-prod" and snap.served_version == "1" and snap.request_rate
+
+
+def test_release_without_prometheus_is_not_judged(tmp_path: Path) -> None:
+    """Prometheus unreachable when a release needs the environment's discovered endpoints: the
+    health gate fails saying why (not judged), within the query timeout; a rollback says its
+    verification cannot judge them."""
+    import socket
+
+    from modeldeck.core import releases
+    from modeldeck.core.registry import Registry
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = _release_settings(tmp_path, f"http://127.0.0.1:{port}")
+    _three_versions(settings.registry)
+    t0 = time.monotonic()
+    with Registry(settings.registry) as reg:
+        p = releases.plan(settings, reg, "churn", 3, "prod")
+        back = releases.plan(settings, reg, "churn", None, "prod", action="rollback", to=2)
+    assert time.monotonic() - t0 < 30  # bounded by [prometheus] timeout, not hanging
+    healthy = next(g for g in p.gates if g.name == "healthy")
+    assert not healthy.passed
+    assert healthy.detail.startswith("the endpoints of churn in prod are not known: discover discover[0]: "
+                                     f"prometheus: 127.0.0.1:{port}: ")
+    assert healthy.detail.endswith("; not judged")
+    assert p.failed_gates and p.failed_gates[-1].name == "healthy"
+    assert any(n.startswith("the endpoints of churn in prod are not known") and "cannot judge" in n
+               for n in back.notes), back.notes
+    # a block that cannot find this model's endpoints does not block it
+    fixed = _parse(tmp_path, {"registry": str(tmp_path / "reg.db"), "report": {"sample": 0.5},
+                              "prometheus": {"url": f"http://127.0.0.1:{port}", "timeout": 1.0},
+                              "discover": [{**{k: v for k, v in BLOCK.items() if k != "model_label"},
+                                            "model": "fraud"}]})
+    with Registry(fixed.registry) as reg:
+        p = releases.plan(fixed, reg, "churn", 3, "prod")
+    healthy = next(g for g in p.gates if g.name == "healthy")
+    assert healthy.passed and "no endpoints configured or discovered for churn in prod" in healthy.detail
+
+
+@pytest.mark.parametrize("n, note", [
+    (10, None),
+    (2_000, "history: 50 snapshots kept per endpoint, not poll.history 300, for 2,000 endpoints (at most "
+            "100,000 in memory)"),
+    (6_000, "history: 6,000 endpoints x 20 snapshots = 120,000 in memory, over the 100,000 budget "
+            "(poll.history 300; sparklines cover 20 polls)"),
+])
+def test_history_budget_is_said_not_silent(tmp_path: Path, caplog: pytest.LogCaptureFixture, n: int,
+                                           note: str | None) -> None:
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"), "poll": {"history": 300},
+        "prometheus": {"url": "http://127.0.0.1:9"}, "discover": [BLOCK],
+        "endpoints": [{"name": f"e{i}", "model": "m", "metrics": "prometheus", "metrics_profile": "mlserver",
+                       "selector": f'{{service="s{i}"}}'} for i in range(n)]})
+    p = Poller(settings, aliases={})
+    assert p.history_note == note
+    with caplog.at_level("WARNING", logger="modeldeck.poller"):
+        p._fit_history()
+        p._fit_history()  # logged once, not at every discovery
+    assert [r.getMessage() for r in caplog.records if r.name == "modeldeck.poller"] == ([note] if note else [])

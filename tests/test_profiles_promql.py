@@ -234,3 +234,37 @@ def test_kserve_direct_version_unknown_not_a_mismatch(tmp_path: Path) -> None:
     assert "errors not reported by kserve" in s.reason
     assert s.error_ratio is None and s.request_rate and s.request_rate > 0
     assert s.profile == "kserve"
+
+
+@pytest.mark.live
+def test_profile_detected_without_metrics_profile(snaps, exact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """metrics = "prometheus" without metrics_profile: the profile is detected from the families
+    Prometheus has for the selector (one query), and the values are those of the declared one;
+    a selector matching no known server's families says so in one line, naming what to set."""
+    prom, at = exact
+    settings = config.parse({
+        "registry": str(tmp_path / "none.db"), "prometheus": {"url": prom.url, "window": "1m", "timeout": 5.0},
+        "endpoints": [*({"name": m, "model": m, "metrics": "prometheus", "selector": f'{{service="{s}"}}'}
+                        for m, _p, s in ENDPOINTS),
+                      {"name": "ghost", "model": "ghost", "metrics": "prometheus", "selector": '{service="ghost"}'}]},
+        tmp_path / "modeldeck.toml")
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with Poller(settings, clock=lambda: at, aliases={("resnet", "production"): 2}) as p:
+            first = {s.endpoint: s for s in await p.poll_once()}
+            n = p._prom.client.queries
+            await p.poll_once()
+            return first, n, p._prom.client.queries - n
+
+    got, queries, again = asyncio.run(main())
+    assert queries == 1 + 10 + 7 + 9 + 9  # the detection, then as when declared
+    assert again == 10 + 7 + 9 + 9  # detected once
+    for m, profile, _s in ENDPOINTS:
+        declared, detected = snaps[m], got[m]
+        assert detected.profile == profile, (m, detected.reason)
+        assert (detected.status, detected.request_rate, detected.error_ratio, detected.latency_p95_ms) == \
+            (declared.status, declared.request_rate, declared.error_ratio, declared.latency_p95_ms)
+    ghost = got["ghost"]
+    assert ghost.status != UP
+    assert ("prometheus: no series of kserve, triton, mlserver, torchserve, bentoml match {service=\"ghost\"}: "
+            "set metrics_profile") in ghost.reason

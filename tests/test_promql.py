@@ -59,7 +59,8 @@ def test_prometheus_config(tmp_path: Path) -> None:
     ({"endpoints": [{"name": "a", "model": "m", "metrics": "prometheus", "metrics_profile": "mlserver"}]},
      "endpoints[0].metrics: is \"prometheus\" but the config has no [prometheus]"),
     ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "prometheus"}]},
-     "endpoints[0]: metrics = \"prometheus\" needs metrics_profile"),
+     "endpoints[0]: endpoint 'a': metrics = \"prometheus\" needs metrics_profile (one of mlserver, triton, "
+     "torchserve, bentoml, kserve), or a selector to detect it from"),
     ({"prometheus": {"url": "http://p"}, "endpoints": [{"name": "a", "model": "m", "metrics": "pull"}]},
      'endpoints[0].metrics: must be "scrape" or "prometheus"'),
     ({"endpoints": [{"name": "a", "model": "m"}]}, "endpoints[0]: missing required key 'url'"),
@@ -235,6 +236,15 @@ def _om_mlserver(t0: int) -> str:
         lines.append(f"model_infer_request_success_total{{{f}}} {30 * i} {t}")
         for svc in ("churn", "fraud"):
             lines.append(f'up{{namespace="prod",service="{svc}",job="fleet"}} 1 {t}')
+        # search: two pods of one endpoint, 100 requests each a step; pod a all <= 0.1 s, pod b
+        # 20 <= 0.25 s and 80 more <= 0.5 s
+        for pod, buckets in (("a", (100, 100, 100, 100)), ("b", (0, 20, 100, 100))):
+            m = f'namespace="prod",service="search",pod="{pod}"'
+            lines.append(f'model_infer_request_success_total{{{m},model="search",version="1"}} {100 * i} {t}')
+            for le, n in zip(("0.1", "0.25", "0.5", "+Inf"), buckets):
+                lines.append(f'rest_server_request_duration_seconds_bucket{{{m},path="/v2/models/search/infer",'
+                             f'le="{le}"}} {n * i} {t}')
+            lines.append(f'up{{{m},job="fleet"}} 1 {t}')
     return "\n".join(lines) + "\n# EOF\n"
 
 
@@ -289,4 +299,36 @@ def test_client_query_against_exact_data(exact) -> None:  # type: ignore[no-unty
 
     r = asyncio.run(main())
     got = {s.labels["service"]: s.value for s in r.series}
-    assert got == pytest.approx({"churn": 98 / 15, "fraud": 2.0})
+    assert got == pytest.approx({"churn": 98 / 15, "fraud": 2.0, "search": 200 / 15})
+
+
+@pytest.mark.live
+def test_quantiles_of_an_endpoint_over_several_pods_merge_their_buckets(exact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An endpoint whose selector spans several series groups of the fleet query (its pods, while
+    another endpoint's selector names the pod; or a regex matcher) gets the quantile of its
+    buckets summed by le, not its slowest pod's."""
+    prom, at = exact
+
+    def ep(name: str, selector: str) -> dict:
+        return {"name": name, "model": "search", "metrics": "prometheus", "metrics_profile": "mlserver",
+                "selector": selector}
+
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"), "prometheus": {"url": prom.url, "window": "1m", "timeout": 5.0},
+        "endpoints": [ep("search", '{namespace="prod", service="search"}'),
+                      ep("search-a", '{namespace="prod", service="search", pod="a"}'),
+                      ep("search-ab", '{service="search", pod=~"a|b"}'),
+                      {**ep("churn", '{namespace="prod", service="churn"}'), "model": "churn"}]})
+    (search, search_a, search_ab, churn), queries = _poll(settings, at)
+    assert queries == 10 + 3  # the fleet's queries, and one merged query per quantile
+    # known in advance: merged 200 a step, 100 <= 0.1 s, 120 <= 0.25 s, 200 <= 0.5 s
+    assert search.latency_p95_ms == pytest.approx(250 + (190 - 120) / 80 * 250)  # 468.75; pod b alone: 484.4
+    assert search.latency_p50_ms == pytest.approx(100.0)  # pod b alone: 343.75
+    assert search.latency_p99_ms == pytest.approx(250 + (198 - 120) / 80 * 250)
+    direct = prom.value('histogram_quantile(0.95, sum by (le) (rate(rest_server_request_duration_seconds_bucket'
+                        '{service="search", path=~".*/infer"}[1m])))', at)
+    assert search.latency_p95_ms == pytest.approx(1000 * direct)
+    assert search_ab.latency_p95_ms == pytest.approx(1000 * direct)
+    assert search.request_rate == pytest.approx(200 / 15) and search_a.request_rate == pytest.approx(100 / 15)
+    assert search_a.latency_p95_ms == pytest.approx(95.0)  # its own pod's
+    assert churn.latency_p95_ms == pytest.approx(250.0)  # no pod label: the same either way
