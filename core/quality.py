@@ -83,6 +83,9 @@ CALIBRATION_ROWS = 20_000  # CBPE calibrates on at most the newest this many lab
 ISOTONIC_MIN_CLASS = 1_000  # CBPE calibrates isotonically with at least this many reference rows of each class
 LABEL_FILE_SLACK = 300.0  # seconds of clock skew allowed between captures' times and label files' mtimes
 SCHEMA = "modeldeck.quality/v1"
+# What the lag says when no labelled row's label time is known (core.capture.read_labels reads it
+# from eventMetadata.labelTime or a label_time/labelTime column; a file's mtime is not used).
+LAG_UNKNOWN = "unknown (the labels carry no label time: eventMetadata.labelTime or a label_time column)"
 
 
 @dataclass(frozen=True)
@@ -1009,7 +1012,7 @@ def render_text(r: QualityResult, reg: Registered | None = None, verdicts: Seque
         head += f"; not enough labels (fewer than {r.min_rows}): no verdict"
     lines.append(head)
     lines.append(describe_counts(r.counts))
-    lag = "unknown" if r.label_lag_seconds is None else duration(max(0.0, r.label_lag_seconds))
+    lag = LAG_UNKNOWN if r.label_lag_seconds is None else duration(max(0.0, r.label_lag_seconds))
     lines.append(f"labelled share of the newest {r.window} captured rows {pct(r.labelled_share)}, "
                  f"label lag (median) {lag}")
     rows = []

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
-from modeldeck.core import judge
+from modeldeck.core import judge, quality
 from modeldeck.core.config import EndpointConfig
 from modeldeck.core.registry import Version
 from modeldeck.core.snapshot import DriftSummary, EndpointSnapshot
@@ -647,7 +647,7 @@ def quality_summary(q: Any, verdicts: list[Any]) -> Text:
         t.append(f"  {doc.get('problem_type')} on the newest {rows} labelled rows")
     lag = doc.get("label_lag_seconds")
     t.append(f"\nlabelled {pct(doc.get('labelled_share'))} of the newest {doc.get('window')} captured rows, "
-             f"label lag {'unknown' if lag is None else duration(max(0.0, lag))}")
+             f"label lag {quality.LAG_UNKNOWN if lag is None else duration(max(0.0, lag))}")
     reg = doc.get("registered")
     if reg:
         t.append(f"; judged against {one_line(reg.get('describe') or '', 80)}", style="dim")
