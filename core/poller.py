@@ -286,6 +286,7 @@ class Poller:
         self._prom_forced = False
         self._discover_at = -math.inf
         self._discover_errors: dict[str, str] = {}  # block name -> why its last discovery failed
+        self._history_logged: str | None = None  # the history_note last logged
         self._running = False
         self.prom_refresh_ms: float | None = None  # the last Prometheus refresh's wall time
 
@@ -751,7 +752,28 @@ class Poller:
             return n
         return max(1, min(n, max(MIN_HISTORY, HISTORY_BUDGET // max(1, len(self._targets)))))
 
+    @property
+    def history_note(self) -> str | None:
+        """One line when a large discovered fleet keeps fewer snapshots per endpoint than
+        ``poll.history`` (the HISTORY_BUDGET in memory), or more than the budget in all (at least
+        MIN_HISTORY each); else None. Shown by the fleet screen and logged when it changes."""
+        want = max(1, self.poll_settings.history)
+        n = len(self._targets)
+        cap = self._history_len()
+        if not self.settings.discover or cap >= want:
+            return None
+        if n * cap > HISTORY_BUDGET:
+            return (f"history: {n:,} endpoints x {cap} snapshots = {n * cap:,} in memory, over the "
+                    f"{HISTORY_BUDGET:,} budget (poll.history {want}; sparklines cover {cap} polls)")
+        return (f"history: {cap} snapshots kept per endpoint, not poll.history {want}, for {n:,} endpoints "
+                f"(at most {HISTORY_BUDGET:,} in memory)")
+
     def _fit_history(self) -> None:
+        note = self.history_note
+        if note != self._history_logged:
+            self._history_logged = note
+            if note:
+                log.warning("%s", note)
         cap = self._history_len()
         with self._lock:
             for name, h in self._history.items():

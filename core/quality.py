@@ -38,10 +38,15 @@ time is known (``None`` otherwise).
 
 **Estimated** (confidence-based performance estimation, as NannyML's CBPE), for binary
 classifiers with probabilities: the probabilities are calibrated on the labelled reference
-rows (the measured window), then the expected accuracy and ROC AUC of
-the newest ``window`` rows *without* a label are computed from the calibrated probabilities
-(Platt scaling on the logit: two parameters, steadier than isotonic steps on a few hundred
-rows).
+rows (the measured window, at most ``CALIBRATION_ROWS``), then the expected accuracy and
+ROC AUC of the newest ``window`` rows *without* a label are computed from the calibrated
+probabilities. The calibration is isotonic (as NannyML's) when the reference holds at least
+``ISOTONIC_MIN_CLASS`` rows of each class, else Platt scaling on the logit (two parameters,
+steadier than isotonic steps on a few hundred rows, but unable to follow a boosted model's
+miscalibration: on the demo's fraud model Platt is about 0.02 low however many rows).
+The estimate is within 0.02 of the measured value once both windows are large (20,000
+rows each on the demo's models); on 1,000 rows the measured value's own sampling noise
+alone is about 0.01-0.03 for ROC AUC.
 The estimate is kept apart (``estimated``) and never mixed with measured values.
 
 Judgement (a drop against the version's registered metric) is ``core.judge.quality_verdicts``.
@@ -74,8 +79,9 @@ Z95 = 1.959963984540054
 BOOTSTRAP = 200
 BOOTSTRAP_MAX_ROWS = 10_000
 SERIES_BLOCKS = 24
-CALIBRATION_ROWS = 20_000
-LABEL_FILE_SLACK = 300.0  # seconds of clock skew allowed between captures' times and label files' mtimes  # CBPE calibrates on at most the newest this many labelled rows
+CALIBRATION_ROWS = 20_000  # CBPE calibrates on at most the newest this many labelled rows
+ISOTONIC_MIN_CLASS = 1_000  # CBPE calibrates isotonically with at least this many reference rows of each class
+LABEL_FILE_SLACK = 300.0  # seconds of clock skew allowed between captures' times and label files' mtimes
 SCHEMA = "modeldeck.quality/v1"
 
 
@@ -161,9 +167,11 @@ class Estimate:
     rows: int  # unlabelled rows estimated on
     reference_rows: int  # labelled rows calibrated on
     metrics: Mapping[str, float | None]
+    calibration: str = "platt"  # isotonic | platt (core.quality.calibration_method)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"estimated": True, "method": "cbpe", "rows": self.rows, "reference_rows": self.reference_rows,
+        return {"estimated": True, "method": "cbpe", "calibration": self.calibration, "rows": self.rows,
+                "reference_rows": self.reference_rows,
                 "metrics": {k: _f(v) for k, v in self.metrics.items()}}
 
 
@@ -709,14 +717,46 @@ def _logit(s: np.ndarray) -> np.ndarray:
     return np.log(c / (1 - c))
 
 
-def cbpe(ref_score: np.ndarray, ref_true: np.ndarray, cur_score: np.ndarray, cur_pred_positive: np.ndarray,
-         ) -> dict[str, float | None]:
-    """Expected accuracy and ROC AUC of the current rows (their scores and whether each is
-    predicted positive) after calibrating scores on the labelled reference rows (Platt
-    scaling: two parameters, so a reference of a few hundred rows calibrates without the
-    steps an isotonic fit leaves)."""
+def isotonic(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic calibration (scikit-learn's ``IsotonicRegression``, increasing, clipped out of
+    bounds): the distinct scores and the fitted P(y | s) at each; between them the fit is
+    interpolated linearly (:func:`calibrate`)."""
+    from scipy.optimize import isotonic_regression
+
+    order = np.argsort(score, kind="mergesort")
+    s, t = score[order].astype(np.float64), y[order].astype(np.float64)
+    xs, starts, counts = np.unique(s, return_index=True, return_counts=True)
+    means = np.add.reduceat(t, starts) / counts
+    return xs, np.clip(isotonic_regression(means, weights=counts.astype(np.float64), increasing=True).x, 0.0, 1.0)
+
+
+def calibration_method(ref_true: np.ndarray) -> str:
+    """``isotonic`` (NannyML's choice) when the reference holds at least ``ISOTONIC_MIN_CLASS``
+    rows of each class, else ``platt``: isotonic steps fitted on a few hundred rows overfit
+    and bias the expected AUC upwards (on the demo's fraud model by about +0.02 with 140
+    positives), while Platt's two parameters cannot follow a boosted model's miscalibration
+    (about -0.02 on the same model however many rows)."""
+    pos = int(np.count_nonzero(ref_true))
+    return "isotonic" if min(pos, len(ref_true) - pos) >= ISOTONIC_MIN_CLASS else "platt"
+
+
+def calibrate(ref_score: np.ndarray, ref_true: np.ndarray, cur_score: np.ndarray,
+              method: str | None = None) -> np.ndarray:
+    """P(positive) of ``cur_score`` calibrated on the labelled reference rows."""
+    method = method or calibration_method(ref_true)
+    if method == "isotonic":
+        xs, fit = isotonic(ref_score, ref_true)
+        return np.interp(cur_score.astype(np.float64), xs, fit)
     a, b = platt(ref_score, ref_true)
-    c = 1.0 / (1.0 + np.exp(-(a * _logit(cur_score) + b)))
+    return 1.0 / (1.0 + np.exp(-(a * _logit(cur_score) + b)))
+
+
+def cbpe(ref_score: np.ndarray, ref_true: np.ndarray, cur_score: np.ndarray, cur_pred_positive: np.ndarray,
+         method: str | None = None) -> dict[str, float | None]:
+    """Expected accuracy and ROC AUC of the current rows (their scores and whether each is
+    predicted positive) after calibrating scores on the labelled reference rows
+    (:func:`calibration_method` picks isotonic or Platt scaling)."""
+    c = calibrate(ref_score, ref_true, cur_score, method)
     acc = float(np.where(cur_pred_positive, c, 1.0 - c).mean()) if len(c) else None
     return {"accuracy": acc, "roc_auc": expected_auc(cur_score, c) if len(c) > 1 else None}
 
@@ -772,8 +812,9 @@ def _estimate(j: Joined, ref_true: np.ndarray, ref_score: np.ndarray | None) -> 
         return None
     cur_pos = np.asarray(j.unlabelled_pred)[ok] == j.positive
     keep = slice(max(0, len(t) - CALIBRATION_ROWS), len(t))  # the newest labelled rows calibrate
-    m = cbpe(ref_score[keep], t[keep], cur_s, cur_pos)
-    return Estimate(rows=len(cur_s), reference_rows=min(len(t), CALIBRATION_ROWS), metrics=m)
+    method = calibration_method(t[keep])
+    m = cbpe(ref_score[keep], t[keep], cur_s, cur_pos, method)
+    return Estimate(rows=len(cur_s), reference_rows=min(len(t), CALIBRATION_ROWS), metrics=m, calibration=method)
 
 
 def _with_series(r: QualityResult, j: Joined) -> QualityResult:
@@ -992,7 +1033,7 @@ def render_text(r: QualityResult, reg: Registered | None = None, verdicts: Seque
         e = r.estimate
         vals = ", ".join(f"{k} {fmt_value(k, v)}" for k, v in e.metrics.items())
         lines += ["", f"estimated (CBPE, not measured) on {e.rows} unlabelled rows, calibrated on "
-                      f"{e.reference_rows} labelled: {vals}"]
+                      f"{e.reference_rows} labelled ({e.calibration}): {vals}"]
     for v in verdicts:
         lines.append(f"{v['level']}: {v['text']}" if isinstance(v, Mapping) else f"{v.level}: {v.text}")
     return "\n".join(lines) + "\n"

@@ -321,3 +321,25 @@ def test_release_without_prometheus_is_not_judged(tmp_path: Path) -> None:
         p = releases.plan(fixed, reg, "churn", 3, "prod")
     healthy = next(g for g in p.gates if g.name == "healthy")
     assert healthy.passed and "no endpoints configured or discovered for churn in prod" in healthy.detail
+
+
+@pytest.mark.parametrize("n, note", [
+    (10, None),
+    (2_000, "history: 50 snapshots kept per endpoint, not poll.history 300, for 2,000 endpoints (at most "
+            "100,000 in memory)"),
+    (6_000, "history: 6,000 endpoints x 20 snapshots = 120,000 in memory, over the 100,000 budget "
+            "(poll.history 300; sparklines cover 20 polls)"),
+])
+def test_history_budget_is_said_not_silent(tmp_path: Path, caplog: pytest.LogCaptureFixture, n: int,
+                                           note: str | None) -> None:
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"), "poll": {"history": 300},
+        "prometheus": {"url": "http://127.0.0.1:9"}, "discover": [BLOCK],
+        "endpoints": [{"name": f"e{i}", "model": "m", "metrics": "prometheus", "metrics_profile": "mlserver",
+                       "selector": f'{{service="s{i}"}}'} for i in range(n)]})
+    p = Poller(settings, aliases={})
+    assert p.history_note == note
+    with caplog.at_level("WARNING", logger="modeldeck.poller"):
+        p._fit_history()
+        p._fit_history()  # logged once, not at every discovery
+    assert [r.getMessage() for r in caplog.records if r.name == "modeldeck.poller"] == ([note] if note else [])

@@ -211,6 +211,10 @@ class PollerSource:
         """Why the last discovery of a ``[[discover]]`` block failed, by block name."""
         return self._poller.discover_errors if self._poller is not None else {}
 
+    def history_note(self) -> str | None:
+        """One line when a large discovered fleet keeps less history than ``poll.history``."""
+        return self._poller.history_note if self._poller is not None else None
+
     def latest(self) -> dict[str, EndpointSnapshot]:
         return self._poller.latest() if self._poller is not None else {}
 

@@ -315,6 +315,10 @@ class FleetScreen(DeckScreen):
             if found:  # the last discovery failed: the rows shown are the set found before
                 block, why = next(iter(found.items()))
                 t.append(f"  discover {one_line(block, 20)}: {one_line(why, 80)}", style="bold red")
+            history_note = getattr(app.source, "history_note", None) if app.source is not None else None
+            note = history_note() if callable(history_note) else None
+            if note:  # a large discovered fleet: fewer snapshots per endpoint than poll.history
+                t.append("  " + one_line(note, 120), style="yellow")
             registry_error = getattr(app.source, "registry_error", None) if app.source is not None else None
             if registry_error:
                 t.append("  registry: " + one_line(registry_error, 120), style="bold yellow")
