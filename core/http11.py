@@ -141,8 +141,8 @@ class PlainHTTP1Transport(httpx.AsyncBaseTransport):
     httpcore's h11 state machine costs about half a millisecond of CPU per GET; a poller of 200
     endpoints sends 400 a second, so that alone was a quarter of a core. This transport reads a
     status line, headers and a framed body and nothing else; it plugs into httpx (requests and
-    responses stay httpx objects, content decoding included). Anything but a body-less GET goes
-    to ``fallback`` (httpx's own transport). Deadlines are the caller's (the poller cancels);
+    responses stay httpx objects, content decoding included). Anything but a body-less GET or a POST of
+    a body in memory goes to ``fallback`` (httpx's own transport). Deadlines are the caller's (the poller cancels);
     a cancelled or unfinished exchange closes its connection rather than reusing it."""
 
     HEAD_LIMIT = 64 * 1024
@@ -182,10 +182,15 @@ class PlainHTTP1Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if request.method != "GET" or url.scheme != "http" or request.headers.get("content-length") not in (None, "0"):
+        payload = b""
+        if request.method == "POST" and isinstance(request.stream, httpx.ByteStream):
+            payload = request.content  # a form already in memory (Prometheus queries)
+        elif request.method != "GET" or request.headers.get("content-length") not in (None, "0"):
+            return await self.fallback.handle_async_request(request)
+        if url.scheme != "http":
             return await self.fallback.handle_async_request(request)
         key = (url.host, url.port or 80)
-        head = [b"GET ", url.raw_path, b" HTTP/1.1\r\n"]
+        head = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
         if _UNSAFE_TARGET.search(url.raw_path):
             raise httpx.LocalProtocolError("the request target holds a space or a control character")
         for k, v in request.headers.raw:
@@ -194,7 +199,7 @@ class PlainHTTP1Transport(httpx.AsyncBaseTransport):
                 raise httpx.LocalProtocolError(f"header {k.decode('latin-1')!r} holds CR, LF, NUL or another "
                                                f"control character; not sent")
             head += [k, b": ", v, b"\r\n"]
-        head.append(b"\r\n")
+        head += [b"\r\n", payload]
         conn = await self._checkout(key)
         try:
             conn.writer.write(b"".join(head))

@@ -597,11 +597,17 @@ class Poller:
         """Discovery (when due) and the refresh of the endpoints known, at the same time: the
         refresh does not wait for the discovery's round trip (endpoints it adds are read at the
         next refresh), except the first time."""
-        if any(t.via for t in self._targets):
-            await asyncio.gather(self._maybe_discover(), self._prom_refresh())
-        else:
-            await self._maybe_discover()
-            await self._prom_refresh()
+        from modeldeck.core.promql import gc_paused
+
+        # the collector off for the whole refresh (about a third of a second at 5,000 endpoints),
+        # not only for its parts: each collection in between walked every young series and snapshot
+        # again (measured: 50 collections, 30 ms of a 320 ms refresh)
+        with gc_paused():
+            if any(t.via for t in self._targets):
+                await asyncio.gather(self._maybe_discover(), self._prom_refresh())
+            else:
+                await self._maybe_discover()
+                await self._prom_refresh()
 
     async def _prom_refresh(self) -> None:
         """Read every Prometheus-backed endpoint (one query per quantity per profile); publish the

