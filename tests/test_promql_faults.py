@@ -262,3 +262,15 @@ def test_one_failing_query_keeps_the_others(tmp_path: Path, prom_token: None) ->
     assert snap.status == DEGRADED
     assert snap.reason == "prometheus: p95 query: HTTP 422: execution: too many samples"
     assert snap.request_rate == 4.0 and snap.latency_p95_ms is None and snap.latency_p50_ms == pytest.approx(50.0)
+
+
+def test_a_proxy_that_applies_keeps_httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeck.core.promql import _proxied
+
+    for k in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    assert not _proxied("http://prom.internal:9090")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    assert _proxied("http://prom.internal:9090")
+    monkeypatch.setenv("NO_PROXY", "prom.internal")
+    assert not _proxied("http://prom.internal:9090")
