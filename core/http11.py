@@ -141,9 +141,9 @@ class PlainHTTP1Transport(httpx.AsyncBaseTransport):
     httpcore's h11 state machine costs about half a millisecond of CPU per GET; a poller of 200
     endpoints sends 400 a second, so that alone was a quarter of a core. This transport reads a
     status line, headers and a framed body and nothing else; it plugs into httpx (requests and
-    responses stay httpx objects, content decoding included). Anything but a body-less GET or a POST of
-    a body in memory goes to ``fallback`` (httpx's own transport). Deadlines are the caller's (the poller cancels);
-    a cancelled or unfinished exchange closes its connection rather than reusing it."""
+    responses stay httpx objects, content decoding included). Anything but a body-less GET or a
+    POST of a body in memory goes to ``fallback`` (httpx's own transport). Deadlines are the
+    caller's (the poller cancels); a cancelled or unfinished exchange closes its connection rather than reusing it."""
 
     HEAD_LIMIT = 64 * 1024
 
@@ -244,6 +244,18 @@ class PlainHTTP1Transport(httpx.AsyncBaseTransport):
                 conn.close()
         self.idle.clear()
         await self.fallback.aclose()
+
+
+def env_proxied(url: str) -> bool:
+    """Whether the environment's proxy settings (HTTP_PROXY, ALL_PROXY, NO_PROXY) send ``url``
+    through a proxy: a client that should honour them keeps httpx's own transport."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def _parse_head(raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

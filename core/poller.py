@@ -623,16 +623,14 @@ class Poller:
         readings = await self._prom.refresh([t.cfg for t in targets])
         self.prom_refresh_ms = (loop.time() - start) * 1000.0
         duration_ms = self.prom_refresh_ms
-        from modeldeck.core.promql import gc_paused
-
-        with gc_paused():  # thousands of snapshots, no cycles (see gc_paused)
-            for t in targets:
-                self._apply_prom(t, readings.get(t.cfg.name))
-            for t in targets:
-                if t.cfg.url or t.cfg.name not in self._latest:
-                    continue
-                t.polls += 1
-                self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
+        # (the collector is off: _discover_and_refresh pauses it for the whole refresh)
+        for t in targets:
+            self._apply_prom(t, readings.get(t.cfg.name))
+        for t in targets:
+            if t.cfg.url or t.cfg.name not in self._latest:
+                continue
+            t.polls += 1
+            self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
 
     def _apply_prom(self, t: _Target, r: Any) -> None:
         t.prom = r

@@ -412,11 +412,11 @@ class PromClient:
             # every query of a refresh at once (about 10 per profile): none waits for a connection
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             transport = self._transport
-            if transport is None and not _proxied(self.cfg.url):
+            from modeldeck.core.http11 import PlainHTTP1Transport, env_proxied
+
+            if transport is None and not env_proxied(self.cfg.url):
                 # the lean keep-alive transport for plain http (https goes to httpx's own); with an
                 # HTTP_PROXY that applies, httpx's own transport and its proxy handling
-                from modeldeck.core.http11 import PlainHTTP1Transport
-
                 transport = PlainHTTP1Transport(httpx.AsyncHTTPTransport(limits=limits), max_idle=64)
             self._client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits,
                                              transport=transport, follow_redirects=False)
@@ -466,18 +466,6 @@ class PromClient:
             where = one_line(httpx.URL(self.cfg.url).netloc.decode("ascii", "replace"), 60)
             raise PromError(f"prometheus: {where}: {describe_error(e)}") from None
         return _decode(b"".join(chunks), status, ctype)
-
-
-def _proxied(url: str) -> bool:
-    """Whether the environment's proxy settings (HTTP_PROXY, NO_PROXY) send ``url`` via a proxy."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def _size(n: int) -> str:

@@ -265,7 +265,7 @@ def test_one_failing_query_keeps_the_others(tmp_path: Path, prom_token: None) ->
 
 
 def test_a_proxy_that_applies_keeps_httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modeldeck.core.promql import _proxied
+    from modeldeck.core.http11 import env_proxied as _proxied
 
     for k in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(k, raising=False)
