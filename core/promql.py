@@ -42,14 +42,16 @@ import asyncio
 import contextlib
 import functools
 import gc
+import itertools
 import json
 import logging
 import math
+import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -316,7 +318,7 @@ def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matc
     a label every selector names become one ``=~"a|b"`` (up to 200 values); the rest is matched
     here."""
     model_label = MODEL_LABELS.get(profile)
-    common, by = common_matchers(selectors)
+    common, by = common_matchers(selectors, model_label)
     if group_by is not None:
         by = list(group_by)
     model_common: list[str] = []
@@ -330,20 +332,38 @@ def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matc
     return PROMQL[profile](q), tuple(by)
 
 
-def common_matchers(selectors: Sequence[Sequence[Matcher]]) -> tuple[list[str], list[str]]:
+def pinned_labels(selectors: Sequence[Sequence[Matcher]]) -> frozenset[str]:
+    """The labels every selector pins to the same value with its only matcher on that label:
+    the queries keep them as matchers but do not group by them (an answer's series would all
+    carry the same value: at 5,000 endpoints, a third of what is decoded and indexed)."""
+    if not selectors:
+        return frozenset()
+    out = set()
+    for m in selectors[0]:
+        if m.op == "=" and all(sum(1 for x in sel if x.name == m.name) == 1 and m in sel for sel in selectors):
+            out.add(m.name)
+    return frozenset(out)
+
+
+def common_matchers(selectors: Sequence[Sequence[Matcher]], model_label: str | None = None,
+                    ) -> tuple[list[str], list[str]]:
+    """The matchers every query of these selectors carries, and the labels it groups by (those
+    the selectors name, but for the :func:`pinned_labels`). Matchers on ``model_label`` are left
+    to the model's own families (``up`` and server-wide series carry no model label)."""
+    pinned = pinned_labels(selectors)
     names: list[str] = []
     for sel in selectors:
         for m in sel:
-            if m.name not in names:
+            if m.name not in names and m.name not in pinned:
                 names.append(m.name)
     common: list[str] = []
     if selectors:
         shared = set(selectors[0])
         for sel in selectors[1:]:
             shared &= set(sel)
-        common = [m.text() for m in selectors[0] if m in shared]
+        common = [m.text() for m in selectors[0] if m in shared and m.name != model_label]
         for name in names:
-            if any(m.name == name and m in shared for m in selectors[0]):
+            if name == model_label or any(m.name == name and m in shared for m in selectors[0]):
                 continue
             values = set()
             for sel in selectors:
@@ -365,17 +385,17 @@ class PromError(ModeldeckError):
     """A query that failed; the message is one line starting with ``prometheus:``."""
 
 
-class Series:
-    """One series of an instant vector (slots: an answer holds tens of thousands)."""
+class Series(NamedTuple):
+    """One series of an instant vector (a tuple: an answer holds tens of thousands, made and
+    read by C-level maps)."""
 
-    __slots__ = ("labels", "value")
+    labels: dict[str, str]
+    value: float
 
-    def __init__(self, labels: dict[str, str], value: float) -> None:
-        self.labels = labels
-        self.value = value
 
-    def __repr__(self) -> str:
-        return f"Series({self.labels!r}, {self.value!r})"
+_new_series = functools.partial(tuple.__new__, Series)
+_labels_of = operator.itemgetter(0)
+_metric, _value, _second = operator.itemgetter("metric"), operator.itemgetter("value"), operator.itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -521,15 +541,16 @@ def _decode(body: bytes, status: int, ctype: str) -> QueryResult:
 
 
 def _series(items: list[Any], out: list[Series]) -> None:
-    # one comprehension (the fleet's answers hold ~55,000 series a refresh); JSON object keys and
-    # Prometheus label values are strings
+    # the fleet's answers hold ~40,000 series a refresh: C-level maps, no Python call per series;
+    # JSON object keys and Prometheus label values are strings
     try:
-        got = [Series(item["metric"], float(item["value"][1])) for item in items]
+        metrics = list(map(_metric, items))
+        values = list(map(float, map(_second, map(_value, items))))
     except (KeyError, IndexError, TypeError, ValueError):
         raise PromError("prometheus: a series in the answer is malformed") from None
-    if not all(type(s.labels) is dict for s in got):
+    if not all(map(isinstance, metrics, itertools.repeat(dict))):
         raise PromError("prometheus: a series in the answer is malformed")
-    out.extend(got)
+    out.extend(map(_new_series, zip(metrics, values)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,26 +587,36 @@ class _Router:
 
     def __init__(self, plans: Sequence[_Plan]) -> None:
         self.plans = plans
-        self.shapes: dict[tuple[str, ...], dict[tuple[str, ...], list[int]]] = {}
+        # per shape (the labels pinned), the plans by their values (one label: the bare value)
+        self.shapes: dict[tuple[str, ...], dict[Any, list[int]]] = {}
+        self.checks = [(p.model_label, p.served, p.rest) for p in plans]
         for i, p in enumerate(plans):
-            self.shapes.setdefault(p.shape, {}).setdefault(p.values, []).append(i)
+            key = p.values[0] if len(p.shape) == 1 else p.values
+            self.shapes.setdefault(p.shape, {}).setdefault(key, []).append(i)
 
     def route(self, series: Sequence[Series]) -> dict[int, list[Series]]:
         out: dict[int, list[Series]] = {}
-        plans = self.plans
+        checks = self.checks
         for shape, index in self.shapes.items():
-            for s in series:
-                labels = s.labels
-                hits = index.get(tuple([labels.get(n, "") for n in shape]) if shape else ())
-                if not hits:
-                    continue
-                for i in hits:
-                    p = plans[i]
-                    if p.model_label is not None:
-                        m = labels.get(p.model_label)
-                        if m and m != p.served:
+            if not shape:
+                every = index.get(())
+                pairs: Iterable[tuple[Series, list[int] | None]] = \
+                    zip(series, itertools.repeat(every)) if every else ()
+            elif len(shape) == 1:  # the usual case: C-level maps to each series' plans
+                keys = map(operator.methodcaller("get", shape[0], ""), map(_labels_of, series))
+                pairs = filter(_second, zip(series, map(index.get, keys)))
+            else:
+                keys = [tuple([labels.get(n, "") for n in shape]) for labels in map(_labels_of, series)]
+                pairs = filter(_second, zip(series, map(index.get, keys)))
+            for s, hits in pairs:
+                labels = s[0]
+                for i in hits:  # type: ignore[union-attr]
+                    model_label, served, rest = checks[i]
+                    if model_label is not None:
+                        m = labels.get(model_label)
+                        if m and m != served:
                             continue
-                    if p.rest and not all(x.matches(labels) for x in p.rest):
+                    if rest and not all(x.matches(labels) for x in rest):
                         continue
                     got = out.get(i)
                     if got is None:
@@ -607,15 +638,24 @@ class _Plan:
 
 
 
-def _plan(cfg: EndpointConfig, profile: str) -> _Plan:
+def _plan(cfg: EndpointConfig, profile: str, pinned: frozenset[str] = frozenset()) -> _Plan:
+    """How one endpoint picks its series from a fleet answer: the values of the labels its
+    selector pins with ``=`` (the index key), its other matchers, and its model. ``pinned``: the
+    labels every endpoint of the query pins alike (not grouped by: no answer carries them). The
+    profile's model label is matched leniently: a series without it (``up``, MLServer's
+    server-wide latency histogram) is the endpoint's too, one naming another model is not."""
     matchers = parse_selector(cfg.selector) if cfg.selector else ()
     eq = sorted((m.name, m.value) for m in matchers if m.op == "=")
     names = tuple(n for n, _ in eq)
     if len(set(names)) != len(names):  # the same label twice with "=": keep the rest generic
         eq, names = [], ()
     rest = tuple(m for m in matchers if not (m.op == "=" and m.name in names))
-    return _Plan(cfg, names, tuple(v for _, v in eq), rest, MODEL_LABELS.get(profile),
-                 cfg.served_model or cfg.model)
+    model_label = MODEL_LABELS.get(profile)
+    served = cfg.served_model or cfg.model
+    if model_label is not None and model_label in names:
+        served = dict(eq)[model_label]  # the selector names the model its series carry
+    key = [(n, v) for n, v in eq if n != model_label and n not in pinned]
+    return _Plan(cfg, tuple(n for n, _ in key), tuple(v for _, v in key), rest, model_label, served)
 
 
 def _preferred(series: list[Series]) -> list[Series]:
@@ -796,7 +836,8 @@ class PromFleet:
                 result = await self.client.query(expr, at=taken_at)
             except PromError as e:
                 return {c.name: PromReading(taken_at, self.cfg.window_seconds, error=str(e)) for c in todo}
-            plans = [_plan(c, "") for c in todo]
+            pinned = pinned_labels(selectors)
+            plans = [_plan(c, "", pinned) for c in todo]
             routed = _Router(plans).route(result.series)
             for i, c in enumerate(todo):
                 present = {s.labels.get("__name__", "") for s in routed.get(i, _NONE)}
@@ -818,8 +859,9 @@ class PromFleet:
         hit = self._planned.get(profile)
         if hit is not None and hit[0] == key:
             return hit[1], hit[2]
-        plans = [_plan(c, profile) for c in cfgs]
         selectors = [parse_selector(c.selector) if c.selector else () for c in cfgs]
+        pinned = pinned_labels(selectors)
+        plans = [_plan(c, profile, pinned) for c in cfgs]
         served = [p.served for p in plans] if MODEL_LABELS.get(profile) else []
         queries, by = profile_queries(profile, self.cfg.window, selectors, served)
         if profile in MERGED_QUANTILES:

@@ -176,6 +176,37 @@ def test_vanished_endpoint_shows_down_for_a_while(fleet, tmp_path: Path) -> None
 
     asyncio.run(main())
 
+@pytest.mark.live
+def test_discovered_endpoints_get_series_without_their_model_label(fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A discovered selector pins the model (group_by has it), but MLServer's latency histogram
+    and Prometheus' ``up`` carry no model label: they still reach the endpoint (p95, up), and
+    labels every endpoint pins alike (job) are not asked for in every answer."""
+    prom, _targets = fleet
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"),
+        "prometheus": {"url": prom.url, "window": "10s", "timeout": 5.0},
+        "discover": [{**{k: v for k, v in BLOCK.items() if k != "url"}, "group_by": ["namespace", "service", "model"]}]})
+
+    async def main() -> None:
+        async with Poller(settings, aliases={}) as p:
+            await p.poll_once()
+            cfgs = p.configs()
+            assert {c.name for c in cfgs} == {"churn-prod", "fraud-prod"}
+            assert all('model="' in c.selector and 'job="fleet"' in c.selector for c in cfgs)
+            readings = await p._prom.refresh(cfgs)
+            for name, r in readings.items():
+                assert r.error is None and r.problem is None, (name, r)
+                assert r.up is True and r.targets == 1, (name, r)
+                # the fixture's servers answer every request in 20 ms: p95 is in the (10, 25] ms bucket
+                assert r.p95_ms is not None and 10 < r.p95_ms <= 25, (name, r)
+                assert r.request_rate and r.mean_ms is not None and abs(r.mean_ms - 20) < 1, (name, r)
+            # job and namespace are the same in every selector: not a label of every series asked for
+            queries, _plans = p._prom.queries_for("mlserver", cfgs)
+            assert "by (service, model)" in queries["requests"], queries["requests"]
+
+    asyncio.run(main())
+
+
 
 # ---------------------------------------------------------------------------------------------
 # the fleet screen follows the discovered set

@@ -91,7 +91,7 @@ def test_one_query_per_quantity_for_every_endpoint() -> None:
                             "age"}
     q = queries["requests"]
     # the shared matcher as it is, the per-endpoint values as one set, grouped by both labels and the model
-    assert 'namespace="prod"' in q and 'service=~"s0|s1|s10|' in q and "by (namespace, service, model)" in q
+    assert 'namespace="prod"' in q and 'service=~"s0|s1|s10|' in q and "by (service, model)" in q
     assert 'model=~"m0|m1|' in q
     assert len(plans) == 50
 
