@@ -1076,14 +1076,17 @@ class Poller:
                          and t.metrics_last is not None and t.rates_at >= t.metrics_last)
         unconfirmed = t.unconfirmed if (not served_versions and t.unconfirmed
                                         and t.unconfirmed[0] == registry_version) else None
-        route = f"{t.paths['metadata']}/versions/{registry_version}/ready"
-        missing = (f"does not serve version {registry_version}, the {one_line(cfg.environment, 24)} alias "
-                   f"({route}: 404)") if unconfirmed and unconfirmed[1] == "404" else None
+        missing = None
         notes = []
-        if unconfirmed and unconfirmed[1] == "501":  # KServe: versions null, the route not implemented
-            notes.append(f"version unknown: the server reports none ({route} answered 501)")
-        elif unconfirmed and not missing:
-            notes.append(f"version {registry_version} not confirmed ({route}: {one_line(unconfirmed[1], 40)})")
+        if unconfirmed:
+            route = f"{t.paths['metadata']}/versions/{registry_version}/ready"
+            if unconfirmed[1] == "404":
+                missing = (f"does not serve version {registry_version}, the {one_line(cfg.environment, 24)} "
+                           f"alias ({route}: 404)")
+            elif unconfirmed[1] == "501":  # KServe: versions null, the route not implemented
+                notes.append(f"version unknown: the server reports none ({route} answered 501)")
+            else:
+                notes.append(f"version {registry_version} not confirmed ({route}: {one_line(unconfirmed[1], 40)})")
         if t.metrics_note:
             notes.append(t.metrics_note)
         status, reason = judge.status(

@@ -40,8 +40,12 @@ def one_line(text: Any, limit: int = 200) -> str:
     bidi overrides ...) written visibly as escapes (``\\x1b``), whitespace and line breaks
     collapsed to single spaces, credentials in URLs (``user:pass@``) dropped, cut to ``limit``
     characters."""
-    s = _CONTROL.sub(lambda m: visible(m.group()), str(text))
-    s = _USERINFO.sub(r"\1", " ".join(s.split()))
+    s = str(text)
+    # already safe (the usual reason: "ready"): printable holds no control or format character
+    # and no whitespace but the space, so neither substitution nor the collapse would change it
+    if not (s.isprintable() and "@" not in s and "  " not in s and s[:1] != " " and s[-1:] != " "):
+        s = _CONTROL.sub(lambda m: visible(m.group()), s)
+        s = _USERINFO.sub(r"\1", " ".join(s.split()))
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
@@ -78,6 +82,8 @@ def exit_words(code: int | None) -> str:
 
 def finite(value: Any) -> float | None:
     """``value`` as a float when it is a finite real number (numpy's too; not a bool), else None."""
+    if type(value) is float:  # the usual case, first
+        return value if math.isfinite(value) else None
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float, numbers.Real)):
         return None
     f = float(value)

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modeldeck.core import config as configmod
 from modeldeck.core import hooks, releases, retrain
@@ -901,3 +903,35 @@ def test_concurrent_first_use_of_the_audit_key_makes_one_whole_key(tmp_path: Pat
             assert not [p for p in key.parent.iterdir() if p.name.startswith(".audit-key-")]
     finally:
         sys.setswitchinterval(old)
+
+
+def _one_line_slow(text: object, limit: int = 200) -> str:
+    """one_line without its fast path: every substitution, always."""
+    from modeldeck.core.textfmt import _CONTROL, _USERINFO, visible
+
+    s = _CONTROL.sub(lambda m: visible(m.group()), str(text))
+    s = _USERINFO.sub(r"\1", " ".join(s.split()))
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None), max_size=60) | st.sampled_from(
+    ["ready", " ready", "a  b", "http://u:p@h/x", "x\u202ey", "\x1b[31m", "a\u00a0b", "a\u2028b", "p95 12 ms"]),
+    st.integers(min_value=1, max_value=80))
+def test_one_line_fast_path_changes_nothing(text: str, limit: int) -> None:
+    from modeldeck.core.textfmt import one_line
+
+    assert one_line(text, limit) == _one_line_slow(text, limit)
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**9, 10**9), st.booleans(), st.none()))
+def test_finite_fast_path_for_floats(value: object) -> None:
+    import math
+
+    from modeldeck.core.textfmt import finite
+
+    got = finite(value)
+    if value is None or isinstance(value, bool) or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        assert got is None
+    else:
+        assert got == float(value) and type(got) is float  # type: ignore[arg-type]
