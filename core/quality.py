@@ -138,6 +138,7 @@ class Counts:
     labelled: int = 0  # captured rows that have a label
     unusable: int = 0  # labelled rows left out: a missing prediction or label value, or not a number
     other_versions: int = 0  # captured rows another version answered (left out, with their labels)
+    label_files_skipped: int = 0  # label files of a glob last written before the oldest captured row read
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -870,9 +871,15 @@ def assess(capture: str, labels: str, spec: QualitySpec, *, last_n: int | None =
     times = _times(preds) if len(preds) else None
     if times is not None and len(times) and not np.isnat(times).any():
         oldest = float(times.min().astype("datetime64[ns]").astype(np.int64)) / 1e9 - LABEL_FILE_SLACK
+    skipped: list[Any] = []
     labs = cap.read_labels(labels, id_column=label_id_column, label_column=label_column, modified_after=oldest,
-                           **kw)
-    return measure(join(preds, labs, spec, name=str(capture)), clock=clock)
+                           skipped=skipped, **kw)
+    j = join(preds, labs, spec, name=str(capture))
+    if skipped:
+        from dataclasses import replace
+
+        j.counts = replace(j.counts, label_files_skipped=len(skipped))
+    return measure(j, clock=clock)
 
 
 def failed(spec: QualitySpec, error: str, *, clock: Any = time.time) -> QualityResult:
@@ -908,7 +915,17 @@ def describe_counts(c: Counts) -> str:
         parts.append(f"{c.unusable} labelled rows without a usable value")
     if c.other_versions:
         parts.append(f"{c.other_versions} rows another version answered (left out)")
+    if c.label_files_skipped:
+        parts.append(f"{c.label_files_skipped} label {_files(c.label_files_skipped)} skipped ({SKIPPED_WHY})")
     return ", ".join(parts)
+
+
+# Why label files are skipped (core.capture.read_labels' modified_after), in the counts' words.
+SKIPPED_WHY = f"last written before the oldest captured row read, less {LABEL_FILE_SLACK / 60:g} minutes"
+
+
+def _files(n: int) -> str:
+    return "file" if n == 1 else "files"
 
 
 def metric_names(problem_type: str) -> tuple[str, ...]:

@@ -478,3 +478,53 @@ def test_sagemaker_ground_truth_may_name_a_request_by_its_inference_id(tmp_path:
     assert abs(r.value("accuracy") - skm.accuracy_score(ys, ps)) <= 1e-9
     r2 = quality.assess(str(cap), str(gt), quality.QualitySpec(window=1000, probability_column=None, version="2"))
     assert r2.counts.other_versions == 300 and r2.rows == 0 and r2.counts.labels_without_prediction == 0
+
+
+def _skip_world(folder: Path, n: int = 300) -> tuple[str, str]:
+    """SageMaker captures of ``n`` requests (inference times T0 ...) and a glob of four label
+    files: two last written an hour before the oldest request (one holds the labels of the
+    first 20 requests, so they show as unlabelled; one only ghosts), two written after."""
+    import os
+
+    rng = np.random.default_rng(11)
+    cap = folder / "capture.jsonl"
+    (folder / "gt").mkdir()
+    y = (rng.random(n) < 0.4).astype(int)
+    with open(cap, "w") as c:
+        for i in range(n):
+            s = round(float(np.clip(0.4 * y[i] + 0.6 * rng.random(), 0, 1)), 3)
+            body_in = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [s]}]})
+            body_out = json.dumps({"outputs": [
+                {"name": "prediction", "shape": [1], "datatype": "INT64", "data": [int(s >= 0.5)]},
+                {"name": "probability", "shape": [1], "datatype": "FP64", "data": [s]}]})
+            c.write(json.dumps(capture_record(f"evt-{i}", body_in, body_out, ts=T0 + i)) + "\n")
+    groups = {"a-old": [f"evt-{i}" for i in range(20)], "b-old": ["ghost-1", "ghost-2"],
+              "c-new": [f"evt-{i}" for i in range(20, 150)], "d-new": [f"evt-{i}" for i in range(150, n)]}
+    for name, ids in groups.items():
+        p = folder / "gt" / f"{name}.jsonl"
+        p.write_text("".join(json.dumps(ground_truth_record(e, [int(y[int(e[4:])]) if e.startswith("evt") else 1],
+                                                            ts=T0 + 60)) + "\n" for e in ids))
+        when = T0 - 3600 if name.endswith("old") else T0 + n + 60
+        os.utime(p, (when, when))
+    return str(cap), str(folder / "gt" / "*.jsonl")
+
+
+def test_label_files_older_than_the_captures_are_skipped_and_counted(tmp_path: Path) -> None:
+    cap, gt = _skip_world(tmp_path)
+    skipped: list[Path] = []
+    labels = capture.read_labels(gt, modified_after=T0 - quality.LABEL_FILE_SLACK, skipped=skipped)
+    assert sorted(p.name for p in skipped) == ["a-old.jsonl", "b-old.jsonl"] and len(labels) == 280
+    r = quality.assess(cap, gt, quality.QualitySpec(window=10_000))
+    c = r.counts
+    assert c.label_files_skipped == 2 and c.labels == 280 and c.labelled == 280
+    assert c.predictions_without_label == 20 and c.labels_without_prediction == 0  # the ghosts were not read
+    assert r.to_json()["counts"]["label_files_skipped"] == 2
+    assert "2 label files skipped (last written before the oldest captured row read, less 5 minutes)" in \
+        quality.describe_counts(c)
+    code, out, _ = _run(["quality", cap, gt])
+    assert code == 0 and "2 label files skipped (last written before the oldest captured row read" in out
+    code, out, _ = _run(["quality", cap, gt, "--format", "json"])
+    assert code == 0 and json.loads(out)["counts"]["label_files_skipped"] == 2
+    # nothing skipped: no words about it, and the count says 0
+    fresh = quality.assess(cap, str(tmp_path / "gt" / "*-new.jsonl"), quality.QualitySpec(window=10_000))
+    assert fresh.counts.label_files_skipped == 0 and "skipped" not in quality.describe_counts(fresh.counts)

@@ -54,7 +54,8 @@ class ModelScreen(DeckScreen):
         ("drift", "the column drifted", "bold red"),
         ("3 Live", "request rate, latency and errors over the kept history, from zero", ""),
         ("4 Quality", "captured predictions joined with their labels: each metric with its 95% interval "
-         "against the served version's registered value; the chart over consecutive blocks of labelled rows", ""),
+         "against the served version's registered value; the headline metric over time (one point per "
+         "measurement, every poll.quality_every polls; until there are two, over blocks of labelled rows)", ""),
         ("▼ yellow / red", "at least quality_drop (twice: red) below the registered value, the interval too", ""),
         ("estimated", "from the model's own probabilities while labels lag (CBPE); never mixed with measured", "cyan"),
     )
@@ -116,7 +117,8 @@ class ModelScreen(DeckScreen):
                 yield Static("", id="quality-summary", markup=False)
                 yield DataTable(id="quality-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="quality-estimate", markup=False)
-                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3, axis=True)
+                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3, axis=True,
+                            threshold_word="registered", higher_is_worse=False)
                 yield Static("", id="quality-confusion", markup=False)
         yield KeyBar()
 
@@ -416,21 +418,42 @@ class ModelScreen(DeckScreen):
         else:
             estimate.update(Text("no estimate (binary classifiers with probabilities, while some of the newest "
                                  "rows have no label)", style="dim"))
-        series = list(doc.get("series") or [])
-        if series:
-            trend.title = f"{series[-1].get('metric')} over time ({series[-1].get('rows')} labelled rows a point)"
-            from modeldeck.core.textfmt import parse_utc
-
-            times = [parse_utc(str(p.get("end") or "")) for p in series]
-            name = str(series[-1].get("metric"))
-            reg = registered.get(name)
-            if all(times):
-                trend.update([p.get("value") for p in series], times, reg, self.app.clock())
-            else:
-                trend.update([p.get("value") for p in series], None, reg)
-        else:
-            trend.update([])
+        self._chart_quality(trend, q, registered)
         confusion.update(confusion_text(doc.get("confusion_matrix")))
+
+    def _chart_quality(self, trend: Trend, q: Any, registered: dict[str, Any]) -> None:
+        """The headline metric over time: one point per quality measurement the poller kept
+        (``quality_history``); with fewer than two measured yet, the newest measurement's
+        consecutive blocks of labelled rows (by inference time) instead."""
+        doc = q.result or {}
+        name = q.headline()[0]
+        source = self.app.source
+        history = getattr(source, "quality_history", None)
+        points = [p for p in (history(self.endpoint.name) if history is not None else ())
+                  if p.value(name) is not None]
+        if len(points) >= 2:
+            newest = points[-1]
+            trend.title = (f"{name} over time ({len(points)} measurements, each of the newest "
+                           f"{newest.rows} labelled rows)")
+            trend.update([p.value(name) for p in points], [p.computed_at for p in points],
+                         newest.registered.get(name, registered.get(name)), self.app.clock())
+            return
+        series = [p for p in doc.get("series") or [] if p.get("metric") == name] or list(doc.get("series") or [])
+        if not series:
+            trend.title = f"{name} over time"
+            trend.update([])
+            return
+        from modeldeck.core.textfmt import parse_utc
+
+        name = str(series[-1].get("metric"))
+        trend.title = (f"{name} by inference time ({series[-1].get('rows')} labelled rows a point; "
+                       f"one measurement so far)")
+        times = [parse_utc(str(p.get("end") or "")) for p in series]
+        reg = registered.get(name)
+        if all(times):
+            trend.update([p.get("value") for p in series], times, reg, self.app.clock())
+        else:
+            trend.update([p.get("value") for p in series], None, reg)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "drift-table":
@@ -659,7 +682,9 @@ def quality_summary(q: Any, verdicts: list[Any]) -> Text:
                                                     ("duplicate_labels", "duplicated labels (newest kept)"),
                                                     ("predictions_without_id", "rows without an id"),
                                                     ("unusable", "rows without a usable value"),
-                                                    ("other_versions", "rows another version answered")) if c.get(k)]
+                                                    ("other_versions", "rows another version answered"),
+                                                    ("label_files_skipped",
+                                                     f"label files skipped ({quality.SKIPPED_WHY})")) if c.get(k)]
     if extra:
         t.append("\n" + ", ".join(extra), style="dim")
     for v in verdicts:
