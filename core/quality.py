@@ -63,14 +63,14 @@ from typing import Any
 import numpy as np
 
 from modeldeck.core.errors import InputError
+from modeldeck.core.judge import QUALITY_HIGHER_IS_BETTER
 from modeldeck.core.textfmt import one_line
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 PROBLEM_TYPES = (CLASSIFICATION, REGRESSION)
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 REGRESSION_METRICS = ("mae", "rmse", "r2")
-HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "roc_auc": True,
-                    "mae": False, "rmse": False, "r2": True}
+HIGHER_IS_BETTER = QUALITY_HIGHER_IS_BETTER  # which way is better: the judge's rule
 # Names a pipeline may have registered a metric under (the registry's metrics are free-form).
 ALIASES = {"roc_auc": ("roc_auc", "auc", "roc-auc", "auroc"), "r2": ("r2", "r_squared", "r2_score"),
            "f1": ("f1", "f1_score"), "accuracy": ("accuracy", "acc"), "precision": ("precision",),
@@ -1007,7 +1007,8 @@ def document(r: QualityResult, reg: Registered | None, drop: float) -> dict[str,
     from modeldeck.core import judge
 
     doc = r.to_json()
-    found = judge.quality_verdicts(doc, reg.metrics if reg else None, drop, reg.describe() if reg else "")
+    found = judge.quality_verdicts(doc, reg.metrics if reg else None, drop, reg.describe() if reg else "",
+                                   reg.dataset_rows if reg else None)
     doc["registered"] = reg.as_dict() if reg else None
     doc["quality_drop"] = drop
     doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]
