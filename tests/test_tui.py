@@ -157,7 +157,7 @@ def _measured(tmp_path: Path, kind: str, at: float) -> Any:
     from modeldeck.core.snapshot import QualitySummary
     from tests.test_quality import _skip_world
 
-    reg = quality.Registered("churn", 2, {"roc_auc": 0.86, "accuracy": 0.84}, "ab" * 32, 1500)
+    reg = quality.Registered("churn", 2, {"roc_auc": 0.86, "accuracy": 0.84, "precision": 0.99}, "ab" * 32, 1500)
     if kind == "files":
         cap, gt = _skip_world(tmp_path)
         result = quality.assess(cap, gt, quality.QualitySpec(), clock=lambda: at)
@@ -198,6 +198,12 @@ async def test_quality_tab_charts_the_measurements_over_time_and_counts_skipped_
         summary = static_text(app, "#quality-summary")
         assert "20 captured rows without a label" in summary
         assert "2 label files skipped (last written before the oldest captured row read, less 5 minutes)" in summary
+        # precision rests on the predicted positives: fewer than quality_min_rows, shown but not judged
+        q = screen.query_one("#quality-table", DataTable)
+        precision = good.result["metrics"]["precision"]
+        assert precision["rows"] < 200 and precision["value"] < 0.99 - 0.1
+        assert cell_text(q, "precision", "method") == "wilson (not judged: <200 rows)"
+        assert q.get_cell("precision", "value").style == "" and "precision" not in summary
         trend = screen.query_one("#quality-trend")
         title, chart = (str(w.render()) for w in trend.query(_Static))
         newest = points[-1].value("roc_auc")
