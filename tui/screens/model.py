@@ -56,7 +56,8 @@ class ModelScreen(DeckScreen):
         ("4 Quality", "captured predictions joined with their labels: each metric with its 95% interval "
          "against the served version's registered value; the headline metric over time (one point per "
          "measurement, every poll.quality_every polls; until there are two, over blocks of labelled rows)", ""),
-        ("▼ yellow / red", "at least quality_drop (twice: red) below the registered value, the interval too", ""),
+        ("▼ yellow / red", "at least quality_drop (twice: red) worse than the registered value, the interval "
+         "too: below it (above it for MAE and RMSE, by quality_drop x the registered value)", ""),
         ("estimated", "from the model's own probabilities while labels lag (CBPE); never mixed with measured", "cyan"),
     )
     BINDINGS = [
@@ -402,7 +403,9 @@ class ModelScreen(DeckScreen):
         summary.update(quality_summary(q, verdicts))
         registered = ((doc.get("registered") or {}).get("metrics")) or {}
         drop = doc.get("quality_drop") or 0.05
-        self._quality_cells = [(name, quality_row(name, m or {}, registered.get(name), drop))
+        judged_as = {"min_rows": int(doc.get("min_rows") or 0),
+                     "registered_rows": (doc.get("registered") or {}).get("dataset_rows"), "live_rows": doc.get("rows")}
+        self._quality_cells = [(name, quality_row(name, m or {}, registered.get(name), drop, **judged_as))
                                for name, m in (doc.get("metrics") or {}).items()]
         row = table.cursor_row
         fill_table(table, QUALITY_COLUMNS, self._quality_cells, self._table_width())
@@ -635,18 +638,24 @@ def _fmt(name: str, v: Any) -> str:
     return f"{v:.3f}"
 
 
-def quality_row(name: str, m: dict[str, Any], registered: float | None, drop: float) -> list[Text]:
+def quality_row(name: str, m: dict[str, Any], registered: float | None, drop: float, *, min_rows: int = 0,
+                registered_rows: Any = None, live_rows: Any = None) -> list[Text]:
     """One metric of the Quality tab: the value and its interval coloured by the judge's rule
-    (``judge.quality_level``) against the registered value."""
+    (``judge.quality_level``) against the registered value; a metric resting on fewer than
+    ``min_rows`` rows says it is not judged."""
     value, low, high = m.get("value"), m.get("low"), m.get("high")
     judged = name in judge.QUALITY_JUDGED["classification"] + judge.QUALITY_JUDGED["regression"]
-    lv = judge.quality_level(value, high, registered, drop) if judged else judge.OK
+    lv = judge.quality_level(name, m, registered, drop, min_rows=min_rows, registered_rows=registered_rows,
+                             live_rows=live_rows) if judged else judge.OK
+    rows = finite(m.get("rows"))
+    few = judged and value is not None and registered is not None and min_rows and (rows or 0) < min_rows
     interval = f"{_fmt(name, low)}-{_fmt(name, high)}" if low is not None and high is not None else "-"
     delta = "-" if value is None or registered is None else f"{value - registered:+.3f}"
     note = m.get("note")
     return [cells.plain(name, 12), Text(_fmt(name, value), justify="right", style=judge.STYLE[lv]),
             Text(interval, justify="right", style="dim" if value is None else ""),
-            cells.plain(m.get("method") or (one_line(note, 40) if note else "-"), 40),
+            cells.plain((m.get("method") or (one_line(note, 40) if note else "-"))
+                        + (f" (not judged: <{min_rows} rows)" if few else ""), 40),
             Text(str(m.get("rows", "-")), justify="right"),
             Text(_fmt(name, registered), justify="right", style="dim"),
             Text(delta, justify="right", style=judge.STYLE[lv])]
