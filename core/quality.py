@@ -38,7 +38,8 @@ time is known (``None`` otherwise).
 
 **Estimated** (confidence-based performance estimation, as NannyML's CBPE), for binary
 classifiers with probabilities: the probabilities are calibrated on the labelled reference
-rows (the measured window, at most ``CALIBRATION_ROWS``), then the expected accuracy and
+rows (every labelled row joined, not only the measured window: the newest
+``CALIBRATION_ROWS`` of them), then the expected accuracy and
 ROC AUC of the newest ``window`` rows *without* a label are computed from the calibrated
 probabilities. The calibration is isotonic (as NannyML's) when the reference holds at least
 ``ISOTONIC_MIN_CLASS`` rows of each class, else Platt scaling on the logit (two parameters,
@@ -793,7 +794,7 @@ def measure(j: Joined, *, clock: Any = time.time) -> QualityResult:
         if j.no_probability is not None:
             metrics["roc_auc"] = Metric("roc_auc", None, rows=rows,
                                         note=f"no probability column {one_line(j.no_probability, 40)!r} in the captures")
-        estimate = _estimate(j, yt, sc)
+        estimate = _estimate(j, j.y_true, j.score)  # calibrated on every labelled row read, not only the window
     else:
         metrics = regression_metrics(yt.astype(np.float64), yp.astype(np.float64), spec.seed)
     lag = None
@@ -811,8 +812,10 @@ def measure(j: Joined, *, clock: Any = time.time) -> QualityResult:
 
 
 def _estimate(j: Joined, ref_true: np.ndarray, ref_score: np.ndarray | None) -> Estimate | None:
-    """CBPE on the newest window's unlabelled rows, calibrated on the measured rows; only for
-    binary labels with probabilities, and only with enough labelled rows of both classes."""
+    """CBPE on the newest window's unlabelled rows, calibrated on the labelled rows given (every
+    labelled row joined, the newest CALIBRATION_ROWS of them: isotonic needs ISOTONIC_MIN_CLASS of
+    each class, which a 1,000-row window never holds); only for binary labels with
+    probabilities, and only with enough labelled rows of both classes."""
     if ref_score is None or j.unlabelled_score is None or j.unlabelled_pred is None:
         return None
     t = ref_true == j.positive

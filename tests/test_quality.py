@@ -287,7 +287,8 @@ def test_cbpe_estimates_a_calibrated_model_within_002() -> None:
     pred = pd.DataFrame({ID: ids, "prediction": (score >= 0.5).astype(int), "probability": score})
     labels = capture._label_table(ids[:2000], list(y[:2000]), [None] * 2000)
     r = quality.measure(quality.join(pred, labels, quality.QualitySpec(window=1000)))
-    assert r.estimate is not None and r.estimate.rows == 1000 and r.estimate.reference_rows == 1000
+    assert r.estimate is not None and r.estimate.rows == 1000
+    assert r.estimate.reference_rows == 2000  # every labelled row read calibrates, not only the window's 1,000
     assert r.estimate.calibration == "platt"  # fewer than 1,000 rows of each class
     doc = r.to_json()
     assert doc["estimated"]["estimated"] is True and set(doc["estimated"]["metrics"]) == {"accuracy", "roc_auc"}
@@ -647,3 +648,24 @@ def test_healthy_windows_of_the_demo_models_get_no_precision_or_recall_verdict(m
         unguarded += judge.quality_level("precision", doc["metrics"]["precision"], registered["precision"],
                                          0.05) != judge.OK
     assert guarded == 0 and unguarded >= 5, (guarded, unguarded)
+
+
+def test_cbpe_calibrates_on_every_labelled_row_so_a_1000_row_window_gets_isotonic() -> None:
+    """The default 1,000-row window never holds 1,000 rows of each class; the labelled rows
+    read (here 4,000, half positive) do, so the calibration is isotonic; at most the newest
+    CALIBRATION_ROWS calibrate."""
+    rng = np.random.default_rng(5)
+    n, k = 5000, 4000
+    score = rng.beta(2.0, 2.0, n)
+    y = (rng.random(n) < score).astype(int)
+    ids = [f"i{i}" for i in range(n)]
+    pred = pd.DataFrame({ID: ids, "prediction": (score >= 0.5).astype(int), "probability": score},
+                        index=pd.DatetimeIndex(pd.to_datetime(T0 + np.arange(n), unit="s", utc=True)))
+    labels = capture._label_table(ids[:k], list(y[:k]), [None] * k)
+    r = quality.measure(quality.join(pred, labels, quality.QualitySpec()))
+    assert r.rows == 1000 and r.estimate is not None
+    assert r.estimate.reference_rows == k and r.estimate.calibration == "isotonic" and r.estimate.rows == 1000
+    want = quality.cbpe(score[:k], y[:k] == 1, score[k:], score[k:] >= 0.5, "isotonic")
+    assert r.estimate.metrics == want
+    assert abs(want["roc_auc"] - skm.roc_auc_score(y[k:], score[k:])) < 0.03
+    assert abs(want["accuracy"] - skm.accuracy_score(y[k:], (score[k:] >= 0.5).astype(int))) < 0.03
