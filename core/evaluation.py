@@ -136,10 +136,11 @@ def _materialize(frame: Any, stem: str, label: str) -> DataRef:
 
 
 def recent_data(settings: Settings, model: str, environment: str, rows: int) -> DataRef:
-    eps = [e for e in settings.endpoints_for(model, environment) if e.capture and e.labels]
+    every = settings.endpoints_for(model, environment)
+    eps = [e for e in every if e.capture and e.labels]
     if not eps:
         raise InputError(f"eval_data = 'recent' needs labelled traffic: no endpoint of {model} in {environment} "
-                         f"has both capture and labels configured")
+                         f"has both capture and labels configured{_discovered_note(settings, model, environment)}")
     import pandas as pd
 
     frames = []
@@ -154,6 +155,31 @@ def recent_data(settings: Settings, model: str, environment: str, rows: int) -> 
     if frame.empty:
         raise InputError(f"no captured request of {model} in {environment} has a label yet")
     return _materialize(frame, f"{model}-{environment}-recent", RECENT)
+
+
+def _discovered_note(settings: Settings, model: str, environment: str) -> str:
+    """What ``[[discover]]`` adds to "no endpoint has capture and labels": the endpoints it
+    finds for ``model`` in ``environment`` (they carry neither), or that Prometheus could not
+    be asked. Empty without blocks that could find them."""
+    from modeldeck.core.promql import might_find
+
+    if not any(might_find(b, model, environment) for b in settings.discover):
+        return ""
+    if not settings.discovery_resolved:
+        from modeldeck.core.promql import resolve_discovered
+
+        settings = resolve_discovered(settings, model, environment)
+    found = [e for e in settings.endpoints_for(model, environment) if e.discovered]
+    failed = [(b.name, why) for b in settings.discover if might_find(b, model, environment)
+              for why in [settings.discover_errors.get(b.name)] if why]
+    parts = []
+    if found:
+        parts.append(f"{len(found)} found by [[discover]] ({one_line(found[0].name, 60)}"
+                     f"{', …' if len(found) > 1 else ''}), which carry no capture or labels: "
+                     f"configure them as [[endpoints]] to evaluate on their traffic")
+    if failed:
+        parts.append(f"discover {failed[0][0]}: {one_line(failed[0][1], 160)}")
+    return ("; " + "; ".join(parts)) if parts else ""
 
 
 def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: str | None = None,

@@ -179,13 +179,15 @@ class ModelScreen(DeckScreen):
 
         settings = self.app.settings
         assert settings is not None
+        source = self.app.source
+        live = source.endpoints() if source is not None else None  # with what [[discover]] found
         problem = None
         with open_registry(settings, create=False) as reg:
             def read() -> tuple[Any, Any, Any, Any, list[str]]:
                 try:
                     versions = reg.versions(self.model)
                     aliases = reg.aliases(self.model)
-                    choices = environment_choices(settings, reg, self.model)
+                    choices = environment_choices(settings, reg, self.model, endpoints=live)
                     evaluations = reg.evaluations(self.model)
                     rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
                     return versions, aliases, choices, evaluations, [g.metric for g in rules.gates]
@@ -508,7 +510,7 @@ class ModelScreen(DeckScreen):
 
     # -- release actions (hidden with --read-only) ---------------------------------------------------
     def environments(self, *, held_only: bool = False) -> list[tuple[str, str]]:
-        """The declared environments (an alias, a configured endpoint or the policy names them:
+        """The declared environments (an alias, a configured or discovered endpoint or the policy names them:
         ``core.releases.environment_choices``), each with what it holds and which version a
         rollback would go to; ``held_only``: those holding a version of this model."""
         out = []
