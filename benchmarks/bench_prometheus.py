@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import resource
 import shutil
@@ -392,6 +393,30 @@ async def tui(cfg: Path, n: int, keys: int) -> None:
               f"max {max(ms):6.1f} ms")
 
 
+class _Once(logging.Filter):
+    """Lets each distinct message through once per process. The refresh measurement and the TUI
+    each run a Poller, and each logs the fleet's history budget line once (``history: 20
+    snapshots kept per endpoint, …``): without this the run printed it twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+def say_once(name: str = "modeldeck.poller") -> _Once:
+    """Install :class:`_Once` on the logger ``name`` (the poller's, by default)."""
+    once = _Once()
+    logging.getLogger(name).addFilter(once)
+    return once
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoints", type=int, default=5000)
@@ -405,6 +430,7 @@ def main() -> int:
         serve(int(args.serve[0]), int(args.serve[1]), args.serve[2])
         return 0
     n = args.endpoints
+    say_once()
     with tempfile.TemporaryDirectory(prefix="bench-prometheus-") as tmp:
         folder = Path(tmp)
         os.environ["XDG_STATE_HOME"] = tmp

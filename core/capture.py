@@ -873,7 +873,7 @@ def _is_ground_truth(obj: Any) -> bool:
 
 def read_labels(source: str | os.PathLike, *, id_column: str | None = None, label_column: str = LABEL,
                 timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
-                modified_after: float | None = None) -> pd.DataFrame:
+                modified_after: float | None = None, skipped: list[Path] | None = None) -> pd.DataFrame:
     """Ground truth from a file, glob or URL (the same limits as :func:`read_window`): a frame
     of ``_id`` (the join key), ``label`` and ``_label_time`` (UTC; NaT when not known), oldest
     first, so the last row of an id is its newest label.
@@ -886,7 +886,8 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
     (and ``label_time`` when present). Labels are ordered by their label time when every one
     has it, else as written (files oldest first). ``modified_after`` (epoch seconds): files of a
     glob last written before it are skipped (they cannot hold a label of a newer prediction),
-    so a long label history costs only its recent files."""
+    so a long label history costs only its recent files; each file so skipped is appended to
+    ``skipped`` when given (quality counts them: nothing is dropped silently)."""
     text = str(source)
     frames: list[pd.DataFrame] = []
     if is_url(text):
@@ -897,7 +898,11 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
         paths = expand_source(text)
         if modified_after is not None and len(paths) > 1:
             recent = [p for p in paths if _age_key(p)[0] / 1e9 >= modified_after]
-            paths = recent or paths[-1:]
+            kept = recent or paths[-1:]
+            if skipped is not None:
+                keep = set(kept)
+                skipped.extend(p for p in paths if p not in keep)
+            paths = kept
         total = sum(_size(p) for p in paths)
         if total > max_bytes:
             raise _too_big(text, total, max_bytes, f"{len(paths)} label files of " if len(paths) > 1 else "")

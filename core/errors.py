@@ -38,3 +38,8 @@ class InputError(ModeldeckError):
 
 class UnknownEnvironmentError(RegistryError):
     """A release names an environment that is not declared (no alias, endpoint or policy)."""
+
+
+class DiscoveryUnavailableError(RegistryError):
+    """Whether an environment exists depends on ``[[discover]]``, and Prometheus could not be
+    asked: says so with Prometheus's URL (never a header value), not "unknown environment"."""

@@ -136,10 +136,11 @@ def _materialize(frame: Any, stem: str, label: str) -> DataRef:
 
 
 def recent_data(settings: Settings, model: str, environment: str, rows: int) -> DataRef:
-    eps = [e for e in settings.endpoints_for(model, environment) if e.capture and e.labels]
+    every = settings.endpoints_for(model, environment)
+    eps = [e for e in every if e.capture and e.labels]
     if not eps:
         raise InputError(f"eval_data = 'recent' needs labelled traffic: no endpoint of {model} in {environment} "
-                         f"has both capture and labels configured")
+                         f"has both capture and labels configured{_discovered_note(settings, model, environment)}")
     import pandas as pd
 
     frames = []
@@ -156,38 +157,56 @@ def recent_data(settings: Settings, model: str, environment: str, rows: int) -> 
     return _materialize(frame, f"{model}-{environment}-recent", RECENT)
 
 
+def _discovered_note(settings: Settings, model: str, environment: str) -> str:
+    """What ``[[discover]]`` adds to "no endpoint has capture and labels": the endpoints it
+    finds for ``model`` in ``environment`` (they carry neither), or that Prometheus could not
+    be asked. Empty without blocks that could find them."""
+    from modeldeck.core.promql import might_find
+
+    if not any(might_find(b, model, environment) for b in settings.discover):
+        return ""
+    if not settings.discovery_resolved:
+        from modeldeck.core.promql import resolve_discovered
+
+        settings = resolve_discovered(settings, model, environment)
+    found = [e for e in settings.endpoints_for(model, environment) if e.discovered]
+    failed = [(b.name, why) for b in settings.discover if might_find(b, model, environment)
+              for why in [settings.discover_errors.get(b.name)] if why]
+    parts = []
+    if found:
+        parts.append(f"{len(found)} found by [[discover]] ({one_line(found[0].name, 60)}"
+                     f"{', …' if len(found) > 1 else ''}), which carry no capture or labels: "
+                     f"configure them as [[endpoints]] to evaluate on their traffic")
+    if failed:
+        parts.append(f"discover {failed[0][0]}: {one_line(failed[0][1], 160)}")
+    return ("; " + "; ".join(parts)) if parts else ""
+
+
 def labelled_window(capture: str, labels: str, rows: int, *, label_id_column: str | None = None,
                     label_column: str = LABEL_COLUMN) -> Any:
     """The newest ``rows`` captured input rows that have a label: the captures joined with the
-    labels as quality joins them (``core.capture.read_labels``: SageMaker ground truth or a
-    plain file with an id column; the newest label of an id wins). Inputs only (the model's
-    outputs are left out), the label as ``label``, the inference time as ``_time``."""
+    labels as quality joins and counts them (``core.quality.read_labelled``: SageMaker ground
+    truth or a plain file with an id column; the newest label of an id wins). Inputs only (the
+    model's outputs are left out), the label as ``label``, the inference time as ``_time``;
+    the join's counts in ``attrs["counts"]``."""
     import pandas as pd
 
-    from modeldeck.core.capture import ID, INFERENCE_ID, LABEL, VERSION, read_labels, read_window
+    from modeldeck.core import quality
 
-    preds = read_window(capture, None, ids=True)
-    labs = read_labels(labels, id_column=label_id_column, label_column=label_column)
-    if not len(preds) or not len(labs):
-        return pd.DataFrame()
-    outputs = set(preds.attrs.get("output_columns", []))
-    key = ID if ID in preds.columns else label_id_column
-    if key is None or key not in preds.columns:
-        raise InputError(f"{capture}: no key to join labels on (SageMaker data capture, or label_id_column)")
-    newest = labs.drop_duplicates(ID, keep="last").set_index(ID)[LABEL]
-    keys = preds[key].astype(object).where(preds[key].notna(), None).map(
-        lambda k: None if k is None else str(k))
-    found = keys.map(newest)
-    if INFERENCE_ID in preds.columns:  # SageMaker ground truth may name a request by its inferenceId
-        found = found.where(found.notna(), preds[INFERENCE_ID].map(newest))
-    has = found.notna().to_numpy()
-    inputs = [c for c in preds.columns if c not in outputs and c not in (ID, VERSION, INFERENCE_ID)]
-    frame = preds.loc[has, inputs].copy()
-    frame[LABEL_COLUMN] = found[has].to_numpy()
-    idx = preds.index[has]
+    found, counts = quality.read_labelled(capture, labels, rows, label_id_column=label_id_column,
+                                          label_column=label_column)
+    if not len(found):
+        out = pd.DataFrame()
+        out.attrs["counts"] = counts.as_dict()
+        return out
+    frame = quality.input_columns(found)
+    frame[LABEL_COLUMN] = found[quality.LABELLED].to_numpy()
+    idx = found.index
     frame["_time"] = [str(t) if t is not None and t == t else "" for t in idx] if isinstance(
-        preds.index, pd.DatetimeIndex) else ""
-    return frame.reset_index(drop=True).tail(rows).reset_index(drop=True)
+        idx, pd.DatetimeIndex) else ""
+    frame = frame.reset_index(drop=True)
+    frame.attrs["counts"] = counts.as_dict()
+    return frame
 
 
 # -- the evaluate hook ---------------------------------------------------------------------------

@@ -17,10 +17,15 @@ DEGRADED when it answers but something is wrong (server not ready, a version oth
 registry's, error ratio or p95 at or over the warning threshold, metrics that cannot be read);
 else UP. Drift and quality do not change the status: they are judged on their own.
 
-**Quality** (:func:`quality_level`, :func:`quality_verdicts`): a judged metric at least
-``quality_drop`` below the version's registered value, the upper end of its 95 % interval
-below the registered value too, is a WARNING; twice the drop is CRITICAL; fewer labelled rows
-than ``quality_min_rows`` is "not enough labels", never a verdict.
+**Quality** (:func:`quality_level`, :func:`quality_verdicts`): every live metric is judged
+against the version's registered metric of the same name, in its direction
+(:data:`QUALITY_HIGHER_IS_BETTER`). Higher is better (accuracy, precision, recall, F1, ROC AUC,
+R²): at least ``quality_drop`` (absolute) below the registered value, the upper end of its 95 %
+interval below the registered value too, is a WARNING. Lower is better (MAE, RMSE: errors in
+the label's own units, so the drop is a share of the registered value): at least
+``quality_drop`` x the registered value above it, the lower end of the interval above it too.
+Twice the drop is CRITICAL. Fewer labelled rows than ``quality_min_rows`` is "not enough
+labels", never a verdict.
 
 **Drift** (:func:`summarize_drift`): only *judged* columns count (status ``ok``, ``drift`` or
 ``constant``; never ``low_sample``, ``error`` or ``skipped``). A column's PSI counts only when
@@ -347,7 +352,7 @@ def snapshot_quality_verdicts(summary: Any) -> list[Verdict]:
     reg = doc.get("registered") or {}
     drop = finite(doc.get("quality_drop"))
     return quality_verdicts(doc, reg.get("metrics"), 0.05 if drop is None else drop,
-                            str(reg.get("describe") or "its registered value"))
+                            str(reg.get("describe") or "its registered value"), reg.get("dataset_rows"))
 
 
 def level(snap: EndpointSnapshot, th: Thresholds) -> str:
@@ -405,30 +410,96 @@ def approval_verdict(*, model: str, version: int, environment: str, action: str,
 
 # -- model quality --------------------------------------------------------------------------------
 
-# The live metrics judged against the version's registered ones (higher is better, unitless;
-# MAE and RMSE are shown, never judged: an absolute drop means nothing on their scale).
-QUALITY_JUDGED = {"classification": ("accuracy", "f1", "roc_auc"), "regression": ("r2",)}
+# The live metrics judged against the version's registered ones of the same name, and which way
+# is better. MAE and RMSE are in the label's units: their drop is relative (QUALITY_RELATIVE).
+QUALITY_JUDGED = {"classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
+                  "regression": ("mae", "rmse", "r2")}
+QUALITY_HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "roc_auc": True,
+                            "r2": True, "mae": False, "rmse": False}
+QUALITY_RELATIVE = frozenset({"mae", "rmse"})
 
 
-def quality_level(value: float | None, high: float | None, registered: float | None, drop: float) -> str:
-    """THE quality rule for one metric: WARNING when the live ``value`` is at least ``drop``
-    (absolute) below the ``registered`` one and the upper bound of its 95 % interval (``high``)
-    is below the registered value too (the drop is not chance); CRITICAL at twice the drop;
-    else OK (also when a number is missing)."""
-    v, h, r = finite(value), finite(high), finite(registered)
-    if v is None or r is None or h is None or not h < r:
+def quality_shortfall(metric: str, value: Any, registered: Any) -> float | None:
+    """How much worse ``value`` is than ``registered``, in the unit ``quality_drop`` is given
+    in: higher-is-better metrics ``registered - value``; MAE and RMSE ``(value - registered) /
+    registered`` (a share; a registered error of 0 makes any error infinitely worse). Negative:
+    better. None when a number is missing."""
+    v, r = finite(value), finite(registered)
+    if v is None or r is None:
+        return None
+    if QUALITY_HIGHER_IS_BETTER.get(metric, True):
+        return r - v
+    if metric in QUALITY_RELATIVE:
+        if r <= 0:
+            return 0.0 if v <= r else float("inf")
+        return (v - r) / r
+    return v - r
+
+
+def quality_margin(metric: str, m: Mapping[str, Any], registered_rows: Any = None,
+                   live_rows: Any = None) -> float | None:
+    """The bound of the live metric's 95 % interval on its worse side (the upper end for a
+    higher-is-better metric, the lower end for MAE and RMSE), widened for the registered
+    value's own sampling noise when the rows it was measured on are known: the interval of
+    the difference of two estimates, the registered one's spread scaled from the live one by
+    sqrt(live rows / registered rows) (``live_rows``: the labelled rows measured, else the
+    metric's own). None without an interval."""
+    v = finite(m.get("value"))
+    bound = finite(m.get("high") if QUALITY_HIGHER_IS_BETTER.get(metric, True) else m.get("low"))
+    if v is None or bound is None:
+        return None
+    reg_rows = finite(registered_rows)
+    rows = finite(live_rows if live_rows is not None else m.get("rows"))
+    if reg_rows is not None and reg_rows > 0 and rows is not None and rows > 0:
+        # both rest on the same share of their rows (precision: the predicted positives), so
+        # the ratio is that of the whole windows: the labelled rows against the evaluation's
+        bound = v + (bound - v) * (1.0 + rows / reg_rows) ** 0.5
+    return bound
+
+
+def quality_level(metric: str, m: Mapping[str, Any] | None, registered: Any, drop: float, *, min_rows: int = 0,
+                  registered_rows: Any = None, live_rows: Any = None) -> str:
+    """THE quality rule for one metric (``m``: its ``value``, ``low``, ``high`` and ``rows`` as
+    the quality document holds them): WARNING when the live value is worse than the
+    ``registered`` one by at least ``drop`` (:func:`quality_shortfall`: absolute for the
+    higher-is-better metrics, a share of the registered value for MAE and RMSE) and its 95 %
+    interval is wholly on the worse side too (:func:`quality_margin`: the upper end below the
+    registered value, for MAE and RMSE the lower end above it; widened for the registered
+    value's own noise when ``registered_rows`` is known; ``live_rows``: the labelled rows
+    measured), so the drop is not chance. CRITICAL
+    at twice the drop. OK when a number is missing, and when the metric rests on fewer than
+    ``min_rows`` rows (precision on the predicted positives, recall on the actual ones: too
+    few to judge, as a window with too few labels)."""
+    m = m or {}
+    r = finite(registered)
+    short = quality_shortfall(metric, m.get("value"), r)
+    if short is None or r is None:
         return OK
-    if reaches(r - v, 2 * drop - 1e-12):
+    rows = finite(m.get("rows"))
+    if min_rows and (rows is None or rows < min_rows):
+        return OK
+    bound = quality_margin(metric, m, registered_rows, live_rows)
+    if bound is None:
+        return OK
+    if not (bound < r if QUALITY_HIGHER_IS_BETTER.get(metric, True) else bound > r):
+        return OK
+    if reaches(short, 2 * drop - 1e-12):
         return CRITICAL
-    return WARNING if reaches(r - v, drop - 1e-12) else OK
+    return WARNING if reaches(short, drop - 1e-12) else OK
+
+
+def _qnum(metric: str, v: float) -> str:
+    return f"{v:.4g}" if metric in QUALITY_RELATIVE else f"{v:.3f}"
 
 
 def quality_verdicts(doc: Mapping[str, Any] | None, registered: Mapping[str, float] | None, drop: float,
-                     against: str = "its registered value") -> list[Verdict]:
+                     against: str = "its registered value", registered_rows: Any = None) -> list[Verdict]:
     """What the rules say about a quality result (``core.quality.QualityResult.to_json()``,
-    as the report embeds it and snapshots store it): one verdict per judged metric that
-    dropped against ``registered`` (:func:`quality_level`), or why quality was not measured.
-    Fewer labelled rows than its ``min_rows`` is "not enough labels": never a verdict."""
+    as the report embeds it and snapshots store it): one verdict per judged metric that got
+    worse against ``registered`` (:func:`quality_level`; ``registered_rows``: the rows its
+    values were measured on, when known), or why quality was not measured. Fewer labelled rows
+    than its ``min_rows`` is "not enough labels": never a verdict; so is a metric resting on
+    fewer rows than that (precision, recall)."""
     if not doc:
         return []
     if doc.get("error"):
@@ -437,19 +508,27 @@ def quality_verdicts(doc: Mapping[str, Any] | None, registered: Mapping[str, flo
         return []
     out = []
     metrics = doc.get("metrics") or {}
+    min_rows = int(finite(doc.get("min_rows")) or 0)
     for name in QUALITY_JUDGED.get(str(doc.get("problem_type")), ()):
         m = metrics.get(name) or {}
         r = finite(registered.get(name))
         v, lo, hi = finite(m.get("value")), finite(m.get("low")), finite(m.get("high"))
         if v is None or r is None:
             continue
-        lv = quality_level(v, hi, r, drop)
+        lv = quality_level(name, m, r, drop, min_rows=min_rows, registered_rows=registered_rows,
+                           live_rows=doc.get("rows"))
         if lv == OK:
             continue
         limit = drop * (2 if lv == CRITICAL else 1)
-        low = f"{lo:.3f}" if lo is not None else "?"
-        out.append(Verdict("quality", lv, f"{name} {v:.3f} (95% {low}-{hi:.3f}, {doc.get('rows')} labelled rows) is "
-                                          f"{r - v:.3f} below {r:.3f}, {one_line(against, 80)} (limit {limit:g})"))
+        iv = f"95% {_qnum(name, lo) if lo is not None else '?'}-{_qnum(name, hi) if hi is not None else '?'}"
+        head = f"{name} {_qnum(name, v)} ({iv}, {m.get('rows', doc.get('rows'))} rows) is "
+        if QUALITY_HIGHER_IS_BETTER.get(name, True):
+            text = f"{head}{r - v:.3f} below {r:.3f}, {one_line(against, 80)} (limit {limit:g})"
+        else:
+            short = quality_shortfall(name, v, r) or 0.0
+            text = (f"{head}{_qnum(name, v - r)} above {_qnum(name, r)} (+{short * 100:.0f}%), "
+                    f"{one_line(against, 80)} (limit +{limit * 100:g}%; lower is better)")
+        out.append(Verdict("quality", lv, text))
     return out
 
 

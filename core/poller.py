@@ -32,7 +32,7 @@ A :class:`Poller` belongs to one asyncio event loop: the one that first awaits :
 its own loop). Those coroutines must only be awaited on that loop. ``on_snapshot`` is called on
 that loop's thread, once per snapshot, and must return quickly (post a message; never block).
 
-From any thread, at any time: :meth:`latest`, :meth:`history`, :attr:`paused`,
+From any thread, at any time: :meth:`latest`, :meth:`history`, :meth:`quality_history`, :attr:`paused`,
 :attr:`interval` (reads, under a lock, of immutable values), and :meth:`pause`, :meth:`resume`,
 :meth:`set_interval`, :meth:`poll_now`, :meth:`stop` (handed to the loop with
 ``call_soon_threadsafe`` when called from another thread).
@@ -45,7 +45,9 @@ Drift (endpoints with ``capture``) is computed every ``poll.drift_every`` polls 
 thread, reference profiles cached per (model, version). Quality (endpoints with ``capture``
 and ``labels``: ``core.quality.endpoint_quality``) is measured every ``poll.quality_every``
 polls in the same workers, judged against the served version's registered metrics and the
-model's rules (both read from the registry, cached per (model, version) for a minute).
+model's rules (both read from the registry, cached per (model, version) for a minute); each
+measurement is also kept, small (``core.snapshot.QualityPoint``), in a per-endpoint history bounded
+like the snapshots' (:meth:`quality_history`: the Quality tab's chart over time).
 """
 
 from __future__ import annotations
@@ -80,7 +82,14 @@ from modeldeck.core.metrics import (
     RateWindow,
     read_metrics,
 )
-from modeldeck.core.snapshot import DOWN, PENDING, DriftSummary, EndpointSnapshot, QualitySummary
+from modeldeck.core.snapshot import (
+    DOWN,
+    PENDING,
+    DriftSummary,
+    EndpointSnapshot,
+    QualityPoint,
+    QualitySummary,
+)
 from modeldeck.core.textfmt import duration, one_line, utc_iso
 
 log = logging.getLogger("modeldeck.poller")
@@ -257,6 +266,9 @@ class Poller:
                                                      for t in self._targets}
         self._history: dict[str, deque[EndpointSnapshot]] = {t.cfg.name: deque(maxlen=n)
                                                              for t in self._targets}
+        # quality measurements (one every poll.quality_every polls), bounded like the history
+        self._quality_history: dict[str, deque[QualityPoint]] = {t.cfg.name: deque(maxlen=n)
+                                                                 for t in self._targets}
         self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id: int | None = None
@@ -320,6 +332,14 @@ class Poller:
         from the registry's stored snapshots, marked ``source="stored"``)."""
         with self._lock:
             h = self._history.get(name)
+            return tuple(h) if h is not None else ()
+
+    def quality_history(self, name: str) -> tuple[QualityPoint, ...]:
+        """The quality measurements of one endpoint, oldest first (at most as many as
+        :meth:`history` keeps snapshots; seeded at start from the stored snapshots' quality):
+        what the Quality tab charts over time."""
+        with self._lock:
+            h = self._quality_history.get(name)
             return tuple(h) if h is not None else ()
 
     @property
@@ -777,6 +797,9 @@ class Poller:
             for name, h in self._history.items():
                 if h.maxlen is not None and h.maxlen > cap:
                     self._history[name] = deque(h, maxlen=cap)
+            for name, qh in self._quality_history.items():
+                if qh.maxlen is not None and qh.maxlen > cap:
+                    self._quality_history[name] = deque(qh, maxlen=cap)
 
     def _add_target(self, cfg: EndpointConfig) -> None:
         t = _Target(cfg, len(self._targets))
@@ -787,6 +810,7 @@ class Poller:
             self._targets.append(t)
             self._latest[cfg.name] = EndpointSnapshot.pending(cfg)
             self._history[cfg.name] = deque(maxlen=self._history_len())
+            self._quality_history[cfg.name] = deque(maxlen=self._history_len())
         self._start_loop(t)
 
     def _replace_config(self, t: _Target, cfg: EndpointConfig) -> None:
@@ -810,6 +834,7 @@ class Poller:
             for t in gone:
                 self._latest.pop(t.cfg.name, None)
                 self._history.pop(t.cfg.name, None)
+                self._quality_history.pop(t.cfg.name, None)
         for t in gone[:20]:
             log.info("endpoint %s removed (no longer reported by Prometheus)", one_line(t.cfg.name, 60))
         if len(gone) > 20:
@@ -1169,13 +1194,18 @@ class Poller:
         with self._lock:
             for name, items in rows.items():
                 h = self._history[name]
+                qh = self._quality_history.get(name)
                 for d in items:
                     try:
                         d = dict(d)
                         d["source"] = "stored"
-                        h.append(EndpointSnapshot.from_dict(d))
+                        snap = EndpointSnapshot.from_dict(d)
                     except Exception:  # a row from another version: skip it
                         continue
+                    h.append(snap)
+                    q = snap.quality  # each measurement once (snapshots repeat it until the next)
+                    if q is not None and qh is not None and (not qh or qh[-1].computed_at != q.computed_at):
+                        qh.append(QualityPoint.of(q))
 
     async def store_now(self) -> int:
         """Write the newest snapshot of each endpoint (if not written yet) to the registry.
@@ -1292,6 +1322,11 @@ class Poller:
             log.info("endpoint %s: quality failed: %s", cfg.name, one_line(e, 200))
             t.quality = QualitySummary(computed_at=now(), version=version,
                                        error=one_line(f"{type(e).__name__}: {e}", 200))
+        point = QualityPoint.of(t.quality)
+        with self._lock:
+            qh = self._quality_history.get(cfg.name)
+            if qh is not None:
+                qh.append(point)
 
     async def _in_drift_pool(self, fn: Callable[[], T]) -> T:
         if self._drift_pool is None:

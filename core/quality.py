@@ -38,7 +38,8 @@ time is known (``None`` otherwise).
 
 **Estimated** (confidence-based performance estimation, as NannyML's CBPE), for binary
 classifiers with probabilities: the probabilities are calibrated on the labelled reference
-rows (the measured window, at most ``CALIBRATION_ROWS``), then the expected accuracy and
+rows (every labelled row joined, not only the measured window: the newest
+``CALIBRATION_ROWS`` of them), then the expected accuracy and
 ROC AUC of the newest ``window`` rows *without* a label are computed from the calibrated
 probabilities. The calibration is isotonic (as NannyML's) when the reference holds at least
 ``ISOTONIC_MIN_CLASS`` rows of each class, else Platt scaling on the logit (two parameters,
@@ -63,14 +64,14 @@ from typing import Any
 import numpy as np
 
 from modeldeck.core.errors import InputError
+from modeldeck.core.judge import QUALITY_HIGHER_IS_BETTER
 from modeldeck.core.textfmt import one_line
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 PROBLEM_TYPES = (CLASSIFICATION, REGRESSION)
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 REGRESSION_METRICS = ("mae", "rmse", "r2")
-HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "roc_auc": True,
-                    "mae": False, "rmse": False, "r2": True}
+HIGHER_IS_BETTER = QUALITY_HIGHER_IS_BETTER  # which way is better: the judge's rule
 # Names a pipeline may have registered a metric under (the registry's metrics are free-form).
 ALIASES = {"roc_auc": ("roc_auc", "auc", "roc-auc", "auroc"), "r2": ("r2", "r_squared", "r2_score"),
            "f1": ("f1", "f1_score"), "accuracy": ("accuracy", "acc"), "precision": ("precision",),
@@ -138,6 +139,7 @@ class Counts:
     labelled: int = 0  # captured rows that have a label
     unusable: int = 0  # labelled rows left out: a missing prediction or label value, or not a number
     other_versions: int = 0  # captured rows another version answered (left out, with their labels)
+    label_files_skipped: int = 0  # label files of a glob last written before the oldest captured row read
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -339,37 +341,12 @@ def _as_text(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the captures") -> Joined:
-    """Join captured rows (a frame, in inference-time order: ``core.capture.read_window(...,
-    ids=True)``) with labels (``core.capture.read_labels``) on their key."""
-    import pandas as pd
+def _match(predictions: Any, labels: Any, spec: QualitySpec, name: str, other_keys: Any = None,
+           n_other: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The join's matching and counting: for each captured row the row of the label that wins
+    (-1: none), whether it has one, and the counts (:class:`Counts`' fields but ``unusable``)."""
+    from modeldeck.core.capture import ID, INFERENCE_ID
 
-    from modeldeck.core.capture import ID, LABEL, LABEL_TIME
-
-    spec.check()
-    from modeldeck.core.capture import VERSION
-
-    n_other = 0
-    other_keys: Any = None
-    if spec.version is not None and VERSION in predictions.columns and len(predictions):
-        served = predictions[VERSION]
-        other = (served.notna() & (served.astype(str) != str(spec.version))).to_numpy()
-        if other.any():
-            n_other = int(other.sum())
-            others = predictions[other]
-            other_keys = _keys(others, spec, name)
-            from modeldeck.core.capture import INFERENCE_ID
-
-            if INFERENCE_ID in others.columns:
-                import pandas as pd
-
-                other_keys = pd.concat([other_keys.astype(object), others[INFERENCE_ID].astype(object)],
-                                       ignore_index=True)
-            predictions = predictions[~other]
-    if spec.prediction_column not in predictions.columns and len(predictions):
-        cols = ", ".join(one_line(c, 40) for c in list(predictions.columns)[:12])
-        raise InputError(f"{name}: no prediction column {one_line(spec.prediction_column, 60)!r} (columns: {cols}; "
-                         f"set prediction_column)")
     n_pred = len(predictions)
     pred_keys = _keys(predictions, spec, name) if n_pred else np.empty(0, dtype=object)
     lab_keys = key_text(labels[ID])
@@ -377,8 +354,6 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
     # One hash pass over every key (labels, captured rows, other versions' rows): integer codes
     # (-1: no key). Then the newest label of a code wins (labels are oldest first), and the
     # join is an array lookup.
-    from modeldeck.core.capture import INFERENCE_ID
-
     alt_keys = predictions[INFERENCE_ID] if INFERENCE_ID in predictions.columns and n_pred else None
     parts = [lab_keys, pred_keys] + ([alt_keys] if alt_keys is not None else []) + \
         ([other_keys] if other_keys is not None else [])
@@ -406,12 +381,48 @@ def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the c
         seen[codes[rest:]] = True
     seen[n_codes] = False
     orphans = int(((last[:n_codes] >= 0) & ~seen[:n_codes]).sum())
-    lab_values = labels[LABEL].to_numpy(dtype=object)
-    lab_times = _times(labels, LABEL_TIME)
     counts = dict(predictions=n_pred, labels=n_lab, duplicate_labels=n_dup,
                   labels_without_prediction=orphans, other_versions=n_other,
                   predictions_without_label=int((~hit).sum()), predictions_without_id=int(no_id.sum()),
                   labelled=int(hit.sum()))
+    return pos, hit, counts
+
+
+def join(predictions: Any, labels: Any, spec: QualitySpec, *, name: str = "the captures") -> Joined:
+    """Join captured rows (a frame, in inference-time order: ``core.capture.read_window(...,
+    ids=True)``) with labels (``core.capture.read_labels``) on their key."""
+    import pandas as pd
+
+    from modeldeck.core.capture import LABEL, LABEL_TIME
+
+    spec.check()
+    from modeldeck.core.capture import VERSION
+
+    n_other = 0
+    other_keys: Any = None
+    if spec.version is not None and VERSION in predictions.columns and len(predictions):
+        served = predictions[VERSION]
+        other = (served.notna() & (served.astype(str) != str(spec.version))).to_numpy()
+        if other.any():
+            n_other = int(other.sum())
+            others = predictions[other]
+            other_keys = _keys(others, spec, name)
+            from modeldeck.core.capture import INFERENCE_ID
+
+            if INFERENCE_ID in others.columns:
+                import pandas as pd
+
+                other_keys = pd.concat([other_keys.astype(object), others[INFERENCE_ID].astype(object)],
+                                       ignore_index=True)
+            predictions = predictions[~other]
+    if spec.prediction_column not in predictions.columns and len(predictions):
+        cols = ", ".join(one_line(c, 40) for c in list(predictions.columns)[:12])
+        raise InputError(f"{name}: no prediction column {one_line(spec.prediction_column, 60)!r} (columns: {cols}; "
+                         f"set prediction_column)")
+    n_pred = len(predictions)
+    pos, hit, counts = _match(predictions, labels, spec, name, other_keys, n_other)
+    lab_values = labels[LABEL].to_numpy(dtype=object)
+    lab_times = _times(labels, LABEL_TIME)
     inf_times = _times(predictions) if n_pred else np.empty(0, dtype="datetime64[ns]")
     pred_raw = predictions[spec.prediction_column].to_numpy() if n_pred else np.empty(0, dtype=object)
     score_raw = None
@@ -783,7 +794,7 @@ def measure(j: Joined, *, clock: Any = time.time) -> QualityResult:
         if j.no_probability is not None:
             metrics["roc_auc"] = Metric("roc_auc", None, rows=rows,
                                         note=f"no probability column {one_line(j.no_probability, 40)!r} in the captures")
-        estimate = _estimate(j, yt, sc)
+        estimate = _estimate(j, j.y_true, j.score)  # calibrated on every labelled row read, not only the window
     else:
         metrics = regression_metrics(yt.astype(np.float64), yp.astype(np.float64), spec.seed)
     lag = None
@@ -801,8 +812,10 @@ def measure(j: Joined, *, clock: Any = time.time) -> QualityResult:
 
 
 def _estimate(j: Joined, ref_true: np.ndarray, ref_score: np.ndarray | None) -> Estimate | None:
-    """CBPE on the newest window's unlabelled rows, calibrated on the measured rows; only for
-    binary labels with probabilities, and only with enough labelled rows of both classes."""
+    """CBPE on the newest window's unlabelled rows, calibrated on the labelled rows given (every
+    labelled row joined, the newest CALIBRATION_ROWS of them: isotonic needs ISOTONIC_MIN_CLASS of
+    each class, which a 1,000-row window never holds); only for binary labels with
+    probabilities, and only with enough labelled rows of both classes."""
     if ref_score is None or j.unlabelled_score is None or j.unlabelled_pred is None:
         return None
     t = ref_true == j.positive
@@ -870,9 +883,96 @@ def assess(capture: str, labels: str, spec: QualitySpec, *, last_n: int | None =
     times = _times(preds) if len(preds) else None
     if times is not None and len(times) and not np.isnat(times).any():
         oldest = float(times.min().astype("datetime64[ns]").astype(np.int64)) / 1e9 - LABEL_FILE_SLACK
+    skipped: list[Any] = []
     labs = cap.read_labels(labels, id_column=label_id_column, label_column=label_column, modified_after=oldest,
-                           **kw)
-    return measure(join(preds, labs, spec, name=str(capture)), clock=clock)
+                           skipped=skipped, **kw)
+    j = join(preds, labs, spec, name=str(capture))
+    if skipped:
+        from dataclasses import replace
+
+        j.counts = replace(j.counts, label_files_skipped=len(skipped))
+    return measure(j, clock=clock)
+
+
+LABELLED = "_label"  # labelled_rows: the label of each captured row
+
+
+def labelled_rows(predictions: Any, labels: Any, *, id_column: str | None = None,
+                  name: str = "the captures") -> tuple[Any, Counts]:
+    """The captured rows that have a label, joined exactly as :func:`join` joins them (the same
+    keys, the newest label of an id wins, a label may name a request by its ``inferenceId``),
+    with the label as :data:`LABELLED`, in inference-time order; and the join's counts. For
+    training and evaluating on the labelled live window (``core.evaluation.labelled_window``,
+    the example pipeline's ``--recent``). The captured rows keep their order (read_window's:
+    by inference time)."""
+    from modeldeck.core.capture import LABEL
+
+    spec = QualitySpec(id_column=id_column)
+    if not len(predictions):
+        return predictions.iloc[0:0], Counts(labels=len(labels))
+    pos, hit, counts = _match(predictions, labels, spec, name)
+    frame = predictions.iloc[np.flatnonzero(hit)].copy()
+    frame.attrs.update(predictions.attrs)
+    frame[LABELLED] = labels[LABEL].to_numpy(dtype=object)[pos[hit]]
+    return frame, Counts(**counts)
+
+
+def input_columns(frame: Any) -> Any:
+    """A copy of the captured input columns of ``frame`` (``labelled_rows``' or
+    ``read_window``'s): without the model's outputs, the keys, the version and the label."""
+    from modeldeck.core.capture import ID, INFERENCE_ID, VERSION
+
+    drop = set(frame.attrs.get("output_columns", [])) | {ID, VERSION, INFERENCE_ID, LABELLED}
+    return frame[[c for c in frame.columns if c not in drop]].copy()
+
+
+def read_labelled(capture: str | Sequence[str], labels: str | Sequence[str], rows: int, *,
+                  label_id_column: str | None = None, label_column: str = "label", timeout: float = 10.0,
+                  max_bytes: int | None = None) -> tuple[Any, Counts]:
+    """The newest ``rows`` captured rows that have a label (:func:`labelled_rows`) from the
+    sources (a file, glob or URL each, or several of them), read as :func:`assess` reads them:
+    the newest captured records (4 x ``rows``, at least 5,000, more while too few of them are
+    labelled), and the label files not older than the oldest of those (the skipped ones
+    counted). Returns the frame (at most ``rows``) and the counts of the whole join."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from modeldeck.core import capture as cap
+
+    captures = [capture] if isinstance(capture, (str, bytes)) or not isinstance(capture, Sequence) else list(capture)
+    label_sources = [labels] if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) else list(labels)
+    kw: dict[str, Any] = {"timeout": timeout}
+    if max_bytes is not None:
+        kw["max_bytes"] = max_bytes
+    n = max(4 * max(1, rows), 5000)
+    while True:
+        frames = [cap.read_window(c, n, ids=True, **kw) for c in captures]
+        preds = frames[0] if len(frames) == 1 else pd.concat(frames)
+        if len(frames) > 1 and isinstance(preds.index, pd.DatetimeIndex) and not preds.index.hasnans:
+            preds = preds.iloc[np.argsort(preds.index.to_numpy(dtype="datetime64[ns]"), kind="stable")]
+            preds.attrs.update(frames[0].attrs)
+        complete = all(len(f) < n for f in frames)
+        oldest = None
+        times = _times(preds) if len(preds) else None
+        if times is not None and len(times) and not np.isnat(times).any():
+            oldest = float(times.min().astype("datetime64[ns]").astype(np.int64)) / 1e9 - LABEL_FILE_SLACK
+        skipped: list[Any] = []
+        parts = [cap.read_labels(src, id_column=label_id_column, label_column=label_column, modified_after=oldest,
+                                 skipped=skipped, **kw) for src in label_sources]
+        labs = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        if len(parts) > 1 and len(labs) and not labs[cap.LABEL_TIME].isna().any():  # the newest label last
+            labs = labs.iloc[np.argsort(labs[cap.LABEL_TIME].to_numpy(), kind="stable")].reset_index(drop=True)
+        frame, counts = labelled_rows(preds, labs, id_column=label_id_column,
+                                      name=", ".join(str(c) for c in captures))
+        if len(frame) >= rows or complete:
+            break
+        n *= 4
+    if skipped:
+        counts = replace(counts, label_files_skipped=len(skipped))
+    out = frame.iloc[max(0, len(frame) - rows):]
+    out.attrs.update(frame.attrs)
+    return out, counts
 
 
 def failed(spec: QualitySpec, error: str, *, clock: Any = time.time) -> QualityResult:
@@ -908,7 +1008,17 @@ def describe_counts(c: Counts) -> str:
         parts.append(f"{c.unusable} labelled rows without a usable value")
     if c.other_versions:
         parts.append(f"{c.other_versions} rows another version answered (left out)")
+    if c.label_files_skipped:
+        parts.append(f"{c.label_files_skipped} label {_files(c.label_files_skipped)} skipped ({SKIPPED_WHY})")
     return ", ".join(parts)
+
+
+# Why label files are skipped (core.capture.read_labels' modified_after), in the counts' words.
+SKIPPED_WHY = f"last written before the oldest captured row read, less {LABEL_FILE_SLACK / 60:g} minutes"
+
+
+def _files(n: int) -> str:
+    return "file" if n == 1 else "files"
 
 
 def metric_names(problem_type: str) -> tuple[str, ...]:
@@ -990,7 +1100,8 @@ def document(r: QualityResult, reg: Registered | None, drop: float) -> dict[str,
     from modeldeck.core import judge
 
     doc = r.to_json()
-    found = judge.quality_verdicts(doc, reg.metrics if reg else None, drop, reg.describe() if reg else "")
+    found = judge.quality_verdicts(doc, reg.metrics if reg else None, drop, reg.describe() if reg else "",
+                                   reg.dataset_rows if reg else None)
     doc["registered"] = reg.as_dict() if reg else None
     doc["quality_drop"] = drop
     doc["verdicts"] = [{"level": v.level, "text": v.text} for v in found]

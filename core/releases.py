@@ -17,8 +17,10 @@ inject ``poll``, ``clock`` and ``sleep``.
 
 Rules (:func:`effective_model`): the registry's release policy for the model
 (``core.policy``), made stricter by the config's ``[models.X]`` where it says so; a looser
-config value raises PolicyError. Environments must be declared (:func:`check_environment`):
-held by an alias, named by an endpoint or listed in a policy, else ``create_env``.
+config value raises PolicyError. Environments must be declared (:func:`resolve_environment`):
+held by an alias, named by an endpoint (configured, or found by ``[[discover]]``: then
+Prometheus is asked, and its being unreachable is said as such) or listed in a policy, else
+``create_env``.
 
 Gates (each a :class:`GateResult` with its numbers):
 
@@ -66,7 +68,13 @@ from modeldeck.core.config import (
     ModelConfig,
     Settings,
 )
-from modeldeck.core.errors import ConflictError, ModeldeckError, RegistryError, UnknownEnvironmentError
+from modeldeck.core.errors import (
+    ConflictError,
+    DiscoveryUnavailableError,
+    ModeldeckError,
+    RegistryError,
+    UnknownEnvironmentError,
+)
 from modeldeck.core.evaluation import DataRef
 from modeldeck.core.hooks import (
     Redactor,
@@ -569,31 +577,97 @@ def health_gate(settings: Settings, model: str, environment: str,
 # -- environments ----------------------------------------------------------------------------------
 
 
-def known_environments(settings: Settings, registry: Registry, model: str | None = None) -> list[str]:
+def known_environments(settings: Settings, registry: Registry, model: str | None = None, *,
+                       endpoints: Iterable[EndpointConfig] | None = None) -> list[str]:
     """Every declared environment: one holding an alias (of any model), named by a configured
-    endpoint, or listed in a policy (the registry's, or ``[models.X.environments]`` of the
-    config); production first, then by name."""
-    names = set(registry.environments()) | {e.environment for e in settings.endpoints}
+    endpoint or by one ``[[discover]]`` found (those in ``settings.endpoints`` once resolved,
+    or the live fleet's ``endpoints``), the fixed ``environment`` of a ``[[discover]]`` block,
+    or listed in a policy (the registry's, or ``[models.X.environments]`` of the config);
+    production first, then by name. Reads no network: see :func:`resolve_environment`."""
+    eps = settings.endpoints if endpoints is None else endpoints
+    names = set(registry.environments()) | {e.environment for e in eps}
+    names |= {b.environment for b in settings.discover if b.environment_label is None}
     names |= set(registry.policy_environments())
     for mc in settings.models.values():
         names |= set(mc.environments)
     return sorted(names, key=lambda n: (n != "production", n != "staging", n))
 
 
-def check_environment(settings: Settings, registry: Registry, environment: str, *, create: bool = False) -> bool:
+def prometheus_display_url(settings: Settings) -> str:
+    """``[prometheus] url`` as it may be shown: no credentials, query or fragment."""
+    import urllib.parse
+
+    if settings.prometheus is None:
+        return "-"
+    parts = urllib.parse.urlsplit(settings.prometheus.url)
+    host = parts.netloc.rpartition("@")[2]
+    return one_line(urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")), 120)
+
+
+def _discovery_unknown(settings: Settings, environment: str) -> str | None:
+    """Why the ``[[discover]]`` blocks that name environments by a label could not say whether
+    ``environment`` is among them (their discovery failed), or None."""
+    failed = [(b.name, settings.discover_errors[b.name]) for b in settings.discover
+              if b.environment_label is not None and b.name in settings.discover_errors]
+    if not failed:
+        return None
+    name, why = failed[0]
+    url = prometheus_display_url(settings)
+    cfg = settings.prometheus
+    netloc = ""
+    if cfg is not None:
+        import urllib.parse
+
+        netloc = urllib.parse.urlsplit(cfg.url).netloc.rpartition("@")[2]
+    reached = not (why.startswith(f"prometheus: {netloc}:") or "timed out" in why)
+    state = f"Prometheus at {url} failed discovery" if reached else f"Prometheus is unreachable at {url}"
+    more = f" (and {len(failed) - 1} more block{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+    return one_line(f"cannot tell whether environment '{environment}' exists: {state} (discover {name}: "
+                    f"{why}){more}; [[discover]] finds environments there", 300)
+
+
+def resolve_environment(settings: Settings, registry: Registry, model: str, environment: str, *,
+                        create: bool = False) -> tuple[Settings, bool]:
     """Refuse an undeclared environment (a typo must not create one) unless ``create``;
-    returns whether the environment is new."""
+    returns ``settings`` with the endpoints ``[[discover]]`` finds for ``model`` in
+    ``environment`` (asked only when the environment is not declared otherwise, or later by
+    :func:`with_discovered`) and whether the environment is new. An environment only
+    ``[[discover]]`` names (``environment_label``) counts when Prometheus says so; when it
+    cannot be asked, :class:`DiscoveryUnavailableError` says Prometheus is unreachable at its
+    URL rather than calling the environment unknown."""
     known = known_environments(settings, registry)
     if environment in known:
-        return False
+        return settings, False
+    if (settings.discover and not settings.discovery_resolved and settings.prometheus is not None
+            and any(b.environment_label is not None for b in settings.discover)):
+        from modeldeck.core.promql import resolve_discovered
+
+        every = resolve_discovered(settings)  # an environment any model's discovered endpoints are in is declared
+        known = known_environments(settings, registry, endpoints=every.endpoints)
+        # the plan keeps the configured endpoints and the discovered ones of this model and environment
+        mine = tuple(e for e in every.endpoints
+                     if not e.discovered or (e.model == model and e.environment == environment))
+        settings = replace(every, endpoints=mine)
+        if environment in known:
+            return settings, False
+        unknown = _discovery_unknown(settings, environment)
+        if unknown and not create:
+            raise DiscoveryUnavailableError(unknown)
     if create:
-        return True
+        return settings, True
     close = [k for k in known if k.startswith(environment) or environment.startswith(k)]
     close += [k for k in difflib.get_close_matches(environment, known, n=2, cutoff=0.5) if k not in close]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     listed = ", ".join(known) if known else "none yet"
     raise UnknownEnvironmentError(f"unknown environment '{environment}' (known: {listed}); --create-env to create "
                                   f"it{hint}")
+
+
+def check_environment(settings: Settings, registry: Registry, environment: str, *, create: bool = False,
+                      model: str = "") -> bool:
+    """:func:`resolve_environment` for callers that only need the answer: whether the
+    environment is new (raises when it is undeclared and not ``create``)."""
+    return resolve_environment(settings, registry, model, environment, create=create)[1]
 
 
 @dataclass(frozen=True)
@@ -631,18 +705,23 @@ def no_rollback_target(registry: Registry, model: str, environment: str, current
             f"'roll back to version…' in the TUI)")
 
 
-def environment_choices(settings: Settings, registry: Registry, model: str) -> list[EnvironmentChoice]:
-    """The declared environments for ``model``'s pickers: those it holds first."""
+def environment_choices(settings: Settings, registry: Registry, model: str, *,
+                        endpoints: Iterable[EndpointConfig] | None = None) -> list[EnvironmentChoice]:
+    """The declared environments for ``model``'s pickers: those it holds first. ``endpoints``:
+    the fleet watched now (the TUI's poller: configured and discovered), else
+    ``settings.endpoints`` (with what ``[[discover]]`` found once resolved)."""
+    eps = tuple(settings.endpoints if endpoints is None else endpoints)
     aliases = registry.aliases(model)
     held = set(registry.environments())
-    configured = {e.environment for e in settings.endpoints}
+    configured = {e.environment for e in eps}
+    configured |= {b.environment for b in settings.discover if b.environment_label is None}
     declared = set(registry.policy_environments()) | {n for mc in settings.models.values() for n in mc.environments}
     out = []
-    for env in known_environments(settings, registry):
+    for env in known_environments(settings, registry, endpoints=eps):
         holds = aliases.get(env)
         out.append(EnvironmentChoice(
             name=env, holds=holds, rollback_to=registry.rollback_target(model, env) if holds is not None else None,
-            endpoints=len(settings.endpoints_for(model, env)),
+            endpoints=sum(1 for e in eps if e.model == model and e.environment == env),
             declared_by=("alias" if env in held else "endpoint" if env in configured else
                          "policy" if env in declared else "alias")))
     out.sort(key=lambda c: c.holds is None)  # stable: the held ones first, each group in known order
@@ -679,7 +758,7 @@ def plan(settings: Settings, registry: Registry, model: str, version: int | None
     if action not in ("promote", "rollback"):
         raise RegistryError(f"unknown release action {action!r}")
     registry.model(model)  # unknown model -> NotFoundError naming it
-    creates = check_environment(settings, registry, environment, create=create_env)
+    settings, creates = resolve_environment(settings, registry, model, environment, create=create_env)
     mc, policy_version = effective_model(settings, registry, model)
     settings = replace(settings, models={**settings.models, model: mc})
     settings = with_discovered(settings, model, environment)

@@ -719,7 +719,9 @@ def quality_focus(summary: Any) -> tuple[str, float | None, float | None, str]:
     if doc.get("status") == "measured":
         for name in judge.QUALITY_JUDGED.get(str(doc.get("problem_type")), ()):
             m = (doc.get("metrics") or {}).get(name) or {}
-            lv = judge.quality_level(m.get("value"), m.get("high"), registered.get(name), drop)
+            lv = judge.quality_level(name, m, registered.get(name), drop, min_rows=int(doc.get("min_rows") or 0),
+                                     registered_rows=(doc.get("registered") or {}).get("dataset_rows"),
+                                     live_rows=doc.get("rows"))
             if judge.RANK[lv] > judge.RANK[worst_level]:
                 worst_name, worst_level = name, lv
     if worst_name is None:
@@ -731,8 +733,8 @@ def quality_focus(summary: Any) -> tuple[str, float | None, float | None, str]:
 
 def quality_cell(summary: Any) -> str:
     """The QUALITY cell of the fleet and the report: ``auc .912 ▼`` (the metric that dropped
-    the most, else the headline; ▼ when the judge warns about it, ▽ below the registered value
-    within the rule, ▲ above, = equal), ``n=42/200`` while there are not enough labels, ``error``
+    the most, else the headline; ▼ when the judge warns about it, ▽ worse than the registered
+    value within the rule, ▲ better, = equal; MAE and RMSE are better lower), ``n=42/200`` while there are not enough labels, ``error``
     when it could not be measured, ``-`` without."""
     if summary is None:
         return "-"
@@ -746,8 +748,9 @@ def quality_cell(summary: Any) -> str:
     if value is None:
         return f"{short} -"
     text = f"{short} {value:.3f}".replace(" 0.", " .") if value >= 0 else f"{short} {value:.3f}"
-    if reg is not None:
-        text += " ▼" if lv in (WARNING, CRITICAL) else (" ▲" if value > reg else " =" if value == reg else " ▽")
+    if reg is not None:  # the arrows say better or worse, whichever way the metric is better
+        short = judge.quality_shortfall(name, value, reg)
+        text += " ▼" if lv in (WARNING, CRITICAL) else (" =" if not short else " ▲" if short < 0 else " ▽")
     return text
 
 

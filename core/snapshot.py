@@ -1,5 +1,6 @@
 """What one poll learned about one endpoint, as immutable values: :class:`EndpointSnapshot`
-and its :class:`DriftSummary` and :class:`QualitySummary`, and the status words. This module imports nothing but the
+and its :class:`DriftSummary` and :class:`QualitySummary` (and :class:`QualityPoint`, one quality
+measurement kept for the chart over time), and the status words. This module imports nothing but the
 standard library and :mod:`modeldeck.core.textfmt` (no httpx, no pandas), so every part of
 modeldeck can type its snapshots: the poller and the Prometheus source produce them; the
 judge, the report, the releases and the screens read them.
@@ -95,6 +96,41 @@ class QualitySummary:
         if not isinstance(kw.get("result", {}), dict):
             kw["result"] = {}
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class QualityPoint:
+    """One quality measurement of an endpoint, kept for the chart over time
+    (``Poller.quality_history``): each metric's value and 95 % interval and the registered
+    values, not the whole document, so a long history stays small."""
+
+    computed_at: float  # epoch seconds
+    version: str | None = None
+    status: str = "error"  # measured | not_enough_labels | error
+    rows: int = 0  # labelled rows measured
+    metrics: Mapping[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)  # (value, low, high)
+    registered: Mapping[str, float] = field(default_factory=dict)
+    level: str = "OK"  # the judge's worst level of its verdicts (as stored in the document)
+
+    @classmethod
+    def of(cls, q: QualitySummary) -> QualityPoint:
+        doc = q.result or {}
+        metrics = {}
+        for name, m in (doc.get("metrics") or {}).items():
+            if isinstance(m, Mapping):
+                metrics[str(name)] = (finite(m.get("value")), finite(m.get("low")), finite(m.get("high")))
+        reg = ((doc.get("registered") or {}).get("metrics")) or {}
+        registered = {str(k): f for k, v in reg.items() if (f := finite(v)) is not None}
+        rows = doc.get("rows")
+        return cls(computed_at=float(q.computed_at), version=q.version, status=q.status,
+                   rows=int(rows) if isinstance(rows, int) else 0, metrics=metrics, registered=registered,
+                   level=str(doc.get("level") or ("WARNING" if q.error else "OK")))
+
+    def value(self, name: str) -> float | None:
+        """The measured value of ``name``; None while labels are too few (no verdict, no point)."""
+        if self.status != "measured":
+            return None
+        return (self.metrics.get(name) or (None, None, None))[0]
 
 
 @dataclass(frozen=True)

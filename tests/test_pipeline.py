@@ -221,3 +221,45 @@ def test_start_subprocess_reports_a_fleet_that_cannot_start_and_cleans_up(tmp_pa
         start_subprocess(wd, ready_timeout=30, settings=FleetSettings(rate_scale=0), env=env, cleanup=True)
     assert "exited with status 2" in str(e.value) and "pipeline is missing" in str(e.value)
     assert not wd.exists()
+
+
+def test_recent_window_is_modeldecks_join_with_its_counts(train, tmp_path: Path, capsys) -> None:
+    """--recent joins as modeldeck's quality does: the newest labelled rows in inference order,
+    a relabelled request's newest label, a batch's labels one per row; what did not join (no
+    label yet, labels of requests not captured, label files older than the captures) counted."""
+    world = WORLDS["churn"]
+    n = 400
+    cols = {k: v.tolist() for k, v in world.rows(n, 9).items()}
+    cap = RotatingJsonl(tmp_path / "captures", "capture", max_records=100, keep=50)
+    gt = RotatingJsonl(tmp_path / "ground_truth", "labels", max_records=100, keep=50)
+    t0 = 1.79e9
+    for i in range(0, n, 2):  # two rows a request
+        rid = f"req-{i}"
+        body = models.request_body({f: cols[f][i:i + 2] for f in world.features}, world.categorical, rid)
+        out = {"model_name": "churn", "model_version": "2", "id": rid,
+               "outputs": [{"name": "prediction", "shape": [2], "datatype": "INT64", "data": [0, 1]}]}
+        cap.write(capture_record(rid, json.dumps(body), json.dumps(out), inference_id=rid, ts=t0 + i))
+        truth = [int(cols["churned"][i]), int(cols["churned"][i + 1])]
+        if i % 20 == 0:  # a wrong label first, corrected later
+            gt.write(ground_truth_record(rid, [1 - v for v in truth], ts=t0 + i + 1))
+        if i % 10 != 8:  # some requests never get their labels
+            gt.write(ground_truth_record(rid, truth, ts=t0 + i + 30))
+    gt.write(ground_truth_record("req-never-captured", [1], ts=t0 + n + 30))
+    cap.close()
+    gt.close()
+    old = tmp_path / "ground_truth" / "labels-000000-20200101T000000.jsonl"  # a label file from long ago
+    old.write_text(json.dumps(ground_truth_record("req-ancient", [0], ts=t0 - 9e6)) + "\n")
+    os.utime(old, (t0 - 9e6, t0 - 9e6))
+    frame = train.load_recent([cap.pattern], [gt.pattern], "churned", 150)
+    labelled = [i for i in range(n) if (i - i % 2) % 10 != 8]
+    want = labelled[-150:]
+    assert len(frame) == 150 and list(frame.columns) == [*world.features, "churned"]
+    for f in world.features:
+        assert frame[f].tolist() == [cols[f][i] for i in want], f
+    assert frame["churned"].tolist() == [int(cols["churned"][i]) for i in want]  # the corrected labels
+    assert frame["churned"].dtype.kind == "i"
+    err = capsys.readouterr().err
+    assert f"{len(labelled)} of {n} captured rows labelled, {n - len(labelled)} without a label" in err
+    assert "1 labels without a prediction" in err and "40 duplicated labels (the newest kept)" in err
+    assert "1 label file skipped (last written before the oldest captured row read" in err
+    assert "the newest 150 labelled rows used" in err

@@ -526,3 +526,51 @@ async def test_quality_every_n_polls_judged_against_the_served_versions_register
     assert judge.level(snap, cfg.endpoints[0].thresholds) == "CRITICAL"
     back = EndpointSnapshot.from_dict(json.loads(json.dumps(snap.to_dict())))  # stored and read back: judged alike
     assert judge.verdicts(back, cfg.endpoints[0].thresholds) == verdicts
+
+
+async def test_quality_history_keeps_each_measurement_bounded_like_the_history(tmp_path: Path) -> None:
+    """Every quality measurement is kept (oldest first, at most poll.history of them); stored
+    snapshots seed it at start."""
+    import numpy as np
+
+    n = 300
+    rng = np.random.default_rng(4)
+    y = (rng.random(n) < 0.5).astype(int)
+    cur = tmp_path / "capture.csv"
+    cur.write_text("id,x,prediction\n" + "".join(f"q{i},{rng.normal():.3f},{v}\n" for i, v in enumerate(y)))
+    labels = tmp_path / "labels.csv"
+    promote(tmp_path, 1)
+    wrong_by_round = [0, 30, 60, 90, 120]  # the labels are rewritten each round: accuracy 1.0, 0.9, ... 0.6
+    with FaultServer() as srv:
+        cfg = settings(tmp_path, [{"name": "e", "url": srv.url, "capture": str(cur), "labels": str(labels),
+                                   "label_id_column": "id"}], quality_every=1, drift_every=1000, history=3)
+        async with Poller(cfg) as p:
+            for wrong in wrong_by_round:
+                flipped = np.where(np.arange(n) < wrong, 1 - y, y)
+                labels.write_text("id,label\n" + "".join(f"q{i},{v}\n" for i, v in enumerate(flipped)))
+                want = 1.0 - wrong / n
+                await p.poll_once()  # starts a measurement (none is running)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    kept = p.quality_history("e")
+                    if kept and kept[-1].value("accuracy") == pytest.approx(want, abs=1e-12):
+                        break
+                    await asyncio.sleep(0.05)
+            kept = p.quality_history("e")
+            (snap,) = await p.poll_once()
+            assert len(p.history("e")) == 3
+            await p.store_now()
+    assert [round(pt.value("accuracy") or -1, 6) for pt in kept] == [0.8, 0.7, 0.6]
+    assert [pt.computed_at for pt in kept] == sorted(pt.computed_at for pt in kept)
+    assert all(pt.status == "measured" and pt.rows == n and pt.version == "1" for pt in kept)
+    assert p.quality_history("nosuch") == ()
+    # a new poller over the same registry starts with the stored snapshot's measurement
+    q = snap.quality
+    assert q is not None
+    with FaultServer() as srv:
+        cfg = settings(tmp_path, [{"name": "e", "url": srv.url, "capture": str(cur), "labels": str(labels),
+                                   "label_id_column": "id"}], quality_every=0, drift_every=1000, history=3)
+        async with Poller(cfg) as p2:
+            await p2.poll_once()
+            seeded = p2.quality_history("e")
+    assert [(pt.computed_at, pt.value("accuracy")) for pt in seeded] == [(q.computed_at, kept[-1].value("accuracy"))]

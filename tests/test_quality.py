@@ -9,6 +9,7 @@ import json
 import math
 from argparse import Namespace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,13 +170,97 @@ def test_not_enough_labels_is_no_verdict() -> None:
     assert "not enough labels" in quality.render_text(r)
 
 
+def _m(value: float | None, low: float | None, high: float | None, rows: int = 1000) -> dict[str, Any]:
+    return {"value": value, "low": low, "high": high, "rows": rows}
+
+
 def test_quality_rule_needs_the_drop_and_the_interval() -> None:
-    assert judge.quality_level(0.82, 0.86, 0.90, 0.05) == judge.WARNING
-    assert judge.quality_level(0.80, 0.91, 0.90, 0.05) == judge.OK  # the interval reaches the registered value
-    assert judge.quality_level(0.86, 0.88, 0.90, 0.05) == judge.OK  # less than the drop
-    assert judge.quality_level(0.80, 0.83, 0.90, 0.05) == judge.CRITICAL  # twice the drop (exactly)
-    assert judge.quality_level(0.85, 0.87, 0.90, 0.05) == judge.WARNING  # exactly the drop counts
-    assert judge.quality_level(None, None, 0.9, 0.05) == judge.OK
+    lv = judge.quality_level
+    assert lv("accuracy", _m(0.82, 0.78, 0.86), 0.90, 0.05) == judge.WARNING
+    assert lv("accuracy", _m(0.80, 0.70, 0.91), 0.90, 0.05) == judge.OK  # the interval reaches the registered value
+    assert lv("accuracy", _m(0.86, 0.84, 0.88), 0.90, 0.05) == judge.OK  # less than the drop
+    assert lv("accuracy", _m(0.80, 0.77, 0.83), 0.90, 0.05) == judge.CRITICAL  # twice the drop (exactly)
+    assert lv("accuracy", _m(0.85, 0.83, 0.87), 0.90, 0.05) == judge.WARNING  # exactly the drop counts
+    assert lv("accuracy", _m(None, None, None), 0.9, 0.05) == judge.OK
+
+
+@pytest.mark.parametrize("name", ["accuracy", "precision", "recall", "f1", "roc_auc", "r2"])
+def test_higher_is_better_metrics_warn_below_the_registered_value(name: str) -> None:
+    lv = judge.quality_level
+    assert judge.QUALITY_HIGHER_IS_BETTER[name] is True
+    assert lv(name, _m(0.82, 0.78, 0.86), 0.90, 0.05) == judge.WARNING
+    assert lv(name, _m(0.78, 0.74, 0.82), 0.90, 0.05) == judge.CRITICAL
+    assert lv(name, _m(0.82, 0.74, 0.905), 0.90, 0.05) == judge.OK  # the upper end is not below
+    assert lv(name, _m(0.99, 0.98, 1.0), 0.90, 0.05) == judge.OK  # better
+    assert lv(name, _m(0.82, 0.78, 0.86), None, 0.05) == judge.OK  # nothing registered
+    # judged in the document by its own name (a registered alias maps to it)
+    reg = quality.by_quality_names({{"roc_auc": "auc", "r2": "r_squared", "f1": "f1_score", "accuracy": "acc"}.get(
+        name, name): 0.90})
+    doc = {"status": "measured", "min_rows": 200, "rows": 1000,
+           "problem_type": "regression" if name == "r2" else "classification", "metrics": {name: _m(0.78, 0.74, 0.82)}}
+    (v,) = judge.quality_verdicts(doc, reg, 0.05)
+    assert v.level == judge.CRITICAL and v.text.startswith(f"{name} 0.780 (95% 0.740-0.820, 1000 rows) is 0.120 below 0.900")
+
+
+@pytest.mark.parametrize("name", ["mae", "rmse"])
+def test_errors_warn_above_the_registered_value_by_a_share_of_it(name: str) -> None:
+    """MAE and RMSE: lower is better, in the label's units, so the drop is a share of the
+    registered value: 5 % above it with the interval's lower end above it too is a WARNING,
+    10 % CRITICAL; lower than registered is fine however far."""
+    lv = judge.quality_level
+    assert judge.QUALITY_HIGHER_IS_BETTER[name] is False
+    assert lv(name, _m(10.6, 10.2, 11.0), 10.0, 0.05) == judge.WARNING  # +6 %
+    assert lv(name, _m(11.1, 10.6, 11.6), 10.0, 0.05) == judge.CRITICAL  # +11 %
+    assert lv(name, _m(10.6, 9.9, 11.3), 10.0, 0.05) == judge.OK  # the lower end reaches the registered value
+    assert lv(name, _m(10.4, 10.1, 10.7), 10.0, 0.05) == judge.OK  # +4 %: less than the drop
+    assert lv(name, _m(6.0, 5.5, 6.5), 10.0, 0.05) == judge.OK  # much better (an absolute rule read as
+    # "higher is better" would have called this 4.0 below: CRITICAL)
+    assert lv(name, _m(0.53, 0.51, 0.55), 0.50, 0.05) == judge.WARNING  # small units: +6 %, 0.03 absolute
+    assert lv(name, _m(1030.0, 1010.0, 1050.0), 1000.0, 0.05) == judge.OK  # large units: 30 absolute, +3 %
+    doc = {"status": "measured", "min_rows": 200, "rows": 1000, "problem_type": "regression",
+           "metrics": {name: _m(11.1, 10.6, 11.6)}}
+    (v,) = judge.quality_verdicts(doc, {name: 10.0}, 0.05, "version 2's registered value")
+    assert v.level == judge.CRITICAL
+    assert v.text == (f"{name} 11.1 (95% 10.6-11.6, 1000 rows) is 1.1 above 10 (+11%), version 2's registered "
+                      f"value (limit +10%; lower is better)")
+
+
+def test_a_metric_on_too_few_rows_or_a_noisy_registered_value_is_not_judged() -> None:
+    lv = judge.quality_level
+    # precision rests on the predicted positives: 40 of them are too few to judge (min_rows 200)
+    assert lv("precision", _m(0.55, 0.40, 0.69, rows=40), 0.95, 0.05, min_rows=200) == judge.OK
+    assert lv("precision", _m(0.55, 0.40, 0.69, rows=400), 0.95, 0.05, min_rows=200) == judge.CRITICAL
+    # the registered value measured on 1,000 rows has noise of its own: the live interval widens by sqrt(2)
+    assert lv("accuracy", _m(0.82, 0.76, 0.88), 0.90, 0.05) == judge.WARNING
+    assert lv("accuracy", _m(0.82, 0.76, 0.88), 0.90, 0.05, registered_rows=1000) == judge.OK
+    assert lv("accuracy", _m(0.82, 0.78, 0.86), 0.90, 0.05, registered_rows=1000) == judge.WARNING
+    assert lv("mae", _m(11.0, 10.25, 11.75), 10.0, 0.05, registered_rows=1000) == judge.OK
+    assert lv("mae", _m(11.0, 10.25, 11.75), 10.0, 0.05, registered_rows=100_000) == judge.CRITICAL
+
+
+def test_regression_quality_is_judged_in_each_direction_on_joined_rows() -> None:
+    """A real join and measurement: predictions off by more than the registered errors, R²
+    below it; every regression metric is judged against its registered value."""
+    rng = np.random.default_rng(17)
+    n = 1500
+    y = rng.normal(100, 20, n)
+    pred = y + rng.normal(0, 8, n)  # errors of about 8 (MAE 6.4, RMSE 8)
+    ids = [f"r{i}" for i in range(n)]
+    frame = pd.DataFrame({ID: ids, "prediction": pred})
+    labels = capture._label_table(ids, list(y), [None] * n)
+    r = quality.measure(quality.join(frame, labels, quality.QualitySpec(problem_type="regression", window=1000)))
+    mae, rmse, r2 = (r.value(k) for k in ("mae", "rmse", "r2"))
+    assert 5.5 < mae < 7.5 and 7 < rmse < 9 and 0.8 < r2 < 0.9
+    reg = quality.Registered("demand", 2, {"mae": mae / 1.2, "rmse": rmse * 0.97, "r2": r2 + 0.01}, "ab" * 32,
+                             100_000)
+    doc = quality.document(r, reg, 0.05)
+    levels = {v["text"].split()[0]: v["level"] for v in doc["verdicts"]}
+    assert levels == {"mae": judge.CRITICAL}  # +20 %; RMSE +3 % and R² 0.01 below are within the rule
+    assert "lower is better" in doc["verdicts"][0]["text"] and doc["level"] == judge.CRITICAL
+    better = quality.Registered("demand", 2, {"mae": mae * 1.5, "rmse": rmse * 1.5, "r2": r2 - 0.2}, None, None)
+    assert quality.document(r, better, 0.05)["verdicts"] == []  # better on every metric: nothing to say
+    worse = quality.Registered("demand", 2, {"r2": r2 + 0.2}, None, None)
+    assert [v["level"] for v in quality.document(r, worse, 0.05)["verdicts"]] == [judge.CRITICAL]
 
 
 def test_cbpe_estimates_a_calibrated_model_within_002() -> None:
@@ -202,7 +287,8 @@ def test_cbpe_estimates_a_calibrated_model_within_002() -> None:
     pred = pd.DataFrame({ID: ids, "prediction": (score >= 0.5).astype(int), "probability": score})
     labels = capture._label_table(ids[:2000], list(y[:2000]), [None] * 2000)
     r = quality.measure(quality.join(pred, labels, quality.QualitySpec(window=1000)))
-    assert r.estimate is not None and r.estimate.rows == 1000 and r.estimate.reference_rows == 1000
+    assert r.estimate is not None and r.estimate.rows == 1000
+    assert r.estimate.reference_rows == 2000  # every labelled row read calibrates, not only the window's 1,000
     assert r.estimate.calibration == "platt"  # fewer than 1,000 rows of each class
     doc = r.to_json()
     assert doc["estimated"]["estimated"] is True and set(doc["estimated"]["metrics"]) == {"accuracy", "roc_auc"}
@@ -343,8 +429,8 @@ def test_quality_command_judges_against_the_registered_metrics(tmp_path: Path) -
 
     cap, gt, _, _ = _write_sagemaker(tmp_path)
     reg_path = tmp_path / "reg.db"
-    holdout = tmp_path / "holdout.csv"
-    holdout.write_text("x,label\n1,0\n2,1\n")
+    holdout = tmp_path / "holdout.csv"  # 5,000 rows: a registered value with little noise of its own
+    holdout.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(5000)))
     with Registry(reg_path) as reg:
         reg.register("m", "file:///a", metrics={"auc": 0.99, "accuracy": 0.99}, eval_dataset=str(holdout),
                      reason="t")
@@ -478,3 +564,108 @@ def test_sagemaker_ground_truth_may_name_a_request_by_its_inference_id(tmp_path:
     assert abs(r.value("accuracy") - skm.accuracy_score(ys, ps)) <= 1e-9
     r2 = quality.assess(str(cap), str(gt), quality.QualitySpec(window=1000, probability_column=None, version="2"))
     assert r2.counts.other_versions == 300 and r2.rows == 0 and r2.counts.labels_without_prediction == 0
+
+
+def _skip_world(folder: Path, n: int = 300) -> tuple[str, str]:
+    """SageMaker captures of ``n`` requests (inference times T0 ...) and a glob of four label
+    files: two last written an hour before the oldest request (one holds the labels of the
+    first 20 requests, so they show as unlabelled; one only ghosts), two written after."""
+    import os
+
+    rng = np.random.default_rng(11)
+    cap = folder / "capture.jsonl"
+    (folder / "gt").mkdir()
+    y = (rng.random(n) < 0.4).astype(int)
+    with open(cap, "w") as c:
+        for i in range(n):
+            s = round(float(np.clip(0.4 * y[i] + 0.6 * rng.random(), 0, 1)), 3)
+            body_in = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [s]}]})
+            body_out = json.dumps({"outputs": [
+                {"name": "prediction", "shape": [1], "datatype": "INT64", "data": [int(s >= 0.5)]},
+                {"name": "probability", "shape": [1], "datatype": "FP64", "data": [s]}]})
+            c.write(json.dumps(capture_record(f"evt-{i}", body_in, body_out, ts=T0 + i)) + "\n")
+    groups = {"a-old": [f"evt-{i}" for i in range(20)], "b-old": ["ghost-1", "ghost-2"],
+              "c-new": [f"evt-{i}" for i in range(20, 150)], "d-new": [f"evt-{i}" for i in range(150, n)]}
+    for name, ids in groups.items():
+        p = folder / "gt" / f"{name}.jsonl"
+        p.write_text("".join(json.dumps(ground_truth_record(e, [int(y[int(e[4:])]) if e.startswith("evt") else 1],
+                                                            ts=T0 + 60)) + "\n" for e in ids))
+        when = T0 - 3600 if name.endswith("old") else T0 + n + 60
+        os.utime(p, (when, when))
+    return str(cap), str(folder / "gt" / "*.jsonl")
+
+
+def test_label_files_older_than_the_captures_are_skipped_and_counted(tmp_path: Path) -> None:
+    cap, gt = _skip_world(tmp_path)
+    skipped: list[Path] = []
+    labels = capture.read_labels(gt, modified_after=T0 - quality.LABEL_FILE_SLACK, skipped=skipped)
+    assert sorted(p.name for p in skipped) == ["a-old.jsonl", "b-old.jsonl"] and len(labels) == 280
+    r = quality.assess(cap, gt, quality.QualitySpec(window=10_000))
+    c = r.counts
+    assert c.label_files_skipped == 2 and c.labels == 280 and c.labelled == 280
+    assert c.predictions_without_label == 20 and c.labels_without_prediction == 0  # the ghosts were not read
+    assert r.to_json()["counts"]["label_files_skipped"] == 2
+    assert "2 label files skipped (last written before the oldest captured row read, less 5 minutes)" in \
+        quality.describe_counts(c)
+    code, out, _ = _run(["quality", cap, gt])
+    assert code == 0 and "2 label files skipped (last written before the oldest captured row read" in out
+    code, out, _ = _run(["quality", cap, gt, "--format", "json"])
+    assert code == 0 and json.loads(out)["counts"]["label_files_skipped"] == 2
+    # nothing skipped: no words about it, and the count says 0
+    fresh = quality.assess(cap, str(tmp_path / "gt" / "*-new.jsonl"), quality.QualitySpec(window=10_000))
+    assert fresh.counts.label_files_skipped == 0 and "skipped" not in quality.describe_counts(fresh.counts)
+
+
+@pytest.mark.parametrize(("model", "index"), [("churn", 0), ("fraud", 1)])
+def test_healthy_windows_of_the_demo_models_get_no_precision_or_recall_verdict(model: str, index: int) -> None:
+    """The demo's trained versions on their own (undrifted) world, 30 windows of 1,000 rows,
+    judged against the metrics registered on their 1,500-row holdout: precision (on a few
+    dozen predicted positives) false-alarms on the live interval alone; a metric on fewer
+    than min_rows rows is not judged, and the registered value's own noise widens the interval."""
+    import pickle
+
+    from modeldeck.core.demo import seed
+    from modeldeck.core.demo.datasets import WORLDS
+
+    folder = seed.trained(model, seed.SEED_VERSIONS[model][index])
+    artifact = pickle.loads((folder / "model.pkl").read_bytes())
+    registered = quality.by_quality_names(json.loads((folder / "metrics.json").read_text()))
+    assert {"precision", "recall", "f1", "accuracy", "roc_auc"} <= set(registered)
+    world = WORLDS[model]
+    unguarded = guarded = 0
+    for s in range(700, 730):
+        cols = world.rows(1000, s)
+        x = np.empty((1000, len(artifact["features"])), dtype=object)
+        for j, f in enumerate(artifact["features"]):
+            x[:, j] = cols[f]
+        out = seed.train_module().outputs(artifact, x)
+        ms, _ = quality.classification_metrics(cols[world.target].astype(float), out["prediction"].astype(float),
+                                               out["probability"], 1.0, s)
+        doc = {"status": "measured", "problem_type": "classification", "rows": 1000, "min_rows": 200,
+               "metrics": {k: m.as_dict() for k, m in ms.items()}}
+        judged = {v.text.split()[0] for v in judge.quality_verdicts(doc, registered, 0.05, registered_rows=1500)}
+        guarded += bool(judged & {"precision", "recall"})
+        unguarded += judge.quality_level("precision", doc["metrics"]["precision"], registered["precision"],
+                                         0.05) != judge.OK
+    assert guarded == 0 and unguarded >= 5, (guarded, unguarded)
+
+
+def test_cbpe_calibrates_on_every_labelled_row_so_a_1000_row_window_gets_isotonic() -> None:
+    """The default 1,000-row window never holds 1,000 rows of each class; the labelled rows
+    read (here 4,000, half positive) do, so the calibration is isotonic; at most the newest
+    CALIBRATION_ROWS calibrate."""
+    rng = np.random.default_rng(5)
+    n, k = 5000, 4000
+    score = rng.beta(2.0, 2.0, n)
+    y = (rng.random(n) < score).astype(int)
+    ids = [f"i{i}" for i in range(n)]
+    pred = pd.DataFrame({ID: ids, "prediction": (score >= 0.5).astype(int), "probability": score},
+                        index=pd.DatetimeIndex(pd.to_datetime(T0 + np.arange(n), unit="s", utc=True)))
+    labels = capture._label_table(ids[:k], list(y[:k]), [None] * k)
+    r = quality.measure(quality.join(pred, labels, quality.QualitySpec()))
+    assert r.rows == 1000 and r.estimate is not None
+    assert r.estimate.reference_rows == k and r.estimate.calibration == "isotonic" and r.estimate.rows == 1000
+    want = quality.cbpe(score[:k], y[:k] == 1, score[k:], score[k:] >= 0.5, "isotonic")
+    assert r.estimate.metrics == want
+    assert abs(want["roc_auc"] - skm.roc_auc_score(y[k:], score[k:])) < 0.03
+    assert abs(want["accuracy"] - skm.accuracy_score(y[k:], (score[k:] >= 0.5).astype(int))) < 0.03

@@ -307,16 +307,35 @@ def test_healthy_rollout_is_verified_and_baked(tmp_path: Path, registry_path: Pa
 def test_version_that_errors_after_promotion_is_rolled_back_during_baking(tmp_path: Path,
                                                                           registry_path: Path) -> None:
     champion_and_candidate(registry_path)
+    bake, every = 8.0, 0.2
     with FakeModelServer("churn", "1", error_ratio={"2": 0.5}) as server:
-        s = rollout_settings(tmp_path, registry_path, server, bake=8)
+        s = rollout_settings(tmp_path, registry_path, server, bake=bake)
         with Registry(registry_path) as reg:
+            p = releases.plan(s, reg, "churn", 2, "production")
             events: list[releases.ReleaseEvent] = []
-            t0 = time.monotonic()
-            out = releases.execute(releases.plan(s, reg, "churn", 2, "production"), reason="ship it",
-                                   on_event=events.append)
-            took = time.monotonic() - t0
+            # the rollout's clock counts polls (every poll is `every` seconds of it), so the bake
+            # ends after exactly bake / every polls however slow the machine; each poll is made
+            # in the stage the events last named
+            polls: list[str] = []
+            watch = releases.EndpointWatch(p.settings, p.endpoints, live_windows=False)
+
+            def poll() -> list[EndpointSnapshot]:
+                polls.append(next((e.stage for e in reversed(events) if e.stage in ("verify", "bake")), "-"))
+                return watch()
+
+            try:
+                out = releases.execute(p, reason="ship it", on_event=events.append, poll=poll,
+                                       clock=lambda: len(polls) * every, interval=every)
+            finally:
+                watch.close()
             assert out.status == releases.ROLLED_BACK, out.message
-            assert took < 8  # caught within the baking period, not at its end
+            # caught within the baking period, not at its end: the abort came after fewer of the
+            # bake's polls than its length holds (a bake judged only at its end makes all 40)
+            baking = polls.count("bake")
+            assert 0 < baking < bake / every, polls
+            stages = [e.stage for e in events]
+            assert stages.index("rollback") > stages.index("bake")
+            assert not any(e.stage == "bake" and e.level == "success" for e in events)
             assert "baking failed" in out.message and "error ratio" in out.message
             assert out.verified is True and out.baked is False
             assert reg.alias("churn", "production") == 1

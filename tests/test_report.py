@@ -404,6 +404,19 @@ def test_quality_drop_is_a_finding_a_gauge_and_retrains(healthy: dict[str, Any])
 
 
 @pytest.mark.live
+def test_skipped_label_files_are_counted_in_the_reports_quality(healthy: dict[str, Any]) -> None:
+    from tests.test_quality import _skip_world
+
+    cap, gt = _skip_world(healthy["dir"])
+    ep = {**healthy["endpoint"], "capture": cap, "labels": gt}
+    cfg = write_config(healthy["config"], healthy["registry"], [ep], timeout=5.0)
+    r = run_report(cfg, "--format", "json")
+    q = json.loads(r.stdout)["endpoints"][0]["quality"]
+    assert q["counts"]["label_files_skipped"] == 2, r.stdout + r.stderr
+    assert q["counts"]["predictions_without_label"] == 20 and q["counts"]["labelled"] == 280
+
+
+@pytest.mark.live
 def test_quality_fine_or_not_enough_labels_is_no_finding(healthy: dict[str, Any]) -> None:
     ep = _labelled(healthy, accuracy=0.95)
     few = {**ep, "name": "m-few", "labels": str(healthy["dir"] / "few.csv")}

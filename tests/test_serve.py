@@ -17,6 +17,7 @@ import pytest
 from modeldeck.tui import cli, serve
 from tests import browser
 from tests.conftest import run_env
+from tests.test_discover import fleet  # noqa: F401 - the fixture: a real Prometheus scraping churn and fraud
 from tests.tui_fixtures import write_world
 
 
@@ -101,3 +102,44 @@ def test_a_non_loopback_host_warns(tmp_path: Path) -> None:
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("modeldeck: warning: serving on 192.0.2.1:") and "no login" in lines[0]
     assert lines[-1].startswith("modeldeck: cannot serve on 192.0.2.1:")
+
+
+@pytest.mark.live
+def test_a_browser_sees_the_endpoints_discovery_found(fleet, tmp_path: Path) -> None:  # noqa: F811
+    """`modeldeck serve` on a config with no [[endpoints]], only a [[discover]] block over a
+    real Prometheus: each browser tab's console lists the discovered endpoints as rows."""
+    from tests.test_discover import BLOCK
+    from tests.test_discover_environments import TOKEN, write_config
+
+    if browser.chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; make test installs it as root)")
+    prom, _ = fleet
+    cfg = write_config(tmp_path, prom.url, {**BLOCK, "name_template": "found-{model}-{namespace}"})
+    assert "[[endpoints]]" not in cfg.read_text()
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "modeldeck", "serve", "--port", str(port), "--config", str(cfg)],
+                            cwd=tmp_path, env=run_env(PROM_TOKEN=TOKEN), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        text = asyncio.run(browser.load(url, ["ENDPOINT", "found-churn-prod", "found-fraud-prod", "UP"],
+                                        timeout=90))
+        assert "found-churn-prod" in text and "found-fraud-prod" in text  # the names only discovery makes
+        assert "UP" in text and "read-only" in text
+        assert TOKEN not in text
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -3,7 +3,9 @@ read-only, markup safety, errors as notices. (Against the live demo fleet: test_
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import DataTable, Static
@@ -130,7 +132,9 @@ async def test_fleet_quality_column_and_the_model_quality_tab(world) -> None:
         assert estimate.startswith("estimated (CBPE, not measured) accuracy 0.") and "100 newest rows" in estimate
         confusion = static_text(app, "#quality-confusion")
         assert "pred 1" in confusion and "true 0" in confusion
-        assert "roc_auc over time" in str(screen.query_one("#quality-trend").query_one(Static).render())
+        # one measurement so far (the fixed history carries no other): its blocks of labelled rows
+        assert "roc_auc by inference time (250 labelled rows a point; one measurement so far)" in str(
+            screen.query_one("#quality-trend").query_one(Static).render())
         await pilot.press("escape", "j", "enter", "4")  # churn-staging: not enough labels yet
         await pilot.pause(0.3)
         assert "not enough labels: 50 labelled rows of the 200 needed (no verdict)" in static_text(
@@ -139,6 +143,89 @@ async def test_fleet_quality_column_and_the_model_quality_tab(world) -> None:
         await pilot.pause(0.3)
         assert "pred [red]fraud" in static_text(app, "#quality-confusion")
         assert "quality as registered" in static_text(app, "#quality-summary")
+
+
+def _measured(tmp_path: Path, kind: str, at: float) -> Any:
+    """A real quality measurement (core.quality on files or frames) judged against version 2's
+    registered roc_auc 0.86: ``files`` reads tests.test_quality's capture and label glob (two
+    label files older than the captures: skipped, counted); ``weak`` is a model barely better
+    than chance (ROC AUC about 0.6)."""
+    import numpy as np
+    import pandas as pd
+
+    from modeldeck.core import capture, quality
+    from modeldeck.core.snapshot import QualitySummary
+    from tests.test_quality import _skip_world
+
+    reg = quality.Registered("churn", 2, {"roc_auc": 0.86, "accuracy": 0.84, "precision": 0.99}, "ab" * 32, 1500)
+    if kind == "files":
+        cap, gt = _skip_world(tmp_path)
+        result = quality.assess(cap, gt, quality.QualitySpec(), clock=lambda: at)
+    else:
+        rng = np.random.default_rng(int(at) % 1000)
+        n = 1000
+        y = (rng.random(n) < 0.4).astype(int)
+        score = np.clip(0.12 * y + 0.88 * rng.random(n), 0, 1).round(3)
+        ids = [f"w{i}" for i in range(n)]
+        frame = pd.DataFrame({"_id": ids, "prediction": (score >= 0.5).astype(int), "probability": score},
+                             index=pd.DatetimeIndex(pd.to_datetime(at - 900 + np.arange(n) * 0.5, unit="s", utc=True)))
+        labels = capture._label_table(ids, list(y), [None] * n)
+        result = quality.measure(quality.join(frame, labels, quality.QualitySpec()), clock=lambda: at)
+    return QualitySummary(computed_at=at, version="2", result=quality.document(result, reg, 0.05))
+
+
+async def test_quality_tab_charts_the_measurements_over_time_and_counts_skipped_label_files(
+        world, tmp_path: Path) -> None:
+    from textual.widgets import Static as _Static
+
+    from modeldeck.core.snapshot import QualityPoint
+    from modeldeck.tui.widgets.trend import BLOCKS
+
+    settings, _ = world
+    latest, history = fleet_snapshots()
+    weak = [_measured(tmp_path, "weak", NOW - 400 + 100 * i) for i in range(3)]
+    good = _measured(tmp_path, "files", NOW - 100)
+    points = [QualityPoint.of(q) for q in (*weak, good)]
+    assert [p.value("roc_auc") is not None for p in points] == [True] * 4
+    assert max(p.value("roc_auc") for p in points[:3]) < 0.66 < 0.8 < points[-1].value("roc_auc")
+    latest["churn-prod"] = dataclasses.replace(latest["churn-prod"], quality=good)
+    source = FixedSource(latest, history, quality_history={"churn-prod": points})
+    app = ModeldeckApp(settings, source=source, clock=lambda: NOW)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter", "4")
+        await pilot.pause(0.3)
+        screen = app.screen
+        summary = static_text(app, "#quality-summary")
+        assert "20 captured rows without a label" in summary
+        assert "2 label files skipped (last written before the oldest captured row read, less 5 minutes)" in summary
+        # precision rests on the predicted positives: fewer than quality_min_rows, shown but not judged
+        q = screen.query_one("#quality-table", DataTable)
+        precision = good.result["metrics"]["precision"]
+        assert precision["rows"] < 200 and precision["value"] < 0.99 - 0.1
+        assert cell_text(q, "precision", "method") == "wilson (not judged: <200 rows)"
+        assert q.get_cell("precision", "value").style == "" and "precision" not in summary
+        trend = screen.query_one("#quality-trend")
+        title, chart = (str(w.render()) for w in trend.query(_Static))
+        newest = points[-1].value("roc_auc")
+        assert f"roc_auc over time (4 measurements, each of the newest {points[-1].rows} labelled rows)" in title
+        assert f"{newest:.3f}" in title and "last 7 min" in title and "registered 0.860" in title
+        top, middle, bottom, axis = chart.split("\n")
+        # from zero to 1, placed by time: the weak measurements stay under the registered line
+        # (┈ on the top row), the newest (100 s ago) reaches into the top row; the axis ends now
+        last = len(bottom.rstrip()) - 1  # the newest point's column
+        assert last < len(bottom) - 10 and top[0] == "┈" and top[last] in BLOCKS[1:]
+        assert "".join(top[:last]).strip("┈") == "" and middle[0] in BLOCKS[1:] and bottom[0] == "█"
+        assert axis.rstrip().endswith("now") and axis.startswith("-7m")
+        # a second measurement arriving is charted at once (four points -> five)
+        late = _measured(tmp_path, "weak", NOW - 20)
+        latest["churn-prod"] = dataclasses.replace(latest["churn-prod"], quality=late)
+        source.set(latest, history, quality_history={"churn-prod": [*points, QualityPoint.of(late)]})
+        await pilot.pause(0.8)
+        title, chart = (str(w.render()) for w in trend.query(_Static))
+        assert "5 measurements" in title and f"{late.result['metrics']['roc_auc']['value']:.3f}" in title
+        top, _, bottom, _ = chart.split("\n")
+        assert top[len(bottom.rstrip()) - 1] == "┈"  # the newest point, 20 s ago, is back under the line
+        assert len(bottom.rstrip()) > last + 5 and BLOCKS[1:].find(top[last]) >= 0
 
 
 async def test_filter_by_name_model_environment_or_status(world) -> None:

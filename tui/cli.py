@@ -168,15 +168,25 @@ def _complete_models(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> 
         return []
 
 
+COMPLETION_DISCOVER_TIMEOUT = 1.0  # seconds a <tab> may wait for Prometheus ([[discover]] environments)
+
+
 def _complete_environments(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     names: set[str] = set()
     try:
         settings, reg = _completion_registry(parsed_args)
         names |= {e.environment for e in settings.endpoints}
+        names |= {b.environment for b in settings.discover if b.environment_label is None}
         with reg:
             model = getattr(parsed_args, "model", None)
             names |= set(reg.aliases(model)) if model and reg.has_model(model) else set(reg.environments())
             names |= set(reg.policy_environments())
+        if any(b.environment_label is not None for b in settings.discover):
+            # environments named by a label: what Prometheus has now, within a second (else left out)
+            from modeldeck.core.promql import resolve_discovered
+
+            found = resolve_discovered(settings, timeout=COMPLETION_DISCOVER_TIMEOUT)
+            names |= {e.environment for e in found.endpoints if e.discovered}
     except Exception:
         pass
     return sorted(n for n in names if n.startswith(prefix))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from modeldeck.core.config import EndpointConfig, Settings
-from modeldeck.core.snapshot import EndpointSnapshot
+from modeldeck.core.snapshot import EndpointSnapshot, QualityPoint
 
 if TYPE_CHECKING:  # the poller (httpx) loads only when a PollerSource starts
     from modeldeck.core.poller import Poller
@@ -71,6 +71,10 @@ class SnapshotSource(Protocol):
         """The kept snapshots of one endpoint, oldest first."""
         ...
 
+    def quality_history(self, name: str) -> tuple[QualityPoint, ...]:
+        """The kept quality measurements of one endpoint, oldest first."""
+        ...
+
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
@@ -84,9 +88,11 @@ class FixedSource:
     """Snapshots given up front; polling controls only change the displayed state."""
 
     def __init__(self, latest: Mapping[str, EndpointSnapshot] | None = None,
-                 history: Mapping[str, Sequence[EndpointSnapshot]] | None = None, interval: float = 2.0) -> None:
+                 history: Mapping[str, Sequence[EndpointSnapshot]] | None = None, interval: float = 2.0,
+                 quality_history: Mapping[str, Sequence[QualityPoint]] | None = None) -> None:
         self._latest = dict(latest or {})
         self._history = {k: tuple(v) for k, v in (history or {}).items()}
+        self._quality_history = {k: tuple(v) for k, v in (quality_history or {}).items()}
         self.interval = interval
         self.paused = False
         self.error: str | None = None
@@ -108,11 +114,26 @@ class FixedSource:
     def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
         return self._history.get(name, ())
 
+    def quality_history(self, name: str) -> tuple[QualityPoint, ...]:
+        """The given measurements, else those the kept snapshots (and the latest) carry, each once."""
+        if name in self._quality_history:
+            return self._quality_history[name]
+        out: list[QualityPoint] = []
+        latest = self._latest.get(name)
+        for snap in (*self._history.get(name, ()), *((latest,) if latest is not None else ())):
+            q = snap.quality
+            if q is not None and (not out or out[-1].computed_at != q.computed_at):
+                out.append(QualityPoint.of(q))
+        return tuple(out)
+
     def set(self, latest: Mapping[str, EndpointSnapshot],
-            history: Mapping[str, Sequence[EndpointSnapshot]] | None = None) -> None:
+            history: Mapping[str, Sequence[EndpointSnapshot]] | None = None,
+            quality_history: Mapping[str, Sequence[QualityPoint]] | None = None) -> None:
         self._latest = dict(latest)
         if history is not None:
             self._history = {k: tuple(v) for k, v in history.items()}
+        if quality_history is not None:
+            self._quality_history = {k: tuple(v) for k, v in quality_history.items()}
         self.generation += 1
 
     def pause(self) -> None:
@@ -220,6 +241,9 @@ class PollerSource:
 
     def history(self, name: str) -> tuple[EndpointSnapshot, ...]:
         return self._poller.history(name) if self._poller is not None else ()
+
+    def quality_history(self, name: str) -> tuple[QualityPoint, ...]:
+        return self._poller.quality_history(name) if self._poller is not None else ()
 
     @property
     def registry_error(self) -> str | None:

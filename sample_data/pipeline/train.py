@@ -13,7 +13,9 @@ labelled data and holds out ``--holdout-fraction`` of it. ``--recent`` trains on
 recent ``--recent-rows`` records of a SageMaker data-capture window (JSONL; JSON bodies in the
 Open Inference Protocol v2 request shape, or plain records) joined by event id with
 SageMaker-style ground-truth JSONL (``--labels``), which is what the modeldeck demo fleet
-writes: the way to retrain a model on the distribution it now sees.
+writes: the way to retrain a model on the distribution it now sees. The join is modeldeck's
+own (``modeldeck.core.quality.read_labelled``: the one its quality measurement and ``modeldeck
+evaluate --data recent`` use), and what did not join is counted on stderr.
 
 Outputs, in a new folder under ``--out`` (default: ``artifacts/`` beside the registry given
 with ``--registry`` or ``$MODELDECK_REGISTRY``, else ``$XDG_CACHE_HOME/modeldeck/artifacts``):
@@ -36,7 +38,8 @@ the demo fleet's servers obey (half of the inferences fail) — for trying autom
 Prints the new version number as the last line; exit status 0 on success, 2 on bad input,
 1 when registration failed.
 
-Needs numpy, pandas and scikit-learn (``pip install 'modeldeck[demo]'``).
+Needs numpy, pandas and scikit-learn (``pip install 'modeldeck[demo]'``); ``--recent`` also
+needs modeldeck importable (it is, on modeldeck's Python).
 """
 
 from __future__ import annotations
@@ -107,128 +110,35 @@ def _expand(patterns: Iterable[str]) -> list[Path]:
     return files
 
 
-def _decode_body(block: Mapping[str, Any]) -> tuple[str, str]:
-    data = block.get("data", "")
-    enc = str(block.get("encoding", "")).upper()
-    ctype = str(block.get("observedContentType", "")).lower()
-    if enc == "BASE64":
-        import base64
-
-        data = base64.b64decode(data).decode("utf-8")
-    if not isinstance(data, str):
-        data = json.dumps(data)
-    kind = "csv" if (enc == "CSV" or "csv" in ctype) else "json"
-    return kind, data
-
-
-def rows_from_body(kind: str, text: str, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One captured request or response body -> rows. JSON: Open Inference Protocol v2
-    (``inputs``/``outputs``: one tensor per column, or one 2-D tensor), ``instances``, a list of
-    records, or a dict of columns. CSV: needs ``columns``."""
-    if kind == "csv":
-        if not columns:
-            raise PipelineError("CSV capture needs column names")
-        out = []
-        for line in text.strip().splitlines():
-            cells = line.split(",")
-            out.append({c: _num(v) for c, v in zip(columns, cells)})
-        return out
-    body = json.loads(text)
-    if isinstance(body, dict) and ("inputs" in body or "outputs" in body):
-        tensors = body.get("inputs") or body.get("outputs") or []
-        if len(tensors) == 1 and len(tensors[0].get("shape", [])) == 2 and columns:
-            t = tensors[0]
-            n, k = t["shape"]
-            flat = t["data"]
-            return [dict(zip(columns, flat[i * k:(i + 1) * k])) for i in range(n)]
-        cols = {t["name"]: _flat(t["data"]) for t in tensors}
-        n = max((len(v) for v in cols.values()), default=0)
-        return [{c: v[i] for c, v in cols.items() if i < len(v)} for i in range(n)]
-    if isinstance(body, dict) and "instances" in body:
-        body = body["instances"]
-    if isinstance(body, list):
-        return [r if isinstance(r, dict) else dict(zip(columns or [], r)) for r in body]
-    if isinstance(body, dict):
-        n = max((len(v) for v in body.values() if isinstance(v, list)), default=0)
-        return [{c: v[i] for c, v in body.items() if isinstance(v, list) and i < len(v)} for i in range(n)]
-    raise PipelineError("unrecognised capture body")
-
-
-def _flat(data: Any) -> list[Any]:
-    if isinstance(data, list) and data and isinstance(data[0], list):
-        return [x for row in data for x in row]
-    return list(data) if isinstance(data, list) else [data]
-
-
-def _num(v: str) -> Any:
-    try:
-        f = float(v)
-        return int(f) if f.is_integer() and "." not in v else f
-    except ValueError:
-        return v
-
-
-def load_recent(capture: Sequence[str], labels: Sequence[str], target: str, rows: int) -> pd.DataFrame:
+def load_recent(capture: Sequence[str], labels: Sequence[str], target: str, rows: int, *,
+                label_id_column: str | None = None, label_column: str = "label") -> pd.DataFrame:
     """The last ``rows`` captured input rows that have a ground-truth label, with the label as
-    ``target``. Capture records are SageMaker data-capture JSONL; labels are SageMaker
-    ground-truth JSONL (``groundTruthData.data`` holding one label per row, comma-separated,
-    ``eventMetadata.eventId`` matching the capture's ``inferenceId`` or ``eventId``)."""
-    label_files = _expand(labels)
-    capture_files = _expand(capture)
-    if not capture_files:
+    ``target``: modeldeck's own join (``modeldeck.core.quality.read_labelled``, as its quality
+    measurement and ``evaluate --data recent`` join them: SageMaker data capture with SageMaker
+    ground truth on ``eventMetadata.eventId`` / ``inferenceId``, a batch's labels one per row,
+    the newest label of an id winning; or plain files with ``label_id_column`` and
+    ``label_column``). What did not join is counted and printed to stderr."""
+    if not _expand(capture):
         raise PipelineError(f"no capture files match {', '.join(capture)}")
-    if not label_files:
+    if not _expand(labels):
         raise PipelineError(f"no ground-truth files match {', '.join(labels)}")
-    truth: dict[str, list[Any]] = {}
-    for f in label_files:
-        for rec in _jsonl(f):
-            try:
-                eid = rec["eventMetadata"]["eventId"]
-                gt = rec["groundTruthData"]
-            except (KeyError, TypeError):
-                continue
-            _, text = _decode_body(gt)
-            truth[str(eid)] = [_num(x.strip()) for x in str(text).split(",")]
-    out: list[dict[str, Any]] = []
-    for f in reversed(capture_files):  # newest file last in name order: walk backwards
-        recs = list(_jsonl(f))
-        for rec in reversed(recs):
-            meta = rec.get("eventMetadata") or {}
-            key = str(meta.get("inferenceId") or meta.get("eventId") or "")
-            labels_for = truth.get(key)
-            if not labels_for:
-                continue
-            try:
-                kind, text = _decode_body(rec["captureData"]["endpointInput"])
-                batch = rows_from_body(kind, text)
-            except (KeyError, TypeError, ValueError, PipelineError):
-                continue
-            if len(batch) != len(labels_for):
-                continue
-            for r, y in zip(reversed(batch), reversed(labels_for)):
-                out.append({**r, target: y})
-            if len(out) >= rows:
-                break
-        if len(out) >= rows:
-            break
-    if not out:
+    try:
+        from modeldeck.core import quality
+        from modeldeck.core.errors import InputError
+    except ImportError as e:  # the pipeline runs on modeldeck's Python (pip install 'modeldeck[demo]')
+        raise PipelineError(f"--recent needs modeldeck importable from this Python: {e}") from None
+    try:
+        found, counts = quality.read_labelled(list(capture), list(labels), rows, label_id_column=label_id_column,
+                                              label_column=label_column)
+    except InputError as e:
+        raise PipelineError(str(e)) from None
+    print(f"recent window: {quality.describe_counts(counts)}; the newest {len(found)} labelled rows used",
+          file=sys.stderr)
+    if not len(found):
         raise PipelineError("no captured record has a ground-truth label (check --labels)")
-    out.reverse()
-    return pd.DataFrame(out[-rows:])
-
-
-def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:  # a line being written right now
-                continue
-            if isinstance(rec, dict):
-                yield rec
+    out = quality.input_columns(found).reset_index(drop=True)
+    out[target] = pd.Series(found[quality.LABELLED].to_numpy(), dtype=object).infer_objects()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

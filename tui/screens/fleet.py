@@ -48,8 +48,9 @@ class FleetScreen(DeckScreen):
         ("ERR %  P95 MS", "error share and 95th percentile latency: yellow warning, red critical", ""),
         ("DRIFT 6/8 0.34", "6 of 8 judged columns drifted; worst PSI 0.34 (columns with 200+ rows)", ""),
         ("DRIFT n=15", "rows in the live window, too few to judge a column yet", "dim"),
-        ("QUALITY auc .912 ▼", "live quality from the labels (ROC AUC, else accuracy; R² for regression); "
-         "▼ yellow/red: that far below the served version's registered value (▽ below, ▲ above)", ""),
+        ("QUALITY auc .912 ▼", "live quality from the labels (the metric that got the most worse, else ROC AUC, "
+         "accuracy, R²); ▼ yellow/red: that much worse than the served version's registered value (▽ worse, "
+         "▲ better; MAE and RMSE are better lower)", ""),
         ("QUALITY n=42/200", "labelled rows so far, of quality_min_rows (200): not enough to judge, no verdict",
          "dim"),
         ("AGE", "since the last poll: yellow late, red stale", ""),

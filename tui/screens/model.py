@@ -54,8 +54,10 @@ class ModelScreen(DeckScreen):
         ("drift", "the column drifted", "bold red"),
         ("3 Live", "request rate, latency and errors over the kept history, from zero", ""),
         ("4 Quality", "captured predictions joined with their labels: each metric with its 95% interval "
-         "against the served version's registered value; the chart over consecutive blocks of labelled rows", ""),
-        ("▼ yellow / red", "at least quality_drop (twice: red) below the registered value, the interval too", ""),
+         "against the served version's registered value; the headline metric over time (one point per "
+         "measurement, every poll.quality_every polls; until there are two, over blocks of labelled rows)", ""),
+        ("▼ yellow / red", "at least quality_drop (twice: red) worse than the registered value, the interval "
+         "too: below it (above it for MAE and RMSE, by quality_drop x the registered value)", ""),
         ("estimated", "from the model's own probabilities while labels lag (CBPE); never mixed with measured", "cyan"),
     )
     BINDINGS = [
@@ -116,7 +118,8 @@ class ModelScreen(DeckScreen):
                 yield Static("", id="quality-summary", markup=False)
                 yield DataTable(id="quality-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="quality-estimate", markup=False)
-                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3, axis=True)
+                yield Trend("quality over time", fmt="{:.3f}", id="quality-trend", spark_height=3, axis=True,
+                            threshold_word="registered", higher_is_worse=False)
                 yield Static("", id="quality-confusion", markup=False)
         yield KeyBar()
 
@@ -176,13 +179,15 @@ class ModelScreen(DeckScreen):
 
         settings = self.app.settings
         assert settings is not None
+        source = self.app.source
+        live = source.endpoints() if source is not None else None  # with what [[discover]] found
         problem = None
         with open_registry(settings, create=False) as reg:
             def read() -> tuple[Any, Any, Any, Any, list[str]]:
                 try:
                     versions = reg.versions(self.model)
                     aliases = reg.aliases(self.model)
-                    choices = environment_choices(settings, reg, self.model)
+                    choices = environment_choices(settings, reg, self.model, endpoints=live)
                     evaluations = reg.evaluations(self.model)
                     rules = policy.merge(settings.model(self.model), reg.policy(self.model)).model_config
                     return versions, aliases, choices, evaluations, [g.metric for g in rules.gates]
@@ -398,7 +403,9 @@ class ModelScreen(DeckScreen):
         summary.update(quality_summary(q, verdicts))
         registered = ((doc.get("registered") or {}).get("metrics")) or {}
         drop = doc.get("quality_drop") or 0.05
-        self._quality_cells = [(name, quality_row(name, m or {}, registered.get(name), drop))
+        judged_as = {"min_rows": int(doc.get("min_rows") or 0),
+                     "registered_rows": (doc.get("registered") or {}).get("dataset_rows"), "live_rows": doc.get("rows")}
+        self._quality_cells = [(name, quality_row(name, m or {}, registered.get(name), drop, **judged_as))
                                for name, m in (doc.get("metrics") or {}).items()]
         row = table.cursor_row
         fill_table(table, QUALITY_COLUMNS, self._quality_cells, self._table_width())
@@ -416,21 +423,42 @@ class ModelScreen(DeckScreen):
         else:
             estimate.update(Text("no estimate (binary classifiers with probabilities, while some of the newest "
                                  "rows have no label)", style="dim"))
-        series = list(doc.get("series") or [])
-        if series:
-            trend.title = f"{series[-1].get('metric')} over time ({series[-1].get('rows')} labelled rows a point)"
-            from modeldeck.core.textfmt import parse_utc
-
-            times = [parse_utc(str(p.get("end") or "")) for p in series]
-            name = str(series[-1].get("metric"))
-            reg = registered.get(name)
-            if all(times):
-                trend.update([p.get("value") for p in series], times, reg, self.app.clock())
-            else:
-                trend.update([p.get("value") for p in series], None, reg)
-        else:
-            trend.update([])
+        self._chart_quality(trend, q, registered)
         confusion.update(confusion_text(doc.get("confusion_matrix")))
+
+    def _chart_quality(self, trend: Trend, q: Any, registered: dict[str, Any]) -> None:
+        """The headline metric over time: one point per quality measurement the poller kept
+        (``quality_history``); with fewer than two measured yet, the newest measurement's
+        consecutive blocks of labelled rows (by inference time) instead."""
+        doc = q.result or {}
+        name = q.headline()[0]
+        source = self.app.source
+        history = getattr(source, "quality_history", None)
+        points = [p for p in (history(self.endpoint.name) if history is not None else ())
+                  if p.value(name) is not None]
+        if len(points) >= 2:
+            newest = points[-1]
+            trend.title = (f"{name} over time ({len(points)} measurements, each of the newest "
+                           f"{newest.rows} labelled rows)")
+            trend.update([p.value(name) for p in points], [p.computed_at for p in points],
+                         newest.registered.get(name, registered.get(name)), self.app.clock())
+            return
+        series = [p for p in doc.get("series") or [] if p.get("metric") == name] or list(doc.get("series") or [])
+        if not series:
+            trend.title = f"{name} over time"
+            trend.update([])
+            return
+        from modeldeck.core.textfmt import parse_utc
+
+        name = str(series[-1].get("metric"))
+        trend.title = (f"{name} by inference time ({series[-1].get('rows')} labelled rows a point; "
+                       f"one measurement so far)")
+        times = [parse_utc(str(p.get("end") or "")) for p in series]
+        reg = registered.get(name)
+        if all(times):
+            trend.update([p.get("value") for p in series], times, reg, self.app.clock())
+        else:
+            trend.update([p.get("value") for p in series], None, reg)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "drift-table":
@@ -482,7 +510,7 @@ class ModelScreen(DeckScreen):
 
     # -- release actions (hidden with --read-only) ---------------------------------------------------
     def environments(self, *, held_only: bool = False) -> list[tuple[str, str]]:
-        """The declared environments (an alias, a configured endpoint or the policy names them:
+        """The declared environments (an alias, a configured or discovered endpoint or the policy names them:
         ``core.releases.environment_choices``), each with what it holds and which version a
         rollback would go to; ``held_only``: those holding a version of this model."""
         out = []
@@ -610,18 +638,24 @@ def _fmt(name: str, v: Any) -> str:
     return f"{v:.3f}"
 
 
-def quality_row(name: str, m: dict[str, Any], registered: float | None, drop: float) -> list[Text]:
+def quality_row(name: str, m: dict[str, Any], registered: float | None, drop: float, *, min_rows: int = 0,
+                registered_rows: Any = None, live_rows: Any = None) -> list[Text]:
     """One metric of the Quality tab: the value and its interval coloured by the judge's rule
-    (``judge.quality_level``) against the registered value."""
+    (``judge.quality_level``) against the registered value; a metric resting on fewer than
+    ``min_rows`` rows says it is not judged."""
     value, low, high = m.get("value"), m.get("low"), m.get("high")
     judged = name in judge.QUALITY_JUDGED["classification"] + judge.QUALITY_JUDGED["regression"]
-    lv = judge.quality_level(value, high, registered, drop) if judged else judge.OK
+    lv = judge.quality_level(name, m, registered, drop, min_rows=min_rows, registered_rows=registered_rows,
+                             live_rows=live_rows) if judged else judge.OK
+    rows = finite(m.get("rows"))
+    few = judged and value is not None and registered is not None and min_rows and (rows or 0) < min_rows
     interval = f"{_fmt(name, low)}-{_fmt(name, high)}" if low is not None and high is not None else "-"
     delta = "-" if value is None or registered is None else f"{value - registered:+.3f}"
     note = m.get("note")
     return [cells.plain(name, 12), Text(_fmt(name, value), justify="right", style=judge.STYLE[lv]),
             Text(interval, justify="right", style="dim" if value is None else ""),
-            cells.plain(m.get("method") or (one_line(note, 40) if note else "-"), 40),
+            cells.plain((m.get("method") or (one_line(note, 40) if note else "-"))
+                        + (f" (not judged: <{min_rows} rows)" if few else ""), 40),
             Text(str(m.get("rows", "-")), justify="right"),
             Text(_fmt(name, registered), justify="right", style="dim"),
             Text(delta, justify="right", style=judge.STYLE[lv])]
@@ -659,7 +693,9 @@ def quality_summary(q: Any, verdicts: list[Any]) -> Text:
                                                     ("duplicate_labels", "duplicated labels (newest kept)"),
                                                     ("predictions_without_id", "rows without an id"),
                                                     ("unusable", "rows without a usable value"),
-                                                    ("other_versions", "rows another version answered")) if c.get(k)]
+                                                    ("other_versions", "rows another version answered"),
+                                                    ("label_files_skipped",
+                                                     f"label files skipped ({quality.SKIPPED_WHY})")) if c.get(k)]
     if extra:
         t.append("\n" + ", ".join(extra), style="dim")
     for v in verdicts:

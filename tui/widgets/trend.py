@@ -66,9 +66,9 @@ def buckets(points: Sequence[tuple[float, float]], width: int, start: float, end
 
 
 def render_bars(columns: Sequence[float | None], height: int, top: float, threshold: float | None,
-                bar_style: str = "", threshold_style: str = "red") -> list[Text]:
+                bar_style: str = "", threshold_style: str = "red", mark_over: bool = True) -> list[Text]:
     """``height`` lines of bars from zero to ``top``; the threshold's row shows ``┈`` where the
-    bar stays under it (and the bar turns the threshold colour above it)."""
+    bar stays under it (and, with ``mark_over``, the bar turns the threshold colour above it)."""
     th_row = None
     if threshold is not None and 0 < threshold <= top:
         th_row = min(height - 1, int(threshold / top * height))  # row from the bottom holding the line
@@ -78,7 +78,7 @@ def render_bars(columns: Sequence[float | None], height: int, top: float, thresh
         for v in columns:
             eighths = 0 if v is None else max(0, round(min(v, top) / top * height * 8))
             fill = max(0, min(8, eighths - r * 8))
-            over = threshold is not None and v is not None and v >= threshold
+            over = mark_over and threshold is not None and v is not None and v >= threshold
             if fill == 0 and r == th_row:
                 line.append("┈", style=threshold_style)
             else:
@@ -109,9 +109,14 @@ class Trend(Vertical):
     """
 
     def __init__(self, title: str, unit: str = "", fmt: str = "{:.1f}", *, id: str | None = None,
-                 spark_height: int = 2, axis: bool = False) -> None:
+                 spark_height: int = 2, axis: bool = False, threshold_word: str = "warn",
+                 higher_is_worse: bool = True) -> None:
         super().__init__(id=id)
         self.title = title
+        # what the threshold line is called, and whether a bar reaching it is a warning (latency,
+        # errors) or not (a quality metric against its registered value: below is the bad side)
+        self.threshold_word = threshold_word
+        self.higher_is_worse = higher_is_worse
         self.unit = unit
         self.fmt = fmt
         self.spark_height = spark_height
@@ -156,12 +161,12 @@ class Trend(Vertical):
             title.append(f"  {span_words(end - start)}", style="dim")
         title.append(f"  0–{self.fmt.format(top)}{self.unit}", style="dim")
         if drawn:
-            title.append(f"  ┈ warn {self.fmt.format(threshold)}{self.unit}", style="red")
+            title.append(f"  ┈ {self.threshold_word} {self.fmt.format(threshold)}{self.unit}", style="red")
         elif threshold:
-            title.append(f"  warn {self.fmt.format(threshold)}{self.unit}", style="dim")
+            title.append(f"  {self.threshold_word} {self.fmt.format(threshold)}{self.unit}", style="dim")
         self.query_one(".trend--title", Static).update(title)
         cols = buckets(points, width, start, end) if times is not None else _spread(points, width)
-        lines = render_bars(cols, self.spark_height, top, drawn, bar_style="cyan")
+        lines = render_bars(cols, self.spark_height, top, drawn, bar_style="cyan", mark_over=self.higher_is_worse)
         if self.axis and times is not None:
             lines.append(time_axis(width, end - start))
         chart.update(Text("\n").join(lines))
