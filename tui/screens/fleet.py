@@ -286,6 +286,10 @@ class FleetScreen(DeckScreen):
         return counts, drifting, worse
 
     def _update_header(self, latest: dict[str, EndpointSnapshot], interval: float) -> None:
+        found = self.query("#fleet-header").results(Static)
+        header = next(found, None)
+        if header is None:  # not mounted (yet, or any more: the screen is being torn down)
+            return
         app = self.app
         settings = app.settings
         t = Text(no_wrap=True, overflow="ellipsis")
@@ -330,7 +334,6 @@ class FleetScreen(DeckScreen):
             if problem:
                 t.append(f"  {problem}", style="bold yellow")
         if settings is not None:  # the paths last, shortened in the middle to the width left
-            header = self.query_one("#fleet-header", Static)
             room = (header.size.width or self.app.size.width) - 2 - t.cell_len
             reg, cfg = paths.display(settings.registry), paths.display(settings.path)
             reg_label = "  ledger " if settings.mlflow is not None else "  registry "
@@ -341,7 +344,7 @@ class FleetScreen(DeckScreen):
                 t.append(f"  config {middle(cfg, cfg_w)}", style="dim")
             elif room - len(reg_label) >= 8:  # no room for both: the registry, where releases go
                 t.append(f"{reg_label}{middle(reg, room - len(reg_label))}", style="dim")
-        self.query_one("#fleet-header", Static).update(t)
+        header.update(t)
 
     def _update_detail(self, latest: dict[str, EndpointSnapshot]) -> None:
         name = self._selected_name()
