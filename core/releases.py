@@ -577,6 +577,12 @@ def health_gate(settings: Settings, model: str, environment: str,
 # -- environments ----------------------------------------------------------------------------------
 
 
+def fixed_discover_environments(settings: Settings) -> set[str]:
+    """The environments ``[[discover]]`` blocks name outright (``environment``, not a label):
+    declared without asking Prometheus."""
+    return {b.environment for b in settings.discover if b.environment_label is None}
+
+
 def known_environments(settings: Settings, registry: Registry, model: str | None = None, *,
                        endpoints: Iterable[EndpointConfig] | None = None) -> list[str]:
     """Every declared environment: one holding an alias (of any model), named by a configured
@@ -586,7 +592,7 @@ def known_environments(settings: Settings, registry: Registry, model: str | None
     production first, then by name. Reads no network: see :func:`resolve_environment`."""
     eps = settings.endpoints if endpoints is None else endpoints
     names = set(registry.environments()) | {e.environment for e in eps}
-    names |= {b.environment for b in settings.discover if b.environment_label is None}
+    names |= fixed_discover_environments(settings)
     names |= set(registry.policy_environments())
     for mc in settings.models.values():
         names |= set(mc.environments)
@@ -600,8 +606,11 @@ def prometheus_display_url(settings: Settings) -> str:
     if settings.prometheus is None:
         return "-"
     parts = urllib.parse.urlsplit(settings.prometheus.url)
-    host = parts.netloc.rpartition("@")[2]
-    return one_line(urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")), 120)
+    return one_line(urllib.parse.urlunsplit((parts.scheme, _host(parts.netloc), parts.path, "", "")), 120)
+
+
+def _host(netloc: str) -> str:
+    return netloc.rpartition("@")[2]  # without user:password@
 
 
 def _discovery_unknown(settings: Settings, environment: str) -> str | None:
@@ -613,12 +622,9 @@ def _discovery_unknown(settings: Settings, environment: str) -> str | None:
         return None
     name, why = failed[0]
     url = prometheus_display_url(settings)
-    cfg = settings.prometheus
-    netloc = ""
-    if cfg is not None:
-        import urllib.parse
+    import urllib.parse
 
-        netloc = urllib.parse.urlsplit(cfg.url).netloc.rpartition("@")[2]
+    netloc = _host(urllib.parse.urlsplit(settings.prometheus.url).netloc) if settings.prometheus else ""
     reached = not (why.startswith(f"prometheus: {netloc}:") or "timed out" in why)
     state = f"Prometheus at {url} failed discovery" if reached else f"Prometheus is unreachable at {url}"
     more = f" (and {len(failed) - 1} more block{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
@@ -714,7 +720,7 @@ def environment_choices(settings: Settings, registry: Registry, model: str, *,
     aliases = registry.aliases(model)
     held = set(registry.environments())
     configured = {e.environment for e in eps}
-    configured |= {b.environment for b in settings.discover if b.environment_label is None}
+    configured |= fixed_discover_environments(settings)
     declared = set(registry.policy_environments()) | {n for mc in settings.models.values() for n in mc.environments}
     out = []
     for env in known_environments(settings, registry, endpoints=eps):

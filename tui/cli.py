@@ -176,7 +176,9 @@ def _complete_environments(prefix: str, parsed_args: argparse.Namespace, **_: An
     try:
         settings, reg = _completion_registry(parsed_args)
         names |= {e.environment for e in settings.endpoints}
-        names |= {b.environment for b in settings.discover if b.environment_label is None}
+        from modeldeck.core.releases import fixed_discover_environments
+
+        names |= fixed_discover_environments(settings)
         with reg:
             model = getattr(parsed_args, "model", None)
             names |= set(reg.aliases(model)) if model and reg.has_model(model) else set(reg.environments())
