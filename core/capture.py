@@ -833,7 +833,12 @@ def read_window(source: str | os.PathLike, last_n: int | None, *, timeout: float
         need = None if last_n is None else last_n - rows
         if need is not None and need <= 0:
             break
-        f = read_file(p, need, ids, max_bytes)
+        try:
+            f = read_file(p, need, ids, max_bytes)
+        except InputError:
+            if not p.exists():  # rotated away since the glob was expanded: its records are gone
+                continue
+            raise
         frames.insert(0, f)
         rows += len(f)
     return _tail(_concat(frames), last_n)
@@ -907,6 +912,8 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
         if total > max_bytes:
             raise _too_big(text, total, max_bytes, f"{len(paths)} label files of " if len(paths) > 1 else "")
         for p in paths:
+            if len(paths) > 1 and not p.exists():
+                continue  # removed since the glob was expanded (rotated away)
             st = check_regular(p)
             if st.st_size == 0:
                 continue  # a label file just created

@@ -318,3 +318,25 @@ def test_plain_jsonl_labels_and_label_files_older_than_the_captures_are_skipped(
     recent = capture.read_labels(str(tmp_path / "*.jsonl"), modified_after=now - 60)
     assert recent[capture.ID].tolist() == ["new0", "new1", "new2"]
     assert str(recent[capture.LABEL_TIME].iloc[0]) == "2024-01-01 00:00:09+00:00"
+
+
+def test_a_capture_file_rotated_away_after_the_glob_is_skipped(tmp_path, monkeypatch) -> None:
+    """A writer rotating its files (the oldest deleted) between the glob and the read: the
+    window is what is still there, not an error (a retrain's load_recent failed on it)."""
+    import json as _json
+
+    from modeldeck.core import capture as cap
+
+    for i in range(3):
+        (tmp_path / f"c-{i}.jsonl").write_text("\n".join(_json.dumps({"x": i * 10 + j}) for j in range(5)) + "\n")
+        os.utime(tmp_path / f"c-{i}.jsonl", (1_000 + i, 1_000 + i))
+    real = cap.expand_source
+
+    def expand_then_rotate(source):  # type: ignore[no-untyped-def]
+        paths = real(source)
+        paths[0].unlink()  # the oldest goes, as rotation does, after the listing
+        return paths
+
+    monkeypatch.setattr(cap, "expand_source", expand_then_rotate)
+    frame = cap.read_window(str(tmp_path / "c-*.jsonl"), None)
+    assert sorted(frame["x"]) == [10, 11, 12, 13, 14, 20, 21, 22, 23, 24]
