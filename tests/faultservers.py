@@ -138,6 +138,7 @@ class FaultServer:
         self.headers_seen: list[dict[str, str]] = []
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._closed = False  # set by close(): a connection accepted before it but not yet handled is dropped
         self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class FaultServer:
         lt = _LoopThread.get()
 
         async def start() -> None:
+            self._closed = False
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
             self.port = self._server.sockets[0].getsockname()[1]
 
@@ -155,6 +157,7 @@ class FaultServer:
         lt = _LoopThread.get()
 
         async def close() -> None:
+            self._closed = True
             if self._server is not None:
                 self._server.close()
             for w in list(self._writers):
@@ -199,7 +202,7 @@ class FaultServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            while True:
+            while not self._closed:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):

@@ -57,13 +57,15 @@ def settings(fleet: DemoFleetProcess) -> config.Settings:
     return fast_releases(config.parse_file(Path(fleet.config_path)))
 
 
-async def wait_for(pilot, predicate, timeout: float, what: str) -> None:
+async def wait_for(pilot, predicate, timeout: float, what: str, seen=None) -> None:
+    """Wait until ``predicate()``; on a timeout, say what ``seen()`` (if given) shows then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         await pilot.pause(0.25)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
+                         + (f" (last seen: {seen()!r})" if seen is not None else ""))
 
 
 def snap(app: ModeldeckApp, name: str):
@@ -133,7 +135,8 @@ async def test_an_endpoint_stopping_mid_test_goes_down_and_the_app_keeps_running
             await wait_for(pilot, lambda: getattr(snap(app, "extra-prod"), "status", "PENDING") in ("UP", "DEGRADED"),
                            15, "the extra endpoint to answer")
             server.close()
-            await wait_for(pilot, lambda: snap(app, "extra-prod").status == "DOWN", 20, "the stopped endpoint DOWN")
+            await wait_for(pilot, lambda: snap(app, "extra-prod").status == "DOWN", 20, "the stopped endpoint DOWN",
+                           lambda: (snap(app, "extra-prod").status, snap(app, "extra-prod").reason))
             reason = snap(app, "extra-prod").reason
             assert "refused" in reason or "closed" in reason or "reset" in reason, reason
             await pilot.pause(0.6)
