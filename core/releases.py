@@ -1571,16 +1571,28 @@ def _bake(run: _Run, poll: Callable[[], Sequence[EndpointSnapshot]], version: in
                     run.emit("bake", f"{name}: {hv.text} (the warning level)", "warning", endpoint=name)
         now = run.clock()
         if now >= end:
-            for name in p.endpoints:  # the predictions' drift, once per endpoint, on the new version's records
+            # the predictions' drift, once per endpoint, on the new version's records; too few of
+            # them yet keeps the bake going (as too little traffic does) until bake_max_seconds
+            drift_short: dict[str, str] = {}
+            for name in p.endpoints:
                 if name not in drift_done:
-                    problem, note = _prediction_drift(run, name, want, since)
+                    problem, note, too_few = _prediction_drift(run, name, want, since)
                     if problem:
                         return f"{name}: {problem}"
+                    if too_few and now < hard_end:
+                        drift_short[name] = note or ""
+                        continue
                     if note is not None:
                         drift_done[name] = note
                         run.emit("bake", f"{name}: {note}", "progress", endpoint=name)
             short = [n for n in p.endpoints if verdicts.get(n) is None or verdicts[n].state == "too_little"]
-            if not short:
+            if not short and drift_short:
+                if not extended:
+                    extended = True
+                    run.emit("bake", f"too few records to judge the predictions' drift yet "
+                             f"({'; '.join(f'{n}: {w}' for n, w in drift_short.items())}); "
+                             f"extending the bake up to {duration(longest)}", "warning")
+            elif not short:
                 lines = "; ".join(f"{n} {verdicts[n].text}" for n in p.endpoints)
                 run.emit("bake", f"baked {duration(now - start)} without trouble: {lines}", "success")
                 return None
@@ -1610,25 +1622,27 @@ def _baseline_words(base: Mapping[str, Mapping[str, Any]], names: Sequence[str])
     return "the old version's " + "; ".join(parts) if parts else "the thresholds (no baseline of the old version)"
 
 
-def _prediction_drift(run: _Run, name: str, version: str, since: float) -> tuple[str | None, str | None]:
-    """(why the new version's predictions drift, or None; a note when not judged)."""
+def _prediction_drift(run: _Run, name: str, version: str,
+                      since: float) -> tuple[str | None, str | None, bool]:
+    """(why the new version's predictions drift, or None; a note when not judged or judged fine;
+    True when it was not judged for too few records of the new version yet, which more traffic mends)."""
     p = run.plan
     ep = next((e for e in p.settings.endpoints if e.name == name), None)
     if ep is None or not ep.capture:
-        return None, None
+        return None, None, False
     try:
         ref = run.reg.version(p.model, int(version)).reference_path
     except (ModeldeckError, ValueError):
         ref = None
     if not ref:
-        return None, f"prediction drift not judged: version {version} has no reference data"
+        return None, f"prediction drift not judged: version {version} has no reference data", False
     from modeldeck.core import capture, drift
 
     try:
         profile = drift.cached_profile(ref, timeout=p.settings.poll.timeout * 5)
         window = capture.read_window(ep.capture, p.settings.poll.drift_window, ids=True)
     except ModeldeckError as e:
-        return None, f"prediction drift not judged: {one_line(e, 160)}"
+        return None, f"prediction drift not judged: {one_line(e, 160)}", False
     # the version that served each record: an OIP answer's model_version in a capture, or a
     # model_version field of plain records
     col = next((c for c in (capture.VERSION, "model_version") if c in window.columns), None)
@@ -1645,16 +1659,16 @@ def _prediction_drift(run: _Run, name: str, version: str, since: float) -> tuple
     if not outputs:
         outputs = [c for c in window.columns if str(c).startswith("prediction") and c in profile.columns]
     if not outputs:
-        return None, "prediction drift not judged: the reference data has no prediction columns"
+        return None, "prediction drift not judged: the reference data has no prediction columns", False
     if len(window) < BAKE_DRIFT_MIN_ROWS:
-        return None, f"prediction drift not judged: {len(window)} {which} (needs {BAKE_DRIFT_MIN_ROWS})"
+        return None, f"prediction drift not judged: {len(window)} {which} (needs {BAKE_DRIFT_MIN_ROWS})", True
     if profile.n_rows < BAKE_REFERENCE_MIN_ROWS:
         return None, (f"prediction drift not judged: the reference data of version {version} has "
-                      f"{profile.n_rows} rows (needs {BAKE_REFERENCE_MIN_ROWS})")
+                      f"{profile.n_rows} rows (needs {BAKE_REFERENCE_MIN_ROWS})"), False
     try:
         result = drift.compare(profile, window, columns=outputs, current_name=f"version {version}")
     except ModeldeckError as e:
-        return None, f"prediction drift not judged: {one_line(e, 160)}"
+        return None, f"prediction drift not judged: {one_line(e, 160)}", False
     data = drift.result_to_json(result)
     psi_min = ep.thresholds.psi_warn
     counted = judge.prediction_drift_columns(data, psi_min)
@@ -1662,8 +1676,8 @@ def _prediction_drift(run: _Run, name: str, version: str, since: float) -> tuple
     if counted and len(counted) / max(1, n_columns) >= ep.thresholds.drift_share:
         return (f"the predictions of version {version} drift from its reference ({len(counted)} of "
                 f"{n_columns} output columns drifted with PSI at or over {psi_min:g}: "
-                f"{', '.join(one_line(c, 40) for c in counted)}; {len(window)} {which})"), None
-    return None, f"predictions of version {version} match its reference ({len(window)} {which})"
+                f"{', '.join(one_line(c, 40) for c in counted)}; {len(window)} {which})"), None, False
+    return None, f"predictions of version {version} match its reference ({len(window)} {which})", False
 
 
 def _bake_line(snaps: Mapping[str, EndpointSnapshot], names: Sequence[str]) -> str:

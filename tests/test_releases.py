@@ -509,3 +509,52 @@ def test_the_bake_counts_the_new_versions_own_requests_where_the_server_labels_t
 
 def close_to(a: float, b: float) -> bool:
     return abs(a - b) < 1e-6
+
+
+def test_the_bake_waits_for_enough_records_to_judge_the_predictions_drift(tmp_path: Path,
+                                                                          registry_path: Path) -> None:
+    """Traffic enough for the error ratio but too few captured records of the new version for
+    its predictions' drift at the bake's end: the bake goes on (up to bake_max_seconds) and
+    judges the drift once there are enough, instead of ending with it not judged."""
+    import random
+
+    rnd = random.Random(5)
+    reference = tmp_path / "reference.csv"
+    reference.write_text("x,prediction\n" + "".join(f"{rnd.gauss(0, 1):.4f},{rnd.random():.4f}\n"
+                                                     for _ in range(1500)))
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("")
+    with Registry(registry_path) as reg:
+        reg.register("churn", "s3://m/1", metrics={"auc": 0.91}, eval_sha256=HOLDOUT, eval_rows=300)
+        reg.approve("churn", 1, "offline eval")
+        reg.promote("churn", 1, "production", "first release")
+        reg.register("churn", "s3://m/2", metrics={"auc": 0.92}, eval_sha256=HOLDOUT, eval_rows=300,
+                     reference=str(reference))
+        reg.approve("churn", 2, "offline eval")
+    s = settings_for(tmp_path, registry_path,
+                     model={"verify_timeout": 60, "bake_seconds": 30, "bake_max_seconds": 300,
+                            "bake_min_requests": 30},
+                     endpoints=[{"name": "churn-production", "model": "churn", "url": "http://127.0.0.1:9",
+                                 "capture": str(capture)}])
+    ft = FakeTime()
+
+    def poll() -> list[EndpointSnapshot]:  # 20 records of version 2 a poll (every 5 s): 160 by the bake's end
+        with capture.open("a") as f:
+            for _ in range(20):
+                f.write(json.dumps({"x": rnd.gauss(0, 1), "prediction": rnd.random(), "model_version": "2"}) + "\n")
+        return [EndpointSnapshot(endpoint="churn-production", model="churn", environment="production",
+                                 taken_at=ft.now, duration_ms=1.0, status="UP", reason="ready",
+                                 served_version="2", served_versions=("2",), request_rate=10.0, error_ratio=0.0)]
+
+    with Registry(registry_path) as reg:
+        p = releases.plan(s, reg, "churn", 2, "production", snapshots=poll())
+        events: list[releases.ReleaseEvent] = []
+        out = releases.execute(p, reason="x", poll=poll, clock=ft.clock, sleep=ft.sleep, interval=5,
+                               on_event=events.append)
+    assert out.status == releases.RELEASED and out.baked, out.message
+    bake = [e.message for e in events if e.stage == "bake"]
+    assert any("too few records to judge the predictions' drift yet" in m for m in bake), bake
+    judged = [m for m in bake if "predictions of version 2 match its reference" in m]
+    assert judged and "records served by version 2" in judged[0], bake
+    assert not any(m.startswith("churn-production: prediction drift not judged") for m in bake), bake
+    assert ft.now < 300
