@@ -289,7 +289,7 @@ def test_cbpe_estimates_a_calibrated_model_within_002() -> None:
     r = quality.measure(quality.join(pred, labels, quality.QualitySpec(window=1000)))
     assert r.estimate is not None and r.estimate.rows == 1000
     assert r.estimate.reference_rows == 2000  # every labelled row read calibrates, not only the window's 1,000
-    assert r.estimate.calibration == "platt"  # fewer than 1,000 rows of each class
+    assert r.estimate.calibration == "beta+isotonic"  # fewer than 1,000 rows of each class
     doc = r.to_json()
     assert doc["estimated"]["estimated"] is True and set(doc["estimated"]["metrics"]) == {"accuracy", "roc_auc"}
     assert abs(doc["estimated"]["metrics"]["accuracy"] - skm.accuracy_score(y[2000:], (score[2000:] >= 0.5))) < 0.03
@@ -492,7 +492,7 @@ def test_cbpe_on_the_demos_models_is_within_002_of_the_labels(model: str, index:
         assert abs(est["roc_auc"] - skm.roc_auc_score(y[ref:], p[ref:])) < 0.02, (s, est)
 
 
-def test_isotonic_calibration_equals_sklearns_and_small_references_use_platt() -> None:
+def test_isotonic_calibration_equals_sklearns_and_small_references_use_beta_and_isotonic() -> None:
     from sklearn.isotonic import IsotonicRegression
 
     rng = np.random.default_rng(4)
@@ -502,10 +502,19 @@ def test_isotonic_calibration_equals_sklearns_and_small_references_use_platt() -
     want = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(score, y).predict(cur)
     np.testing.assert_allclose(quality.calibrate(score, y, cur, "isotonic"), want, atol=1e-9)
     assert quality.calibration_method(y) == "isotonic"  # over 1,000 rows of each class
-    assert quality.calibration_method(y[:1500]) == "platt"
+    assert quality.calibration_method(y[:1500]) == "beta+isotonic"
     a, b = quality.platt(score, y)
     np.testing.assert_allclose(quality.calibrate(score, y, cur, "platt"),
                                1 / (1 + np.exp(-(a * quality._logit(cur) + b))), atol=1e-12)
+    a, b, c = quality.beta_calibration(score, y)
+    x = np.clip(cur, 1e-6, 1 - 1e-6)
+    beta = 1 / (1 + np.exp(-(a * np.log(x) - b * np.log(1 - x) + c)))
+    np.testing.assert_allclose(quality.calibrate(score, y, cur, "beta"), beta, atol=1e-12)
+    np.testing.assert_allclose(quality.calibrate(score, y, cur, "beta+isotonic"), (beta + want) / 2, atol=1e-9)
+    np.testing.assert_allclose(quality.calibrate(score[:1500], y[:1500], cur),
+                               quality.calibrate(score[:1500], y[:1500], cur, "beta+isotonic"), atol=0)
+    with pytest.raises(ValueError, match="unknown calibration"):
+        quality.calibrate(score, y, cur, "spline")
 
 
 @pytest.mark.parametrize("ties", [True, False])
