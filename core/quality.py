@@ -47,10 +47,11 @@ calibration (three parameters, monotone: it follows a model that is overconfiden
 only, which Platt scaling's two cannot; :func:`beta_calibration`) and the isotonic fit. On a
 few hundred positives isotonic steps overfit and put the expected ROC AUC high, beta's
 family misses part of a boosted model's shape and puts it low; their mean is closer than
-either (on the demo's fraud model with about 270 positives, ROC AUC 0.007 from what a
-400,000-row isotonic fit gives, where Platt was 0.023 low; benchmarks/cbpe_window.py).
-On 1,000 unlabelled rows the measured value's own sampling noise is about 0.01 (churn) and
-0.016 (fraud) for ROC AUC even with the true probabilities; on 200 rows 0.02 and 0.04.
+isotonic and about as close as beta, with half beta's bias (on the demo's fraud model with
+about 270 positives, ROC AUC 0.006-0.008 from what a 400,000-row isotonic fit gives, where
+Platt was 0.021-0.022 from it, low; benchmarks/cbpe_window.py). On 1,000 unlabelled rows the
+measured value's own sampling noise is about 0.009 (churn) and 0.018 (fraud) for ROC AUC even
+with the true probabilities; on 200 rows 0.022 and 0.04.
 The estimate is kept apart (``estimated``) and never mixed with measured values.
 
 Judgement (a drop against the version's registered metric) is ``core.judge.quality_verdicts``.
@@ -805,8 +806,9 @@ def calibration_method(ref_true: np.ndarray) -> str:
     isotonic fit's probabilities): isotonic steps fitted on a few hundred positives overfit and
     bias the expected ROC AUC upwards, beta calibration's three parameters miss part of a
     boosted model's shape and bias it downwards (Platt's two, used before, much more: about
-    0.023 low on the demo's fraud model however many rows); the mean is closer than either on
-    the demo's models from about 80 positives up (benchmarks/cbpe_window.py)."""
+    0.02 low on the demo's fraud model however many rows); the mean is closer than isotonic
+    alone on the demo's models from 80 to 700 positives, about as close as beta alone, with
+    half its bias (benchmarks/cbpe_window.py)."""
     pos = int(np.count_nonzero(ref_true))
     return "isotonic" if min(pos, len(ref_true) - pos) >= ISOTONIC_MIN_CLASS else "beta+isotonic"
 
