@@ -417,7 +417,7 @@ class ModelScreen(DeckScreen):
             t.append(", ".join(f"{one_line(k, 12)} {'-' if v is None else f'{v:.3f}'}"
                                for k, v in (est.get("metrics") or {}).items()), style="cyan")
             t.append(f"  on the {est.get('rows')} newest rows without a label, calibrated on "
-                     f"{est.get('reference_rows')} labelled ({one_line(est.get('calibration') or 'platt', 12)})",
+                     f"{est.get('reference_rows')} labelled ({one_line(est.get('calibration') or 'platt', 16)})",
                      style="dim")
             estimate.update(t)
         else:
