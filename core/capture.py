@@ -38,13 +38,16 @@ import contextlib
 import csv
 import glob
 import gzip
+import hashlib
 import io
 import json
 import math
 import os
 import stat
 import sys
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -681,12 +684,23 @@ def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False,
     """The last ``last_n`` rows of a JSON-lines file without reading all of it: memory is
     bounded by the window, not the file."""
     picked: list[tuple[int, Any]] = []
+    parsed: list[_Rows] = []
     rows = 0
     capture = None
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         complete = f.read(1) == b"\n"
     for k, raw in enumerate(_reverse_lines(path, budget=max_bytes)):
+        if capture is not False:
+            key = hashlib.blake2b(raw, digest_size=16).digest()
+            hit = _ROWS_CACHE.get(key)
+            if hit is not None:
+                capture = True
+                parsed.append(hit)
+                rows += len(hit)
+                if rows >= last_n:
+                    break
+                continue
         try:
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -696,15 +710,54 @@ def _read_json_tail(path: Path, name: str, last_n: int, ids: bool = False,
             raise InputError(f"cannot read {name}: bad JSON on line {k + 1} from the end: {one_line(msg, 80)}") from None
         if capture is None:
             capture = _is_capture(obj)
-        picked.append((-k, obj))
         if capture:
-            rows += len(_capture_rows(obj, name, -k))
+            got = _capture_rows(obj, name, -k)
+            _ROWS_CACHE.put(key, got)
+            parsed.append(got)
+            rows += len(got)
         else:
+            picked.append((-k, obj))
             rows += 1
         if rows >= last_n:
             break
+    if capture:
+        parsed.reverse()
+        return _capture_frame(parsed, last_n, ids)
     picked.reverse()
     return _records_frame(picked, name, last_n, ids)
+
+
+class _RowsCache:
+    """Capture records already decoded, by a 128-bit hash of their line: a window read every
+    few seconds from a growing capture file decodes only the records new since the last read
+    (decoding was most of the TUI's CPU on the demo). Bounded in entries; thread-safe (drift
+    and quality read in worker threads). A cached record's rows are never changed by readers
+    (``_capture_frame`` copies them)."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._d: OrderedDict[bytes, _Rows] = OrderedDict()
+
+    def get(self, key: bytes) -> _Rows | None:
+        with self._lock:
+            got = self._d.get(key)
+            if got is not None:
+                self._d.move_to_end(key)
+            return got
+
+    def put(self, key: bytes, rows: _Rows) -> None:
+        with self._lock:
+            self._d[key] = rows
+            if len(self._d) > self.limit:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+_ROWS_CACHE = _RowsCache()
 
 
 def _read_csv_tail(path: Path, name: str, last_n: int, max_bytes: int) -> pd.DataFrame | None:

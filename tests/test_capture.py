@@ -116,6 +116,44 @@ def test_sagemaker_csv_capture_with_batches_and_time_order(tmp_path):
     assert read_window(path, 3)._c0.tolist() == [0.5, 2.5, 3.5]
 
 
+def test_a_growing_capture_decodes_only_its_new_records_and_reads_the_same(tmp_path, monkeypatch):
+    """A window read again after records were appended decodes only those (the rest come from
+    the decoded-record cache) and equals a read with an empty cache, ids, versions and order."""
+    def line(i):
+        return json.dumps({
+            "captureData": {
+                "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                                  "data": json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64",
+                                                                  "data": [i * 0.5]}]})},
+                "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                                   "data": json.dumps({"model_version": str(1 + i % 2),
+                                                       "outputs": [{"name": "p", "shape": [1], "datatype": "FP64",
+                                                                    "data": [i / 100]}]})},
+            },
+            "eventMetadata": {"eventId": f"ev{i}", "inferenceTime": f"2024-05-01T10:{i // 60:02d}:{i % 60:02d}Z"},
+            "eventVersion": "0"})
+
+    path = tmp_path / "capture.jsonl"
+    path.write_text("".join(line(i) + "\n" for i in range(300)))
+    capture._ROWS_CACHE.clear()
+    first = read_window(path, 200, ids=True)
+    decoded = []
+    real = capture._capture_rows
+    monkeypatch.setattr(capture, "_capture_rows", lambda rec, name, n: decoded.append(n) or real(rec, name, n))
+    with path.open("a") as f:
+        f.write("".join(line(i) + "\n" for i in range(300, 340)))
+    again = read_window(path, 200, ids=True)
+    assert len(decoded) == 40  # the appended records only
+    capture._ROWS_CACHE.clear()
+    fresh = read_window(path, 200, ids=True)
+    assert len(decoded) == 40 + 200
+    pd.testing.assert_frame_equal(again, fresh)
+    assert again.attrs == fresh.attrs and again.attrs["output_columns"] == ["p"]
+    assert again[capture.ID].tolist() == [f"ev{i}" for i in range(140, 340)]
+    assert again[capture.VERSION].tolist() == [str(1 + i % 2) for i in range(140, 340)]
+    assert first[capture.ID].tolist() == [f"ev{i}" for i in range(100, 300)]
+
+
 def test_sagemaker_json_and_base64_payloads(tmp_path):
     body1 = json.dumps({"instances": [{"age": 30, "plan": "a"}, {"age": 40, "plan": "b"}]})
     out1 = json.dumps({"predictions": [{"score": 0.2, "label": 0}, {"score": 0.8, "label": 1}]})
