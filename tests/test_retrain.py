@@ -151,10 +151,8 @@ def test_cancel_terminates_the_process_group(tmp_path: Path, registry_path: Path
         assert running.status == "running" and running.pid == os.getpid()
         pgid = retrain.job_pgid(running)
         assert pgid is not None and os.getpgid(helper) == pgid
-        t0 = time.monotonic()
         retrain.cancel(run.job_id, registry=reg, grace=0.5)
-    job = run.wait(15)
-    assert time.monotonic() - t0 < 10
+    job = run.wait(15)  # SLOW runs 60 s: a job back within 15 s is one the cancel ended
     assert job is not None and job.status == "cancelled" and job.message == "cancelled by tester"
     assert job.exit_code == (-15 if mode == "polite" else -9)
     wait_for(lambda: not hooks.group_exists(pgid), 10)  # the helper went with it
