@@ -37,6 +37,17 @@ RIGHT = {"version", "rps", "err", "p95", "drift", "quality", "age"}
 ENV_SHORT = {"production": "prod", "staging": "stage", "development": "dev", "canary": "canry"}
 
 
+class _Header(Static):
+    """The fleet's one-line header. What fits depends on its width (the paths are shortened to
+    the room left), so it is laid out again when its width changes, not only on the next refresh."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        screen = self.screen
+        if isinstance(screen, FleetScreen) and screen.ready:
+            latest, _, interval = screen._seen
+            screen._update_header(latest, interval)
+
+
 class FleetScreen(DeckScreen):
     HELP_TITLE = "Fleet"
     HELP_LEGEND = (
@@ -79,7 +90,7 @@ class FleetScreen(DeckScreen):
         self._by_name: dict[str, EndpointConfig] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="fleet-header", markup=False)
+        yield _Header("", id="fleet-header", markup=False)
         yield LiveTable(id="fleet-table")
         yield Static("", id="fleet-detail", markup=False)
         with Horizontal(id="fleet-trends"):
@@ -334,7 +345,8 @@ class FleetScreen(DeckScreen):
             if problem:
                 t.append(f"  {problem}", style="bold yellow")
         if settings is not None:  # the paths last, shortened in the middle to the width left
-            room = (header.size.width or self.app.size.width) - 2 - t.cell_len
+            # the header's content width (its padding excluded), or before layout the screen's less the padding
+            room = (header.size.width or self.app.size.width - 2) - t.cell_len
             reg, cfg = paths.display(settings.registry), paths.display(settings.path)
             reg_label = "  ledger " if settings.mlflow is not None else "  registry "
             both = room - len(reg_label) - len("  config ")
