@@ -965,16 +965,19 @@ def read_labels(source: str | os.PathLike, *, id_column: str | None = None, labe
         if total > max_bytes:
             raise _too_big(text, total, max_bytes, f"{len(paths)} label files of " if len(paths) > 1 else "")
         for p in paths:
-            if len(paths) > 1 and not p.exists():
-                continue  # removed since the glob was expanded (rotated away)
-            st = check_regular(p)
-            if st.st_size == 0:
-                continue  # a label file just created
             try:
-                with open(p, "rb") as f:
-                    data = f.read(max_bytes + 1)
-            except OSError as e:
-                raise InputError(f"cannot read {p}: {e.strerror or e}") from None
+                st = check_regular(p)
+                if st.st_size == 0:
+                    continue  # a label file just created
+                try:
+                    with open(p, "rb") as f:
+                        data = f.read(max_bytes + 1)
+                except OSError as e:
+                    raise InputError(f"cannot read {p}: {e.strerror or e}") from None
+            except InputError:
+                if len(paths) > 1 and not p.exists():
+                    continue  # rotated away since the glob was expanded (as read_window skips it)
+                raise
             if not data.strip():
                 continue  # a label file just created
             with _bounded(str(p)):

@@ -713,21 +713,10 @@ def expected_auc(score: np.ndarray, p: np.ndarray) -> float | None:
 
 def platt(score: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
     """Logistic calibration (Platt scaling) on the logit of ``score``: (a, b) of
-    P(y | s) = sigmoid(a * logit(s) + b), by Newton's method (a=1, b=0 is a calibrated model)."""
-    x = _logit(score)
-    a, b = 1.0, 0.0
-    yf = y.astype(np.float64)
-    for _ in range(iterations):
-        z = a * x + b
-        p = 1.0 / (1.0 + np.exp(-z))
-        w = p * (1 - p) + 1e-12
-        g = np.array([((p - yf) * x).sum(), (p - yf).sum()])
-        h = np.array([[(w * x * x).sum(), (w * x).sum()], [(w * x).sum(), w.sum()]]) + np.eye(2) * 1e-9
-        step = np.linalg.solve(h, g)
-        a, b = a - float(step[0]), b - float(step[1])
-        if abs(step).max() < 1e-10:
-            break
-    return a, b
+    P(y | s) = sigmoid(a * logit(s) + b), by maximum likelihood (a=1, b=0 is a calibrated model)."""
+    f = np.column_stack([_logit(score), np.ones(len(score))])
+    w = _logistic_fit(f, y.astype(np.float64), np.array([1.0, 0.0]), iterations)
+    return float(w[0]), float(w[1])
 
 
 def _logit(s: np.ndarray) -> np.ndarray:
@@ -755,8 +744,7 @@ def beta_calibration(score: np.ndarray, y: np.ndarray, iterations: int = 100) ->
     It is kept monotone as the ``betacal`` package keeps it: when a or b comes out negative it
     is fixed at 0 and the other two are fitted again (both at 0: the mean, a model no better
     than chance). Platt scaling on the logit is its case a = b."""
-    c = np.clip(score.astype(np.float64), 1e-6, 1 - 1e-6)
-    f = np.column_stack([np.log(c), -np.log1p(-c), np.ones_like(c)])
+    f = _beta_features(score)
     yf = y.astype(np.float64)
     w = _logistic_fit(f, yf, np.array([1.0, 1.0, 0.0]), iterations)
     for drop in (0, 1):
@@ -769,6 +757,12 @@ def beta_calibration(score: np.ndarray, y: np.ndarray, iterations: int = 100) ->
                 w = np.array([0.0, 0.0, math.log(m / (1 - m))])
             break
     return float(w[0]), float(w[1]), float(w[2])
+
+
+def _beta_features(score: np.ndarray) -> np.ndarray:
+    """ln(s), -ln(1 - s) and 1 per score: P(y | s) = sigmoid(features @ (a, b, c))."""
+    c = np.clip(score.astype(np.float64), 1e-6, 1 - 1e-6)
+    return np.column_stack([np.log(c), -np.log1p(-c), np.ones_like(c)])
 
 
 def _logistic_fit(f: np.ndarray, y: np.ndarray, w: np.ndarray, iterations: int) -> np.ndarray:
@@ -823,18 +817,16 @@ def calibrate(ref_score: np.ndarray, ref_true: np.ndarray, cur_score: np.ndarray
     method = method or calibration_method(ref_true)
     if method not in CALIBRATIONS:
         raise ValueError(f"unknown calibration {method!r} (one of {', '.join(CALIBRATIONS)})")
-    cur = cur_score.astype(np.float64)
     if method == "platt":
         a, b = platt(ref_score, ref_true)
         return 1.0 / (1.0 + np.exp(-(a * _logit(cur_score) + b)))
-    out = np.zeros(len(cur))
+    out = np.zeros(len(cur_score))
     if method in ("isotonic", "beta+isotonic"):
         xs, fit = isotonic(ref_score, ref_true)
-        out += np.interp(cur, xs, fit)
+        out += np.interp(cur_score.astype(np.float64), xs, fit)
     if method in ("beta", "beta+isotonic"):
-        a, b, c = beta_calibration(ref_score, ref_true)
-        x = np.clip(cur, 1e-6, 1 - 1e-6)
-        out += 1.0 / (1.0 + np.exp(-(a * np.log(x) - b * np.log1p(-x) + c)))
+        w = np.array(beta_calibration(ref_score, ref_true))
+        out += 1.0 / (1.0 + np.exp(-(_beta_features(cur_score) @ w)))
     return out / 2 if method == "beta+isotonic" else out
 
 
