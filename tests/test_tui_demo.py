@@ -82,16 +82,17 @@ async def test_the_demo_story_shows_within_a_minute(settings) -> None:
         table = app.screen.query_one(LiveTable)
         await wait_for(pilot, lambda: all(getattr(snap(app, e.name), "status", "PENDING") != "PENDING"
                                           for e in settings.endpoints), 15, "every endpoint polled")
-        await pilot.pause(0.6)  # the screen reads new snapshots twice a second
-        assert str(table.get_cell("churn-prod", "status")) == snap(app, "churn-prod").status
+        # the screen reads new snapshots twice a second
+        await wait_for(pilot, lambda: str(table.get_cell("churn-prod", "status")) == snap(app, "churn-prod").status,
+                       5, "the table to show churn-prod's status", lambda: str(table.get_cell("churn-prod", "status")))
         await wait_for(pilot, lambda: getattr(getattr(snap(app, "churn-prod"), "drift", None), "dataset_drift",
                                               False), 60, "churn-prod to show dataset drift")
         await wait_for(pilot, lambda: (snap(app, "fraud-prod").error_ratio or 0) > 0.05, 60,
                        "fraud-prod errors over 5%")
-        await pilot.pause(0.6)
-        assert str(table.get_cell("fraud-prod", "status")) == "DEGRADED"
-        drifted = str(table.get_cell("churn-prod", "drift"))
-        assert drifted.split("/")[0] not in ("0", "-"), drifted
+        await wait_for(pilot, lambda: str(table.get_cell("fraud-prod", "status")) == "DEGRADED", 5,
+                       "the table to show fraud-prod DEGRADED", lambda: str(table.get_cell("fraud-prod", "status")))
+        await wait_for(pilot, lambda: str(table.get_cell("churn-prod", "drift")).split("/")[0] not in ("0", "-"), 5,
+                       "the table to show churn-prod's drift", lambda: str(table.get_cell("churn-prod", "drift")))
         assert float(str(table.get_cell("fraud-prod", "err"))) > 5
         # its labels follow the drifted relation: the served version's accuracy drops, in red
         await wait_for(pilot, lambda: "▼" in str(table.get_cell("churn-prod", "quality")), 60,
@@ -145,9 +146,9 @@ async def test_an_endpoint_stopping_mid_test_goes_down_and_the_app_keeps_running
                            lambda: (snap(app, "extra-prod").status, snap(app, "extra-prod").reason))
             reason = snap(app, "extra-prod").reason
             assert "refused" in reason or "closed" in reason or "reset" in reason, reason
-            await pilot.pause(0.6)
             table = app.screen.query_one(LiveTable)
-            assert str(table.get_cell("extra-prod", "status")) == "DOWN"
+            await wait_for(pilot, lambda: str(table.get_cell("extra-prod", "status")) == "DOWN", 5,
+                           "the table to show extra-prod DOWN", lambda: str(table.get_cell("extra-prod", "status")))
             assert str(table.get_cell("demand-prod", "status")) in ("UP", "DEGRADED")
             await pilot.press("j", "k")
             assert app.is_running
