@@ -353,15 +353,23 @@ async def tui(cfg: Path, n: int, keys: int) -> None:
                 break
         await pilot.pause(1.0)
         rows = len(app.screen._rows)
+        home = len(app.screen_stack)  # the fleet screen's depth (Textual's default screen below it)
+
+        def state() -> tuple:
+            screen = app.screen
+            return (type(screen), getattr(screen.focused, "cursor_row", None), len(app.screen_stack),
+                    type(screen.focused), getattr(screen, "filter_text", None))
 
         async def press(key: str) -> float:
-            before = (type(app.screen), getattr(app.screen.focused, "cursor_row", None), len(app.screen_stack))
+            before = state()
+            # the keys that change what is shown (a move, a screen, the filter), waited for until
+            # they have; an escape with nothing to close changes nothing and is only processed
+            expect = key in ("j", "k", "enter") or (key == "escape" and (before[2] > home or bool(before[4])))
             t = time.perf_counter()
             app._driver.send_message(events.Key(key, key if len(key) == 1 else None))
             for _ in range(500):
                 await pilot._wait_for_screen()
-                after = (type(app.screen), getattr(app.screen.focused, "cursor_row", None), len(app.screen_stack))
-                if after != before or key not in ("j", "k", "enter", "escape"):
+                if not expect or state() != before:
                     break
             await pilot._wait_for_screen()
             return (time.perf_counter() - t) * 1000

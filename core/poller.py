@@ -261,6 +261,7 @@ class Poller:
         for t in self._targets:
             t.window = RateWindow(rate_window)
         self._lock = threading.Lock()
+        self._configs: tuple[EndpointConfig, ...] | None = None  # configs(), until the targets change
         n = max(1, settings.poll.history)
         self._latest: dict[str, EndpointSnapshot] = {t.cfg.name: EndpointSnapshot.pending(t.cfg)
                                                      for t in self._targets}
@@ -308,9 +309,14 @@ class Poller:
         return tuple(t.cfg.name for t in self._targets)
 
     def configs(self) -> tuple[EndpointConfig, ...]:
-        """Every endpoint watched now: the configured ones, then those ``[[discover]]`` found."""
+        """Every endpoint watched now: the configured ones, then those ``[[discover]]`` found.
+        The same tuple until the set changes (the fleet screen asks on every key and tick: at
+        5,000 endpoints, building it each time was most of a key's work)."""
         with self._lock:
-            return tuple(t.cfg for t in self._targets)
+            got = self._configs
+            if got is None:
+                got = self._configs = tuple(t.cfg for t in self._targets)
+            return got
 
     @property
     def discover_errors(self) -> dict[str, str]:
@@ -808,6 +814,7 @@ class Poller:
         self._build_requests(t)
         with self._lock:
             self._targets.append(t)
+            self._configs = None
             self._latest[cfg.name] = EndpointSnapshot.pending(cfg)
             self._history[cfg.name] = deque(maxlen=self._history_len())
             self._quality_history[cfg.name] = deque(maxlen=self._history_len())
@@ -817,7 +824,9 @@ class Poller:
         if t.task is not None:
             t.task.cancel()
             t.task = None
-        t.cfg = cfg
+        with self._lock:
+            t.cfg = cfg
+            self._configs = None
         t.served = cfg.served_model or cfg.model
         t.requests = {}
         self._build_requests(t)
@@ -831,6 +840,7 @@ class Poller:
                 t.task = None
         with self._lock:
             self._targets = [x for x in self._targets if id(x) not in drop]
+            self._configs = None
             for t in gone:
                 self._latest.pop(t.cfg.name, None)
                 self._history.pop(t.cfg.name, None)

@@ -50,6 +50,9 @@ log = logging.getLogger("modeldeck.tui")
 INTERVALS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 THEMES = ("textual-dark", "nord", "gruvbox", "tokyo-night", "monokai", "textual-light", "solarized-light")
 REFRESH_SECONDS = 0.5
+PRELOAD_AFTER = 1.5  # seconds after start: the other screens' modules load in a thread
+PRELOAD_MODULES = ("modeldeck.tui.screens.model", "modeldeck.tui.screens.release", "modeldeck.tui.screens.audit",
+                   "modeldeck.tui.screens.rollouts", "modeldeck.tui.screens.help")
 ERROR_SECONDS = 8.0  # how long an error notice stays
 
 
@@ -112,6 +115,23 @@ class ModeldeckApp(App[int]):
         elif self.demo:
             self.start_demo_fleet()
         self.set_interval(REFRESH_SECONDS, self.refresh_views)
+        self.set_timer(PRELOAD_AFTER, self._preload)
+
+    def _preload(self) -> None:
+        """Import the other screens' modules (numpy and the quality code among them: about a
+        second of CPU) in a thread once the fleet is up, so the first enter on a row does not
+        stall the keyboard while they load."""
+
+        def load() -> None:
+            import importlib
+
+            for name in PRELOAD_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # the screen itself says what is wrong when it is opened
+                    log.debug("preloading %s failed", name, exc_info=True)
+
+        self.run_worker(load, thread=True, exit_on_error=False, name="preload", group="preload")
 
     def _start_source(self) -> None:
         if self.source is None and self.settings is not None:

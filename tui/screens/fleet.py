@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
@@ -88,6 +89,10 @@ class FleetScreen(DeckScreen):
         self._names: tuple[str, ...] = ()  # every endpoint's name when the rows were built
         self._seen: tuple[dict[str, EndpointSnapshot], float, float] = ({}, 0.0, 2.0)  # latest, now, interval
         self._by_name: dict[str, EndpointConfig] = {}
+        self._endpoints_seen: Sequence[EndpointConfig] | None = None  # what _by_name was made of
+        self._stale_generation: int | None = None  # the source generation off-screen rows were marked at
+        self._detail_stamp: tuple[Any, ...] | None = None  # what the detail and trends show
+        self._header_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield _Header("", id="fleet-header", markup=False)
@@ -114,14 +119,15 @@ class FleetScreen(DeckScreen):
 
     # -- data -------------------------------------------------------------------------------------
     @property
-    def endpoints(self) -> list[EndpointConfig]:
-        """The configured endpoints, and those ``[[discover]]`` found (they come and go)."""
+    def endpoints(self) -> Sequence[EndpointConfig]:
+        """The configured endpoints, and those ``[[discover]]`` found (they come and go). The
+        source's own sequence (the same object until the set changes): not to be modified."""
         source = self.app.source
         found = source.endpoints() if source is not None and hasattr(source, "endpoints") else None
         if found is not None:
-            return list(found)
+            return found
         settings = self.app.settings
-        return list(settings.endpoints) if settings is not None else []
+        return settings.endpoints if settings is not None else ()
 
     def settings_changed(self) -> None:
         self._build_table()
@@ -170,7 +176,10 @@ class FleetScreen(DeckScreen):
                     self._natural[key] = max(self._natural.get(key, 0), len(one_line(value, 40)))
             self._fit_columns(force=True)
         self._rows = [ep.name for ep in self._visible()]
-        self._names = tuple(ep.name for ep in self.endpoints)
+        endpoints = self.endpoints
+        self._names = tuple(ep.name for ep in endpoints)
+        self._endpoints_seen = endpoints
+        self._by_name = {ep.name: ep for ep in endpoints}
         table.set_rows(self._rows)
         self.refresh_snapshots(force=True)
 
@@ -203,20 +212,29 @@ class FleetScreen(DeckScreen):
         latest = source.latest() if source is not None else {}
         now = app.clock()
         interval = source.interval if source is not None else 2.0
+        if force:
+            self._detail_stamp = None
         endpoints = self.endpoints
-        if len(endpoints) != len(self._names) or any(a.name != b for a, b in zip(endpoints, self._names)):
-            self._build_table()  # discovery found endpoints, or some went
-            return
+        if endpoints is not self._endpoints_seen:  # a new set (or a copy): the names may differ
+            if len(endpoints) != len(self._names) or any(a.name != b for a, b in zip(endpoints, self._names)):
+                self._build_table()  # discovery found endpoints, or some went
+                return
+            self._endpoints_seen = endpoints
+            self._by_name = {ep.name: ep for ep in endpoints}
+        by_name = self._by_name
         self._update_header(latest, interval)
         table = self.query_one(LiveTable)
-        self._by_name = by_name = {ep.name: ep for ep in endpoints}
         self._seen = (latest, now, interval)
         visible = table.visible_rows(margin=5)
         narrow = self._layout is COLUMNS_NARROW
         grown = False
-        # Rows off screen are only marked stale (their cells are made when drawn), so a fleet of
-        # thousands costs what is visible; the stamps below are kept for the visible rows.
-        table.mark_all_stale(except_rows=visible)
+        # Rows off screen are only marked stale when new snapshots came (their cells are made
+        # when drawn), so a fleet of thousands costs what is visible; the stamps below are kept
+        # for the visible rows.
+        generation = source.generation if source is not None else None
+        if force or generation is None or generation != self._stale_generation:
+            table.mark_all_stale(except_rows=visible)
+            self._stale_generation = generation
         for i in visible:
             name = self._rows[i]
             ep = by_name.get(name)
@@ -356,13 +374,16 @@ class FleetScreen(DeckScreen):
                 t.append(f"  config {middle(cfg, cfg_w)}", style="dim")
             elif room - len(reg_label) >= 8:  # no room for both: the registry, where releases go
                 t.append(f"{reg_label}{middle(reg, room - len(reg_label))}", style="dim")
-        header.update(t)
+        if t != self._header_shown:  # one line, always: a repaint, not a layout of the screen
+            self._header_shown = t
+            header.update(t, layout=False)
 
     def _update_detail(self, latest: dict[str, EndpointSnapshot]) -> None:
         name = self._selected_name()
         detail = self.query_one("#fleet-detail", Static)
         source = self.app.source
         if name is None:
+            self._detail_stamp = None
             empty = (self._filter_problem() or "no endpoint matches the filter") if self.filter_text else (
                 "no endpoints configured" if self.app.settings is not None else "")
             detail.update(Text(empty, style="dim"))
@@ -370,6 +391,15 @@ class FleetScreen(DeckScreen):
                 self.query_one(tid, Trend).update([])
             return
         snap = latest.get(name)
+        history = source.history(name) if source is not None else ()
+        now = self.app.clock()
+        ep = self._by_name.get(name)
+        # the same endpoint, snapshot, history and second as drawn: nothing to do (the detail and
+        # its three trends are laid out again on every update: a key or tick would pay for that)
+        stamp = (name, snap, len(history), history[-1] if history else None, int(now), ep)
+        if stamp == self._detail_stamp:
+            return
+        self._detail_stamp = stamp
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(one_line(name, 40), style="bold")
         if snap is None:
@@ -379,17 +409,14 @@ class FleetScreen(DeckScreen):
             t.append_text(cells.status(snap.status))
             if snap.reason and snap.reason != "ready":  # UP says ready
                 t.append("  " + one_line(snap.reason, 160))
-            ep = next((e for e in self.endpoints if e.name == name), None)
             if ep is not None:
                 t.append_text(drift_words(snap.drift, ep))
             if snap.quality is not None:
                 t.append("  quality ")
                 t.append_text(quality_words(snap.quality))
-        detail.update(t)
-        history = source.history(name) if source is not None else ()
-        ep = next((e for e in self.endpoints if e.name == name), None)
+        detail.update(t, layout=False)  # one line, always
         th = ep.thresholds if ep is not None else None
-        times, now = [s.taken_at for s in history], self.app.clock()
+        times = [s.taken_at for s in history]
         self.query_one("#trend-rps", Trend).update([s.request_rate for s in history], times, now=now)
         self.query_one("#trend-p95", Trend).update([s.latency_p95_ms for s in history], times,
                                                    th.p95_ms_warn if th else None, now)
@@ -417,7 +444,7 @@ class FleetScreen(DeckScreen):
         name = self._selected_name()
         if name is None:
             return
-        ep = next(e for e in self.endpoints if e.name == name)
+        ep = self._by_name.get(name) or next(e for e in self.endpoints if e.name == name)
         # Model screens are kept once built: going back to one is a resume, not a rebuild.
         key = f"model:{name}"
         if not self.app.is_screen_installed(key):

@@ -60,8 +60,9 @@ class KeyBar(Static):
         items = [("/".join(k), d, e) for k, d, e in seen.values()]
         if palette is not None:
             items.append(palette)
-        self._items = items
-        self.refresh(layout=True)
+        if items != self._items:  # the same keys: no layout of the screen again
+            self._items = items
+            self.refresh(layout=True)
 
     def render(self) -> Text:
         """Items laid out by hand so a key and its description never part across lines."""

@@ -121,12 +121,24 @@ class Trend(Vertical):
         self.fmt = fmt
         self.spark_height = spark_height
         self.axis = axis
+        self._shown: dict[str, tuple[Text, int]] = {}  # per part (title, chart): the text shown, its lines
         self._last: tuple[Sequence[float | None], Sequence[float] | None, float | None, float | None] = ((), None,
                                                                                                         None, None)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.title, style="bold"), classes="trend--title", markup=False)
         yield Static("", classes="trend--chart", markup=False)
+
+    def _show(self, part: str, text: Text) -> None:
+        """Show ``text`` in the title or the chart: nothing when it is what is shown, a repaint
+        without laying the screen out again when its line count stays (a layout repaints the
+        whole screen: with a fleet of thousands that was most of a key's time)."""
+        lines = text.plain.count("\n") + 1
+        shown = self._shown.get(part)
+        if shown is not None and shown[0] == text:
+            return
+        self._shown[part] = (text, lines)
+        self.query_one(f".trend--{part}", Static).update(text, layout=shown is None or shown[1] != lines)
 
     def on_resize(self) -> None:
         self.update(*self._last)
@@ -142,12 +154,11 @@ class Trend(Vertical):
             times = None
             points = [(float(i), v) for i, v in enumerate(values) if v is not None and v == v]
         title = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
-        chart = self.query_one(".trend--chart", Static)
         width = max(4, self.content_size.width or 20)
         if not points:
             title.append("  no data yet", style="dim")
-            self.query_one(".trend--title", Static).update(title)
-            chart.update(Text("\n" * (self.spark_height - 1 + (1 if self.axis else 0))))
+            self._show("title", title)
+            self._show("chart", Text("\n" * (self.spark_height - 1 + (1 if self.axis else 0))))
             return
         latest = points[-1][1]
         peak = max(v for _, v in points)
@@ -164,12 +175,12 @@ class Trend(Vertical):
             title.append(f"  ┈ {self.threshold_word} {self.fmt.format(threshold)}{self.unit}", style="red")
         elif threshold:
             title.append(f"  {self.threshold_word} {self.fmt.format(threshold)}{self.unit}", style="dim")
-        self.query_one(".trend--title", Static).update(title)
+        self._show("title", title)
         cols = buckets(points, width, start, end) if times is not None else _spread(points, width)
         lines = render_bars(cols, self.spark_height, top, drawn, bar_style="cyan", mark_over=self.higher_is_worse)
         if self.axis and times is not None:
             lines.append(time_axis(width, end - start))
-        chart.update(Text("\n").join(lines))
+        self._show("chart", Text("\n").join(lines))
 
 
 def _spread(points: Sequence[tuple[float, float]], width: int) -> list[float | None]:
