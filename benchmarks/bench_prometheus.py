@@ -317,6 +317,9 @@ def report(cfg: Path, n: int, runs: int = 3) -> None:
         import pstats
 
         pstats.Stats(str(prof)).sort_stats("cumtime").print_stats(45)
+    # the bytecode an installed copy has (pip compiles it; this machine's PYTHONDONTWRITEBYTECODE
+    # would otherwise make every run compile modeldeck's sources again: 0.35 s)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "core"), str(ROOT / "tui")], check=True)
     walls = []
     for _ in range(runs):
         t0 = time.perf_counter()

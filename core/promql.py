@@ -178,7 +178,9 @@ class _Q:
     """Builds one profile's queries for a set of endpoints: ``sel(names, *extra)`` is a vector
     selector with the endpoints' common matchers, ``by`` their grouping labels."""
 
-    def __init__(self, window: str, common: Sequence[str], model_common: Sequence[str], by: Sequence[str]) -> None:
+    def __init__(self, window: str, common: Sequence[str], model_common: Sequence[str], by: Sequence[str],
+                 model_label: str | None = None) -> None:
+        self.model_label = model_label
         self.w = window
         self.common = list(common)
         self.model_common = list(model_common)
@@ -208,7 +210,10 @@ class _Q:
 
     def age(self, ok: str) -> str:
         up = "{" + ", ".join(["__name__=\"up\"", *self.common]) + "}"
-        return (f"(time() - max {self.by} (timestamp({ok}))) or "
+        # the scrape's age where the endpoint has no request series yet; ``up`` has no model
+        # label, so ``or`` matches on the other labels (else every endpoint came back twice)
+        on = ", ".join(b for b in self.by_list if b != self.model_label)
+        return (f"(time() - max {self.by} (timestamp({ok}))) or on({on}) "
                 f"(time() - max {self.by} (timestamp({up})))")
 
     def up(self) -> str:
@@ -328,7 +333,7 @@ def profile_queries(profile: str, window: str, selectors: Sequence[Sequence[Matc
         values = sorted(set(served_models))
         model_common.append(f"{model_label}={quote(values[0])}" if len(values) == 1 else
                             f"{model_label}=~{quote('|'.join(_regex_escape(v) for v in values))}")
-    q = _Q(window, common, model_common, by)
+    q = _Q(window, common, model_common, by, model_label)
     return PROMQL[profile](q), tuple(by)
 
 
@@ -429,6 +434,10 @@ class PromClient:
             except ModeldeckError as e:
                 self._header_error = one_line(f"prometheus: {e}", MESSAGE_LIMIT)
                 headers = {}
+            if not any(k.lower() == "accept-encoding" for k in headers) and _loopback(self.cfg.url):
+                # on this machine compression only costs: Prometheus spent 50-100 ms gzipping each
+                # 240 kB fleet answer (half a query's time) and the client unzipping it
+                headers = {**headers, "Accept-Encoding": "identity"}
             # every query of a refresh at once (about 10 per profile): none waits for a connection
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             transport = self._transport
@@ -486,6 +495,23 @@ class PromClient:
             where = one_line(httpx.URL(self.cfg.url).netloc.decode("ascii", "replace"), 60)
             raise PromError(f"prometheus: {where}: {describe_error(e)}") from None
         return _decode(b"".join(chunks), status, ctype)
+
+
+def _loopback(url: str) -> bool:
+    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+    import urllib.parse
+
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _size(n: int) -> str:

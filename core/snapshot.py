@@ -133,6 +133,9 @@ class QualityPoint:
         return (self.metrics.get(name) or (None, None, None))[0]
 
 
+_SNAPSHOT_FIELDS: dict[type, tuple[str, ...]] = {}  # to_dict's field names, per class
+
+
 @dataclass(frozen=True)
 class EndpointSnapshot:
     """What one poll learned about one endpoint. Immutable; ``None`` means unknown."""
@@ -175,8 +178,11 @@ class EndpointSnapshot:
     def to_dict(self, *, drift_result: bool = True) -> dict[str, Any]:
         """JSON-safe (no NaN, tuples as lists, times as epoch seconds plus ``taken_at_utc``)."""
         d: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
+        names = _SNAPSHOT_FIELDS.get(type(self))
+        if names is None:  # fields() builds its tuple on every call: 5,000 snapshots a report
+            names = _SNAPSHOT_FIELDS[type(self)] = tuple(f.name for f in fields(self))
+        for name in names:
+            v = getattr(self, name)
             if isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, float):
@@ -185,7 +191,7 @@ class EndpointSnapshot:
                 v = v.to_dict(result=drift_result)
             elif isinstance(v, QualitySummary):
                 v = v.to_dict()
-            d[f.name] = v
+            d[name] = v
         d["taken_at_utc"] = utc_iso(self.taken_at)
         return d
 
