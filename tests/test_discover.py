@@ -127,6 +127,10 @@ def test_endpoints_appear_and_vanish(fleet, tmp_path: Path) -> None:  # type: ig
             assert set(snaps) == {"churn-prod", "fraud-prod"}
             assert all(s.status == UP and s.request_rate for s in snaps.values()), snaps
             assert {c.name for c in p.configs()} == {"churn-prod", "fraud-prod"}
+            # the same tuple while the set stands (the fleet screen compares it by identity) ...
+            before = p.configs()
+            await p.poll_once()
+            assert p.configs() is before
             # fraud's target goes: Prometheus marks its series stale, the next discovery misses it
             targets(["churn"])
             deadline = time.monotonic() + 30
@@ -139,6 +143,7 @@ def test_endpoints_appear_and_vanish(fleet, tmp_path: Path) -> None:  # type: ig
                     assert snaps["fraud-prod"].reason == "no longer reported by Prometheus"
             assert "fraud-prod" not in snaps and "fraud-prod" not in p.latest()
             assert snaps["churn-prod"].status == UP
+            assert [c.name for c in p.configs()] == ["churn-prod"]  # ... and a new one once it changed
             # and it comes back
             targets(["churn", "fraud"])
             deadline = time.monotonic() + 30

@@ -332,3 +332,56 @@ def test_quantiles_of_an_endpoint_over_several_pods_merge_their_buckets(exact, t
     assert search.request_rate == pytest.approx(200 / 15) and search_a.request_rate == pytest.approx(100 / 15)
     assert search_a.latency_p95_ms == pytest.approx(95.0)  # its own pod's
     assert churn.latency_p95_ms == pytest.approx(250.0)  # no pod label: the same either way
+
+
+@pytest.mark.live
+def test_the_age_query_answers_once_per_endpoint(exact) -> None:  # type: ignore[no-untyped-def]
+    # its fallback on `up` (which has no model label) matches on the labels up has: before, an
+    # endpoint with request series came back twice, once from each side of the `or`
+    prom, at = exact
+    cfg = config.PrometheusConfig(url=prom.url, timeout=5.0)
+    endpoints = [config.EndpointConfig(name=n, model=n, url="", metrics="prometheus", metrics_profile="mlserver",
+                                       selector=f'{{namespace="prod", service="{n}"}}') for n in ("churn", "fraud")]
+
+    async def main():  # type: ignore[no-untyped-def]
+        fleet = PromFleet(cfg)
+        try:
+            queries, _ = fleet.queries_for("mlserver", endpoints)
+            return queries["age"], await fleet.client.query(queries["age"], at=at)
+        finally:
+            await fleet.aclose()
+
+    expr, r = asyncio.run(main())
+    services = sorted(s.labels.get("service") for s in r.series)
+    assert services == ["churn", "fraud"], (expr, [s.labels for s in r.series])
+    assert all(s.value == pytest.approx(0.0, abs=0.01) for s in r.series)
+
+
+@pytest.mark.parametrize(("url", "headers", "sent"), [
+    ("http://127.0.0.1:{port}", {}, "identity"),
+    ("http://localhost:{port}", {}, "identity"),
+    ("http://127.0.0.1:{port}", {"Accept-Encoding": "gzip"}, "gzip"),  # the config's own header wins
+])
+def test_a_loopback_prometheus_is_asked_for_uncompressed_answers(url: str, headers: dict, sent: str) -> None:
+    with FaultServer() as server:
+        port = server.url.rsplit(":", 1)[1].split("/")[0]
+        cfg = config.PrometheusConfig(url=url.format(port=port), headers=headers, timeout=5.0)
+
+        async def main() -> None:
+            c = PromClient(cfg)
+            try:
+                with pytest.raises(Exception):  # not a Prometheus: only the request is looked at
+                    await c.query("up")
+            finally:
+                await c.aclose()
+
+        asyncio.run(main())
+        assert server.headers_seen and server.headers_seen[-1].get("accept-encoding") == sent
+
+
+def test_loopback_hosts() -> None:
+    from modeldeck.core.promql import _loopback
+
+    assert _loopback("http://127.0.0.1:9090") and _loopback("http://[::1]:9090/prom") and _loopback("http://localhost")
+    assert not _loopback("https://prometheus.example:9090") and not _loopback("http://10.0.0.5:9090")
+    assert not _loopback("http://[bad")

@@ -757,3 +757,14 @@ def test_worst_and_exit_codes() -> None:
     assert report.worst([]) == "OK"
     assert report.worst(["WARNING", "CRITICAL", "OK"]) == "CRITICAL"
     assert [report.EXIT_CODES[s] for s in report.SEVERITIES] == [0, 1, 2, 3]
+
+
+def test_json_text_is_what_json_dumps_writes_ascii_only() -> None:
+    # the report's JSON is rendered by orjson and escaped to ASCII as json.dumps does: a hostile
+    # name's bidi override, C1 CSI or escape never reaches a terminal raw
+    doc = {"endpoints": [{"name": "evil\u202e\x9b[31m\x1b]0;x\x07😀é", "rate": 0.30000000000000004, "n": 10 ** 15,
+                          "none": None, "ok": True, "list": [], "map": {}, "neg": -0.0}], "status": "OK"}
+    text = report.json_text(doc)
+    assert text.isascii() and "\\u202e" in text and "\\u009b" in text and "\\ud83d\\ude00" in text
+    assert json.loads(text) == doc
+    assert text == json.dumps(doc, indent=2)
