@@ -34,7 +34,6 @@ only when one has a capture, so a cron line starts fast.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re

@@ -14,7 +14,14 @@ import pytest
 from modeldeck.core import config
 from modeldeck.core.errors import ConfigError
 from modeldeck.core.poller import Poller
-from modeldeck.core.promql import PromClient, PromFleet, SelectorError, parse_selector, selector_text
+from modeldeck.core.promql import (
+    PromClient,
+    PromError,
+    PromFleet,
+    SelectorError,
+    parse_selector,
+    selector_text,
+)
 from modeldeck.core.snapshot import DEGRADED, DOWN, UP
 from tests.faultservers import FaultServer
 from tests.promserver import PromServer, backfill, skip_reason
@@ -370,7 +377,7 @@ def test_a_loopback_prometheus_is_asked_for_uncompressed_answers(url: str, heade
         async def main() -> None:
             c = PromClient(cfg)
             try:
-                with pytest.raises(Exception):  # not a Prometheus: only the request is looked at
+                with pytest.raises(PromError):  # not a Prometheus: only the request is looked at
                     await c.query("up")
             finally:
                 await c.aclose()
