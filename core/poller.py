@@ -94,6 +94,10 @@ from modeldeck.core.textfmt import duration, one_line, utc_iso
 
 log = logging.getLogger("modeldeck.poller")
 
+# a refresh of thousands of endpoints pauses every BREATHE_EVERY endpoints while the process has
+# more urgent work (Poller.busy), BREATHE_STEP seconds at a time, BREATHE_MAX seconds at most
+BREATHE_EVERY, BREATHE_STEP, BREATHE_MAX = 250, 0.005, 1.0
+
 REASON_LIMIT = 160  # characters of a reason; endpoint text inside it is cut shorter
 START_SLICE = 256  # polls started per event-loop turn by poll_once
 QUALITY_BASE_TTL = 60.0  # seconds a model's rules and a version's registered metrics are cached for quality
@@ -302,6 +306,11 @@ class Poller:
         self._history_logged: str | None = None  # the history_note last logged
         self._running = False
         self.prom_refresh_ms: float | None = None  # the last Prometheus refresh's wall time
+        # Set by a caller sharing this process with work that must not wait (the TUI: a key being
+        # handled): while it returns True, a large refresh pauses between chunks of endpoints so
+        # the other thread has the interpreter to itself, for at most BREATHE_MAX seconds a refresh.
+        self.busy: Callable[[], bool] | None = None
+        self._breathed = 0.0
 
     # -- thread-safe reads --------------------------------------------------------------------
     @property
@@ -646,17 +655,31 @@ class Poller:
             return
         taken_at = self._clock()
         start = loop.time()
+        self._breathed = 0.0
+        self._prom.breathe = self.breathe
         readings = await self._prom.refresh([t.cfg for t in targets])
         self.prom_refresh_ms = (loop.time() - start) * 1000.0
         duration_ms = self.prom_refresh_ms
         # (the collector is off: _discover_and_refresh pauses it for the whole refresh)
-        for t in targets:
+        for i, t in enumerate(targets):
+            if i % BREATHE_EVERY == BREATHE_EVERY - 1:
+                await self.breathe()
             self._apply_prom(t, readings.get(t.cfg.name))
-        for t in targets:
+        for i, t in enumerate(targets):
+            if i % BREATHE_EVERY == BREATHE_EVERY - 1:
+                await self.breathe()
             if t.cfg.url or t.cfg.name not in self._latest:
                 continue
             t.polls += 1
             self._publish(self._snapshot(t, taken_at, duration_ms, self._prom_health(t)))
+
+    async def breathe(self) -> None:
+        """Wait while :attr:`busy` says so (sleeping, so another thread runs unhindered), up to
+        BREATHE_MAX seconds in all per refresh; at once when nothing is busy."""
+        busy = self.busy
+        while busy is not None and self._breathed < BREATHE_MAX and busy():
+            await asyncio.sleep(BREATHE_STEP)
+            self._breathed += BREATHE_STEP
 
     def _apply_prom(self, t: _Target, r: Any) -> None:
         t.prom = r

@@ -49,7 +49,7 @@ import math
 import operator
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -813,6 +813,9 @@ class PromFleet:
         self._routers: dict[str, _Router] = {}
         self._discovered: dict[str, dict[tuple[tuple[str, str], ...], EndpointConfig | None]] = {}
         self._detected: dict[str, tuple[str, str | None, float]] = {}  # name -> (selector, profile, when)
+        # awaited between answers and between chunks of endpoints: a caller's chance to let more
+        # urgent work in its process run first (Poller.breathe)
+        self.breathe: Callable[[], Awaitable[None]] | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -932,13 +935,21 @@ class PromFleet:
         notes: list[str] = []
         unreported = ERRORS_UNREPORTED.get(profile)
         out: dict[str, PromReading] = {}
+        breathe = self.breathe
         with gc_paused():
             router = self._routers.get(profile)
             if router is None or router.plans is not plans:
                 router = self._routers[profile] = _Router(plans)
-            routed = {k: router.route(r.series) for k, r in results.items() if "@" not in k}
+            routed = {}
+            for k, r in results.items():
+                if "@" not in k:
+                    if breathe is not None:
+                        await breathe()
+                    routed[k] = router.route(r.series)
             merged = _route_merged(plans, results) if "p95@0" in queries else {}
             for i, plan in enumerate(plans):
+                if breathe is not None and i % 250 == 249:
+                    await breathe()
                 got = {k: r.get(i, _NONE) for k, r in routed.items()}
                 if plan.merged is not None:  # its quantiles over its buckets summed (failed: not known)
                     got.update(_NO_QUANTILES)

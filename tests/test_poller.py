@@ -574,3 +574,20 @@ async def test_quality_history_keeps_each_measurement_bounded_like_the_history(t
             await p2.poll_once()
             seeded = p2.quality_history("e")
     assert [(pt.computed_at, pt.value("accuracy")) for pt in seeded] == [(q.computed_at, kept[-1].value("accuracy"))]
+
+
+async def test_a_refresh_makes_way_while_the_process_is_busy_and_not_for_ever(tmp_path: Path) -> None:
+    from modeldeck.core import poller as poller_mod
+
+    p = Poller(settings(tmp_path, [{"name": "a", "url": refused_url()}]), aliases={})
+    await p.breathe()  # nothing busy: no wait
+    assert p._breathed == 0.0
+    flags = iter([True, True, True, False])
+    p.busy = lambda: next(flags)
+    await p.breathe()  # busy for three looks, then free
+    assert p._breathed == pytest.approx(3 * poller_mod.BREATHE_STEP)
+    p.busy = lambda: True  # busy for ever: at most BREATHE_MAX in all, then the refresh goes on
+    await p.breathe()
+    assert poller_mod.BREATHE_MAX <= p._breathed < poller_mod.BREATHE_MAX + 2 * poller_mod.BREATHE_STEP
+    await p.breathe()
+    assert p._breathed < poller_mod.BREATHE_MAX + 2 * poller_mod.BREATHE_STEP

@@ -299,3 +299,17 @@ def test_run_job_with_an_unreadable_spec_fails_the_job_in_one_line(tmp_path: Pat
     with Registry(db) as reg:
         failed = reg.job(job.id)
     assert failed.status == "failed" and "unreadable job spec" in failed.message
+
+
+async def test_a_key_makes_the_poller_thread_make_way(world) -> None:
+    # the app tells its PollerSource a key is being handled; the poller's refresh asks it (busy)
+    settings, _ = world
+    app = ModeldeckApp(settings, clock=lambda: NOW)
+    async with app.run_test(size=(120, 35)) as pilot:
+        source = app.source
+        assert isinstance(source, PollerSource)
+        assert await _until(pilot, lambda: source._poller is not None)
+        assert source._poller.busy == source._busy
+        before = source._busy_until
+        await pilot.press("j")  # (busy() itself lasts 0.25 s: too short to read on a loaded machine)
+        assert source._busy_until > before

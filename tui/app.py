@@ -117,6 +117,13 @@ class ModeldeckApp(App[int]):
         self.set_interval(REFRESH_SECONDS, self.refresh_views)
         self.set_timer(PRELOAD_AFTER, self._preload)
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):  # a refresh under way makes way while the key is handled
+            hold = getattr(self.source, "hold", None)
+            if callable(hold):
+                hold()
+        await super().on_event(event)
+
     def _preload(self) -> None:
         """Import the other screens' modules (numpy and the quality code among them: about a
         second of CPU) in a thread once the fleet is up, so the first enter on a row does not

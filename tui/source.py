@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -167,6 +168,15 @@ class PollerSource:
         self._stopping = threading.Event()
         self._interval = settings.poll.interval
         self._paused = False
+        self._busy_until = 0.0  # time.monotonic() until which the UI has work that must not wait
+
+    def hold(self, seconds: float = 0.25) -> None:
+        """The UI is handling a key: a refresh under way pauses between chunks of endpoints for
+        ``seconds`` (the poller shares this process; it would take half of the interpreter)."""
+        self._busy_until = time.monotonic() + seconds
+
+    def _busy(self) -> bool:
+        return time.monotonic() < self._busy_until
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,6 +199,7 @@ class PollerSource:
             self._loop = loop
             try:
                 self._poller = Poller(self.settings, on_snapshot=self._on_snapshot)
+                self._poller.busy = self._busy
                 if self._paused:
                     self._poller.pause()
                 if self._interval != self.settings.poll.interval:
