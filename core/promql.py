@@ -813,8 +813,8 @@ class PromFleet:
         self._routers: dict[str, _Router] = {}
         self._discovered: dict[str, dict[tuple[tuple[str, str], ...], EndpointConfig | None]] = {}
         self._detected: dict[str, tuple[str, str | None, float]] = {}  # name -> (selector, profile, when)
-        # awaited between answers and between chunks of endpoints: a caller's chance to let more
-        # urgent work in its process run first (Poller.breathe)
+        # awaited before routing each answer and between chunks of 250 endpoints: a caller's
+        # chance to let more urgent work in its process run first (Poller.breathe)
         self.breathe: Callable[[], Awaitable[None]] | None = None
 
     async def aclose(self) -> None:

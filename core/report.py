@@ -689,9 +689,9 @@ def _u_escape(m: re.Match[str]) -> str:
 
 def json_text(doc: Any) -> str:
     """What ``json.dumps(doc, indent=2)`` writes (ASCII only: a name's bidi or C1 control
-    character is an escape, never raw on a terminal; an exponent may be shorter, 1e-7), by orjson: Python's indented
-    encoder is pure Python, 0.3 s for a report of 5,000 endpoints. NaN has no JSON form; the
-    report's values are finite or null already."""
+    character is an escape, never raw on a terminal; an exponent may be shorter, 1e-7), written
+    by orjson: Python's indented encoder is pure Python, 0.3 s for a report of 5,000 endpoints.
+    NaN has no JSON form; the report's values are finite or null already."""
     import orjson
 
     text = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
