@@ -438,12 +438,18 @@ def main() -> int:
     ap.add_argument("--serve", nargs=3, metavar=("PARITY", "N", "PORTFILE"), help=argparse.SUPPRESS)
     ap.add_argument("--skip-tui", action="store_true")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--no-hold", action="store_true",
+                    help="the TUI's keys do not make the poller pause (the comparison for PollerSource.hold)")
     args = ap.parse_args()
     if args.serve:
         serve(int(args.serve[0]), int(args.serve[1]), args.serve[2])
         return 0
     n = args.endpoints
     say_once()
+    if args.no_hold:
+        from modeldeck.tui.source import PollerSource
+
+        PollerSource.hold = lambda self, seconds=0.25: None  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory(prefix="bench-prometheus-") as tmp:
         folder = Path(tmp)
         os.environ["XDG_STATE_HOME"] = tmp

@@ -450,6 +450,7 @@ class Poller:
 
                 assert self._prom_cfg is not None
                 self._prom = PromFleet(self._prom_cfg, clock=self._clock)
+                self._prom.breathe = self.breathe
                 await self._discover()
             await self._seed_history()
             await self._refresh_aliases(force=True)
@@ -656,7 +657,6 @@ class Poller:
         taken_at = self._clock()
         start = loop.time()
         self._breathed = 0.0
-        self._prom.breathe = self.breathe
         readings = await self._prom.refresh([t.cfg for t in targets])
         self.prom_refresh_ms = (loop.time() - start) * 1000.0
         duration_ms = self.prom_refresh_ms

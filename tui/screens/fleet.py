@@ -132,7 +132,7 @@ class FleetScreen(DeckScreen):
     def settings_changed(self) -> None:
         self._build_table()
 
-    def _visible(self) -> list[EndpointConfig]:
+    def _visible(self) -> Sequence[EndpointConfig]:
         f = self.filter_text.lower().strip()
         if not f:
             return self.endpoints
@@ -444,7 +444,9 @@ class FleetScreen(DeckScreen):
         name = self._selected_name()
         if name is None:
             return
-        ep = self._by_name.get(name) or next(e for e in self.endpoints if e.name == name)
+        ep = self._by_name.get(name)
+        if ep is None:
+            return
         # Model screens are kept once built: going back to one is a resume, not a rebuild.
         key = f"model:{name}"
         if not self.app.is_screen_installed(key):
