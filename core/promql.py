@@ -21,7 +21,10 @@ Rules worth knowing:
   shapes), so p95 is the whole endpoint's, never its highest pod's (Triton's summary quantiles
   cannot be merged: there it is the highest series');
 - served versions are the ``version`` (or ``model_version``) label values with requests in the
-  window (idle, with exactly one version series: that one; else unknown);
+  window (idle, with exactly one version series: that one; else unknown); that query is a rate,
+  and summed it is the request rate where a profile has no query of its own for it (MLServer and
+  Triton: the successes, plus the failures of an ``errors`` query that answers only where some
+  happened, 0 elsewhere);
 - ``up`` is the worst of the endpoint's scrape targets when its selector matches any; the scrape
   age is the newest sample's;
 - a query that fails (unreachable, slow, 4xx/5xx, an error JSON, too large) becomes the reason of
@@ -74,6 +77,11 @@ VERSION_LABELS = ("version", "model_version")
 NO_VERSION = ("", "None", "none", "null")
 QUANTITIES = ("requests", "errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up", "age")
 QUANTILES = ("p50", "p95", "p99")
+# profiles whose "versions" query counts successes only, and whose "errors" query answers only
+# where failures happened: their request rate is the two added, with 0 failures where "errors" has
+# no series (the failure series may not exist yet). A profile without a "requests" query takes its
+# request rate from "versions" summed, and without a "lat_count" its mean's count too.
+SUCCESS_COUNTERS = frozenset({"mlserver", "demo", "triton"})
 # profiles whose quantiles come from histograms, whose buckets add up across series (Triton's are
 # summary quantiles, which do not: an endpoint spanning several of its series gets the highest)
 MERGED_QUANTILES = ("mlserver", "demo", "bentoml", "kserve")
@@ -206,7 +214,16 @@ class _Q:
         return f"histogram_quantile({q}, sum {self.by_plus('le')} (rate({bucket_sel}[{self.w}]))){scale}"
 
     def versions(self, ok: str) -> str:
-        return f"sum {self.by_plus(*VERSION_LABELS)} (increase({ok}[{self.w}]))"
+        """The request rate per version label value: the served versions, and (summed) the
+        endpoint's request rate where the profile has no ``requests`` query of its own."""
+        return f"sum {self.by_plus(*VERSION_LABELS)} (rate({ok}[{self.w}]))"
+
+    def failures(self, bad: str) -> str:
+        """Failures where any happened in the window: where none did, or the failure series does
+        not exist yet (MLServer creates it at the first failure), the reading counts 0 for an
+        endpoint with requests (the guard ``or rate(ok) * 0``, applied to the answer; healthy
+        endpoints cost nothing to send)."""
+        return f"{self.rate(bad)} > 0"
 
     def age(self, ok: str) -> str:
         up = "{" + ", ".join(["__name__=\"up\"", *self.common]) + "}"
@@ -233,10 +250,10 @@ def _mlserver(q: _Q) -> dict[str, str]:
     ok = q.sel("model_infer_request_success(_total)?")
     bad = q.sel("model_infer_request_failure(_total)?")
     route = q.sel("rest_server_request_duration_seconds_bucket", _INFER_ROUTE, model=False)
-    out = {"requests": f"{q.rate(ok)} + {q.guarded(bad, ok)}", "errors": q.guarded(bad, ok),
+    out = {"versions": q.versions(ok), "errors": q.failures(bad),  # requests = successes + failures
            "lat_sum": q.rate(q.sel("model_infer_request_duration_sum")),
            "lat_count": q.rate(q.sel("model_infer_request_duration_count")),
-           "versions": q.versions(ok), "up": q.up(), "age": q.age(ok)}
+           "up": q.up(), "age": q.age(ok)}
     out.update({k: q.hq(v, route) for k, v in QS})
     return out
 
@@ -244,9 +261,10 @@ def _mlserver(q: _Q) -> dict[str, str]:
 def _triton(q: _Q) -> dict[str, str]:
     ok = q.sel("nv_inference_request_success")
     bad = q.sel("nv_inference_request_failure")
-    out = {"requests": f"{q.rate(ok)} + {q.guarded(bad, ok)}", "errors": q.guarded(bad, ok),
-           "lat_sum": f"{q.rate(q.sel('nv_inference_request_duration_us'))} / 1e6", "lat_count": q.rate(ok),
-           "versions": q.versions(ok), "up": q.up(), "age": q.age(ok)}
+    # requests = successes (per version) + failures; the duration counter's count is the successes
+    out = {"versions": q.versions(ok), "errors": q.failures(bad),
+           "lat_sum": f"{q.rate(q.sel('nv_inference_request_duration_us'))} / 1e6",
+           "up": q.up(), "age": q.age(ok)}
     # Triton's counters have no _total; its quantiles exist only with --metrics-config
     # summary_latencies=true, as the nv_inference_request_summary_us summary (microseconds).
     for k, v in QS:
@@ -258,9 +276,10 @@ def _torchserve(q: _Q) -> dict[str, str]:
     req = q.sel("ts_inference_requests(_total)?")
     e5 = q.sel("Requests5XX(_total)?", model=False)
     ok2 = q.sel("Requests2XX(_total)?", model=False)
-    return {"requests": q.rate(req), "errors": q.guarded(e5, ok2),
+    # requests (and the latency counter's count) = the requests per version, summed
+    return {"versions": q.versions(req), "errors": q.guarded(e5, ok2),
             "lat_sum": f"{q.rate(q.sel('ts_inference_latency_microseconds(_total)?'))} / 1e6",
-            "lat_count": q.rate(req), "versions": q.versions(req), "up": q.up(), "age": q.age(req)}
+            "up": q.up(), "age": q.age(req)}
 
 
 def _bentoml(q: _Q) -> dict[str, str]:
@@ -606,6 +625,14 @@ class PromReading:
     profile: str | None = None  # the metrics profile detected (endpoints without metrics_profile)
 
 
+class _Derive(NamedTuple):
+    """What a reading computes from other answers where its profile has no query of its own."""
+
+    requests: bool = False  # the request rate: the "versions" answer summed
+    lat_count: bool = False  # the mean latency's count: the same sum
+    failures: bool = False  # plus "errors" (SUCCESS_COUNTERS), 0 where it has no series
+
+
 class _Router:
     """Hands each series of an answer to the endpoints whose selectors match it: one dict
     lookup per series, on the values of the labels the endpoints select with equality
@@ -922,8 +949,9 @@ class PromFleet:
             else:
                 results[k] = a
                 warnings += [w for w in a.warnings if w not in warnings]
-        if "requests" in failures:
-            err = failures["requests"]
+        key = "requests" if "requests" in queries else "versions"  # the request rate's query
+        if key in failures:
+            err = failures[key]
             return {c.name: PromReading(taken_at, window, error=err) for c in cfgs}
         problem = None
         if failures:
@@ -934,6 +962,7 @@ class PromFleet:
             problem = one_line("prometheus warning: " + "; ".join(warnings[:2]), MESSAGE_LIMIT)
         notes: list[str] = []
         unreported = ERRORS_UNREPORTED.get(profile)
+        derive = _Derive("requests" not in queries, "lat_count" not in queries, profile in SUCCESS_COUNTERS)
         out: dict[str, PromReading] = {}
         breathe = self.breathe
         with gc_paused():
@@ -954,15 +983,24 @@ class PromFleet:
                 if plan.merged is not None:  # its quantiles over its buckets summed (failed: not known)
                     got.update(_NO_QUANTILES)
                     got.update(merged.get(i, _NO_QUANTILES))
-                out[plan.cfg.name] = self._reading(plan, got, taken_at, window, problem, notes, unreported)
+                out[plan.cfg.name] = self._reading(plan, got, taken_at, window, problem, notes, unreported,
+                                                   derive)
         return out
 
     @staticmethod
     def _reading(plan: _Plan, got: Mapping[str, list[Series]], taken_at: float, window: float,
-                 problem: str | None, notes: list[str], unreported: str | None) -> PromReading:
-        req = got.get("requests", _NONE)
-        rate = _sum(req)
-        errors = _sum(got.get("errors", _NONE)) if "errors" in got else None
+                 problem: str | None, notes: list[str], unreported: str | None,
+                 derive: _Derive = _Derive()) -> PromReading:
+        req = got.get("versions" if derive.requests else "requests", _NONE)
+        rate = ok = _sum(req)
+        failed = got.get("errors")
+        errors = None
+        if failed:
+            errors = _sum(failed)
+        elif failed is not None and derive.failures and ok is not None:
+            errors = 0.0  # no failures in the window (or no failure series yet)
+        if derive.failures and errors is not None:
+            rate = (ok or 0.0) + errors
         ratio = None
         extra = list(notes)
         if errors is None and rate is not None and unreported:
@@ -972,13 +1010,14 @@ class PromFleet:
         elif errors and not rate:
             ratio = 1.0 if errors > 0 else None
         p50, p95, p99 = _max(got.get("p50", _NONE)), _max(got.get("p95", _NONE)), _max(got.get("p99", _NONE))
-        lat_sum, lat_count = _sum(got.get("lat_sum", _NONE)), _sum(got.get("lat_count", _NONE))
+        lat_sum = _sum(got.get("lat_sum", _NONE))
+        lat_count = ok if derive.lat_count else _sum(got.get("lat_count", _NONE))
         mean = lat_sum / lat_count * 1000.0 if lat_sum is not None and lat_count else None
         ups = [s.value for s in got.get("up", _NONE) if s.value == s.value]
         ages = [v for s in got.get("age", _NONE) if (v := _finite(s.value)) is not None]
         return PromReading(
             taken_at=taken_at, window=window, problem=problem, notes=tuple(extra) if extra else (),
-            found=bool(req) or bool(got.get("age")), up=(min(ups) >= 1) if ups else None, targets=len(ups),
+            found=bool(req) or bool(failed) or bool(got.get("age")), up=(min(ups) >= 1) if ups else None, targets=len(ups),
             age=max(0.0, min(ages)) if ages else None, request_rate=rate, error_ratio=ratio,
             p50_ms=None if p50 is None else p50 * 1000.0, p95_ms=None if p95 is None else p95 * 1000.0,
             p99_ms=None if p99 is None else p99 * 1000.0, mean_ms=mean,

@@ -207,7 +207,7 @@ def test_discovered_endpoints_get_series_without_their_model_label(fleet, tmp_pa
                 assert r.request_rate and r.mean_ms is not None and abs(r.mean_ms - 20) < 1, (name, r)
             # job and namespace are the same in every selector: not a label of every series asked for
             queries, _plans = p._prom.queries_for("mlserver", cfgs)
-            assert "by (service, model)" in queries["requests"], queries["requests"]
+            assert "by (service, model, version, model_version)" in queries["versions"], queries["versions"]
 
     asyncio.run(main())
 

@@ -103,9 +103,10 @@ def snaps(exact, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
             return {s.endpoint: s for s in out}, p._prom.client.queries
 
     got, queries = asyncio.run(main())
-    # one query per quantity per profile, whatever the number of endpoints: triton 10, torchserve 7
-    # (no quantiles), bentoml 9 and kserve 9 (no version label)
-    assert queries == 10 + 7 + 9 + 9
+    # one query per quantity per profile, whatever the number of endpoints: triton 8 (the request
+    # rate and the mean's count from the successes per version), torchserve 5 (no quantiles; the
+    # requests per version), bentoml 9 and kserve 9 (no version label)
+    assert queries == 8 + 5 + 9 + 9
     return got
 
 
@@ -257,8 +258,8 @@ def test_profile_detected_without_metrics_profile(snaps, exact, tmp_path: Path) 
             return first, n, p._prom.client.queries - n
 
     got, queries, again = asyncio.run(main())
-    assert queries == 1 + 10 + 7 + 9 + 9  # the detection, then as when declared
-    assert again == 10 + 7 + 9 + 9  # detected once
+    assert queries == 1 + 8 + 5 + 9 + 9  # the detection, then as when declared
+    assert again == 8 + 5 + 9 + 9  # detected once
     for m, profile, _s in ENDPOINTS:
         declared, detected = snaps[m], got[m]
         assert detected.profile == profile, (m, detected.reason)

@@ -94,11 +94,11 @@ def test_one_query_per_quantity_for_every_endpoint() -> None:
                                  metrics_profile="mlserver", selector=f'{{namespace="prod", service="s{i}"}}')
            for i in range(50)]
     queries, plans = PromFleet(cfg).queries_for("mlserver", eps)
-    assert set(queries) == {"requests", "errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up",
-                            "age"}
-    q = queries["requests"]
+    # the request rate is the successes per version (also the served versions) plus the failures
+    assert set(queries) == {"errors", "lat_sum", "lat_count", "p50", "p95", "p99", "versions", "up", "age"}
+    q = queries["versions"]
     # the shared matcher as it is, the per-endpoint values as one set, grouped by both labels and the model
-    assert 'namespace="prod"' in q and 'service=~"s0|s1|s10|' in q and "by (service, model)" in q
+    assert 'namespace="prod"' in q and 'service=~"s0|s1|s10|' in q and "by (service, model, version, model_version)" in q
     assert 'model=~"m0|m1|' in q
     assert len(plans) == 50
 
@@ -168,7 +168,7 @@ def test_mlserver_through_real_prometheus(scraped, tmp_path: Path) -> None:  # t
          "selector": '{namespace="prod", service="fraud"}'}])
     at = time.time() - 1.0
     (churn, fraud), queries = _poll(settings, at, {("churn", "production"): 3, ("fraud", "production"): 6})
-    assert queries == 10  # one query per quantity for both endpoints
+    assert queries == 9  # one query per quantity for both endpoints
     s = '{service="churn"}'
     ok = prom.value(f"sum(rate(model_infer_request_success_total{s}[10s]))", at)
     bad = prom.value(f"sum(rate(model_infer_request_failure_total{s}[10s]))", at)
@@ -187,7 +187,7 @@ def test_mlserver_through_real_prometheus(scraped, tmp_path: Path) -> None:  # t
     assert churn.metrics_age is not None and churn.profile == "mlserver"
     # the version label says 7, the alias 6: a mismatch, as direct scraping would say
     assert fraud.status == DEGRADED and "serves version 7" in fraud.reason
-    assert fraud.error_ratio == 0.0  # no failure series yet: guarded with `or ... * 0`, never unknown
+    assert fraud.error_ratio == 0.0  # no failure series yet: 0 failures, never unknown
 
 
 @pytest.mark.live
@@ -241,7 +241,13 @@ def _om_mlserver(t0: int) -> str:
             lines.append(f'rest_server_request_duration_seconds_bucket{{{h},le="{le}"}} {n * i} {t}')
         f = 'namespace="prod",service="fraud",model="fraud",version="7"'
         lines.append(f"model_infer_request_success_total{{{f}}} {30 * i} {t}")
-        for svc in ("churn", "fraud"):
+        # broken: every request fails (no success series at all); calm: 3 failures long ago, none since
+        b = 'namespace="prod",service="broken",model="broken",version="1"'
+        lines.append(f"model_infer_request_failure_total{{{b}}} {6 * i} {t}")
+        q = 'namespace="prod",service="calm",model="calm",version="2"'
+        lines += [f"model_infer_request_success_total{{{q}}} {15 * i} {t}",
+                  f"model_infer_request_failure_total{{{q}}} 3 {t}"]
+        for svc in ("churn", "fraud", "broken", "calm"):
             lines.append(f'up{{namespace="prod",service="{svc}",job="fleet"}} 1 {t}')
         # search: two pods of one endpoint, 100 requests each a step; pod a all <= 0.1 s, pod b
         # 20 <= 0.25 s and 80 more <= 0.5 s
@@ -293,6 +299,25 @@ def test_mlserver_exact_values(exact, tmp_path: Path) -> None:  # type: ignore[n
 
 
 @pytest.mark.live
+def test_mlserver_failures_counted_where_only_they_exist_or_none_happened(exact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The request rate is the successes plus the failures, and the errors query answers only
+    where failures happened in the window: every request failing is a 100 % error ratio at the
+    failure rate; a failure counter that did not move is 0 errors, as the guarded PromQL says."""
+    prom, at = exact
+    settings = _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"), "prometheus": {"url": prom.url, "window": "1m", "timeout": 5.0},
+        "endpoints": [{"name": n, "model": n, "metrics": "prometheus", "metrics_profile": "mlserver",
+                       "selector": f'{{namespace="prod", service="{n}"}}'} for n in ("broken", "calm")]})
+    (broken, calm), _ = _poll(settings, at, {("broken", "production"): 1, ("calm", "production"): 2})
+    assert broken.request_rate == pytest.approx(6 / 15) and broken.error_ratio == 1.0
+    assert calm.request_rate == pytest.approx(1.0) and calm.error_ratio == 0.0
+    assert calm.served_versions == ("2",)
+    guarded = ('sum(rate(model_infer_request_failure_total{service="calm"}[1m])) or '
+               'sum(rate(model_infer_request_success_total{service="calm"}[1m])) * 0')
+    assert prom.value(guarded, at) == 0.0
+
+
+@pytest.mark.live
 def test_client_query_against_exact_data(exact) -> None:  # type: ignore[no-untyped-def]
     prom, at = exact
     cfg = config.PrometheusConfig(url=prom.url, timeout=5.0)
@@ -306,7 +331,7 @@ def test_client_query_against_exact_data(exact) -> None:  # type: ignore[no-unty
 
     r = asyncio.run(main())
     got = {s.labels["service"]: s.value for s in r.series}
-    assert got == pytest.approx({"churn": 98 / 15, "fraud": 2.0, "search": 200 / 15})
+    assert got == pytest.approx({"churn": 98 / 15, "fraud": 2.0, "search": 200 / 15, "calm": 1.0})
 
 
 @pytest.mark.live
@@ -327,7 +352,7 @@ def test_quantiles_of_an_endpoint_over_several_pods_merge_their_buckets(exact, t
                       ep("search-ab", '{service="search", pod=~"a|b"}'),
                       {**ep("churn", '{namespace="prod", service="churn"}'), "model": "churn"}]})
     (search, search_a, search_ab, churn), queries = _poll(settings, at)
-    assert queries == 10 + 3  # the fleet's queries, and one merged query per quantile
+    assert queries == 9 + 3  # the fleet's queries, and one merged query per quantile
     # known in advance: merged 200 a step, 100 <= 0.1 s, 120 <= 0.25 s, 200 <= 0.5 s
     assert search.latency_p95_ms == pytest.approx(250 + (190 - 120) / 80 * 250)  # 468.75; pod b alone: 484.4
     assert search.latency_p50_ms == pytest.approx(100.0)  # pod b alone: 343.75
