@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from modeldeck.core.frozen import quick_init
+
 __all__ = [
     "ERRORS_UNREPORTED",
     "PROFILES",
@@ -103,6 +105,7 @@ class Reading:
     by_version: tuple[tuple[str, float, float], ...] = ()
 
 
+@quick_init  # one made per endpoint per refresh
 @dataclass(frozen=True)
 class Rates:
     """What happened between two readings. ``None`` where it cannot be told (no requests in

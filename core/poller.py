@@ -187,7 +187,7 @@ class _Health:
 
 
 class _Target:
-    def __init__(self, cfg: EndpointConfig, index: int) -> None:
+    def __init__(self, cfg: EndpointConfig, index: int, rate_window: float = RATE_WINDOW) -> None:
         self.cfg = cfg
         self.index = index
         self.served = cfg.served_model or cfg.model
@@ -209,7 +209,7 @@ class _Target:
         self.versions: tuple[str, ...] = ()
         self.unconfirmed: tuple[str, str] | None = None
         self.alias_seen: int | bool | None = False  # False: never seen
-        self.window = RateWindow(RATE_WINDOW)
+        self.window = RateWindow(rate_window)
         self.rates: Rates | None = None
         self.rates_at: float | None = None  # loop time of the reading the rates end at
         self.metrics_error: str | None = None
@@ -261,9 +261,7 @@ class Poller:
         self._clock = clock
         self._interval = float(settings.poll.interval)
         self._rate_window = rate_window
-        self._targets = [_Target(cfg, i) for i, cfg in enumerate(settings.endpoints)]
-        for t in self._targets:
-            t.window = RateWindow(rate_window)
+        self._targets = [_Target(cfg, i, rate_window) for i, cfg in enumerate(settings.endpoints)]
         self._lock = threading.Lock()
         self._configs: tuple[EndpointConfig, ...] | None = None  # configs(), until the targets change
         n = max(1, settings.poll.history)
@@ -831,8 +829,7 @@ class Poller:
                     self._quality_history[name] = deque(qh, maxlen=cap)
 
     def _add_target(self, cfg: EndpointConfig) -> None:
-        t = _Target(cfg, len(self._targets))
-        t.window = RateWindow(self._rate_window)
+        t = _Target(cfg, len(self._targets), self._rate_window)
         t.wake = asyncio.Event()
         self._build_requests(t)
         with self._lock:

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from modeldeck.core.errors import ModeldeckError
+from modeldeck.core.frozen import quick_init
 from modeldeck.core.metrics import ERRORS_UNREPORTED
 from modeldeck.core.textfmt import duration, one_line
 
@@ -100,6 +101,7 @@ class SelectorError(ValueError):
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.S)
 
 
+@quick_init  # two made per endpoint found by discovery
 @dataclass(frozen=True)
 class Matcher:
     name: str
@@ -137,10 +139,19 @@ def quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+# selectors made here from their matchers (discovery makes 5,000 at once): not parsed again
+_MADE: dict[str, tuple[Matcher, ...]] = {}
+
+
 def parse_selector(text: str) -> tuple[Matcher, ...]:
     """``'{namespace="prod", service=~"churn|fraud"}'`` (braces optional) -> matchers (cached:
     every refresh asks again for every endpoint)."""
+    made = _MADE.get(text)
+    return made if made is not None else _parse_selector(text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_selector(text: str) -> tuple[Matcher, ...]:
     s = text.strip()
     if s.startswith("{"):
         if not s.endswith("}"):
@@ -172,6 +183,18 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
 
 def selector_text(matchers: Sequence[Matcher]) -> str:
     return "{" + ", ".join(m.text() for m in matchers) + "}" if matchers else ""
+
+
+def made_selector(matchers: Sequence[Matcher]) -> str:
+    """:func:`selector_text`, remembered so that :func:`parse_selector` gives these matchers
+    back without parsing the text (kept for 65,536 selectors)."""
+    text = selector_text(matchers)
+    if any(m.name == "__name__" for m in matchers):
+        return text  # not a selector parse_selector accepts: it says so when asked
+    if len(_MADE) >= 1 << 16:
+        _MADE.clear()
+    _MADE[text] = tuple(matchers)
+    return text
 
 
 def _regex_escape(value: str) -> str:
@@ -602,6 +625,7 @@ def _series(items: list[Any], out: list[Series]) -> None:
 # readings
 
 
+@quick_init  # one made per endpoint per refresh
 @dataclass(frozen=True)
 class PromReading:
     """What Prometheus said about one endpoint at one refresh. ``None``: not known."""
@@ -1100,7 +1124,7 @@ def _discovered(block: DiscoverConfig, labels: Mapping[str, str]) -> EndpointCon
     return EndpointConfig(
         name=name, model=model, url=url, environment=environment, served_model=served or model,
         metrics_url="", metrics_profile=block.profile, thresholds=block.thresholds, metrics="prometheus",
-        selector=selector_text(matchers), discovered=block.name)
+        selector=made_selector(matchers), discovered=block.name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What one poll learned about one endpoint, as immutable values: :class:`EndpointSnapshot`
 and its :class:`DriftSummary` and :class:`QualitySummary` (and :class:`QualityPoint`, one quality
 measurement kept for the chart over time), and the status words. This module imports nothing but the
-standard library and :mod:`modeldeck.core.textfmt` (no httpx, no pandas), so every part of
+standard library, :mod:`modeldeck.core.textfmt` and :mod:`modeldeck.core.frozen` (no httpx, no pandas), so every part of
 modeldeck can type its snapshots: the poller and the Prometheus source produce them; the
 judge, the report, the releases and the screens read them.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from math import isfinite
 from typing import TYPE_CHECKING, Any
 
+from modeldeck.core.frozen import quick_init
 from modeldeck.core.textfmt import finite, json_safe, parse_utc, utc_iso
 
 if TYPE_CHECKING:
@@ -136,6 +138,7 @@ class QualityPoint:
 _SNAPSHOT_FIELDS: dict[type, tuple[str, ...]] = {}  # to_dict's field names, per class
 
 
+@quick_init  # one made per endpoint per refresh
 @dataclass(frozen=True)
 class EndpointSnapshot:
     """What one poll learned about one endpoint. Immutable; ``None`` means unknown."""
@@ -183,7 +186,12 @@ class EndpointSnapshot:
             names = _SNAPSHOT_FIELDS[type(self)] = tuple(f.name for f in fields(self))
         for name in names:
             v = getattr(self, name)
-            if isinstance(v, tuple):
+            t = type(v)
+            if v is None or t is str or t is bool:  # most fields (5,000 snapshots a report)
+                pass
+            elif t is float:
+                v = v if isfinite(v) else None
+            elif isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, float):
                 v = finite(v)

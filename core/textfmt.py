@@ -4,6 +4,7 @@ words, aligned tables and short numbers. Standard library only (cheap to import)
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -118,8 +119,9 @@ def utcnow() -> str:
     return format_time(datetime.now(timezone.utc))
 
 
+@functools.lru_cache(maxsize=1024)
 def utc_iso(epoch: float) -> str:
-    """Epoch seconds as stored."""
+    """Epoch seconds as stored (remembered: every snapshot of a refresh has the same time)."""
     return format_time(datetime.fromtimestamp(epoch, timezone.utc))
 
 

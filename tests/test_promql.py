@@ -10,15 +10,20 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modeldeck.core import config
 from modeldeck.core.errors import ConfigError
 from modeldeck.core.poller import Poller
 from modeldeck.core.promql import (
+    Matcher,
     PromClient,
     PromError,
     PromFleet,
     SelectorError,
+    _parse_selector,
+    made_selector,
     parse_selector,
     selector_text,
 )
@@ -44,6 +49,19 @@ def test_selector_parse_and_text() -> None:
     for bad in ('{namespace="prod"', "namespace=prod", '{__name__="up"}', '{a=~"("}'):
         with pytest.raises(SelectorError):
             parse_selector(bad)
+
+
+_LABEL = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,12}", fullmatch=True).filter(lambda n: n != "__name__")
+
+
+@given(st.lists(st.tuples(_LABEL, st.text(max_size=20)), max_size=4))
+def test_made_selector_gives_back_what_parsing_its_text_gives(pairs: list[tuple[str, str]]) -> None:
+    """Discovery's selectors are remembered with their matchers, not parsed again: the matchers
+    handed back are those the text parses to (quotes, backslashes, control characters, any
+    Unicode in the values)."""
+    ms = [Matcher(name, "=", value) for name, value in pairs]
+    text = made_selector(ms)
+    assert parse_selector(text) == tuple(ms) == _parse_selector(text)
 
 
 def test_prometheus_config(tmp_path: Path) -> None:

@@ -1,0 +1,52 @@
+"""A quicker ``__init__`` for the frozen dataclasses made for every endpoint at every refresh.
+
+A frozen dataclass's generated ``__init__`` sets each field through ``object.__setattr__``, one
+call per field: for :class:`~modeldeck.core.snapshot.EndpointSnapshot` (27 fields) that was 10 µs
+an instance, 50 ms of a refresh of 5,000 endpoints. :func:`quick_init` replaces it with one that
+fills the instance's ``__dict__`` in one step: the same signature, defaults and result (the
+class stays frozen: assigning a field still raises). Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def quick_init(cls: type[T]) -> type[T]:
+    """Give the frozen dataclass ``cls`` an ``__init__`` that sets every field at once. Only for
+    classes whose ``__init__`` does nothing else: no ``__post_init__``, ``InitVar``, default
+    factory, keyword-only or ``init=False`` field or ``__slots__`` (any of those raises TypeError here, at import)."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise TypeError(f"{cls.__name__}: quick_init is for frozen dataclasses")
+    if hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
+        raise TypeError(f"{cls.__name__}: quick_init cannot run __post_init__ or fill __slots__")
+    fields = dataclasses.fields(cls)
+    if len(getattr(cls, "__dataclass_fields__", {})) != len(fields):
+        raise TypeError(f"{cls.__name__}: quick_init does not take InitVar or ClassVar fields")
+    args: list[str] = []
+    defaults: dict[str, Any] = {}
+    for f in fields:
+        if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING or not f.name.isidentifier():
+            raise TypeError(f"{cls.__name__}.{f.name}: quick_init takes plain fields with plain defaults")
+        if f.default is dataclasses.MISSING:
+            args.append(f.name)
+        else:
+            defaults[f"_default_{f.name}"] = f.default
+            args.append(f"{f.name}=_default_{f.name}")
+    body = ", ".join(f"{f.name!r}: {f.name}" for f in fields)
+    src = f"def __init__(self, {', '.join(args)}):\n    self.__dict__.update({{{body}}})\n"
+    namespace: dict[str, Any] = dict(defaults)
+    exec(src, namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+__all__ = ["quick_init"]
