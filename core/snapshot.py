@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from math import isfinite
 from typing import TYPE_CHECKING, Any
 
-from modeldeck.core.frozen import quick_init
+from modeldeck.core.frozen import build, quick_init
 from modeldeck.core.textfmt import finite, json_safe, parse_utc, utc_iso
 
 if TYPE_CHECKING:
@@ -207,8 +207,7 @@ class EndpointSnapshot:
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointSnapshot:
         """The inverse of :meth:`to_dict`; unknown keys are ignored, ``taken_at`` may be epoch
         seconds or an ISO-8601 string (as stored rows carry)."""
-        names = {f.name: f for f in fields(cls)}
-        kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
+        kw: dict[str, Any] = dict(d)  # build() takes the fields' names only
         t = kw.get("taken_at")
         if isinstance(t, str):
             kw["taken_at"] = parse_utc(t)
@@ -229,7 +228,7 @@ class EndpointSnapshot:
             if isinstance(row, (list, tuple)) and len(row) == 3 and isinstance(row[1], (int, float)):
                 vr.append((str(row[0]), float(row[1]), float(row[2]) if isinstance(row[2], (int, float)) else None))
         kw["version_rates"] = tuple(vr)
-        return cls(**kw)
+        return build(cls, kw)  # cls(**kw), without matching names read from a row to parameters
 
     @classmethod
     def pending(cls, cfg: EndpointConfig, registry_version: str | None = None) -> EndpointSnapshot:

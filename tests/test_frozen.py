@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from modeldeck.core.frozen import quick_init
+from modeldeck.core.frozen import build, quick_init
 from modeldeck.core.metrics import Rates
 from modeldeck.core.promql import Matcher, PromReading
 from modeldeck.core.snapshot import EndpointSnapshot
@@ -60,3 +60,24 @@ def test_quick_init_refuses_what_it_cannot_do() -> None:
     for cls in (Mutable, Factory, Post, KeywordOnly):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_build_is_the_constructor_for_names_read_from_a_file() -> None:
+    """build(cls, values) is cls(**values) for names parsed from JSON (not interned), ignoring
+    names that are not fields; a missing required field raises as the constructor does."""
+    import orjson
+
+    snap = EndpointSnapshot("e", "m", "production", 1.5, 2.0, "UP", "ready", request_rate=3.0,
+                            served_versions=("2",))
+    values = orjson.loads(orjson.dumps({**vars(snap), "served_versions": ["2"], "taken_at_utc": "x",
+                                        "_source": "report"}))
+    values["served_versions"], values["version_rates"] = ("2",), ()
+    got = build(EndpointSnapshot, values)
+    assert got == snap and type(got) is EndpointSnapshot
+    assert list(vars(got)) == [f.name for f in dataclasses.fields(EndpointSnapshot)]
+    assert build(EndpointSnapshot, {k: v for k, v in values.items() if k in ("endpoint", "model", "environment",
+                 "taken_at", "duration_ms", "status", "reason")}).request_rate is None  # the defaults
+    del values["reason"]
+    with pytest.raises(TypeError, match="reason"):
+        build(EndpointSnapshot, values)
+    assert EndpointSnapshot.from_dict(snap.to_dict()) == snap
