@@ -358,3 +358,16 @@ def test_two_connections_in_one_process_lose_no_commits(registry_path: Path) -> 
     conn = sqlite3.connect(registry_path)
     assert conn.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 3
     conn.close()
+
+
+def test_stored_json_reads_what_json_dumps_wrote() -> None:
+    """Rows are parsed with orjson; what it refuses and json.dumps writes (NaN, integers past 64
+    bits) is still read, and text that is no JSON at all is the default."""
+    import math
+
+    from modeldeck.core.registry import _loads
+
+    assert _loads('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    assert math.isnan(_loads('{"a": NaN}')["a"]) and _loads('[Infinity]') == [math.inf]
+    assert _loads('{"a": 123456789012345678901234567890}') == {"a": 123456789012345678901234567890}
+    assert _loads("not json", 5) == 5 and _loads("", 7) == 7 and _loads(None) is None
