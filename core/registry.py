@@ -144,13 +144,21 @@ def _loads(text: str | None, default: Any = None) -> Any:
     if text is None or text == "":
         return default
     try:
-        return orjson.loads(text)  # 4x json.loads: the TUI reads 100,000 stored snapshots at start
-    except (ValueError, TypeError):  # NaN or an integer past 64 bits, as json.dumps writes them
-        pass
-    try:
         return json.loads(text)
     except (ValueError, RecursionError):
         return default
+
+
+def _loads_fast(text: str | None, default: Any = None) -> Any:
+    """As :func:`_loads`, 4x faster, for snapshot rows (the TUI reads 100,000 at start for a
+    large fleet): orjson, which reads an integer past 64 bits as a float (no snapshot field
+    holds one) and refuses the NaN an old row may hold (then json.loads)."""
+    if text is None or text == "":
+        return default
+    try:
+        return orjson.loads(text)
+    except (ValueError, TypeError):
+        return _loads(text, default)
 
 
 def entry_hash(prev: str, entry_id: int, at: str, actor: str, action: str, subject: str,
@@ -1702,7 +1710,7 @@ class Registry:
         sql += f" ORDER BY taken_at DESC LIMIT {int(limit)}"
         out = []
         for r in reversed(self._read(sql, params)):
-            d = _loads(r["data"], {})
+            d = _loads_fast(r["data"], {})
             d.setdefault("taken_at", r["taken_at"])
             d["_source"] = r["source"]
             out.append(d)
@@ -1715,7 +1723,7 @@ class Registry:
                           "ON s.endpoint = m.endpoint AND s.taken_at = m.t")
         out = {}
         for r in rows:
-            d = _loads(r["data"], {})
+            d = _loads_fast(r["data"], {})
             d.setdefault("taken_at", r["taken_at"])
             d["_source"] = r["source"]
             out[r["endpoint"]] = d

@@ -361,13 +361,14 @@ def test_two_connections_in_one_process_lose_no_commits(registry_path: Path) -> 
 
 
 def test_stored_json_reads_what_json_dumps_wrote() -> None:
-    """Rows are parsed with orjson; what it refuses and json.dumps writes (NaN, integers past 64
-    bits) is still read, and text that is no JSON at all is the default."""
+    """Snapshot rows are parsed with orjson; the NaN an old row may hold (json.dumps wrote it)
+    is still read, and text that is no JSON at all is the default. Other rows keep json.loads,
+    which keeps an integer past 64 bits exact (orjson makes it a float)."""
     import math
 
-    from modeldeck.core.registry import _loads
+    from modeldeck.core.registry import _loads, _loads_fast
 
-    assert _loads('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
-    assert math.isnan(_loads('{"a": NaN}')["a"]) and _loads('[Infinity]') == [math.inf]
+    assert _loads_fast('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    assert math.isnan(_loads_fast('{"a": NaN}')["a"]) and _loads_fast('[Infinity]') == [math.inf]
+    assert _loads_fast("not json", 5) == 5 and _loads_fast("", 7) == 7 and _loads_fast(None) is None
     assert _loads('{"a": 123456789012345678901234567890}') == {"a": 123456789012345678901234567890}
-    assert _loads("not json", 5) == 5 and _loads("", 7) == 7 and _loads(None) is None
