@@ -234,7 +234,36 @@ discover_interval = {INTERVAL}
 # 1. refresh vs raw queries
 
 
-async def refreshes(cfg: Path, n: int, runs: int) -> None:
+def _breakdown() -> dict[str, float]:
+    """Wrap the refresh's synchronous steps to add up the CPU each takes (thread time: the
+    poller runs them on this thread, between awaits). Returns the totals, by step."""
+    from modeldeck.core import poller, promql
+
+    spent: dict[str, float] = {}
+
+    def timed(owner: object, name: str, label: str, static: bool = False) -> None:
+        f = getattr(owner, name)
+
+        def wrapper(*a: object, **k: object) -> object:
+            c = time.thread_time()
+            try:
+                return f(*a, **k)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.thread_time() - c
+
+        setattr(owner, name, staticmethod(wrapper) if static else wrapper)
+
+    timed(promql, "_decode", "decode answers")
+    timed(promql._Router, "route", "route series")
+    timed(promql.PromFleet, "_reading", "readings", static=True)
+    timed(promql, "discovered_endpoints", "discovered configs")
+    timed(poller.Poller, "_apply_prom", "apply")
+    timed(poller.Poller, "_snapshot", "snapshots")
+    timed(poller.Poller, "_publish", "publish")
+    return spent
+
+
+async def refreshes(cfg: Path, n: int, runs: int, breakdown: bool = False) -> None:
     import httpx
 
     from modeldeck.core import config
@@ -275,13 +304,20 @@ async def refreshes(cfg: Path, n: int, runs: int) -> None:
             await p.poll_once()
             pr.disable()
             pstats.Stats(pr).sort_stats(os.environ["BENCH_PROFILE"]).print_stats(40)
+        parts: dict[str, list[float]] = {}
+        spent = _breakdown() if breakdown else None
         for _ in range(runs):
             start = time.monotonic()
+            if spent is not None:
+                spent.clear()
             c0, t0 = time.process_time(), time.perf_counter()
             p._discover_at = -1e9  # discovery every refresh, as at a 5 s discover_interval
             snaps = await p.poll_once()
             mine_wall.append(time.perf_counter() - t0)
             mine_cpu.append(time.process_time() - c0)
+            if spent is not None:
+                for k, v in spent.items():
+                    parts.setdefault(k, []).append(v)
             if len(snaps) != n or sum(1 for s in snaps if s.request_rate) < 0.99 * n:
                 import collections
 
@@ -305,6 +341,11 @@ async def refreshes(cfg: Path, n: int, runs: int) -> None:
     print(f"  raw PromQL  wall {med(raw_wall) * 1000:7.0f} ms (min {min(raw_wall) * 1000:.0f}, max "
           f"{max(raw_wall) * 1000:.0f})   client CPU {med(raw_cpu) * 1000:6.0f} ms   (httpx + json.loads, same queries)")
     print(f"  ratio wall {ratio:.2f}x   target <= 1.3x  {'ok' if ratio <= 1.3 else 'MISSED'}")
+    if parts:
+        total = med(mine_cpu) * 1000
+        shown = {k: med(v) * 1000 for k, v in parts.items()}
+        print("  client CPU by step (median ms): " + ", ".join(f"{k} {v:.0f}" for k, v in shown.items())
+              + f", the rest (HTTP, event loop, planning) {total - sum(shown.values()):.0f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,6 +479,8 @@ def main() -> int:
     ap.add_argument("--serve", nargs=3, metavar=("PARITY", "N", "PORTFILE"), help=argparse.SUPPRESS)
     ap.add_argument("--skip-tui", action="store_true")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print the refresh's client CPU by step (wraps them: adds a little)")
     ap.add_argument("--no-hold", action="store_true",
                     help="the TUI's keys do not make the poller pause (the comparison for PollerSource.hold)")
     args = ap.parse_args()
@@ -460,7 +503,7 @@ def main() -> int:
                   f"(ready after {time.time() - t0:.0f} s); load average {os.getloadavg()[0]:.1f} on "
                   f"{os.cpu_count()} cores")
             cfg = write_config(folder, url)
-            asyncio.run(refreshes(cfg, n, args.refreshes))
+            asyncio.run(refreshes(cfg, n, args.refreshes, args.breakdown))
             if not args.skip_report:
                 report(cfg, n)
             if not args.skip_tui:
