@@ -102,6 +102,32 @@ async def test_navigation_model_screen_drift_and_back(world) -> None:
         assert type(app.screen).__name__ == "FleetScreen"
 
 
+async def test_a_kept_model_screen_is_restyled_only_when_the_apps_styling_changed(world, monkeypatch) -> None:
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        fleet = app.screen
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        model = app.screen
+        assert type(model).__name__ == "ModelScreen"
+        await pilot.press("escape", "enter", "escape")  # (its widgets' first mount added their CSS)
+        await pilot.pause()
+        restyled: list[object] = []
+        whole = model.update_node_styles
+        monkeypatch.setattr(model, "update_node_styles", lambda animate=True: (restyled.append(model), whole(animate)))
+        await pilot.press("enter")  # the same row: the kept screen, nothing about the styling changed
+        await pilot.pause(0.3)
+        assert app.screen is model and restyled == []
+        shown = model.styles.background
+        await pilot.press("escape", "t")  # another theme while the model screen is hidden
+        await pilot.pause(0.3)
+        assert app.screen is fleet and fleet.styles.background != shown
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.screen is model and restyled == [model]
+        assert model.styles.background == fleet.styles.background  # the new theme's, as the fleet's
+
+
 async def test_fleet_quality_column_and_the_model_quality_tab(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:
