@@ -103,6 +103,8 @@ async def test_navigation_model_screen_drift_and_back(world) -> None:
 
 
 async def test_a_kept_model_screen_is_restyled_only_when_the_apps_styling_changed(world, monkeypatch) -> None:
+    from modeldeck.tui.widgets.keybar import KeyBar
+
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:
         fleet = app.screen
@@ -110,6 +112,7 @@ async def test_a_kept_model_screen_is_restyled_only_when_the_apps_styling_change
         await pilot.pause(0.3)
         model = app.screen
         assert type(model).__name__ == "ModelScreen"
+        assert fleet.query_one(KeyBar).display  # only a dialog hides the screen's key bar beneath it
         await pilot.press("escape", "enter", "escape")  # (its widgets' first mount added their CSS)
         await pilot.pause()
         restyled: list[object] = []

@@ -97,6 +97,14 @@ class DeckScreen(DeckView, Screen):  # type: ignore[misc]
     def on_screen_suspend(self) -> None:
         from modeldeck.tui.widgets.keybar import KeyBar
 
+        # Only a dialog shows this screen beneath it; under a full screen (or popped) the bar is
+        # not seen, and hiding it there cost a layout and a repaint of the bar on every return.
+        try:
+            top = self.app.screen
+        except Exception:  # no screen (the app shutting down)
+            return
+        if top is self or not isinstance(top, ModalScreen):
+            return
         for bar in self.query(KeyBar):
             bar.display = False
 
@@ -104,7 +112,7 @@ class DeckScreen(DeckView, Screen):  # type: ignore[misc]
         from modeldeck.tui.widgets.keybar import KeyBar
 
         for bar in self.query(KeyBar):
-            bar.display = True
+            bar.display = True  # after the first time (the rule set inline) a no-op unless a dialog hid it
 
 
 class DeckModal(DeckView, ModalScreen):  # type: ignore[misc]
