@@ -131,6 +131,34 @@ async def test_a_kept_model_screen_is_restyled_only_when_the_apps_styling_change
         assert model.styles.background == fleet.styles.background  # the new theme's, as the fleet's
 
 
+async def test_a_kept_model_screen_shows_what_changed_while_it_was_away(world, monkeypatch) -> None:
+    from tests.tui_fixtures import drift_summary, snapshot
+
+    monkeypatch.setattr(ModeldeckApp, "refresh_views", lambda self, force=False: None)  # only the resume shows it
+    app = make_app(world)
+    source = world[1]
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("enter", "2")
+        await pilot.pause(0.3)
+        model = app.screen
+        drift = model.query_one("#drift-table", DataTable)
+        assert cell_text(drift, "tenure", "psi") == "0.410" and "DEGRADED" in static_text(app, "#model-header")
+        await pilot.press("escape")
+        await pilot.pause()
+        was = drift_summary()
+        columns = [dict(c, psi=0.52) if c["column"] == "tenure" else c for c in was.result["columns"]]
+        source._latest["churn-prod"] = snapshot(
+            "churn-prod", "churn", "production", "DOWN", reason="/v2/health/ready refused",
+            drift=dataclasses.replace(was, computed_at=was.computed_at + 1, result={**was.result, "columns": columns}))
+        source.generation += 1
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.screen is model
+        header = static_text(app, "#model-header")
+        assert "DOWN" in header and "refused" in header and "DEGRADED" not in header
+        assert cell_text(drift, "tenure", "psi") == "0.520"
+
+
 async def test_fleet_quality_column_and_the_model_quality_tab(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:

@@ -98,6 +98,7 @@ class ModelScreen(DeckScreen):
         self.gate_metrics: list[str] = []  # shown first in the versions' METRICS
         self._version_cells: list[tuple[str, list[Text]]] = []
         self._drift_cells_shown: list[tuple[str, list[Text]]] = []
+        self._header_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
@@ -136,9 +137,9 @@ class ModelScreen(DeckScreen):
         self.ready = True  # the app's refresh timer may update this screen from now on
 
     def on_screen_resume(self) -> None:
-        if self.ready:
-            self.load_versions()
-            self.refresh_snapshots(force=True)
+        if self.ready:  # shown again: what changed while away (the drift and quality parts
+            self.load_versions()  # are stamped by what they show; new versions force a redraw)
+            self.refresh_snapshots()
 
     def _table_width(self) -> int:
         return max(20, self.app.size.width - 4)  # less the scrollbar
@@ -291,7 +292,9 @@ class ModelScreen(DeckScreen):
                                          mismatch=judge.version_mismatch(snap.registry_version, snap.served_versions)))
             if snap.reason:
                 t.append("  " + one_line(snap.reason, 120))
-        self.query_one("#model-header", Static).update(t)
+        if t != self._header_shown:  # one line, always: a repaint, not a layout of the screen
+            self._header_shown = t
+            self.query_one("#model-header", Static).update(t, layout=False)
 
     def _update_drift(self, snap: EndpointSnapshot | None, force: bool) -> None:
         drift: DriftSummary | None = snap.drift if snap is not None else None
