@@ -102,6 +102,26 @@ async def test_navigation_model_screen_drift_and_back(world) -> None:
         assert type(app.screen).__name__ == "FleetScreen"
 
 
+async def test_escape_leaves_the_model_screen_wherever_the_focus_is_and_clears_a_selection(world) -> None:
+    from textual.selection import Selection
+    from textual.widgets import Tabs
+
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        for tab in ("1", "2", "3", "4"):
+            await pilot.press("enter", tab)
+            await pilot.pause(0.2)
+            model = app.screen
+            if tab == "3":  # the live tab has no table: the tabs themselves have focus
+                model.query_one(Tabs).focus()
+                await pilot.pause()
+            header = model.query_one("#model-header", Static)
+            model.selections = {header: Selection(None, None)}  # text selected with the mouse
+            await pilot.press("escape")
+            assert type(app.screen).__name__ == "FleetScreen", tab
+            assert model.selections == {}  # not still selected when the screen is shown again
+
+
 async def test_a_kept_model_screen_is_restyled_only_when_the_apps_styling_changed(world, monkeypatch) -> None:
     from modeldeck.tui.widgets.keybar import KeyBar
 

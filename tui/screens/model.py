@@ -61,7 +61,9 @@ class ModelScreen(DeckScreen):
         ("estimated", "from the model's own probabilities while labels lag (CBPE); never mixed with measured", "cyan"),
     )
     BINDINGS = [
-        Binding("escape", "back", "Back", key_display="esc"),
+        # priority: handled as the key arrives, not after it has bubbled up from the focused
+        # table through the tabs (seven hops, each queued behind whatever else is pending)
+        Binding("escape", "back", "Back", key_display="esc", priority=True),
         Binding("j", "cursor_down", "Move", key_display="j/k"),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("1", "tab('versions')", "Versions", show=False),
@@ -485,6 +487,7 @@ class ModelScreen(DeckScreen):
             self._active_table().focus()
 
     def action_back(self) -> None:
+        self.clear_selection()  # what the escape reaching the screen did before it was a priority key
         self.app.pop_screen()
 
     def action_lineage(self) -> None:
