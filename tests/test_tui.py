@@ -102,6 +102,83 @@ async def test_navigation_model_screen_drift_and_back(world) -> None:
         assert type(app.screen).__name__ == "FleetScreen"
 
 
+async def test_escape_leaves_the_model_screen_wherever_the_focus_is_and_clears_a_selection(world) -> None:
+    from textual.selection import Selection
+    from textual.widgets import Tabs
+
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        for tab in ("1", "2", "3", "4"):
+            await pilot.press("enter", tab)
+            await pilot.pause(0.2)
+            model = app.screen
+            if tab == "3":  # the live tab has no table: the tabs themselves have focus
+                model.query_one(Tabs).focus()
+                await pilot.pause()
+            header = model.query_one("#model-header", Static)
+            model.selections = {header: Selection(None, None)}  # text selected with the mouse
+            await pilot.press("escape")
+            assert type(app.screen).__name__ == "FleetScreen", tab
+            assert model.selections == {}  # not still selected when the screen is shown again
+
+
+async def test_a_kept_model_screen_is_restyled_only_when_the_apps_styling_changed(world, monkeypatch) -> None:
+    from modeldeck.tui.widgets.keybar import KeyBar
+
+    app = make_app(world)
+    async with app.run_test(size=(120, 35)) as pilot:
+        fleet = app.screen
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        model = app.screen
+        assert type(model).__name__ == "ModelScreen"
+        assert fleet.query_one(KeyBar).display  # only a dialog hides the screen's key bar beneath it
+        await pilot.press("escape", "enter", "escape")  # (its widgets' first mount added their CSS)
+        await pilot.pause()
+        restyled: list[object] = []
+        whole = model.update_node_styles
+        monkeypatch.setattr(model, "update_node_styles", lambda animate=True: (restyled.append(model), whole(animate)))
+        await pilot.press("enter")  # the same row: the kept screen, nothing about the styling changed
+        await pilot.pause(0.3)
+        assert app.screen is model and restyled == []
+        shown = model.styles.background
+        await pilot.press("escape", "t")  # another theme while the model screen is hidden
+        await pilot.pause(0.3)
+        assert app.screen is fleet and fleet.styles.background != shown
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.screen is model and restyled == [model]
+        assert model.styles.background == fleet.styles.background  # the new theme's, as the fleet's
+
+
+async def test_a_kept_model_screen_shows_what_changed_while_it_was_away(world, monkeypatch) -> None:
+    from tests.tui_fixtures import drift_summary, snapshot
+
+    monkeypatch.setattr(ModeldeckApp, "refresh_views", lambda self, force=False: None)  # only the resume shows it
+    app = make_app(world)
+    source = world[1]
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("enter", "2")
+        await pilot.pause(0.3)
+        model = app.screen
+        drift = model.query_one("#drift-table", DataTable)
+        assert cell_text(drift, "tenure", "psi") == "0.410" and "DEGRADED" in static_text(app, "#model-header")
+        await pilot.press("escape")
+        await pilot.pause()
+        was = drift_summary()
+        columns = [dict(c, psi=0.52) if c["column"] == "tenure" else c for c in was.result["columns"]]
+        source._latest["churn-prod"] = snapshot(
+            "churn-prod", "churn", "production", "DOWN", reason="/v2/health/ready refused",
+            drift=dataclasses.replace(was, computed_at=was.computed_at + 1, result={**was.result, "columns": columns}))
+        source.generation += 1
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.screen is model
+        header = static_text(app, "#model-header")
+        assert "DOWN" in header and "refused" in header and "DEGRADED" not in header
+        assert cell_text(drift, "tenure", "psi") == "0.520"
+
+
 async def test_fleet_quality_column_and_the_model_quality_tab(world) -> None:
     app = make_app(world)
     async with app.run_test(size=(120, 35)) as pilot:

@@ -12,10 +12,11 @@ handler (``ModeldeckApp.worker_state_changed``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.worker import Worker
@@ -57,6 +58,31 @@ class DeckScreen(DeckView, Screen):  # type: ignore[misc]
 
     WRITE_ACTIONS: ClassVar[tuple[str, ...]] = ()  # hidden with --read-only; their keys say why
 
+    # what the app's styling was when this screen was last restyled whole (see post_message)
+    _styled_with: tuple[Any, ...] | None = None
+
+    def _style_epoch(self) -> tuple[Any, ...]:
+        """What a screen's styles follow from besides its own widgets: the parsed rules (a new
+        list on every parse: a theme, a CSS variable, a stylesheet read), the app's classes and
+        the app-wide pseudo-classes (``:dark``, ``:ansi``, ``:inline``, ``:nocolor``)."""
+        app = self.app
+        return (app.stylesheet.rules, app.theme, app.current_theme.dark, frozenset(app.classes),
+                app.native_ansi_color, app.is_inline, app.no_color)
+
+    def post_message(self, message: Message) -> bool:
+        """Textual restyles every widget of a screen pushed again (``ScreenResume``), which for
+        a kept screen (the model screens) was a third of an enter's time. A widget's own class
+        and pseudo-class changes (focus, hover, mounting) restyle it when they happen, kept
+        screens included; what a hidden screen misses is a change of the app's styling (the
+        theme above all), so the restyle is skipped only when that is as it was at the last one."""
+        if isinstance(message, events.ScreenResume) and message.refresh_styles:
+            epoch = self._style_epoch()
+            old = self._styled_with
+            if old is not None and old[0] is epoch[0] and old[1:] == epoch[1:]:
+                message.refresh_styles = False
+            self._styled_with = epoch
+        return super().post_message(message)
+
     def on_key(self, event: events.Key) -> None:
         if not self.WRITE_ACTIONS or not self.app.read_only:
             return
@@ -71,6 +97,14 @@ class DeckScreen(DeckView, Screen):  # type: ignore[misc]
     def on_screen_suspend(self) -> None:
         from modeldeck.tui.widgets.keybar import KeyBar
 
+        # Only a dialog shows this screen beneath it; under a full screen (or popped) the bar is
+        # not seen, and hiding it there cost a layout and a repaint of the bar on every return.
+        try:
+            top = self.app.screen
+        except Exception:  # no screen (the app shutting down)
+            return
+        if top is self or not isinstance(top, ModalScreen):
+            return
         for bar in self.query(KeyBar):
             bar.display = False
 
@@ -78,7 +112,7 @@ class DeckScreen(DeckView, Screen):  # type: ignore[misc]
         from modeldeck.tui.widgets.keybar import KeyBar
 
         for bar in self.query(KeyBar):
-            bar.display = True
+            bar.display = True  # after the first time (the rule set inline) a no-op unless a dialog hid it
 
 
 class DeckModal(DeckView, ModalScreen):  # type: ignore[misc]

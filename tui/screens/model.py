@@ -61,7 +61,9 @@ class ModelScreen(DeckScreen):
         ("estimated", "from the model's own probabilities while labels lag (CBPE); never mixed with measured", "cyan"),
     )
     BINDINGS = [
-        Binding("escape", "back", "Back", key_display="esc"),
+        # priority: handled as the key arrives, not after it has bubbled up from the focused
+        # table through the tabs (seven hops, each queued behind whatever else is pending)
+        Binding("escape", "back", "Back", key_display="esc", priority=True),
         Binding("j", "cursor_down", "Move", key_display="j/k"),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("1", "tab('versions')", "Versions", show=False),
@@ -98,6 +100,7 @@ class ModelScreen(DeckScreen):
         self.gate_metrics: list[str] = []  # shown first in the versions' METRICS
         self._version_cells: list[tuple[str, list[Text]]] = []
         self._drift_cells_shown: list[tuple[str, list[Text]]] = []
+        self._header_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="model-header", markup=False)
@@ -136,9 +139,9 @@ class ModelScreen(DeckScreen):
         self.ready = True  # the app's refresh timer may update this screen from now on
 
     def on_screen_resume(self) -> None:
-        if self.ready:
-            self.load_versions()
-            self.refresh_snapshots(force=True)
+        if self.ready:  # shown again: what changed while away (the drift and quality parts
+            self.load_versions()  # are stamped by what they show; new versions force a redraw)
+            self.refresh_snapshots()
 
     def _table_width(self) -> int:
         return max(20, self.app.size.width - 4)  # less the scrollbar
@@ -291,7 +294,9 @@ class ModelScreen(DeckScreen):
                                          mismatch=judge.version_mismatch(snap.registry_version, snap.served_versions)))
             if snap.reason:
                 t.append("  " + one_line(snap.reason, 120))
-        self.query_one("#model-header", Static).update(t)
+        if t != self._header_shown:  # one line, always: a repaint, not a layout of the screen
+            self._header_shown = t
+            self.query_one("#model-header", Static).update(t, layout=False)
 
     def _update_drift(self, snap: EndpointSnapshot | None, force: bool) -> None:
         drift: DriftSummary | None = snap.drift if snap is not None else None
@@ -482,6 +487,7 @@ class ModelScreen(DeckScreen):
             self._active_table().focus()
 
     def action_back(self) -> None:
+        self.clear_selection()  # what the escape reaching the screen did before it was a priority key
         self.app.pop_screen()
 
     def action_lineage(self) -> None:
