@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Static
 from modeldeck.core import paths
 from modeldeck.tui.app import ModeldeckApp, setup_logging
 from modeldeck.tui.source import FixedSource
+from modeldeck.tui.widgets.keybar import KeyBar
 from modeldeck.tui.widgets.livetable import LiveTable
 from tests.tui_fixtures import EVIL, NOW, fleet_snapshots, write_world
 
@@ -390,10 +391,21 @@ async def test_fits_80_by_24(world) -> None:
         assert [c.key for c in table.columns] == ["name", "env", "status", "version", "rps", "err", "p95", "drift",
                                                   "quality"]
         assert table.virtual_size.width <= 80
+        # every key the bar lists is on screen: its items take two lines at 80 columns
+        bar = app.screen.query_one(KeyBar)
+        lines = bar.render().plain.split("\n")
+        assert len(lines) == 2 and bar.size.height == 2, (lines, bar.size)
+        assert "Theme" in lines[1] and all(len(line) <= bar.content_size.width for line in lines)
         await pilot.press("enter")
         await pilot.pause(0.3)
         for tid in ("#versions-table", "#drift-table", "#quality-table"):
             assert app.screen.query_one(tid, DataTable).virtual_size.width <= 78
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert app.screen.query_one(KeyBar).size.height == 2  # and after coming back
+        await pilot.resize_terminal(160, 24)
+        await pilot.pause(0.3)
+        assert app.screen.query_one(KeyBar).size.height == 1  # one line where they fit
 
 
 def test_snapshot_fleet(world, snap_compare) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
+from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -24,6 +25,7 @@ class KeyBar(Static):
     def __init__(self) -> None:
         super().__init__("", markup=False)
         self._items: list[tuple[str, str, bool]] = []  # (keys, description, enabled)
+        self._lines = 0  # the height set by _fit
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._changed)
@@ -62,11 +64,31 @@ class KeyBar(Static):
             items.append(palette)
         if items != self._items:  # the same keys: no layout of the screen again
             self._items = items
+            self._fit()
             self.refresh(layout=True)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """The lines the items take at ``width``."""
+        return self._text(width).plain.count("\n") + 1
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The bar's height set to the lines its items take now: ``height: auto`` was worked out
+        once, before the bar had its width, and kept one line at 80 columns (the second hidden)."""
+        width = self.content_size.width or max(20, self.app.size.width - 2)
+        lines = min(3, self._text(width).plain.count("\n") + 1)
+        if lines != self._lines:
+            self._lines = lines
+            self.styles.height = lines
 
     def render(self) -> Text:
         """Items laid out by hand so a key and its description never part across lines."""
-        width = max(20, self.size.width - 2 if self.size.width else 80)
+        return self._text(self.content_size.width or max(20, self.size.width - 2))
+
+    def _text(self, width: int) -> Text:
+        width = max(20, width)
         colour = self.app.theme_variables.get("footer-key-foreground", "yellow")  # follows `t`
         key_style = Style.parse(f"bold {colour}")
         t = Text(no_wrap=True)
