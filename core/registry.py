@@ -26,8 +26,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from modeldeck.core import datafiles
 from modeldeck.core.errors import ConflictError, GateError, ModeldeckError, NotFoundError, RegistryError
 from modeldeck.core.textfmt import format_time, one_line, stored_time, utcnow, visible  # noqa: F401 - part of this module's API
@@ -137,6 +135,8 @@ def _dumps(value: Any) -> str:
 def _dumps_fast(value: Any) -> str:
     """As :func:`_dumps`, 5x faster, for rows no hash covers (snapshots: a report stores 5,000):
     the same values when read back (orjson writes non-ASCII as UTF-8; to_dict has no NaN)."""
+    import orjson  # not at the top: this module needs only the standard library to import
+
     return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -155,6 +155,8 @@ def _loads_fast(text: str | None, default: Any = None) -> Any:
     holds one) and refuses the NaN an old row may hold (then json.loads)."""
     if text is None or text == "":
         return default
+    import orjson
+
     try:
         return orjson.loads(text)
     except (ValueError, TypeError):
