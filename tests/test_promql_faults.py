@@ -106,7 +106,7 @@ def test_each_fault_is_the_endpoints_reason(tmp_path: Path, prom_token: None, ca
     caplog.set_level(logging.DEBUG)
     with FaultServer() as prom:
         prom.routes[QUERY] = reply  # type: ignore[assignment]
-        (snap,) = _poll_once(_settings(tmp_path, prom.url))
+        (snap,) = _poll_once(_settings(tmp_path, prom.url, timeout=0.5 if reply is HANG else 5.0))
         assert prom.hits[QUERY] == 9  # one per quantity, each failed the same way
         seen = prom.headers_seen[-1]
     assert snap.status == DEGRADED
@@ -135,7 +135,7 @@ def test_too_large_an_answer_is_cut_off(tmp_path: Path, prom_token: None) -> Non
 @pytest.mark.live
 def test_partial_answer_with_warnings_is_noted(tmp_path: Path, prom_token: None) -> None:
     with FaultServer() as prom:
-        settings = _settings(tmp_path, prom.url)
+        settings = _settings(tmp_path, prom.url, timeout=5.0)  # nothing hangs here
         prom.handler = healthy(settings, ["partial response: store 3 unavailable"])
         (snap,) = _poll_once(settings)
     assert snap.status == DEGRADED  # the values may be incomplete
@@ -147,7 +147,7 @@ def test_partial_answer_with_warnings_is_noted(tmp_path: Path, prom_token: None)
 @pytest.mark.live
 def test_healthy_fake_answers(tmp_path: Path, prom_token: None) -> None:
     with FaultServer() as prom:
-        settings = _settings(tmp_path, prom.url)
+        settings = _settings(tmp_path, prom.url, timeout=5.0)  # nothing hangs here
         prom.handler = healthy(settings)
         (snap,) = _poll_once(settings)
     assert snap.status == UP and snap.reason == "ready"
@@ -248,7 +248,7 @@ def test_one_failing_query_keeps_the_others(tmp_path: Path, prom_token: None) ->
     from urllib.parse import parse_qs
 
     with FaultServer() as prom:
-        settings = _settings(tmp_path, prom.url)
+        settings = _settings(tmp_path, prom.url, timeout=5.0)  # nothing hangs here
         good = healthy(settings)
 
         def answer(path: str, body: bytes) -> Reply | str | None:
