@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 MLFLOW_VENV = mlflowserver.venv_dir()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long tests first: those in an xdist group (a group exists because its tests share a
+    costly fixture, or one test drives a whole fleet), then the other ``live`` ones (real
+    servers, subprocesses: seconds each), then the fast ones; each file's order is kept.
+    ``--dist loadgroup`` hands out work in collection order (groups of several tests first,
+    largest first, then one test at a time, a one-test group among them), so a long test
+    collected late ran alone at the end while the other worker idled; with the long ones first,
+    the many short tests fill both workers up to the end. Only the order changes: every test
+    runs, with the same fixtures."""
+    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None,
+                                 item.get_closest_marker("live") is None))  # stable: file order kept
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache folder per test session (trained demo artifacts, reference profiles)."""
