@@ -6,34 +6,19 @@ more traffic, is tests/test_tui_release_loop.py)."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 from modeldeck.core import config
-from modeldeck.core.demo.fleet import DemoFleetProcess, FleetSettings, start_subprocess
+from modeldeck.core.demo.fleet import DemoFleetProcess
 from modeldeck.core.registry import Registry
 from modeldeck.tui.app import ModeldeckApp
 from modeldeck.tui.widgets.livetable import LiveTable
+from tests.demo_helpers import fast_releases, snap, start_fleet, wait_for
 from tests.faultservers import FaultServer
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("tui_demo")]
-
-# the demo's own traffic (70 requests/s in all), its drift and errors from the start
-FAST = FleetSettings(drift_at=0.0, errors_at=0.0, error_rate=0.3, seed=11)
-
-
-def start_fleet(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path,
-                settings: FleetSettings = FAST) -> DemoFleetProcess:
-    wd = tmp_path_factory.mktemp("tui-fleet")
-    env = dict(os.environ)
-    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
-        env[var] = str(wd / var.lower())
-    env.update(XDG_CACHE_HOME=str(shared_cache), MODELDECK_ACTOR="tester")
-    env.pop("MODELDECK_CONFIG", None)
-    return start_subprocess(wd, ready_timeout=60, settings=settings, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -43,37 +28,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path):
     fp.stop()
 
 
-def fast_releases(settings: config.Settings) -> config.Settings:
-    """The demo's release timings, shortened for a test (bake 3 s): in the registry's policy
-    (which every release applies) and in the config (which may not be looser than it)."""
-    fast = {"bake_seconds": 3.0, "verify_timeout": 15.0}
-    with Registry(settings.registry) as reg:
-        for name in settings.models:
-            rec = reg.policy(name)
-            if rec is not None and any(rec.rules.get(k) != v for k, v in fast.items()):
-                reg.set_policy(name, {**rec.rules, **fast}, "test: a short bake")
-    models = {name: dataclasses.replace(m, **fast) for name, m in settings.models.items()}
-    return dataclasses.replace(settings, models=models)
-
-
 @pytest.fixture
 def settings(fleet: DemoFleetProcess) -> config.Settings:
     return fast_releases(config.parse_file(Path(fleet.config_path)))
-
-
-async def wait_for(pilot, predicate, timeout: float, what: str, seen=None) -> None:
-    """Wait until ``predicate()``; on a timeout, say what ``seen()`` (if given) shows then."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.25)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
-                         + (f" (last seen: {seen()!r})" if seen is not None else ""))
-
-
-def snap(app: ModeldeckApp, name: str):
-    return app.source.latest().get(name) if app.source is not None else None
 
 
 async def test_the_demo_story_shows_within_a_minute(settings) -> None:

@@ -14,7 +14,7 @@ from modeldeck.core import config
 from modeldeck.core.demo.fleet import DemoFleetProcess
 from modeldeck.core.registry import Registry
 from modeldeck.tui.app import ModeldeckApp
-from tests.test_tui_demo import FAST, fast_releases, snap, start_fleet, wait_for
+from tests.demo_helpers import FAST, fast_releases, snap, start_fleet, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.xdist_group("tui_release_loop")]
 
