@@ -44,9 +44,8 @@ class _Header(Static):
 
     def on_resize(self, event: events.Resize) -> None:
         screen = self.screen
-        if isinstance(screen, FleetScreen) and screen.ready:
-            latest, _, interval = screen._seen
-            screen._update_header(latest, interval)
+        if isinstance(screen, FleetScreen):
+            screen.redraw_header()
 
 
 class FleetScreen(DeckScreen):
@@ -313,6 +312,12 @@ class FleetScreen(DeckScreen):
                 worse += 1
         self._counted = (key, (counts, drifting, worse))
         return counts, drifting, worse
+
+    def redraw_header(self) -> None:
+        """The header again, for a new width (it shortens the paths to the room it has)."""
+        if self.ready:
+            latest, _, interval = self._seen
+            self._update_header(latest, interval)
 
     def _update_header(self, latest: dict[str, EndpointSnapshot], interval: float) -> None:
         found = self.query("#fleet-header").results(Static)
