@@ -396,6 +396,7 @@ async def test_fits_80_by_24(world) -> None:
         lines = bar.render().plain.split("\n")
         assert len(lines) == 2 and bar.size.height == 2, (lines, bar.size)
         assert "Theme" in lines[1] and all(len(line) <= bar.content_size.width for line in lines)
+        narrow = static_text(app, "#fleet-header")
         await pilot.press("enter")
         await pilot.pause(0.3)
         for tid in ("#versions-table", "#drift-table", "#quality-table"):
@@ -406,6 +407,8 @@ async def test_fits_80_by_24(world) -> None:
         await pilot.resize_terminal(160, 24)
         await pilot.pause(0.3)
         assert app.screen.query_one(KeyBar).size.height == 1  # one line where they fit
+        wide = static_text(app, "#fleet-header")  # laid out again for the new width: more of the paths
+        assert len(wide) > len(narrow) and "…" in narrow, (narrow, wide)
 
 
 def test_snapshot_fleet(world, snap_compare) -> None:
