@@ -19,7 +19,8 @@ T = TypeVar("T")
 def quick_init(cls: type[T]) -> type[T]:
     """Give the frozen dataclass ``cls`` an ``__init__`` that sets every field at once. Only for
     classes whose ``__init__`` does nothing else: no ``__post_init__``, ``InitVar``, default
-    factory, keyword-only or ``init=False`` field or ``__slots__`` (any of those raises TypeError here, at import)."""
+    factory, keyword-only or ``init=False`` field, no ``__slots__`` and no field named ``self``
+    (any of those raises TypeError here, at import)."""
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen:
         raise TypeError(f"{cls.__name__}: quick_init is for frozen dataclasses")
@@ -31,7 +32,8 @@ def quick_init(cls: type[T]) -> type[T]:
     args: list[str] = []
     defaults: dict[str, Any] = {}
     for f in fields:
-        if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING or not f.name.isidentifier():
+        if (not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING or not f.name.isidentifier()
+                or f.name == "self" or f.name.startswith("_default_")):
             raise TypeError(f"{cls.__name__}.{f.name}: quick_init takes plain fields with plain defaults")
         if f.default is dataclasses.MISSING:
             args.append(f.name)
@@ -41,7 +43,7 @@ def quick_init(cls: type[T]) -> type[T]:
     body = ", ".join(f"{f.name!r}: {f.name}" for f in fields)
     src = f"def __init__(self, {', '.join(args)}):\n    self.__dict__.update({{{body}}})\n"
     namespace: dict[str, Any] = dict(defaults)
-    exec(src, namespace)
+    exec(src, namespace)  # the source holds nothing but the class's own field names (checked above)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__

@@ -57,7 +57,11 @@ def test_quick_init_refuses_what_it_cannot_do() -> None:
     class KeywordOnly:
         a: int
 
-    for cls in (Mutable, Factory, Post, KeywordOnly):
+    @dataclasses.dataclass(frozen=True)
+    class SelfField:
+        self: int  # legal for a dataclass (its __init__ names itself otherwise), not here
+
+    for cls in (Mutable, Factory, Post, KeywordOnly, SelfField):
         with pytest.raises(TypeError):
             quick_init(cls)
 
