@@ -31,10 +31,11 @@ def start_fleet(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path,
     return start_subprocess(wd, ready_timeout=60, settings=settings, env=env)
 
 
-def fast_releases(settings: config.Settings) -> config.Settings:
-    """The demo's release timings, shortened for a test (bake 3 s): in the registry's policy
-    (which every release applies) and in the config (which may not be looser than it)."""
-    fast = {"bake_seconds": 3.0, "verify_timeout": 15.0}
+def fast_releases(settings: config.Settings, **rules: float) -> config.Settings:
+    """The demo's release timings, shortened for a test (by default bake 3 s, verify within
+    15 s; ``rules`` say otherwise): in the registry's policy (which every release applies) and in
+    the config (which may not be looser than it)."""
+    fast = rules or {"bake_seconds": 3.0, "verify_timeout": 15.0}
     with Registry(settings.registry) as reg:
         for name in settings.models:
             rec = reg.policy(name)

@@ -291,13 +291,18 @@ def exact(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         yield server, t0 + (STEPS - 1) * STEP
 
 
+def _exact_settings(tmp_path: Path, url: str, *services: str) -> config.Settings:
+    """An MLServer endpoint per service of the exact data, named and modelled after it."""
+    return _parse(tmp_path, {
+        "registry": str(tmp_path / "none.db"), "prometheus": {"url": url, "window": "1m", "timeout": 5.0},
+        "endpoints": [{"name": n, "model": n, "metrics": "prometheus", "metrics_profile": "mlserver",
+                       "selector": f'{{namespace="prod", service="{n}"}}'} for n in services]})
+
+
 @pytest.mark.live
 def test_mlserver_exact_values(exact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     prom, at = exact
-    settings = _parse(tmp_path, {
-        "registry": str(tmp_path / "none.db"), "prometheus": {"url": prom.url, "window": "1m", "timeout": 5.0},
-        "endpoints": [{"name": n, "model": n, "metrics": "prometheus", "metrics_profile": "mlserver",
-                       "selector": f'{{namespace="prod", service="{n}"}}'} for n in ("churn", "fraud")]})
+    settings = _exact_settings(tmp_path, prom.url, "churn", "fraud")
     (churn, fraud), _ = _poll(settings, at, {("churn", "production"): 3, ("fraud", "production"): 7})
     # known in advance: 100 requests / 15 s, 2 % failed, quantiles by linear interpolation
     assert churn.request_rate == pytest.approx(100 / 15)
@@ -322,10 +327,7 @@ def test_mlserver_failures_counted_where_only_they_exist_or_none_happened(exact,
     where failures happened in the window: every request failing is a 100 % error ratio at the
     failure rate; a failure counter that did not move is 0 errors, as the guarded PromQL says."""
     prom, at = exact
-    settings = _parse(tmp_path, {
-        "registry": str(tmp_path / "none.db"), "prometheus": {"url": prom.url, "window": "1m", "timeout": 5.0},
-        "endpoints": [{"name": n, "model": n, "metrics": "prometheus", "metrics_profile": "mlserver",
-                       "selector": f'{{namespace="prod", service="{n}"}}'} for n in ("broken", "calm")]})
+    settings = _exact_settings(tmp_path, prom.url, "broken", "calm")
     (broken, calm), _ = _poll(settings, at, {("broken", "production"): 1, ("calm", "production"): 2})
     assert broken.request_rate == pytest.approx(6 / 15) and broken.error_ratio == 1.0
     assert calm.request_rate == pytest.approx(1.0) and calm.error_ratio == 0.0

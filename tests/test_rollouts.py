@@ -337,14 +337,11 @@ def demo_release_settings(settings: Any, *, bake: float = 5.0) -> Any:
     """The demo's release rules with a short bake, in the registry's policy and the config."""
     import dataclasses
 
-    fast = {"bake_seconds": bake, "verify_timeout": 20.0, "bake_min_requests": 30, "bake_max_seconds": 3 * bake}
-    with Registry(settings.registry) as reg:
-        for name in settings.models:
-            rec = reg.policy(name)
-            if rec is not None and any(rec.rules.get(k) != v for k, v in fast.items()):
-                reg.set_policy(name, {**rec.rules, **fast}, "test: a short bake")
-    models = {name: dataclasses.replace(m, **fast) for name, m in settings.models.items()}
-    return dataclasses.replace(settings, models=models, report_sample=2.0)
+    from tests.demo_helpers import fast_releases
+
+    fast = fast_releases(settings, bake_seconds=bake, verify_timeout=20.0, bake_min_requests=30,
+                         bake_max_seconds=3 * bake)
+    return dataclasses.replace(fast, report_sample=2.0)
 
 
 def release_candidate(settings: Any, fault: str | None) -> Any:
