@@ -53,8 +53,6 @@ def ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT
 
 
-
-
 class _KeptAlive:
     __slots__ = ("idle_since", "key", "reader", "writer")
 
@@ -272,7 +270,7 @@ def _parse_head(raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     return int(parts[1]), parts[0], headers
 
 
-class _LazyFallback(httpx.AsyncBaseTransport):
+class LazyFallback(httpx.AsyncBaseTransport):
     """httpx's own transport, made when first needed (an https request or anything but a GET):
     a poller of 10,000 plain-http endpoints never builds 10,000 connection pools."""
 
@@ -297,7 +295,9 @@ def _base_headers() -> httpx.Headers:
     """The headers an ``httpx.AsyncClient`` adds to every request, with modeldeck's user agent."""
     global _BASE_HEADERS
     if _BASE_HEADERS is None:
-        h = httpx.Headers(httpx.AsyncClient(headers={"User-Agent": "modeldeck-poller"}).headers)
+        # (a client with a transport never used: its own would load the CA bundle, 50 ms)
+        unused = LazyFallback(lambda: httpx.AsyncHTTPTransport())
+        h = httpx.Headers(httpx.AsyncClient(headers={"User-Agent": "modeldeck-poller"}, transport=unused).headers)
         _BASE_HEADERS = h
     return _BASE_HEADERS
 
@@ -325,7 +325,7 @@ class Sender:
 
         transport: httpx.AsyncBaseTransport
         if fast and scheme == "http":
-            transport = PlainHTTP1Transport(_LazyFallback(make), keepalive_expiry=4.0, max_idle=size)
+            transport = PlainHTTP1Transport(LazyFallback(make), keepalive_expiry=4.0, max_idle=size)
         else:
             transport = make()
         self.transport = transport

@@ -60,7 +60,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +70,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from modeldeck.core import judge
-from modeldeck.core.config import EndpointConfig, Settings, Thresholds
+from modeldeck.core.config import DiscoverConfig, EndpointConfig, Settings, Thresholds
 from modeldeck.core.errors import ModeldeckError, RegistryError
 from modeldeck.core.http11 import Answer, Sender, fetch, host_key, within
 from modeldeck.core.metrics import (
@@ -449,7 +449,7 @@ class Poller:
                 assert self._prom_cfg is not None
                 self._prom = PromFleet(self._prom_cfg, clock=self._clock)
                 self._prom.breathe = self.breathe
-                await self._discover()
+                await self._discover(prefetch=True)
             await self._seed_history()
             await self._refresh_aliases(force=True)
 
@@ -732,61 +732,97 @@ class Poller:
         if asyncio.get_running_loop().time() - self._discover_at >= self._prom_cfg.discover_interval:
             await self._discover()
 
-    async def _discover(self) -> None:
+    async def _discover(self, prefetch: bool = False) -> None:
         """Refresh the endpoints of every ``[[discover]]`` block. A block whose query fails keeps
         its endpoints (and says why in :attr:`discover_errors`); endpoints no longer found show
-        DOWN "no longer reported by Prometheus" for ``vanished_after`` seconds, then go."""
-        from modeldeck.core.promql import PromError
+        DOWN "no longer reported by Prometheus" for ``vanished_after`` seconds, then go.
 
+        The blocks' queries go out together; their answers are taken in the blocks' order (the
+        earlier block owns a name both make), each as soon as it and those before it are in.
+        ``prefetch`` (a refresh follows at once): when a profile's last block is taken, that
+        profile's queries are sent (PromFleet.prefetch) while the next blocks are taken."""
         blocks = self.settings.discover
         if self._prom is None or not blocks or self._prom_cfg is None:
             return
         loop = asyncio.get_running_loop()
         self._discover_at = loop.time()
-        answers = await asyncio.gather(*(self._prom.discover(b) for b in blocks), return_exceptions=True)
+        tasks = [asyncio.ensure_future(self._prom.discover(b)) for b in blocks]
+        try:
+            await self._take_discovered(blocks, tasks, prefetch)
+        finally:
+            for task in tasks:
+                task.cancel()
+        self._fit_history()
+
+    async def _take_discovered(self, blocks: Sequence[DiscoverConfig], tasks: Sequence[asyncio.Future[Any]],
+                               prefetch: bool) -> None:
+        from modeldeck.core.promql import PromError
+
+        assert self._prom is not None and self._prom_cfg is not None
+        loop = asyncio.get_running_loop()
         configured = {e.name for e in self.settings.endpoints}
         by_name = {t.cfg.name: t for t in self._targets}
         taken = set(configured)
-        now = loop.time()
-        for block, found in zip(blocks, answers):
-            if isinstance(found, asyncio.CancelledError):
-                raise found
+        last_of = {b.profile.lower(): i for i, b in enumerate(blocks)}
+        # a prefetch must be for exactly the endpoints the refresh groups under the profile:
+        # not when some endpoint's profile is detected at the refresh
+        prefetch = prefetch and all(t.cfg.metrics_profile for t in self._targets if t.via)
+        for i, (block, task) in enumerate(zip(blocks, tasks)):
+            try:
+                found = await task
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                found = e
+            now = loop.time()
             if isinstance(found, BaseException):
                 msg = str(found) if isinstance(found, PromError) else one_line(f"prometheus: {found}", REASON_LIMIT)
                 if self._discover_errors.get(block.name) != msg:
                     log.warning("discover %s: %s", one_line(block.name, 40), msg)
                 self._discover_errors[block.name] = msg
                 taken |= {t.cfg.name for t in self._targets if t.cfg.discovered == block.name}
+            else:
+                await self._take_block(block, found, taken, by_name, now)
+            profile = block.profile.lower()
+            if prefetch and last_of[profile] == i:
+                self._prom.prefetch(profile, [t.cfg for t in self._targets if t.via
+                                              and (t.cfg.metrics_profile or "").lower() == profile])
+                await asyncio.sleep(0)  # the queries start out before the next block is taken
+
+    async def _take_block(self, block: DiscoverConfig, found: Sequence[EndpointConfig], taken: set[str],
+                          by_name: Mapping[str, _Target], now: float) -> None:
+        """The endpoints one block found: added, updated, or (not found) vanishing, then gone."""
+        assert self._prom_cfg is not None
+        self._discover_errors.pop(block.name, None)
+        names = set()
+        for k, cfg in enumerate(found):
+            if k % BREATHE_EVERY == BREATHE_EVERY - 1:
+                await asyncio.sleep(0)  # other work of this loop (queries sent by a prefetch) goes on
+            if cfg.name in taken:
                 continue
-            self._discover_errors.pop(block.name, None)
-            names = set()
-            for cfg in found:
-                if cfg.name in taken:
-                    continue
-                taken.add(cfg.name)
-                names.add(cfg.name)
-                t = by_name.get(cfg.name)
-                if t is None:
-                    self._add_target(cfg)
-                elif t.cfg.discovered == block.name:
-                    t.vanished_at = None
-                    if t.cfg is not cfg and t.cfg != cfg:
-                        self._replace_config(t, cfg)
-            gone = []
-            for t in self._targets:
-                if t.cfg.discovered != block.name or t.cfg.name in names:
-                    continue
-                if t.vanished_at is None:
-                    t.vanished_at = now
-                    log.info("discover %s: %s is no longer reported", one_line(block.name, 40),
-                             one_line(t.cfg.name, 60))
-                if now - t.vanished_at >= self._prom_cfg.vanished_after:
-                    gone.append(t)
-                else:
-                    taken.add(t.cfg.name)
-            if gone:
-                self._remove_targets(gone)
-        self._fit_history()
+            taken.add(cfg.name)
+            names.add(cfg.name)
+            t = by_name.get(cfg.name)
+            if t is None:
+                self._add_target(cfg)
+            elif t.cfg.discovered == block.name:
+                t.vanished_at = None
+                if t.cfg is not cfg and t.cfg != cfg:
+                    self._replace_config(t, cfg)
+        gone = []
+        for t in self._targets:
+            if t.cfg.discovered != block.name or t.cfg.name in names:
+                continue
+            if t.vanished_at is None:
+                t.vanished_at = now
+                log.info("discover %s: %s is no longer reported", one_line(block.name, 40),
+                         one_line(t.cfg.name, 60))
+            if now - t.vanished_at >= self._prom_cfg.vanished_after:
+                gone.append(t)
+            else:
+                taken.add(t.cfg.name)
+        if gone:
+            self._remove_targets(gone)
 
     def _history_len(self) -> int:
         """Snapshots kept per endpoint: ``poll.history``, fewer for a large discovered fleet (a

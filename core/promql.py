@@ -88,6 +88,7 @@ SUCCESS_COUNTERS = frozenset({"mlserver", "demo", "triton"})
 MERGED_QUANTILES = ("mlserver", "demo", "bentoml", "kserve")
 GROUP_LABEL = "modeldeck_group"  # set by label_replace on the merged-quantile queries
 GROUPS_PER_QUERY = 50
+PREFETCH_FOR = 10.0  # seconds a prefetched answer waits for its refresh (PromFleet.prefetch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,12 +484,14 @@ class PromClient:
             # every query of a refresh at once (about 10 per profile): none waits for a connection
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             transport = self._transport
-            from modeldeck.core.http11 import PlainHTTP1Transport, env_proxied
+            from modeldeck.core.http11 import LazyFallback, PlainHTTP1Transport, env_proxied, ssl_context
 
             if transport is None and not env_proxied(self.cfg.url):
-                # the lean keep-alive transport for plain http (https goes to httpx's own); with an
-                # HTTP_PROXY that applies, httpx's own transport and its proxy handling
-                transport = PlainHTTP1Transport(httpx.AsyncHTTPTransport(limits=limits), max_idle=64)
+                # the lean keep-alive transport for plain http (https goes to httpx's own, made when
+                # first needed: its TLS context costs 50 ms that a plain-http report need not pay);
+                # with an HTTP_PROXY that applies, httpx's own transport and its proxy handling
+                transport = PlainHTTP1Transport(
+                    LazyFallback(lambda: httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context())), max_idle=64)
             self._client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits,
                                              transport=transport, follow_redirects=False)
         return self._client
@@ -867,9 +870,36 @@ class PromFleet:
         # awaited before routing each answer and between chunks of 250 endpoints: a caller's
         # chance to let more urgent work in its process run first (Poller.breathe)
         self.breathe: Callable[[], Awaitable[None]] | None = None
+        # profile -> (plans, taken_at, sent at (monotonic), the answers' task): see prefetch()
+        self._prefetched: dict[str, tuple[list[_Plan], float, float, asyncio.Future[list[Any]]]] = {}
 
     async def aclose(self) -> None:
+        for pre in self._prefetched.values():
+            pre[3].cancel()
+        self._prefetched.clear()
         await self.client.aclose()
+
+    def prefetch(self, profile: str, cfgs: Sequence[EndpointConfig]) -> None:
+        """Send ``profile``'s queries for ``cfgs`` now, for a refresh of exactly these endpoints
+        that follows within PREFETCH_FOR seconds. The poller's first refresh does this for each
+        profile as soon as its discovery blocks are done, so Prometheus evaluates one profile's
+        queries while the poller still makes the endpoints of the next. A refresh of any other
+        set of endpoints asks again (the answers are used once, and only for the same plans)."""
+        profile = profile.lower()
+        old = self._prefetched.pop(profile, None)
+        if old is not None:
+            old[3].cancel()
+        if profile not in PROMQL or not cfgs:
+            return
+        queries, plans = self.queries_for(profile, cfgs)
+        taken_at = self.clock()
+        task = asyncio.ensure_future(self._ask(queries, taken_at))
+        self._prefetched[profile] = (plans, taken_at, time.monotonic(), task)
+
+    async def _ask(self, queries: Mapping[str, str], taken_at: float) -> list[Any]:
+        """Every query at once; each answer or its exception, in the order of ``queries``."""
+        return await asyncio.gather(*(self.client.query(q, at=taken_at) for q in queries.values()),
+                                    return_exceptions=True)
 
     async def refresh(self, endpoints: Iterable[EndpointConfig]) -> dict[str, PromReading]:
         """A reading per endpoint name (every endpoint given gets one, failures included)."""
@@ -957,8 +987,14 @@ class PromFleet:
             return {c.name: PromReading(taken_at, window, error=err) for c in cfgs}
         queries, plans = self.queries_for(profile, cfgs)
         keys = list(queries)
-        answers = await asyncio.gather(*(self.client.query(queries[k], at=taken_at) for k in keys),
-                                       return_exceptions=True)
+        pre = self._prefetched.pop(profile, None)
+        if pre is not None and pre[0] is plans and time.monotonic() - pre[2] <= PREFETCH_FOR:
+            taken_at = pre[1]
+            answers = await pre[3]
+        else:
+            if pre is not None:
+                pre[3].cancel()
+            answers = await self._ask(queries, taken_at)
         results: dict[str, QueryResult] = {}
         failures: dict[str, str] = {}
         warnings: list[str] = []

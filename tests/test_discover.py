@@ -197,6 +197,8 @@ def test_discovered_endpoints_get_series_without_their_model_label(fleet, tmp_pa
             await p.poll_once()
             cfgs = p.configs()
             assert {c.name for c in cfgs} == {"churn-prod", "fraud-prod"}
+            # the first refresh took the queries prefetched while discovery finished: each went once
+            assert p._prom.client.queries == 1 + len(p._prom.queries_for("mlserver", cfgs)[0])
             assert all('model="' in c.selector and 'job="fleet"' in c.selector for c in cfgs)
             readings = await p._prom.refresh(cfgs)
             for name, r in readings.items():

@@ -409,6 +409,58 @@ def test_the_age_query_answers_once_per_endpoint(exact) -> None:  # type: ignore
     assert all(s.value == pytest.approx(0.0, abs=0.01) for s in r.series)
 
 
+@pytest.mark.live
+def test_a_prefetch_answers_the_next_refresh_of_the_same_endpoints_once(exact, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The poller's first refresh after discovery uses the answers prefetched for its endpoints:
+    each query is sent once, the readings are those of a plain refresh. A prefetch made for other
+    endpoints, or one older than PREFETCH_FOR, is not used: that refresh asks again."""
+    import modeldeck.core.promql as promql
+
+    prom, at = exact
+    cfg = config.PrometheusConfig(url=prom.url, timeout=5.0)
+
+    def ep(n: str) -> config.EndpointConfig:
+        return config.EndpointConfig(name=n, model=n, url="", metrics="prometheus", metrics_profile="mlserver",
+                                     selector=f'{{namespace="prod", service="{n}"}}')
+
+    both = [ep("churn"), ep("fraud")]
+
+    async def main():  # type: ignore[no-untyped-def]
+        fleet = PromFleet(cfg, clock=lambda: at)
+        try:
+            per_refresh = len(fleet.queries_for("mlserver", both)[0])
+            sent = []
+            fleet.prefetch("mlserver", both)
+            await asyncio.sleep(0.3)  # the poller makes other endpoints meanwhile: the answers come in
+            first = await fleet.refresh(both)
+            sent.append(fleet.client.queries)
+            plain = await fleet.refresh(both)
+            sent.append(fleet.client.queries)
+            fleet.prefetch("mlserver", both[:1])  # for churn alone: the refresh of both asks again
+            other = await fleet.refresh(both)
+            sent.append(fleet.client.queries)
+            monkeypatch.setattr(promql, "PREFETCH_FOR", 0.0)
+            fleet.prefetch("mlserver", both)
+            await asyncio.sleep(0.01)
+            stale = await fleet.refresh(both)
+            sent.append(fleet.client.queries)
+            return per_refresh, sent, (first, plain, other, stale), fleet._prefetched
+        finally:
+            await fleet.aclose()
+
+    per_refresh, sent, readings, left = asyncio.run(main())
+    assert sent[0] == per_refresh and sent[1] == 2 * per_refresh
+    assert sent[2] >= 3 * per_refresh  # (and churn's own queries, where they went out before the cancel)
+    assert sent[3] - sent[2] == 2 * per_refresh  # the stale prefetch went out, and was asked again
+    assert not left
+    for got in readings:
+        assert got["churn"].p95_ms == pytest.approx(250.0)
+        assert got["churn"].request_rate == pytest.approx(100 / 15)
+        assert got["fraud"].request_rate == pytest.approx(2.0)
+        assert got["churn"].error is None and got["fraud"].error is None
+        assert got == readings[1]
+
+
 @pytest.mark.parametrize(("url", "headers", "sent"), [
     ("http://127.0.0.1:{port}", {}, "identity"),
     ("http://localhost:{port}", {}, "identity"),

@@ -26,6 +26,11 @@ from modeldeck.core import config as configmod
 from modeldeck.core.errors import GateError, InputError, ModeldeckError, RegistryError
 from modeldeck.core.textfmt import escape_controls, exit_words, num, one_line, table
 
+# httpx imports its own command line (click, rich.progress, pygments: 70 ms here) whenever they
+# are installed, as textual's rich is; modeldeck never runs it. A None entry makes that import
+# fail, and httpx then defines a stub for its `httpx` console script instead (httpx/__init__.py).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 if TYPE_CHECKING:
     from modeldeck.core.releases import ReleaseEvent
 
@@ -204,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Without a subcommand, modeldeck opens the TUI on the configured fleet. "
                "`modeldeck --demo` shows it on an embedded demo fleet.")
     parser.set_defaults(config=None, registry=None, command=None, handler=_cmd_tui)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--demo", action="store_true", help="run the TUI on the embedded demo fleet")
     parser.add_argument("--mlflow", action="store_true",
                         help="with --demo: a local mlflow server is the registry of record (needs the MLflow "
@@ -577,6 +582,20 @@ def _version_number(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a version number (they start at 1)")
     return n
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (importlib.metadata
+    costs 40 ms, which every other command, the cron report included, would pay)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and exit", **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        parser._print_message(f"{parser.prog} {_version()}\n", sys.stdout)
+        parser.exit()
 
 
 def _version() -> str:
