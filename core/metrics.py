@@ -47,8 +47,9 @@ import math
 import re
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from modeldeck.core.frozen import quick_init
 
@@ -541,6 +542,14 @@ _SIMPLE_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 FAST_PATH = True  # False: every line through prometheus-client (benchmarks, tests compare both)
 
 
+def text_string_to_metric_families(text: str) -> Iterator[Any]:
+    """prometheus-client's parser, imported on first use: 47 ms to import, and only the lines the
+    fast path declines need it."""
+    from prometheus_client.parser import text_string_to_metric_families as parse
+
+    return parse(text)
+
+
 def _parse(lines: list[tuple[str, int]], text: str) -> list[_Sample]:
     out: list[_Sample] = []
     slow: list[tuple[str, int]] = []
@@ -560,9 +569,6 @@ def _parse(lines: list[tuple[str, int]], text: str) -> list[_Sample]:
         slow = lines
     if not slow:
         return out
-    # not at the top: 47 ms to import, and only lines the fast path above declines need it
-    from prometheus_client.parser import text_string_to_metric_families
-
     chunk = "\n".join(line for line, _ in slow) + "\n"
     try:
         out += [_Sample(s.name, s.labels, s.value)

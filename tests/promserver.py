@@ -60,7 +60,7 @@ class PromServer:
         tmp.replace(self.targets_file)
 
     def _config(self) -> str:
-        iv = f"{self.scrape_interval:g}s"
+        iv = f"{round(self.scrape_interval * 1000)}ms"  # Prometheus reads "500ms", not "0.5s"
         if self.backfilled:
             return "global:\n  scrape_interval: 1m\n"
         return (f"global:\n  scrape_interval: {iv}\n  scrape_timeout: {iv}\n"

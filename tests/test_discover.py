@@ -86,7 +86,7 @@ def fleet(tmp_path: Path):  # type: ignore[no-untyped-def]
     if reason:
         pytest.skip(reason)
     servers = {n: FaultServer(n, ["1"]).start() for n in ("churn", "fraud")}
-    prom = PromServer(tmp_path / "prom", scrape_interval=1.0)
+    prom = PromServer(tmp_path / "prom", scrape_interval=0.5)
 
     def targets(names: list[str]) -> None:
         prom.set_targets([(f"127.0.0.1:{servers[n].port}", {"namespace": "prod", "service": n}) for n in names])

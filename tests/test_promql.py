@@ -135,7 +135,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         pytest.skip(reason)
     churn = FaultServer("churn", ["3"], metrics_version="3").start()
     fraud = FaultServer("fraud", ["7"], metrics_version="7").start()
-    prom = PromServer(tmp_path_factory.mktemp("prom-scrape"), scrape_interval=1.0)
+    prom = PromServer(tmp_path_factory.mktemp("prom-scrape"), scrape_interval=0.5)
     prom.set_targets([(f"127.0.0.1:{churn.port}", {"service": "churn", "namespace": "prod"}),
                       (f"127.0.0.1:{fraud.port}", {"service": "fraud", "namespace": "prod"})])
     stop = threading.Event()
