@@ -5,6 +5,8 @@ promtool; the snapshots the poller makes of them."""
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -352,6 +354,62 @@ def test_client_query_against_exact_data(exact) -> None:  # type: ignore[no-unty
     r = asyncio.run(main())
     got = {s.labels["service"]: s.value for s in r.series}
     assert got == pytest.approx({"churn": 98 / 15, "fraud": 2.0, "search": 200 / 15, "calm": 1.0})
+
+
+@pytest.mark.live
+def test_infinities_and_nan_as_prometheus_writes_them(exact) -> None:  # type: ignore[no-untyped-def]
+    """Prometheus writes +Inf, -Inf and NaN as "+Inf", "-Inf", "NaN"; the decoder reads them
+    as floats, and a label value "+Inf" (a bucket's le) stays as it is."""
+    prom, at = exact
+    cfg = config.PrometheusConfig(url=prom.url, timeout=5.0)
+    q = ('label_replace(vector(1) / 0, "k", "pos", "", "") or label_replace(vector(-1) / 0, "k", "neg", "", "")'
+         ' or label_replace(vector(0) / 0, "k", "nan", "", "")'
+         ' or label_replace(label_replace(vector(2), "le", "+Inf", "", ""), "k", "le", "", "")')
+
+    async def main():  # type: ignore[no-untyped-def]
+        c = PromClient(cfg)
+        try:
+            return await c.query(q, at=at)
+        finally:
+            await c.aclose()
+
+    got = {s.labels["k"]: s for s in asyncio.run(main()).series}
+    assert got["pos"].value == math.inf and got["neg"].value == -math.inf and math.isnan(got["nan"].value)
+    assert got["le"].labels["le"] == "+Inf" and got["le"].value == 2.0
+
+
+@pytest.mark.parametrize("body, error", [
+    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"+Inf"},"value":[1,"+Inf"]},'
+     b'{"metric":{},"value":[1,"-Inf"]},{"metric":{"b":"x"},"value":[1,"1e-3"]}]},"warnings":["w",7]}', None),
+    (b'[1, 2]', "prometheus: the answer is not a JSON object (HTTP 200)"),
+    (b'{"status":"success","data":null}', "prometheus: the answer is not an instant vector"),
+    (b'{"status":"success"}', "prometheus: the answer is not an instant vector"),
+    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":1},"value":[1,"2"]}]}}',
+     "prometheus: a series in the answer is malformed"),
+    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"two"]}]}}',
+     "prometheus: a series in the answer is malformed"),
+    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"histogram":[1,{}]}]}}',
+     "prometheus: a series in the answer is malformed"),
+    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]',
+     "prometheus: the answer is not JSON (HTTP 200, application/json)"),
+    (rb'{"status":"error","errorType":{"x":1},"error":["a\u001b[31m"]}', None),
+])
+def test_answers_are_decoded_or_refused_in_one_line(body: bytes, error: str | None) -> None:
+    from modeldeck.core.promql import _decode
+
+    if body.startswith(b'{"status":"error"'):
+        with pytest.raises(PromError) as e:
+            _decode(body, 422, "application/json")
+        assert str(e.value).startswith("prometheus: HTTP 422: ") and "\x1b" not in str(e.value)
+        assert str(e.value).isprintable()
+        return
+    if error is not None:
+        with pytest.raises(PromError, match="^" + re.escape(error) + "$"):
+            _decode(body, 200, "application/json")
+        return
+    r = _decode(body, 200, "application/json")
+    assert [(s.labels, s.value) for s in r.series] == [({"a": "+Inf"}, math.inf), ({}, -math.inf), ({"b": "x"}, 0.001)]
+    assert r.warnings == ("w",)
 
 
 @pytest.mark.live
