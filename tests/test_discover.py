@@ -131,6 +131,11 @@ def test_endpoints_appear_and_vanish(fleet, tmp_path: Path) -> None:  # type: ig
             before = p.configs()
             await p.poll_once()
             assert p.configs() is before
+            # (and discovery's answer, unchanged, is not made into configs again)
+            block = settings.discover[0]
+            assert p._prom is not None
+            found = await p._prom.discover(block)
+            assert await p._prom.discover(block) is found and {c.name for c in found} == {"churn-prod", "fraud-prod"}
             # fraud's target goes: Prometheus marks its series stale, the next discovery misses it
             targets(["churn"])
             deadline = time.monotonic() + 30
